@@ -1,0 +1,25 @@
+/**
+ * The list of kernel files in `shaders/`. The GPU runtime preloads these when
+ * it starts (from disk or over HTTP), so that op launchers can create
+ * pipelines synchronously. A test checks that this list equals the folder.
+ *
+ * @module
+ */
+
+/** Shader file names (without `.wgsl`) that ship with the package. */
+export const SHADER_FILES: readonly string[] = [
+  "attention",
+  "cast",
+  "dms_cache",
+  "dms_decision",
+  "elementwise",
+  "embedding",
+  "matmul",
+  "random",
+  "reduce",
+  "rmsnorm",
+  "rope",
+  "sample",
+  "silu",
+  "softmax",
+];

@@ -1,0 +1,100 @@
+/**
+ * WGSL source loading and preprocessing.
+ *
+ * Kernels live as `.wgsl` files in the top-level `shaders/` folder. They are
+ * located relative to this module's URL, so the same code loads them from a
+ * local checkout (`file:`) and from a remote package (`https:`, e.g. JSR).
+ *
+ * Preprocessing is deliberately tiny: a kernel may use type aliases that the
+ * launcher chooses (`T` for the storage element type, usually `f32` or
+ * `f16`). The loader prepends `enable f16;` when any alias is `f16` and
+ * `alias NAME = TYPE;` lines for each define. Everything else is plain WGSL
+ * with `override` constants for workgroup sizes.
+ *
+ * @module
+ */
+
+/** One storage or uniform binding declared in `@group(0)` of a shader. */
+export interface BindingDecl {
+  /** `@binding(n)` index. */
+  binding: number;
+  /** `uniform`, `read` (read-only storage) or `read_write` storage. */
+  kind: "uniform" | "read" | "read_write";
+}
+
+const SHADER_ROOT = new URL("../../shaders/", import.meta.url);
+const sources = new Map<string, Promise<string>>();
+
+/**
+ * Loads `shaders/<name>.wgsl`, from disk or over HTTP(S), once per name.
+ *
+ * @param name Shader file name without extension, e.g. `"elementwise"`.
+ * @returns The WGSL source text.
+ */
+export function loadShaderSource(name: string): Promise<string> {
+  if (!/^[a-z0-9_]+$/.test(name)) {
+    throw new TypeError(`Invalid shader name "${name}": use lower-case letters, digits and _`);
+  }
+  let src = sources.get(name);
+  if (!src) {
+    const url = new URL(`${name}.wgsl`, SHADER_ROOT);
+    src = readUrl(url);
+    sources.set(name, src);
+    src.catch(() => sources.delete(name));
+  }
+  return src;
+}
+
+async function readUrl(url: URL): Promise<string> {
+  if (url.protocol === "file:") {
+    try {
+      return await Deno.readTextFile(url);
+    } catch (e) {
+      throw new Error(`Cannot read shader ${url.href}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  const res = await fetch(url);
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new Error(`Cannot fetch shader ${url.href}: HTTP ${res.status}`);
+  }
+  return await res.text();
+}
+
+/**
+ * Prepends `enable f16;` (when needed) and one `alias` per define.
+ *
+ * @param source WGSL source.
+ * @param defines Type aliases, e.g. `{ T: "f16" }`.
+ */
+export function preprocess(source: string, defines: Record<string, string> = {}): string {
+  const lines: string[] = [];
+  const values = Object.values(defines);
+  if (values.some((v) => /\bf16\b/.test(v))) lines.push("enable f16;");
+  for (const [k, v] of Object.entries(defines)) lines.push(`alias ${k} = ${v};`);
+  return lines.length ? `${lines.join("\n")}\n${source}` : source;
+}
+
+/**
+ * Parses the `@group(0) @binding(n) var<...>` declarations of a shader, so
+ * that launchers can build explicit bind group layouts (an auto layout drops
+ * bindings an entry point does not use).
+ */
+export function parseBindings(source: string): BindingDecl[] {
+  const re =
+    /@group\(0\)\s*@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read|read_write)\s*)?>/g;
+  const out: BindingDecl[] = [];
+  for (const m of source.matchAll(re)) {
+    const kind = m[2] === "uniform" ? "uniform" : (m[3] === "read_write" ? "read_write" : "read");
+    out.push({ binding: Number(m[1]), kind });
+  }
+  out.sort((a, b) => a.binding - b.binding);
+  out.forEach((d, i) => {
+    if (d.binding !== i) {
+      throw new SyntaxError(
+        `Shader bindings must be numbered 0..n-1 without gaps (found @binding(${d.binding}))`,
+      );
+    }
+  });
+  return out;
+}

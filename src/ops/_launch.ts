@@ -1,0 +1,56 @@
+/**
+ * Helpers shared by op launchers: dtype checks, grids, output allocation.
+ *
+ * @module
+ */
+
+import { Gpu } from "../gpu/device.ts";
+import type { DType } from "../tensor/dtype.ts";
+import { fmtShape, Tensor } from "../tensor/tensor.ts";
+
+/** Float dtypes an op can compute on. */
+export type FloatDType = "f32" | "f16";
+
+/** Throws a `TypeError` unless the tensor holds floats. */
+export function assertFloat(t: Tensor, what: string): asserts t is Tensor<FloatDType> {
+  if (t.dtype !== "f32" && t.dtype !== "f16") {
+    throw new TypeError(
+      `${what}: expected an f32 or f16 tensor, got ${t.dtype}${fmtShape(t.shape)}`,
+    );
+  }
+}
+
+/** Throws a `TypeError` unless all tensors share one dtype; returns it. */
+export function sameDtype(op: string, ...ts: Tensor[]): DType {
+  const d = ts[0].dtype;
+  for (const t of ts) {
+    if (t.dtype !== d) {
+      throw new TypeError(
+        `${op}: dtypes differ (${ts.map((x) => x.dtype + fmtShape(x.shape)).join(", ")})`,
+      );
+    }
+  }
+  return d;
+}
+
+/** Workgroup grid for `n` items at `wg` items per workgroup (2D when large). */
+export function grid1d(n: number, wg: number): [number, number] {
+  return Gpu.grid(Math.ceil(n / wg));
+}
+
+/** Allocates the output tensor of an op. */
+export function output<D extends DType>(gpu: Gpu, shape: readonly number[], dtype: D): Tensor<D> {
+  return Tensor.empty(gpu, shape, dtype);
+}
+
+/** Throws a `RangeError` naming the op when a tensor's rank is wrong. */
+export function assertRank(t: Tensor, rank: number | number[], what: string): void {
+  const ok = Array.isArray(rank) ? rank.includes(t.rank) : t.rank === rank;
+  if (!ok) {
+    throw new RangeError(
+      `${what}: expected rank ${Array.isArray(rank) ? rank.join(" or ") : rank}, got shape ${
+        fmtShape(t.shape)
+      }`,
+    );
+  }
+}
