@@ -3,7 +3,7 @@
  * occurred, a shared GPU, seeded data, and fast-check settings.
  */
 
-import fc from "fast-check";
+import type fc from "fast-check";
 import { getGpu, type Gpu } from "../src/gpu/device.ts";
 
 /** Tolerance `|actual - expected| <= atol + rtol*|expected|`. */

@@ -33,16 +33,23 @@ export interface GpuOptions {
 export interface Kernel {
   /** `shader:entry` plus defines/constants, used in error messages. */
   readonly label: string;
+  /** The compute pipeline. */
   readonly pipeline: GPUComputePipeline;
+  /** Explicit layout of `@group(0)`. */
   readonly layout: GPUBindGroupLayout;
+  /** Declared bindings, in `@binding` order. */
   readonly bindings: readonly BindingDecl[];
 }
 
 /** Identifies a kernel: shader file, entry point, type aliases, override constants. */
 export interface KernelSpec {
+  /** File name in `shaders/` without `.wgsl`. */
   shader: string;
+  /** Entry point function. */
   entry: string;
+  /** Type aliases prepended to the source, e.g. `{ T: "f16" }`. */
   defines?: Record<string, string>;
+  /** Values of `override` constants. */
   constants?: Record<string, number>;
 }
 

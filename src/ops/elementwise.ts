@@ -21,7 +21,7 @@
  */
 
 import { Params } from "../gpu/device.ts";
-import { fmtShape, Tensor } from "../tensor/tensor.ts";
+import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, type FloatDType, grid1d, output, sameDtype } from "./_launch.ts";
 
 const WG = 256;

@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { Gpu, Params } from "../../src/gpu/device.ts";
+import { SHADER_FILES } from "../../src/gpu/manifest.ts";
+import { parseBindings, preprocess } from "../../src/gpu/shader.ts";
+import { Tensor } from "../../src/tensor/tensor.ts";
+import { add } from "../../src/ops/elementwise.ts";
+import { gpu, GPU_TEST } from "../_util.ts";
+
+Deno.test("the shader manifest lists exactly the .wgsl files in shaders/", () => {
+  const dir = new URL("../../shaders/", import.meta.url);
+  const files = [...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".wgsl")).map((e) =>
+    e.name.slice(0, -5)
+  ).sort();
+  assert.deepEqual(files, [...SHADER_FILES].sort());
+});
+
+Deno.test("preprocess() enables f16 only when an alias needs it", () => {
+  assert.equal(preprocess("x", { T: "f32" }), "alias T = f32;\nx");
+  assert.equal(preprocess("x", { T: "f16" }), "enable f16;\nalias T = f16;\nx");
+});
+
+Deno.test("parseBindings() reads binding kinds and rejects gaps", () => {
+  const b = parseBindings(`@group(0) @binding(0) var<uniform> p: P;
+    @group(0) @binding(1) var<storage, read> a: array<f32>;
+    @group(0) @binding(2) var<storage, read_write> o: array<f32>;`);
+  assert.deepEqual(b.map((x) => x.kind), ["uniform", "read", "read_write"]);
+  assert.throws(
+    () => parseBindings("@group(0) @binding(1) var<storage, read> a: array<f32>;"),
+    SyntaxError,
+  );
+});
+
+Deno.test("Gpu.grid() splits large workgroup counts into two dimensions", () => {
+  assert.deepEqual(Gpu.grid(10), [10, 1]);
+  const [x, y] = Gpu.grid(200000);
+  assert.ok(x <= 65535 && x * y >= 200000);
+});
+
+Deno.test({
+  name: "debug mode raises a validation error with the kernel's name",
+  ...GPU_TEST,
+  fn: async () => {
+    const dbg = await Gpu.create({ debug: true });
+    const k = dbg.kernel({ shader: "elementwise", entry: "add", defines: { T: "f32" } });
+    const small = dbg.alloc(16);
+    const mapped = dbg.device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    // A MAP_READ buffer cannot be bound as storage: a validation error.
+    dbg.dispatch(k, [small, small, mapped], [1], new Params().u32(4).u32(4));
+    await assert.rejects(() => dbg.sync(), /GPU error in elementwise:add/);
+    dbg.device.destroy();
+  },
+});
+
+Deno.test({
+  name: "profile() times recorded dispatches with timestamp queries",
+  ignore: !gpu.hasTimestamps,
+  ...GPU_TEST,
+  fn: async () => {
+    using a = Tensor.zeros(gpu, [1 << 20]);
+    let out: Tensor | undefined;
+    const ms = await gpu.profile(() => {
+      out = add(a, a);
+    });
+    out?.dispose();
+    assert.ok(ms > 0 && ms < 10000, `ms=${ms}`);
+  },
+});

@@ -1,0 +1,56 @@
+/**
+ * Proves the package works when imported from a remote URL (as from JSR):
+ * serves the checkout over a loopback HTTP server, imports `mod.ts` from it,
+ * and runs a kernel whose WGSL is fetched over HTTP too.
+ */
+import assert from "node:assert/strict";
+import { GPU_TEST } from "./_util.ts";
+
+const ROOT = new URL("../", import.meta.url);
+const TYPES: Record<string, string> = {
+  ".ts": "application/typescript",
+  ".wgsl": "text/plain",
+  ".json": "application/json",
+};
+
+Deno.test({
+  name: "mod.ts imported over HTTP loads its shaders over HTTP and runs a kernel",
+  ...GPU_TEST,
+  fn: async () => {
+    const served: string[] = [];
+    const ac = new AbortController();
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen: () => {} },
+      async (req) => {
+        const path = decodeURIComponent(new URL(req.url).pathname);
+        if (path.includes("..") || !/^\/(mod\.ts|src\/|shaders\/)/.test(path)) {
+          return new Response("not found", { status: 404 });
+        }
+        try {
+          const body = await Deno.readFile(new URL(`.${path}`, ROOT));
+          served.push(path);
+          const ext = path.slice(path.lastIndexOf("."));
+          return new Response(body, {
+            headers: { "content-type": TYPES[ext] ?? "application/octet-stream" },
+          });
+        } catch {
+          return new Response("not found", { status: 404 });
+        }
+      },
+    );
+    try {
+      const { port } = server.addr as Deno.NetAddr;
+      const mod = await import(`http://127.0.0.1:${port}/mod.ts`);
+      const gpu = await mod.Gpu.create();
+      using a = mod.Tensor.fromArray(gpu, [1, 2, 3], [3]);
+      using b = mod.Tensor.fromArray(gpu, [0.5, 0.25, 4], [3]);
+      using c = mod.add(a, b);
+      assert.deepEqual([...(await c.toArray())], [1.5, 2.25, 7]);
+      assert.ok(served.includes("/shaders/elementwise.wgsl"), "the shader came over HTTP");
+      gpu.device.destroy();
+    } finally {
+      ac.abort();
+      await server.finished;
+    }
+  },
+});
