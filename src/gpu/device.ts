@@ -235,7 +235,7 @@ export class Gpu {
     const label = `${spec.shader}:${spec.entry}` +
       (spec.defines ? ` ${JSON.stringify(spec.defines)}` : "") +
       (spec.constants ? ` ${JSON.stringify(spec.constants)}` : "");
-    const bindings = parseBindings(code);
+    const bindings = parseBindings(code, spec.entry);
     const layout = this.device.createBindGroupLayout({
       label,
       entries: bindings.map((b) => ({
@@ -291,22 +291,14 @@ export class Gpu {
         entries.push({ binding: decl.binding, resource: { buffer: ub } });
       } else {
         const b = buffers[bi++];
-        if (!b) {
-          throw new TypeError(
-            `${kernel.label}: expected ${
-              kernel.bindings.filter((d) => d.kind !== "uniform").length
-            } buffers, got ${buffers.length}`,
-          );
-        }
+        if (!b) throw new TypeError(this.#countMessage(kernel, buffers.length));
         entries.push({
           binding: decl.binding,
           resource: b instanceof GPUBuffer ? { buffer: b } : b,
         });
       }
     }
-    if (bi !== buffers.length) {
-      throw new TypeError(`${kernel.label}: expected ${bi} buffers, got ${buffers.length}`);
-    }
+    if (bi !== buffers.length) throw new TypeError(this.#countMessage(kernel, buffers.length));
     const [x, y = 1, z = 1] = workgroups;
     if (x === 0 || y === 0 || z === 0) return;
     for (const n of [x, y, z]) {
@@ -530,6 +522,13 @@ export class Gpu {
     if (count <= MAX_WORKGROUPS_PER_DIM) return [Math.max(1, count), 1];
     const y = Math.ceil(count / MAX_WORKGROUPS_PER_DIM);
     return [Math.ceil(count / y), y];
+  }
+
+  #countMessage(kernel: Kernel, got: number): string {
+    const used = kernel.bindings.filter((d) => d.kind !== "uniform").map((d) => d.binding);
+    return `${kernel.label}: expected ${used.length} storage buffers, got ${got}. Each entry point ` +
+      `binds only the variables it uses (here @binding ${used.join(", ")}), in @binding order; ` +
+      `see parseBindings() in src/gpu/shader.ts`;
   }
 
   #track(p: Promise<GPUError | null>, label: string): void {

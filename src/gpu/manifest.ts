@@ -14,6 +14,7 @@ export const SHADER_FILES: readonly string[] = [
   "dms_decision",
   "elementwise",
   "embedding",
+  "layout",
   "matmul",
   "random",
   "reduce",

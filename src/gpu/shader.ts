@@ -76,25 +76,63 @@ export function preprocess(source: string, defines: Record<string, string> = {})
 }
 
 /**
- * Parses the `@group(0) @binding(n) var<...>` declarations of a shader, so
- * that launchers can build explicit bind group layouts (an auto layout drops
- * bindings an entry point does not use).
+ * Parses the `@group(0) @binding(n) var<...> name` declarations of a shader,
+ * so that launchers can build explicit bind group layouts. With `entry`, only
+ * the bindings that entry point uses (directly or through the functions it
+ * calls) are returned, in `@binding` order: a multi-entry shader can give each
+ * entry point its own buffers.
  */
-export function parseBindings(source: string): BindingDecl[] {
+export function parseBindings(source: string, entry?: string): BindingDecl[] {
   const re =
-    /@group\(0\)\s*@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read|read_write)\s*)?>/g;
-  const out: BindingDecl[] = [];
+    /@group\(0\)\s*@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read|read_write)\s*)?>\s*(\w+)/g;
+  const all: (BindingDecl & { name: string })[] = [];
   for (const m of source.matchAll(re)) {
     const kind = m[2] === "uniform" ? "uniform" : (m[3] === "read_write" ? "read_write" : "read");
-    out.push({ binding: Number(m[1]), kind });
+    all.push({ binding: Number(m[1]), kind, name: m[4] });
   }
-  out.sort((a, b) => a.binding - b.binding);
-  out.forEach((d, i) => {
+  all.sort((a, b) => a.binding - b.binding);
+  all.forEach((d, i) => {
     if (d.binding !== i) {
       throw new SyntaxError(
         `Shader bindings must be numbered 0..n-1 without gaps (found @binding(${d.binding}))`,
       );
     }
   });
-  return out;
+  let used = all;
+  if (entry !== undefined) {
+    const words = wordsReachableFrom(source, entry);
+    used = all.filter((d) => words.has(d.name));
+  }
+  return used.map(({ binding, kind }) => ({ binding, kind }));
+}
+
+/** Identifiers used by function `entry` and every function it calls, transitively. */
+function wordsReachableFrom(source: string, entry: string): Set<string> {
+  const code = source.replace(/\/\/[^\n]*/g, "");
+  const bodies = new Map<string, string>();
+  const fnRe = /\bfn\s+(\w+)\s*\(/g;
+  for (const m of code.matchAll(fnRe)) {
+    const open = code.indexOf("{", m.index! + m[0].length);
+    if (open < 0) continue;
+    let depth = 0, i = open;
+    for (; i < code.length; i++) {
+      if (code[i] === "{") depth++;
+      else if (code[i] === "}" && --depth === 0) break;
+    }
+    bodies.set(m[1], code.slice(m.index!, i + 1));
+  }
+  if (!bodies.has(entry)) throw new SyntaxError(`Shader has no function "${entry}"`);
+  const words = new Set<string>();
+  const seen = new Set<string>();
+  const todo = [entry];
+  while (todo.length) {
+    const f = todo.pop()!;
+    if (seen.has(f)) continue;
+    seen.add(f);
+    for (const w of bodies.get(f)!.match(/\b[A-Za-z_]\w*\b/g) ?? []) {
+      words.add(w);
+      if (bodies.has(w) && !seen.has(w)) todo.push(w);
+    }
+  }
+  return words;
 }

@@ -52,7 +52,7 @@ function binary(
   const k = gpu.kernel({ shader: "elementwise", entry, defines: { T: dtype }, constants: { WG } });
   gpu.dispatch(
     k,
-    [a.buffer, b.buffer, out.buffer],
+    entry === "scale" ? [a.buffer, out.buffer] : [a.buffer, b.buffer, out.buffer],
     grid1d(a.size, WG),
     new Params().u32(a.size).u32(Math.max(1, b.size)).f32(alpha),
   );

@@ -30,6 +30,19 @@ Deno.test("parseBindings() reads binding kinds and rejects gaps", () => {
   );
 });
 
+Deno.test("parseBindings() with an entry keeps only the bindings that entry reaches", () => {
+  const src = `@group(0) @binding(0) var<uniform> p: P;
+    @group(0) @binding(1) var<storage, read> a: array<f32>;
+    @group(0) @binding(2) var<storage, read> b: array<f32>;
+    @group(0) @binding(3) var<storage, read_write> o: array<f32>;
+    fn helper(i: u32) -> f32 { return b[i]; } // uses b
+    @compute @workgroup_size(1) fn one() { o[0] = a[0]; }
+    @compute @workgroup_size(1) fn two() { o[0] = helper(0u) * f32(p.n); }`;
+  assert.deepEqual(parseBindings(src, "one").map((x) => x.binding), [1, 3]);
+  assert.deepEqual(parseBindings(src, "two").map((x) => x.binding), [0, 2, 3]);
+  assert.throws(() => parseBindings(src, "three"), SyntaxError);
+});
+
 Deno.test("Gpu.grid() splits large workgroup counts into two dimensions", () => {
   assert.deepEqual(Gpu.grid(10), [10, 1]);
   const [x, y] = Gpu.grid(200000);
