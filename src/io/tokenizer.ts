@@ -1,0 +1,220 @@
+/**
+ * Tokenizer: loads a Hugging Face `tokenizer.json` (plus `tokenizer_config.json` and
+ * `generation_config.json` when present) through `@lenml/tokenizers`, a dependency-free fork of
+ * transformers.js's tokenizers, and renders chat prompts with the model's own Jinja chat
+ * template through `@huggingface/jinja`.
+ *
+ * Without a `chat_template`, {@link qwen3ChatFormat} is used: Qwen3's ChatML layout
+ * (`<|im_start|>role\ncontent<|im_end|>\n`), a simplification of the real template (no tools, and
+ * earlier assistant turns are not stripped of their `<think>` part).
+ *
+ * @example
+ * ```ts
+ * import { loadTokenizer } from "./tokenizer.ts";
+ * const tok = await loadTokenizer("path/to/Qwen3-8B");
+ * const prompt = tok.applyChatTemplate([{ role: "user", content: "2+2?" }], { enableThinking: false });
+ * const ids = tok.encode(prompt);
+ * console.log(tok.decode(ids) === prompt, tok.eosTokenIds); // true [151645, 151643]
+ * ```
+ *
+ * @module
+ */
+
+import { type NSTokenizerConfig, type NSTokenizerJSON, TokenizerLoader } from "@lenml/tokenizers";
+import { Template } from "@huggingface/jinja";
+
+/** One chat turn. `reasoning_content` is read by Qwen3's template for assistant turns. */
+export interface ChatMessage {
+  role: "system" | "user" | "assistant" | "tool";
+  content: string;
+  reasoning_content?: string;
+}
+
+/** Options of {@link Tokenizer.applyChatTemplate}. */
+export interface ChatTemplateOptions {
+  /** Qwen3 thinking mode (default true). False appends an empty `<think>` block to the prompt. */
+  enableThinking?: boolean;
+  /** Append the opening of the assistant turn (default true). */
+  addGenerationPrompt?: boolean;
+}
+
+/** A loaded tokenizer. */
+export interface Tokenizer {
+  /** Where it was loaded from (the `tokenizer.json` path). */
+  readonly file: string;
+  /**
+   * Token ids of a text. Special-token strings in the text (`<|im_start|>`) map to their ids.
+   * `addSpecialTokens` (default false) adds the tokenizer's BOS/EOS framing (e.g. Llama 3's
+   * `<|begin_of_text|>`); chat templates already contain it, so leave it off for them.
+   */
+  encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
+  /** The text of token ids (`skipSpecialTokens` drops `<|im_end|>` and the like). */
+  decode(ids: readonly number[], options?: { skipSpecialTokens?: boolean }): string;
+  /** Ids that end generation: `eos_token` of tokenizer_config.json plus generation_config.json's `eos_token_id`. */
+  readonly eosTokenIds: readonly number[];
+  /** Number of token ids (largest id + 1, added tokens included), HF's `len(tokenizer)`. */
+  readonly vocabSize: number;
+  /** The chat template in use (from tokenizer_config.json), or null for the built-in format. */
+  readonly chatTemplate: string | null;
+  /** Renders a conversation as prompt text (encode it with {@link Tokenizer.encode}). */
+  applyChatTemplate(messages: readonly ChatMessage[], options?: ChatTemplateOptions): string;
+}
+
+/**
+ * Qwen3's chat layout (built-in fallback):
+ * `<|im_start|>{role}\n{content}<|im_end|>\n` per message, then, with `addGenerationPrompt`,
+ * `<|im_start|>assistant\n` followed by `<think>\n\n</think>\n\n` when thinking is disabled.
+ *
+ * @param messages the conversation
+ * @param options thinking and generation prompt (both default true)
+ * @returns the prompt text
+ */
+export function qwen3ChatFormat(
+  messages: readonly ChatMessage[],
+  options: ChatTemplateOptions = {},
+): string {
+  let s = "";
+  for (const m of messages) s += `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`;
+  if (options.addGenerationPrompt ?? true) {
+    s += "<|im_start|>assistant\n";
+    if (options.enableThinking === false) s += "<think>\n\n</think>\n\n";
+  }
+  return s;
+}
+
+async function readJson(path: string, optional: boolean): Promise<unknown> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (optional && e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new SyntaxError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** The text of a special token given as a string or as `{ content, __type: "AddedToken" }`. */
+function tokenText(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  if (isObject(v) && typeof v.content === "string") return v.content;
+  return undefined;
+}
+
+/** `chat_template` may be a string or a list of `{ name, template }` (pick "default"). */
+function pickTemplate(v: unknown): string | null {
+  if (typeof v === "string") return v;
+  if (Array.isArray(v)) {
+    const named = v.filter((t) => isObject(t) && typeof t.template === "string") as {
+      name?: string;
+      template: string;
+    }[];
+    return (named.find((t) => t.name === "default") ?? named[0])?.template ?? null;
+  }
+  return null;
+}
+
+/**
+ * Loads a tokenizer.
+ *
+ * @param path a model folder (with `tokenizer.json`, optionally `tokenizer_config.json` and
+ *   `generation_config.json`) or the path of a `tokenizer.json`
+ * @returns the tokenizer
+ * @throws SyntaxError naming the file for invalid JSON, TypeError if `tokenizer.json` has no
+ *   `model` section
+ */
+export async function loadTokenizer(path: string): Promise<Tokenizer> {
+  const isDir = (await Deno.stat(path)).isDirectory;
+  const dir = isDir
+    ? path.replace(/\/$/, "")
+    : path.includes("/")
+    ? path.slice(0, path.lastIndexOf("/"))
+    : ".";
+  const file = isDir ? `${dir}/tokenizer.json` : path;
+  const json = await readJson(file, false);
+  if (!isObject(json) || !isObject(json.model)) {
+    throw new TypeError(`${file}: expected a tokenizer.json object with a "model" section`);
+  }
+  const configFile = `${dir}/tokenizer_config.json`;
+  const config = await readJson(configFile, true) ?? {};
+  if (!isObject(config)) throw new TypeError(`${configFile}: expected a JSON object`);
+  const gen = await readJson(`${dir}/generation_config.json`, true);
+
+  const tok = TokenizerLoader.fromPreTrained({
+    tokenizerJSON: { added_tokens: [], ...json } as unknown as NSTokenizerJSON.Root,
+    // transformers >= 4.45 defaults clean_up_tokenization_spaces to false; so do we.
+    tokenizerConfig: {
+      clean_up_tokenization_spaces: false,
+      ...config,
+    } as unknown as NSTokenizerConfig.Root,
+  });
+
+  const idOf = (t: string | undefined) =>
+    t === undefined ? undefined : tok.model.tokens_to_ids.get(t);
+  const eos = new Set<number>();
+  const eosId = idOf(tokenText(config.eos_token));
+  if (eosId !== undefined) eos.add(eosId);
+  if (isObject(gen)) {
+    const g = gen.eos_token_id;
+    for (const id of Array.isArray(g) ? g : [g]) if (Number.isInteger(id)) eos.add(id as number);
+  }
+
+  const chatTemplate = pickTemplate(config.chat_template);
+  const compiled = chatTemplate === null ? null : new Template(chatTemplate);
+  const specials: Record<string, string> = {};
+  for (const key of ["bos_token", "eos_token", "pad_token", "unk_token"]) {
+    const t = tokenText(config[key]);
+    if (t !== undefined) specials[key] = t;
+  }
+
+  return {
+    file,
+    eosTokenIds: Object.freeze([...eos]),
+    vocabSize: tok.model.vocab.length,
+    chatTemplate,
+    encode(text: string, options = {}): number[] {
+      return tok.encode(text, { add_special_tokens: options.addSpecialTokens ?? false });
+    },
+    decode(ids: readonly number[], options = {}): string {
+      if (ids.length === 0) return "";
+      return tok.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+    },
+    applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
+      if (!compiled) return qwen3ChatFormat(messages, options);
+      return compiled.render({
+        messages: messages.map((m) => ({ ...m })),
+        add_generation_prompt: options.addGenerationPrompt ?? true,
+        enable_thinking: options.enableThinking ?? true,
+        ...specials,
+      });
+    },
+  };
+}
+
+/**
+ * Checks that every token id of the tokenizer has a row in the model's embedding.
+ *
+ * @param tokenizer the loaded tokenizer (`vocabSize`, `file`)
+ * @param config the model config (`vocabSize`, i.e. `vocab_size`)
+ * @param configFile name of the config file for the message
+ * @throws RangeError naming both files and sizes if the tokenizer has more ids than the model
+ */
+export function checkTokenizerMatchesConfig(
+  tokenizer: Pick<Tokenizer, "vocabSize" | "file">,
+  config: { vocabSize: number },
+  configFile = "config.json",
+): void {
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new RangeError(
+      `${tokenizer.file} has ${tokenizer.vocabSize} token ids but ${configFile} has ` +
+        `vocab_size ${config.vocabSize}: tokenizer and model do not match`,
+    );
+  }
+}
