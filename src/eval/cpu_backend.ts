@@ -1,0 +1,156 @@
+/**
+ * The CPU conformance backend: every case kind computed by the float64
+ * reference in `src/model/reference.ts`. It is the independent oracle that
+ * shows our reading of SPEC.md matches NVIDIA's reference on the golden
+ * vectors; GPU backends are checked by the same runner.
+ *
+ * @module
+ */
+
+import {
+  attentionOnlyReference,
+  inferenceForward,
+  loadReferenceModel,
+  teacherForward,
+  trainForward,
+} from "../model/reference.ts";
+import type { CaseTensor } from "./compare.ts";
+import type {
+  AttentionOnlyCase,
+  BackendOutputs,
+  ConformanceBackend,
+  InferenceCase,
+  TrainForwardCase,
+} from "./conformance.ts";
+
+function tensor(shape: number[], data: CaseTensor["data"]): CaseTensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (data.length !== n) {
+    throw new RangeError(
+      `cpu backend: [${shape.join(", ")}] needs ${n} values, got ${data.length}`,
+    );
+  }
+  return { shape, data };
+}
+
+function rows(ids: CaseTensor, name: string): Int32Array[] {
+  if (ids.shape.length !== 2) {
+    throw new RangeError(`${name}: expected [B, S], got [${ids.shape.join(", ")}]`);
+  }
+  const [B, S] = ids.shape;
+  return Array.from(
+    { length: B },
+    (_, b) => Int32Array.from(ids.data.subarray(b * S, (b + 1) * S)),
+  );
+}
+
+/** A: train-mode forward with the case's noise, plus the teacher forward. */
+function trainCase(c: TrainForwardCase): BackendOutputs {
+  const model = loadReferenceModel(c.config, c.weights);
+  const cfg = c.config;
+  const ids = rows(c.inputs.input_ids, "input_ids");
+  const B = ids.length, S = ids[0].length, L = cfg.numLayers, Hkv = cfg.numKvHeads;
+  const H = cfg.hiddenSize, V = cfg.vocabSize;
+  const tr = trainForward(model, ids, c.inputs.noise.data, c.params.targetFracToClose);
+  const teacher = teacherForward(model, ids);
+  const d = [L, B, Hkv, S];
+  return {
+    logits: tensor([B, S, V], tr.logits),
+    layer_out: tensor([L, B, S, H], tr.layerOut),
+    decision_logits_raw: tensor(d, tr.decisionLogitsRaw),
+    decision_logits_noisy: tensor(d, tr.decisionLogitsNoisy),
+    decision_probs: tensor(d, tr.decisionProbs),
+    decisions_hard: tensor(d, tr.decisionsHard),
+    decisions_straight_through: tensor(d, tr.decisionsStraightThrough),
+    logits_teacher: tensor([B, S, V], teacher.logits),
+    dms_frac_closed: tensor([1], new Float64Array([tr.dmsFracClosed])),
+    dms_loss: tensor([1], new Float64Array([tr.dmsLoss])),
+    "model_reported.cr": tensor([1], new Float64Array([tr.cr])),
+    "model_reported.dms_frac_closed": tensor([1], new Float64Array([tr.dmsFracClosed])),
+    "model_reported.dms_loss": tensor([1], new Float64Array([tr.dmsLoss])),
+  };
+}
+
+/** B: prefill + decode, as one dense pass (SPEC §5.3 equivalence). */
+function inferenceCase(c: InferenceCase): BackendOutputs {
+  const model = loadReferenceModel(c.config, c.weights);
+  const cfg = c.config;
+  const ids = rows(c.inputs.input_ids, "input_ids");
+  if (ids.length !== 1) {
+    throw new RangeError(`input_ids: inference cases have batch 1, got ${ids.length}`);
+  }
+  const T = ids[0].length, L = cfg.numLayers, Hkv = cfg.numKvHeads, Hq = cfg.numHeads;
+  const D = cfg.headDim, H = cfg.hiddenSize, V = cfg.vocabSize;
+  const out = inferenceForward(model, ids[0], c.params.promptLen);
+  return {
+    logits: tensor([T, V], out.logits),
+    decision_logits: tensor([L, Hkv, T], out.decisionLogits),
+    decisions: tensor([L, Hkv, T], out.decisions),
+    cache_len: tensor([T, L, Hkv], out.cacheLen),
+    retained_mask: tensor([T, L, Hkv, T], out.retainedMask),
+    cache_retained_mask: tensor([T, L, Hkv, T], out.cacheRetainedMask),
+    cr_model: tensor([T], out.crModel),
+    cr_cache: tensor([T], out.crCache),
+    cr_cache_per_layer: tensor([T, L], out.crCachePerLayer),
+    q: tensor([L, Hq, T, D], out.q),
+    k: tensor([L, Hkv, T, D], out.k),
+    v: tensor([L, Hkv, T, D], out.v),
+    layer_out: tensor([L, T, H], out.layerOut),
+  };
+}
+
+/**
+ * C: dense §5.1 attention with key padding (W = cache_window − 1), split into
+ * the prefill and decode outputs. Cache observables exist at the last row of
+ * each prefill chunk and at every decode row; other rows are −1.
+ */
+function attentionCase(c: AttentionOnlyCase): BackendOutputs {
+  const p = c.params;
+  const B = p.batch, Hkv = p.headsKv, G = p.gqaFactor, D = p.headDim;
+  const S = p.prefillLen, N = p.numDecodeSteps, T = S + N;
+  const { q, k, v, decisions, attn_mask } = c.inputs;
+  const ref = attentionOnlyReference(
+    q.data,
+    k.data,
+    v.data,
+    decisions.data,
+    attn_mask.data,
+    { B, Hkv, G, T, D },
+    p.cacheWindow - 1,
+    p.attnScaling,
+  );
+  // out:[B, Hkv, T, G, D] -> prefill [B, Hkv, S, G, D] and decode [B, Hkv, N, G, D]
+  const row = G * D;
+  const prefill = new Float64Array(B * Hkv * S * row); // [B, Hkv, S, G, D]
+  const decode = new Float64Array(B * Hkv * N * row); // [B, Hkv, N, G, D]
+  for (let page = 0; page < B * Hkv; page++) {
+    const src = ref.out.subarray(page * T * row, (page + 1) * T * row); // [T, G, D]
+    prefill.set(src.subarray(0, S * row), page * S * row);
+    decode.set(src.subarray(S * row), page * N * row);
+  }
+  const observable = new Uint8Array(T); // [T]
+  for (const [, end] of p.prefillChunks) observable[end - 1] = 1;
+  observable.fill(1, S);
+  const cacheLen = ref.retainedCount.slice(); // [T, B, Hkv]
+  const cacheMask = ref.retainedMask.slice(); // [T, B, Hkv, T]
+  for (let t = 0; t < T; t++) {
+    if (observable[t]) continue;
+    cacheLen.fill(-1, t * B * Hkv, (t + 1) * B * Hkv);
+    cacheMask.fill(-1, t * B * Hkv * T, (t + 1) * B * Hkv * T);
+  }
+  return {
+    prefill_out: tensor([B, Hkv, S, G, D], prefill),
+    decode_out: tensor([B, Hkv, N, G, D], decode),
+    cache_len: tensor([T, B, Hkv], cacheLen),
+    retained_mask: tensor([T, B, Hkv, T], ref.retainedMask),
+    cache_retained_mask: tensor([T, B, Hkv, T], cacheMask),
+  };
+}
+
+/** The float64 CPU reference as a {@linkcode ConformanceBackend}. */
+export const cpuBackend: ConformanceBackend = {
+  name: "cpu",
+  trainForward: (c) => Promise.resolve().then(() => trainCase(c)),
+  inference: (c) => Promise.resolve().then(() => inferenceCase(c)),
+  attentionOnly: (c) => Promise.resolve().then(() => attentionCase(c)),
+};

@@ -1,0 +1,399 @@
+/**
+ * Properties of the float64 CPU reference model (src/model/reference.ts) on
+ * small random Qwen3/Llama models: its three modes agree where SPEC.md says
+ * they must, and bad inputs are rejected with messages naming the tensor.
+ * (Agreement with NVIDIA's reference itself is test/eval/conformance_test.ts.)
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { type ModelConfig, parseConfig } from "../../src/model/config.ts";
+import {
+  inferenceForward,
+  loadReferenceModel,
+  type ReferenceModel,
+  ropeInvFreq,
+  teacherForward,
+  trainForward,
+  type WeightTensor,
+} from "../../src/model/reference.ts";
+import { ropeInvFreq as ropeInvFreqF32 } from "../../src/ops/rope.ts";
+
+/** Seeded standard normal generator (mulberry32 + Box-Muller). */
+function normal(seed: number): () => number {
+  let s = seed >>> 0;
+  const uniform = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  return () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+}
+
+interface Spec {
+  modelType: "qwen3" | "llama";
+  L: number;
+  Hkv: number;
+  G: number;
+  D: number;
+  separate: boolean;
+  per: "head" | "layer";
+  tie: boolean;
+  window: number;
+  offset: number;
+  scale: number;
+  tau: number;
+  seed: number;
+}
+
+const H = 24, I = 40, V = 37;
+
+/** A random model like the golden vectors' (embeddings std 1, linears std 1/√fan_in, norms 1 + 0.1·N). */
+function makeModel(
+  spec: Spec,
+): { config: ModelConfig; model: ReferenceModel; weights: Map<string, WeightTensor> } {
+  const { L, Hkv, G, D } = spec, Hq = Hkv * G;
+  const config = parseConfig({
+    model_type: spec.modelType,
+    hidden_size: H,
+    num_hidden_layers: L,
+    num_attention_heads: Hq,
+    num_key_value_heads: Hkv,
+    head_dim: D,
+    intermediate_size: I,
+    vocab_size: V,
+    max_position_embeddings: 128,
+    rope_theta: 10000,
+    rms_norm_eps: 1e-6,
+    tie_word_embeddings: spec.tie,
+    dms_window_size: spec.window,
+    dms_paged_attention_block_size: 1,
+    dms_separate_alpha: spec.separate,
+    dms_alpha_per: spec.per,
+    dms_alpha_scale: spec.scale,
+    dms_initial_alpha_offset: spec.offset,
+    dms_tau: spec.tau,
+  });
+  const rand = normal(spec.seed);
+  const weights = new Map<string, WeightTensor>();
+  const add = (name: string, shape: number[], f: () => number) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    weights.set(name, { shape, data: Float32Array.from({ length: n }, f) });
+  };
+  const lin = (name: string, out: number, inp: number) =>
+    add(`${name}.weight`, [out, inp], () => rand() / Math.sqrt(inp));
+  const norm = (name: string, n: number) => add(`${name}.weight`, [n], () => 1 + 0.1 * rand());
+  add("model.embed_tokens.weight", [V, H], rand);
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}`;
+    norm(`${p}.input_layernorm`, H);
+    lin(`${p}.self_attn.q_proj`, Hq * D, H);
+    lin(`${p}.self_attn.k_proj`, Hkv * D, H);
+    lin(`${p}.self_attn.v_proj`, Hkv * D, H);
+    lin(`${p}.self_attn.o_proj`, H, Hq * D);
+    if (spec.modelType === "qwen3") {
+      norm(`${p}.self_attn.q_norm`, D);
+      norm(`${p}.self_attn.k_norm`, D);
+    }
+    if (spec.separate) {
+      lin(`${p}.self_attn.dms_proj_alpha`, Hkv, H);
+      norm(`${p}.self_attn.dms_proj_alpha_norm`, H);
+    }
+    norm(`${p}.post_attention_layernorm`, H);
+    lin(`${p}.mlp.gate_proj`, I, H);
+    lin(`${p}.mlp.up_proj`, I, H);
+    lin(`${p}.mlp.down_proj`, H, I);
+  }
+  norm("model.norm", H);
+  if (!spec.tie) lin("lm_head", V, H);
+  return { config, model: loadReferenceModel(config, weights), weights };
+}
+
+const specArb = (
+  over: Partial<Record<keyof Spec, fc.Arbitrary<unknown>>> = {},
+): fc.Arbitrary<Spec> =>
+  fc.record({
+    modelType: fc.constantFrom("qwen3" as const, "llama" as const),
+    L: fc.integer({ min: 1, max: 2 }),
+    Hkv: fc.integer({ min: 1, max: 2 }),
+    G: fc.integer({ min: 1, max: 3 }),
+    D: fc.constantFrom(4, 8),
+    separate: fc.boolean(),
+    per: fc.constantFrom("head" as const, "layer" as const),
+    tie: fc.boolean(),
+    window: fc.integer({ min: 2, max: 5 }),
+    offset: fc.constant(0),
+    scale: fc.constantFrom(1, 3),
+    tau: fc.constantFrom(0.3, 1),
+    seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+    ...over,
+  } as Record<keyof Spec, fc.Arbitrary<unknown>>) as fc.Arbitrary<Spec>;
+
+const idsArb = (minLen: number, maxLen: number, rows = 1) =>
+  fc.integer({ min: minLen, max: maxLen }).chain((S) =>
+    fc.array(fc.array(fc.integer({ min: 0, max: V - 1 }), { minLength: S, maxLength: S }), {
+      minLength: rows,
+      maxLength: rows,
+    })
+  );
+
+function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+const RUNS = { numRuns: 12 };
+
+Deno.test("teacher mode equals train mode with alpha forced very negative", () => {
+  fc.assert(
+    fc.property(specArb({ offset: fc.constant(1e6) }), idsArb(6, 14, 2), (spec, ids) => {
+      const { model, config } = makeModel(spec);
+      const S = ids[0].length, n = config.numLayers * 2 * config.numKvHeads * S;
+      const noise = Float64Array.from({ length: n }, normal(spec.seed + 1));
+      const tr = trainForward(model, ids, noise, 0.5);
+      const te = teacherForward(model, ids);
+      assert.ok(tr.decisionsHard.every((d) => d === 0));
+      assert.equal(tr.dmsFracClosed, 0);
+      assert.equal(tr.dmsLoss, 0.5);
+      assert.equal(tr.cr, 1);
+      const d = maxDiff(tr.logits, te.logits);
+      assert.ok(d <= 1e-12, `logits differ by ${d}`);
+      assert.ok(maxDiff(tr.layerOut, te.layerOut) <= 1e-12);
+    }),
+    RUNS,
+  );
+});
+
+Deno.test("train mode with the window covering the sequence equals teacher mode, whatever the decisions", () => {
+  fc.assert(
+    fc.property(specArb({ window: fc.constant(16) }), idsArb(4, 16, 1), (spec, ids) => {
+      const { model, config } = makeModel(spec);
+      const S = ids[0].length;
+      const noise = Float64Array.from(
+        { length: config.numLayers * config.numKvHeads * S },
+        normal(spec.seed + 7),
+      );
+      const tr = trainForward(model, ids, noise, 0.5);
+      const te = teacherForward(model, ids);
+      assert.ok(maxDiff(tr.logits, te.logits) <= 1e-10);
+    }),
+    RUNS,
+  );
+});
+
+Deno.test("inference with all-zero decisions equals teacher logits and keeps every key", () => {
+  fc.assert(
+    fc.property(
+      specArb({ offset: fc.constant(1e6) }),
+      idsArb(5, 14),
+      fc.integer({ min: 1, max: 5 }),
+      (spec, ids, p) => {
+        const { model, config } = makeModel(spec);
+        const T = ids[0].length, P = Math.min(p, T), L = config.numLayers, Hkv = config.numKvHeads;
+        const inf = inferenceForward(model, ids[0], P);
+        const te = teacherForward(model, ids);
+        assert.ok(inf.decisions.every((d) => d === 0));
+        assert.ok(maxDiff(inf.logits, te.logits) <= 1e-12);
+        assert.ok(maxDiff(inf.layerOut, te.layerOut) <= 1e-12);
+        for (let t = P; t < T; t++) {
+          assert.equal(inf.crCache[t], 1);
+          for (let i = 0; i < L * Hkv; i++) assert.equal(inf.cacheLen[t * L * Hkv + i], t + 1);
+        }
+      },
+    ),
+    RUNS,
+  );
+});
+
+Deno.test("inference with a window of at least T equals teacher logits, with decisions of both kinds", () => {
+  fc.assert(
+    fc.property(specArb({ window: fc.constant(16) }), idsArb(4, 16), (spec, ids) => {
+      const { model } = makeModel(spec);
+      const inf = inferenceForward(model, ids[0], 1);
+      const te = teacherForward(model, ids);
+      assert.ok(maxDiff(inf.logits, te.logits) <= 1e-12);
+    }),
+    RUNS,
+  );
+});
+
+Deno.test("train mode with zero noise and a tiny tau equals inference (SPEC §5.1 = hard-thresholded §3)", () => {
+  fc.assert(
+    fc.property(specArb({ tau: fc.constant(1e-9) }), idsArb(6, 16), (spec, ids) => {
+      const { model, config } = makeModel(spec);
+      const S = ids[0].length;
+      const tr = trainForward(
+        model,
+        ids,
+        new Float64Array(config.numLayers * config.numKvHeads * S),
+        0,
+      );
+      const inf = inferenceForward(model, ids[0], S);
+      assert.deepEqual([...tr.decisionsHard], [...inf.decisions]);
+      assert.ok(maxDiff(tr.logits, inf.logits) <= 1e-9);
+    }),
+    RUNS,
+  );
+});
+
+Deno.test("inference is causal: the logits of a prefix equal the first rows of the full run", () => {
+  fc.assert(
+    fc.property(specArb(), idsArb(6, 14), fc.integer({ min: 1, max: 5 }), (spec, ids, cut) => {
+      const { model, config } = makeModel(spec);
+      const T = ids[0].length, n = T - cut;
+      const full = inferenceForward(model, ids[0], 1);
+      const pre = inferenceForward(model, ids[0].slice(0, n), 1);
+      assert.ok(maxDiff(pre.logits, full.logits.subarray(0, n * V)) <= 1e-12);
+      // decisions of the prefix are the first n of the full run
+      const Lh = config.numLayers * config.numKvHeads;
+      for (let r = 0; r < Lh; r++) {
+        assert.deepEqual([...pre.decisions.subarray(r * n, (r + 1) * n)], [
+          ...full.decisions.subarray(r * T, r * T + n),
+        ]);
+      }
+    }),
+    RUNS,
+  );
+});
+
+Deno.test("decision conventions: borrowed neuron zeroed in q, 'layer' broadcasts head 0, cache stats follow the window", () => {
+  fc.assert(
+    fc.property(specArb({ scale: fc.constant(3) }), idsArb(8, 16), (spec, ids) => {
+      const { model, config } = makeModel(spec);
+      const T = ids[0].length,
+        L = config.numLayers,
+        Hkv = config.numKvHeads,
+        G = config.numHeads / Hkv;
+      const D = config.headDim, W = config.dms.window, Hq = config.numHeads;
+      const inf = inferenceForward(model, ids[0], 3);
+      for (let l = 0; l < L; l++) {
+        for (let h = 0; h < Hq; h++) {
+          for (let t = 0; t < T; t++) {
+            const x = inf.q[((l * Hq + h) * T + t) * D + D - 1];
+            if (!spec.separate && h % G === 0) assert.equal(x, 0, `q[${l}, ${h}, ${t}, D-1]`);
+          }
+        }
+        if (spec.per === "layer") {
+          for (let h = 1; h < Hkv; h++) {
+            assert.deepEqual(
+              [...inf.decisionLogits.subarray((l * Hkv + h) * T, (l * Hkv + h + 1) * T)],
+              [...inf.decisionLogits.subarray(l * Hkv * T, (l * Hkv + 1) * T)],
+            );
+          }
+        }
+      }
+      // the W+1 most recent keys are always retained; cache_len = row sums of retained_mask
+      for (let t = 2; t < T; t++) {
+        for (let r = 0; r < L * Hkv; r++) {
+          let sum = 0;
+          for (let j = 0; j <= t; j++) {
+            const m = inf.retainedMask[(t * L * Hkv + r) * T + j];
+            if (t - j <= W) assert.equal(m, 1);
+            sum += m;
+          }
+          assert.equal(inf.cacheLen[t * L * Hkv + r], sum);
+        }
+      }
+      assert.ok(Number.isNaN(inf.crModel[2]) && Number.isNaN(inf.crCache[0]));
+    }),
+    RUNS,
+  );
+});
+
+Deno.test("loadReferenceModel rejects missing and misshapen weights, naming the tensor", () => {
+  const spec: Spec = {
+    modelType: "qwen3",
+    L: 1,
+    Hkv: 2,
+    G: 2,
+    D: 8,
+    separate: true,
+    per: "head",
+    tie: false,
+    window: 3,
+    offset: 0,
+    scale: 1,
+    tau: 1,
+    seed: 1,
+  };
+  const { config, weights } = makeModel(spec);
+  const missing = new Map(weights);
+  missing.delete("model.layers.0.self_attn.dms_proj_alpha.weight");
+  assert.throws(
+    () => loadReferenceModel(config, missing),
+    /missing weight model\.layers\.0\.self_attn\.dms_proj_alpha\.weight/,
+  );
+  const bad = new Map(weights);
+  bad.set("model.layers.0.self_attn.k_proj.weight", {
+    shape: [24, 16],
+    data: new Float32Array(384),
+  });
+  assert.throws(
+    () => loadReferenceModel(config, bad),
+    (e: Error) =>
+      e instanceof RangeError &&
+      /k_proj\.weight: expected \[16, 24\], got \[24, 16\]/.test(e.message),
+  );
+  const noHead = new Map(weights);
+  noHead.delete("lm_head.weight");
+  assert.throws(() => loadReferenceModel(config, noHead), /lm_head\.weight/);
+  const model = loadReferenceModel(config, weights);
+  assert.throws(() => teacherForward(model, [[1, V]]), /token id 37 at position 1/);
+  assert.throws(
+    () => trainForward(model, [[1, 2]], new Float64Array(3), 0),
+    /noise: expected \[1, 1, 2, 2\]/,
+  );
+  assert.throws(() => inferenceForward(model, [1, 2], 3), /promptLen/);
+});
+
+Deno.test("ropeInvFreq applies linear and llama3 scaling like HF", () => {
+  const base = {
+    model_type: "llama",
+    hidden_size: 64,
+    num_hidden_layers: 1,
+    num_attention_heads: 1,
+    intermediate_size: 8,
+    vocab_size: 8,
+    max_position_embeddings: 64,
+    rope_theta: 500000,
+  };
+  const plain = ropeInvFreq(parseConfig(base));
+  assert.equal(plain[0], 1);
+  assert.ok(Math.abs(plain[1] - Math.pow(500000, -2 / 64)) < 1e-18);
+  const linear = ropeInvFreq(
+    parseConfig({ ...base, rope_scaling: { rope_type: "linear", factor: 4 } }),
+  );
+  assert.ok(maxDiff(linear, plain.map((f) => f / 4)) < 1e-18);
+  const scaling = {
+    rope_type: "llama3",
+    factor: 8,
+    low_freq_factor: 1,
+    high_freq_factor: 4,
+    original_max_position_embeddings: 8192,
+  };
+  const l3 = ropeInvFreq(parseConfig({ ...base, rope_scaling: scaling }));
+  // agrees with the f32-faithful HF port used by the GPU RoPE op to f32 precision
+  for (
+    const [ours, hf] of [[plain, ropeInvFreqF32(64, 500000)], [
+      linear,
+      ropeInvFreqF32(64, 500000, { rope_type: "linear", factor: 4 }),
+    ], [l3, ropeInvFreqF32(64, 500000, scaling)]]
+  ) {
+    for (let i = 0; i < ours.length; i++) {
+      assert.ok(
+        Math.abs(ours[i] - hf[i]) <= 1e-6 * ours[i],
+        `inv_freq[${i}]: ${ours[i]} vs ${hf[i]}`,
+      );
+    }
+  }
+  for (let i = 0; i < plain.length; i++) {
+    const wavelen = 2 * Math.PI / plain[i];
+    if (wavelen < 8192 / 4) assert.equal(l3[i], plain[i]); // high frequencies untouched
+    else if (wavelen > 8192) assert.equal(l3[i], plain[i] / 8); // low frequencies scaled
+    else assert.ok(l3[i] < plain[i] && l3[i] > plain[i] / 8); // interpolated
+  }
+});
