@@ -1,0 +1,361 @@
+/**
+ * The decoder forward pass on the GPU: Qwen3 (per-head q_norm/k_norm) and
+ * Llama (no qk-norm), GQA, tied or untied LM head, with DMS decisions coming
+ * out of each attention layer (SPEC §1) and going into the KV cache.
+ *
+ * Modes:
+ * - `teacher`: plain causal attention (DMS off; the borrowed query neuron is
+ *   still zeroed, as the reference does in teacher mode);
+ * - `train`: Gumbel-sigmoid decisions with given noise and the soft mask of
+ *   SPEC §3 (dense attention with `farBias`);
+ * - `inference`: hard decisions; attention runs through a {@linkcode LayerCache}
+ *   (the paged DMS cache, or the same cache with eviction off for a dense model).
+ *
+ * One layer, as data flows (shapes per batch row, T new tokens):
+ * ```
+ * x:[T, H] → RMSNorm → q:[T, Hq, D] k,v:[T, Hkv, D] → q_norm/k_norm → alpha (neuron or adapter)
+ *   → [Hq, T, D] → RoPE → (zero neuron) → attention / cache → [T, Hq·D] → o_proj → + x
+ *   → RMSNorm → down(silu(gate)·up) → + x
+ * ```
+ *
+ * @module
+ */
+
+import { fmtShape, Tensor } from "../tensor/tensor.ts";
+import type { FloatDType } from "../ops/_launch.ts";
+import { add } from "../ops/elementwise.ts";
+import { linear } from "../ops/matmul.ts";
+import { rmsNorm } from "../ops/rmsnorm.ts";
+import { rope, ropeInvFreq, type RopeScaling as HfRopeScaling } from "../ops/rope.ts";
+import { swiglu } from "../ops/silu.ts";
+import { attention } from "../ops/attention.ts";
+import { swapAxes12 } from "../ops/layout.ts";
+import { embedding } from "../ops/embedding.ts";
+import { cast } from "../ops/cast.ts";
+import {
+  inferDecisions,
+  takeQueryNeuron,
+  trainDecisions,
+  zeroQueryNeuron,
+} from "../dms/decisions.ts";
+import type { Gpu } from "../gpu/device.ts";
+import type { ModelConfig } from "./config.ts";
+import type { ChunkedMatrix, ModelWeights } from "./weights.ts";
+
+/** What the model needs from a KV cache: one call per layer and forward. */
+export interface LayerCache {
+  /**
+   * Appends this step's keys/values with their decisions and returns the
+   * attention output of the new queries over everything the cache lets them see.
+   *
+   * @param q `[B, Hq, n, D]` post-RoPE queries.
+   * @param k `[B, Hkv, n, D]` post-RoPE keys.
+   * @param v `[B, Hkv, n, D]` values.
+   * @param decisions `[B, Hkv, n]` i32 hard decisions (`decisions[.., j]` marks the previous token).
+   * @returns `[B, Hq, n, D]`.
+   */
+  attend(
+    layer: number,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    decisions: Tensor<"i32">,
+    opts?: { keyMask?: Tensor<"i32"> },
+  ): Tensor;
+}
+
+/** Forward mode, see the module doc. */
+export type ForwardMode = "teacher" | "train" | "inference";
+
+/** Names of the intermediate tensors {@linkcode ForwardOptions.capture} receives. */
+export type CaptureName =
+  | "q" // [B, Hq, T, D] after q_norm, RoPE and neuron zeroing
+  | "k" // [B, Hkv, T, D] after k_norm and RoPE
+  | "v" // [B, Hkv, T, D]
+  | "layer_out" // [B, T, H]
+  | "alpha" // [B, Hkv, T] inference: after the layer broadcast; train: per head
+  | "decisions" // [B, Hkv, T] i32 (train: hard)
+  | "z" // [B, Hkv, T] train
+  | "prob" // [B, Hkv, T] train
+  | "straight_through"; // [B, Hkv, T] train
+
+/** Options of {@linkcode Transformer.forward}. */
+export interface ForwardOptions {
+  /** See {@linkcode ForwardMode}. */
+  mode: ForwardMode;
+  /** `[B, T]` i32 absolute positions (RoPE). */
+  positions: Tensor<"i32">;
+  /** Inference: the cache. */
+  cache?: LayerCache;
+  /** Train: logistic noise per layer, each `[B, Hkv, T]` f32 (SPEC §4). */
+  noise?: readonly Tensor<"f32">[];
+  /** Inference: `[B, T]` i32, 0 = left padding. */
+  keyMask?: Tensor<"i32">;
+  /** Which logits to compute: every position, the last one per row, or none. Default "all". */
+  logits?: "all" | "last" | "none";
+  /** Receives intermediate tensors; the callee owns (and must dispose) them. */
+  capture?: (name: CaptureName, layer: number, t: Tensor) => void;
+}
+
+/** A decoder model on the GPU. */
+export class Transformer {
+  /** The configuration. */
+  readonly config: ModelConfig;
+  /** The weights. */
+  readonly weights: ModelWeights;
+  /** Compute dtype. */
+  readonly dtype: FloatDType;
+  /** The device. */
+  readonly gpu: Gpu;
+  readonly #invFreq: Tensor<"f32">;
+
+  /** Wraps weights; see `createModel` / `loadModel` in `model.ts` for the usual entry points. */
+  constructor(gpu: Gpu, config: ModelConfig, weights: ModelWeights, dtype: FloatDType) {
+    this.gpu = gpu;
+    this.config = config;
+    this.weights = weights;
+    this.dtype = dtype;
+    this.#invFreq = Tensor.fromArray(gpu, invFreqFor(config), [config.headDim / 2], "f32");
+  }
+
+  /**
+   * Runs the decoder over `ids:[B, T]` (i32).
+   *
+   * @returns `logits:[B, T, V]` (or `[B, 1, V]` with `logits: "last"`), f32; undefined with "none".
+   */
+  forward(ids: Tensor<"i32">, opts: ForwardOptions): Tensor<"f32"> | undefined {
+    const cfg = this.config;
+    if (ids.dtype !== "i32" || ids.rank !== 2) {
+      throw new RangeError(
+        `forward ids: expected i32 [B, T], got ${ids.dtype}${fmtShape(ids.shape)}`,
+      );
+    }
+    const [B, T] = ids.shape;
+    if (opts.positions.shape.join() !== [B, T].join()) {
+      throw new RangeError(
+        `forward positions: expected ${fmtShape([B, T])}, got ${fmtShape(opts.positions.shape)}`,
+      );
+    }
+    if (opts.mode === "inference" && !opts.cache) {
+      throw new TypeError("forward: inference mode needs a cache");
+    }
+    if (opts.mode === "train" && opts.noise?.length !== cfg.numLayers) {
+      throw new RangeError(
+        `forward: train mode needs noise for ${cfg.numLayers} layers, got ${
+          opts.noise?.length ?? 0
+        }`,
+      );
+    }
+    let x = this.#embed(ids.reshape([B * T]));
+    for (let l = 0; l < cfg.numLayers; l++) {
+      const next = this.#layer(l, x, B, T, opts);
+      x.dispose();
+      x = next;
+      if (opts.capture) opts.capture("layer_out", l, x.reshape([B, T, cfg.hiddenSize]));
+    }
+    const want = opts.logits ?? "all";
+    if (want === "none") {
+      x.dispose();
+      return undefined;
+    }
+    let rows = x, nT = T;
+    if (want === "last" && T > 1) {
+      using idx = Tensor.fromArray(this.gpu, Array.from({ length: B }, (_, b) => b * T + T - 1), [
+        B,
+      ], "i32");
+      rows = gatherRows(x, idx);
+      x.dispose();
+      nT = 1;
+    }
+    const h = rmsNorm(rows, this.weights.finalNorm, cfg.rmsNormEps);
+    rows.dispose();
+    const logits = this.#lmHead(h);
+    h.dispose();
+    return logits.reshape([B, nT, cfg.vocabSize]) as Tensor<"f32">;
+  }
+
+  /** Frees the weights and buffers. */
+  dispose(): void {
+    this.#invFreq.dispose();
+  }
+
+  #embed(ids: Tensor<"i32">): Tensor<FloatDType> {
+    const cfg = this.config;
+    const out = Tensor.zeros(this.gpu, [ids.size, cfg.hiddenSize], this.dtype);
+    for (const c of this.weights.embed.chunks) {
+      embedding(ids, c.tensor, { rowOffset: c.rowStart, out });
+    }
+    return out;
+  }
+
+  #lmHead(h: Tensor<FloatDType>): Tensor<"f32"> {
+    const m: ChunkedMatrix = this.weights.lmHead;
+    const rows = h.shape[0];
+    const out = Tensor.empty(this.gpu, [rows, m.rows], this.dtype);
+    for (const c of m.chunks) linear(h, c.tensor, { out, outColumnOffset: c.rowStart });
+    if (this.dtype === "f32") return out as Tensor<"f32">;
+    const f = cast(out, "f32") as Tensor<"f32">;
+    out.dispose();
+    return f;
+  }
+
+  #layer(
+    l: number,
+    x: Tensor<FloatDType>,
+    B: number,
+    T: number,
+    opts: ForwardOptions,
+  ): Tensor<FloatDType> {
+    const cfg = this.config, w = this.weights.layers[l];
+    const Hq = cfg.numHeads, Hkv = cfg.numKvHeads, D = cfg.headDim, eps = cfg.rmsNormEps;
+    const dms = cfg.dms;
+    const cap = opts.capture;
+    const useNeuron = !dms.separateAlpha;
+
+    // --- projections: q:[B, T, Hq, D], k, v:[B, T, Hkv, D]
+    const h = rmsNorm(x, w.inputNorm, eps);
+    let q = linear(h, w.qProj, { bias: w.qBias }).reshape([B, T, Hq, D]);
+    let k = linear(h, w.kProj, { bias: w.kBias }).reshape([B, T, Hkv, D]);
+    const v = linear(h, w.vProj, { bias: w.vBias }).reshape([B, T, Hkv, D]);
+    h.dispose();
+    if (w.qNorm && w.kNorm) {
+      q = replace(q, rmsNorm(q, w.qNorm, eps));
+      k = replace(k, rmsNorm(k, w.kNorm, eps));
+    }
+
+    // --- DMS decision logit (SPEC §1): raw:[B, T, Hkv] f32
+    let raw: Tensor<"f32"> | undefined;
+    if (useNeuron) {
+      raw = takeQueryNeuron(q, Hkv); // zeroes the neuron before RoPE (also in teacher mode)
+    } else if (opts.mode !== "teacher" && w.alphaProj && w.alphaNorm) {
+      const an = rmsNorm(x, w.alphaNorm, eps); // on the pre-norm residual
+      const r = linear(an, w.alphaProj, { bias: w.alphaBias }); // [B·T, Hkv]
+      an.dispose();
+      const r32 = this.dtype === "f32" ? r : replace(r, cast(r, "f32"));
+      raw = r32.reshape([B, T, Hkv]) as Tensor<"f32">;
+      r32.dispose();
+    }
+
+    // --- attention layout [B, H, T, D], RoPE, neuron zeroed again
+    const qh = swapAxes12(q), kh = swapAxes12(k), vh = swapAxes12(v);
+    q.dispose();
+    k.dispose();
+    v.dispose();
+    const qr = rope(qh, opts.positions, this.#invFreq);
+    const kr = rope(kh, opts.positions, this.#invFreq);
+    qh.dispose();
+    kh.dispose();
+    if (useNeuron) zeroQueryNeuron(qr, Hkv);
+
+    // --- attention
+    let att: Tensor;
+    if (opts.mode === "teacher" || (opts.mode === "train" && !raw)) {
+      att = attention(qr, kr, vh);
+      raw?.dispose();
+    } else if (opts.mode === "train") {
+      const dec = trainDecisions(raw!, opts.noise![l], {
+        alphaScale: dms.alphaScale,
+        alphaOffset: dms.alphaOffset,
+        perLayer: dms.alphaPer === "layer",
+        tau: dms.tau,
+      });
+      raw!.dispose();
+      att = attention(qr, kr, vh, { window: dms.window, farBias: dec.farBias });
+      emit(cap, l, {
+        alpha: dec.alpha,
+        z: dec.z,
+        prob: dec.prob,
+        decisions: dec.hard,
+        straight_through: dec.straightThrough,
+      });
+      dec.farBias.dispose();
+    } else {
+      let decisions: Tensor<"i32">;
+      if (raw && !dms.disableEviction) {
+        const d = inferDecisions(raw, {
+          alphaScale: dms.alphaScale,
+          alphaOffset: dms.alphaOffset,
+          perLayer: dms.alphaPer === "layer",
+        });
+        decisions = d.decisions;
+        emit(cap, l, { alpha: d.alpha });
+      } else {
+        decisions = Tensor.zeros(this.gpu, [B, Hkv, T], "i32");
+      }
+      raw?.dispose();
+      att = opts.cache!.attend(l, qr, kr, vh, decisions, { keyMask: opts.keyMask });
+      if (cap) cap("decisions", l, decisions);
+      else decisions.dispose();
+    }
+    if (cap) {
+      cap("q", l, qr);
+      cap("k", l, kr);
+      cap("v", l, vh);
+    } else {
+      qr.dispose();
+      kr.dispose();
+      vh.dispose();
+    }
+
+    // --- output projection and residual
+    const ao = swapAxes12(att.reshape([B, Hq, T, D]));
+    att.dispose();
+    const o = linear(ao.reshape([B * T, Hq * D]), w.oProj, { bias: w.oBias });
+    ao.dispose();
+    const x1 = add(x, o);
+    o.dispose();
+
+    // --- MLP
+    const h2 = rmsNorm(x1, w.postNorm, eps);
+    const g = linear(h2, w.gateProj, { bias: w.gateBias }),
+      u = linear(h2, w.upProj, { bias: w.upBias });
+    h2.dispose();
+    const a = swiglu(g, u);
+    g.dispose();
+    u.dispose();
+    const m = linear(a, w.downProj, { bias: w.downBias });
+    a.dispose();
+    const out = add(x1, m);
+    x1.dispose();
+    m.dispose();
+    return out;
+  }
+}
+
+/** Rows `idx` of `x:[N, H]` → `[len(idx), H]` (the embedding gather over activations). */
+function gatherRows(x: Tensor<FloatDType>, idx: Tensor<"i32">): Tensor<FloatDType> {
+  return embedding(idx, x);
+}
+
+function replace<T extends Tensor>(old: Tensor, next: T): T {
+  old.dispose();
+  return next;
+}
+
+function emit(
+  cap: ForwardOptions["capture"],
+  layer: number,
+  ts: Partial<Record<CaptureName, Tensor>>,
+): void {
+  for (const [name, t] of Object.entries(ts)) {
+    if (!t) continue;
+    if (cap) cap(name as CaptureName, layer, t);
+    else t.dispose();
+  }
+}
+
+/** RoPE inverse frequencies of a config (HF `rope_scaling` semantics). */
+export function invFreqFor(cfg: ModelConfig): Float32Array {
+  const s = cfg.ropeScaling;
+  let hf: HfRopeScaling | undefined;
+  if (s?.type === "llama3") {
+    hf = {
+      rope_type: "llama3",
+      factor: s.factor,
+      low_freq_factor: s.lowFreqFactor,
+      high_freq_factor: s.highFreqFactor,
+      original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+    };
+  } else if (s?.type === "linear") hf = { rope_type: "linear", factor: s.factor };
+  return ropeInvFreq(cfg.headDim, cfg.ropeTheta, hf);
+}
