@@ -344,3 +344,42 @@ export function allWeightTensors(w: ModelWeights): Tensor[] {
 export function disposeWeights(w: ModelWeights): void {
   for (const t of allWeightTensors(w)) t.dispose();
 }
+
+/**
+ * A {@linkcode TensorReader} over float32 tensors held in memory (HF names →
+ * shape and data), e.g. weights built by a test or read from a conformance case.
+ */
+export function memoryReader(
+  map: ReadonlyMap<string, { readonly shape: readonly number[]; readonly data: Float32Array }>,
+  label = "<memory>",
+): TensorReader {
+  const tensors = new Map(
+    [...map].map(([name, t]) => [name, {
+      dtype: "F32" as const,
+      shape: [...t.shape],
+      byteOffset: 0,
+      byteLength: t.data.byteLength,
+      file: label,
+    }]),
+  );
+  const slice = (name: string, range?: { rowStart?: number; rowEnd?: number }) => {
+    const t = map.get(name);
+    if (!t) throw new Error(`${label}: tensor "${name}" is missing`);
+    const rows = t.shape[0] ?? 1, per = rows ? t.data.length / rows : 0;
+    const r0 = range?.rowStart ?? 0, r1 = range?.rowEnd ?? rows;
+    return { shape: [r1 - r0, ...t.shape.slice(1)], data: t.data.subarray(r0 * per, r1 * per) };
+  };
+  return {
+    tensors,
+    read: (name, range) => Promise.resolve({ dtype: "F32" as const, ...slice(name, range) }),
+    readRaw: (name, range) => {
+      const s = slice(name, range);
+      return Promise.resolve({
+        dtype: "F32" as const,
+        shape: s.shape,
+        bytes: new Uint8Array(s.data.buffer, s.data.byteOffset, s.data.byteLength),
+      });
+    },
+    close: () => {},
+  };
+}
