@@ -248,14 +248,15 @@ export class Gpu {
         },
       })),
     });
-    if (this.debug) this.device.pushErrorScope("validation");
+    // Always (not only in debug mode): a WGSL compile error otherwise fails silently.
+    this.device.pushErrorScope("validation");
     const module = this.device.createShaderModule({ label, code });
     const pipeline = this.device.createComputePipeline({
       label,
       layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: spec.entry, constants: spec.constants },
     });
-    if (this.debug) this.#track(this.device.popErrorScope(), `creating ${label}`);
+    this.#track(this.device.popErrorScope(), `creating ${label}`);
     const k: Kernel = { label, pipeline, layout, bindings };
     this.#pipelines.set(key, k);
     return k;
