@@ -493,23 +493,29 @@ export class Gpu {
     this.flush();
     const capacity = maxDispatches * 2;
     const set = this.device.createQuerySet({ type: "timestamp", count: capacity });
-    this.#profile = { set, next: 0, capacity };
+    const prof = { set, next: 0, capacity };
+    this.#profile = prof;
     try {
       fn();
     } finally {
       this.#profile = undefined;
     }
+    const used = prof.next; // only slots that dispatches wrote hold timestamps
+    if (used === 0) {
+      set.destroy();
+      return 0;
+    }
     const resolve = this.device.createBuffer({
-      size: capacity * 8,
+      size: used * 8,
       usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
     });
-    this.encoder().resolveQuerySet(set, 0, capacity, resolve, 0);
-    const bytes = await this.read(resolve, capacity * 8);
+    this.encoder().resolveQuerySet(set, 0, used, resolve, 0);
+    const bytes = await this.read(resolve, used * 8);
     resolve.destroy();
     set.destroy();
     const t = new BigUint64Array(bytes);
     let ns = 0n;
-    for (let i = 0; i + 1 < capacity; i += 2) {
+    for (let i = 0; i + 1 < used; i += 2) {
       if (t[i + 1] > t[i]) ns += t[i + 1] - t[i];
     }
     return Number(ns) / 1e6;

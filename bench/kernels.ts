@@ -1,0 +1,378 @@
+/**
+ * Kernel benchmark: matrix multiply (prefill GEMM, decode GEMV, the naive
+ * kernel as the baseline) in f32 and f16, and a streaming elementwise add
+ * for the bandwidth ceiling. GPU time from timestamp queries
+ * (`gpu.profile`): the median over repetitions of samples that each keep the
+ * GPU busy for ~20 ms, after ~0.8 s of load to raise its clocks (see `time`);
+ * each result is
+ * spot-checked against an f64 dot product so the numbers are for correct
+ * kernels. When PyTorch with CUDA is importable by `python3`, the same
+ * shapes and dtypes run there too (CUDA events) and print side by side.
+ *
+ * Usage: `deno task bench [--quick] [--reps N] [--json out.json]`
+ * (PyTorch needs `--allow-run`, `--json` needs `--allow-write`:
+ * `deno run -A bench/kernels.ts --json bench.json`).
+ *
+ * Sizes: on a CPU adapter ("llvmpipe") small shapes that finish in well
+ * under a minute; otherwise prefill 512×4096×4096, decode 1×4096×4096 and a
+ * 64M-element add. `--quick` shrinks both.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { getGpu } from "../src/gpu/device.ts";
+import { Tensor } from "../src/tensor/tensor.ts";
+import { bytesPer, roundToF16 } from "../src/tensor/dtype.ts";
+import { linear, type MatmulVariant } from "../src/ops/matmul.ts";
+import { add } from "../src/ops/elementwise.ts";
+
+type Dt = "f32" | "f16";
+
+/** One benchmarked case. */
+interface Case {
+  name: string;
+  kind: "linear" | "add";
+  dtype: Dt;
+  /** linear: x:[M, K] · w:[N, K]ᵀ; add: n elements. */
+  M: number;
+  K: number;
+  N: number;
+  variant?: MatmulVariant;
+}
+
+/** One row of results. */
+interface Row {
+  name: string;
+  dtype: Dt;
+  shape: string;
+  variant: string;
+  ms: number;
+  /** Fastest sample. */
+  minMs: number;
+  /** Dispatches per sample. */
+  perSample: number;
+  gflops: number;
+  gbps: number;
+  check: string;
+  torchMs?: number;
+  torchGflops?: number;
+  torchGbps?: number;
+}
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: {
+    quick: { type: "boolean", default: false },
+    json: { type: "string" },
+    reps: { type: "string" },
+  },
+});
+
+const gpu = await getGpu();
+const cpu = /llvmpipe/i.test(gpu.description);
+const quick = args.quick ?? false;
+const reps = Number(args.reps ?? (quick ? 3 : cpu ? 5 : 20));
+const warmup = quick ? 1 : 2;
+const dtypes: Dt[] = gpu.hasF16 ? ["f32", "f16"] : ["f32"];
+
+// [M, K, N] of prefill and decode, elements of the add.
+const size = cpu
+  ? (quick ? { pre: [64, 256, 256], dec: [1, 1024, 1024], add: 1 << 20 } : {
+    pre: [128, 512, 512],
+    dec: [1, 2048, 2048],
+    add: 1 << 22,
+  })
+  : (quick
+    ? { pre: [512, 2048, 2048], dec: [1, 4096, 4096], add: 1 << 24 }
+    : { pre: [512, 4096, 4096], dec: [1, 4096, 4096], add: 1 << 26 });
+
+const cases: Case[] = [];
+for (const dtype of dtypes) {
+  const [pm, pk, pn] = size.pre, [dm, dk, dn] = size.dec;
+  cases.push(
+    { name: "prefill x·wᵀ", kind: "linear", dtype, M: pm, K: pk, N: pn, variant: "tiled" },
+    { name: "prefill x·wᵀ", kind: "linear", dtype, M: pm, K: pk, N: pn, variant: "naive" },
+    { name: "decode x·wᵀ", kind: "linear", dtype, M: dm, K: dk, N: dn, variant: "gemv" },
+    { name: "add a+b", kind: "add", dtype, M: 1, K: 1, N: size.add },
+  );
+}
+
+/** Seeded data in [-1, 1) (xorshift; fast enough for 16M elements). */
+function random(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = (s >>> 0) / 2147483648 - 1;
+  }
+  return out;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
+}
+
+/** GPU time each sample should span (the ~10 ms readback after it leaves the GPU idle). */
+const SAMPLE_MS = cpu ? 1 : 20;
+/**
+ * GPU time of back-to-back work, submitted without waiting, before the samples
+ * of each case on a real GPU. An H100 left idle for a second (while the CPU
+ * makes the next case's data) drops its SM clock from 1980 to ~600 MHz and
+ * needs sustained load to climb back; short dispatches separated by readbacks
+ * do not provide it, and timings varied 2-5x between runs.
+ */
+const WARM_MS = cpu ? 0 : 800;
+
+/**
+ * Times `fn` (which records exactly one dispatch and returns tensors to
+ * dispose): the median over samples of the mean GPU ms per dispatch. A sample
+ * runs `fn` back to back for about {@linkcode SAMPLE_MS}, after
+ * {@linkcode WARM_MS} of load. The profile is sized to exactly the dispatches
+ * recorded because `Gpu.profile` sums every query slot of its set, and
+ * unwritten slots hold garbage on some drivers (lavapipe).
+ */
+async function time(fn: () => Tensor[]): Promise<{ ms: number; minMs: number; perSample: number }> {
+  let made: Tensor[] = [];
+  const record = (n: number) => {
+    for (let j = 0; j < n; j++) {
+      made.forEach((t) => t.dispose());
+      made = fn();
+    }
+  };
+  const sample = async (n: number): Promise<number> => {
+    let ms: number;
+    if (gpu.hasTimestamps) {
+      ms = await gpu.profile(() => record(n), n) / n;
+    } else {
+      await gpu.sync();
+      const t0 = performance.now();
+      record(n);
+      await gpu.sync();
+      ms = (performance.now() - t0) / n;
+    }
+    made.forEach((t) => t.dispose());
+    made = [];
+    return ms;
+  };
+  const first = await sample(1);
+  const k = Math.max(1, Math.min(1000, Math.round(SAMPLE_MS / first)));
+  record(Math.min(20000, Math.ceil(WARM_MS / first)));
+  made.forEach((t) => t.dispose());
+  made = [];
+  for (let i = 1; i < warmup; i++) await sample(k);
+  const samples: number[] = [];
+  for (let i = 0; i < reps; i++) samples.push(await sample(k));
+  return { ms: median(samples), minMs: Math.min(...samples), perSample: k };
+}
+
+/** Spot-checks `got` at a few indices against `expect(i)`; returns "ok" or the worst miss. */
+function spotCheck(
+  got: Float32Array,
+  expect: (i: number) => number,
+  dtype: Dt,
+  K: number,
+): string {
+  const atol = (dtype === "f32" ? 1e-5 : 1e-4) * Math.sqrt(K), rtol = dtype === "f32" ? 1e-4 : 2e-3;
+  const rnd = random(16, got.length);
+  for (let j = 0; j < 16; j++) {
+    const i = j === 0 ? 0 : j === 1 ? got.length - 1 : Math.floor((rnd[j] + 1) / 2 * got.length);
+    const e = expect(i);
+    if (!(Math.abs(got[i] - e) <= atol + rtol * Math.abs(e))) {
+      return `FAIL at ${i}: ${got[i]} vs ${e}`;
+    }
+  }
+  return "ok";
+}
+
+async function runCase(c: Case): Promise<Row> {
+  const bpe = bytesPer(c.dtype);
+  if (c.kind === "add") {
+    let a = random(c.N, 1), b = random(c.N, 2);
+    if (c.dtype === "f16") [a, b] = [roundToF16(a), roundToF16(b)];
+    using ta = Tensor.fromArray(gpu, a, [c.N], c.dtype);
+    using tb = Tensor.fromArray(gpu, b, [c.N], c.dtype);
+    const { ms, minMs, perSample } = await time(() => [add(ta, tb)]);
+    using out = add(ta, tb);
+    const got = await out.toArray();
+    return {
+      name: c.name,
+      dtype: c.dtype,
+      shape: `[${c.N}]`,
+      variant: "-",
+      ms,
+      minMs,
+      perSample,
+      gflops: c.N / ms / 1e6,
+      gbps: 3 * c.N * bpe / ms / 1e6,
+      check: spotCheck(got, (i) => a[i] + b[i], c.dtype, 1),
+    };
+  }
+  const { M, K, N } = c;
+  const x = random(M * K, 3), w = random(N * K, 4);
+  using tx = Tensor.fromArray(gpu, x, [M, K], c.dtype);
+  using tw = Tensor.fromArray(gpu, w, [N, K], c.dtype);
+  using out = Tensor.empty(gpu, [M, N], c.dtype);
+  const { ms, minMs, perSample } = await time(() => {
+    linear(tx, tw, { out, variant: c.variant });
+    return [];
+  });
+  const got = await out.toArray();
+  const row = (v: Float32Array, r: number) => {
+    const s = v.subarray(r * K, (r + 1) * K);
+    return c.dtype === "f16" ? roundToF16(s) : s;
+  };
+  const check = spotCheck(
+    got,
+    (i) => {
+      const xr = row(x, Math.floor(i / N)), wr = row(w, i % N);
+      let acc = 0;
+      for (let k = 0; k < K; k++) acc += xr[k] * wr[k];
+      return acc;
+    },
+    c.dtype,
+    K,
+  );
+  return {
+    name: c.name,
+    dtype: c.dtype,
+    shape: `${M}×${K}×${N}`,
+    variant: c.variant ?? "auto",
+    ms,
+    minMs,
+    perSample,
+    gflops: 2 * M * N * K / ms / 1e6,
+    gbps: (M * K + N * K + M * N) * bpe / ms / 1e6,
+    check,
+  };
+}
+
+/** PyTorch on CUDA, when `python3` has it; undefined (with the reason printed) otherwise. */
+async function torchTimes(): Promise<Record<string, number> | undefined> {
+  const perm = Deno.permissions.querySync({ name: "run", command: "python3" });
+  if (perm.state !== "granted") {
+    console.log("PyTorch comparison skipped: needs --allow-run (deno run -A bench/kernels.ts).");
+    return undefined;
+  }
+  const py = async (argv: string[]): Promise<string | undefined> => {
+    try {
+      const r = await new Deno.Command("python3", { args: argv, stderr: "piped" }).output();
+      if (!r.success) {
+        const why = new TextDecoder().decode(r.stderr).trim().split("\n").at(-1);
+        console.log(`PyTorch comparison skipped: python3 failed: ${why}`);
+        return undefined;
+      }
+      return new TextDecoder().decode(r.stdout).trim();
+    } catch (e) {
+      console.log(`PyTorch comparison skipped: ${(e as Error).message}`);
+      return undefined;
+    }
+  };
+  const avail = await py(["-c", "import torch; print(torch.cuda.is_available())"]);
+  if (avail?.split("\n").at(-1) !== "True") {
+    if (avail !== undefined) {
+      console.log("PyTorch comparison skipped: torch.cuda is not available.");
+    }
+    return undefined;
+  }
+  const jobs = cases.filter((c) => c.variant !== "naive").map((c) => ({ key: key(c), ...c }));
+  const out = await py(["-c", TORCH_SCRIPT, JSON.stringify({ jobs, reps, warmup })]);
+  return out ? JSON.parse(out.split("\n").at(-1)!) : undefined;
+}
+
+function key(c: Case): string {
+  return `${c.kind} ${c.dtype} ${c.M}x${c.K}x${c.N}`;
+}
+
+const TORCH_SCRIPT = `
+import json, sys, statistics, torch
+cfg = json.loads(sys.argv[1])
+dt = {"f32": torch.float32, "f16": torch.float16}
+res = {}
+for j in cfg["jobs"]:
+    d = dt[j["dtype"]]
+    if j["kind"] == "add":
+        a = torch.rand(j["N"], device="cuda", dtype=d) * 2 - 1
+        b = torch.rand(j["N"], device="cuda", dtype=d) * 2 - 1
+        fn = lambda: torch.add(a, b)
+    else:
+        x = torch.rand(j["M"], j["K"], device="cuda", dtype=d) * 2 - 1
+        w = torch.rand(j["N"], j["K"], device="cuda", dtype=d) * 2 - 1
+        fn = lambda: torch.nn.functional.linear(x, w)
+    ts = []
+    for i in range(cfg["warmup"] + cfg["reps"]):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record(); fn(); e.record(); torch.cuda.synchronize()
+        if i >= cfg["warmup"]: ts.append(s.elapsed_time(e))
+    res[j["key"]] = statistics.median(ts)
+print(json.dumps(res))
+`;
+
+function fmt(v: number | undefined, digits = 1): string {
+  if (v === undefined || !Number.isFinite(v)) return "-";
+  return v >= 100 ? v.toFixed(0) : v.toFixed(v >= 1 ? digits : 3);
+}
+
+function table(rows: Row[], withTorch: boolean): string {
+  const head = ["op", "dtype", "M×K×N / n", "kernel", "ms", "GFLOP/s", "GB/s", "check"];
+  if (withTorch) head.push("torch ms", "torch GFLOP/s", "torch GB/s");
+  const body = rows.map((r) => {
+    const cells = [r.name, r.dtype, r.shape, r.variant, fmt(r.ms, 3), fmt(r.gflops), fmt(r.gbps)];
+    cells.push(r.check === "ok" ? "ok" : "FAIL");
+    if (withTorch) cells.push(fmt(r.torchMs, 3), fmt(r.torchGflops), fmt(r.torchGbps));
+    return cells;
+  });
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i < 4 ? c.padEnd(w[i]) : c.padStart(w[i]))).join("  ");
+  return [line(head), w.map((n) => "-".repeat(n)).join("  "), ...body.map(line)].join("\n");
+}
+
+console.log(
+  `device: ${gpu.description} (${cpu ? "CPU adapter, small sizes" : "full sizes"}${
+    quick ? ", --quick" : ""
+  }); f16 ${gpu.hasF16 ? "yes" : "no"}; timer: ${
+    gpu.hasTimestamps ? "timestamp queries" : "wall clock (no timestamp-query)"
+  }; median of ${reps} samples (each ~${SAMPLE_MS} ms of back-to-back dispatches) ` +
+    `after ${warmup} warm-up`,
+);
+const torch = await torchTimes();
+const rows: Row[] = [];
+for (const c of cases) {
+  const r = await runCase(c);
+  const t = torch?.[key(c)];
+  if (t !== undefined) {
+    r.torchMs = t;
+    r.torchGflops = r.gflops * r.ms / t;
+    r.torchGbps = r.gbps * r.ms / t;
+  }
+  rows.push(r);
+}
+console.log(table(rows, torch !== undefined));
+for (const dtype of dtypes) {
+  const dec = rows.find((r) => r.dtype === dtype && r.variant === "gemv");
+  const str = rows.find((r) => r.dtype === dtype && r.name.startsWith("add"));
+  if (dec && str) {
+    console.log(
+      `${dtype}: decode GEMV streams at ${(100 * dec.gbps / str.gbps).toFixed(0)}% of the add's ` +
+        `${str.gbps.toFixed(1)} GB/s`,
+    );
+  }
+}
+const failed = rows.filter((r) => r.check !== "ok");
+for (const r of failed) console.error(`spot-check failed: ${r.name} ${r.dtype}: ${r.check}`);
+if (args.json) {
+  const doc = { device: gpu.description, cpu, quick, reps, warmup, rows };
+  try {
+    Deno.writeTextFileSync(args.json, JSON.stringify(doc, null, 2) + "\n");
+    console.log(`wrote ${args.json}`);
+  } catch (e) {
+    console.error(`cannot write ${args.json} (needs --allow-write): ${(e as Error).message}`);
+    Deno.exitCode = 1;
+  }
+}
+if (failed.length) Deno.exitCode = 1;

@@ -1,0 +1,490 @@
+/**
+ * Matrix multiply: `matmul` (batched `a·b`, optionally `a·bᵀ`) and `linear`
+ * (Hugging Face `nn.Linear`: `y = x·Wᵀ + bias`, optionally written into a
+ * column range of a preallocated output), with their CPU references.
+ *
+ * Kernels (`shaders/matmul.wgsl`), all f32 accumulation on f32 or f16 storage.
+ * Speeds: `bench/kernels.ts`, x·wᵀ, median GPU time by timestamp queries, on an
+ * NVIDIA H100 through Deno's WebGPU (Vulkan), PyTorch/cuBLAS alongside:
+ *
+ * | variant | what it is | what it changed | H100, f32 / f16 |
+ * | ------- | ---------- | --------------- | --------------- |
+ * | `naive` | one thread per output, a plain loop over K | the definition; kept for agreement tests | 512×4096×4096: 0.34 / 0.28 TFLOP/s |
+ * | `tiled` v1 (gone) | 64×64 tile per workgroup, 4×4 outputs per thread in an `array<f32, 16>` | each loaded element reused 64× | 0.45 TFLOP/s: the indexed arrays stayed in memory |
+ * | `tiled` | same tiles, accumulators in four `vec4` registers, tiles staged as `vec4` rows (16 FMAs per two 16-byte reads) | 30× over v1 | 13.5 / 13.7 TFLOP/s (cuBLAS: 44 f32, 316-368 f16 on tensor cores) |
+ * | `gemv`  | M ≤ 8 (`ROWS` rows per workgroup, a pipeline constant): 8 columns × 32 K-lanes per workgroup, coalesced rows of `w`, workgroup-memory tree reduction | memory-bound decode streams the weight once, 512 workgroups for N = 4096 | 1×4096×4096: 1.9 / 1.6 TB/s (the streaming add: 2.7-3.0 TB/s; cuBLAS 1.3 / 0.8-1.0) |
+ *
+ * GEMV time grows with M (x is re-read per row: M = 4 and 8 stream w at 0.87 and
+ * 0.5 TB/s in f32), but stays far below `tiled` up to M = 8. On lavapipe
+ * (CPU) the kernels run at 1-3 GFLOP/s; `tiled` is ~1.5-3× `naive` there.
+ *
+ * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`.
+ * Every variant handles every size (edges are bounds-checked) and more than
+ * 65535 workgroups (a 2-D grid, linearised in the kernel).
+ *
+ * Buffers larger than the device's `maxStorageBufferBindingSize` (128 MiB on
+ * lavapipe): when `a` or the output is too large to bind, the launcher splits
+ * the rows of `a` into blocks and binds a window per block. The weight `b`/`w`
+ * must fit in one binding; split a larger weight into row chunks and run one
+ * {@linkcode linear} per chunk into one output with `out` + `outColumnOffset`.
+ *
+ * @example Batched product and a linear layer
+ * ```ts
+ * import { getGpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ * import { linear, matmul } from "./matmul.ts";
+ * const gpu = await getGpu();
+ * using a = Tensor.fromArray(gpu, [1, 2, 3, 4, 5, 6], [2, 3]); // a:[M=2, K=3]
+ * using b = Tensor.fromArray(gpu, [1, 0, 0, 1, 1, 1], [3, 2]); // b:[K=3, N=2]
+ * using c = matmul(a, b); // c:[2, 2]
+ * console.log(await c.toArray()); // [4, 5, 10, 11]
+ * using w = Tensor.fromArray(gpu, [1, 0, 0, 1, 1, 1], [2, 3]); // w:[N=2, K=3]
+ * using y = linear(a, w); // y = a·wᵀ:[2, 2]
+ * console.log(await y.toArray()); // [1, 6, 4, 15]
+ * ```
+ *
+ * @module
+ */
+
+import { type Binding, Gpu, Params } from "../gpu/device.ts";
+import { bytesPer } from "../tensor/dtype.ts";
+import { fmtShape, numel, type Tensor } from "../tensor/tensor.ts";
+import { assertFloat, type FloatDType, output, sameDtype } from "./_launch.ts";
+
+/** Kernel choice: `auto` picks `gemv` for M ≤ {@linkcode GEMV_MAX_M}, `tiled` otherwise. */
+export type MatmulVariant = "auto" | "naive" | "tiled" | "gemv";
+
+/** Largest M (rows of `a` per batch) for which `auto` picks the GEMV kernel. */
+export const GEMV_MAX_M = 8;
+
+/** Options of {@linkcode matmul}. */
+export interface MatmulOptions {
+  /** `b` is given transposed, as `[B?, N, K]`. Default false. */
+  transB?: boolean;
+  /** Force a kernel (tests, benchmarks). Default `auto`. */
+  variant?: MatmulVariant;
+  /**
+   * Largest byte range bound per buffer; default and maximum: the device's
+   * `maxStorageBufferBindingSize`. Lower it to exercise the row-block split.
+   */
+  maxBindingBytes?: number;
+}
+
+/** Options of {@linkcode linear}. */
+export interface LinearOptions {
+  /** `bias:[N]`, same dtype as `x`. */
+  bias?: Tensor;
+  /**
+   * Preallocated output `[..., Ntotal]` (leading dims as `x`'s, same dtype);
+   * this linear writes columns `outColumnOffset .. outColumnOffset + N - 1`
+   * and leaves the others untouched.
+   */
+  out?: Tensor;
+  /** First output column written in `out`. Default 0. Needs `out`. */
+  outColumnOffset?: number;
+  /** Force a kernel (tests, benchmarks). Default `auto`. */
+  variant?: MatmulVariant;
+  /** See {@linkcode MatmulOptions.maxBindingBytes}. */
+  maxBindingBytes?: number;
+}
+
+/** Problem geometry after validation (element units). */
+interface Geometry {
+  /** Batch dims of the output (empty when neither side has any). */
+  batchShape: number[];
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  strideA: number;
+  strideB: number;
+}
+
+/**
+ * Validates `a:[..., M, K]` against `b:[..., K, N]` (or `[..., N, K]` with
+ * `transB`) and returns the output shape `[..., M, N]`. Batch dims must be
+ * equal, or present on one side only (that side's batch is broadcast).
+ *
+ * @throws {RangeError} Naming both shapes when K differs, a rank is below 2
+ * or the batch dims disagree.
+ */
+export function matmulOutputShape(
+  aShape: readonly number[],
+  bShape: readonly number[],
+  transB = false,
+): number[] {
+  const g = geometry("matmul", aShape, bShape, transB);
+  return [...g.batchShape, g.M, g.N];
+}
+
+function geometry(
+  op: string,
+  aShape: readonly number[],
+  bShape: readonly number[],
+  transB: boolean,
+): Geometry {
+  const both = `a ${fmtShape(aShape)} and b ${fmtShape(bShape)}${transB ? " (transB)" : ""}`;
+  if (aShape.length < 2 || bShape.length < 2) {
+    throw new RangeError(`${op}: a and b need rank >= 2, got ${both}`);
+  }
+  numel(aShape);
+  numel(bShape);
+  const [M, K] = aShape.slice(-2);
+  const [kb, N] = transB ? [bShape.at(-1)!, bShape.at(-2)!] : bShape.slice(-2);
+  if (K !== kb) {
+    throw new RangeError(`${op}: inner dimensions differ (K=${K} vs ${kb}) for ${both}`);
+  }
+  const ba = aShape.slice(0, -2), bb = bShape.slice(0, -2);
+  if (ba.length && bb.length && (ba.length !== bb.length || ba.some((d, i) => d !== bb[i]))) {
+    throw new RangeError(
+      `${op}: batch dimensions differ for ${both} (they must be equal, or present on one side only)`,
+    );
+  }
+  const batchShape = ba.length ? ba : bb;
+  return {
+    batchShape,
+    batch: numel(batchShape),
+    M,
+    N,
+    K,
+    strideA: ba.length ? M * K : 0,
+    strideB: bb.length ? K * N : 0,
+  };
+}
+
+/** Everything one launch needs (element units). */
+interface Launch {
+  op: string;
+  a: Tensor;
+  b: Tensor;
+  bias?: Tensor;
+  out: Tensor;
+  dtype: FloatDType;
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  strideA: number;
+  strideB: number;
+  strideC: number;
+  ldc: number;
+  colOffset: number;
+  transB: boolean;
+  variant: MatmulVariant;
+  maxBindingBytes?: number;
+}
+
+/**
+ * Batched matrix product with f32 accumulation.
+ *
+ * Shapes: `a:[..., M, K]`, `b:[..., K, N]` (or `b:[..., N, K]` with `transB`)
+ * → `[..., M, N]`. Batch dims must be equal, or present on one side only
+ * (e.g. `a:[B, M, K]·b:[K, N]`). f32 or f16 storage, the same for both.
+ *
+ * @param a Left operand `[..., M, K]`.
+ * @param b Right operand `[..., K, N]`, or `[..., N, K]` with `opts.transB`.
+ * @param opts Transposition and kernel choice.
+ * @returns A new tensor `[..., M, N]` of the inputs' dtype.
+ * @throws {RangeError} When the shapes do not multiply (naming both).
+ * @throws {TypeError} When a dtype is not f32/f16 or the dtypes differ.
+ *
+ * @example Attention scores q·kᵀ
+ * ```ts
+ * import { getGpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ * import { matmul } from "./matmul.ts";
+ * const gpu = await getGpu();
+ * using q = Tensor.zeros(gpu, [8, 5, 64]); // q:[H, T, D]
+ * using k = Tensor.zeros(gpu, [8, 7, 64]); // k:[H, S, D]
+ * using s = matmul(q, k, { transB: true }); // s:[H, T, S] = [8, 5, 7]
+ * ```
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor<FloatDType> {
+  assertFloat(a, "matmul: a");
+  assertFloat(b, "matmul: b");
+  const dtype = sameDtype("matmul", a, b) as FloatDType;
+  const transB = opts.transB ?? false;
+  const g = geometry("matmul", a.shape, b.shape, transB);
+  const out = output(a.gpu, [...g.batchShape, g.M, g.N], dtype);
+  // b shared by every batch: fold the batch into M (one contiguous [B*M, K] · [K, N]).
+  const fold = g.strideB === 0 && g.batch > 1;
+  launch({
+    op: "matmul",
+    a,
+    b,
+    out,
+    dtype,
+    batch: fold ? 1 : g.batch,
+    M: fold ? g.batch * g.M : g.M,
+    N: g.N,
+    K: g.K,
+    strideA: fold ? 0 : g.strideA,
+    strideB: g.strideB,
+    strideC: g.M * g.N,
+    ldc: g.N,
+    colOffset: 0,
+    transB,
+    variant: opts.variant ?? "auto",
+    maxBindingBytes: opts.maxBindingBytes,
+  });
+  return out;
+}
+
+/**
+ * Hugging Face `nn.Linear`: `y = x·wᵀ (+ bias)`, f32 accumulation.
+ *
+ * Shapes: `x:[..., K]`, `w:[N, K]`, `bias:[N]` → `y:[..., N]`. With
+ * `opts.out:[..., Ntotal]` the result goes into columns
+ * `outColumnOffset .. outColumnOffset + N - 1` of `out`, so a weight too large
+ * for one binding (an LM head `[151936, 4096]`) can run as row chunks
+ * `w[r0:r1]` into one output.
+ *
+ * @param x Input `[..., K]`.
+ * @param w Weight `[N, K]` (PyTorch layout).
+ * @param opts Bias, preallocated output and column offset, kernel choice.
+ * @returns A new tensor `[..., N]`, or `opts.out` itself when given (not a new
+ * reference: do not dispose it per chunk).
+ * @throws {RangeError} When shapes disagree (naming both), or the columns do not fit in `out`.
+ * @throws {TypeError} When the dtypes are not one float dtype.
+ *
+ * @example LM head in two row chunks into one logits tensor
+ * ```ts
+ * import { getGpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ * import { linear } from "./matmul.ts";
+ * const gpu = await getGpu();
+ * using h = Tensor.zeros(gpu, [1, 64]); // h:[T, K]
+ * using w0 = Tensor.zeros(gpu, [600, 64]); // rows 0..599 of w:[1000, 64]
+ * using w1 = Tensor.zeros(gpu, [400, 64]); // rows 600..999
+ * using logits = Tensor.empty(gpu, [1, 1000]); // logits:[T, V]
+ * linear(h, w0, { out: logits, outColumnOffset: 0 });
+ * linear(h, w1, { out: logits, outColumnOffset: 600 });
+ * ```
+ */
+export function linear(x: Tensor, w: Tensor, opts: LinearOptions = {}): Tensor<FloatDType> {
+  assertFloat(x, "linear: x");
+  assertFloat(w, "linear: w");
+  const { bias, out: given } = opts;
+  const dtype = sameDtype(
+    "linear",
+    ...[x, w, bias, given].filter((t) => t !== undefined),
+  ) as FloatDType;
+  const both = `x ${fmtShape(x.shape)} and w ${fmtShape(w.shape)}`;
+  if (x.rank < 1 || w.rank !== 2) {
+    throw new RangeError(`linear: expected x:[..., K] and w:[N, K], got ${both}`);
+  }
+  const K = x.shape[x.rank - 1];
+  const [N, kw] = w.shape;
+  if (K !== kw) {
+    throw new RangeError(`linear: inner dimensions differ (K=${K} vs ${kw}) for ${both}`);
+  }
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== N)) {
+    throw new RangeError(
+      `linear: bias must be [${N}] for w ${fmtShape(w.shape)}, got ${fmtShape(bias.shape)}`,
+    );
+  }
+  const lead = x.shape.slice(0, -1);
+  const M = numel(lead);
+  const col = opts.outColumnOffset ?? 0;
+  let out: Tensor;
+  if (given) {
+    const ntotal = given.shape[given.rank - 1];
+    const okLead = given.rank === x.rank && lead.every((d, i) => d === given.shape[i]);
+    if (!okLead || !Number.isInteger(col) || col < 0 || col + N > ntotal) {
+      throw new RangeError(
+        `linear: out ${fmtShape(given.shape)} cannot take columns ${col}..${col + N - 1} of ` +
+          `x ${fmtShape(x.shape)} · w ${fmtShape(w.shape)}ᵀ (expected [${
+            [...lead, `>= ${col + N}`].join(", ")
+          }])`,
+      );
+    }
+    out = given;
+  } else {
+    if (col !== 0) throw new RangeError(`linear: outColumnOffset ${col} needs opts.out`);
+    out = output(x.gpu, [...lead, N], dtype);
+  }
+  launch({
+    op: "linear",
+    a: x,
+    b: w,
+    bias,
+    out,
+    dtype,
+    batch: 1,
+    M,
+    N,
+    K,
+    strideA: 0,
+    strideB: 0,
+    strideC: 0,
+    ldc: out.shape[out.rank - 1],
+    colOffset: col,
+    transB: true,
+    variant: opts.variant ?? "auto",
+    maxBindingBytes: opts.maxBindingBytes,
+  });
+  return out as Tensor<FloatDType>;
+}
+
+const ALIGN = 256; // minStorageBufferOffsetAlignment upper bound in WebGPU
+
+/** A window `[start, end)` (elements) of a tensor's buffer, bound at a 256-byte aligned offset. */
+function window(t: Tensor, start: number, end: number): { binding: Binding; off: number } {
+  const bpe = bytesPer(t.dtype);
+  const first = Math.floor((start * bpe) / ALIGN) * ALIGN;
+  const last = Math.min(t.buffer.size, Math.ceil((end * bpe) / 4) * 4);
+  return {
+    binding: { buffer: t.buffer, offset: first, size: Math.max(4, last - first) },
+    off: (start * bpe - first) / bpe,
+  };
+}
+
+function launch(l: Launch): void {
+  const { gpu } = l.a;
+  const dtype = l.dtype;
+  if (l.M === 0 || l.N === 0 || l.batch === 0) return;
+  const bpe = bytesPer(dtype);
+  const limit = Math.min(
+    l.maxBindingBytes ?? Infinity,
+    gpu.limits.maxStorageBufferBindingSize,
+  );
+  const bBytes = l.b.size * bpe;
+  if (bBytes > limit) {
+    const what = l.op === "linear" ? "w" : "b";
+    throw new RangeError(
+      `${l.op}: ${what} ${fmtShape(l.b.shape)} is ${bBytes} bytes, over the ${limit}-byte ` +
+        `binding limit; ` +
+        (l.op === "linear"
+          ? "split it into row chunks and run one linear per chunk into one output " +
+            "(opts.out, opts.outColumnOffset)"
+          : "split it along N or the batch"),
+    );
+  }
+  // Rows of a (and of out) per dispatch, so that each bound window fits the limit.
+  const rowBytesA = Math.max(1, l.K) * bpe, rowBytesC = l.ldc * bpe;
+  const aWhole = (l.strideA ? l.batch * l.strideA : l.M * l.K) * bpe;
+  const cWhole = (l.batch - 1) * l.strideC * bpe + l.M * rowBytesC;
+  let rowsPer = l.M;
+  if (aWhole > limit || cWhole > limit) {
+    if (l.batch > 1) {
+      throw new RangeError(
+        `${l.op}: a ${fmtShape(l.a.shape)} or out ${
+          fmtShape(l.out.shape)
+        } exceeds the ${limit}-byte binding limit; split the batch`,
+      );
+    }
+    rowsPer = Math.floor((limit - ALIGN) / Math.max(rowBytesA, rowBytesC));
+    if (rowsPer < 1) {
+      throw new RangeError(
+        `${l.op}: one row of a ${fmtShape(l.a.shape)} or out ${
+          fmtShape(l.out.shape)
+        } exceeds the ${limit}-byte binding limit`,
+      );
+    }
+  }
+  const variant = l.variant === "auto" ? (l.M <= GEMV_MAX_M ? "gemv" : "tiled") : l.variant;
+  const entry = variant === "gemv" ? (l.transB ? "gemv_t" : "gemv") : variant;
+  const kernelFor = (rows: number) =>
+    gpu.kernel({
+      shader: "matmul",
+      entry,
+      defines: { T: dtype },
+      // GEMV: rows of a per workgroup, a pipeline constant so its loops unroll into registers.
+      constants: variant === "gemv"
+        ? { ROWS: Math.min(GEMV_MAX_M, rows) }
+        : { TRANS_B: l.transB ? 1 : 0 },
+    });
+  const bWin = window(l.b, 0, l.b.size);
+  const biasWin = l.bias ? window(l.bias, 0, l.bias.size) : bWin;
+  for (let r0 = 0; r0 < l.M; r0 += rowsPer) {
+    const rows = Math.min(rowsPer, l.M - r0);
+    const aWin = l.strideA ? window(l.a, 0, l.a.size) : window(l.a, r0 * l.K, (r0 + rows) * l.K);
+    const cStart = r0 * l.ldc + l.colOffset;
+    const cEnd = cStart + (l.batch - 1) * l.strideC + (rows - 1) * l.ldc + l.N;
+    const cWin = window(l.out, cStart, cEnd);
+    const gemvRows = Math.min(GEMV_MAX_M, rows);
+    const groups = variant === "naive"
+      ? Math.ceil((l.batch * rows * l.N) / 256)
+      : variant === "tiled"
+      ? Math.ceil(l.N / 64) * Math.ceil(rows / 64) * l.batch
+      : Math.ceil(l.N / 8) * Math.ceil(rows / gemvRows) * l.batch;
+    const params = new Params()
+      .u32(rows).u32(l.N).u32(l.K).u32(l.batch)
+      .u32(l.strideA).u32(l.strideB).u32(l.strideC).u32(l.ldc)
+      .u32(aWin.off).u32(bWin.off).u32(cWin.off).u32(l.bias ? 1 : 0);
+    gpu.dispatch(
+      kernelFor(rows),
+      [aWin.binding, bWin.binding, biasWin.binding, cWin.binding],
+      Gpu.grid(groups),
+      params,
+    );
+  }
+}
+
+/**
+ * CPU reference for {@linkcode matmul}: plain loops, f64 accumulation.
+ *
+ * @param a Data of `a:[..., M, K]` (row-major).
+ * @param aShape Shape of `a`.
+ * @param b Data of `b:[..., K, N]` (or `[..., N, K]` with `transB`).
+ * @param bShape Shape of `b`.
+ * @param opts `transB` as for {@linkcode matmul}.
+ * @returns `[..., M, N]` row-major, rounded to f32.
+ */
+export function matmulReference(
+  a: ArrayLike<number>,
+  aShape: readonly number[],
+  b: ArrayLike<number>,
+  bShape: readonly number[],
+  opts: { transB?: boolean } = {},
+): Float32Array {
+  const transB = opts.transB ?? false;
+  const g = geometry("matmulReference", aShape, bShape, transB);
+  const { M, N, K } = g;
+  const out = new Float32Array(g.batch * M * N);
+  for (let bt = 0; bt < g.batch; bt++) {
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let acc = 0;
+        for (let k = 0; k < K; k++) {
+          const bi = bt * g.strideB + (transB ? n * K + k : k * N + n);
+          acc += a[bt * g.strideA + m * K + k] * b[bi];
+        }
+        out[(bt * M + m) * N + n] = acc;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * CPU reference for {@linkcode linear}: `y = x·wᵀ (+ bias)`, f64 accumulation.
+ *
+ * @param x Data of `x:[..., K]`.
+ * @param xShape Shape of `x`.
+ * @param w Data of `w:[N, K]`.
+ * @param wShape Shape of `w`.
+ * @param bias Data of `bias:[N]`, optional.
+ * @returns `y:[..., N]` row-major, rounded to f32.
+ */
+export function linearReference(
+  x: ArrayLike<number>,
+  xShape: readonly number[],
+  w: ArrayLike<number>,
+  wShape: readonly number[],
+  bias?: ArrayLike<number>,
+): Float32Array {
+  const K = xShape[xShape.length - 1];
+  const M = numel(xShape.slice(0, -1));
+  const g = geometry("linearReference", [M, K], wShape, true);
+  const N = g.N;
+  const y = new Float32Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let acc = bias ? bias[n] : 0;
+      for (let k = 0; k < K; k++) acc += x[m * K + k] * w[n * K + k];
+      y[m * N + n] = acc;
+    }
+  }
+  return y;
+}
