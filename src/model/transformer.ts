@@ -52,6 +52,7 @@ export interface LayerCache {
    * @param k `[B, Hkv, n, D]` post-RoPE keys.
    * @param v `[B, Hkv, n, D]` values.
    * @param decisions `[B, Hkv, n]` i32 hard decisions (`decisions[.., j]` marks the previous token).
+   * @param opts `keyMask` `[B, n]` CPU data (1 = token, 0 = left padding).
    * @returns `[B, Hq, n, D]`.
    */
   attend(
@@ -60,7 +61,7 @@ export interface LayerCache {
     k: Tensor,
     v: Tensor,
     decisions: Tensor<"i32">,
-    opts?: { keyMask?: Tensor<"i32"> },
+    opts?: { keyMask?: ArrayLike<number> },
   ): Tensor;
 }
 
@@ -89,8 +90,8 @@ export interface ForwardOptions {
   cache?: LayerCache;
   /** Train: logistic noise per layer, each `[B, Hkv, T]` f32 (SPEC §4). */
   noise?: readonly Tensor<"f32">[];
-  /** Inference: `[B, T]` i32, 0 = left padding. */
-  keyMask?: Tensor<"i32">;
+  /** Inference: `[B, T]` row-major CPU data, 1 = token, 0 = left padding. */
+  keyMask?: ArrayLike<number>;
   /** Which logits to compute: every position, the last one per row, or none. Default "all". */
   logits?: "all" | "last" | "none";
   /** Receives intermediate tensors; the callee owns (and must dispose) them. */
