@@ -31,4 +31,105 @@ export type { FloatDType } from "./src/ops/_launch.ts";
 export { readTensors, Tensor } from "./src/tensor/tensor.ts";
 export type { ArrayFor, DType } from "./src/tensor/dtype.ts";
 export { type RandomOptions, randomTensor } from "./src/tensor/random.ts";
-export { add, axpy, mul, scale } from "./src/ops/elementwise.ts";
+export { add, axpy, elementwiseReference, mul, scale } from "./src/ops/elementwise.ts";
+export {
+  linear,
+  type LinearOptions,
+  linearReference,
+  matmul,
+  type MatmulOptions,
+  matmulReference,
+  type MatmulVariant,
+} from "./src/ops/matmul.ts";
+export { rmsNorm, rmsNormReference } from "./src/ops/rmsnorm.ts";
+export {
+  rope,
+  ropeInvFreq,
+  type RopeLayout,
+  type RopeOptions,
+  ropeReference,
+  type RopeScaling as HfRopeScaling,
+} from "./src/ops/rope.ts";
+export { silu, siluReference, swiglu } from "./src/ops/silu.ts";
+export { embedding, type EmbeddingOptions, embeddingReference } from "./src/ops/embedding.ts";
+export { cast, castReference } from "./src/ops/cast.ts";
+export {
+  attention,
+  type AttentionKernel,
+  type AttentionOptions,
+  attentionReference,
+  type AttentionReferenceOptions,
+  type AttentionReferenceResult,
+  type AttentionResult,
+  type AttentionShape,
+} from "./src/ops/attention.ts";
+export { swapAxes12, swapAxes12Reference } from "./src/ops/layout.ts";
+export {
+  sample,
+  type SampleOptions,
+  sampleReference,
+  type SampleTargets,
+  sampleUniform,
+} from "./src/ops/sample.ts";
+export {
+  type ChatMessage,
+  type ChatTemplateOptions,
+  checkTokenizerMatchesConfig,
+  loadTokenizer,
+  type Tokenizer,
+} from "./src/io/tokenizer.ts";
+export { downloadModel, type DownloadOptions } from "./src/io/hub.ts";
+export {
+  openCheckpoint,
+  openSafetensors,
+  type TensorReader,
+  writeSafetensors,
+} from "./src/io/safetensors.ts";
+export {
+  configToJson,
+  type DmsConfig,
+  loadConfig,
+  type ModelConfig,
+  parseConfig,
+  type RopeScaling,
+} from "./src/model/config.ts";
+export {
+  createModel,
+  exportWeights,
+  loadModel,
+  Model,
+  type ModelOptions,
+  saveModel,
+} from "./src/model/model.ts";
+export {
+  type CaptureName,
+  type ForwardMode,
+  type ForwardOptions,
+  type LayerCache,
+  Transformer,
+} from "./src/model/transformer.ts";
+export {
+  inferDecisions,
+  takeQueryNeuron,
+  trainDecisions,
+  zeroQueryNeuron,
+} from "./src/dms/decisions.ts";
+export * as oracle from "./src/dms/oracle.ts";
+export type { AttendOptions, KvCache, KvCacheStats } from "./src/cache/kv_cache.ts";
+export {
+  createDenseCache,
+  createDmsCache,
+  DmsCache,
+  type DmsCacheOptions,
+} from "./src/dms/dms_cache.ts";
+export {
+  type CachePolicy,
+  createCacheFor,
+  generate,
+  type GenerateChunk,
+  type GenerateOptions,
+  type GenerateResult,
+} from "./src/generate.ts";
+export { type ConformanceBackend, runConformance } from "./src/eval/conformance.ts";
+export { gpuBackend } from "./src/eval/gpu_backend.ts";
+export { cpuBackend } from "./src/eval/cpu_backend.ts";

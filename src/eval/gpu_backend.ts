@@ -11,6 +11,8 @@ import { Tensor } from "../tensor/tensor.ts";
 import { Model } from "../model/model.ts";
 import { loadWeights, memoryReader } from "../model/weights.ts";
 import type { CaptureName } from "../model/transformer.ts";
+import { createDmsCache, type DmsCache } from "../dms/dms_cache.ts";
+import { compressionRatioGetCr, visibilityMask } from "../dms/oracle.ts";
 import type { CaseTensor } from "./compare.ts";
 import type {
   AttentionOnlyCase,
@@ -133,16 +135,283 @@ async function trainCase(c: TrainForwardCase): Promise<BackendOutputs> {
   }
 }
 
-function notYet(what: string): Promise<BackendOutputs> {
-  return Promise.reject(
-    new Error(`gpu backend: ${what} cases need the paged DMS cache (not wired yet)`),
-  );
+/** Concatenates per-chunk `[..., n_c, ...rest]` arrays along axis `axis` of shape `dims`. */
+function concatAlong(parts: { shape: number[]; data: Float32Array | Int32Array }[], axis: number) {
+  const outer = parts[0].shape.slice(0, axis).reduce((a, b) => a * b, 1);
+  const inner = parts[0].shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const total = parts.reduce((a, p) => a + p.shape[axis], 0);
+  const isInt = parts[0].data instanceof Int32Array;
+  const data = isInt
+    ? new Int32Array(outer * total * inner)
+    : new Float32Array(outer * total * inner);
+  let off = 0;
+  for (const p of parts) {
+    const n = p.shape[axis];
+    for (let o = 0; o < outer; o++) {
+      data.set(p.data.subarray(o * n * inner, (o + 1) * n * inner), (o * total + off) * inner);
+    }
+    off += n;
+  }
+  const shape = [...parts[0].shape];
+  shape[axis] = total;
+  return { shape, data };
+}
+
+/** Live positions per (layer, page) as 0/1 rows over T positions: `[L, pages, T]`. */
+async function retainedRows(cache: DmsCache, T: number): Promise<Int32Array> {
+  const L = cache.layers, pages = cache.batch * cache.kvHeads;
+  const out = new Int32Array(L * pages * T);
+  for (let l = 0; l < L; l++) {
+    const st = await cache.inspect(l);
+    st.forEach((page, p) => {
+      for (const pos of page.positions) out[(l * pages + p) * T + pos] = 1;
+    });
+  }
+  return out;
+}
+
+/**
+ * B: prefill the prompt (in chunks of `dms_chunked_prefill` when set), then one
+ * decode step per further token, teacher-forced, through the GPU DMS cache.
+ */
+async function inferenceCase(c: InferenceCase): Promise<BackendOutputs> {
+  const model = await modelFor(c);
+  const gpu = model.gpu, cfg = model.config;
+  const ids = c.inputs.input_ids.data;
+  const T = ids.length, P = c.params.promptLen;
+  const L = cfg.numLayers, Hkv = cfg.numKvHeads, V = cfg.vocabSize, Wc = cfg.dms.window + 1;
+  const cache = createDmsCache(gpu, {
+    layers: L,
+    batch: 1,
+    kvHeads: Hkv,
+    headDim: cfg.headDim,
+    window: cfg.dms.window,
+    blockSize: Math.min(cfg.dms.blockSize, Wc),
+    dtype: "f32",
+  });
+  const chunks: [number, number][] = [];
+  const step = c.params.chunkedPrefill ?? P;
+  for (let s = 0; s < P; s += step) chunks.push([s, Math.min(P, s + step)]);
+  for (let t = P; t < T; t++) chunks.push([t, t + 1]);
+  const captured = new Map<string, { shape: number[]; data: Float32Array | Int32Array }[][]>();
+  const logits = new Float32Array(T * V);
+  const cacheLen = new Int32Array(T * L * Hkv).fill(-1);
+  const cacheRetained = new Int32Array(T * L * Hkv * T).fill(-1);
+  const crCache = new Float64Array(T).fill(NaN), crModel = new Float64Array(T).fill(NaN);
+  const crPerLayer = new Float64Array(T * L).fill(NaN);
+  try {
+    for (const [s, e] of chunks) {
+      const n = e - s;
+      const col = collector();
+      using idt = Tensor.fromArray(gpu, ids.subarray(s, e), [1, n], "i32");
+      using pos = Tensor.fromArray(gpu, Array.from({ length: n }, (_, i) => s + i), [1, n], "i32");
+      if (n > 1 || s === 0) await cache.reserve(n);
+      else await cache.reserve(1);
+      using lg = model.forward(idt, {
+        mode: "inference",
+        positions: pos,
+        cache,
+        capture: col.capture,
+      })!;
+      logits.set(await lg.toArray(), s * V);
+      for (const [name, list] of col.map) {
+        let per = captured.get(name);
+        if (!per) captured.set(name, per = []);
+        for (let l = 0; l < L; l++) {
+          (per[l] ??= []).push({
+            shape: [...list[l].shape],
+            data: await list[l].toArray() as Float32Array | Int32Array,
+          });
+        }
+      }
+      disposeAll(col.map);
+      const t = e - 1;
+      if (t < P - 1) continue;
+      // the cache is observable after the prompt and after every decode step
+      const stats = await cache.stats();
+      const rows = await retainedRows(cache, T);
+      cacheRetained.set(rows, t * L * Hkv * T);
+      for (let l = 0; l < L; l++) {
+        for (let h = 0; h < Hkv; h++) cacheLen[(t * L + l) * Hkv + h] = stats.lengths[l][h];
+      }
+      if (t >= P) {
+        crCache[t] = crModel[t] = stats.compressionRatio;
+        for (let l = 0; l < L; l++) {
+          crPerLayer[t * L + l] = compressionRatioGetCr([stats.lengths[l]], t + 1);
+        }
+      } else if (P <= Wc) {
+        // The reference's get_cr right after a prefill counts only its paged part (keys older
+        // than the window) and returns 1.0 while that part is empty (conformance README).
+        crCache[t] = 1;
+      } else {
+        const paged = stats.lengths.map((r) => r.map((x) => x - Wc));
+        crCache[t] = compressionRatioGetCr(paged, P);
+        for (let l = 0; l < L; l++) crPerLayer[t * L + l] = compressionRatioGetCr([paged[l]], P);
+      }
+    }
+    const cat = (name: string, axis: number) => {
+      const per = captured.get(name)!;
+      const layers = per.map((parts) => concatAlong(parts, axis));
+      const n = layers[0].data.length;
+      const data = layers[0].data instanceof Int32Array
+        ? new Int32Array(n * L)
+        : new Float32Array(n * L);
+      layers.forEach((x, l) => data.set(x.data, l * n));
+      return { shape: [L, ...layers[0].shape.slice(1)], data };
+    };
+    const q = cat("q", 2), k = cat("k", 2), v = cat("v", 2); // [L, Hq|Hkv, T, D] (batch 1 dropped)
+    const lo = cat("layer_out", 1); // [L, T, H]
+    const alpha = cat("alpha", 2), dec = cat("decisions", 2); // [L, Hkv, T]
+    // retained_mask: observable rows from the cache; earlier rows (inside the prefill) from the
+    // §5.1 rule on our own decisions.
+    const retained = cacheRetained.slice();
+    for (let l = 0; l < L; l++) {
+      for (let h = 0; h < Hkv; h++) {
+        const m = visibilityMask(
+          dec.data.subarray((l * Hkv + h) * T, (l * Hkv + h + 1) * T),
+          cfg.dms.window,
+        );
+        for (let t = 0; t < P - 1; t++) {
+          for (let j = 0; j < T; j++) retained[((t * L + l) * Hkv + h) * T + j] = m[t * T + j];
+        }
+      }
+    }
+    return {
+      logits: { shape: [T, V], data: logits },
+      q: { shape: [L, cfg.numHeads, T, cfg.headDim], data: q.data },
+      k: { shape: [L, Hkv, T, cfg.headDim], data: k.data },
+      v: { shape: [L, Hkv, T, cfg.headDim], data: v.data },
+      layer_out: { shape: [L, T, cfg.hiddenSize], data: lo.data },
+      decision_logits: { shape: [L, Hkv, T], data: alpha.data },
+      decisions: { shape: [L, Hkv, T], data: dec.data },
+      cache_len: { shape: [T, L, Hkv], data: cacheLen },
+      cache_retained_mask: { shape: [T, L, Hkv, T], data: cacheRetained },
+      retained_mask: { shape: [T, L, Hkv, T], data: retained },
+      cr_cache: { shape: [T], data: crCache },
+      cr_model: { shape: [T], data: crModel },
+      cr_cache_per_layer: { shape: [T, L], data: crPerLayer },
+    };
+  } finally {
+    cache.dispose();
+    model.dispose();
+  }
+}
+
+/**
+ * C: one attention layer driven directly: chunked prefill with left padding,
+ * then decode steps, through the GPU DMS cache.
+ */
+async function attentionCase(c: AttentionOnlyCase): Promise<BackendOutputs> {
+  const gpu = await getGpu();
+  const p = c.params;
+  const B = p.batch, Hkv = p.headsKv, G = p.gqaFactor, D = p.headDim, Hq = Hkv * G;
+  const S = p.prefillLen, N = p.numDecodeSteps, T = S + N;
+  const { q, k, v, decisions, attn_mask: mask } = c.inputs;
+  const cache = createDmsCache(gpu, {
+    layers: 1,
+    batch: B,
+    kvHeads: Hkv,
+    headDim: D,
+    window: p.cacheWindow - 1,
+    blockSize: p.blockSize,
+    dtype: "f32",
+  });
+  // q arrives in the flash layout [B·Hkv, T, G, D]; ours is [B, Hq, n, D] with head h·G+i
+  const qChunk = (s: number, e: number) => {
+    const n = e - s, out = new Float32Array(B * Hq * n * D);
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < Hkv; h++) {
+        for (let t = s; t < e; t++) {
+          for (let i = 0; i < G; i++) {
+            const src = (((b * Hkv + h) * T + t) * G + i) * D;
+            out.set(q.data.subarray(src, src + D), (((b * Hq + h * G + i) * n) + t - s) * D);
+          }
+        }
+      }
+    }
+    return out;
+  };
+  const kvChunk = (x: typeof k, s: number, e: number, inner: number) => {
+    const n = e - s, out = new Float32Array(B * Hkv * n * inner);
+    for (let r = 0; r < B * Hkv; r++) {
+      out.set(x.data.subarray((r * T + s) * inner, (r * T + e) * inner), r * n * inner);
+    }
+    return out;
+  };
+  const outRows = (o: Float32Array, n: number) => {
+    // [B, Hq, n, D] -> [B, Hkv, n, G, D]
+    const r = new Float32Array(B * Hkv * n * G * D);
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < Hkv; h++) {
+        for (let i = 0; i < G; i++) {
+          for (let t = 0; t < n; t++) {
+            const src = ((b * Hq + h * G + i) * n + t) * D;
+            r.set(o.subarray(src, src + D), ((((b * Hkv + h) * n + t) * G) + i) * D);
+          }
+        }
+      }
+    }
+    return r;
+  };
+  const prefillParts: { shape: number[]; data: Float32Array }[] = [];
+  const decodeParts: { shape: number[]; data: Float32Array }[] = [];
+  const cacheLen = new Int32Array(T * B * Hkv).fill(-1);
+  const retained = new Int32Array(T * B * Hkv * T).fill(-1);
+  const steps: [number, number][] = [
+    ...p.prefillChunks.map(([s, e]) => [s, e] as [number, number]),
+  ];
+  for (let t = S; t < T; t++) steps.push([t, t + 1]);
+  try {
+    for (const [s, e] of steps) {
+      const n = e - s;
+      await cache.reserve(n);
+      using qt = Tensor.fromArray(gpu, qChunk(s, e), [B, Hq, n, D]);
+      using kt = Tensor.fromArray(gpu, kvChunk(k, s, e, D), [B, Hkv, n, D]);
+      using vt = Tensor.fromArray(gpu, kvChunk(v, s, e, D), [B, Hkv, n, D]);
+      using dt = Tensor.fromArray(gpu, kvChunk(decisions, s, e, 1), [B, Hkv, n], "i32");
+      const keyMask = new Int32Array(B * n);
+      for (let b = 0; b < B; b++) {
+        keyMask.set(mask.data.subarray(b * T + s, b * T + e) as Int32Array, b * n);
+      }
+      const isDecode = s >= S;
+      using out = cache.attend(0, qt, kt, vt, dt, isDecode ? {} : { keyMask });
+      const rows = outRows(await out.toArray() as Float32Array, n);
+      (isDecode ? decodeParts : prefillParts).push({ shape: [B, Hkv, n, G, D], data: rows });
+      const t = e - 1;
+      const st = await cache.stats();
+      for (let pg = 0; pg < B * Hkv; pg++) cacheLen[t * B * Hkv + pg] = st.lengths[0][pg];
+      const ret = await retainedRows(cache, T);
+      retained.set(ret, t * B * Hkv * T);
+    }
+    // retained_mask: observable rows from the cache; rows inside a prefill chunk from the §5.1
+    // rule (with padding) on the given decisions.
+    const full = retained.slice();
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < Hkv; h++) {
+        const d = decisions.data.subarray((b * Hkv + h) * T, (b * Hkv + h + 1) * T);
+        const m = visibilityMask(d, p.cacheWindow - 1, mask.data.subarray(b * T, (b + 1) * T));
+        for (let t = 0; t < T; t++) {
+          if (full[((t * B + b) * Hkv + h) * T] !== -1) continue;
+          for (let j = 0; j < T; j++) full[((t * B + b) * Hkv + h) * T + j] = m[t * T + j];
+        }
+      }
+    }
+    return {
+      retained_mask: { shape: [T, B, Hkv, T], data: full },
+      prefill_out: concatAlong(prefillParts, 2),
+      decode_out: concatAlong(decodeParts, 2),
+      cache_len: { shape: [T, B, Hkv], data: cacheLen },
+      cache_retained_mask: { shape: [T, B, Hkv, T], data: retained },
+    };
+  } finally {
+    cache.dispose();
+  }
 }
 
 /** The GPU backend for {@linkcode runConformance}. */
 export const gpuBackend: ConformanceBackend = {
   name: "gpu",
   trainForward: trainCase,
-  inference: (_c: InferenceCase) => notYet("inference"),
-  attentionOnly: (_c: AttentionOnlyCase) => notYet("attention-only"),
+  inference: inferenceCase,
+  attentionOnly: attentionCase,
 };

@@ -16,11 +16,11 @@ export const SHADER_FILES: readonly string[] = [
   "embedding",
   "layout",
   "matmul",
+  "paged_attention",
+  "paged_kv",
   "random",
-  "reduce",
   "rmsnorm",
   "rope",
   "sample",
   "silu",
-  "softmax",
 ];

@@ -1,0 +1,203 @@
+// The DMS eviction policy on the paged KV storage (SPEC §2, §5.1, §5.2).
+// Launcher and the proof sketches: src/dms/dms_cache.ts. Storage kernels: paged_kv.wgsl.
+//
+// Per page (b, h) the policy keeps a ring of the last Wc = W + 1 positions, indexed by
+// position: ring[pos % Wc] = (slot, flag) of the entry at `pos`, slot -1 when that position has
+// no entry (left padding, or not reached yet). flag = mark(pos) = d(pos + 1) once known.
+// The storage's meta mark of the slot is kept equal to the ring flag.
+//
+//   decode_update    SPEC §5.2 steps 1-4 for token t (one thread per page): c = ring[t % Wc]
+//                    (token t - Wc); recycle its slot if flagged, else append at len; mark
+//                    token t - 1 with d_t; ring[t % Wc] = (slot, 0). dest[p] = slot.
+//   prefill_marks    chunk marks cm[p, j] = d(j+1) (j < n-1), 0 (j = n-1), 2 (padding), and
+//                    the carry: d(0) marks the previous newest entry (position t0 - 1).
+//   prefill_compact  after attention (one workgroup per page): drops the ring entries that are
+//                    flagged and leave the window (pos + Wc <= newest), picks the chunk's
+//                    survivors (mark 0, or pos + Wc > newest), gives them the freed slots first
+//                    (in position order) and then slots len, len+1, ...; writes dest[p, j]
+//                    (-1: not stored), the new len and the ring of the last Wc positions.
+//
+//   decisions:[B, Hkv, n] i32 (unshifted d)  fr:[B] first real (non-padding) chunk index
+//   cm, dest:[pages, n]  holes:[pages, Wc]  ring:[layers, pages, Wc, 2]  lens:[layers, pages]
+
+struct Params {
+  pages: u32,   // B * Hkv
+  hkv: u32,     // KV heads
+  n: u32,       // tokens in this call
+  wc: u32,      // cache window W + 1
+  evict: u32,   // 0: dense policy (every decision read as 0)
+  bs: u32,      // block size
+  mb: u32,      // block-table width
+  lbase: u32,   // layer * pages
+  t0: i32,      // position of the first token of this call
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> lens: array<i32>;   // [layers, pages]
+@group(0) @binding(2) var<storage, read_write> ring: array<i32>;   // [layers, pages, wc, 2]
+@group(0) @binding(3) var<storage, read> table: array<i32>;        // [layers, pages, mb]
+@group(0) @binding(4) var<storage, read_write> kmeta: array<i32>;   // [blocks*bs, 2]
+@group(0) @binding(5) var<storage, read> decisions: array<i32>;    // [pages, n]
+@group(0) @binding(6) var<storage, read> fr: array<i32>;           // [B]
+@group(0) @binding(7) var<storage, read_write> cm: array<i32>;     // [pages, n]
+@group(0) @binding(8) var<storage, read_write> dest: array<i32>;   // [pages, n]
+@group(0) @binding(9) var<storage, read_write> holes: array<i32>;  // [pages, wc]
+
+override WG: u32 = 64u;
+
+var<workgroup> scan: array<u32, WG>;
+var<workgroup> sh_len: i32;
+
+fn phys(pg: u32, s: i32) -> u32 {
+  let blk = table[(p.lbase + pg) * p.mb + u32(s) / p.bs];
+  return u32(blk) * p.bs + u32(s) % p.bs;
+}
+
+fn decision(i: u32) -> i32 {
+  if (p.evict == 0u) { return 0; }
+  return select(0, 1, decisions[i] != 0);
+}
+
+// Ring entry index (in i32 pairs) of position `pos` of page `pg`.
+fn ring_at(pg: u32, pos: i32) -> u32 {
+  return ((p.lbase + pg) * p.wc + u32(pos) % p.wc) * 2u;
+}
+
+// Sets the mark of the entry at position `pos` (if it has one) in the ring and in meta.
+fn mark_position(pg: u32, pos: i32, d: i32) {
+  let e = ring_at(pg, pos);
+  let slot = ring[e];
+  if (slot >= 0) {
+    ring[e + 1u] = d;
+    kmeta[2u * phys(pg, slot) + 1u] = d;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn decode_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) tid: u32) {
+  let pg = (wid.y * nwg.x + wid.x) * WG + tid;
+  if (pg >= p.pages) { return; }
+  let li = p.lbase + pg;
+  let t = p.t0;
+  let before = lens[li];
+  var len = before;
+  // 1. c = the entry of token t - Wc (empty ring entries have slot -1, flag 0).
+  let c = ring_at(pg, t);
+  var slot: i32;
+  if (ring[c] >= 0 && ring[c + 1u] == 1) {
+    slot = ring[c];  // 2. recycle: the flagged token t - Wc leaves the cache
+  } else {
+    slot = len;      // 2. append
+    len += 1;
+  }
+  // 3. d_t marks token t - 1.
+  if (before > 0 && t > 0) { mark_position(pg, t - 1, decision(pg)); }
+  // 4. ring[t % Wc] = (slot, 0).
+  ring[c] = slot;
+  ring[c + 1u] = 0;
+  lens[li] = len;
+  dest[pg] = slot;
+}
+
+@compute @workgroup_size(WG)
+fn prefill_marks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) tid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * WG + tid;
+  if (i >= p.pages * p.n) { return; }
+  let pg = i / p.n;
+  let j = i % p.n;
+  let f = fr[pg / p.hkv];
+  var m = 0;
+  if (i32(j) < f) {
+    m = 2;
+  } else if (j + 1u < p.n) {
+    m = decision(i + 1u);
+  }
+  cm[i] = m;
+  // Carry: the chunk's first decision marks the previous newest entry (SPEC §2, prefill).
+  if (j == 0u && f == 0 && p.t0 > 0 && lens[p.lbase + pg] > 0) {
+    mark_position(pg, p.t0 - 1, decision(i));
+  }
+}
+
+// Inclusive prefix sum of v over the workgroup; the total is scan[WG - 1] afterwards.
+fn wg_scan(tid: u32, v: u32) -> u32 {
+  scan[tid] = v;
+  workgroupBarrier();
+  for (var o = 1u; o < WG; o = o << 1u) {
+    var x = 0u;
+    if (tid >= o) { x = scan[tid - o]; }
+    workgroupBarrier();
+    scan[tid] += x;
+    workgroupBarrier();
+  }
+  return scan[tid];
+}
+
+@compute @workgroup_size(WG)
+fn prefill_compact(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) tid: u32) {
+  let pg = wid.y * nwg.x + wid.x;
+  if (pg >= p.pages) { return; }
+  let li = p.lbase + pg;
+  if (tid == 0u) { sh_len = lens[li]; }
+  let len = workgroupUniformLoad(&sh_len);
+  let f = fr[pg / p.hkv];
+  let n = i32(p.n);
+  let wc = i32(p.wc);
+  let newest = p.t0 + n - 1;
+  // 1. Old entries that leave: ring positions lo..hi that are flagged.
+  let lo = max(0, p.t0 - wc);
+  let hi = min(p.t0 - 1, newest - wc);
+  let nold = u32(max(0, hi - lo + 1));
+  var nh = 0u;
+  for (var c = 0u; c < nold; c += WG) {
+    let i = c + tid;
+    var drop = 0u;
+    var slot = -1;
+    if (i < nold) {
+      let e = ring_at(pg, lo + i32(i));
+      slot = ring[e];
+      if (slot >= 0 && ring[e + 1u] == 1) { drop = 1u; }
+    }
+    let inc = wg_scan(tid, drop);
+    if (drop == 1u) { holes[pg * p.wc + nh + inc - 1u] = slot; }
+    nh += scan[WG - 1u];
+    workgroupBarrier();
+  }
+  storageBarrier();
+  workgroupBarrier();
+  // 2. The chunk's survivors, in position order: freed slots first, then len, len + 1, ...
+  var ns = 0u;
+  for (var c = 0u; c < p.n; c += WG) {
+    let j = c + tid;
+    var surv = 0u;
+    var m = 0;
+    if (j < p.n && i32(j) >= f) {
+      m = cm[pg * p.n + j];
+      if (m == 0 || i32(j) + wc >= n) { surv = 1u; }
+    }
+    let inc = wg_scan(tid, surv);
+    if (j < p.n) {
+      var slot = -1;
+      if (surv == 1u) {
+        let rank = ns + inc - 1u;
+        if (rank < nh) {
+          slot = holes[pg * p.wc + rank];
+        } else {
+          slot = len + i32(rank - nh);
+        }
+      }
+      dest[pg * p.n + j] = slot;
+      if (i32(j) + wc >= n) {  // one of the last Wc positions: it enters the ring
+        let e = ring_at(pg, p.t0 + i32(j));
+        ring[e] = slot;
+        ring[e + 1u] = select(m, 0, slot < 0);
+      }
+    }
+    ns += scan[WG - 1u];
+    workgroupBarrier();
+  }
+  if (tid == 0u) { lens[li] = len - i32(nh) + i32(ns); }
+}

@@ -1,0 +1,120 @@
+/**
+ * The `KvCache` interface: what the model's attention layer talks to, shared by the dense
+ * cache, the DMS cache ({@linkcode ../dms/dms_cache.ts}) and later baselines (TOVA, H2O,
+ * StreamingLLM, Quest). All of them keep their entries in the same paged per-head storage
+ * ({@linkcode ./paged_cache.ts}); a policy only decides which slot each new entry takes and
+ * which entries leave.
+ *
+ * @example One model step through any cache
+ * ```ts
+ * import type { KvCache } from "./kv_cache.ts";
+ * import type { Tensor } from "../tensor/tensor.ts";
+ * declare const cache: KvCache;
+ * declare const q: Tensor, k: Tensor, v: Tensor, d: Tensor; // q:[B,Hq,n,D] k,v:[B,Hkv,n,D] d:[B,Hkv,n]
+ * await cache.reserve(64);                       // every 64 tokens: at most one readback
+ * for (let layer = 0; layer < cache.layers; layer++) {
+ *   using out = cache.attend(layer, q, k, v, d); // n = 1: decode, n > 1: chunked prefill
+ * }
+ * const s = await cache.stats();
+ * console.log(s.liveTokens, s.readTokens, s.compressionRatio);
+ * ```
+ *
+ * @module
+ */
+
+import type { Tensor } from "../tensor/tensor.ts";
+
+/** Options of {@linkcode KvCache.attend}. */
+export interface AttendOptions {
+  /**
+   * Key padding mask `[B, n]` (row-major, 1 = token, 0 = padding), CPU data. Only left padding
+   * is supported (SPEC §9.8): in each row the zeros come first, and once a row has a real token
+   * every later mask entry must be 1. Padded positions are never stored and padded queries
+   * output 0. Pass the same mask to every layer of the step.
+   */
+  keyMask?: ArrayLike<number>;
+  /** Softmax scale; default `headDim^-0.5` (Qwen3 `scaling`). */
+  scale?: number;
+}
+
+/** Accounting of a cache (SPEC §5.4, §8). Token counts are KV entries summed over layers and pages. */
+export interface KvCacheStats {
+  /** Positions processed so far per page, padding included. */
+  tokensSeen: number;
+  /** Live entries per page: `[layers][B * Hkv]`, page `b * Hkv + h`. */
+  lengths: number[][];
+  /** Σ over layers and pages of the live entries now. */
+  liveTokens: number;
+  /** Highest `liveTokens` after any step (decode token or prefill chunk). */
+  peakTokens: number;
+  /** KV entries read by decode attention: Σ decode steps Σ layers Σ pages current length (SPEC §8). */
+  readTokens: number;
+  /** Decode steps counted in `readTokens`. */
+  decodeSteps: number;
+  /** K and V bytes of the live entries (`liveTokens · 2 · headDim · bytes per element`). */
+  liveBytes: number;
+  /** K and V bytes at `peakTokens`. */
+  peakBytes: number;
+  /** Bytes of the block pools as allocated (K, V and the per-slot position/mark), all layers. */
+  allocatedBytes: number;
+  /**
+   * The reference's `get_cr` (SPEC §5.4): `1 / mean over layers and pages of (len / tokensSeen)`,
+   * window entries counted as retained, padding counted in `tokensSeen`.
+   */
+  compressionRatio: number;
+  /** Dense over kept: `Σ real tokens / Σ live entries` over all layers and pages (padding excluded). */
+  compressionRatioDenseOverKept: number;
+}
+
+/** A per-layer, per-head KV cache with attention through it. */
+export interface KvCache extends Disposable {
+  /** Decoder layers. */
+  readonly layers: number;
+  /** Sequences. */
+  readonly batch: number;
+  /** KV heads per layer. */
+  readonly kvHeads: number;
+  /** Channels per head. */
+  readonly headDim: number;
+  /** Storage element type; q, k and v must have it too. */
+  readonly dtype: "f32" | "f16";
+  /** Positions processed so far (advanced after the last layer of each step). */
+  readonly tokensSeen: number;
+
+  /**
+   * Stores the step's keys and values for `layer`, applies the policy, and returns attention of
+   * `q` over everything the policy lets each query see. Layers must be called in order
+   * 0..layers-1 within a step, all with the same `n`. `n = 1` without a padding mask is a decode
+   * step; otherwise a (chunked) prefill whose queries attend to all earlier tokens and to the
+   * chunk causally.
+   *
+   * @param layer Decoder layer index.
+   * @param q Queries `[B, Hq, n, D]`, post-RoPE, Hq a multiple of Hkv (HF GQA order).
+   * @param k Keys `[B, Hkv, n, D]`, post-RoPE.
+   * @param v Values `[B, Hkv, n, D]`.
+   * @param decisions Hard eviction decisions `[B, Hkv, n]` i32 (unshifted: `d[t]` marks token
+   *   t-1, SPEC §2); ignored (and optional) for policies that do not use them.
+   * @returns `[B, Hq, n, D]` in the cache's dtype; padded query rows are 0.
+   */
+  attend(
+    layer: number,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    decisions?: Tensor,
+    options?: AttendOptions,
+  ): Tensor;
+
+  /**
+   * Makes sure every page has room for `steps` more tokens without allocating pessimistically,
+   * refreshing the true lengths with one batched readback only when the CPU's upper bounds say
+   * new blocks would be needed. Call it every N decode tokens (and before a big prefill).
+   */
+  reserve(steps: number): Promise<void>;
+
+  /** Reads the lengths and the GPU counters back (one readback) and returns the accounting. */
+  stats(): Promise<KvCacheStats>;
+
+  /** Frees the GPU buffers. */
+  dispose(): void;
+}

