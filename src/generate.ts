@@ -11,6 +11,14 @@
  * paged storage, nothing evicted). Accounting (KV reads, peak KV tokens,
  * compression ratio) comes from the cache at the end.
  *
+ * Multi-turn: pass the same cache object to the next `generate` call and it
+ * continues where the last one stopped (prefill → decode → prefill → decode,
+ * each prompt prefilled in one chunked pass: no one-token fallback as in the
+ * reference, SPEC §5.3). The last sampled token of a turn is not in the cache
+ * yet, so the next turn's prompt starts with it. Within one cache every
+ * sequence of a batch must have the same length from the second turn on (only
+ * left padding of the first prompt is supported, SPEC §9.8).
+ *
  * @example Stream tokens from a tiny random model
  * ```ts ignore
  * for await (const step of generate(model, [[1, 2, 3]], { maxTokens: 16 })) {

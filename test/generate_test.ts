@@ -160,3 +160,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "multi-turn generation on one DMS cache equals generating after one long prefill",
+  ...GPU_TEST,
+  fn: async () => {
+    const model = createModel(gpu, tinyConfig(true, 3), { seed: 21 });
+    const { createCacheFor } = await import("../src/generate.ts");
+    try {
+      const p1 = [4, 8, 15, 16, 23, 42], p2 = [7, 7, 9];
+      // turn 1, then turn 2 on the same cache; the last sampled token is not in the cache yet,
+      // so the second prompt starts with it
+      const cache = createCacheFor(model, 1, "dms");
+      const g1 =
+        (await run(generate(model, [p1], { maxTokens: 10, cache, eosTokenIds: [] }))).tokens[0];
+      const turn2 = await run(
+        generate(model, [[g1[g1.length - 1], ...p2]], { maxTokens: 10, cache, eosTokenIds: [] }),
+      );
+      cache.dispose();
+      // one long prompt holding everything
+      const once = await run(
+        generate(model, [[...p1, ...g1, ...p2]], { maxTokens: 10, cache: "dms", eosTokenIds: [] }),
+      );
+      assert.deepEqual(turn2.tokens[0], once.tokens[0]);
+      assert.deepEqual(turn2.stats.lengths, once.stats.lengths);
+      assert.ok(turn2.stats.compressionRatio > 1);
+    } finally {
+      model.dispose();
+    }
+  },
+});
