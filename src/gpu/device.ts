@@ -140,6 +140,7 @@ export class Gpu {
   #uniformPool: GPUBuffer[] = [];
   #pendingUniforms: GPUBuffer[] = [];
   #encoder: GPUCommandEncoder | undefined;
+  #pass: GPUComputePassEncoder | undefined;
   #pending = 0;
   #live = 0;
   #peak = 0;
@@ -312,22 +313,33 @@ export class Gpu {
       this.device.pushErrorScope("out-of-memory");
     }
     const group = this.device.createBindGroup({ layout: kernel.layout, entries });
-    const enc = this.encoder();
     const prof = this.#profile;
-    let timestampWrites: GPUComputePassTimestampWrites | undefined;
-    if (prof && prof.next + 2 <= prof.capacity) {
-      timestampWrites = {
-        querySet: prof.set,
-        beginningOfPassWriteIndex: prof.next,
-        endOfPassWriteIndex: prof.next + 1,
-      };
-      prof.next += 2;
+    if (prof || this.debug) {
+      // One pass per dispatch: timestamps are per pass, and error scopes must see the dispatch.
+      let timestampWrites: GPUComputePassTimestampWrites | undefined;
+      if (prof && prof.next + 2 <= prof.capacity) {
+        timestampWrites = {
+          querySet: prof.set,
+          beginningOfPassWriteIndex: prof.next,
+          endOfPassWriteIndex: prof.next + 1,
+        };
+        prof.next += 2;
+      }
+      const pass = this.encoder().beginComputePass({ label: kernel.label, timestampWrites });
+      pass.setPipeline(kernel.pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(x, y, z);
+      pass.end();
+    } else {
+      // Consecutive dispatches share one compute pass (storage writes of a dispatch are visible
+      // to the next one in the same pass); copies and clears end it (see encoder()).
+      if (!this.#pass) {
+        this.#pass = this.#rawEncoder().beginComputePass();
+      }
+      this.#pass.setPipeline(kernel.pipeline);
+      this.#pass.setBindGroup(0, group);
+      this.#pass.dispatchWorkgroups(x, y, z);
     }
-    const pass = enc.beginComputePass({ label: kernel.label, timestampWrites });
-    pass.setPipeline(kernel.pipeline);
-    pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(x, y, z);
-    pass.end();
     if (this.debug) {
       this.#track(this.device.popErrorScope(), kernel.label);
       this.#track(this.device.popErrorScope(), kernel.label);
@@ -335,14 +347,31 @@ export class Gpu {
     if (++this.#pending >= MAX_PENDING_DISPATCHES) this.flush();
   }
 
-  /** The shared command encoder that ops record into; {@linkcode Gpu.flush} submits it. */
+  /**
+   * The shared command encoder, for copies and clears recorded in order with
+   * the dispatches (it closes the compute pass dispatches share);
+   * {@linkcode Gpu.flush} submits it.
+   */
   encoder(): GPUCommandEncoder {
+    this.#endPass();
+    return this.#rawEncoder();
+  }
+
+  #rawEncoder(): GPUCommandEncoder {
     if (!this.#encoder) this.#encoder = this.device.createCommandEncoder();
     return this.#encoder;
   }
 
+  #endPass(): void {
+    if (this.#pass) {
+      this.#pass.end();
+      this.#pass = undefined;
+    }
+  }
+
   /** Submits everything recorded so far. */
   flush(): void {
+    this.#endPass();
     if (!this.#encoder) return;
     const cb = this.#encoder.finish();
     this.#encoder = undefined;
