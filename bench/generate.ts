@@ -13,7 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { createCacheFor, createModel, generate, getGpu, parseConfig } from "../mod.ts";
+import { createCacheFor, createModel, generate, getGpu, parseConfig, sample, Tensor } from "../mod.ts";
 
 const { values } = parseArgs({
   options: {
@@ -89,6 +89,41 @@ for (const policy of ["dense", "dms"] as const) {
   };
   results.push(row);
   console.log(JSON.stringify(row));
+}
+// One decode step in detail: CPU time to record it, wall time until the GPU is done, and the
+// summed GPU time of its kernels (timestamp queries).
+{
+  const cache = createCacheFor(model, 1, "dms");
+  const gen = generate(model, [prompt], { maxTokens: 1, cache, eosTokenIds: [], prefillChunk: 4096 });
+  while (!(await gen.next()).done);
+  using ids = Tensor.fromArray(gpu, [1], [1, 1], "i32");
+  using pos = Tensor.fromArray(gpu, [P], [1, 1], "i32");
+  const step = () => {
+    const l = model.forward(ids, { mode: "inference", positions: pos, cache, logits: "last" })!;
+    const logits = l.reshape([1, cfg.vocabSize]);
+    l.dispose();
+    sample(logits, { out: ids });
+    logits.dispose();
+  };
+  await cache.reserve(8);
+  await gpu.sync();
+  const t0 = performance.now();
+  step();
+  const t1 = performance.now();
+  gpu.flush();
+  await gpu.sync();
+  const t2 = performance.now();
+  let gpuMs = NaN;
+  if (gpu.hasTimestamps) gpuMs = await gpu.profile(step, 4096);
+  const row = {
+    policy: "dms one step",
+    cpu_record_ms: +(t1 - t0).toFixed(2),
+    wall_ms: +(t2 - t0).toFixed(2),
+    gpu_kernels_ms: +gpuMs.toFixed(3),
+  };
+  results.push(row);
+  console.log(JSON.stringify(row));
+  cache.dispose();
 }
 if (values.json) await Deno.writeTextFile(values.json, JSON.stringify({ device: gpu.description, results }, null, 2));
 model.dispose();
