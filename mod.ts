@@ -80,8 +80,17 @@ export {
 } from "./src/io/tokenizer.ts";
 export { downloadModel, type DownloadOptions } from "./src/io/hub.ts";
 export {
+  Checkpoint,
   openCheckpoint,
+  type OpenOptions,
   openSafetensors,
+  type RawTensor,
+  type RowRange,
+  type SafetensorsDtype,
+  SafetensorsFile,
+  type TensorData,
+  type TensorInfo,
+  type TensorInput,
   type TensorReader,
   writeSafetensors,
 } from "./src/io/safetensors.ts";
@@ -93,6 +102,12 @@ export {
   parseConfig,
   type RopeScaling,
 } from "./src/model/config.ts";
+export type {
+  ChunkedMatrix,
+  LayerWeights,
+  ModelWeights,
+  WeightOptions,
+} from "./src/model/weights.ts";
 export {
   createModel,
   exportWeights,
@@ -109,8 +124,11 @@ export {
   Transformer,
 } from "./src/model/transformer.ts";
 export {
+  type DecisionOptions,
+  type InferDecisions,
   inferDecisions,
   takeQueryNeuron,
+  type TrainDecisions,
   trainDecisions,
   zeroQueryNeuron,
 } from "./src/dms/decisions.ts";
@@ -119,9 +137,17 @@ export type { AttendOptions, KvCache, KvCacheStats } from "./src/cache/kv_cache.
 export {
   createDenseCache,
   createDmsCache,
+  type DenseCacheOptions,
   DmsCache,
   type DmsCacheOptions,
+  type DmsPageState,
 } from "./src/dms/dms_cache.ts";
+export {
+  type PagedAttentionArgs,
+  PagedKvStorage,
+  type PagedStorageOptions,
+  type PageEntries,
+} from "./src/cache/paged_cache.ts";
 export {
   type CachePolicy,
   createCacheFor,
@@ -130,6 +156,25 @@ export {
   type GenerateOptions,
   type GenerateResult,
 } from "./src/generate.ts";
-export { type ConformanceBackend, runConformance } from "./src/eval/conformance.ts";
+export {
+  type AttentionOnlyCase,
+  type BackendOutputs,
+  type CaseBase,
+  type CaseJson,
+  type CaseReport,
+  type CaseTensor,
+  type ConformanceBackend,
+  type ConformanceReport,
+  type InferenceCase,
+  type ModelCase,
+  runConformance,
+  type RunOptions,
+  type TensorComparison,
+  type Tolerance,
+  type TrainForwardCase,
+  type WeightMap,
+  type WeightTensor,
+} from "./src/eval/conformance.ts";
+export type { ElementFailure, NumericArray } from "./src/eval/compare.ts";
 export { gpuBackend } from "./src/eval/gpu_backend.ts";
 export { cpuBackend } from "./src/eval/cpu_backend.ts";

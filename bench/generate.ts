@@ -13,7 +13,15 @@
  */
 
 import { parseArgs } from "node:util";
-import { createCacheFor, createModel, generate, getGpu, parseConfig, sample, Tensor } from "../mod.ts";
+import {
+  createCacheFor,
+  createModel,
+  generate,
+  getGpu,
+  parseConfig,
+  sample,
+  Tensor,
+} from "../mod.ts";
 
 const { values } = parseArgs({
   options: {
@@ -34,7 +42,10 @@ const { values } = parseArgs({
 });
 const gpu = await getGpu();
 const cpu = /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
-const n = (k: keyof typeof values, small: number) => (values.quick || cpu ? small : Number(values[k]));
+const n = (
+  k: keyof typeof values,
+  small: number,
+) => (values.quick || cpu ? small : Number(values[k]));
 const cfg = parseConfig({
   model_type: "qwen3",
   num_hidden_layers: n("layers", 2),
@@ -64,7 +75,13 @@ for (const policy of ["dense", "dms"] as const) {
   const cache = createCacheFor(model, 1, policy);
   const t0 = performance.now();
   let tFirst = 0, count = 0;
-  const gen = generate(model, [prompt], { maxTokens: N, cache, eosTokenIds: [], readbackEvery: 16, prefillChunk: 4096 });
+  const gen = generate(model, [prompt], {
+    maxTokens: N,
+    cache,
+    eosTokenIds: [],
+    readbackEvery: 16,
+    prefillChunk: 4096,
+  });
   let stats;
   while (true) {
     const r = await gen.next();
@@ -82,7 +99,9 @@ for (const policy of ["dense", "dms"] as const) {
   const row = {
     policy,
     prefill_plus_first16_ms: +(tFirst - t0).toFixed(1),
-    decode_tokens_per_s: decodeTokens > 0 ? +(decodeTokens / ((t1 - tFirst) / 1000)).toFixed(1) : null,
+    decode_tokens_per_s: decodeTokens > 0
+      ? +(decodeTokens / ((t1 - tFirst) / 1000)).toFixed(1)
+      : null,
     kv_read_tokens: stats.readTokens,
     peak_kv_tokens: stats.peakTokens,
     compression_ratio: +stats.compressionRatio.toFixed(2),
@@ -94,7 +113,12 @@ for (const policy of ["dense", "dms"] as const) {
 // summed GPU time of its kernels (timestamp queries).
 {
   const cache = createCacheFor(model, 1, "dms");
-  const gen = generate(model, [prompt], { maxTokens: 1, cache, eosTokenIds: [], prefillChunk: 4096 });
+  const gen = generate(model, [prompt], {
+    maxTokens: 1,
+    cache,
+    eosTokenIds: [],
+    prefillChunk: 4096,
+  });
   while (!(await gen.next()).done);
   using ids = Tensor.fromArray(gpu, [1], [1, 1], "i32");
   using pos = Tensor.fromArray(gpu, [P], [1, 1], "i32");
@@ -125,5 +149,10 @@ for (const policy of ["dense", "dms"] as const) {
   console.log(JSON.stringify(row));
   cache.dispose();
 }
-if (values.json) await Deno.writeTextFile(values.json, JSON.stringify({ device: gpu.description, results }, null, 2));
+if (values.json) {
+  await Deno.writeTextFile(
+    values.json,
+    JSON.stringify({ device: gpu.description, results }, null, 2),
+  );
+}
 model.dispose();

@@ -120,8 +120,16 @@ export class NaiveTracker {
   /** Tokens pushed so far. */
   seen = 0;
 
-  /** @param cacheWindow W + 1. */
-  constructor(readonly cacheWindow: number) {
+  /** The cache window W + 1. */
+  readonly cacheWindow: number;
+
+  /**
+   * Creates an empty tracker.
+   *
+   * @param cacheWindow W + 1.
+   */
+  constructor(cacheWindow: number) {
+    this.cacheWindow = cacheWindow;
     if (!Number.isInteger(cacheWindow) || cacheWindow < 1) {
       throw new RangeError(`cacheWindow must be an integer >= 1, got ${cacheWindow}`);
     }

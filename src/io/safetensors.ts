@@ -100,7 +100,9 @@ export interface TensorInfo {
 
 /** Rows `[rowStart, rowEnd)` along dimension 0 (default: all rows). A scalar has one row. */
 export interface RowRange {
+  /** First row read (default 0). */
   rowStart?: number;
+  /** One past the last row read (default: all rows). */
   rowEnd?: number;
 }
 
@@ -112,8 +114,11 @@ export type TensorData =
 
 /** A tensor's stored bytes (little-endian), unconverted. */
 export interface RawTensor {
+  /** Stored element type. */
   dtype: SafetensorsDtype;
+  /** Dimensions of the rows read. */
   shape: number[];
+  /** The stored little-endian bytes. */
   bytes: Uint8Array;
 }
 

@@ -25,8 +25,11 @@ import { Template } from "@huggingface/jinja";
 
 /** One chat turn. `reasoning_content` is read by Qwen3's template for assistant turns. */
 export interface ChatMessage {
+  /** Who speaks. */
   role: "system" | "user" | "assistant" | "tool";
+  /** The text of the turn. */
   content: string;
+  /** An assistant turn's reasoning (Qwen3 `<think>` content). */
   reasoning_content?: string;
 }
 
