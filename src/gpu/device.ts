@@ -31,6 +31,8 @@ export interface GpuOptions {
 
 /** A compute pipeline plus its explicit bind group layout. */
 export interface Kernel {
+  /** Index of the pipeline in the device's cache. */
+  readonly id: number;
   /** `shader:entry` plus defines/constants, used in error messages. */
   readonly label: string;
   /** The compute pipeline. */
@@ -69,6 +71,8 @@ export interface MemoryStats {
 const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 const UNIFORM_BYTES = 256;
 const MAX_PENDING_DISPATCHES = 1024;
+const ARENA_SLOTS = 256; // uniform blocks per arena buffer (64 KiB, the minimum maxUniformBufferBindingSize)
+const MAX_CACHED_GROUPS = 8192;
 const MAX_WORKGROUPS_PER_DIM = 65535;
 
 let shared: Promise<Gpu> | undefined;
@@ -135,10 +139,14 @@ export class Gpu {
   #pipelines = new Map<string, Kernel>();
   #shaders = new Map<string, { source?: string; error?: Error }>();
   #pool = new Map<number, GPUBuffer[]>();
-  #poolOrder: GPUBuffer[] = [];
+  #poolOrder = new Set<GPUBuffer>(); // freed buffers, oldest first
   #poolLimit: number;
-  #uniformPool: GPUBuffer[] = [];
-  #pendingUniforms: GPUBuffer[] = [];
+  #arenas: GPUBuffer[] = [];
+  #staging: Uint8Array<ArrayBuffer>[] = [];
+  #uniformSlots = 0;
+  #groups = new Map<string, GPUBindGroup>();
+  #ids = new WeakMap<GPUBuffer, number>();
+  #nextId = 0;
   #encoder: GPUCommandEncoder | undefined;
   #pass: GPUComputePassEncoder | undefined;
   #pending = 0;
@@ -246,6 +254,7 @@ export class Gpu {
           type: b.kind === "uniform"
             ? "uniform"
             : (b.kind === "read" ? "read-only-storage" : "storage"),
+          hasDynamicOffset: b.kind === "uniform",
         },
       })),
     });
@@ -258,7 +267,7 @@ export class Gpu {
       compute: { module, entryPoint: spec.entry, constants: spec.constants },
     });
     this.#track(this.device.popErrorScope(), `creating ${label}`);
-    const k: Kernel = { label, pipeline, layout, bindings };
+    const k: Kernel = { id: this.#pipelines.size, label, pipeline, layout, bindings };
     this.#pipelines.set(key, k);
     return k;
   }
@@ -278,41 +287,62 @@ export class Gpu {
     params?: Params,
   ): void {
     this.#checkAlive();
-    const entries: GPUBindGroupEntry[] = [];
+    const [x, y = 1, z = 1] = workgroups;
+    for (const n of [x, y, z]) {
+      if (!(n >= 0 && n <= MAX_WORKGROUPS_PER_DIM && Number.isInteger(n))) {
+        throw new RangeError(`${kernel.label}: workgroup count ${n} out of range 0..65535`);
+      }
+    }
+    // Bind group: cached by (kernel, uniform arena, buffers); the uniform block is a 256-byte
+    // slot of a per-batch arena, selected by a dynamic offset, so the group can be reused.
+    let key = `${kernel.id}`;
+    let dynamicOffset = -1, arena = -1;
     let bi = 0;
     for (const decl of kernel.bindings) {
       if (decl.kind === "uniform") {
         if (!params) throw new TypeError(`${kernel.label}: missing uniform params`);
-        const ub = this.#uniformPool.pop() ??
-          this.device.createBuffer({
-            size: UNIFORM_BYTES,
-            usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-          });
-        this.device.queue.writeBuffer(ub, 0, params.bytes);
-        this.#pendingUniforms.push(ub);
-        entries.push({ binding: decl.binding, resource: { buffer: ub } });
+        const slot = this.#uniformSlots++;
+        arena = Math.floor(slot / ARENA_SLOTS);
+        dynamicOffset = (slot % ARENA_SLOTS) * UNIFORM_BYTES;
+        this.#arenaStaging(arena).set(new Uint8Array(params.bytes), dynamicOffset);
+        key += `|u${arena}`;
       } else {
         const b = buffers[bi++];
         if (!b) throw new TypeError(this.#countMessage(kernel, buffers.length));
-        entries.push({
-          binding: decl.binding,
-          resource: b instanceof GPUBuffer ? { buffer: b } : b,
-        });
+        key += b instanceof GPUBuffer
+          ? `|${this.#bufferId(b)}`
+          : `|${this.#bufferId(b.buffer)}:${b.offset ?? 0}:${b.size ?? -1}`;
       }
     }
     if (bi !== buffers.length) throw new TypeError(this.#countMessage(kernel, buffers.length));
-    const [x, y = 1, z = 1] = workgroups;
     if (x === 0 || y === 0 || z === 0) return;
-    for (const n of [x, y, z]) {
-      if (!(n > 0 && n <= MAX_WORKGROUPS_PER_DIM && Number.isInteger(n))) {
-        throw new RangeError(`${kernel.label}: workgroup count ${n} out of range 1..65535`);
-      }
-    }
     if (this.debug) {
       this.device.pushErrorScope("validation");
       this.device.pushErrorScope("out-of-memory");
     }
-    const group = this.device.createBindGroup({ layout: kernel.layout, entries });
+    let group = this.#groups.get(key);
+    if (!group) {
+      const entries: GPUBindGroupEntry[] = [];
+      let j = 0;
+      for (const decl of kernel.bindings) {
+        if (decl.kind === "uniform") {
+          entries.push({
+            binding: decl.binding,
+            resource: { buffer: this.#arenas[arena], offset: 0, size: UNIFORM_BYTES },
+          });
+        } else {
+          const b = buffers[j++];
+          entries.push({
+            binding: decl.binding,
+            resource: b instanceof GPUBuffer ? { buffer: b } : b,
+          });
+        }
+      }
+      group = this.device.createBindGroup({ layout: kernel.layout, entries });
+      if (this.#groups.size >= MAX_CACHED_GROUPS) this.#groups.clear();
+      this.#groups.set(key, group);
+    }
+    const offsets = dynamicOffset >= 0 ? [dynamicOffset] : [];
     const prof = this.#profile;
     if (prof || this.debug) {
       // One pass per dispatch: timestamps are per pass, and error scopes must see the dispatch.
@@ -327,7 +357,7 @@ export class Gpu {
       }
       const pass = this.encoder().beginComputePass({ label: kernel.label, timestampWrites });
       pass.setPipeline(kernel.pipeline);
-      pass.setBindGroup(0, group);
+      pass.setBindGroup(0, group, offsets);
       pass.dispatchWorkgroups(x, y, z);
       pass.end();
     } else {
@@ -337,7 +367,7 @@ export class Gpu {
         this.#pass = this.#rawEncoder().beginComputePass();
       }
       this.#pass.setPipeline(kernel.pipeline);
-      this.#pass.setBindGroup(0, group);
+      this.#pass.setBindGroup(0, group, offsets);
       this.#pass.dispatchWorkgroups(x, y, z);
     }
     if (this.debug) {
@@ -373,12 +403,23 @@ export class Gpu {
   flush(): void {
     this.#endPass();
     if (!this.#encoder) return;
+    // Upload this batch's uniform blocks (queued before the submit that reads them, and after
+    // every earlier submit that read the previous contents).
+    for (let a = 0; a * ARENA_SLOTS < this.#uniformSlots; a++) {
+      const used = Math.min(ARENA_SLOTS, this.#uniformSlots - a * ARENA_SLOTS) * UNIFORM_BYTES;
+      this.device.queue.writeBuffer(
+        this.#arenas[a],
+        0,
+        this.#staging[a] as Uint8Array<ArrayBuffer>,
+        0,
+        used,
+      );
+    }
+    this.#uniformSlots = 0;
     const cb = this.#encoder.finish();
     this.#encoder = undefined;
     this.#pending = 0;
     this.device.queue.submit([cb]);
-    this.#uniformPool.push(...this.#pendingUniforms);
-    this.#pendingUniforms.length = 0;
   }
 
   /** Submits pending work, waits for the GPU, and raises any debug-mode error. */
@@ -460,14 +501,24 @@ export class Gpu {
         `Buffer of ${size} bytes exceeds this device's maxBufferSize (${this.limits.maxBufferSize})`,
       );
     }
+    // Reuse the free buffer of this size created first (lowest id): a program that allocates
+    // the same way every step (a decode step) then gets the same buffers every step, so its
+    // cached bind groups hit.
     const list = this.#pool.get(size);
-    let buf = list?.pop();
-    if (buf) {
+    let buf: GPUBuffer | undefined;
+    if (list?.length) {
+      let best = 0;
+      for (let i = 1; i < list.length; i++) {
+        if (this.#bufferId(list[i]) < this.#bufferId(list[best])) best = i;
+      }
+      buf = list[best];
+      list[best] = list[list.length - 1];
+      list.pop();
       this.#pooled -= size;
-      const i = this.#poolOrder.indexOf(buf);
-      if (i >= 0) this.#poolOrder.splice(i, 1);
+      this.#poolOrder.delete(buf);
     } else {
       buf = this.device.createBuffer({ size, usage: STORAGE_USAGE, label });
+      this.#bufferId(buf);
     }
     this.#live += size;
     if (this.#live > this.#peak) this.#peak = this.#live;
@@ -481,15 +532,17 @@ export class Gpu {
     let list = this.#pool.get(size);
     if (!list) this.#pool.set(size, list = []);
     list.push(buffer);
-    this.#poolOrder.push(buffer);
+    this.#poolOrder.add(buffer);
     this.#pooled += size;
-    while (this.#pooled > this.#poolLimit && this.#poolOrder.length) {
-      const old = this.#poolOrder.shift()!;
+    while (this.#pooled > this.#poolLimit && this.#poolOrder.size) {
+      const old = this.#poolOrder.values().next().value!;
+      this.#poolOrder.delete(old);
       const l = this.#pool.get(old.size)!;
       l.splice(l.indexOf(old), 1);
       this.#pooled -= old.size;
       this.flush();
       old.destroy();
+      this.#groups.clear(); // cached bind groups may reference it
     }
   }
 
@@ -497,8 +550,9 @@ export class Gpu {
   trim(): void {
     this.flush();
     for (const b of this.#poolOrder) b.destroy();
+    this.#groups.clear();
     this.#pool.clear();
-    this.#poolOrder = [];
+    this.#poolOrder.clear();
     this.#pooled = 0;
   }
 
@@ -558,6 +612,24 @@ export class Gpu {
     if (count <= MAX_WORKGROUPS_PER_DIM) return [Math.max(1, count), 1];
     const y = Math.ceil(count / MAX_WORKGROUPS_PER_DIM);
     return [Math.ceil(count / y), y];
+  }
+
+  #bufferId(b: GPUBuffer): number {
+    let id = this.#ids.get(b);
+    if (id === undefined) this.#ids.set(b, id = this.#nextId++);
+    return id;
+  }
+
+  #arenaStaging(a: number): Uint8Array {
+    while (this.#arenas.length <= a) {
+      this.#arenas.push(this.device.createBuffer({
+        size: ARENA_SLOTS * UNIFORM_BYTES,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        label: `uniform arena ${this.#arenas.length}`,
+      }));
+      this.#staging.push(new Uint8Array(ARENA_SLOTS * UNIFORM_BYTES));
+    }
+    return this.#staging[a];
   }
 
   #countMessage(kernel: Kernel, got: number): string {

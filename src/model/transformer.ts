@@ -22,6 +22,7 @@
  */
 
 import { fmtShape, Tensor } from "../tensor/tensor.ts";
+import type { DType } from "../tensor/dtype.ts";
 import type { FloatDType } from "../ops/_launch.ts";
 import { add } from "../ops/elementwise.ts";
 import { linear } from "../ops/matmul.ts";
@@ -147,7 +148,11 @@ export class Transformer {
         }`,
       );
     }
-    let x = this.#embed(ids.reshape([B * T]));
+    let x: Tensor<FloatDType>;
+    {
+      using flat = ids.reshape([B * T]);
+      x = this.#embed(flat);
+    }
     for (let l = 0; l < cfg.numLayers; l++) {
       const next = this.#layer(l, x, B, T, opts);
       x.dispose();
@@ -172,7 +177,7 @@ export class Transformer {
     rows.dispose();
     const logits = this.#lmHead(h);
     h.dispose();
-    return logits.reshape([B, nT, cfg.vocabSize]) as Tensor<"f32">;
+    return as(logits, [B, nT, cfg.vocabSize]) as Tensor<"f32">;
   }
 
   /** Frees the weights and buffers. */
@@ -215,9 +220,9 @@ export class Transformer {
 
     // --- projections: q:[B, T, Hq, D], k, v:[B, T, Hkv, D]
     const h = rmsNorm(x, w.inputNorm, eps);
-    let q = linear(h, w.qProj, { bias: w.qBias }).reshape([B, T, Hq, D]);
-    let k = linear(h, w.kProj, { bias: w.kBias }).reshape([B, T, Hkv, D]);
-    const v = linear(h, w.vProj, { bias: w.vBias }).reshape([B, T, Hkv, D]);
+    let q = as(linear(h, w.qProj, { bias: w.qBias }), [B, T, Hq, D]);
+    let k = as(linear(h, w.kProj, { bias: w.kBias }), [B, T, Hkv, D]);
+    const v = as(linear(h, w.vProj, { bias: w.vBias }), [B, T, Hkv, D]);
     h.dispose();
     if (w.qNorm && w.kNorm) {
       q = replace(q, rmsNorm(q, w.qNorm, eps));
@@ -233,8 +238,7 @@ export class Transformer {
       const r = linear(an, w.alphaProj, { bias: w.alphaBias }); // [B·T, Hkv]
       an.dispose();
       const r32 = this.dtype === "f32" ? r : replace(r, cast(r, "f32"));
-      raw = r32.reshape([B, T, Hkv]) as Tensor<"f32">;
-      r32.dispose();
+      raw = as(r32, [B, T, Hkv]) as Tensor<"f32">;
     }
 
     // --- attention layout [B, H, T, D], RoPE, neuron zeroed again
@@ -299,10 +303,12 @@ export class Transformer {
     }
 
     // --- output projection and residual
-    const ao = swapAxes12(att.reshape([B, Hq, T, D]));
-    att.dispose();
-    const o = linear(ao.reshape([B * T, Hq * D]), w.oProj, { bias: w.oBias });
-    ao.dispose();
+    const att4 = as(att, [B, Hq, T, D]);
+    const ao = swapAxes12(att4);
+    att4.dispose();
+    const aoFlat = as(ao, [B * T, Hq * D]);
+    const o = linear(aoFlat, w.oProj, { bias: w.oBias });
+    aoFlat.dispose();
     const x1 = add(x, o);
     o.dispose();
 
@@ -326,6 +332,13 @@ export class Transformer {
 /** Rows `idx` of `x:[N, H]` → `[len(idx), H]` (the embedding gather over activations). */
 function gatherRows(x: Tensor<FloatDType>, idx: Tensor<"i32">): Tensor<FloatDType> {
   return embedding(idx, x);
+}
+
+/** `t` viewed with another shape; `t` itself is disposed (the view keeps the buffer). */
+function as<D extends DType>(t: Tensor<D>, shape: readonly number[]): Tensor<D> {
+  const v = t.reshape(shape);
+  t.dispose();
+  return v;
 }
 
 function replace<T extends Tensor>(old: Tensor, next: T): T {
