@@ -55,6 +55,7 @@ export { embedding, type EmbeddingOptions, embeddingReference } from "./src/ops/
 export { cast, castReference } from "./src/ops/cast.ts";
 export {
   attention,
+  ATTENTION_MAX_D,
   type AttentionKernel,
   type AttentionOptions,
   attentionReference,
@@ -62,6 +63,8 @@ export {
   type AttentionReferenceResult,
   type AttentionResult,
   type AttentionShape,
+  EMPTY_ROW_LSE,
+  mergeAttentionReference,
 } from "./src/ops/attention.ts";
 export { swapAxes12, swapAxes12Reference } from "./src/ops/layout.ts";
 export {

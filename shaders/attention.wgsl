@@ -14,7 +14,9 @@
 // Entry points (the TS launcher's module header describes them):
 //   naive: one thread per query row, two passes over all keys (max, then exp-sum and P·V).
 //   flash: one workgroup per (b, KV head, tile of R rows (t, g)); the G query heads of the KV
-//          head share each K/V tile in workgroup memory; online softmax, TD threads per row.
+//          head share each K/V tile in workgroup memory (vec4 tiles, kept small: on the GL
+//          backend wgpu's zero-fill of workgroup memory compiles slowly); online softmax,
+//          TD threads per row.
 
 struct Params {
   B: u32,
@@ -45,14 +47,16 @@ const HAS_KEY_MASK: u32 = 1u;
 const HAS_FAR_BIAS: u32 = 2u;
 const HAS_FAR_MASK: u32 = 4u;
 const MAX_D: u32 = 256u;  // naive: private accumulator size
-const MAX_DPT: u32 = 32u; // flash: output dims per thread (launcher keeps ceil(D / TD) <= 32)
+const MAX_DPT4: u32 = 8u; // flash: output vec4s per thread (launcher keeps ceil(D4 / TD) <= 8)
 
-override D: u32 = 64u;   // head dim
-override WG: u32 = 64u;  // naive: threads per workgroup; flash: R * TD
-override R: u32 = 16u;   // flash: rows (t, g) per workgroup
-override BK: u32 = 16u;  // flash: keys per tile
-override TD: u32 = 4u;   // flash: threads per row; thread `lane` owns dims lane, lane + TD, ...
-override DPT: u32 = 16u; // flash: ceil(D / TD)
+override D: u32 = 64u;    // head dim
+override WG: u32 = 64u;   // naive: threads per workgroup; flash: R * TD
+override R: u32 = 16u;    // flash: rows (t, g) per workgroup
+override BK: u32 = 16u;   // flash: keys per tile, a multiple of 4
+override TD: u32 = 4u;    // flash: threads per row; thread `lane` owns dim vec4s lane, lane + TD, ...
+override D4: u32 = 16u;   // flash: ceil(D / 4), vec4s per row in workgroup memory
+override BK4: u32 = 4u;   // flash: BK / 4
+override DPT4: u32 = 4u;  // flash: ceil(D4 / TD)
 
 // The masked score of key i (page b, hkv) for the query at position qpos, given the scaled q·k.
 // Returns NEG when the key is invisible. This function is the masking rule of both kernels.
@@ -130,12 +134,41 @@ fn naive(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
 // ---------------------------------------------------------------------------------------------
 // flash: workgroup = (b, hkv, tile of R consecutive rows r = t * G + g of that KV head).
-// Per key tile of BK keys: load K -> scores of all R rows into ss -> load V into the same buffer
-// -> each row's TD threads update the running max m, sum l and their DPT output dims.
+// Workgroup tiles hold vec4s (dims 4c..4c+3, zero-padded past D). Per key tile of BK keys:
+// load K -> scores of all R rows (4 keys per work item) -> load V into the same buffer -> each
+// row's TD threads update the running max m, sum l and their DPT4 output vec4s.
 
-var<workgroup> qs: array<f32, R * D>;   // scaled queries of the tile's rows
-var<workgroup> kv: array<f32, BK * D>;  // K tile, then V tile
-var<workgroup> ss: array<f32, R * BK>;  // masked scores (NEG = invisible)
+var<workgroup> qs: array<vec4<f32>, R * D4>;   // scaled queries of the tile's rows
+var<workgroup> kv: array<vec4<f32>, BK * D4>;  // K tile, then V tile
+var<workgroup> ss: array<vec4<f32>, R * BK4>;  // masked scores, keys 4j..4j+3 (NEG = invisible)
+
+// 4 consecutive elements of x starting at `base + 4 * c4`, zeros at and past dim D.
+fn load4_q(base: u32, c4: u32) -> vec4<f32> {
+  var x = vec4<f32>();
+  for (var c = 0u; c < 4u; c++) {
+    let d = 4u * c4 + c;
+    if (d < D) { x[c] = f32(q[base + d]); }
+  }
+  return x;
+}
+
+fn load4_k(base: u32, c4: u32) -> vec4<f32> {
+  var x = vec4<f32>();
+  for (var c = 0u; c < 4u; c++) {
+    let d = 4u * c4 + c;
+    if (d < D) { x[c] = f32(k[base + d]); }
+  }
+  return x;
+}
+
+fn load4_v(base: u32, c4: u32) -> vec4<f32> {
+  var x = vec4<f32>();
+  for (var c = 0u; c < 4u; c++) {
+    let d = 4u * c4 + c;
+    if (d < D) { x[c] = f32(v[base + d]); }
+  }
+  return x;
+}
 
 @compute @workgroup_size(WG)
 fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -150,12 +183,12 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   let kvbase = (b * p.Hkv + hkv) * p.S * D; // k[b, hkv, 0, :]
 
   // Scaled queries of rows r0 .. r0 + R - 1 (zeros past the end).
-  for (var e = lid.x; e < R * D; e += WG) {
-    let r = r0 + e / D;
-    var x = 0.0;
+  for (var e = lid.x; e < R * D4; e += WG) {
+    let r = r0 + e / D4;
+    var x = vec4<f32>();
     if (r < rows) {
       let h = hkv * p.G + r % p.G;
-      x = f32(q[((b * p.Hq + h) * p.T + r / p.G) * D + e % D]) * p.scale;
+      x = load4_q(((b * p.Hq + h) * p.T + r / p.G) * D, e % D4) * p.scale;
     }
     qs[e] = x;
   }
@@ -165,60 +198,67 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   let nkeys = u32(clamp(p.qoff + i32(t_last) + 1, 0, i32(p.S)));
 
   let my = lid.x / TD;    // this thread's row in the tile
-  let lane = lid.x % TD;  // and its lane: dims lane + c * TD
+  let lane = lid.x % TD;  // and its lane: dim vec4s lane + c * TD
   var m = NEG;
   var l = 0.0;
-  var acc: array<f32, MAX_DPT>;
+  var acc: array<vec4<f32>, MAX_DPT4>;
 
   for (var k0 = 0u; k0 < nkeys; k0 += BK) {
     workgroupBarrier();  // qs ready; previous tile's kv and ss consumed
     let nk = min(BK, nkeys - k0);
-    for (var e = lid.x; e < BK * D; e += WG) {
-      var x = 0.0;
-      if (e / D < nk) { x = f32(k[kvbase + k0 * D + e]); }
+    for (var e = lid.x; e < BK * D4; e += WG) {
+      var x = vec4<f32>();
+      if (e / D4 < nk) { x = load4_k(kvbase + (k0 + e / D4) * D, e % D4); }
       kv[e] = x;
     }
     workgroupBarrier();
-    for (var e = lid.x; e < R * BK; e += WG) {
-      let r = e / BK;
-      let j = e % BK;
-      var s = NEG;
-      if (r0 + r < rows && j < nk) {
-        var dot = 0.0;
-        for (var d = 0u; d < D; d++) {
-          dot += qs[r * D + d] * kv[j * D + d];
+    for (var e = lid.x; e < R * BK4; e += WG) {
+      let r = e / BK4;
+      let j0 = (e % BK4) * 4u;
+      var s = vec4<f32>(NEG);
+      if (r0 + r < rows) {
+        let qpos = p.qoff + i32((r0 + r) / p.G);
+        for (var c = 0u; c < 4u; c++) {
+          let j = j0 + c;
+          if (j < nk) {
+            var qk = 0.0;
+            for (var d4 = 0u; d4 < D4; d4++) {
+              qk += dot(qs[r * D4 + d4], kv[j * D4 + d4]);
+            }
+            s[c] = masked_score(b, hkv, qpos, k0 + j, qk);
+          }
         }
-        s = masked_score(b, hkv, p.qoff + i32((r0 + r) / p.G), k0 + j, dot);
       }
       ss[e] = s;
     }
     workgroupBarrier();
-    for (var e = lid.x; e < BK * D; e += WG) {
-      var x = 0.0;
-      if (e / D < nk) { x = f32(v[kvbase + k0 * D + e]); }
+    for (var e = lid.x; e < BK * D4; e += WG) {
+      var x = vec4<f32>();
+      if (e / D4 < nk) { x = load4_v(kvbase + (k0 + e / D4) * D, e % D4); }
       kv[e] = x;
     }
     workgroupBarrier();
     // Online softmax update of this thread's row (every lane of the row computes the same m, l).
     var mt = NEG;
-    for (var j = 0u; j < BK; j++) {
-      mt = max(mt, ss[my * BK + j]);
+    for (var j4 = 0u; j4 < BK4; j4++) {
+      let s4 = ss[my * BK4 + j4];
+      mt = max(mt, max(max(s4.x, s4.y), max(s4.z, s4.w)));
     }
     if (mt > NEG) {
       let m_new = max(m, mt);
       let corr = select(0.0, exp_neg(m - m_new), m > NEG);
       l *= corr;
-      for (var c = 0u; c < DPT; c++) {
+      for (var c = 0u; c < DPT4; c++) {
         acc[c] *= corr;
       }
       for (var j = 0u; j < nk; j++) {
-        let s = ss[my * BK + j];
+        let s = ss[my * BK4 + j / 4u][j % 4u];
         if (s > NEG) {
           let w = exp_neg(s - m_new);
           l += w;
-          for (var c = 0u; c < DPT; c++) {
-            let d = lane + c * TD;
-            if (d < D) { acc[c] += w * kv[j * D + d]; }
+          for (var c = 0u; c < DPT4; c++) {
+            let d4 = lane + c * TD;
+            if (d4 < D4) { acc[c] += w * kv[j * D4 + d4]; }
           }
         }
       }
@@ -230,9 +270,12 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   if (r >= rows) { return; }
   let row = (b * p.Hq + hkv * p.G + r % p.G) * p.T + r / p.G;  // (b, h, t)
   let inv = select(0.0, 1.0 / l, l > 0.0);
-  for (var c = 0u; c < DPT; c++) {
-    let d = lane + c * TD;
-    if (d < D) { out[row * D + d] = T(acc[c] * inv); }
+  for (var c = 0u; c < DPT4; c++) {
+    let d4 = lane + c * TD;
+    for (var e = 0u; e < 4u; e++) {
+      let d = 4u * d4 + e;
+      if (d4 < D4 && d < D) { out[row * D + d] = T(acc[c][e] * inv); }
+    }
   }
   if (lane == 0u) { lse[row] = select(NEG, m + log(l), l > 0.0); }
 }

@@ -24,10 +24,14 @@
  *   with a private `[256]` accumulator. The readable reference kernel; O(S) global reads of K
  *   and V per row, no reuse.
  * - `flash` (default): one workgroup per (b, KV head, tile of R rows `t * G + g`), so the G
- *   query heads of one KV head share every K/V tile loaded into workgroup memory (GQA reuse of
- *   R× instead of 1×); online softmax (running max and sum, rescaled per tile), K and V tiles
- *   take turns in one buffer, TD threads per row split the head dim; stops at the tile's last
- *   causal key. Tile sizes follow D and the device's workgroup memory (≤ 32 KiB).
+ *   query heads of one KV head share every K/V tile loaded into workgroup memory (each K/V
+ *   element is read from global memory once per R rows instead of once per row); online
+ *   softmax (running max and sum, rescaled per key tile); K and V tiles take turns in one
+ *   vec4 buffer; 4 scores per work item; TD threads per row split the head dim; the key loop
+ *   stops at the tile's last causal key. Tiles: R = 16/8/4 rows for D ≤ 64/128/256, BK keys
+ *   to fill 10 KiB of workgroup memory (see `FLASH_TILE_BYTES` for why so little).
+ *   (A first version used f32 workgroup arrays up to 32 KiB; identical results on Vulkan but
+ *   up to minutes of shader compile on the GL backend.)
  *
  * @example Causal GQA attention with a DMS eviction mask (SPEC §5.1)
  * ```ts
@@ -93,23 +97,35 @@ export interface AttentionResult {
   lse: Tensor<"f32">;
 }
 
-/** Tile sizes of the flash kernel (see the shader's overrides). */
+/** Tile sizes of the flash kernel (the shader's overrides). */
 interface FlashTiles {
   R: number;
   TD: number;
   BK: number;
-  DPT: number;
+  BK4: number;
+  D4: number;
+  DPT4: number;
   WG: number;
 }
 
-/** Picks flash tiles for head dim `D` that fit `storageBytes` of workgroup memory (f32 tiles). */
+/**
+ * Workgroup memory of one flash tile set, in bytes: kept small on purpose. wgpu zero-fills
+ * workgroup memory, and on the GL backend naga writes that as one array constructor whose
+ * compile time grows ~quadratically (10 KiB of vec4s: a few seconds per pipeline on llvmpipe
+ * GL; 32 KiB of f32s: minutes). Vulkan/Metal/D3D12 are unaffected.
+ */
+const FLASH_TILE_BYTES = 10240;
+
+/** Picks flash tiles for head dim `D` (qs: R·D4, kv: BK·D4, ss: R·BK/4 vec4s). */
 function flashTiles(D: number, storageBytes: number): FlashTiles {
-  const R = D > 128 ? 8 : 16; // rows per workgroup
-  const TD = D > 128 ? 8 : 4; // threads per row, so that DPT = ceil(D / TD) <= 32
-  const floats = Math.min(storageBytes, 32768) / 4;
-  // qs: R * D, kv: BK * D, ss: R * BK
-  const BK = Math.max(1, Math.min(64, Math.floor((floats - R * D) / (D + R))));
-  return { R, TD, BK, DPT: Math.ceil(D / TD), WG: R * TD };
+  const D4 = Math.ceil(D / 4);
+  // R rows × TD threads = 64 threads; each thread owns DPT4 = ceil(D4 / TD) <= 4 vec4s.
+  const R = D4 <= 16 ? 16 : D4 <= 32 ? 8 : 4;
+  const TD = 64 / R;
+  const vec4s = Math.min(storageBytes, FLASH_TILE_BYTES) / 16;
+  const bk = Math.floor((vec4s - R * D4) / (D4 + R / 4));
+  const BK = Math.max(4, Math.min(64, bk - (bk % 4)));
+  return { R, TD, BK, BK4: BK / 4, D4, DPT4: Math.ceil(D4 / TD), WG: R * TD };
 }
 
 const NAIVE_WG = 64;
@@ -143,12 +159,14 @@ export function attention(
   v: Tensor,
   opts: AttentionOptions & { returnLse: true },
 ): AttentionResult;
+/** Without `returnLse`: only `out:[B, Hq, T, D]`. */
 export function attention(
   q: Tensor,
   k: Tensor,
   v: Tensor,
   opts?: AttentionOptions & { returnLse?: false },
 ): Tensor<FloatDType>;
+/** `returnLse` not known statically: `out` or `{ out, lse }`. */
 export function attention(
   q: Tensor,
   k: Tensor,
@@ -282,11 +300,17 @@ function checkAux(
 
 /** Sizes of an attention problem: `q:[B, Hq, T, D]`, `k, v:[B, Hkv, S, D]`. */
 export interface AttentionShape {
+  /** Batch. */
   B: number;
+  /** Query heads (a multiple of `Hkv`). */
   Hq: number;
+  /** KV heads. */
   Hkv: number;
+  /** Queries. */
   T: number;
+  /** Keys. */
   S: number;
+  /** Head dim. */
   D: number;
 }
 

@@ -67,13 +67,19 @@ async function checkCase(c: Case, dtype: Dtype, label: string): Promise<void> {
   const arrays = await readTensors(results.flatMap((r) => [r.out, r.lse]));
   results.forEach((r) => (r.out.dispose(), r.lse.dispose()));
   const desc = `${label} ${dtype} ${JSON.stringify(c.shape)} W=${c.opts.window} ` +
-    `qoff=${c.opts.queryOffset}`;
+    `qoff=${c.opts.queryOffset} scale=${c.opts.scale}`;
+  // f32 scores carry an absolute error of ~|s|·2^-23 with |s| <= scale·D (|q|, |k| <= 1); with
+  // large scales that moves the (sharp) softmax weights, so the tolerance grows with it.
+  const slack = 2.4e-7 * (c.opts.scale ?? 1 / Math.sqrt(D)) * D;
+  const outTol = { ...OUT_TOL[dtype], atol: OUT_TOL[dtype].atol + slack };
+  const lseTol = { ...LSE_TOL, atol: LSE_TOL.atol + slack };
   KERNELS.forEach((kernel, i) => {
-    assertClose(arrays[2 * i], ref.out, OUT_TOL[dtype], `${kernel} out, ${desc}`);
-    assertClose(arrays[2 * i + 1], ref.lse, LSE_TOL, `${kernel} lse, ${desc}`);
+    assertClose(arrays[2 * i], ref.out, outTol, `${kernel} out, ${desc}`);
+    assertClose(arrays[2 * i + 1], ref.lse, lseTol, `${kernel} lse, ${desc}`);
   });
-  // The readable kernel and the fast one agree with each other, too.
-  assertClose(arrays[2], arrays[0], OUT_TOL[dtype], `flash vs naive out, ${desc}`);
+  // The readable kernel and the fast one agree with each other, too (each within outTol).
+  const pairTol = { ...outTol, atol: 2 * outTol.atol };
+  assertClose(arrays[2], arrays[0], pairTol, `flash vs naive out, ${desc}`);
 }
 
 /** Bits in {0, 1} with P(1) = `p`, from a seed. */
