@@ -174,3 +174,130 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "prefill logits equal token-by-token decode logits through the dense and the DMS cache",
+  ...GPU_TEST,
+  fn: async () => {
+    const { createDmsCache } = await import("../../src/dms/dms_cache.ts");
+    await fc.assert(
+      fc.asyncProperty(
+        tinyConfig,
+        fc.integer({ min: 2, max: 14 }),
+        fc.integer(),
+        fc.boolean(),
+        async (cfg, T, seed, evict) => {
+          const model = createModel(gpu, cfg, { seed });
+          const mk = () =>
+            createDmsCache(gpu, {
+              layers: cfg.numLayers,
+              batch: 1,
+              kvHeads: cfg.numKvHeads,
+              headDim: cfg.headDim,
+              window: cfg.dms.window,
+              blockSize: cfg.dms.blockSize,
+              evict,
+            });
+          const ids = Array.from(randomArray(T, seed, 0, cfg.vocabSize), Math.floor);
+          const a = mk(), b = mk();
+          try {
+            using idt = Tensor.fromArray(gpu, ids, [1, T], "i32");
+            using pos = positions(1, T);
+            using all = model.forward(idt, { mode: "inference", positions: pos, cache: a })!;
+            const expect = await all.toArray();
+            const V = cfg.vocabSize;
+            for (let t = 0; t < T; t++) {
+              using one = Tensor.fromArray(gpu, [ids[t]], [1, 1], "i32");
+              using p = Tensor.fromArray(gpu, [t], [1, 1], "i32");
+              await b.reserve(1);
+              using lg = model.forward(one, { mode: "inference", positions: p, cache: b })!;
+              assertClose(await lg.toArray(), expect.subarray(t * V, (t + 1) * V), {
+                atol: 1e-4,
+                rtol: 1e-4,
+              }, `step ${t}`);
+            }
+            assert.deepEqual((await a.stats()).lengths, (await b.stats()).lengths);
+          } finally {
+            a.dispose();
+            b.dispose();
+            model.dispose();
+          }
+        },
+      ),
+      fcParams(6),
+    );
+  },
+});
+
+Deno.test({
+  name: "an f16 model's teacher logits stay close to the CPU reference",
+  ignore: !gpu.hasF16,
+  ...GPU_TEST,
+  fn: async () => {
+    const cfg = fc.sample(tinyConfig, { seed: 9, numRuns: 1 })[0];
+    const model = createModel(gpu, cfg, { seed: 4, dtype: "f16" });
+    try {
+      const ref = loadReferenceModel(cfg, await exportWeights(model)); // the f16 weights, widened
+      const ids = [3, 1, 4, 1, 5, 9, 2, 6];
+      using idt = Tensor.fromArray(gpu, ids, [1, 8], "i32");
+      using pos = positions(1, 8);
+      using logits = model.forward(idt, { mode: "teacher", positions: pos })!;
+      // f16 activations: about 3 significant digits per op, through 1-2 layers
+      assertClose(await logits.toArray(), teacherForward(ref, [ids]).logits, {
+        atol: 5e-2,
+        rtol: 5e-2,
+      }, "f16 logits");
+    } finally {
+      model.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "loadModel() names the tensor and the file when a weight is missing or has the wrong shape",
+  ...GPU_TEST,
+  fn: async () => {
+    const { openSafetensors, writeSafetensors } = await import("../../src/io/safetensors.ts");
+    const cfg = fc.sample(tinyConfig, { seed: 3, numRuns: 1 })[0];
+    const dir = await Deno.makeTempDir();
+    const model = createModel(gpu, cfg, { seed: 1 });
+    try {
+      await saveModel(model, dir);
+      const file = `${dir}/model.safetensors`;
+      const f = await openSafetensors(file);
+      const all: Record<string, { dtype: "F32"; shape: readonly number[]; data: Float32Array }> =
+        {};
+      for (const name of f.tensors.keys()) {
+        const t = await f.read(name);
+        all[name] = { dtype: "F32", shape: t.shape, data: t.data as Float32Array };
+      }
+      f.close();
+      const name = "model.layers.0.self_attn.k_proj.weight";
+      const { [name]: kw, ...rest } = all;
+      await writeSafetensors(file, rest);
+      await assert.rejects(
+        () => loadModel(gpu, dir),
+        (e: Error) => e.message.includes(name) && e.message.includes(dir),
+      );
+      await writeSafetensors(file, {
+        ...rest,
+        [name]: { dtype: "F32", shape: [kw.shape[1], kw.shape[0]], data: kw.data },
+      });
+      await assert.rejects(
+        () => loadModel(gpu, dir),
+        (e: Error) =>
+          e instanceof RangeError &&
+          /layer 0 .*k_proj\.weight: expected \[\d+, \d+\], got \[\d+, \d+\] in .*model\.safetensors/
+            .test(e.message),
+      );
+      await Deno.writeTextFile(
+        `${dir}/config.json`,
+        JSON.stringify({ model_type: "qwen3", hidden_size: 24 }),
+      );
+      await assert.rejects(() => loadModel(gpu, dir), /config\.json.*num_hidden_layers/s);
+    } finally {
+      model.dispose();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
