@@ -1,41 +1,91 @@
-// Next-token sampling on the GPU, one workgroup per row of logits:[B, V].
+// Next-token sampling on the GPU, one workgroup per row of logits:[rows, V] (T = f32 or f16).
 //
-// Order as in Hugging Face: temperature, then top-k, then top-p, then a draw.
-// 1. m = max logit (tree reduction); greedy (temperature 0) takes the first
-//    index of the maximum, like torch.argmax.
-// 2. x_i = (l_i - m) / temperature.
-// 3. top-k: the threshold tk = the k-th largest x, found by bisection on the
-//    value (count of x >= mid), 40 halvings of [min, 0]; ties at the threshold
-//    are kept (HF keeps logits >= the k-th value).
-// 4. top-p: the largest threshold tp >= tk whose kept mass sum(e^x, x >= tp)
-//    is still >= p * Z (Z = mass above tk), by bisection again.
-// 5. u = hash(seed, step, row) in [0, 1); goal = u * mass; each thread owns a
-//    contiguous segment of indices, segment sums are prefix-summed in
-//    workgroup memory, and the thread whose segment holds the goal scans it.
-// The token goes to out[row] (the next step's input) and log[row, col].
+// Order as in Hugging Face: temperature, then top-k, then top-p, then one seeded draw.
+// w_i = exp((x_i - m) / temperature), m = the row max. Thresholds are exact element values,
+// compared through *keys*: the f32 bits mapped to a u32 that orders like the value
+// (key(a) < key(b) <=> a < b, -0 folded onto +0); ties at a threshold are kept.
+//
+// A. One pass: m, its first index (greedy and top-k 1 return it here), and the min.
+// With top-k or top-p, first the candidate path (C1-C4), else or when it does not apply the
+// general path (G1-G2); then the draw.
+// C1. Histogram pass: count and mass of the row in 16 buckets of d = (m - x) / temperature,
+//     geometric in d (edges (2^(b/2) - 1) / 4: 0, 0.10, 0.25, 0.46, 0.75, ... 45 nats).
+//     The smallest top bucket range [0, cut] that holds k elements (top-k), or else the mass
+//     p * Z (top-p alone; Z = mass of the row), contains every token that can be kept.
+// C2. If it holds at most CAP = 8 * WG elements: a gather pass appends them (key, index) to
+//     workgroup memory (an atomic counter; order does not matter).
+// C3. In workgroup memory: bitonic sort by (key desc, index asc); top-k threshold = the k-th
+//     key (then its ties); top-p threshold = the first position whose running mass from the
+//     top reaches p * Zk (Zk = mass of the top-k set, or Z); the kept prefix is re-sorted by
+//     index.
+// C4. The draw over the kept candidates in index order (below). So a typical decode step
+//     (top-k <= ~1000, or a peaked distribution under top-p) reads the row 3 times.
+// G1. General path (any k, any p, e.g. a flat distribution under top-p 0.95): 16-way
+//     radix-style select over the key range: one pass sums the count (top-k) or the mass (top-p)
+//     of the keys in 16 equal sub-ranges of the current range (per-thread bins in workgroup
+//     memory, then a tree reduction; no atomics), and keeps the highest sub-range whose lower
+//     edge still keeps enough: 4 bits per pass, at most 8 passes per threshold.
+// G2. Draw over the row: goal = u * (kept mass), u = hash(seed, step, row) in [0, 1) (PCG; CPU
+//     twin sampleUniform). Each thread owns a contiguous segment of indices; thread 0 walks the
+//     segment masses in order, and the owner of the goal scans its segment: the token is the
+//     first kept index whose running mass exceeds the goal (index order, as the CPU reference).
+// Global passes load UNROLL elements per thread before using them (memory-latency bound with
+// one workgroup per row).
 
 struct Params {
-  v: u32,          // vocabulary (row length)
-  log_cols: u32,   // columns of log
-  log_col: u32,    // column written this step
-  top_k: u32,      // 0 = off
-  temperature: f32,// 0 = greedy
-  top_p: f32,      // 1 = off
+  rows: u32,
+  vocab: u32,
+  out_offset: u32,      // token of row r goes to out[out_offset + r]
+  log_cols: u32,        // sample_log: log is [rows, log_cols] ...
+  log_col: u32,         // ... and column log_col receives the tokens
+  top_k: u32,           // 0 or >= vocab: off; 1: greedy
+  inv_temp: f32,        // 1 / temperature; 0: greedy
+  top_p: f32,           // >= 1: off
   seed: u32,
-  step: u32,
+  step: u32,            // added to step_buf[0] when step_from_buffer != 0
+  step_from_buffer: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<i32>;
-@group(0) @binding(3) var<storage, read_write> log: array<i32>;
+@group(0) @binding(1) var<storage, read> logits: array<T>;
+@group(0) @binding(2) var<storage, read> step_buf: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<i32>;
+@group(0) @binding(4) var<storage, read_write> log: array<i32>;
 
-const WG: u32 = 256u;
-const NEG: f32 = -3.4028235e38;
+override WG: u32 = 256u;     // power of two; workgroup memory ~ 76 * WG bytes
+const BINS: u32 = 16u;
+const PASSES: u32 = 8u;      // 32-bit keys, 4 bits per pass
+const UNROLL: u32 = 8u;
+const LOWEST: f32 = -3.4028235e38;
+const HIGHEST: f32 = 3.4028235e38;
+const NONE: u32 = 0xffffffffu;
 
-var<workgroup> red_f: array<f32, 256>;
-var<workgroup> red_u: array<u32, 256>;
-var<workgroup> chosen: atomic<u32>;
+// Radix bins and histogram (f32 bits, bins[b * WG + thread]); in the candidate path,
+// candidate keys in [0, CAP) and their indices in [CAP, 2 * CAP), CAP = 8 * WG.
+var<workgroup> bins: array<u32, BINS * WG>;
+var<workgroup> red_v: array<f32, WG>;
+var<workgroup> red_w: array<f32, WG>;
+var<workgroup> red_i: array<u32, WG>;
+var<workgroup> hist_c: array<f32, BINS>;
+var<workgroup> hist_m: array<f32, BINS>;
+var<workgroup> s_count: atomic<u32>;
+var<workgroup> s_n: u32;
+var<workgroup> s_ok: u32;
+var<workgroup> s_cut: u32;
+var<workgroup> s_zall: f32;
+var<workgroup> s_lo: u32;
+var<workgroup> s_hi: u32;
+var<workgroup> s_above: f32;  // weight of the keys above the current range
+var<workgroup> s_owner: u32;
+var<workgroup> s_before: f32;
+var<workgroup> s_goal: f32;
+var<workgroup> s_pos: u32;
+var<workgroup> s_token: u32;
+
+fn cap() -> u32 { return 8u * WG; }
+fn bget(i: u32) -> f32 { return bitcast<f32>(bins[i]); }
+fn bset(i: u32, v: f32) { bins[i] = bitcast<u32>(v); }
+fn ld(base: u32, j: u32) -> f32 { return f32(logits[base + j]); }
 
 fn pcg(v: u32) -> u32 {
   let state = v * 747796405u + 2891336453u;
@@ -45,191 +95,471 @@ fn pcg(v: u32) -> u32 {
 
 // Uniform in [0, 1) with 24 bits, depending only on (seed, step, row).
 fn draw(row: u32) -> f32 {
-  let h = pcg(pcg(pcg(p.seed) ^ p.step) ^ row);
+  var step = p.step;
+  if (p.step_from_buffer != 0u) { step += step_buf[0]; }
+  let h = pcg(pcg(pcg(p.seed) ^ step) ^ row);
   return f32(h >> 8u) * (1.0 / 16777216.0);
 }
 
-fn reduce_max(lid: u32, x: f32) -> f32 {
-  red_f[lid] = x;
+// Order-preserving u32 of an f32: flip the sign bit of positives, all bits of negatives.
+fn key(x: f32) -> u32 {
+  var b = bitcast<u32>(x);
+  if (b == 0x80000000u) { b = 0u; }  // -0 == +0
+  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+fn unkey(k: u32) -> f32 {
+  return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
+}
+
+fn weight(x: f32, m: f32) -> f32 {
+  return exp((x - m) * p.inv_temp);
+}
+
+// Histogram bucket of a logit: geometric in d = (m - x) / temperature.
+fn bucket(x: f32, m: f32) -> u32 {
+  let d = (m - x) * p.inv_temp;
+  return u32(min(2.0 * log2(1.0 + 4.0 * d), 15.0));
+}
+
+// Tree reduction of the 16 per-thread columns of bins: afterwards bins[b * WG] is bin b's sum.
+fn reduce_bins(lid: u32) {
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) { red_f[lid] = max(red_f[lid], red_f[lid + s]); }
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    for (var q = lid; q < BINS * s; q += WG) {
+      let b = q / s;
+      let t = q - b * s;
+      bset(b * WG + t, bget(b * WG + t) + bget(b * WG + t + s));
+    }
     workgroupBarrier();
   }
-  let r = red_f[0];
-  workgroupBarrier();
-  return r;
 }
 
-fn reduce_sum(lid: u32, x: f32) -> f32 {
-  red_f[lid] = x;
+// ---- general path (G1) -----------------------------------------------------------------------
+
+// Largest key t in [lo0, hi0] with f(t) = sum of w over keys in [t, hi0] >= goal, assuming
+// f(lo0) >= goal; w = 1 (count) or weight(x, m). Exact after PASSES 16-way passes.
+fn search(base: u32, m: f32, lo0: u32, hi0: u32, goal: f32, count: bool, lid: u32) -> u32 {
+  if (lid == 0u) {
+    s_lo = lo0;
+    s_hi = hi0;
+    s_above = 0.0;
+  }
+  for (var it = 0u; it < PASSES; it++) {
+    workgroupBarrier();
+    let lo = s_lo;
+    let hi = s_hi;
+    let span = hi - lo;
+    let shift = select(0u, firstLeadingBit(span) - 3u, span >= BINS);  // (span >> shift) < 16
+    for (var b = 0u; b < BINS; b++) { bins[b * WG + lid] = 0u; }
+    if (lo < hi) {
+      for (var j = lid; j < p.vocab; j += UNROLL * WG) {
+        var xs: array<f32, UNROLL>;
+        for (var u = 0u; u < UNROLL; u++) { xs[u] = ld(base, min(j + u * WG, p.vocab - 1u)); }
+        for (var u = 0u; u < UNROLL; u++) {
+          let k = key(xs[u]);
+          if (j + u * WG < p.vocab && k >= lo && k <= hi) {
+            let i = ((k - lo) >> shift) * WG + lid;
+            bset(i, bget(i) + select(weight(xs[u], m), 1.0, count));
+          }
+        }
+      }
+    }
+    reduce_bins(lid);
+    if (lid == 0u && lo < hi) {
+      // walk the sub-ranges from the top: f(edge_b) = above + bins[b] + ... + bins[nb - 1]
+      var acc = s_above;
+      var b = span >> shift;
+      loop {
+        let f = acc + bget(b * WG);
+        if (f >= goal || b == 0u) { break; }
+        acc = f;
+        b -= 1u;
+      }
+      let e = lo + (b << shift);
+      s_above = acc;
+      s_lo = e;
+      s_hi = e + min(hi - e, (1u << shift) - 1u);
+    }
+  }
+  return workgroupUniformLoad(&s_lo);
+}
+
+// Sum of w over keys >= tau.
+fn mass_from(base: u32, m: f32, tau: u32, lid: u32) -> f32 {
+  var s = 0.0;
+  for (var j = lid; j < p.vocab; j += UNROLL * WG) {
+    var xs: array<f32, UNROLL>;
+    for (var u = 0u; u < UNROLL; u++) { xs[u] = ld(base, min(j + u * WG, p.vocab - 1u)); }
+    for (var u = 0u; u < UNROLL; u++) {
+      if (j + u * WG < p.vocab && key(xs[u]) >= tau) { s += weight(xs[u], m); }
+    }
+  }
+  red_w[lid] = s;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) { red_f[lid] = red_f[lid] + red_f[lid + s]; }
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lid < k) { red_w[lid] += red_w[lid + k]; }
     workgroupBarrier();
   }
-  let r = red_f[0];
-  workgroupBarrier();
-  return r;
+  return workgroupUniformLoad(&red_w[0]);
 }
 
-fn reduce_count(lid: u32, x: u32) -> u32 {
-  red_u[lid] = x;
+// ---- candidate path (C1-C4) ------------------------------------------------------------------
+
+// Whether candidate a comes before candidate b: by key descending, then index ascending
+// (by_index: index ascending only).
+fn precedes(a: u32, b: u32, by_index: bool) -> bool {
+  let ka = bins[a];
+  let kb = bins[b];
+  let ia = bins[cap() + a];
+  let ib = bins[cap() + b];
+  return select(ka > kb || (ka == kb && ia < ib), ia < ib, by_index);
+}
+
+// Bitonic sort of candidates [0, n2) (n2 a power of two, workgroup-uniform).
+fn sort_candidates(n2: u32, by_index: bool, lid: u32) {
+  for (var kk = 2u; kk <= n2; kk <<= 1u) {
+    for (var jj = kk >> 1u; jj > 0u; jj >>= 1u) {
+      for (var i = lid; i < n2; i += WG) {
+        let l = i ^ jj;
+        if (l > i) {
+          let up = (i & kk) == 0u;
+          if ((up && precedes(l, i, by_index)) || (!up && precedes(i, l, by_index))) {
+            let k = bins[i];
+            bins[i] = bins[l];
+            bins[l] = k;
+            let ix = bins[cap() + i];
+            bins[cap() + i] = bins[cap() + l];
+            bins[cap() + l] = ix;
+          }
+        }
+      }
+      workgroupBarrier();
+    }
+  }
+}
+
+fn pow2_at_least(n: u32) -> u32 {
+  return select(2u, 1u << (firstLeadingBit(n - 1u) + 1u), n > 2u);
+}
+
+// First candidate position in [0, n), in the current order, whose running weight passes
+// goal = frac * z (z = zfix when > 0, else the weight of [0, n)): '>' when strict, else '>='.
+// Candidates of weight 0 are skipped. Returns n when the running weight never passes (not
+// strict), or the last candidate of positive weight (strict). Workgroup-uniform result.
+fn scan_find(n: u32, m: f32, frac: f32, zfix: f32, strict: bool, lid: u32) -> u32 {
+  let per = (cap() + WG - 1u) / WG;
+  let i0 = min(lid * per, n);
+  let i1 = min(i0 + per, n);
+  var s = 0.0;
+  for (var i = i0; i < i1; i++) { s += weight(unkey(bins[i]), m); }
+  red_w[lid] = s;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) { red_u[lid] = red_u[lid] + red_u[lid + s]; }
+  if (lid == 0u) {
+    var total = 0.0;
+    for (var t = 0u; t < WG; t++) { total += red_w[t]; }
+    let goal = frac * select(total, zfix, zfix > 0.0);
+    var acc = 0.0;
+    var owner = NONE;
+    var before = 0.0;
+    var found = false;
+    for (var t = 0u; t < WG; t++) {
+      let w = red_w[t];
+      if (w > 0.0) {
+        owner = t;
+        before = acc;
+        if (acc + w > goal || (!strict && acc + w >= goal)) {
+          found = true;
+          break;
+        }
+      }
+      acc += w;
+    }
+    if (!strict && !found) { owner = NONE; }
+    s_owner = owner;
+    s_before = before;
+    s_goal = goal;
+    s_pos = n;
+  }
+  workgroupBarrier();
+  if (lid == s_owner) {
+    var acc = s_before;
+    var pos = n;
+    var found = false;
+    for (var i = i0; i < i1; i++) {
+      let w = weight(unkey(bins[i]), m);
+      if (w > 0.0) {
+        acc += w;
+        pos = i;
+        if (acc > s_goal || (!strict && acc >= s_goal)) {
+          found = true;
+          break;
+        }
+      }
+    }
+    if (!strict && !found) { pos = n; }
+    s_pos = pos;
+  }
+  return workgroupUniformLoad(&s_pos);
+}
+
+// The candidate path; returns the token, or NONE when it does not apply (then the general path
+// runs). Called with top-k (1 < k < V) or top-p (< 1) active.
+fn candidates(base: u32, m: f32, lid: u32, row: u32) -> u32 {
+  let v = p.vocab;
+  let topk = p.top_k > 1u && p.top_k < v;
+  // C1. histogram: count and mass per bucket
+  var hc: array<f32, BINS>;
+  var hm: array<f32, BINS>;
+  for (var j = lid; j < v; j += UNROLL * WG) {
+    var xs: array<f32, UNROLL>;
+    for (var u = 0u; u < UNROLL; u++) { xs[u] = ld(base, min(j + u * WG, v - 1u)); }
+    for (var u = 0u; u < UNROLL; u++) {
+      if (j + u * WG < v) {
+        let b = bucket(xs[u], m);
+        hc[b] += 1.0;
+        hm[b] += weight(xs[u], m);
+      }
+    }
+  }
+  for (var b = 0u; b < BINS; b++) { bset(b * WG + lid, hc[b]); }
+  reduce_bins(lid);
+  if (lid < BINS) { hist_c[lid] = bget(lid * WG); }
+  workgroupBarrier();
+  for (var b = 0u; b < BINS; b++) { bset(b * WG + lid, hm[b]); }
+  reduce_bins(lid);
+  if (lid < BINS) { hist_m[lid] = bget(lid * WG); }
+  workgroupBarrier();
+  if (lid == 0u) {
+    var zall = 0.0;
+    for (var b = 0u; b < BINS; b++) { zall += hist_m[b]; }
+    // the top buckets [0, cut] that hold every token that can be kept
+    let goal = select(p.top_p * zall, f32(p.top_k), topk);
+    var cut = BINS - 1u;
+    var acc = 0.0;
+    var n = 0.0;
+    for (var b = 0u; b < BINS; b++) {
+      acc += select(hist_m[b], hist_c[b], topk);
+      n += hist_c[b];
+      if (acc >= goal) {
+        cut = b;
+        break;
+      }
+    }
+    if (cut == BINS - 1u) { n = f32(v); }
+    s_cut = cut;
+    s_zall = zall;
+    s_ok = select(0u, 1u, n <= f32(cap()));
+    atomicStore(&s_count, 0u);
+  }
+  if (workgroupUniformLoad(&s_ok) == 0u) { return NONE; }
+
+  // C2. gather the candidates (any order)
+  let cut = s_cut;
+  for (var j = lid; j < v; j += UNROLL * WG) {
+    var xs: array<f32, UNROLL>;
+    for (var u = 0u; u < UNROLL; u++) { xs[u] = ld(base, min(j + u * WG, v - 1u)); }
+    for (var u = 0u; u < UNROLL; u++) {
+      if (j + u * WG < v && bucket(xs[u], m) <= cut) {
+        let slot = atomicAdd(&s_count, 1u);
+        if (slot < cap()) {
+          bins[slot] = key(xs[u]);
+          bins[cap() + slot] = j + u * WG;
+        }
+      }
+    }
+  }
+  workgroupBarrier();
+  if (lid == 0u) { s_n = atomicLoad(&s_count); }
+  let n = workgroupUniformLoad(&s_n);
+  if (n > cap() || (topk && n < p.top_k)) { return NONE; }  // buckets disagreed (float): general path
+
+  // C3. sort by key, thresholds
+  let n2 = pow2_at_least(n);
+  for (var i = n + lid; i < n2; i += WG) {
+    bins[i] = 0u;  // below every real key
+    bins[cap() + i] = NONE;
+  }
+  workgroupBarrier();
+  sort_candidates(n2, false, lid);
+  if (lid == 0u) {
+    var nk = n;
+    if (topk) {
+      nk = p.top_k;
+      let tk = bins[nk - 1u];
+      while (nk < n && bins[nk] == tk) { nk++; }
+    }
+    s_n = nk;
+  }
+  var nkeep = workgroupUniformLoad(&s_n);
+  if (p.top_p < 1.0) {
+    // top-k: fraction p of the top-k set's mass; top-p alone: of the whole row's mass
+    let pos = scan_find(nkeep, m, p.top_p, select(s_zall, 0.0, topk), false, lid);
+    if (pos >= nkeep) { return NONE; }  // the candidates fell short of p * Z (float): general path
+    if (lid == 0u) {
+      var nk = pos + 1u;
+      let tp = bins[pos];
+      while (nk < nkeep && bins[nk] == tp) { nk++; }
+      s_n = nk;
+    }
+    nkeep = workgroupUniformLoad(&s_n);
+  }
+
+  // C4. the kept candidates in index order, then the draw
+  let m2 = pow2_at_least(nkeep);
+  for (var i = nkeep + lid; i < m2; i += WG) {
+    bins[i] = 0u;
+    bins[cap() + i] = NONE;
+  }
+  workgroupBarrier();
+  sort_candidates(m2, true, lid);
+  let pos = scan_find(nkeep, m, draw(row), 0.0, true, lid);
+  if (lid == 0u) { s_token = select(NONE, bins[cap() + pos], pos < nkeep); }
+  return workgroupUniformLoad(&s_token);
+}
+
+// ---- the row ---------------------------------------------------------------------------------
+
+// The token of this row (every thread gets it).
+fn run(row: u32, lid: u32) -> u32 {
+  let v = p.vocab;
+  let base = row * v;
+
+  // A. max (first index) and min
+  var bv = LOWEST;
+  var bi = NONE;
+  var mn = HIGHEST;
+  for (var j = lid; j < v; j += UNROLL * WG) {
+    var xs: array<f32, UNROLL>;
+    for (var u = 0u; u < UNROLL; u++) { xs[u] = ld(base, min(j + u * WG, v - 1u)); }
+    for (var u = 0u; u < UNROLL; u++) {
+      let jj = j + u * WG;
+      if (jj < v) {
+        if (bi == NONE || xs[u] > bv) {
+          bv = xs[u];
+          bi = jj;
+        }
+        mn = min(mn, xs[u]);
+      }
+    }
+  }
+  red_v[lid] = bv;
+  red_i[lid] = bi;
+  red_w[lid] = mn;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lid < k) {
+      let ov = red_v[lid + k];
+      let oi = red_i[lid + k];
+      let cv = red_v[lid];
+      let ci = red_i[lid];
+      if (ci == NONE || (oi != NONE && (ov > cv || (ov == cv && oi < ci)))) {
+        red_v[lid] = ov;
+        red_i[lid] = oi;
+      }
+      red_w[lid] = min(red_w[lid], red_w[lid + k]);
+    }
     workgroupBarrier();
   }
-  let r = red_u[0];
+  let m = red_v[0];
+  let argmax = red_i[0];
+  let xmin = red_w[0];
   workgroupBarrier();
-  return r;
-}
+  if (p.inv_temp == 0.0 || p.top_k == 1u) { return argmax; }
 
-fn scaled(base: u32, i: u32, m: f32) -> f32 {
-  return (logits[base + i] - m) / p.temperature;
-}
+  var tau = key(xmin);
+  let topk = p.top_k > 1u && p.top_k < v;
+  if (topk || p.top_p < 1.0) {
+    let token = candidates(base, m, lid, row);
+    if (token != NONE) { return token; }
+    // G1. thresholds by radix select
+    let hi = key(m);
+    if (topk) {
+      tau = search(base, m, tau, hi, f32(p.top_k), true, lid);
+    }
+    if (p.top_p < 1.0) {
+      let zk = mass_from(base, m, tau, lid);
+      tau = search(base, m, tau, hi, p.top_p * zk, false, lid);
+    }
+  }
 
-fn emit(row: u32, token: u32) {
-  out[row] = i32(token);
-  log[row * p.log_cols + p.log_col] = i32(token);
+  // G2. draw over contiguous segments, in index order
+  let seg = (v + WG - 1u) / WG;
+  let j0 = min(lid * seg, v);
+  let j1 = min(j0 + seg, v);
+  var s = 0.0;
+  for (var j = j0; j < j1; j += UNROLL) {
+    var xs: array<f32, UNROLL>;
+    for (var u = 0u; u < UNROLL; u++) { xs[u] = ld(base, min(j + u, j1 - 1u)); }
+    for (var u = 0u; u < UNROLL; u++) {
+      if (j + u < j1 && key(xs[u]) >= tau) { s += weight(xs[u], m); }
+    }
+  }
+  red_w[lid] = s;
+  workgroupBarrier();
+  if (lid == 0u) {
+    var total = 0.0;
+    for (var t = 0u; t < WG; t++) { total += red_w[t]; }
+    let goal = draw(row) * total;
+    // first segment whose running mass passes the goal (else the last non-empty one)
+    var acc = 0.0;
+    var owner = 0u;
+    var before = 0.0;
+    for (var t = 0u; t < WG; t++) {
+      let w = red_w[t];
+      if (w > 0.0) {
+        owner = t;
+        before = acc;
+        if (acc + w > goal) { break; }
+      }
+      acc += w;
+    }
+    s_owner = owner;
+    s_before = before;
+    s_goal = goal;
+  }
+  workgroupBarrier();
+  if (lid == s_owner) {
+    var acc = s_before;
+    var pick = j0;
+    var done = false;
+    for (var j = j0; j < j1 && !done; j += UNROLL) {
+      var xs: array<f32, UNROLL>;
+      for (var u = 0u; u < UNROLL; u++) { xs[u] = ld(base, min(j + u, j1 - 1u)); }
+      for (var u = 0u; u < UNROLL; u++) {
+        if (!done && j + u < j1 && key(xs[u]) >= tau) {
+          let w = weight(xs[u], m);
+          if (w > 0.0) {
+            acc += w;
+            pick = j + u;
+            done = acc > s_goal;
+          }
+        }
+      }
+    }
+    s_pos = pick;
+  }
+  return workgroupUniformLoad(&s_pos);
 }
 
 @compute @workgroup_size(WG)
-fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-  let row = wid.x;
-  let lid = lid3.x;
-  let base = row * p.v;
+fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= p.rows) { return; }
+  let token = run(row, lid.x);
+  if (lid.x == 0u) { out[p.out_offset + row] = i32(token); }
+}
 
-  // 1. max
-  var m = NEG;
-  for (var i = lid; i < p.v; i += WG) { m = max(m, logits[base + i]); }
-  m = reduce_max(lid, m);
-
-  if (p.temperature <= 0.0) {
-    // greedy: first index of the maximum
-    var first = 0xffffffffu;
-    for (var i = lid; i < p.v; i += WG) {
-      if (logits[base + i] == m) { first = min(first, i); }
-    }
-    red_u[lid] = first;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-      if (lid < s) { red_u[lid] = min(red_u[lid], red_u[lid + s]); }
-      workgroupBarrier();
-    }
-    if (lid == 0u) { emit(row, min(red_u[0], p.v - 1u)); }
-    return;
-  }
-
-  // 2. range of scaled values: [lo_all, 0]
-  var mn = 0.0;
-  for (var i = lid; i < p.v; i += WG) { mn = min(mn, scaled(base, i, m)); }
-  mn = -reduce_max(lid, -mn);
-
-  // 3. top-k threshold: largest t with count(x >= t) >= k
-  var tk = mn;
-  if (p.top_k > 0u && p.top_k < p.v) {
-    var lo = mn;   // count(x >= lo) = V >= k
-    var hi = 0.0;  // the max has x = 0
-    // find the largest lo with count >= k; hi keeps count < k unless hi is the max itself
-    for (var it = 0u; it < 40u; it++) {
-      let mid = lo + (hi - lo) * 0.5;
-      var c = 0u;
-      for (var i = lid; i < p.v; i += WG) { c += select(0u, 1u, scaled(base, i, m) >= mid); }
-      let total = reduce_count(lid, c);
-      if (total >= p.top_k) { lo = mid; } else { hi = mid; }
-    }
-    // snap to the largest element value <= ... that keeps >= k: the smallest x >= lo
-    var snap = 1.0;
-    for (var i = lid; i < p.v; i += WG) {
-      let x = scaled(base, i, m);
-      if (x >= lo) { snap = min(snap, x); }
-    }
-    tk = -reduce_max(lid, -snap);
-  }
-
-  // mass above tk
-  var z = 0.0;
-  for (var i = lid; i < p.v; i += WG) {
-    let x = scaled(base, i, m);
-    if (x >= tk) { z += exp(x); }
-  }
-  z = reduce_sum(lid, z);
-
-  // 4. top-p threshold: largest t >= tk with mass(x >= t) >= top_p * z
-  var t = tk;
-  if (p.top_p < 1.0) {
-    var lo = tk;
-    var hi = 0.0;
-    let need = p.top_p * z;
-    for (var it = 0u; it < 40u; it++) {
-      let mid = lo + (hi - lo) * 0.5;
-      var s = 0.0;
-      for (var i = lid; i < p.v; i += WG) {
-        let x = scaled(base, i, m);
-        if (x >= mid) { s += exp(x); }
-      }
-      let total = reduce_sum(lid, s);
-      if (total >= need) { lo = mid; } else { hi = mid; }
-    }
-    var snap = 1.0;
-    for (var i = lid; i < p.v; i += WG) {
-      let x = scaled(base, i, m);
-      if (x >= lo) { snap = min(snap, x); }
-    }
-    t = -reduce_max(lid, -snap);
-  }
-
-  // 5. draw: contiguous segments, prefix sums of segment masses
-  let seg = (p.v + WG - 1u) / WG;
-  let s0 = lid * seg;
-  let s1 = min(p.v, s0 + seg);
-  var mass = 0.0;
-  for (var i = s0; i < s1; i++) {
-    let x = scaled(base, i, m);
-    if (x >= t) { mass += exp(x); }
-  }
-  red_f[lid] = mass;
-  if (lid == 0u) { atomicStore(&chosen, 0xffffffffu); }
-  workgroupBarrier();
-  // inclusive Hillis-Steele scan over 256 segment masses
-  for (var off = 1u; off < WG; off = off << 1u) {
-    var add = 0.0;
-    if (lid >= off) { add = red_f[lid - off]; }
-    workgroupBarrier();
-    red_f[lid] = red_f[lid] + add;
-    workgroupBarrier();
-  }
-  let total = red_f[WG - 1u];
-  let goal = draw(row) * total;
-  let before = select(0.0, red_f[lid - 1u], lid > 0u);
-  if (goal >= before && goal < red_f[lid] && s0 < s1) {
-    var acc = before;
-    var pick = 0xffffffffu;
-    var last = 0xffffffffu;
-    for (var i = s0; i < s1; i++) {
-      let x = scaled(base, i, m);
-      if (x >= t) {
-        acc += exp(x);
-        last = i;
-        if (acc > goal && pick == 0xffffffffu) { pick = i; }
-      }
-    }
-    if (pick == 0xffffffffu) { pick = last; }
-    atomicMin(&chosen, pick);
-  }
-  workgroupBarrier();
-  if (lid == 0u) {
-    var c = atomicLoad(&chosen);
-    if (c == 0xffffffffu) {
-      // rounding left the goal past the last segment: take the last kept index
-      var i = p.v;
-      loop {
-        if (i == 0u) { c = 0u; break; }
-        i -= 1u;
-        if (scaled(base, i, m) >= t) { c = i; break; }
-      }
-    }
-    emit(row, c);
+// As sample, and also log[row, log_col] = token (a token log read back every N steps).
+@compute @workgroup_size(WG)
+fn sample_log(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= p.rows) { return; }
+  let token = run(row, lid.x);
+  if (lid.x == 0u) {
+    out[p.out_offset + row] = i32(token);
+    log[row * p.log_cols + p.log_col] = i32(token);
   }
 }

@@ -19,8 +19,10 @@ export const SHADER_FILES: readonly string[] = [
   "paged_attention",
   "paged_kv",
   "random",
+  "reduce",
   "rmsnorm",
   "rope",
   "sample",
   "silu",
+  "softmax",
 ];
