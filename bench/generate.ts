@@ -138,7 +138,7 @@ for (const policy of ["dense", "dms"] as const) {
   await gpu.sync();
   const t2 = performance.now();
   let gpuMs = NaN;
-  if (gpu.hasTimestamps) gpuMs = await gpu.profile(step, 4096);
+  if (gpu.hasTimestamps) gpuMs = await gpu.profile(step, 2048);
   const row = {
     policy: "dms one step",
     cpu_record_ms: +(t1 - t0).toFixed(2),

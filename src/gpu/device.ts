@@ -573,6 +573,11 @@ export class Gpu {
    */
   async profile(fn: () => void, maxDispatches = 2048): Promise<number> {
     if (!this.hasTimestamps) throw new Error("This device has no timestamp-query feature");
+    if (!(maxDispatches >= 1 && maxDispatches <= 2048)) {
+      throw new RangeError(
+        `profile(): maxDispatches must be in 1..2048 (a query set holds 4096), got ${maxDispatches}`,
+      );
+    }
     this.flush();
     const capacity = maxDispatches * 2;
     const set = this.device.createQuerySet({ type: "timestamp", count: capacity });
