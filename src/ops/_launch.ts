@@ -54,3 +54,21 @@ export function assertRank(t: Tensor, rank: number | number[], what: string): vo
     );
   }
 }
+
+/**
+ * Workgroup size for a row-per-workgroup kernel over rows of length `n`: the smallest power of
+ * two >= 32 that covers n / 8 (8 elements per thread per step), at most 1024 or the device's
+ * limits (8 bytes of workgroup memory per thread).
+ */
+export function rowWorkgroupSize(gpu: Gpu, n: number): number {
+  const l = gpu.limits;
+  const max = Math.min(
+    1024,
+    l.maxComputeInvocationsPerWorkgroup,
+    l.maxComputeWorkgroupSizeX,
+    l.maxComputeWorkgroupStorageSize / 8,
+  );
+  let wg = 32;
+  while (wg * 8 < n && wg * 2 <= max) wg *= 2;
+  return wg;
+}

@@ -38,28 +38,10 @@
 
 import { Gpu, type Kernel, type KernelSpec, Params } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
-import { assertFloat, type FloatDType, output } from "./_launch.ts";
+import { assertFloat, type FloatDType, output, rowWorkgroupSize } from "./_launch.ts";
 
 /** A reduction over the last dimension. */
 export type ReduceOp = "sum" | "mean" | "max" | "argmax";
-
-/**
- * Workgroup size for rows of length `n`: the smallest power of two >= 32 that covers n / 8 (the
- * kernel loads 8 elements per thread per step), at most 1024 or the device's limits (8 bytes of
- * workgroup memory per thread).
- */
-function workgroupSize(gpu: Gpu, n: number): number {
-  const l = gpu.limits;
-  const max = Math.min(
-    1024,
-    l.maxComputeInvocationsPerWorkgroup,
-    l.maxComputeWorkgroupSizeX,
-    l.maxComputeWorkgroupStorageSize / 8,
-  );
-  let wg = 32;
-  while (wg * 8 < n && wg * 2 <= max) wg *= 2;
-  return wg;
-}
 
 function reduce(op: ReduceOp, x: Tensor): Tensor {
   const name = `${op}()`;
@@ -76,7 +58,7 @@ function reduce(op: ReduceOp, x: Tensor): Tensor {
   const out = output(gpu, shape, op === "argmax" ? "i32" : x.dtype);
   const rows = shape.reduce((a, b) => a * b, 1);
   if (rows === 0) return out;
-  const WG = workgroupSize(gpu, n);
+  const WG = rowWorkgroupSize(gpu, n);
   const entry = op === "argmax" ? "reduce_argmax" : op === "max" ? "reduce_max" : "reduce_sum";
   const k = kernelOf(gpu, { shader: "reduce", entry, defines: { T: x.dtype }, constants: { WG } });
   const scale = op === "mean" ? 1 / n : 1;

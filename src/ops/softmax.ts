@@ -38,7 +38,7 @@
 
 import { Gpu, type Kernel, type KernelSpec, Params } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
-import { assertFloat, type FloatDType, output } from "./_launch.ts";
+import { assertFloat, type FloatDType, output, rowWorkgroupSize } from "./_launch.ts";
 
 /** Logits and mask values at or below this are masked (probability exactly 0). */
 export const MASKED: number = -1e9;
@@ -67,24 +67,6 @@ export interface SoftmaxReferenceOptions {
   causal?: { queryOffset?: number };
   /** Log-softmax instead of softmax (masked keys give `-Infinity`). */
   log?: boolean;
-}
-
-/**
- * Workgroup size for rows of length `n`: the smallest power of two >= 32 that covers n / 8 (the
- * kernel loads 8 elements per thread per step), at most 1024 or the device's limits (8 bytes of
- * workgroup memory per thread).
- */
-function workgroupSize(gpu: Gpu, n: number): number {
-  const l = gpu.limits;
-  const max = Math.min(
-    1024,
-    l.maxComputeInvocationsPerWorkgroup,
-    l.maxComputeWorkgroupSizeX,
-    l.maxComputeWorkgroupStorageSize / 8,
-  );
-  let wg = 32;
-  while (wg * 8 < n && wg * 2 <= max) wg *= 2;
-  return wg;
 }
 
 /** Lowest finite value of a float dtype (stands in for -inf in log-softmax output). */
@@ -156,7 +138,7 @@ function launch(entry: "softmax" | "log_softmax", x: Tensor, opts: SoftmaxOption
   const out = output(gpu, x.shape, x.dtype);
   const rows = n === 0 ? 0 : x.size / n;
   if (rows === 0) return out;
-  const WG = workgroupSize(gpu, n);
+  const WG = rowWorkgroupSize(gpu, n);
   const spec: KernelSpec = {
     shader: "softmax",
     entry,
