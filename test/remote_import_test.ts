@@ -40,14 +40,26 @@ Deno.test({
     );
     try {
       const { port } = server.addr as Deno.NetAddr;
-      const mod = await import(`http://127.0.0.1:${port}/mod.ts`);
-      const gpu = await mod.Gpu.create();
-      using a = mod.Tensor.fromArray(gpu, [1, 2, 3], [3]);
-      using b = mod.Tensor.fromArray(gpu, [0.5, 0.25, 4], [3]);
-      using c = mod.add(a, b);
-      assert.deepEqual([...(await c.toArray())], [1.5, 2.25, 7]);
+      // A child process imports mod.ts over HTTP (with --no-lock, so the loopback URLs never
+      // land in deno.lock) and runs a kernel whose WGSL is fetched over HTTP too.
+      const script = `
+        const mod = await import("http://127.0.0.1:${port}/mod.ts");
+        const gpu = await mod.Gpu.create();
+        const a = mod.Tensor.fromArray(gpu, [1, 2, 3], [3]);
+        const b = mod.Tensor.fromArray(gpu, [0.5, 0.25, 4], [3]);
+        console.log(JSON.stringify([...(await mod.add(a, b).toArray())]));`;
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["eval", "--no-lock", script],
+        cwd: ROOT,
+        env: { NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout);
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      assert.deepEqual(JSON.parse(text.trim().split("\n").at(-1)!), [1.5, 2.25, 7]);
+      assert.ok(served.includes("/mod.ts"), "mod.ts came over HTTP");
       assert.ok(served.includes("/shaders/elementwise.wgsl"), "the shader came over HTTP");
-      gpu.device.destroy();
     } finally {
       ac.abort();
       await server.finished;
