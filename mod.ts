@@ -66,6 +66,23 @@ export {
   EMPTY_ROW_LSE,
   mergeAttentionReference,
 } from "./src/ops/attention.ts";
+export {
+  logSoftmax,
+  MASKED,
+  softmax,
+  type SoftmaxOptions,
+  softmaxReference,
+  type SoftmaxReferenceOptions,
+} from "./src/ops/softmax.ts";
+export {
+  argmax,
+  argmaxReference,
+  max,
+  mean,
+  type ReduceOp,
+  reduceReference,
+  sum,
+} from "./src/ops/reduce.ts";
 export { swapAxes12, swapAxes12Reference } from "./src/ops/layout.ts";
 export {
   sample,

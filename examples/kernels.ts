@@ -136,8 +136,8 @@ await check(
 
 for (const r of await extraKernelChecks(gpu, dtype)) rows.push(r);
 
-console.log("\nop                       shape                               max |gpu - cpu|");
+console.log(`\n${"op".padEnd(32)} ${"shape".padEnd(35)} max |gpu - cpu|`);
 for (const [name, shape, err] of rows) {
-  console.log(`${name.padEnd(24)} ${shape.padEnd(35)} ${err.toExponential(2)}`);
+  console.log(`${name.padEnd(32)} ${shape.padEnd(35)} ${err.toExponential(2)}`);
 }
 for (const t of [a, b, w, m1, m2, g, x, q, k, v]) t.dispose();
