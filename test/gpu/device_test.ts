@@ -81,3 +81,18 @@ Deno.test({
     assert.ok(ms > 0 && ms < 10000, `ms=${ms}`);
   },
 });
+
+Deno.test({
+  name: "Gpu.create() without an adapter explains how to get one instead of crashing",
+  ...GPU_TEST,
+  fn: async () => {
+    const original = navigator.gpu.requestAdapter;
+    // deno-lint-ignore require-await
+    navigator.gpu.requestAdapter = async () => null;
+    try {
+      await assert.rejects(() => Gpu.create(), /No WebGPU adapter found.*mesa-vulkan-drivers/s);
+    } finally {
+      navigator.gpu.requestAdapter = original;
+    }
+  },
+});
