@@ -40,6 +40,12 @@ fn lin(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
   return (wid.y * nwg.x + wid.x) * WG + lid.x;
 }
 
+// Linear index over [B, Hkv, T] -> (b, h, t).
+fn split_bht(i: u32) -> vec3<u32> {
+  let bh = i / p.t;
+  return vec3<u32>(bh / p.hkv, bh % p.hkv, i % p.t);
+}
+
 // One thread per (b, t, h): raw_out[b, t, h] = q[b, t, h*G, D-1]; then zero it.
 @compute @workgroup_size(WG)
 fn neuron_take(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -60,10 +66,10 @@ fn neuron_zero(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                @builtin(local_invocation_id) lid: vec3<u32>) {
   let i = lin(wid, nwg, lid);
   if (i >= p.b * p.hkv * p.t) { return; }
-  let t = i % p.t;
-  let bh = i / p.t;
-  let h = bh % p.hkv;
-  let b = bh / p.hkv;
+  let bht = split_bht(i);
+  let b = bht.x;
+  let h = bht.y;
+  let t = bht.z;
   let g = p.hq / p.hkv;
   q[((b * p.hq + h * g) * p.t + t) * p.d + p.d - 1u] = T(0.0);
 }
@@ -82,10 +88,10 @@ fn finalize_infer(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                   @builtin(local_invocation_id) lid: vec3<u32>) {
   let i = lin(wid, nwg, lid);
   if (i >= p.b * p.hkv * p.t) { return; }
-  let t = i % p.t;
-  let bh = i / p.t;
-  let h = bh % p.hkv;
-  let b = bh / p.hkv;
+  let bht = split_bht(i);
+  let b = bht.x;
+  let h = bht.y;
+  let t = bht.z;
   let a = alpha_of(b, t, src_head(h));
   alpha_head[i] = a;  // after the per-layer broadcast, as the decisions use it
   decisions[i] = select(0, 1, a > 0.0);
@@ -113,10 +119,10 @@ fn finalize_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                   @builtin(local_invocation_id) lid: vec3<u32>) {
   let i = lin(wid, nwg, lid);
   if (i >= p.b * p.hkv * p.t) { return; }
-  let t = i % p.t;
-  let bh = i / p.t;
-  let h = bh % p.hkv;
-  let b = bh / p.hkv;
+  let bht = split_bht(i);
+  let b = bht.x;
+  let h = bht.y;
+  let t = bht.z;
   let z = noisy_z(b, h, t);
   let prob = sigmoid(z);
   let hard = select(0.0, 1.0, prob > 0.5);
