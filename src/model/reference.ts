@@ -431,6 +431,8 @@ function forwardSequence(
   const S = ids.length, H = c.hiddenSize, V = c.vocabSize, L = c.numLayers;
   const Hq = c.numHeads, Hkv = c.numKvHeads, D = c.headDim, G = Hq / Hkv;
   const W = c.dms.window, eps = c.rmsNormEps, scale = 1 / Math.sqrt(D);
+  // SPEC §1 (a): only a DMS model borrows (and zeroes) a query channel; a plain model keeps all
+  const borrowNeuron = c.isDms && !c.dms.separateAlpha;
   const tr: SequenceTrace = {
     logits: new Float64Array(S * V), // [S, V]
     layerOut: new Float64Array(L * S * H), // [L, S, H]
@@ -473,7 +475,7 @@ function forwardSequence(
           alphaRaw[g * S + t] = a[t * Hkv + g] * c.dms.alphaScale - c.dms.alphaOffset;
         }
       }
-    } else {
+    } else if (borrowNeuron) {
       // (a) borrowed neuron: channel D−1 of the first query head of each group, after q_norm
       for (let g = 0; g < Hkv; g++) {
         for (let t = 0; t < S; t++) {
@@ -483,11 +485,12 @@ function forwardSequence(
         }
       }
     }
-    // dms_disable_eviction forces the logits to −1000, like teacher mode in (R) (SPEC §3)
-    if (c.dms.disableEviction) alphaRaw.fill(-1000);
+    // dms_disable_eviction forces the logits to −1000, like teacher mode in (R) (SPEC §3); a plain
+    // (non-DMS) model has no decision logits at all: it never evicts
+    if (c.dms.disableEviction || !c.isDms) alphaRaw.fill(-1000);
     applyRope(qn, Hq, S, D, model);
     applyRope(kn, Hkv, S, D, model);
-    if (!c.dms.separateAlpha) {
+    if (borrowNeuron) {
       for (let g = 0; g < Hkv; g++) {
         for (let t = 0; t < S; t++) qn[((g * G) * S + t) * D + D - 1] = 0; // ... and again after
       }

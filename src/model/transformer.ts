@@ -216,7 +216,9 @@ export class Transformer {
     const Hq = cfg.numHeads, Hkv = cfg.numKvHeads, D = cfg.headDim, eps = cfg.rmsNormEps;
     const dms = cfg.dms;
     const cap = opts.capture;
-    const useNeuron = !dms.separateAlpha;
+    // SPEC §1 (a), §9.6: only a DMS model borrows (and zeroes) a query channel; a plain
+    // checkpoint (no dms_* field) keeps every channel and never evicts
+    const useNeuron = cfg.isDms && !dms.separateAlpha;
 
     // --- projections: q:[B, T, Hq, D], k, v:[B, T, Hkv, D]
     const h = rmsNorm(x, w.inputNorm, eps);
