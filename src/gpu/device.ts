@@ -1,8 +1,11 @@
 /**
- * The GPU runtime: adapter and device acquisition, feature detection,
- * pipeline cache, buffer pool with live/peak accounting, a shared command
- * encoder (many dispatches, one submit), readback, debug error scopes and
- * timestamp profiling.
+ * The GPU runtime: adapter and device acquisition, feature detection, a shared
+ * command encoder (many dispatches, one submit), dispatch with named uniforms,
+ * readback and debug error scopes. The parts live beside it, one concept each:
+ * `pipelines.ts` (kernels, pipeline and bind group caches), `params.ts` (uniform
+ * packing by field name, uniform arenas), `buffers.ts` (buffer pool, live/peak
+ * bytes), `profiling.ts` (timestamp queries); their public names are
+ * re-exported here.
  *
  * @example Acquire the device and inspect it
  * ```ts
@@ -11,11 +14,34 @@
  * console.log(gpu.description, gpu.hasF16);
  * ```
  *
+ * @example Dispatch a kernel with named uniforms
+ * ```ts
+ * import { getGpu } from "./device.ts";
+ * const gpu = await getGpu();
+ * const k = gpu.kernel({ shader: "silu", entry: "silu", defines: { T: "f32" } });
+ * const x = gpu.alloc(16), y = gpu.alloc(16);
+ * gpu.dispatch(k, [x, y], [1], { n: 4 }); // fields of `struct Params` in shaders/silu.wgsl
+ * await gpu.sync();
+ * ```
+ *
  * @module
  */
 
-import { SHADER_FILES } from "./manifest.ts";
-import { type BindingDecl, loadShaderSource, parseBindings, preprocess } from "./shader.ts";
+import { align, BufferPool, type MemoryStats } from "./buffers.ts";
+import { Params, type ParamValues, UniformArenas } from "./params.ts";
+import {
+  BindGroupCache,
+  type Binding,
+  bufferCountMessage,
+  type Kernel,
+  type KernelSpec,
+  PipelineCache,
+} from "./pipelines.ts";
+import { TimestampRecorder } from "./profiling.ts";
+
+export { align, type MemoryStats } from "./buffers.ts";
+export { Params, type ParamValues } from "./params.ts";
+export type { Binding, Kernel, KernelSpec } from "./pipelines.ts";
 
 /** Options for {@linkcode getGpu} / {@linkcode Gpu.create}. */
 export interface GpuOptions {
@@ -29,50 +55,7 @@ export interface GpuOptions {
   poolLimitBytes?: number;
 }
 
-/** A compute pipeline plus its explicit bind group layout. */
-export interface Kernel {
-  /** Index of the pipeline in the device's cache. */
-  readonly id: number;
-  /** `shader:entry` plus defines/constants, used in error messages. */
-  readonly label: string;
-  /** The compute pipeline. */
-  readonly pipeline: GPUComputePipeline;
-  /** Explicit layout of `@group(0)`. */
-  readonly layout: GPUBindGroupLayout;
-  /** Declared bindings, in `@binding` order. */
-  readonly bindings: readonly BindingDecl[];
-}
-
-/** Identifies a kernel: shader file, entry point, type aliases, override constants. */
-export interface KernelSpec {
-  /** File name in `shaders/` without `.wgsl`. */
-  shader: string;
-  /** Entry point function. */
-  entry: string;
-  /** Type aliases prepended to the source, e.g. `{ T: "f16" }`. */
-  defines?: Record<string, string>;
-  /** Values of `override` constants. */
-  constants?: Record<string, number>;
-}
-
-/** A buffer (or a byte range of one) bound to a kernel. */
-export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
-
-/** GPU memory accounting in bytes. */
-export interface MemoryStats {
-  /** Bytes in buffers held by tensors and caches. */
-  liveBytes: number;
-  /** Highest `liveBytes` seen since the start or the last {@linkcode Gpu.resetPeak}. */
-  peakBytes: number;
-  /** Bytes in freed buffers kept for reuse. */
-  pooledBytes: number;
-}
-
-const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-const UNIFORM_BYTES = 256;
 const MAX_PENDING_DISPATCHES = 1024;
-const ARENA_SLOTS = 256; // uniform blocks per arena buffer (64 KiB, the minimum maxUniformBufferBindingSize)
-const MAX_CACHED_GROUPS = 8192;
 const MAX_WORKGROUPS_PER_DIM = 65535;
 
 let shared: Promise<Gpu> | undefined;
@@ -90,37 +73,6 @@ export function getGpu(options: GpuOptions = {}): Promise<Gpu> {
   return shared;
 }
 
-/** Builds a 256-byte uniform block from scalar fields, in WGSL struct order. */
-export class Params {
-  #view = new DataView(new ArrayBuffer(UNIFORM_BYTES));
-  #offset = 0;
-  /** Appends a `u32`. */
-  u32(v: number): this {
-    this.#view.setUint32(this.#next(), v >>> 0, true);
-    return this;
-  }
-  /** Appends an `i32`. */
-  i32(v: number): this {
-    this.#view.setInt32(this.#next(), v | 0, true);
-    return this;
-  }
-  /** Appends an `f32`. */
-  f32(v: number): this {
-    this.#view.setFloat32(this.#next(), v, true);
-    return this;
-  }
-  /** The packed bytes. */
-  get bytes(): ArrayBuffer {
-    return this.#view.buffer as ArrayBuffer;
-  }
-  #next(): number {
-    const o = this.#offset;
-    if (o + 4 > UNIFORM_BYTES) throw new RangeError(`Params exceed ${UNIFORM_BYTES} bytes`);
-    this.#offset += 4;
-    return o;
-  }
-}
-
 /** The WebGPU device with everything the ops need. Get it with {@linkcode getGpu}. */
 export class Gpu {
   /** The WebGPU device. */
@@ -136,26 +88,16 @@ export class Gpu {
   /** Device limits (the adapter's own, as requested). */
   readonly limits: GPUSupportedLimits;
 
-  #pipelines = new Map<string, Kernel>();
-  #shaders = new Map<string, { source?: string; error?: Error }>();
-  #pool = new Map<number, GPUBuffer[]>();
-  #poolOrder = new Set<GPUBuffer>(); // freed buffers, oldest first
-  #poolLimit: number;
-  #arenas: GPUBuffer[] = [];
-  #staging: Uint8Array<ArrayBuffer>[] = [];
-  #uniformSlots = 0;
-  #groups = new Map<string, GPUBindGroup>();
-  #ids = new WeakMap<GPUBuffer, number>();
-  #nextId = 0;
+  #pipelines: PipelineCache;
+  #groups: BindGroupCache;
+  #uniforms: UniformArenas;
+  #pool: BufferPool;
   #encoder: GPUCommandEncoder | undefined;
   #pass: GPUComputePassEncoder | undefined;
   #pending = 0;
-  #live = 0;
-  #peak = 0;
-  #pooled = 0;
   #errors: Promise<GPUError | null>[] = [];
   #errorLabels: string[] = [];
-  #profile: { set: GPUQuerySet; next: number; capacity: number } | undefined;
+  #profile: TimestampRecorder | undefined;
   #lost: string | undefined;
 
   private constructor(
@@ -171,7 +113,13 @@ export class Gpu {
     this.hasTimestamps = device.features.has("timestamp-query");
     this.debug = debug;
     this.limits = device.limits;
-    this.#poolLimit = poolLimit;
+    this.#pipelines = new PipelineCache(device, (p, label) => this.#track(p, label));
+    this.#groups = new BindGroupCache(device);
+    this.#uniforms = new UniformArenas(device);
+    this.#pool = new BufferPool(device, poolLimit, {
+      flush: () => this.flush(),
+      invalidate: () => this.#groups.clear(),
+    });
     device.lost.then((info) => {
       this.#lost = `GPU device lost (${info.reason}): ${info.message}`;
     });
@@ -218,58 +166,16 @@ export class Gpu {
       debug,
       options.poolLimitBytes ?? 512 * 1024 * 1024,
     );
-    await gpu.#preload();
+    await gpu.#pipelines.preload();
     return gpu;
   }
 
-  async #preload(): Promise<void> {
-    const results = await Promise.allSettled(SHADER_FILES.map((n) => loadShaderSource(n)));
-    results.forEach((r, i) => {
-      this.#shaders.set(
-        SHADER_FILES[i],
-        r.status === "fulfilled" ? { source: r.value } : { error: r.reason as Error },
-      );
-    });
-  }
-
-  /** Returns (and caches) the pipeline for a kernel spec. */
+  /**
+   * Returns (and caches) the pipeline for a kernel spec, with the layouts of its bindings and
+   * of its uniform struct (see {@linkcode PipelineCache.kernel}).
+   */
   kernel(spec: KernelSpec): Kernel {
-    const key = JSON.stringify([spec.shader, spec.entry, spec.defines ?? {}, spec.constants ?? {}]);
-    const hit = this.#pipelines.get(key);
-    if (hit) return hit;
-    const entry = this.#shaders.get(spec.shader);
-    if (!entry) throw new Error(`Unknown shader "${spec.shader}" (not in src/gpu/manifest.ts)`);
-    if (entry.error) throw entry.error;
-    const code = preprocess(entry.source!, spec.defines);
-    const label = `${spec.shader}:${spec.entry}` +
-      (spec.defines ? ` ${JSON.stringify(spec.defines)}` : "") +
-      (spec.constants ? ` ${JSON.stringify(spec.constants)}` : "");
-    const bindings = parseBindings(code, spec.entry);
-    const layout = this.device.createBindGroupLayout({
-      label,
-      entries: bindings.map((b) => ({
-        binding: b.binding,
-        visibility: GPUShaderStage.COMPUTE,
-        buffer: {
-          type: b.kind === "uniform"
-            ? "uniform"
-            : (b.kind === "read" ? "read-only-storage" : "storage"),
-          hasDynamicOffset: b.kind === "uniform",
-        },
-      })),
-    });
-    // Always (not only in debug mode): a WGSL compile error otherwise fails silently.
-    this.device.pushErrorScope("validation");
-    const module = this.device.createShaderModule({ label, code });
-    const pipeline = this.device.createComputePipeline({
-      label,
-      layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-      compute: { module, entryPoint: spec.entry, constants: spec.constants },
-    });
-    this.#track(this.device.popErrorScope(), `creating ${label}`);
-    const k: Kernel = { id: this.#pipelines.size, label, pipeline, layout, bindings };
-    this.#pipelines.set(key, k);
-    return k;
+    return this.#pipelines.kernel(spec);
   }
 
   /**
@@ -278,13 +184,19 @@ export class Gpu {
    * @param kernel From {@linkcode Gpu.kernel}.
    * @param buffers Storage bindings in `@binding` order (after the uniform at 0, if the shader declares one).
    * @param workgroups Workgroup counts `[x, y?, z?]`.
-   * @param params Uniform block for `@binding(0)` when the shader declares a uniform.
+   * @param params The fields of the shader's uniform `struct Params` by name, e.g.
+   *   `{ rows, d, eps }` (omit, or `{}`, when the entry point uses no uniform). A deprecated
+   *   positional {@linkcode Params} is still accepted while call sites convert.
+   * @throws {TypeError} For a wrong number of buffers, or a missing, unknown or non-number param
+   *   (naming the kernel and the field).
+   * @throws {RangeError} For a workgroup count out of range, or a param out of its type's range
+   *   (NaN, a negative or fractional u32, ...).
    */
   dispatch(
     kernel: Kernel,
     buffers: readonly Binding[],
     workgroups: readonly number[],
-    params?: Params,
+    params?: ParamValues | Params,
   ): void {
     this.#checkAlive();
     const [x, y = 1, z = 1] = workgroups;
@@ -300,61 +212,48 @@ export class Gpu {
     let bi = 0;
     for (const decl of kernel.bindings) {
       if (decl.kind === "uniform") {
-        if (!params) throw new TypeError(`${kernel.label}: missing uniform params`);
-        const slot = this.#uniformSlots++;
-        arena = Math.floor(slot / ARENA_SLOTS);
-        dynamicOffset = (slot % ARENA_SLOTS) * UNIFORM_BYTES;
-        this.#arenaStaging(arena).set(new Uint8Array(params.bytes), dynamicOffset);
+        if (!params) {
+          throw new TypeError(
+            `${kernel.label}: missing uniform params { ${
+              kernel.params?.fields.map((f) => f.name).join(", ")
+            } } (struct ${kernel.params?.struct})`,
+          );
+        }
+        ({ arena, offset: dynamicOffset } = this.#uniforms.push(
+          kernel.label,
+          kernel.params,
+          params,
+        ));
         key += `|u${arena}`;
       } else {
         const b = buffers[bi++];
-        if (!b) throw new TypeError(this.#countMessage(kernel, buffers.length));
+        if (!b) throw new TypeError(bufferCountMessage(kernel, buffers.length));
         key += b instanceof GPUBuffer
-          ? `|${this.#bufferId(b)}`
-          : `|${this.#bufferId(b.buffer)}:${b.offset ?? 0}:${b.size ?? -1}`;
+          ? `|${this.#pool.id(b)}`
+          : `|${this.#pool.id(b.buffer)}:${b.offset ?? 0}:${b.size ?? -1}`;
       }
     }
-    if (bi !== buffers.length) throw new TypeError(this.#countMessage(kernel, buffers.length));
+    if (bi !== buffers.length) throw new TypeError(bufferCountMessage(kernel, buffers.length));
+    if (arena < 0 && params && !(params instanceof Params)) {
+      // No uniform in this entry point: only `{}` is accepted.
+      this.#checkNoParams(kernel, params);
+    }
     if (x === 0 || y === 0 || z === 0) return;
     if (this.debug) {
       this.device.pushErrorScope("validation");
       this.device.pushErrorScope("out-of-memory");
     }
-    let group = this.#groups.get(key);
-    if (!group) {
-      const entries: GPUBindGroupEntry[] = [];
-      let j = 0;
-      for (const decl of kernel.bindings) {
-        if (decl.kind === "uniform") {
-          entries.push({
-            binding: decl.binding,
-            resource: { buffer: this.#arenas[arena], offset: 0, size: UNIFORM_BYTES },
-          });
-        } else {
-          const b = buffers[j++];
-          entries.push({
-            binding: decl.binding,
-            resource: b instanceof GPUBuffer ? { buffer: b } : b,
-          });
-        }
-      }
-      group = this.device.createBindGroup({ layout: kernel.layout, entries });
-      if (this.#groups.size >= MAX_CACHED_GROUPS) this.#groups.clear();
-      this.#groups.set(key, group);
-    }
+    const group = this.#groups.get(
+      key,
+      kernel,
+      buffers,
+      arena >= 0 ? this.#uniforms.buffer(arena) : undefined,
+    );
     const offsets = dynamicOffset >= 0 ? [dynamicOffset] : [];
     const prof = this.#profile;
     if (prof || this.debug) {
       // One pass per dispatch: timestamps are per pass, and error scopes must see the dispatch.
-      let timestampWrites: GPUComputePassTimestampWrites | undefined;
-      if (prof && prof.next + 2 <= prof.capacity) {
-        timestampWrites = {
-          querySet: prof.set,
-          beginningOfPassWriteIndex: prof.next,
-          endOfPassWriteIndex: prof.next + 1,
-        };
-        prof.next += 2;
-      }
+      const timestampWrites = prof?.next();
       const pass = this.encoder().beginComputePass({ label: kernel.label, timestampWrites });
       pass.setPipeline(kernel.pipeline);
       pass.setBindGroup(0, group, offsets);
@@ -405,17 +304,7 @@ export class Gpu {
     if (!this.#encoder) return;
     // Upload this batch's uniform blocks (queued before the submit that reads them, and after
     // every earlier submit that read the previous contents).
-    for (let a = 0; a * ARENA_SLOTS < this.#uniformSlots; a++) {
-      const used = Math.min(ARENA_SLOTS, this.#uniformSlots - a * ARENA_SLOTS) * UNIFORM_BYTES;
-      this.device.queue.writeBuffer(
-        this.#arenas[a],
-        0,
-        this.#staging[a] as Uint8Array<ArrayBuffer>,
-        0,
-        used,
-      );
-    }
-    this.#uniformSlots = 0;
+    this.#uniforms.upload();
     const cb = this.#encoder.finish();
     this.#encoder = undefined;
     this.#pending = 0;
@@ -492,121 +381,52 @@ export class Gpu {
   /**
    * Allocates a storage buffer of at least `bytes` (rounded up to 16), reusing
    * a freed one of the same size when possible.
+   *
+   * @throws {RangeError} When the size exceeds the device's `maxBufferSize`.
    */
   alloc(bytes: number, label?: string): GPUBuffer {
     this.#checkAlive();
-    const size = Math.max(16, align(bytes, 16));
-    if (size > this.limits.maxBufferSize) {
-      throw new RangeError(
-        `Buffer of ${size} bytes exceeds this device's maxBufferSize (${this.limits.maxBufferSize})`,
-      );
-    }
-    // Reuse the free buffer of this size created first (lowest id): a program that allocates
-    // the same way every step (a decode step) then gets the same buffers every step, so its
-    // cached bind groups hit.
-    const list = this.#pool.get(size);
-    let buf: GPUBuffer | undefined;
-    if (list?.length) {
-      let best = 0;
-      for (let i = 1; i < list.length; i++) {
-        if (this.#bufferId(list[i]) < this.#bufferId(list[best])) best = i;
-      }
-      buf = list[best];
-      list[best] = list[list.length - 1];
-      list.pop();
-      this.#pooled -= size;
-      this.#poolOrder.delete(buf);
-    } else {
-      buf = this.device.createBuffer({ size, usage: STORAGE_USAGE, label });
-      this.#bufferId(buf);
-    }
-    this.#live += size;
-    if (this.#live > this.#peak) this.#peak = this.#live;
-    return buf;
+    return this.#pool.alloc(bytes, label);
   }
 
   /** Returns a buffer from {@linkcode Gpu.alloc} to the pool. */
   release(buffer: GPUBuffer): void {
-    const size = buffer.size;
-    this.#live -= size;
-    let list = this.#pool.get(size);
-    if (!list) this.#pool.set(size, list = []);
-    list.push(buffer);
-    this.#poolOrder.add(buffer);
-    this.#pooled += size;
-    while (this.#pooled > this.#poolLimit && this.#poolOrder.size) {
-      const old = this.#poolOrder.values().next().value!;
-      this.#poolOrder.delete(old);
-      const l = this.#pool.get(old.size)!;
-      l.splice(l.indexOf(old), 1);
-      this.#pooled -= old.size;
-      this.flush();
-      old.destroy();
-      this.#groups.clear(); // cached bind groups may reference it
-    }
+    this.#pool.release(buffer);
   }
 
   /** Destroys every pooled (freed) buffer. */
   trim(): void {
-    this.flush();
-    for (const b of this.#poolOrder) b.destroy();
-    this.#groups.clear();
-    this.#pool.clear();
-    this.#poolOrder.clear();
-    this.#pooled = 0;
+    this.#pool.trim();
   }
 
   /** Live, peak and pooled GPU bytes. */
   memory(): MemoryStats {
-    return { liveBytes: this.#live, peakBytes: this.#peak, pooledBytes: this.#pooled };
+    return this.#pool.memory();
   }
 
   /** Sets the peak to the current live bytes. */
   resetPeak(): void {
-    this.#peak = this.#live;
+    this.#pool.resetPeak();
   }
 
   /**
    * Runs `fn`, timing every dispatch it records with timestamp queries, and
    * returns the summed GPU time of those dispatches in milliseconds.
    * Requires `timestamp-query` ({@linkcode Gpu.hasTimestamps}).
+   *
+   * @param maxDispatches Dispatches timed (1..2048); later ones run untimed.
    */
   async profile(fn: () => void, maxDispatches = 2048): Promise<number> {
     if (!this.hasTimestamps) throw new Error("This device has no timestamp-query feature");
-    if (!(maxDispatches >= 1 && maxDispatches <= 2048)) {
-      throw new RangeError(
-        `profile(): maxDispatches must be in 1..2048 (a query set holds 4096), got ${maxDispatches}`,
-      );
-    }
+    const prof = new TimestampRecorder(this.device, maxDispatches);
     this.flush();
-    const capacity = maxDispatches * 2;
-    const set = this.device.createQuerySet({ type: "timestamp", count: capacity });
-    const prof = { set, next: 0, capacity };
     this.#profile = prof;
     try {
       fn();
     } finally {
       this.#profile = undefined;
     }
-    const used = prof.next; // only slots that dispatches wrote hold timestamps
-    if (used === 0) {
-      set.destroy();
-      return 0;
-    }
-    const resolve = this.device.createBuffer({
-      size: used * 8,
-      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-    });
-    this.encoder().resolveQuerySet(set, 0, used, resolve, 0);
-    const bytes = await this.read(resolve, used * 8);
-    resolve.destroy();
-    set.destroy();
-    const t = new BigUint64Array(bytes);
-    let ns = 0n;
-    for (let i = 0; i + 1 < used; i += 2) {
-      if (t[i + 1] > t[i]) ns += t[i + 1] - t[i];
-    }
-    return Number(ns) / 1e6;
+    return await prof.resolve(this.device, () => this.encoder(), (b, n) => this.read(b, n));
   }
 
   /**
@@ -619,29 +439,12 @@ export class Gpu {
     return [Math.ceil(count / y), y];
   }
 
-  #bufferId(b: GPUBuffer): number {
-    let id = this.#ids.get(b);
-    if (id === undefined) this.#ids.set(b, id = this.#nextId++);
-    return id;
-  }
-
-  #arenaStaging(a: number): Uint8Array {
-    while (this.#arenas.length <= a) {
-      this.#arenas.push(this.device.createBuffer({
-        size: ARENA_SLOTS * UNIFORM_BYTES,
-        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-        label: `uniform arena ${this.#arenas.length}`,
-      }));
-      this.#staging.push(new Uint8Array(ARENA_SLOTS * UNIFORM_BYTES));
+  #checkNoParams(kernel: Kernel, params: ParamValues): void {
+    for (const name in params) {
+      throw new TypeError(
+        `${kernel.label}: takes no params (its entry point uses no uniform), got "${name}"`,
+      );
     }
-    return this.#staging[a];
-  }
-
-  #countMessage(kernel: Kernel, got: number): string {
-    const used = kernel.bindings.filter((d) => d.kind !== "uniform").map((d) => d.binding);
-    return `${kernel.label}: expected ${used.length} storage buffers, got ${got}. Each entry point ` +
-      `binds only the variables it uses (here @binding ${used.join(", ")}), in @binding order; ` +
-      `see parseBindings() in src/gpu/shader.ts`;
   }
 
   #track(p: Promise<GPUError | null>, label: string): void {
@@ -662,11 +465,6 @@ export class Gpu {
   #checkAlive(): void {
     if (this.#lost) throw new Error(this.#lost);
   }
-}
-
-/** Rounds `n` up to a multiple of `a`. */
-export function align(n: number, a: number): number {
-  return Math.ceil(n / a) * a;
 }
 
 function readEnv(name: string): string | undefined {

@@ -136,3 +136,94 @@ function wordsReachableFrom(source: string, entry: string): Set<string> {
   }
   return words;
 }
+
+/** Scalar types a uniform `Params` field may have. */
+export type ParamType = "u32" | "i32" | "f32";
+
+/** One field of a shader's uniform struct. */
+export interface ParamField {
+  /** Field name as declared in WGSL. */
+  name: string;
+  /** Scalar type. */
+  type: ParamType;
+  /** Byte offset in the uniform block (WGSL layout: 4 bytes per scalar, in declaration order). */
+  offset: number;
+}
+
+/** The layout of the uniform struct bound at `@group(0)`, parsed from WGSL. */
+export interface ParamLayout {
+  /** Struct name (e.g. `Params`). */
+  struct: string;
+  /** Fields in declaration order. */
+  fields: readonly ParamField[];
+  /** Struct size in bytes (rounded up to 16, as WGSL sizes uniform structs). */
+  size: number;
+}
+
+const PARAM_TYPES = new Set<string>(["u32", "i32", "f32"]);
+
+/**
+ * Parses the struct of the `var<uniform>` binding of a shader, e.g.
+ * `struct Params { rows: u32, d: u32, eps: f32 }` → fields `rows@0, d@4, eps@8`.
+ * Only scalar `u32`/`i32`/`f32` fields are supported (each 4 bytes, 4-aligned,
+ * so offsets are 4 × position).
+ *
+ * @param source WGSL source (after {@linkcode preprocess}).
+ * @param maxBytes Largest struct size accepted (the uniform block size).
+ * @returns The layout, or `undefined` when the shader declares no uniform.
+ * @throws {SyntaxError} When the struct is missing, has a vector/array/other
+ *   non-scalar field or a layout attribute (naming the field), or exceeds `maxBytes`.
+ */
+export function parseParamLayout(source: string, maxBytes = 256): ParamLayout | undefined {
+  const code = source.replace(/\/\/[^\n]*/g, "").replace(/\/\*[\s\S]*?\*\//g, "");
+  const decl = /@group\(0\)\s*@binding\(\d+\)\s*var<\s*uniform\s*>\s*\w+\s*:\s*(\w+)/.exec(code);
+  if (!decl) return undefined;
+  const struct = decl[1];
+  const body = new RegExp(`\\bstruct\\s+${struct}\\s*\\{([^}]*)\\}`).exec(code);
+  if (!body) throw new SyntaxError(`Uniform struct ${struct} is not declared in the shader`);
+  const fields: ParamField[] = [];
+  for (const raw of splitTopLevel(body[1])) {
+    const text = raw.trim();
+    if (!text) continue;
+    const m = /^((?:@\w+\([^)]*\)\s*)*)(\w+)\s*:\s*(.+)$/s.exec(text);
+    if (!m) throw new SyntaxError(`struct ${struct}: cannot parse field "${text}"`);
+    const [, attrs, name, type] = m;
+    if (attrs.trim()) {
+      throw new SyntaxError(
+        `struct ${struct} field "${name}": layout attributes (${attrs.trim()}) are not supported`,
+      );
+    }
+    const t = type.replace(/\s+/g, "");
+    if (!PARAM_TYPES.has(t)) {
+      throw new SyntaxError(
+        `struct ${struct} field "${name}": type ${t} is not supported (uniform params are ` +
+          `scalars: u32, i32 or f32)`,
+      );
+    }
+    fields.push({ name, type: t as ParamType, offset: fields.length * 4 });
+  }
+  const size = Math.max(16, Math.ceil((fields.length * 4) / 16) * 16);
+  if (size > maxBytes) {
+    throw new SyntaxError(
+      `struct ${struct}: ${size} bytes exceed the ${maxBytes}-byte uniform block`,
+    );
+  }
+  return { struct, fields, size };
+}
+
+/** Splits struct members on the commas outside `<...>` (so `array<f32, 4>` stays whole). */
+function splitTopLevel(body: string): string[] {
+  const parts: string[] = [];
+  let depth = 0, start = 0;
+  for (let i = 0; i < body.length; i++) {
+    const c = body[i];
+    if (c === "<") depth++;
+    else if (c === ">") depth--;
+    else if (c === "," && depth === 0) {
+      parts.push(body.slice(start, i));
+      start = i + 1;
+    }
+  }
+  parts.push(body.slice(start));
+  return parts;
+}

@@ -53,7 +53,7 @@
  * @module
  */
 
-import { Gpu, Params } from "../gpu/device.ts";
+import { Gpu } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, assertRank, type FloatDType, output, sameDtype } from "./_launch.ts";
 
@@ -243,10 +243,19 @@ export function attention(
     groups = Math.ceil((B * Hq * T) / NAIVE_WG);
     constants = { D, WG: NAIVE_WG };
   }
-  const params = new Params()
-    .u32(B).u32(Hq).u32(Hkv).u32(G).u32(T).u32(S)
-    .i32(qoff).i32(Math.min(w ?? I32_MAX, I32_MAX))
-    .f32(scale).u32(flags).u32(tiles);
+  const params = {
+    B,
+    Hq,
+    Hkv,
+    G,
+    T,
+    S,
+    qoff,
+    window: Math.min(w ?? I32_MAX, I32_MAX),
+    scale,
+    flags,
+    tiles,
+  };
   if (groups > 0) {
     const kernel = gpu.kernel({
       shader: "attention",

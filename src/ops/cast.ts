@@ -29,7 +29,7 @@
  * @module
  */
 
-import { align, Params } from "../gpu/device.ts";
+import { align } from "../gpu/device.ts";
 import { type FloatDType, grid1d, output } from "./_launch.ts";
 import { roundToF16 } from "../tensor/dtype.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
@@ -64,7 +64,7 @@ export function cast<D extends FloatDType>(x: Tensor, dtype: D): Tensor<D> {
   }
   const entry = dtype === "f16" ? "f32_to_f16" : "f16_to_f32";
   const k = gpu.kernel({ shader: "cast", entry, constants: { WG } });
-  gpu.dispatch(k, [x.buffer, out.buffer], grid1d(Math.ceil(n / 2), WG), new Params().u32(n));
+  gpu.dispatch(k, [x.buffer, out.buffer], grid1d(Math.ceil(n / 2), WG), { n });
   return out;
 }
 

@@ -20,7 +20,6 @@
  * @module
  */
 
-import { Params } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, type FloatDType, grid1d, output, sameDtype } from "./_launch.ts";
 
@@ -54,7 +53,7 @@ function binary(
     k,
     entry === "scale" ? [a.buffer, out.buffer] : [a.buffer, b.buffer, out.buffer],
     grid1d(a.size, WG),
-    new Params().u32(a.size).u32(Math.max(1, b.size)).f32(alpha),
+    { n: a.size, m: Math.max(1, b.size), alpha },
   );
   return out;
 }

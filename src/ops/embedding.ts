@@ -36,7 +36,6 @@
  * @module
  */
 
-import { Params } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, type FloatDType, grid1d, output } from "./_launch.ts";
 
@@ -122,7 +121,7 @@ export function embedding(
     k,
     [ids.buffer, table.buffer, out.buffer],
     grid1d(n, WG),
-    new Params().u32(n).u32(h).u32(rows).i32(rowOffset).u32(opts.out ? 0 : 1),
+    { n, h, rows, row_offset: rowOffset, zero_missing: opts.out ? 0 : 1 },
   );
   return out;
 }

@@ -18,7 +18,6 @@
  * @module
  */
 
-import { Params } from "../gpu/device.ts";
 import type { DType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { assertRank, grid1d, output } from "./_launch.ts";
@@ -41,7 +40,7 @@ export function swapAxes12<D extends DType>(x: Tensor<D>): Tensor<D> {
     k,
     [x.buffer, out.buffer],
     grid1d(x.size, WG),
-    new Params().u32(a).u32(b).u32(c).u32(d),
+    { a, b, c, d },
   );
   return out;
 }

@@ -46,7 +46,7 @@
  * @module
  */
 
-import { type Binding, Gpu, Params } from "../gpu/device.ts";
+import { type Binding, Gpu } from "../gpu/device.ts";
 import { bytesPer } from "../tensor/dtype.ts";
 import { fmtShape, numel, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, type FloatDType, output, sameDtype } from "./_launch.ts";
@@ -408,10 +408,20 @@ function launch(l: Launch): void {
       : variant === "tiled"
       ? Math.ceil(l.N / 64) * Math.ceil(rows / 64) * l.batch
       : Math.ceil(l.N / 8) * Math.ceil(rows / gemvRows) * l.batch;
-    const params = new Params()
-      .u32(rows).u32(l.N).u32(l.K).u32(l.batch)
-      .u32(l.strideA).u32(l.strideB).u32(l.strideC).u32(l.ldc)
-      .u32(aWin.off).u32(bWin.off).u32(cWin.off).u32(l.bias ? 1 : 0);
+    const params = {
+      M: rows,
+      N: l.N,
+      K: l.K,
+      batch: l.batch,
+      strideA: l.strideA,
+      strideB: l.strideB,
+      strideC: l.strideC,
+      ldc: l.ldc,
+      offA: aWin.off,
+      offB: bWin.off,
+      offC: cWin.off,
+      hasBias: l.bias ? 1 : 0,
+    };
     gpu.dispatch(
       kernelFor(rows),
       [aWin.binding, bWin.binding, biasWin.binding, cWin.binding],

@@ -36,7 +36,7 @@
  * @module
  */
 
-import { Gpu, type Kernel, type KernelSpec, Params } from "../gpu/device.ts";
+import { Gpu, type Kernel, type KernelSpec } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, type FloatDType, output, rowWorkgroupSize } from "./_launch.ts";
 
@@ -62,7 +62,7 @@ function reduce(op: ReduceOp, x: Tensor): Tensor {
   const entry = op === "argmax" ? "reduce_argmax" : op === "max" ? "reduce_max" : "reduce_sum";
   const k = kernelOf(gpu, { shader: "reduce", entry, defines: { T: x.dtype }, constants: { WG } });
   const scale = op === "mean" ? 1 / n : 1;
-  gpu.dispatch(k, [x.buffer, out.buffer], Gpu.grid(rows), new Params().u32(rows).u32(n).f32(scale));
+  gpu.dispatch(k, [x.buffer, out.buffer], Gpu.grid(rows), { rows, n, scale });
   return out;
 }
 

@@ -36,7 +36,7 @@
  * @module
  */
 
-import { Gpu, Params } from "../gpu/device.ts";
+import { Gpu } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, type FloatDType, output } from "./_launch.ts";
 
@@ -89,7 +89,7 @@ export function rmsNorm(x: Tensor, gain: Tensor, eps: number): Tensor<FloatDType
     k,
     [x.buffer, gain.buffer, out.buffer],
     Gpu.grid(rows),
-    new Params().u32(rows).u32(d).f32(eps),
+    { rows, d, eps },
   );
   return out;
 }

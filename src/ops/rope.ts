@@ -50,7 +50,6 @@
  * @module
  */
 
-import { Params } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, type FloatDType, grid1d, output } from "./_launch.ts";
 
@@ -276,8 +275,15 @@ export function rope(
     k,
     [x.buffer, positions.buffer, invFreq.buffer, out.buffer],
     grid1d(n, WG),
-    new Params().u32(n).u32(D / 2).u32(H).u32(T).u32(layout === "BHTD" ? 0 : 1)
-      .u32(batched ? 1 : 0).u32(0),
+    {
+      n,
+      half: D / 2,
+      heads: H,
+      seq: T,
+      tokens_first: layout === "BHTD" ? 0 : 1,
+      pos_batched: batched ? 1 : 0,
+      zero: 0,
+    },
   );
   return out;
 }

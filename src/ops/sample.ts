@@ -86,7 +86,7 @@
  * @module
  */
 
-import { Gpu, Params } from "../gpu/device.ts";
+import { Gpu } from "../gpu/device.ts";
 import { pcgHash } from "../tensor/random.ts";
 import { fmtShape, Tensor } from "../tensor/tensor.ts";
 
@@ -226,8 +226,19 @@ export function sample(logits: Tensor, opts: SampleOptions & SampleTargets = {})
     defines: { T: logits.dtype },
     constants: { WG: workgroupSize(gpu, V) },
   });
-  const params = new Params().u32(B).u32(V).u32(offset).u32(cols).u32(col).u32(topK)
-    .f32(invTemp).f32(topP).u32(seed).u32(step).u32(stepT ? 1 : 0);
+  const params = {
+    rows: B,
+    vocab: V,
+    out_offset: offset,
+    log_cols: cols,
+    log_col: col,
+    top_k: topK,
+    inv_temp: invTemp,
+    top_p: topP,
+    seed: seed >>> 0, // integers modulo 2^32
+    step: step >>> 0,
+    step_from_buffer: stepT ? 1 : 0,
+  };
   const buffers = [logits.buffer, (stepT ?? logits).buffer, out.buffer];
   if (log) buffers.push(log.buffer);
   gpu.dispatch(k, buffers, Gpu.grid(B), params);

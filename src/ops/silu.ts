@@ -26,7 +26,6 @@
  * @module
  */
 
-import { Params } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, type FloatDType, grid1d, output, sameDtype } from "./_launch.ts";
 
@@ -42,7 +41,7 @@ function launch(entry: "silu" | "swiglu", a: Tensor, b?: Tensor): Tensor<FloatDT
     k,
     b ? [a.buffer, b.buffer, out.buffer] : [a.buffer, out.buffer],
     grid1d(a.size, WG),
-    new Params().u32(a.size),
+    { n: a.size },
   );
   return out;
 }

@@ -36,7 +36,7 @@
  * @module
  */
 
-import { Gpu, type Kernel, type KernelSpec, Params } from "../gpu/device.ts";
+import { Gpu, type Kernel, type KernelSpec } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, type FloatDType, output, rowWorkgroupSize } from "./_launch.ts";
 
@@ -148,10 +148,24 @@ function launch(entry: "softmax" | "log_softmax", x: Tensor, opts: SoftmaxOption
   const k: Kernel = gpu.kernel(spec);
   const g = [...layout.groups];
   while (g.length < 4) g.push([1, 0]);
-  const params = new Params().u32(rows).u32(n).u32(mask ? 1 : 0).u32(layout.inner);
-  for (const [d] of g) params.u32(d);
-  for (const [, s] of g) params.u32(s);
-  params.u32(causal).u32(T).i32(queryOffset).f32(LOWEST[x.dtype]);
+  const params = {
+    rows,
+    n,
+    has_mask: mask ? 1 : 0,
+    mask_inner: layout.inner,
+    d0: g[0][0],
+    d1: g[1][0],
+    d2: g[2][0],
+    d3: g[3][0],
+    s0: g[0][1],
+    s1: g[1][1],
+    s2: g[2][1],
+    s3: g[3][1],
+    causal,
+    t: T,
+    query_offset: queryOffset,
+    lowest: LOWEST[x.dtype],
+  };
   gpu.dispatch(k, [x.buffer, (mask ?? x).buffer, out.buffer], Gpu.grid(rows), params);
   return out;
 }

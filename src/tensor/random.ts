@@ -15,7 +15,7 @@
  * @module
  */
 
-import { Gpu, Params } from "../gpu/device.ts";
+import { Gpu } from "../gpu/device.ts";
 import type { DType } from "./dtype.ts";
 import { numel, Tensor } from "./tensor.ts";
 
@@ -56,7 +56,7 @@ export function randomTensor(
     defines: { T: dtype },
     constants: { WG },
   });
-  const params = new Params().u32(n).u32(opts.seed).u32(normal ? 1 : 0).f32(a).f32(b);
+  const params = { n, seed: opts.seed >>> 0, dist: normal ? 1 : 0, lo: a, hi: b };
   gpu.dispatch(k, [t.buffer], Gpu.grid(Math.ceil(n / WG)), params);
   return t;
 }

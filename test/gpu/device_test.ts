@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Gpu, Params } from "../../src/gpu/device.ts";
+import { Gpu } from "../../src/gpu/device.ts";
 import { SHADER_FILES } from "../../src/gpu/manifest.ts";
 import { parseBindings, preprocess } from "../../src/gpu/shader.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
@@ -61,7 +61,7 @@ Deno.test({
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
     // A MAP_READ buffer cannot be bound as storage: a validation error.
-    dbg.dispatch(k, [small, small, mapped], [1], new Params().u32(4).u32(4));
+    dbg.dispatch(k, [small, small, mapped], [1], { n: 4, m: 4, alpha: 1 });
     await assert.rejects(() => dbg.sync(), /GPU error in elementwise:add/);
     dbg.device.destroy();
   },

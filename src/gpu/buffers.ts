@@ -1,0 +1,139 @@
+/**
+ * The storage buffer pool: allocation rounded to 16 bytes, reuse of freed
+ * buffers of the same size (lowest id first, so a program that allocates the
+ * same way every step gets the same buffers and its cached bind groups hit),
+ * a byte limit on what is kept, and live/peak/pooled accounting.
+ *
+ * @module
+ */
+
+/** GPU memory accounting in bytes. */
+export interface MemoryStats {
+  /** Bytes in buffers held by tensors and caches. */
+  liveBytes: number;
+  /** Highest `liveBytes` seen since the start or the last `Gpu.resetPeak()`. */
+  peakBytes: number;
+  /** Bytes in freed buffers kept for reuse. */
+  pooledBytes: number;
+}
+
+const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+/** Rounds `n` up to a multiple of `a`. */
+export function align(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+/** Hooks the pool calls before destroying a buffer (submit pending work, drop cached bind groups). */
+export interface PoolHooks {
+  /** Submits recorded work that may still use the buffer. */
+  flush(): void;
+  /** Forgets cached bind groups (they may reference a destroyed buffer). */
+  invalidate(): void;
+}
+
+/** Storage buffers by size, with a stable id per buffer. */
+export class BufferPool {
+  #device: GPUDevice;
+  #hooks: PoolHooks;
+  #limit: number;
+  #pool = new Map<number, GPUBuffer[]>();
+  #order = new Set<GPUBuffer>(); // freed buffers, oldest first
+  #ids = new WeakMap<GPUBuffer, number>();
+  #nextId = 0;
+  #live = 0;
+  #peak = 0;
+  #pooled = 0;
+
+  /**
+   * @param device Device to create buffers on.
+   * @param limitBytes Bytes of freed buffers kept before the oldest are destroyed.
+   * @param hooks Called before a pooled buffer is destroyed.
+   */
+  constructor(device: GPUDevice, limitBytes: number, hooks: PoolHooks) {
+    this.#device = device;
+    this.#limit = limitBytes;
+    this.#hooks = hooks;
+  }
+
+  /** A stable small integer for `b` (bind group cache keys; lowest-id reuse). */
+  id(b: GPUBuffer): number {
+    let id = this.#ids.get(b);
+    if (id === undefined) this.#ids.set(b, id = this.#nextId++);
+    return id;
+  }
+
+  /**
+   * A storage buffer of at least `bytes` (rounded up to 16), reusing a freed one of the same
+   * size when possible.
+   *
+   * @throws {RangeError} When the size exceeds the device's `maxBufferSize`.
+   */
+  alloc(bytes: number, label?: string): GPUBuffer {
+    const size = Math.max(16, align(bytes, 16));
+    const max = this.#device.limits.maxBufferSize;
+    if (size > max) {
+      throw new RangeError(`Buffer of ${size} bytes exceeds this device's maxBufferSize (${max})`);
+    }
+    const list = this.#pool.get(size);
+    let buf: GPUBuffer | undefined;
+    if (list?.length) {
+      let best = 0;
+      for (let i = 1; i < list.length; i++) {
+        if (this.id(list[i]) < this.id(list[best])) best = i;
+      }
+      buf = list[best];
+      list[best] = list[list.length - 1];
+      list.pop();
+      this.#pooled -= size;
+      this.#order.delete(buf);
+    } else {
+      buf = this.#device.createBuffer({ size, usage: STORAGE_USAGE, label });
+      this.id(buf);
+    }
+    this.#live += size;
+    if (this.#live > this.#peak) this.#peak = this.#live;
+    return buf;
+  }
+
+  /** Returns a buffer from {@linkcode BufferPool.alloc}; the oldest pooled ones beyond the limit are destroyed. */
+  release(buffer: GPUBuffer): void {
+    const size = buffer.size;
+    this.#live -= size;
+    let list = this.#pool.get(size);
+    if (!list) this.#pool.set(size, list = []);
+    list.push(buffer);
+    this.#order.add(buffer);
+    this.#pooled += size;
+    while (this.#pooled > this.#limit && this.#order.size) {
+      const old = this.#order.values().next().value!;
+      this.#order.delete(old);
+      const l = this.#pool.get(old.size)!;
+      l.splice(l.indexOf(old), 1);
+      this.#pooled -= old.size;
+      this.#hooks.flush();
+      old.destroy();
+      this.#hooks.invalidate();
+    }
+  }
+
+  /** Destroys every pooled (freed) buffer. */
+  trim(): void {
+    this.#hooks.flush();
+    for (const b of this.#order) b.destroy();
+    this.#hooks.invalidate();
+    this.#pool.clear();
+    this.#order.clear();
+    this.#pooled = 0;
+  }
+
+  /** Live, peak and pooled bytes. */
+  memory(): MemoryStats {
+    return { liveBytes: this.#live, peakBytes: this.#peak, pooledBytes: this.#pooled };
+  }
+
+  /** Sets the peak to the current live bytes. */
+  resetPeak(): void {
+    this.#peak = this.#live;
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * Uniforms: kernel parameters packed by field name against the WGSL
+ * `struct Params` of the shader (parsed by {@linkcode parseParamLayout}), and
+ * the per-batch uniform arenas they are written into.
+ *
+ * A launcher passes a plain object, `gpu.dispatch(k, bufs, wg, { rows, d, eps })`;
+ * each value is checked against its field's type (u32: integer 0..2^32-1, i32:
+ * integer -2^31..2^31-1, f32: any number but NaN) and written at the field's
+ * offset. A missing, unknown or mistyped field is an error naming the kernel and
+ * the field. The positional {@linkcode Params} builder is kept (deprecated) while
+ * call sites convert.
+ *
+ * @module
+ */
+
+import type { ParamLayout } from "./shader.ts";
+
+/** Bytes of one uniform block (the dynamic-offset alignment, and the largest `Params`). */
+export const UNIFORM_BYTES = 256;
+/** Uniform blocks per arena buffer (64 KiB, the minimum maxUniformBufferBindingSize). */
+const ARENA_SLOTS = 256;
+
+/** Kernel parameters by `struct Params` field name, e.g. `{ rows: 4, d: 64, eps: 1e-6 }`. */
+export type ParamValues = Readonly<Record<string, number>>;
+
+/**
+ * Builds a 256-byte uniform block from scalar fields, in WGSL struct order.
+ *
+ * @deprecated Pass a {@linkcode ParamValues} object (fields by name) to
+ * `gpu.dispatch` instead; this positional builder goes once every call site has converted.
+ */
+export class Params {
+  #view = new DataView(new ArrayBuffer(UNIFORM_BYTES));
+  #offset = 0;
+  /** Appends a `u32`. */
+  u32(v: number): this {
+    this.#view.setUint32(this.#next(), v >>> 0, true);
+    return this;
+  }
+  /** Appends an `i32`. */
+  i32(v: number): this {
+    this.#view.setInt32(this.#next(), v | 0, true);
+    return this;
+  }
+  /** Appends an `f32`. */
+  f32(v: number): this {
+    this.#view.setFloat32(this.#next(), v, true);
+    return this;
+  }
+  /** The packed bytes. */
+  get bytes(): ArrayBuffer {
+    return this.#view.buffer as ArrayBuffer;
+  }
+  #next(): number {
+    const o = this.#offset;
+    if (o + 4 > UNIFORM_BYTES) throw new RangeError(`Params exceed ${UNIFORM_BYTES} bytes`);
+    this.#offset += 4;
+    return o;
+  }
+}
+
+/**
+ * Writes `values` into `view` at `offset`, field by field as `layout` declares them.
+ *
+ * @param label Kernel label, for error messages.
+ * @param layout The entry point's uniform struct, or `undefined` when it uses no uniform.
+ * @throws {TypeError} For a missing or unknown field, or a value that is not a number.
+ * @throws {RangeError} For NaN, a non-integer or out-of-range u32/i32.
+ */
+export function packParams(
+  label: string,
+  layout: ParamLayout | undefined,
+  values: ParamValues,
+  view: DataView,
+  offset = 0,
+): void {
+  if (typeof values !== "object" || values === null) {
+    throw new TypeError(`${label}: params must be an object of struct fields, got ${values}`);
+  }
+  const fields = layout?.fields ?? [];
+  for (const f of fields) {
+    const v = values[f.name];
+    if (v === undefined) {
+      throw new TypeError(
+        `${label}: missing param "${f.name}" (${f.type}) of struct ${layout!.struct}`,
+      );
+    }
+    if (typeof v !== "number") {
+      throw new TypeError(
+        `${label}: param "${f.name}" must be a number (${f.type}), got ${typeof v}`,
+      );
+    }
+    const o = offset + f.offset;
+    if (f.type === "f32") {
+      if (Number.isNaN(v)) throw new RangeError(`${label}: param "${f.name}" (f32) is NaN`);
+      view.setFloat32(o, v, true);
+    } else if (f.type === "u32") {
+      if (!(Number.isInteger(v) && v >= 0 && v <= 0xffffffff)) {
+        throw new RangeError(
+          `${label}: param "${f.name}" must be an integer in 0..2^32-1 (u32), got ${v}`,
+        );
+      }
+      view.setUint32(o, v, true);
+    } else {
+      if (!(Number.isInteger(v) && v >= -0x80000000 && v <= 0x7fffffff)) {
+        throw new RangeError(
+          `${label}: param "${f.name}" must be an integer in -2^31..2^31-1 (i32), got ${v}`,
+        );
+      }
+      view.setInt32(o, v, true);
+    }
+  }
+  let n = 0;
+  for (const _ in values) n++;
+  if (n !== fields.length) {
+    const known = new Set(fields.map((f) => f.name));
+    const extra = Object.keys(values).filter((k) => !known.has(k));
+    throw new TypeError(
+      layout
+        ? `${label}: unknown param "${extra[0]}" (struct ${layout.struct} has ${
+          fields.map((f) => f.name).join(", ")
+        })`
+        : `${label}: takes no params (its entry point uses no uniform), got "${extra[0]}"`,
+    );
+  }
+}
+
+/**
+ * Uniform blocks of the dispatches recorded since the last submit: 256-byte slots
+ * of arena buffers, selected by dynamic offsets (so bind groups stay cacheable),
+ * staged on the CPU and uploaded with one write per arena before the submit.
+ */
+export class UniformArenas {
+  #device: GPUDevice;
+  #arenas: GPUBuffer[] = [];
+  #staging: Uint8Array<ArrayBuffer>[] = [];
+  #views: DataView[] = [];
+  #slots = 0;
+
+  /** @param device Device that owns the arena buffers. */
+  constructor(device: GPUDevice) {
+    this.#device = device;
+  }
+
+  /**
+   * Takes the next slot and writes the uniform block into it.
+   *
+   * @param label Kernel label (errors).
+   * @param layout The entry point's uniform struct.
+   * @param params Fields by name, or a deprecated positional {@linkcode Params}.
+   * @returns The arena index and the slot's byte offset in it.
+   */
+  push(
+    label: string,
+    layout: ParamLayout | undefined,
+    params: ParamValues | Params,
+  ): { arena: number; offset: number } {
+    const slot = this.#slots;
+    const arena = Math.floor(slot / ARENA_SLOTS);
+    const offset = (slot % ARENA_SLOTS) * UNIFORM_BYTES;
+    this.#ensure(arena);
+    if (params instanceof Params) {
+      this.#staging[arena].set(new Uint8Array(params.bytes), offset);
+    } else {
+      packParams(label, layout, params, this.#views[arena], offset);
+    }
+    this.#slots++;
+    return { arena, offset };
+  }
+
+  /** The GPU buffer of arena `a`. */
+  buffer(a: number): GPUBuffer {
+    return this.#arenas[a];
+  }
+
+  /** Queues the upload of every slot written since the last upload and starts over. */
+  upload(): void {
+    for (let a = 0; a * ARENA_SLOTS < this.#slots; a++) {
+      const used = Math.min(ARENA_SLOTS, this.#slots - a * ARENA_SLOTS) * UNIFORM_BYTES;
+      this.#device.queue.writeBuffer(this.#arenas[a], 0, this.#staging[a], 0, used);
+    }
+    this.#slots = 0;
+  }
+
+  #ensure(a: number): void {
+    while (this.#arenas.length <= a) {
+      this.#arenas.push(this.#device.createBuffer({
+        size: ARENA_SLOTS * UNIFORM_BYTES,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        label: `uniform arena ${this.#arenas.length}`,
+      }));
+      const bytes = new Uint8Array(ARENA_SLOTS * UNIFORM_BYTES);
+      this.#staging.push(bytes);
+      this.#views.push(new DataView(bytes.buffer));
+    }
+  }
+}
