@@ -25,11 +25,11 @@ export {
   type KernelSpec,
   type MemoryStats,
   Params,
+  type ParamValues,
 } from "./src/gpu/device.ts";
-export type { BindingDecl } from "./src/gpu/shader.ts";
-export type { FloatDType } from "./src/ops/_launch.ts";
+export type { BindingDecl, ParamField, ParamLayout, ParamType } from "./src/gpu/shader.ts";
 export { readTensors, Tensor } from "./src/tensor/tensor.ts";
-export type { ArrayFor, DType } from "./src/tensor/dtype.ts";
+export type { ArrayFor, DType, FloatDType } from "./src/tensor/dtype.ts";
 export { type RandomOptions, randomTensor } from "./src/tensor/random.ts";
 export { add, axpy, elementwiseReference, mul, scale } from "./src/ops/elementwise.ts";
 export {
@@ -140,7 +140,6 @@ export {
   type CaptureName,
   type ForwardMode,
   type ForwardOptions,
-  type LayerCache,
   Transformer,
 } from "./src/model/transformer.ts";
 export {
@@ -155,21 +154,30 @@ export {
 export * as oracle from "./src/dms/oracle.ts";
 export type { AttendOptions, KvCache, KvCacheStats } from "./src/cache/kv_cache.ts";
 export {
-  createDenseCache,
   createDmsCache,
-  type DenseCacheOptions,
   DmsCache,
   type DmsCacheOptions,
   type DmsPageState,
+  DmsPolicy,
 } from "./src/dms/dms_cache.ts";
+export { createDenseCache, type DenseCacheOptions, DensePolicy } from "./src/policies/dense.ts";
+export type { CachePolicy, PolicyStep } from "./src/cache/policy.ts";
+export { PagedKvCache } from "./src/cache/paged_kv_cache.ts";
 export {
-  type PagedAttentionArgs,
+  type LayerPool,
   PagedKvStorage,
   type PagedStorageOptions,
   type PageEntries,
-} from "./src/cache/paged_cache.ts";
+} from "./src/cache/paged_storage.ts";
 export {
-  type CachePolicy,
+  pagedAttention,
+  type PagedAttentionArgs,
+  pagedAttentionReference,
+  type PagedReferenceOptions,
+  type PagedReferenceShape,
+} from "./src/cache/paged_attention.ts";
+export {
+  type CachePolicyName,
   createCacheFor,
   generate,
   type GenerateChunk,

@@ -5,11 +5,11 @@
  */
 
 import { Gpu } from "../gpu/device.ts";
-import type { DType } from "../tensor/dtype.ts";
+import type { DType, FloatDType } from "../tensor/dtype.ts";
 import { fmtShape, Tensor } from "../tensor/tensor.ts";
 
-/** Float dtypes an op can compute on. */
-export type FloatDType = "f32" | "f16";
+/** Float dtypes an op can compute on (moved to src/tensor/dtype.ts; re-exported for importers). */
+export type { FloatDType };
 
 /** Throws a `TypeError` unless the tensor holds floats. */
 export function assertFloat(t: Tensor, what: string): asserts t is Tensor<FloatDType> {

@@ -30,8 +30,8 @@
  */
 
 import { align } from "../gpu/device.ts";
-import { type FloatDType, grid1d, output } from "./_launch.ts";
-import { roundToF16 } from "../tensor/dtype.ts";
+import { grid1d, output } from "./_launch.ts";
+import { type FloatDType, roundToF16 } from "../tensor/dtype.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 
 const WG = 256;

@@ -47,9 +47,9 @@
  */
 
 import { type Binding, Gpu } from "../gpu/device.ts";
-import { bytesPer } from "../tensor/dtype.ts";
+import { bytesPer, type FloatDType } from "../tensor/dtype.ts";
 import { fmtShape, numel, type Tensor } from "../tensor/tensor.ts";
-import { assertFloat, type FloatDType, output, sameDtype } from "./_launch.ts";
+import { assertFloat, output, sameDtype } from "./_launch.ts";
 
 /** Kernel choice: `auto` picks `gemv` for M ≤ {@linkcode GEMV_MAX_M}, `tiled` otherwise. */
 export type MatmulVariant = "auto" | "naive" | "tiled" | "gemv";

@@ -38,7 +38,8 @@
 
 import { Gpu, type Kernel, type KernelSpec } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
-import { assertFloat, type FloatDType, output, rowWorkgroupSize } from "./_launch.ts";
+import type { FloatDType } from "../tensor/dtype.ts";
+import { assertFloat, output, rowWorkgroupSize } from "./_launch.ts";
 
 /** A reduction over the last dimension. */
 export type ReduceOp = "sum" | "mean" | "max" | "argmax";

@@ -51,7 +51,8 @@
  */
 
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
-import { assertFloat, type FloatDType, grid1d, output } from "./_launch.ts";
+import type { FloatDType } from "../tensor/dtype.ts";
+import { assertFloat, grid1d, output } from "./_launch.ts";
 
 const WG = 256;
 

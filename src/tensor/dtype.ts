@@ -7,6 +7,9 @@
 /** Tensor element type. `f16` needs the device's `shader-f16` feature. */
 export type DType = "f32" | "f16" | "i32" | "u32";
 
+/** Float dtypes an op can compute on (the storage type `T` of the float kernels). */
+export type FloatDType = "f32" | "f16";
+
 /** CPU array type returned by `Tensor.toArray()` for each dtype (f16 is widened to f32). */
 export type ArrayFor<D extends DType> = D extends "i32" ? Int32Array
   : D extends "u32" ? Uint32Array
