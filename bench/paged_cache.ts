@@ -1,23 +1,23 @@
 /**
- * Benchmark of the paged KV cache (not a test): one decode step (DMS update, scatter, paged
- * flash-decoding attention, merge) and one prefill chunk, for Qwen3-8B-like heads (Hkv = 8,
+ * Benchmark of the paged KV cache (not a test), dense and DMS policies: one decode step (slot
+ * update, scatter, paged flash-decoding attention, merge) and one prefill chunk, for Qwen3-8B-like heads (Hkv = 8,
  * G = 4, D = 128, f16 when available), GPU time from timestamp queries (median of reps).
  * Decode reports the effective bandwidth of reading the live K and V once.
  *
- * Usage: `deno run -A test/cache/_bench.ts [--quick]`
+ * Usage: `deno run -A bench/paged_cache.ts [--quick]`
  *
  * @module
  */
 
 import { getGpu } from "../src/gpu/device.ts";
 import { createDmsCache } from "../src/dms/dms_cache.ts";
-import { randomArray } from "../test/_util.ts";
+import { createDenseCache } from "../src/policies/dense.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 
 const gpu = await getGpu();
 const cpu = gpu.description.includes("llvmpipe");
 const quick = Deno.args.includes("--quick") || cpu;
-const dtype = gpu.hasF16 ? "f16" : "f32";
+const dtype: "f32" | "f16" = gpu.hasF16 ? "f16" : "f32";
 const [B, Hkv, G, D] = [1, 8, 4, 128];
 const Hq = Hkv * G;
 const contexts = quick ? [512, 2048] : [1024, 4096, 16384, 32768];
@@ -38,6 +38,19 @@ function rnd(shape: number[], seed: number, dt: "f32" | "f16" | "i32" = dtype): 
   return Tensor.fromArray(gpu, randomArray(n, seed), shape, dt);
 }
 
+/** n uniform values in [lo, hi) from a seeded mulberry32 stream (the benchmark's own inputs). */
+function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), s | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = lo + (hi - lo) * (((t ^ (t >>> 14)) >>> 0) / 4294967296);
+  }
+  return out;
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
@@ -45,17 +58,10 @@ function median(xs: number[]): number {
 
 for (const evict of [false, true]) {
   for (const ctx of contexts) {
-    using cache = createDmsCache(gpu, {
-      layers: 1,
-      batch: B,
-      kvHeads: Hkv,
-      headDim: D,
-      window: 512,
-      blockSize: 256,
-      dtype,
-      evict,
-      preallocateTokens: ctx + 1024,
-    });
+    const sizes = { layers: 1, batch: B, kvHeads: Hkv, headDim: D, blockSize: 256, dtype };
+    using cache = evict
+      ? createDmsCache(gpu, { ...sizes, window: 512, preallocateTokens: ctx + 1024 })
+      : createDenseCache(gpu, { ...sizes, preallocateTokens: ctx + 1024 });
     let prefillMs = 0, t = 0, seed = 1;
     while (t < ctx) {
       const n = Math.min(chunk, ctx - t);

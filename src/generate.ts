@@ -32,18 +32,19 @@
 import { Tensor } from "./tensor/tensor.ts";
 import type { Transformer } from "./model/transformer.ts";
 import type { KvCache, KvCacheStats } from "./cache/kv_cache.ts";
-import { createDenseCache, createDmsCache } from "./dms/dms_cache.ts";
+import { createDmsCache } from "./dms/dms_cache.ts";
+import { createDenseCache } from "./policies/dense.ts";
 import { sample, type SampleOptions } from "./ops/sample.ts";
 
-/** Which cache policy to generate with. */
-export type CachePolicy = "dms" | "dense";
+/** Which cache policy to generate with (the policies: `CachePolicy` in src/cache/policy.ts). */
+export type CachePolicyName = "dms" | "dense";
 
 /** Options of {@linkcode generate}. */
 export interface GenerateOptions {
   /** New tokens per sequence at most. */
   maxTokens: number;
   /** Cache policy (default "dms" when the config is a DMS checkpoint, else "dense"), or a cache to (re)use. */
-  cache?: CachePolicy | KvCache;
+  cache?: CachePolicyName | KvCache;
   /** Sampling (default greedy). `seed` makes it reproducible. */
   sampling?: SampleOptions;
   /** Token ids that end a sequence (default: the config's `eos_token_id`). */
@@ -71,7 +72,11 @@ export interface GenerateResult {
 }
 
 /** Creates the cache a model generates with. */
-export function createCacheFor(model: Transformer, batch: number, policy: CachePolicy): KvCache {
+export function createCacheFor(
+  model: Transformer,
+  batch: number,
+  policy: CachePolicyName,
+): KvCache {
   const c = model.config;
   const base = {
     layers: c.numLayers,

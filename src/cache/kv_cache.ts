@@ -2,7 +2,7 @@
  * The `KvCache` interface: what the model's attention layer talks to, shared by the dense
  * cache, the DMS cache ({@linkcode ../dms/dms_cache.ts}) and later baselines (TOVA, H2O,
  * StreamingLLM, Quest). All of them keep their entries in the same paged per-head storage
- * ({@linkcode ./paged_cache.ts}); a policy only decides which slot each new entry takes and
+ * ({@linkcode ./paged_storage.ts}); a policy ({@linkcode ./policy.ts}) only decides which slot each new entry takes and
  * which entries leave.
  *
  * @example One model step through any cache

@@ -8,8 +8,8 @@
  *   still zeroed, as the reference does in teacher mode);
  * - `train`: Gumbel-sigmoid decisions with given noise and the soft mask of
  *   SPEC §3 (dense attention with `farBias`);
- * - `inference`: hard decisions; attention runs through a {@linkcode LayerCache}
- *   (the paged DMS cache, or the same cache with eviction off for a dense model).
+ * - `inference`: hard decisions; attention runs through a `KvCache` (src/cache/kv_cache.ts:
+ *   the paged DMS cache, or the dense cache for a model without DMS).
  *
  * One layer, as data flows (shapes per batch row, T new tokens):
  * ```
@@ -40,31 +40,9 @@ import {
   zeroQueryNeuron,
 } from "../dms/decisions.ts";
 import type { Gpu } from "../gpu/device.ts";
+import type { KvCache } from "../cache/kv_cache.ts";
 import type { ModelConfig } from "./config.ts";
 import type { ChunkedMatrix, ModelWeights } from "./weights.ts";
-
-/** What the model needs from a KV cache: one call per layer and forward. */
-export interface LayerCache {
-  /**
-   * Appends this step's keys/values with their decisions and returns the
-   * attention output of the new queries over everything the cache lets them see.
-   *
-   * @param q `[B, Hq, n, D]` post-RoPE queries.
-   * @param k `[B, Hkv, n, D]` post-RoPE keys.
-   * @param v `[B, Hkv, n, D]` values.
-   * @param decisions `[B, Hkv, n]` i32 hard decisions (`decisions[.., j]` marks the previous token).
-   * @param opts `keyMask` `[B, n]` CPU data (1 = token, 0 = left padding).
-   * @returns `[B, Hq, n, D]`.
-   */
-  attend(
-    layer: number,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    decisions: Tensor<"i32">,
-    opts?: { keyMask?: ArrayLike<number> },
-  ): Tensor;
-}
 
 /** Forward mode, see the module doc. */
 export type ForwardMode = "teacher" | "train" | "inference";
@@ -88,7 +66,7 @@ export interface ForwardOptions {
   /** `[B, T]` i32 absolute positions (RoPE). */
   positions: Tensor<"i32">;
   /** Inference: the cache. */
-  cache?: LayerCache;
+  cache?: KvCache;
   /** Train: logistic noise per layer, each `[B, Hkv, T]` f32 (SPEC §4). */
   noise?: readonly Tensor<"f32">[];
   /** Inference: `[B, T]` row-major CPU data, 1 = token, 0 = left padding. */

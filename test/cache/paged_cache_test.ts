@@ -1,7 +1,9 @@
 import fc from "fast-check";
 import assert from "node:assert/strict";
-import { PagedKvStorage } from "../../src/cache/paged_cache.ts";
-import { createDenseCache, createDmsCache } from "../../src/dms/dms_cache.ts";
+import { PagedKvStorage } from "../../src/cache/paged_storage.ts";
+import { pagedAttention } from "../../src/cache/paged_attention.ts";
+import { createDmsCache } from "../../src/dms/dms_cache.ts";
+import { createDenseCache } from "../../src/policies/dense.ts";
 import {
   compressionRatioDenseOverKept,
   compressionRatioGetCr,
@@ -9,7 +11,7 @@ import {
 } from "../../src/dms/oracle.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { assertClose, fcParams, gpu, GPU_TEST, TOL } from "../_util.ts";
-import { expected, feed, makeProblem } from "./_reference.ts";
+import { expected, feed, makeProblem } from "./harness.ts";
 
 Deno.test({
   name:
@@ -260,9 +262,12 @@ Deno.test({
     );
     using s = new PagedKvStorage(gpu, { ...base, headDim: 512 });
     using q = Tensor.zeros(gpu, [1, 16, 1, 512]);
-    assert.throws(() => s.attention(0, q, { t0: 0, window: 1, scale: 1 }), /16 × 512 exceeds 4096/);
     assert.throws(
-      () => s.attention(1, q, { t0: 0, window: 1, scale: 1 }),
+      () => pagedAttention(s, 0, q, { t0: 0, window: 1, scale: 1 }),
+      /16 × 512 exceeds 4096/,
+    );
+    assert.throws(
+      () => pagedAttention(s, 1, q, { t0: 0, window: 1, scale: 1 }),
       /layer must be an integer in 0\.\.0, got 1/,
     );
   },

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import assert from "node:assert/strict";
-import { createDenseCache, createDmsCache, type DmsCache } from "../../src/dms/dms_cache.ts";
+import { createDmsCache, type DmsCache } from "../../src/dms/dms_cache.ts";
+import { createDenseCache } from "../../src/policies/dense.ts";
 import { isVisible, retainedCount } from "../../src/dms/oracle.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { assertClose, fcParams, FLOAT_DTYPES, gpu, GPU_TEST, TOL } from "../_util.ts";
@@ -11,7 +12,7 @@ import {
   makeProblem,
   type Problem,
   trackerState,
-} from "../cache/_reference.ts";
+} from "../cache/harness.ts";
 
 // Tolerances vs the f64 oracle: f32 storage and math: TOL.f32; f16 storage (inputs rounded
 // to f16, output stored as f16): TOL.f16.
@@ -86,31 +87,8 @@ async function assertPagesMatchOracle(
   });
 }
 
-for (const dtype of FLOAT_DTYPES) {
-  Deno.test({
-    name:
-      `DmsCache.attend() (${dtype}) equals dense §5.1 attention over random decisions, windows, block sizes, GQA, chunkings and left padding`,
-    ...GPU_TEST,
-    fn: async () => {
-      await fc.assert(
-        fc.asyncProperty(arbCase, async (c) => {
-          const { pr, cache } = setup(c, dtype);
-          using _ = cache;
-          const chunks = chunking(c.T, c.sizes);
-          const [out] = await feed(cache, [pr], chunks);
-          assertClose(
-            out,
-            expected(pr, c.W),
-            TOL[dtype],
-            `out ${JSON.stringify({ ...c, chunks })}`,
-          );
-          await assertPagesMatchOracle(cache, pr, c.T - 1, "final");
-        }),
-        fcParams(dtype === "f32" ? 14 : 6),
-      );
-    },
-  });
-}
+// The output property (every policy, both dtypes, vs the §5.1 oracle) is the shared suite in
+// test/policies/policy_suite_test.ts; here: what only DMS has (ring, flags, window edges).
 
 Deno.test({
   name:

@@ -1,8 +1,9 @@
 /**
- * Paged per-head KV storage on the GPU: block pools, block tables, growth, attention through
- * the pages with the exact SPEC §5.1 rule, and accounting. Policies (DMS in
- * `src/dms/dms_cache.ts`, later TOVA/H2O/...) decide which slot each entry takes; this module
- * only stores, reads and counts.
+ * Paged per-head KV storage on the GPU: block pools, block tables, geometric growth, reserve,
+ * scatter and the step counters. Policies ({@linkcode ./policy.ts}: dense in
+ * `src/policies/dense.ts`, DMS in `src/dms/dms_cache.ts`) decide which slot each entry takes;
+ * attention through the pages is {@linkcode ./paged_attention.ts}. This module only stores,
+ * reads and counts.
  *
  * Layout, per layer ℓ and page p = b·Hkv + h (SPEC §5.2 "Paging"):
  * - a pool of blocks of `blockSize` entries: K `[blocks, blockSize, D]`, V the same, and
@@ -26,34 +27,14 @@
  * loop that calls `reserve(N)` every N tokens therefore reads back at most once per N tokens
  * and its pools follow the true lengths.
  *
- * Attention kernels (`shaders/paged_attention.wgsl`):
- * - `partial`: one workgroup per (page, block of `qb` queries, key partition). Its R = qb·G
- *   query rows (all G query heads of the page share its K/V, GQA) run an online softmax over
- *   the partition's keys in tiles of 32. Decode uses qb = 1 and splits the page into up to
- *   ~256/pages partitions (flash-decoding); prefill uses up to 64 rows per workgroup. The
- *   prefill chunk's own keys are read straight from the k/v tensors as virtual entries
- *   len..len+n-1 (positions t0..t0+n-1, marks from the policy), so nothing has to be written
- *   before attention and dropped after it. With one partition the kernel writes the output.
- * - `decode` (decode only, the default when headDim % 4 = 0 and G ≤ 8): one workgroup per
- *   (page, partition of 32..256 keys), one key per thread, each K row loaded once (vec4) and
- *   scored against all G heads, tree reductions for max/sum, V read coalesced. 3.4× faster
- *   than `partial` for decode on an H100 (one layer, f16, Hkv = 8, G = 4, D = 128, 32K context:
- *   489 µs vs 1657 µs per step, ~275 GB/s of K+V; 4K: 129 µs; `test/cache/_bench.ts`).
- *   `partial` stays as the readable variant and the fallback (`decodeKernel: "tiled"`); a test
- *   checks that they agree.
- * - `merge`: max-subtracted merge of the partitions' (m, l, o). A partition with no visible
- *   key has l = 0 and weight 0; this is the correct behaviour in the corner where a head kept
- *   nothing older than its window (SPEC §9.7: the reference's `where(isinf(lse), 0, lse)`
- *   would give such an empty partition weight e^0 = 1 with real flash-attn).
- *
  * Maintenance kernels (`shaders/paged_kv.wgsl`): `scatter` writes chunk entries at the slots a
  * policy chose; `account` sums all lengths once per step and updates the live/peak/read counters
  * on the GPU (64-bit read counter), read back only by {@linkcode PagedKvStorage.readCounters}.
  *
- * @example A dense cache step through the storage (policies do this for you)
+ * @example A storage with two pages (policies and {@linkcode ./paged_kv_cache.ts} drive it)
  * ```ts
  * import { getGpu } from "../gpu/device.ts";
- * import { PagedKvStorage } from "./paged_cache.ts";
+ * import { PagedKvStorage } from "./paged_storage.ts";
  * const gpu = await getGpu();
  * const s = new PagedKvStorage(gpu, { layers: 1, batch: 1, kvHeads: 2, headDim: 64, blockSize: 16 });
  * await s.reserve(128);
@@ -64,10 +45,10 @@
  * @module
  */
 
-import { Gpu, Params } from "../gpu/device.ts";
+import { Gpu } from "../gpu/device.ts";
 import { bytesPer } from "../tensor/dtype.ts";
-import { assertShape, fmtShape, Tensor } from "../tensor/tensor.ts";
-import { dispatchBound } from "./_bind.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { dispatchBound } from "./dispatch_bound.ts";
 
 /** Options of {@linkcode PagedKvStorage}. */
 export interface PagedStorageOptions {
@@ -95,25 +76,6 @@ export interface PagedStorageOptions {
   decodeKernel?: "split" | "tiled";
 }
 
-/** Arguments of {@linkcode PagedKvStorage.attention}. */
-export interface PagedAttentionArgs {
-  /** Position of query 0 (and of chunk key 0). */
-  t0: number;
-  /** W: a marked entry stays visible for distances 0..W. */
-  window: number;
-  /** Softmax scale. */
-  scale: number;
-  /** Prefill: the chunk's own keys, appended virtually after each page's entries. */
-  chunk?: {
-    /** `[B, Hkv, n, D]` */
-    k: Tensor;
-    /** `[B, Hkv, n, D]` */
-    v: Tensor;
-    /** `[B·Hkv, n]` i32 marks: 0 keep, 1 marked, 2 padding (invisible). */
-    marks: GPUBuffer;
-  };
-}
-
 /** One page's entries in slot order, from {@linkcode PagedKvStorage.snapshot}. */
 export interface PageEntries {
   /** Absolute position of each live slot. */
@@ -122,7 +84,7 @@ export interface PageEntries {
   marks: number[];
 }
 
-interface LayerPool {
+interface Pool {
   k: GPUBuffer;
   v: GPUBuffer;
   meta: GPUBuffer;
@@ -132,12 +94,23 @@ interface LayerPool {
   used: number;
 }
 
+/** Keys per attention tile; partitions are multiples of it. */
 const KT = 32;
-const ACC = 16;
-const TARGET_WORKGROUPS = 256;
 const STATS_WORDS = 8;
 
-/** Per-layer paged KV storage with attention; see the module documentation. */
+/** One layer's block pool: K, V and meta of every slot, as {@linkcode PagedKvStorage.pool} returns it. */
+export interface LayerPool {
+  /** K `[blocks·blockSize, D]`. */
+  readonly k: GPUBuffer;
+  /** V `[blocks·blockSize, D]`. */
+  readonly v: GPUBuffer;
+  /** `[blocks·blockSize, 2]` i32 (position, mark). */
+  readonly meta: GPUBuffer;
+  /** Blocks the buffers hold. */
+  readonly blocks: number;
+}
+
+/** Per-layer paged KV storage; see the module documentation. */
 export class PagedKvStorage {
   /** The device. */
   readonly gpu: Gpu;
@@ -160,16 +133,19 @@ export class PagedKvStorage {
   /** u32[8] counters: reads lo/hi, live, peak, decode steps, prefill chunks. */
   readonly counters: GPUBuffer;
 
-  #pools: LayerPool[] = [];
+  #pools: Pool[] = [];
   #table: Int32Array;
   #tableBuf: GPUBuffer;
   #mb: number;
   #tableDirty = true;
   #blocksOf: Int32Array; // [layers, pages] blocks per page
   #bound: Float64Array; // [layers, pages] upper bound of the length
-  #dummyRw: GPUBuffer;
-  #partitionKeys: number | undefined;
-  #decodeKernel: "split" | "tiled";
+  /** A 16-byte scratch buffer bound where a kernel's unused read_write binding needs one. */
+  readonly dummy: GPUBuffer;
+  /** Keys per attention partition (a multiple of 32), or undefined: chosen from the lengths. */
+  readonly partitionKeys: number | undefined;
+  /** Decode attention kernel, see {@linkcode PagedStorageOptions.decodeKernel}. */
+  readonly decodeKernel: "split" | "tiled";
   #disposed = false;
 
   /** Allocates the pools (one block per page up front) and the zeroed lengths. */
@@ -198,14 +174,14 @@ export class PagedKvStorage {
           `PagedKvStorage: partitionKeys must be an integer >= 1, got ${o.partitionKeys}`,
         );
       }
-      this.#partitionKeys = Math.ceil(o.partitionKeys / KT) * KT;
+      this.partitionKeys = Math.ceil(o.partitionKeys / KT) * KT;
     }
     if (o.decodeKernel !== undefined && o.decodeKernel !== "split" && o.decodeKernel !== "tiled") {
       throw new TypeError(
         `PagedKvStorage: decodeKernel must be "split" or "tiled", got ${o.decodeKernel}`,
       );
     }
-    this.#decodeKernel = o.decodeKernel ?? "split";
+    this.decodeKernel = o.decodeKernel ?? "split";
     this.gpu = gpu;
     this.layers = o.layers;
     this.batch = o.batch;
@@ -217,7 +193,7 @@ export class PagedKvStorage {
     const lp = this.layers * this.pages;
     this.lens = gpu.alloc(lp * 4, "kv lens");
     this.counters = gpu.alloc(STATS_WORDS * 4, "kv counters");
-    this.#dummyRw = gpu.alloc(16, "kv dummy");
+    this.dummy = gpu.alloc(16, "kv dummy");
     const enc = gpu.encoder();
     enc.clearBuffer(this.lens);
     enc.clearBuffer(this.counters);
@@ -242,6 +218,12 @@ export class PagedKvStorage {
   get table(): GPUBuffer {
     this.#syncTable();
     return this.#tableBuf;
+  }
+
+  /** Layer ℓ's pool buffers (replaced when the pool grows: do not keep them across steps). */
+  pool(layer: number): LayerPool {
+    this.checkLayer(layer);
+    return this.#pools[layer];
   }
 
   /** Layer ℓ's meta buffer `[blocks·blockSize, 2]` i32 (position, mark). */
@@ -283,7 +265,7 @@ export class PagedKvStorage {
    * @param extra Entries each page may gain in this call (e.g. 1 per decode token).
    */
   ensure(layer: number, extra: (page: number) => number): void {
-    this.#checkLayer(layer);
+    this.checkLayer(layer);
     const base = layer * this.pages;
     const need = Array.from({ length: this.pages }, (_, p) => this.#bound[base + p] + extra(p));
     this.#ensureLayer(layer, need);
@@ -332,7 +314,7 @@ export class PagedKvStorage {
 
   /** Reads one layer's live entries back (positions and marks in slot order), for tests and debugging. */
   async snapshot(layer: number): Promise<PageEntries[]> {
-    this.#checkLayer(layer);
+    this.checkLayer(layer);
     const pool = this.#pools[layer];
     const [lb, mbuf] = await this.gpu.readMany([
       { buffer: this.lens, size: this.layers * this.pages * 4 },
@@ -365,160 +347,6 @@ export class PagedKvStorage {
   }
 
   /**
-   * Attention of `q` over each page's live entries (and, in prefill, the chunk's own keys) with
-   * the exact SPEC §5.1 rule. Records the dispatches; returns the output tensor.
-   *
-   * @param q `[B, Hq, n, D]`, Hq = G·Hkv (query head h·G+g uses KV head h).
-   * @returns `[B, Hq, n, D]`; rows with no visible key (padded queries) are 0.
-   */
-  attention(layer: number, q: Tensor, args: PagedAttentionArgs): Tensor {
-    this.#checkLayer(layer);
-    const gpu = this.gpu;
-    const [B, Hq, n, D] = q.shape;
-    const Hkv = this.kvHeads, G = Hq / Hkv;
-    const nc = args.chunk ? n : 0;
-    const decode = n === 1;
-    const rowsMax = decode ? G : 64;
-    const wg = G * D <= 128 * ACC && decode ? 128 : 256;
-    if (G * D > 256 * ACC) {
-      throw new RangeError(
-        `attention: query heads per KV head × headDim = ${G} × ${D} exceeds ${256 * ACC}`,
-      );
-    }
-    // Queries per workgroup: as many as fit (rows <= 64, R·D <= ACC·WG), but no more than the
-    // next power of two >= n, so that few pipeline variants exist.
-    const fit = Math.max(1, Math.min(Math.floor(rowsMax / G), Math.floor((wg * ACC) / (G * D))));
-    const qb = Math.min(fit, 2 ** Math.ceil(Math.log2(n)));
-    if (decode && !args.chunk && D % 4 === 0 && G <= 8 && this.#decodeKernel === "split") {
-      return this.#decodeSplit(layer, q, args, G);
-    }
-    const R = qb * G;
-    const nqb = Math.ceil(n / qb);
-    let maxLen = 0;
-    for (const b of this.bounds(layer)) maxLen = Math.max(maxLen, b);
-    const maxKeys = Math.max(1, maxLen + nc);
-    const tiles = Math.ceil(maxKeys / KT);
-    let ps: number;
-    if (this.#partitionKeys) {
-      ps = this.#partitionKeys;
-    } else {
-      const want = Math.min(tiles, Math.max(1, Math.ceil(TARGET_WORKGROUPS / (this.pages * nqb))));
-      ps = KT * Math.ceil(tiles / want);
-    }
-    const np = Math.ceil(maxKeys / ps);
-    const direct = np === 1;
-    const out = Tensor.empty(gpu, [B, Hq, n, D], this.dtype);
-    const part = direct
-      ? undefined
-      : gpu.alloc(this.pages * nqb * np * R * (D + 2) * 4, "attn part");
-    const pool = this.#pools[layer];
-    const params = new Params()
-      .u32(this.pages).u32(Hkv).u32(G).u32(D)
-      .u32(n).u32(nc).u32(qb).u32(nqb)
-      .u32(np).u32(ps).u32(R).u32(this.blockSize)
-      .u32(this.#mb).u32(layer * this.pages).u32(direct ? 1 : 0)
-      .i32(args.t0).i32(args.window).f32(args.scale);
-    const bufs = [
-      undefined,
-      this.lens,
-      this.table,
-      pool.meta,
-      pool.k,
-      pool.v,
-      q.buffer,
-      args.chunk ? args.chunk.k.buffer : q.buffer,
-      args.chunk ? args.chunk.v.buffer : q.buffer,
-      args.chunk ? args.chunk.marks : this.lens,
-      part ?? this.#dummyRw,
-      out.buffer,
-    ];
-    const constants = { WG: wg, R, KT, RD: R * D, RKT: R * KT };
-    const kp = gpu.kernel({
-      shader: "paged_attention",
-      entry: "partial",
-      defines: { T: this.dtype },
-      constants,
-    });
-    dispatchBound(gpu, kp, bufs, Gpu.grid(this.pages * nqb * np), params);
-    if (part) {
-      const km = gpu.kernel({
-        shader: "paged_attention",
-        entry: "merge",
-        defines: { T: this.dtype },
-        constants: {
-          WG: Math.min(64, Math.max(1, 2 ** Math.ceil(Math.log2(D)))),
-          R,
-          KT,
-          RD: R * D,
-          RKT: R * KT,
-        },
-      });
-      dispatchBound(gpu, km, bufs, Gpu.grid(this.pages * G * n), params);
-      gpu.release(part);
-    }
-    return out;
-  }
-
-  /** Decode through the `decode` kernel (one key per thread), then `merge` when split. */
-  #decodeSplit(layer: number, q: Tensor, args: PagedAttentionArgs, G: number): Tensor {
-    const gpu = this.gpu;
-    const [B, Hq, , D] = q.shape;
-    let maxLen = 1;
-    for (const b of this.bounds(layer)) maxLen = Math.max(maxLen, b);
-    // Keys per partition = workgroup size: 256 once that gives >= 512 workgroups, else smaller.
-    // At least G·D/4 / ACC4 threads (each holds <= 4 vec4 accumulators).
-    const minWg = Math.max(32, 2 ** Math.ceil(Math.log2((G * D) / 16)));
-    let wg = 256;
-    if (this.#partitionKeys) {
-      wg = Math.min(256, Math.max(minWg, 2 ** Math.round(Math.log2(this.#partitionKeys))));
-    } else {
-      while (
-        wg > Math.max(64, minWg) && this.pages * Math.ceil(maxLen / wg) < TARGET_WORKGROUPS * 2
-      ) {
-        wg /= 2;
-      }
-    }
-    const np = Math.ceil(maxLen / wg);
-    const direct = np === 1;
-    const out = Tensor.empty(gpu, [B, Hq, 1, D], this.dtype);
-    const part = direct ? undefined : gpu.alloc(this.pages * np * G * (D + 2) * 4, "attn part");
-    const pool = this.#pools[layer];
-    const params = new Params()
-      .u32(this.pages).u32(this.kvHeads).u32(G).u32(D)
-      .u32(1).u32(0).u32(1).u32(1)
-      .u32(np).u32(wg).u32(G).u32(this.blockSize)
-      .u32(this.#mb).u32(layer * this.pages).u32(direct ? 1 : 0)
-      .i32(args.t0).i32(args.window).f32(args.scale);
-    const bufs: (GPUBuffer | undefined)[] = [];
-    bufs[1] = this.lens;
-    bufs[2] = this.table;
-    bufs[3] = pool.meta;
-    bufs[6] = q.buffer;
-    bufs[10] = part ?? this.#dummyRw;
-    bufs[11] = out.buffer;
-    bufs[12] = pool.k;
-    bufs[13] = pool.v;
-    const kd = gpu.kernel({
-      shader: "paged_attention",
-      entry: "decode",
-      defines: { T: this.dtype },
-      constants: { WG: wg, GD4: (G * D) / 4, GW: G * wg },
-    });
-    dispatchBound(gpu, kd, bufs, Gpu.grid(this.pages * np), params);
-    if (part) {
-      const km = gpu.kernel({
-        shader: "paged_attention",
-        entry: "merge",
-        defines: { T: this.dtype },
-        constants: { WG: Math.min(64, Math.max(1, 2 ** Math.ceil(Math.log2(D)))) },
-      });
-      dispatchBound(gpu, km, bufs, Gpu.grid(this.pages * G), params);
-      gpu.release(part);
-    }
-    return out;
-  }
-
-  /**
    * Writes chunk entry j of page p at slot `dest[p, j]` (skipped when negative), with meta
    * (t0 + j, marks[p, j]). Slots must be below the page's allocated capacity.
    *
@@ -535,12 +363,20 @@ export class PagedKvStorage {
     v: Tensor,
     t0: number,
   ): void {
-    this.#checkLayer(layer);
+    this.checkLayer(layer);
     const n = k.shape[2];
     const pool = this.#pools[layer];
-    const params = new Params()
-      .u32(this.pages).u32(n).u32(this.headDim).u32(this.blockSize)
-      .u32(this.#mb).u32(layer * this.pages).i32(t0).u32(0).u32(0);
+    const params = {
+      pages: this.pages,
+      n,
+      d: this.headDim,
+      bs: this.blockSize,
+      mb: this.#mb,
+      lbase: layer * this.pages,
+      t0,
+      count: 0,
+      decode: 0,
+    };
     const kern = this.gpu.kernel({
       shader: "paged_kv",
       entry: "scatter",
@@ -572,9 +408,17 @@ export class PagedKvStorage {
    * and in decode reads += live.
    */
   account(decode: boolean): void {
-    const params = new Params()
-      .u32(this.pages).u32(0).u32(this.headDim).u32(this.blockSize)
-      .u32(this.#mb).u32(0).i32(0).u32(this.layers * this.pages).u32(decode ? 1 : 0);
+    const params = {
+      pages: this.pages,
+      n: 0,
+      d: this.headDim,
+      bs: this.blockSize,
+      mb: this.#mb,
+      lbase: 0,
+      t0: 0,
+      count: this.layers * this.pages,
+      decode: decode ? 1 : 0,
+    };
     const kern = this.gpu.kernel({
       shader: "paged_kv",
       entry: "account",
@@ -593,36 +437,6 @@ export class PagedKvStorage {
     );
   }
 
-  /** Checks q/k/v shapes and dtypes against the storage; returns n. */
-  checkInputs(op: string, q: Tensor, k: Tensor, v: Tensor): number {
-    for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
-      if (t.dtype !== this.dtype) {
-        throw new TypeError(
-          `${op}: ${name} must be ${this.dtype} like the cache, got ${t.dtype}${fmtShape(t.shape)}`,
-        );
-      }
-      if (t.rank !== 4) {
-        throw new RangeError(
-          `${op}: ${name} must have rank 4 [B, H, n, D], got ${fmtShape(t.shape)}`,
-        );
-      }
-    }
-    const n = k.shape[2];
-    if (n < 1) throw new RangeError(`${op}: k has no tokens (${fmtShape(k.shape)})`);
-    assertShape(k, [this.batch, this.kvHeads, n, this.headDim], `${op}: k`);
-    assertShape(v, [this.batch, this.kvHeads, n, this.headDim], `${op}: v`);
-    const Hq = q.shape[1];
-    if (Hq < 1 || Hq % this.kvHeads !== 0) {
-      throw new RangeError(
-        `${op}: q has ${Hq} heads, not a positive multiple of the ${this.kvHeads} KV heads (${
-          fmtShape(q.shape)
-        })`,
-      );
-    }
-    assertShape(q, [this.batch, Hq, n, this.headDim], `${op}: q`);
-    return n;
-  }
-
   /** Frees all GPU buffers. Idempotent. */
   dispose(): void {
     if (this.#disposed) return;
@@ -638,7 +452,7 @@ export class PagedKvStorage {
     g.release(this.lens);
     g.release(this.counters);
     g.release(this.#tableBuf);
-    g.release(this.#dummyRw);
+    g.release(this.dummy);
   }
 
   /** `using storage = ...` disposes at the end of the scope. */
@@ -646,14 +460,15 @@ export class PagedKvStorage {
     this.dispose();
   }
 
-  #checkLayer(layer: number): void {
+  /** Throws after dispose() or for a layer outside 0..layers-1. */
+  checkLayer(layer: number): void {
     if (this.#disposed) throw new Error("PagedKvStorage used after dispose()");
     if (!Number.isInteger(layer) || layer < 0 || layer >= this.layers) {
       throw new RangeError(`layer must be an integer in 0..${this.layers - 1}, got ${layer}`);
     }
   }
 
-  #newPool(blocks: number): LayerPool {
+  #newPool(blocks: number): Pool {
     const slots = blocks * this.blockSize;
     const bytes = slots * this.headDim * bytesPer(this.dtype);
     const limit = this.gpu.limits.maxStorageBufferBindingSize;

@@ -1,12 +1,12 @@
 /**
- * Test helpers for the paged/DMS cache: random problems, the dense float64 §5.1 oracle
- * (`attentionReference` of src/ops/attention.ts with farMask = marks from
+ * Test helpers for the paged caches: random problems, the dense float64 §5.1 oracle
+ * (`pagedAttentionReference` of src/cache/paged_attention.ts with marks from
  * `oracle.marksFromDecisions`), and a driver that feeds a whole sequence through a cache in
  * chunks and assembles the outputs with one readback.
  */
 
 import { marksFromDecisions, NaiveTracker } from "../../src/dms/oracle.ts";
-import { attentionReference } from "../../src/ops/attention.ts";
+import { pagedAttentionReference } from "../../src/cache/paged_attention.ts";
 import type { KvCache } from "../../src/cache/kv_cache.ts";
 import { readTensors, Tensor } from "../../src/tensor/tensor.ts";
 import { roundToF16 } from "../../src/tensor/dtype.ts";
@@ -80,12 +80,12 @@ export function marksOf(pr: Problem): Uint8Array {
 /** The dense f64 oracle: every query over all T keys under SPEC §5.1, `[B, Hq, T, D]`. */
 export function expected(pr: Problem, window: number, scale?: number): Float64Array {
   const { B, Hkv, G, D, T } = pr;
-  return attentionReference(pr.q, pr.k, pr.v, { B, Hq: Hkv * G, Hkv, T, S: T, D }, {
+  return pagedAttentionReference(pr.q, pr.k, pr.v, { B, Hq: Hkv * G, Hkv, T, D }, {
     scale,
     keyMask: pr.mask,
     window,
-    farMask: marksOf(pr),
-  }).out;
+    marks: marksOf(pr),
+  });
 }
 
 /** Rows t0..t0+n-1 of the third axis of a [A, T, inner] array (A = product of leading dims). */

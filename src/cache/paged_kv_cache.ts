@@ -1,0 +1,373 @@
+/**
+ * `PagedKvCache`: the generic {@linkcode KvCache} — paged per-head storage
+ * ({@linkcode ./paged_storage.ts}) plus one {@linkcode CachePolicy} — with the step
+ * bookkeeping every policy shares: layer order, left-padding masks, decode vs prefill, the
+ * attention of each step ({@linkcode ./paged_attention.ts}) and the accounting (SPEC §5.4, §8).
+ * The dense cache (`createDenseCache`, src/policies/dense.ts) and the DMS cache (`DmsCache`,
+ * src/dms/dms_cache.ts) are this class with their policy.
+ *
+ * A step is one `attend` per layer, in order, all with the same n. n = 1 without padding is a
+ * decode step, anything else a prefill chunk; {@linkcode ./policy.ts} lists the calls each
+ * makes. Positions are column indices: left padding occupies positions too, is never stored
+ * (mark 2) and its queries output 0.
+ *
+ * Accounting (all on the GPU, read back only by {@linkcode PagedKvCache.stats}): per-page live
+ * lengths; after the last layer of each step the total live entries, their peak, and in decode
+ * the KV entries read (Σ layers Σ pages current length, SPEC §8); the compression ratio as the
+ * reference's `get_cr` and as dense/kept.
+ *
+ * @example A dense cache, one layer, one prefill chunk
+ * ```ts
+ * import { getGpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ * import { createDenseCache } from "../policies/dense.ts";
+ * const gpu = await getGpu();
+ * using cache = createDenseCache(gpu, { layers: 1, batch: 1, kvHeads: 1, headDim: 4 });
+ * using q = Tensor.fromArray(gpu, Array(12).fill(0.5), [1, 1, 3, 4]);
+ * using out = cache.attend(0, q, q, q);
+ * console.log((await cache.stats()).lengths); // [[3]]
+ * ```
+ *
+ * @module
+ */
+
+import type { Gpu } from "../gpu/device.ts";
+import { assertShape, fmtShape, type Tensor } from "../tensor/tensor.ts";
+import type { AttendOptions, KvCache, KvCacheStats } from "./kv_cache.ts";
+import { pagedAttention } from "./paged_attention.ts";
+import { PagedKvStorage, type PagedStorageOptions } from "./paged_storage.ts";
+import type { CachePolicy, PolicyStep } from "./policy.ts";
+
+/** A {@linkcode KvCache} on paged storage with one policy; see the module documentation. */
+export class PagedKvCache implements KvCache {
+  /** The paged storage (shared layout with every other policy). */
+  readonly storage: PagedKvStorage;
+  /** The eviction policy. */
+  readonly policy: CachePolicy;
+  /** Decoder layers. */
+  readonly layers: number;
+  /** Sequences. */
+  readonly batch: number;
+  /** KV heads. */
+  readonly kvHeads: number;
+  /** Head dim. */
+  readonly headDim: number;
+  /** Storage dtype. */
+  readonly dtype: "f32" | "f16";
+
+  readonly #gpu: Gpu;
+  readonly #label: string;
+  readonly #fr: GPUBuffer;
+  readonly #frHost: Int32Array;
+  readonly #step1: { dest: GPUBuffer; marks: GPUBuffer; dummy: GPUBuffer };
+  readonly #started: Uint8Array;
+  readonly #pad: Float64Array;
+  #seen = 0;
+  #nextLayer = 0;
+  #stepN = 0;
+  #stepPrefill = false;
+  #stepMask: Int32Array | undefined;
+  #frUploaded: Int32Array | undefined;
+  #disposed = false;
+
+  /**
+   * Allocates the storage and attaches `policy` to it.
+   *
+   * @param label Names the cache in error messages (`<label>.attend: ...`).
+   */
+  constructor(gpu: Gpu, storage: PagedStorageOptions, policy: CachePolicy, label = "PagedKvCache") {
+    this.storage = new PagedKvStorage(gpu, storage);
+    this.policy = policy;
+    policy.attach(this.storage);
+    this.#gpu = gpu;
+    this.#label = label;
+    this.layers = storage.layers;
+    this.batch = storage.batch;
+    this.kvHeads = storage.kvHeads;
+    this.headDim = storage.headDim;
+    this.dtype = this.storage.dtype;
+    const pages = this.storage.pages;
+    this.#fr = gpu.alloc(this.batch * 4, "kv first real");
+    this.#frHost = new Int32Array(this.batch);
+    gpu.encoder().clearBuffer(this.#fr);
+    this.#frUploaded = new Int32Array(this.batch);
+    this.#step1 = {
+      dest: gpu.alloc(pages * 4, "kv dest"),
+      marks: gpu.alloc(pages * 4, "kv marks"),
+      dummy: gpu.alloc(16, "kv no decisions"),
+    };
+    gpu.encoder().clearBuffer(this.#step1.marks);
+    gpu.encoder().clearBuffer(this.#step1.dummy);
+    this.#started = new Uint8Array(this.batch);
+    this.#pad = new Float64Array(this.batch);
+  }
+
+  /** Positions processed so far (padding included); advanced after the last layer of a step. */
+  get tokensSeen(): number {
+    return this.#seen;
+  }
+
+  /**
+   * Stores the step's k/v for `layer` under the policy and returns attention of q through
+   * the cache; see {@linkcode KvCache.attend}.
+   *
+   * @param decisions `[B, Hkv, n]` i32 hard decisions (unshifted, SPEC §2); required when the
+   *   policy uses them, else optional and ignored.
+   * @returns `[B, Hq, n, D]`.
+   * @throws {RangeError} Wrong shapes (naming them), layers out of order, a keyMask that is not
+   *   left padding.
+   * @throws {TypeError} Wrong dtypes, missing decisions.
+   */
+  attend(
+    layer: number,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    decisions?: Tensor,
+    options: AttendOptions = {},
+  ): Tensor {
+    const op = `${this.#label}.attend`;
+    if (this.#disposed) throw new Error(`${op}: cache used after dispose()`);
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.layers) {
+      throw new RangeError(
+        `${op}: layer must be an integer in 0..${this.layers - 1}, got ${layer}`,
+      );
+    }
+    if (layer !== this.#nextLayer) {
+      throw new RangeError(
+        `${op}: layers must be attended in order 0..${this.layers - 1} within a step: ` +
+          `expected layer ${this.#nextLayer}, got ${layer}`,
+      );
+    }
+    const n = this.#checkInputs(op, q, k, v);
+    if (layer > 0 && n !== this.#stepN) {
+      throw new RangeError(
+        `${op}: layer ${layer} got n = ${n} tokens, but layer 0 of this step got ${this.#stepN}`,
+      );
+    }
+    this.#checkDecisions(op, n, decisions);
+    if (layer === 0) {
+      this.#beginStep(op, n, options.keyMask);
+    } else {
+      this.#checkSameMask(op, layer, options.keyMask);
+    }
+    const scale = options.scale ?? 1 / Math.sqrt(this.headDim);
+    const dBuf = this.policy.usesDecisions && decisions ? decisions.buffer : this.#step1.dummy;
+    const out = this.#stepPrefill
+      ? this.#prefill(layer, q, k, v, dBuf, scale)
+      : this.#decode(layer, q, k, v, dBuf, scale);
+    if (layer === this.layers - 1) this.#endStep();
+    else this.#nextLayer = layer + 1;
+    return out;
+  }
+
+  /** See {@linkcode KvCache.reserve}: room for `steps` more tokens per page, at most one readback. */
+  reserve(steps: number): Promise<void> {
+    return this.storage.reserve(steps);
+  }
+
+  /** See {@linkcode KvCache.stats}. One readback. Call between steps (after the last layer). */
+  async stats(): Promise<KvCacheStats> {
+    const s = this.storage;
+    const { lens, counters } = await s.readCounters();
+    const pages = s.pages;
+    const lengths: number[][] = [];
+    let live = 0, frac = 0, dense = 0;
+    const seen = this.#seen;
+    for (let l = 0; l < this.layers; l++) {
+      const row: number[] = [];
+      for (let p = 0; p < pages; p++) {
+        const len = lens[l * pages + p];
+        row.push(len);
+        live += len;
+        frac += len / Math.max(seen, 1);
+        dense += seen - this.#pad[Math.floor(p / this.kvHeads)];
+      }
+      lengths.push(row);
+    }
+    const count = this.layers * pages;
+    return {
+      tokensSeen: seen,
+      lengths,
+      liveTokens: live,
+      peakTokens: counters[3],
+      readTokens: counters[0] + counters[1] * 2 ** 32,
+      decodeSteps: counters[4],
+      liveBytes: live * s.bytesPerToken,
+      peakBytes: counters[3] * s.bytesPerToken,
+      allocatedBytes: s.allocatedBytes,
+      compressionRatio: frac > 0 ? 1 / (frac / count) : 1,
+      compressionRatioDenseOverKept: live > 0 ? dense / live : 1,
+    };
+  }
+
+  /** Frees the GPU buffers (storage, policy, step buffers). Idempotent. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.storage.dispose();
+    this.policy.dispose();
+    const g = this.#gpu;
+    for (const b of [this.#fr, this.#step1.dest, this.#step1.marks, this.#step1.dummy]) {
+      g.release(b);
+    }
+  }
+
+  /** `using cache = ...` disposes at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** Checks q/k/v shapes and dtypes against the storage; returns n. */
+  #checkInputs(op: string, q: Tensor, k: Tensor, v: Tensor): number {
+    for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
+      if (t.dtype !== this.dtype) {
+        throw new TypeError(
+          `${op}: ${name} must be ${this.dtype} like the cache, got ${t.dtype}${fmtShape(t.shape)}`,
+        );
+      }
+      if (t.rank !== 4) {
+        throw new RangeError(
+          `${op}: ${name} must have rank 4 [B, H, n, D], got ${fmtShape(t.shape)}`,
+        );
+      }
+    }
+    const n = k.shape[2];
+    if (n < 1) throw new RangeError(`${op}: k has no tokens (${fmtShape(k.shape)})`);
+    assertShape(k, [this.batch, this.kvHeads, n, this.headDim], `${op}: k`);
+    assertShape(v, [this.batch, this.kvHeads, n, this.headDim], `${op}: v`);
+    const Hq = q.shape[1];
+    if (Hq < 1 || Hq % this.kvHeads !== 0) {
+      throw new RangeError(
+        `${op}: q has ${Hq} heads, not a positive multiple of the ${this.kvHeads} KV heads (${
+          fmtShape(q.shape)
+        })`,
+      );
+    }
+    assertShape(q, [this.batch, Hq, n, this.headDim], `${op}: q`);
+    return n;
+  }
+
+  #checkDecisions(op: string, n: number, decisions: Tensor | undefined): void {
+    const B = this.batch, Hkv = this.kvHeads;
+    if (decisions) {
+      if (decisions.dtype !== "i32") {
+        throw new TypeError(
+          `${op}: decisions must be i32, got ${decisions.dtype}${fmtShape(decisions.shape)}`,
+        );
+      }
+      const want = [B, Hkv, n];
+      if (decisions.rank !== 3 || decisions.shape.some((x, i) => x !== want[i])) {
+        throw new RangeError(
+          `${op}: decisions: expected shape ${fmtShape(want)} [B, Hkv, n], got ${
+            fmtShape(decisions.shape)
+          }`,
+        );
+      }
+    } else if (this.policy.usesDecisions) {
+      throw new TypeError(
+        `${op}: decisions [${B}, ${Hkv}, ${n}] i32 are required by the ${this.policy.name} policy`,
+      );
+    }
+  }
+
+  #beginStep(op: string, n: number, keyMask: ArrayLike<number> | undefined): void {
+    const B = this.batch;
+    const fr = this.#frHost;
+    fr.fill(0);
+    this.#stepMask = undefined;
+    if (keyMask) {
+      if (keyMask.length !== B * n) {
+        throw new RangeError(
+          `${op}: keyMask: expected ${B * n} values [B, n] = [${B}, ${n}], got ${keyMask.length}`,
+        );
+      }
+      const m = Int32Array.from(keyMask);
+      for (let b = 0; b < B; b++) {
+        let f = n;
+        for (let j = 0; j < n; j++) {
+          const x = m[b * n + j];
+          if (x !== 0 && x !== 1) {
+            throw new RangeError(`${op}: keyMask[${b}, ${j}] must be 0 or 1, got ${x}`);
+          }
+          if (x === 1 && f === n) f = j;
+          if (x === 0 && (f < n || this.#started[b])) {
+            throw new RangeError(
+              `${op}: keyMask row ${b} has a 0 at ${j} after a token; only left padding is supported`,
+            );
+          }
+        }
+        fr[b] = f;
+      }
+      this.#stepMask = m;
+    }
+    this.#stepN = n;
+    this.#stepPrefill = n > 1 || fr.some((f) => f > 0);
+    if (this.#stepPrefill && !equal(fr, this.#frUploaded)) {
+      this.#gpu.write(this.#fr, fr);
+      this.#frUploaded = fr.slice();
+    }
+  }
+
+  #checkSameMask(op: string, layer: number, keyMask: ArrayLike<number> | undefined): void {
+    const m = this.#stepMask;
+    const same = m === undefined
+      ? keyMask === undefined || Array.prototype.every.call(keyMask, (x: number) => x === 1)
+      : keyMask !== undefined && keyMask.length === m.length &&
+        Array.prototype.every.call(keyMask, (x: number, i: number) => x === m[i]);
+    if (!same) {
+      throw new RangeError(
+        `${op}: layer ${layer} got a different keyMask than layer 0 of this step`,
+      );
+    }
+  }
+
+  #endStep(): void {
+    this.storage.account(!this.#stepPrefill);
+    const n = this.#stepN;
+    for (let b = 0; b < this.batch; b++) {
+      const f = this.#frHost[b];
+      this.#pad[b] += f;
+      if (f < n) this.#started[b] = 1;
+    }
+    this.#seen += n;
+    this.#nextLayer = 0;
+  }
+
+  #decode(layer: number, q: Tensor, k: Tensor, v: Tensor, d: GPUBuffer, scale: number): Tensor {
+    const s = this.storage, t0 = this.#seen;
+    s.ensure(layer, () => 1);
+    const { dest, marks } = this.#step1;
+    const step: PolicyStep = { layer, n: 1, t0, decisions: d, firstReal: this.#fr, marks, dest };
+    this.policy.score?.(step, q);
+    this.policy.decodeUpdate(step);
+    s.scatter(layer, dest, marks, k, v, t0);
+    return pagedAttention(s, layer, q, { t0, window: this.policy.window, scale });
+  }
+
+  #prefill(layer: number, q: Tensor, k: Tensor, v: Tensor, d: GPUBuffer, scale: number): Tensor {
+    const s = this.storage, gpu = this.#gpu, t0 = this.#seen;
+    const n = this.#stepN, pages = s.pages;
+    const marks = gpu.alloc(pages * n * 4, "kv chunk marks");
+    const dest = gpu.alloc(pages * n * 4, "kv chunk dest");
+    const step: PolicyStep = { layer, n, t0, decisions: d, firstReal: this.#fr, marks, dest };
+    this.policy.prefillMarks(step);
+    const out = pagedAttention(s, layer, q, {
+      t0,
+      window: this.policy.window,
+      scale,
+      chunk: { k, v, marks },
+    });
+    s.ensure(layer, (p) => n - this.#frHost[Math.floor(p / this.kvHeads)]);
+    this.policy.score?.(step, q);
+    this.policy.prefillCompact(step);
+    s.scatter(layer, dest, marks, k, v, t0);
+    gpu.release(marks);
+    gpu.release(dest);
+    return out;
+  }
+}
+
+function equal(a: Int32Array, b: Int32Array | undefined): boolean {
+  return b !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
+}
