@@ -86,6 +86,7 @@ export {
 export { swapAxes12, swapAxes12Reference } from "./src/ops/layout.ts";
 export {
   sample,
+  type SampleKernel,
   type SampleOptions,
   sampleReference,
   type SampleTargets,

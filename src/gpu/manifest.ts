@@ -23,6 +23,7 @@ export const SHADER_FILES: readonly string[] = [
   "rmsnorm",
   "rope",
   "sample",
+  "sample_naive",
   "silu",
   "softmax",
 ];

@@ -43,8 +43,16 @@
  * Passes over the row: 1 greedy, 2 temperature only, 3 on the candidate path,
  * up to 3 + 19 on the general path. Both paths are checked against the
  * reference (tests force each one by the size of k).
- * Previous variant: bisection on the value (40 halvings per threshold, each a
- * pass over the row, then a snap to an element value): up to ~85 passes.
+ * Kernel variants (`kernel` option):
+ * - `"naive"` (`shaders/sample_naive.wgsl`), the readable twin: one workgroup
+ *   per row, every step a plain pass plus a tree reduction; thresholds by
+ *   bisection on the logits' u32 keys (32 halvings per threshold, each a pass
+ *   over the row: exact element values), then the draw by a scan of segment
+ *   masses. Up to ~67 passes. It is the first kernel's bisection (40 halvings
+ *   on the scaled value, then a snap to an element) made exact on keys.
+ * - `"fast"` (default, `shaders/sample.wgsl`): the candidate and general paths
+ *   above; 1 to 3 passes on typical rows. A test checks both against the
+ *   reference on the same rows.
  *
  * Speed (H100, Vulkan, V = 151936, B = 1 or 8, Gaussian logits with a few
  * peaks): greedy 207 µs, temperature 415-473 µs, top-k 50 / top-p 0.9 /
@@ -102,8 +110,13 @@ export interface SampleOptions {
   seed?: number;
 }
 
-/** Where {@linkcode sample} writes, and which draw it uses. */
+/** Kernel variants of {@linkcode sample} (see the module header). */
+export type SampleKernel = "fast" | "naive";
+
+/** Where {@linkcode sample} writes, which draw it uses, and which kernel runs. */
 export interface SampleTargets {
+  /** Kernel variant: `"fast"` (default) or the readable `"naive"` twin; both give the same tokens. */
+  kernel?: SampleKernel;
   /**
    * Decode step mixed into the draw (default 0): an integer (modulo 2^32), or a u32/i32 tensor whose element 0
    * holds it on the GPU (read when the kernel runs, so a decode loop can advance it on the GPU).
@@ -169,6 +182,10 @@ export function sample(logits: Tensor, opts: SampleOptions & SampleTargets = {})
   if (!(topP > 0 && topP <= 1)) {
     throw new RangeError(`sample(): topP must be in (0, 1], got ${topP}`);
   }
+  const variant = opts.kernel ?? "fast";
+  if (variant !== "fast" && variant !== "naive") {
+    throw new RangeError(`sample(): kernel must be "fast" or "naive", got ${variant}`);
+  }
   if (!Number.isSafeInteger(seed)) {
     throw new RangeError(`sample(): seed must be an integer, got ${seed}`);
   }
@@ -221,7 +238,7 @@ export function sample(logits: Tensor, opts: SampleOptions & SampleTargets = {})
   const out = opts.out ?? Tensor.empty(gpu, [B], "i32");
   if (B === 0) return out as Tensor<"i32">;
   const k = gpu.kernel({
-    shader: "sample",
+    shader: variant === "fast" ? "sample" : "sample_naive",
     entry: log ? "sample_log" : "sample",
     defines: { T: logits.dtype },
     constants: { WG: workgroupSize(gpu, V) },

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { Tensor } from "../../src/tensor/tensor.ts";
+import { readTensors, Tensor } from "../../src/tensor/tensor.ts";
 import { roundToF16 } from "../../src/tensor/dtype.ts";
 import {
   sample,
@@ -113,6 +113,82 @@ for (const dtype of FLOAT_DTYPES) {
     },
   });
 }
+
+for (const dtype of FLOAT_DTYPES) {
+  Deno.test({
+    name:
+      `sample() (${dtype}) naive and fast kernels agree with each other and with the CPU reference`,
+    ...GPU_TEST,
+    fn: async () => {
+      let rows = 0, same = 0;
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 1, max: 3 }),
+          fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 200, max: 3000 })),
+          fc.integer(),
+          fc.boolean(),
+          fc.record({
+            temperature: fc.constantFrom(0, 0.5, 1, 2),
+            topK: fc.constantFrom(0, 1, 3, 50, 2500),
+            topP: fc.constantFrom(1, 0.9, 0.5),
+            seed: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+          }),
+          fc.integer({ min: 0, max: 1000 }),
+          async (B, V, seed, grid, opts, step) => {
+            let l: Float32Array = logits(B * V, seed, 6, grid);
+            if (dtype === "f16") l = roundToF16(l);
+            using t = Tensor.fromArray(gpu, l, [B, V], dtype);
+            using fast = sample(t, { ...opts, step, kernel: "fast" });
+            using naive = sample(t, { ...opts, step, kernel: "naive" });
+            const [f, n] = await readTensors([fast, naive]);
+            for (let b = 0; b < B; b++) {
+              const row = l.subarray(b * V, (b + 1) * V);
+              const u = sampleUniform(opts.seed, step, b);
+              rows++;
+              checkRow(f[b], row, opts, u, `fast row ${b}`);
+              checkRow(n[b], row, opts, u, `naive row ${b}`);
+              if (f[b] === n[b]) same++;
+            }
+          },
+        ),
+        fcParams(25),
+      );
+      assert.ok(same >= rows - 2, `${rows - same} of ${rows} rows differ between the kernels`);
+    },
+  });
+}
+
+Deno.test({
+  name: "sample() naive kernel writes out, the log column and reads the step buffer like fast",
+  ...GPU_TEST,
+  fn: async () => {
+    const B = 2, V = 700;
+    const l = logits(B * V, 3, 4, false);
+    using t = Tensor.fromArray(gpu, l, [B, V]);
+    using stepT = Tensor.fromArray(gpu, [5], [1], "u32");
+    const got: Int32Array[] = [];
+    for (const kernel of ["fast", "naive"] as const) {
+      using out = Tensor.fromArray(gpu, [-1, -1, -1, -1], [4], "i32");
+      using log = Tensor.fromArray(gpu, [-1, -1, -1, -1, -1, -1], [2, 3], "i32");
+      const opts = { temperature: 1, topK: 20, topP: 0.9, seed: 9 };
+      sample(t, { ...opts, step: stepT, out, outOffset: 1, log, logColumn: 2, kernel });
+      const [o, g] = await readTensors([out, log]);
+      assert.equal(o[0], -1);
+      assert.equal(o[3], -1);
+      assert.deepEqual([g[0], g[1], g[3], g[4]], [-1, -1, -1, -1]);
+      assert.deepEqual([g[2], g[5]], [o[1], o[2]], kernel);
+      for (let b = 0; b < B; b++) {
+        checkRow(o[1 + b], l.subarray(b * V, (b + 1) * V), opts, sampleUniform(9, 5, b), kernel);
+      }
+      got.push(o as Int32Array);
+    }
+    assert.deepEqual([...got[0]], [...got[1]]);
+    assert.throws(() => sample(t, { kernel: "slow" as "fast" }), {
+      name: "RangeError",
+      message: /kernel must be "fast" or "naive"/,
+    });
+  },
+});
 
 Deno.test({
   name: "sample() matches the reference on LM-head rows (V = 151936, top-k 100, top-p)",
