@@ -194,6 +194,8 @@ export {
   type CaseTensor,
   type ConformanceBackend,
   type ConformanceReport,
+  DEFAULT_CONFORMANCE_DIR,
+  formatSummary,
   type InferenceCase,
   type ModelCase,
   runConformance,

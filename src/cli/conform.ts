@@ -1,13 +1,20 @@
 /**
- * `deno task conform <dir> [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]`
+ * `deno task conform [dir] [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]`
  *
- * Runs every conformance case under `<dir>` (folder format:
- * `shared/conformance/README.md`) through a backend, prints one line per case
+ * Runs every conformance case under `dir` (folder format:
+ * `testdata/conformance/README.md`; default: the ten golden cases vendored in
+ * `testdata/conformance/`) through a backend, prints one line per case
  * (`PASS A1_train_qneuron_head  max_err 3.1e-6 (logits)`) and a last line
  * `conformance: N passed, N failed`.
  *
  * Exit status: 0 all passed; 1 a case failed (or no case was found);
- * 2 usage error, unreadable folder, or the GPU backend module is missing.
+ * 2 usage error or unreadable folder.
+ *
+ * @example
+ * ```sh
+ * deno task conform --backend gpu
+ * deno task conform ../shared/conformance --only B1_infer_qneuron_head --verbose
+ * ```
  *
  * @module
  */
@@ -16,35 +23,17 @@ import { parseArgs } from "node:util";
 import {
   type ConformanceBackend,
   cpuBackend,
+  DEFAULT_CONFORMANCE_DIR,
   formatSummary,
   runConformance,
 } from "../eval/conformance.ts";
+import { gpuBackend } from "../eval/gpu_backend.ts";
 
 const USAGE =
-  "usage: deno task conform <dir> [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]";
+  "usage: deno task conform [dir] [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]\n" +
+  "  dir: a folder of conformance cases (default: the vendored golden cases, testdata/conformance)";
 
-/** Where `--backend gpu` comes from: a module exporting `gpuBackend: ConformanceBackend`. */
-const GPU_BACKEND_MODULE = new URL("../eval/gpu_backend.ts", import.meta.url);
-
-async function loadBackend(name: string): Promise<ConformanceBackend> {
-  if (name === "cpu") return cpuBackend;
-  if (name !== "gpu") throw new UsageError(`unknown backend "${name}" (expected cpu or gpu)`);
-  try {
-    await Deno.stat(GPU_BACKEND_MODULE);
-  } catch {
-    throw new UsageError(
-      `the GPU backend is not available yet: ${GPU_BACKEND_MODULE.pathname} does not exist ` +
-        "(it must export gpuBackend: ConformanceBackend)",
-    );
-  }
-  const mod = await import(GPU_BACKEND_MODULE.href) as { gpuBackend?: ConformanceBackend };
-  if (!mod.gpuBackend) {
-    throw new UsageError(`${GPU_BACKEND_MODULE.pathname} does not export gpuBackend`);
-  }
-  return mod.gpuBackend;
-}
-
-class UsageError extends Error {}
+const BACKENDS: Readonly<Record<string, ConformanceBackend>> = { cpu: cpuBackend, gpu: gpuBackend };
 
 /** Runs the CLI; returns the exit status. */
 export async function main(args: string[]): Promise<number> {
@@ -69,13 +58,17 @@ export async function main(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (positionals.length !== 1) {
-    console.error(`expected exactly one folder, got ${positionals.length}\n${USAGE}`);
+  if (positionals.length > 1) {
+    console.error(`expected at most one folder, got ${positionals.length}\n${USAGE}`);
     return 2;
   }
-  const dir = positionals[0];
+  const backend = Object.hasOwn(BACKENDS, values.backend!) ? BACKENDS[values.backend!] : null;
+  if (!backend) {
+    console.error(`unknown backend "${values.backend}" (expected cpu or gpu)\n${USAGE}`);
+    return 2;
+  }
+  const dir: string | URL = positionals[0] ?? DEFAULT_CONFORMANCE_DIR;
   try {
-    const backend = await loadBackend(values.backend!);
     const only = values.only?.flatMap((s) => s.split(",")).map((s) => s.trim()).filter(Boolean);
     const report = await runConformance(dir, {
       backend,
@@ -86,8 +79,8 @@ export async function main(args: string[]): Promise<number> {
     if (report.cases.length === 0) {
       console.log(
         only
-          ? `no case named ${only.join(", ")} under ${dir}`
-          : `no case folders (with case.json) under ${dir}`,
+          ? `no case named ${only.join(", ")} under ${report.dir}`
+          : `no case folders (with case.json) under ${report.dir}`,
       );
     }
     console.log(formatSummary(report));

@@ -1,8 +1,17 @@
 /**
  * The CPU conformance backend: every case kind computed by the float64
- * reference in `src/model/reference.ts`. It is the independent oracle that
+ * reference in `src/model/reference.ts`, the cache observables (cache lengths,
+ * −1 rows, `get_cr`) by `observables.ts`. It is the independent oracle that
  * shows our reading of SPEC.md matches NVIDIA's reference on the golden
  * vectors; GPU backends are checked by the same runner.
+ *
+ * @example Run one vendored case on the CPU reference
+ * ```ts
+ * import { loadCase } from "./case.ts";
+ * import { cpuBackend } from "./cpu_backend.ts";
+ * const c = await loadCase("testdata/conformance/C1_attn_single_chunk");
+ * if (c.kind === "attention_only") console.log(Object.keys(await cpuBackend.attentionOnly(c.case)));
+ * ```
  *
  * @module
  */
@@ -14,14 +23,20 @@ import {
   teacherForward,
   trainForward,
 } from "../model/reference.ts";
-import type { CaseTensor } from "./compare.ts";
 import type {
   AttentionOnlyCase,
   BackendOutputs,
   ConformanceBackend,
   InferenceCase,
   TrainForwardCase,
-} from "./conformance.ts";
+} from "./case.ts";
+import type { CaseTensor } from "./compare.ts";
+import {
+  hideUnobservable,
+  inferenceObservables,
+  observableRows,
+  retainedCounts,
+} from "./observables.ts";
 
 function tensor(shape: number[], data: CaseTensor["data"]): CaseTensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -80,18 +95,25 @@ function inferenceCase(c: InferenceCase): BackendOutputs {
     throw new RangeError(`input_ids: inference cases have batch 1, got ${ids.length}`);
   }
   const T = ids[0].length, L = cfg.numLayers, Hkv = cfg.numKvHeads, Hq = cfg.numHeads;
-  const D = cfg.headDim, H = cfg.hiddenSize, V = cfg.vocabSize;
-  const out = inferenceForward(model, ids[0], c.params.promptLen);
+  const D = cfg.headDim, H = cfg.hiddenSize, V = cfg.vocabSize, P = c.params.promptLen;
+  const out = inferenceForward(model, ids[0], P);
+  const cache = inferenceObservables(
+    retainedCounts(out.retainedMask, T), // [T, L, Hkv]
+    { T, L, Hkv },
+    P,
+    cfg.dms.window + 1,
+  );
+  const cacheRetainedMask = hideUnobservable(out.retainedMask, observableRows(T, { promptLen: P }));
   return {
     logits: tensor([T, V], out.logits),
     decision_logits: tensor([L, Hkv, T], out.decisionLogits),
     decisions: tensor([L, Hkv, T], out.decisions),
-    cache_len: tensor([T, L, Hkv], out.cacheLen),
+    cache_len: tensor([T, L, Hkv], cache.cacheLen),
     retained_mask: tensor([T, L, Hkv, T], out.retainedMask),
-    cache_retained_mask: tensor([T, L, Hkv, T], out.cacheRetainedMask),
-    cr_model: tensor([T], out.crModel),
-    cr_cache: tensor([T], out.crCache),
-    cr_cache_per_layer: tensor([T, L], out.crCachePerLayer),
+    cache_retained_mask: tensor([T, L, Hkv, T], cacheRetainedMask),
+    cr_model: tensor([T], cache.crModel),
+    cr_cache: tensor([T], cache.crCache),
+    cr_cache_per_layer: tensor([T, L], cache.crCachePerLayer),
     q: tensor([L, Hq, T, D], out.q),
     k: tensor([L, Hkv, T, D], out.k),
     v: tensor([L, Hkv, T, D], out.v),
@@ -128,22 +150,13 @@ function attentionCase(c: AttentionOnlyCase): BackendOutputs {
     prefill.set(src.subarray(0, S * row), page * S * row);
     decode.set(src.subarray(S * row), page * N * row);
   }
-  const observable = new Uint8Array(T); // [T]
-  for (const [, end] of p.prefillChunks) observable[end - 1] = 1;
-  observable.fill(1, S);
-  const cacheLen = ref.retainedCount.slice(); // [T, B, Hkv]
-  const cacheMask = ref.retainedMask.slice(); // [T, B, Hkv, T]
-  for (let t = 0; t < T; t++) {
-    if (observable[t]) continue;
-    cacheLen.fill(-1, t * B * Hkv, (t + 1) * B * Hkv);
-    cacheMask.fill(-1, t * B * Hkv * T, (t + 1) * B * Hkv * T);
-  }
+  const observable = observableRows(T, p); // [T]
   return {
     prefill_out: tensor([B, Hkv, S, G, D], prefill),
     decode_out: tensor([B, Hkv, N, G, D], decode),
-    cache_len: tensor([T, B, Hkv], cacheLen),
+    cache_len: tensor([T, B, Hkv], hideUnobservable(ref.retainedCount, observable)),
     retained_mask: tensor([T, B, Hkv, T], ref.retainedMask),
-    cache_retained_mask: tensor([T, B, Hkv, T], cacheMask),
+    cache_retained_mask: tensor([T, B, Hkv, T], hideUnobservable(ref.retainedMask, observable)),
   };
 }
 

@@ -1,7 +1,18 @@
 /**
  * The GPU conformance backend: runs each golden case through the WebGPU
  * implementation (the same decoder, decision kernels and KV cache users run)
- * and returns the tensors the runner compares with NVIDIA's reference.
+ * and returns the tensors the runner compares with NVIDIA's reference. What
+ * the reference cache reports (−1 rows, `get_cr`) is derived from our cache's
+ * lengths by `observables.ts`, the same code the CPU backend uses; `cr_model`
+ * is our cache's own `stats().compressionRatio`.
+ *
+ * @example Run the vendored cases on the GPU
+ * ```ts
+ * import { runConformance } from "./conformance.ts";
+ * import { gpuBackend } from "./gpu_backend.ts";
+ * const report = await runConformance(undefined, { backend: gpuBackend });
+ * console.log(report.passed, report.failed); // 10 0
+ * ```
  *
  * @module
  */
@@ -12,15 +23,16 @@ import { Model } from "../model/model.ts";
 import { loadWeights, memoryReader } from "../model/weights.ts";
 import type { CaptureName } from "../model/transformer.ts";
 import { createDmsCache, type DmsCache } from "../dms/dms_cache.ts";
-import { compressionRatioGetCr, visibilityMask } from "../dms/oracle.ts";
-import type { CaseTensor } from "./compare.ts";
+import { compressionScalars } from "../model/reference.ts";
 import type {
   AttentionOnlyCase,
   BackendOutputs,
   ConformanceBackend,
   InferenceCase,
   TrainForwardCase,
-} from "./conformance.ts";
+} from "./case.ts";
+import type { CaseTensor } from "./compare.ts";
+import { denseRetainedMask, fillUnobserved, inferenceObservables } from "./observables.ts";
 
 type Captured = Map<string, Tensor[]>; // name -> per layer
 
@@ -109,24 +121,19 @@ async function trainCase(c: TrainForwardCase): Promise<BackendOutputs> {
       ["straight_through", "decisions_straight_through"],
     ];
     for (const [from, to] of names) out[to] = await stack(col.map.get(from)!);
-    // frac_closed[b] = mean over layers of mean over (heads, positions) of the ST decisions (SPEC §6)
-    const st = out.decisions_straight_through.data;
-    const frac = new Float64Array(B);
-    for (let l = 0; l < L; l++) {
-      for (let b = 0; b < B; b++) {
-        let s = 0;
-        for (let i = 0; i < Hkv * S; i++) s += st[((l * B + b) * Hkv * S) + i];
-        frac[b] += s / (Hkv * S) / L;
-      }
-    }
-    const fracMean = frac.reduce((a, x) => a + x, 0) / B;
-    const loss = frac.reduce((a, x) => a + Math.max(0, c.params.targetFracToClose - x), 0) / B;
+    // SPEC §6 frac_closed / dms_loss and the logged cr, from our straight-through decisions
+    const sc = compressionScalars(
+      out.decisions_straight_through.data, // [L, B, Hkv, S]
+      L,
+      B,
+      c.params.targetFracToClose,
+    );
     const scalar = (v: number): CaseTensor => ({ shape: [1], data: new Float64Array([v]) });
-    out.dms_frac_closed = scalar(fracMean);
-    out.dms_loss = scalar(loss);
-    out["model_reported.dms_frac_closed"] = scalar(fracMean);
-    out["model_reported.dms_loss"] = scalar(loss);
-    out["model_reported.cr"] = scalar(1 / Math.max(1 - fracMean, 1e-6));
+    out.dms_frac_closed = scalar(sc.dmsFracClosed);
+    out.dms_loss = scalar(sc.dmsLoss);
+    out["model_reported.dms_frac_closed"] = scalar(sc.dmsFracClosed);
+    out["model_reported.dms_loss"] = scalar(sc.dmsLoss);
+    out["model_reported.cr"] = scalar(sc.cr);
     return out;
   } finally {
     for (const t of noise) t.dispose();
@@ -195,18 +202,16 @@ async function inferenceCase(c: InferenceCase): Promise<BackendOutputs> {
   for (let t = P; t < T; t++) chunks.push([t, t + 1]);
   const captured = new Map<string, { shape: number[]; data: Float32Array | Int32Array }[][]>();
   const logits = new Float32Array(T * V);
-  const cacheLen = new Int32Array(T * L * Hkv).fill(-1);
-  const cacheRetained = new Int32Array(T * L * Hkv * T).fill(-1);
-  const crCache = new Float64Array(T).fill(NaN), crModel = new Float64Array(T).fill(NaN);
-  const crPerLayer = new Float64Array(T * L).fill(NaN);
+  const lengths = new Int32Array(T * L * Hkv).fill(-1); // [T, L, Hkv] keys held after token t
+  const cacheRetained = new Int32Array(T * L * Hkv * T).fill(-1); // [T, L, Hkv, T]
+  const cacheCr = new Float64Array(T).fill(NaN); // [T] our cache's own compression ratio
   try {
     for (const [s, e] of chunks) {
       const n = e - s;
       const col = collector();
       using idt = Tensor.fromArray(gpu, ids.subarray(s, e), [1, n], "i32");
       using pos = Tensor.fromArray(gpu, Array.from({ length: n }, (_, i) => s + i), [1, n], "i32");
-      if (n > 1 || s === 0) await cache.reserve(n);
-      else await cache.reserve(1);
+      await cache.reserve(n);
       using lg = model.forward(idt, {
         mode: "inference",
         positions: pos,
@@ -232,22 +237,9 @@ async function inferenceCase(c: InferenceCase): Promise<BackendOutputs> {
       const rows = await retainedRows(cache, T);
       cacheRetained.set(rows, t * L * Hkv * T);
       for (let l = 0; l < L; l++) {
-        for (let h = 0; h < Hkv; h++) cacheLen[(t * L + l) * Hkv + h] = stats.lengths[l][h];
+        for (let h = 0; h < Hkv; h++) lengths[(t * L + l) * Hkv + h] = stats.lengths[l][h];
       }
-      if (t >= P) {
-        crCache[t] = crModel[t] = stats.compressionRatio;
-        for (let l = 0; l < L; l++) {
-          crPerLayer[t * L + l] = compressionRatioGetCr([stats.lengths[l]], t + 1);
-        }
-      } else if (P <= Wc) {
-        // The reference's get_cr right after a prefill counts only its paged part (keys older
-        // than the window) and returns 1.0 while that part is empty (conformance README).
-        crCache[t] = 1;
-      } else {
-        const paged = stats.lengths.map((r) => r.map((x) => x - Wc));
-        crCache[t] = compressionRatioGetCr(paged, P);
-        for (let l = 0; l < L; l++) crPerLayer[t * L + l] = compressionRatioGetCr([paged[l]], P);
-      }
+      cacheCr[t] = stats.compressionRatio;
     }
     const cat = (name: string, axis: number) => {
       const per = captured.get(name)!;
@@ -263,19 +255,15 @@ async function inferenceCase(c: InferenceCase): Promise<BackendOutputs> {
     const lo = cat("layer_out", 1); // [L, T, H]
     const alpha = cat("alpha", 2), dec = cat("decisions", 2); // [L, Hkv, T]
     // retained_mask: observable rows from the cache; earlier rows (inside the prefill) from the
-    // §5.1 rule on our own decisions.
-    const retained = cacheRetained.slice();
-    for (let l = 0; l < L; l++) {
-      for (let h = 0; h < Hkv; h++) {
-        const m = visibilityMask(
-          dec.data.subarray((l * Hkv + h) * T, (l * Hkv + h + 1) * T),
-          cfg.dms.window,
-        );
-        for (let t = 0; t < P - 1; t++) {
-          for (let j = 0; j < T; j++) retained[((t * L + l) * Hkv + h) * T + j] = m[t * T + j];
-        }
-      }
-    }
+    // §5.1 rule on our own decisions. cache_len and get_cr from the cache's lengths; cr_model is
+    // the cache's own accounting (decode rows; NaN where the reference model returns None).
+    const retained = fillUnobserved(
+      cacheRetained,
+      denseRetainedMask(dec.data, L * Hkv, T, cfg.dms.window),
+      T,
+    );
+    const obs = inferenceObservables(lengths, { T, L, Hkv }, P, Wc);
+    const crModel = obs.crModel.map((x, t) => (t >= P ? cacheCr[t] : x));
     return {
       logits: { shape: [T, V], data: logits },
       q: { shape: [L, cfg.numHeads, T, cfg.headDim], data: q.data },
@@ -284,12 +272,12 @@ async function inferenceCase(c: InferenceCase): Promise<BackendOutputs> {
       layer_out: { shape: [L, T, cfg.hiddenSize], data: lo.data },
       decision_logits: { shape: [L, Hkv, T], data: alpha.data },
       decisions: { shape: [L, Hkv, T], data: dec.data },
-      cache_len: { shape: [T, L, Hkv], data: cacheLen },
+      cache_len: { shape: [T, L, Hkv], data: obs.cacheLen },
       cache_retained_mask: { shape: [T, L, Hkv, T], data: cacheRetained },
       retained_mask: { shape: [T, L, Hkv, T], data: retained },
-      cr_cache: { shape: [T], data: crCache },
+      cr_cache: { shape: [T], data: obs.crCache },
       cr_model: { shape: [T], data: crModel },
-      cr_cache_per_layer: { shape: [T, L], data: crPerLayer },
+      cr_cache_per_layer: { shape: [T, L], data: obs.crCachePerLayer },
     };
   } finally {
     cache.dispose();
@@ -385,17 +373,17 @@ async function attentionCase(c: AttentionOnlyCase): Promise<BackendOutputs> {
     }
     // retained_mask: observable rows from the cache; rows inside a prefill chunk from the §5.1
     // rule (with padding) on the given decisions.
-    const full = retained.slice();
-    for (let b = 0; b < B; b++) {
-      for (let h = 0; h < Hkv; h++) {
-        const d = decisions.data.subarray((b * Hkv + h) * T, (b * Hkv + h + 1) * T);
-        const m = visibilityMask(d, p.cacheWindow - 1, mask.data.subarray(b * T, (b + 1) * T));
-        for (let t = 0; t < T; t++) {
-          if (full[((t * B + b) * Hkv + h) * T] !== -1) continue;
-          for (let j = 0; j < T; j++) full[((t * B + b) * Hkv + h) * T + j] = m[t * T + j];
-        }
-      }
-    }
+    const full = fillUnobserved(
+      retained,
+      denseRetainedMask(
+        decisions.data,
+        B * Hkv,
+        T,
+        p.cacheWindow - 1,
+        (page) => mask.data.subarray(Math.floor(page / Hkv) * T, (Math.floor(page / Hkv) + 1) * T),
+      ),
+      T,
+    );
     return {
       retained_mask: { shape: [T, B, Hkv, T], data: full },
       prefill_out: concatAlong(prefillParts, 2),

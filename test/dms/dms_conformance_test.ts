@@ -1,5 +1,5 @@
 /**
- * The attention-only golden cases (../shared/conformance/C1, C2; produced by NVIDIA's reference)
+ * The attention-only golden cases (testdata/conformance/C1, C2; produced by NVIDIA's reference)
  * through the GPU DMS cache: prefill_out and decode_out (atol 1e-5, case.json), cache_len
  * exact at every observable row, and the retained positions of every page at every observable
  * row exactly (cache_retained_mask).
@@ -11,7 +11,7 @@ import { openSafetensors } from "../../src/io/safetensors.ts";
 import { readTensors, Tensor } from "../../src/tensor/tensor.ts";
 import { assertClose, gpu, GPU_TEST } from "../_util.ts";
 
-const ROOT = new URL("../../../shared/conformance/", import.meta.url);
+const ROOT = new URL("../../testdata/conformance/", import.meta.url);
 
 interface CaseJson {
   batch: number;

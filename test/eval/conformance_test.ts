@@ -1,8 +1,9 @@
 /**
- * The conformance runner on NVIDIA's golden vectors (`shared/conformance`)
- * with the float64 CPU reference as backend: the independent check that our
- * reading of SPEC.md matches the reference. Plus the runner's own behaviour
- * on broken copies of a case (perturbed value, missing file, unknown kind).
+ * The conformance runner on NVIDIA's golden vectors (vendored in
+ * `testdata/conformance`) with the float64 CPU reference as backend: the
+ * independent check that our reading of SPEC.md matches the reference. Plus
+ * the runner's own behaviour on broken copies of a case (perturbed value,
+ * missing file, unknown kind), and the cases read over HTTP.
  */
 
 import assert from "node:assert/strict";
@@ -15,16 +16,19 @@ import { compareTensor, EXACT, parseTolerances } from "../../src/eval/compare.ts
 import {
   type CaseReport,
   cpuBackend,
+  DEFAULT_CONFORMANCE_DIR,
   findCases,
   formatCaseReport,
   formatSummary,
+  GOLDEN_CASES,
   loadCase,
   runBackend,
   runConformance,
 } from "../../src/eval/conformance.ts";
 import { main } from "../../src/cli/conform.ts";
 
-const SHARED = new URL("../../../shared/conformance/", import.meta.url).pathname;
+/** The vendored golden cases (never ../shared: a fresh clone must run them). */
+const VENDORED = new URL("../../testdata/conformance/", import.meta.url).pathname;
 const CASES = [
   "A1_train_qneuron_head",
   "A2_train_adapter_layer_b2",
@@ -42,9 +46,13 @@ function explain(c: CaseReport): string {
   return formatCaseReport(c, { verbose: true });
 }
 
-Deno.test("every shared conformance case passes on the CPU reference backend", async () => {
+Deno.test("runConformance() with no folder finds the ten vendored cases and passes them all", async () => {
+  assert.equal(DEFAULT_CONFORMANCE_DIR.pathname, VENDORED);
+  assert.deepEqual([...GOLDEN_CASES], CASES);
   const lines: string[] = [];
-  const report = await runConformance(SHARED, { backend: cpuBackend, log: (l) => lines.push(l) });
+  const report = await runConformance(undefined, { log: (l) => lines.push(l) });
+  assert.equal(report.backend, "cpu");
+  assert.ok(report.cases.length >= 10, `only ${report.cases.length} cases under ${report.dir}`);
   assert.deepEqual(report.cases.map((c) => c.name), CASES);
   assert.equal(lines.length, CASES.length);
   for (const c of report.cases) {
@@ -70,7 +78,7 @@ Deno.test("the CPU backend reproduces the unobservable -1 rows and NaN cr values
       "C2_attn_chunked_padded_b2",
     ]
   ) {
-    const loaded = await loadCase(SHARED + name);
+    const loaded = await loadCase(VENDORED + name);
     const out = await runBackend(cpuBackend, loaded);
     const names = loaded.kind === "inference"
       ? ["cache_len", "cache_retained_mask", "cr_model", "cr_cache", "cr_cache_per_layer"]
@@ -84,13 +92,13 @@ Deno.test("the CPU backend reproduces the unobservable -1 rows and NaN cr values
   }
 });
 
-/** Copies a shared case into a fresh temp folder (writable). */
+/** Copies a vendored case into a fresh temp folder (writable). */
 async function copyCase(name: string, into?: string): Promise<string> {
   const root = into ?? await Deno.makeTempDir({ prefix: "conform_test_" });
   const dir = `${root}/${name}`;
   await Deno.mkdir(dir, { recursive: true });
-  for await (const e of Deno.readDir(SHARED + name)) {
-    await Deno.copyFile(`${SHARED}${name}/${e.name}`, `${dir}/${e.name}`);
+  for await (const e of Deno.readDir(VENDORED + name)) {
+    await Deno.copyFile(`${VENDORED}${name}/${e.name}`, `${dir}/${e.name}`);
     await Deno.chmod(`${dir}/${e.name}`, 0o644);
   }
   return root;
@@ -241,14 +249,60 @@ Deno.test("a backend that throws or returns nothing fails the case instead of cr
 });
 
 Deno.test("findCases accepts a single case folder and --only filters by name", async () => {
-  const one = await findCases(SHARED + "C2_attn_chunked_padded_b2");
+  const one = await findCases(VENDORED + "C2_attn_chunked_padded_b2");
   assert.deepEqual(one.map((c) => c.name), ["C2_attn_chunked_padded_b2"]);
-  const r = await runConformance(SHARED, { backend: cpuBackend, only: ["C1_attn_single_chunk"] });
+  const r = await runConformance(VENDORED, { backend: cpuBackend, only: ["C1_attn_single_chunk"] });
   assert.deepEqual(r.cases.map((c) => c.name), ["C1_attn_single_chunk"]);
   assert.ok(r.ok);
 });
 
-Deno.test("the conform CLI exits 0 on success, 1 on failure, 2 on usage errors or a missing GPU backend", async () => {
+Deno.test("a folder without cases, or a missing one, is never a silent pass", async () => {
+  const empty = await Deno.makeTempDir({ prefix: "conform_empty_" });
+  try {
+    const r = await runConformance(empty);
+    assert.equal(r.cases.length, 0);
+    assert.equal(r.ok, false);
+    await assert.rejects(() => runConformance(`${empty}/nowhere`), /nowhere not found/);
+  } finally {
+    await Deno.remove(empty, { recursive: true });
+  }
+});
+
+Deno.test("cases are read over HTTP(S) too (how a registry import reaches the vendored folder)", async () => {
+  const root = VENDORED.replace(/\/$/, "");
+  const requests: string[] = [];
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (req) => {
+      const path = decodeURIComponent(new URL(req.url).pathname);
+      requests.push(path);
+      if (path.includes("..")) return new Response("bad path", { status: 400 });
+      try {
+        return new Response(await Deno.readFile(root + path));
+      } catch {
+        return new Response("not found", { status: 404 });
+      }
+    },
+  );
+  const base = `http://127.0.0.1:${server.addr.port}/`;
+  const names = (await findCases(new URL(base))).map((c) => c.name);
+  assert.deepEqual(names, CASES);
+  const r = await runConformance(base, {
+    only: ["B4_infer_qneuron_layer_short_prompt", "C2_attn_chunked_padded_b2"],
+  });
+  assert.deepEqual(r.cases.map((c) => [c.name, c.ok]), [
+    ["B4_infer_qneuron_layer_short_prompt", true],
+    ["C2_attn_chunked_padded_b2", true],
+  ]);
+  assert.ok(requests.includes("/B4_infer_qneuron_layer_short_prompt/weights.safetensors"));
+  // a missing remote file fails its case naming the URL
+  const one = await findCases(`${base}C1_attn_single_chunk/`);
+  assert.deepEqual(one.map((c) => c.name), ["C1_attn_single_chunk"]);
+  const missing = await loadCase(`${base}nowhere`).then(() => "", (e) => String(e));
+  assert.match(missing, /missing file http:\/\/127\.0\.0\.1:\d+\/nowhere\/case\.json/);
+});
+
+Deno.test("the conform CLI runs the vendored cases by default; exits 0 on success, 1 on failure, 2 on usage errors", async () => {
   const log = console.log, err = console.error;
   const out: string[] = [];
   console.log = (...a: unknown[]) => out.push(a.join(" "));
@@ -256,7 +310,7 @@ Deno.test("the conform CLI exits 0 on success, 1 on failure, 2 on usage errors o
   const root = await copyCase("C1_attn_single_chunk");
   try {
     assert.equal(
-      await main([SHARED, "--only", "C1_attn_single_chunk,C2_attn_chunked_padded_b2"]),
+      await main([VENDORED, "--only", "C1_attn_single_chunk,C2_attn_chunked_padded_b2"]),
       0,
     );
     const lines = out.splice(0);
@@ -271,17 +325,15 @@ Deno.test("the conform CLI exits 0 on success, 1 on failure, 2 on usage errors o
     assert.equal(out.at(-1), "conformance: 0 passed, 1 failed");
     assert.match(out.at(-2)!, /^FAIL C1_attn_single_chunk {2}max_err 1\.0e0 \(decode_out\)/);
     out.length = 0;
-    assert.equal(await main([]), 2);
-    assert.equal(await main([SHARED, "--backend", "tpu"]), 2);
-    const gpuModule = new URL("../../src/eval/gpu_backend.ts", import.meta.url);
-    const hasGpuBackend = await Deno.stat(gpuModule).then(() => true, () => false);
-    if (!hasGpuBackend) {
-      assert.equal(await main([SHARED, "--backend", "gpu"]), 2);
-      assert.match(
-        out.at(-1)!,
-        /GPU backend is not available yet: .*gpu_backend\.ts does not exist/,
-      );
-    }
+    assert.equal(await main([]), 0); // no folder: the vendored golden cases
+    assert.equal(out.length, 11);
+    assert.equal(out.at(-1), "conformance: 10 passed, 0 failed");
+    out.length = 0;
+    assert.equal(await main([VENDORED, root]), 2);
+    assert.match(out.at(-1)!, /expected at most one folder, got 2/);
+    assert.equal(await main([VENDORED, "--backend", "tpu"]), 2);
+    assert.match(out.at(-1)!, /unknown backend "tpu"/);
+    assert.equal(await main([VENDORED, "--backend", "toString"]), 2);
     assert.equal(await main([root + "/nowhere"]), 2);
   } finally {
     console.log = log;

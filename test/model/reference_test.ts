@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type ModelConfig, parseConfig } from "../../src/model/config.ts";
 import {
+  compressionScalars,
   inferenceForward,
   loadReferenceModel,
   type ReferenceModel,
@@ -18,6 +19,7 @@ import {
   type WeightTensor,
 } from "../../src/model/reference.ts";
 import { ropeInvFreq as ropeInvFreqF32 } from "../../src/ops/rope.ts";
+import { inferenceObservables, retainedCounts } from "../../src/eval/observables.ts";
 
 /** Seeded standard normal generator (mulberry32 + Box-Muller). */
 function normal(seed: number): () => number {
@@ -195,13 +197,19 @@ Deno.test("inference with all-zero decisions equals teacher logits and keeps eve
         const { model, config } = makeModel(spec);
         const T = ids[0].length, P = Math.min(p, T), L = config.numLayers, Hkv = config.numKvHeads;
         const inf = inferenceForward(model, ids[0], P);
+        const obs = inferenceObservables(
+          retainedCounts(inf.retainedMask, T),
+          { T, L, Hkv },
+          P,
+          config.dms.window + 1,
+        );
         const te = teacherForward(model, ids);
         assert.ok(inf.decisions.every((d) => d === 0));
         assert.ok(maxDiff(inf.logits, te.logits) <= 1e-12);
         assert.ok(maxDiff(inf.layerOut, te.layerOut) <= 1e-12);
         for (let t = P; t < T; t++) {
-          assert.equal(inf.crCache[t], 1);
-          for (let i = 0; i < L * Hkv; i++) assert.equal(inf.cacheLen[t * L * Hkv + i], t + 1);
+          assert.equal(obs.crCache[t], 1);
+          for (let i = 0; i < L * Hkv; i++) assert.equal(obs.cacheLen[t * L * Hkv + i], t + 1);
         }
       },
     ),
@@ -270,6 +278,12 @@ Deno.test("decision conventions: borrowed neuron zeroed in q, 'layer' broadcasts
         G = config.numHeads / Hkv;
       const D = config.headDim, W = config.dms.window, Hq = config.numHeads;
       const inf = inferenceForward(model, ids[0], 3);
+      const obs = inferenceObservables(
+        retainedCounts(inf.retainedMask, T),
+        { T, L, Hkv },
+        3,
+        W + 1,
+      );
       for (let l = 0; l < L; l++) {
         for (let h = 0; h < Hq; h++) {
           for (let t = 0; t < T; t++) {
@@ -295,10 +309,11 @@ Deno.test("decision conventions: borrowed neuron zeroed in q, 'layer' broadcasts
             if (t - j <= W) assert.equal(m, 1);
             sum += m;
           }
-          assert.equal(inf.cacheLen[t * L * Hkv + r], sum);
+          assert.equal(obs.cacheLen[t * L * Hkv + r], sum);
         }
       }
-      assert.ok(Number.isNaN(inf.crModel[2]) && Number.isNaN(inf.crCache[0]));
+      assert.ok(Number.isNaN(obs.crModel[2]) && Number.isNaN(obs.crCache[0]));
+      assert.ok(obs.cacheLen.subarray(0, L * Hkv).every((x) => x === -1)); // row 0 < P−1
     }),
     RUNS,
   );
@@ -396,4 +411,16 @@ Deno.test("ropeInvFreq applies linear and llama3 scaling like HF", () => {
     else if (wavelen > 8192) assert.equal(l3[i], plain[i] / 8); // low frequencies scaled
     else assert.ok(l3[i] < plain[i] && l3[i] > plain[i] / 8); // interpolated
   }
+});
+
+Deno.test("compressionScalars: frac_closed per sequence, dms_loss clamped at 0, cr from the mean", () => {
+  // st:[L=2, B=2, Hkv=1, S=2]: b0 closes 3 of 4, b1 closes 1 of 4
+  const st = new Float64Array([1, 1, 0, 1, 1, 0, 0, 0]);
+  const s = compressionScalars(st, 2, 2, 0.5);
+  assert.deepEqual([...s.fracClosed], [0.75, 0.25]);
+  assert.equal(s.dmsFracClosed, 0.5);
+  assert.equal(s.dmsLoss, (0 + 0.25) / 2);
+  assert.equal(s.cr, 2);
+  assert.equal(compressionScalars(new Float64Array(4).fill(1), 1, 1, 0).cr, 1e6);
+  assert.throws(() => compressionScalars(new Float64Array(3), 2, 2, 0), RangeError);
 });

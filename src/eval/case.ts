@@ -1,0 +1,402 @@
+/**
+ * A conformance case: its types, the zod schema of its `case.json`, and
+ * {@linkcode loadCase}, which reads one case folder (format:
+ * `testdata/conformance/README.md`, "Files in each case folder") from disk or
+ * HTTP(S) into the inputs a {@linkcode ConformanceBackend} gets and the
+ * tensors it is compared with.
+ *
+ * Kinds (`case.json` → `kind`):
+ * - `train_forward` (A): train-mode forward with given noise, plus teacher logits;
+ * - `inference` (B): prefill of `prompt_len` tokens, then one decode step per token;
+ * - `attention_only` (C): one DMS attention layer with given q/k/v/decisions,
+ *   prefill chunks then decode steps.
+ *
+ * @example Load a case and look at its inputs
+ * ```ts
+ * import { loadCase } from "./case.ts";
+ * const c = await loadCase("testdata/conformance/C1_attn_single_chunk");
+ * if (c.kind === "attention_only") console.log(c.case.params.cacheWindow, c.case.inputs.q.shape);
+ * ```
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { decodeSafetensors } from "../io/safetensors.ts";
+import { type ModelConfig, parseConfig } from "../model/config.ts";
+import type { WeightMap, WeightTensor } from "../model/reference.ts";
+import type { CaseTensor } from "./compare.ts";
+import { basename, CaseError, join, message, readBytes, readJson } from "./case_folder.ts";
+
+/** The case kinds this runner knows, as `case.json` names them. */
+export const CASE_KINDS: readonly CaseKind[] = Object.freeze([
+  "train_forward",
+  "inference",
+  "attention_only",
+]);
+
+/** `train_forward` (A), `inference` (B) or `attention_only` (C). */
+export type CaseKind = "train_forward" | "inference" | "attention_only";
+
+/** The input tensors of each kind (everything else in `case.safetensors` is expected output). */
+export const CASE_INPUTS: Readonly<Record<CaseKind, readonly string[]>> = Object.freeze({
+  train_forward: ["input_ids", "noise"],
+  inference: ["input_ids"],
+  attention_only: ["q", "k", "v", "decisions", "attn_mask"],
+});
+
+/** Expected tensors whose value −1 means "not observable" (skipped when comparing). */
+export const NOT_OBSERVABLE: Readonly<Record<string, number>> = Object.freeze({
+  cache_len: -1,
+  cache_retained_mask: -1,
+});
+
+/** The parts of `case.json` the runner reads; other fields are kept as they are. */
+export interface CaseJson {
+  /** Case name (informational; the folder name is used). */
+  readonly case?: string;
+  /** One of {@linkcode CASE_KINDS}. */
+  readonly kind: string;
+  /** Every tensor of `case.safetensors`: name → dtype and shape. */
+  readonly tensors: Readonly<
+    Record<string, { readonly dtype: string; readonly shape: readonly number[] }>
+  >;
+  /** Tolerance table (see `parseTolerances`). */
+  readonly recommended_tolerance?: unknown;
+  /** Scalars the reference model returned (A: cr, dms_frac_closed, dms_loss). */
+  readonly model_reported?: Readonly<Record<string, unknown>>;
+  /** Kind-specific parameters (`prompt_len`, `cache_window`, ...) and provenance. */
+  readonly [key: string]: unknown;
+}
+
+/** What every case hands to a backend. */
+export interface CaseBase {
+  /** Case name (folder path relative to the conformance folder). */
+  readonly name: string;
+  /** The case folder (local path or http(s) URL). */
+  readonly dir: string;
+  /** The whole `case.json`. */
+  readonly json: CaseJson;
+}
+
+/** A model case (A, B): config and weights from the case folder. */
+export interface ModelCase extends CaseBase {
+  /** `config.json`, normalised. */
+  readonly config: ModelConfig;
+  /** `weights.safetensors`, HF names, float32. */
+  readonly weights: WeightMap;
+}
+
+/** A `train_forward` case (A). */
+export interface TrainForwardCase extends ModelCase {
+  /** Scalars from `case.json`. */
+  readonly params: {
+    /** B */
+    readonly batch: number;
+    /** S */
+    readonly seqLen: number;
+    /** α* for `dms_loss` (SPEC §6). */
+    readonly targetFracToClose: number;
+  };
+  /** Input tensors from `case.safetensors`. */
+  readonly inputs: {
+    /** `[B, S]` int32 */
+    readonly input_ids: CaseTensor;
+    /** `[L, B, Hkv, S]` float32 logistic noise */
+    readonly noise: CaseTensor;
+  };
+}
+
+/** An `inference` case (B): prefill of `promptLen` tokens, then one decode step per token. */
+export interface InferenceCase extends ModelCase {
+  /** Scalars from `case.json`. */
+  readonly params: {
+    /** P */
+    readonly promptLen: number;
+    /** T − P */
+    readonly numDecodeSteps: number;
+    /** Prefill chunk length, or null for one chunk (changes memory layout only). */
+    readonly chunkedPrefill: number | null;
+  };
+  /** Input tensors from `case.safetensors`. */
+  readonly inputs: {
+    /** `[1, T]` int32: prompt plus greedy continuation (teacher-forced) */
+    readonly input_ids: CaseTensor;
+  };
+}
+
+/** An `attention_only` case (C): one DMS attention layer called directly. */
+export interface AttentionOnlyCase extends CaseBase {
+  /** Scalars from `case.json`. */
+  readonly params: {
+    /** B */
+    readonly batch: number;
+    /** Hkv */
+    readonly headsKv: number;
+    /** G = Hq / Hkv */
+    readonly gqaFactor: number;
+    /** D */
+    readonly headDim: number;
+    /** Score scale (D^−1/2). */
+    readonly attnScaling: number;
+    /** Wc = W + 1: the cache window; keys at distance < Wc are always visible. */
+    readonly cacheWindow: number;
+    /** Paged block size (memory layout only). */
+    readonly blockSize: number;
+    /** S: prefill length. */
+    readonly prefillLen: number;
+    /** `[start, end)` of each prefill chunk, in order, covering `[0, S)`. */
+    readonly prefillChunks: readonly (readonly [number, number])[];
+    /** N: decode steps after the prefill (T = S + N). */
+    readonly numDecodeSteps: number;
+    /** Left padding per batch row. */
+    readonly leftPad: readonly number[];
+  };
+  /** Input tensors from `case.safetensors`. */
+  readonly inputs: {
+    /** `[B*Hkv, T, G, D]` flash layout (row b·Hkv+h, query head h·G+i) */
+    readonly q: CaseTensor;
+    /** `[B, Hkv, T, D]` post-RoPE keys */
+    readonly k: CaseTensor;
+    /** `[B, Hkv, T, D]` */
+    readonly v: CaseTensor;
+    /** `[B, Hkv, T]` int32 hard decisions, unshifted */
+    readonly decisions: CaseTensor;
+    /** `[B, T]` int32: 1 = token, 0 = left padding */
+    readonly attn_mask: CaseTensor;
+  };
+}
+
+/** Named output tensors (names as in `case.json` → `tensors`; `model_reported.<key>` for scalars). */
+export type BackendOutputs = Readonly<Record<string, CaseTensor>>;
+
+/**
+ * An implementation under test. Each method gets the parsed inputs of one case
+ * and returns the tensors it computes, named as in `case.json`; tensors it
+ * does not return are reported as not produced (not a failure by themselves).
+ * Throwing fails the case with the error's message.
+ */
+export interface ConformanceBackend {
+  /** Short name for reports (`cpu`, `gpu`). */
+  readonly name: string;
+  /** A: train-mode forward (logits, layer_out, decision_* tensors, dms_frac_closed, dms_loss, logits_teacher). */
+  trainForward(c: TrainForwardCase): Promise<BackendOutputs>;
+  /** B: prefill + decode (logits, decision_logits, decisions, cache_len, *_retained_mask, cr_*, q, k, v, layer_out). */
+  inference(c: InferenceCase): Promise<BackendOutputs>;
+  /** C: attention only (prefill_out, decode_out, cache_len, retained_mask, cache_retained_mask). */
+  attentionOnly(c: AttentionOnlyCase): Promise<BackendOutputs>;
+}
+
+/** A case read from its folder: the parsed inputs for the backend and the expected tensors. */
+export type LoadedCase =
+  | {
+    readonly kind: "train_forward";
+    readonly case: TrainForwardCase;
+    readonly expected: ReadonlyMap<string, CaseTensor>;
+  }
+  | {
+    readonly kind: "inference";
+    readonly case: InferenceCase;
+    readonly expected: ReadonlyMap<string, CaseTensor>;
+  }
+  | {
+    readonly kind: "attention_only";
+    readonly case: AttentionOnlyCase;
+    readonly expected: ReadonlyMap<string, CaseTensor>;
+  };
+
+// ---------------------------------------------------------------------------------------------
+// case.json schema (README, "Files in each case folder" and "Tensors")
+
+const tensorsSchema = z.record(
+  z.string(),
+  z.object({ dtype: z.string(), shape: z.array(z.int().nonnegative()) }),
+);
+const caseJsonSchema = z.looseObject({ kind: z.string(), tensors: tensorsSchema });
+const trainSchema = z.looseObject({
+  batch: z.int().positive(),
+  seq_len: z.int().positive(),
+  target_frac_to_close: z.number(),
+});
+const inferenceSchema = z.looseObject({
+  prompt_len: z.int().positive(),
+  num_decode_steps: z.int().nonnegative(),
+  chunked_prefill: z.int().positive().nullish(),
+});
+const attentionSchema = z.looseObject({
+  batch: z.int().positive(),
+  heads_kv: z.int().positive(),
+  gqa_factor: z.int().positive(),
+  head_dim: z.int().positive(),
+  attn_scaling: z.number().positive(),
+  cache_window: z.int().positive(),
+  block_size: z.int().positive().nullish(),
+  prefill_len: z.int().positive(),
+  prefill_chunks: z.array(z.tuple([z.int().nonnegative(), z.int().nonnegative()])).nullish(),
+  num_decode_steps: z.int().nonnegative(),
+  left_pad: z.array(z.int().nonnegative()).nullish(),
+});
+
+function parseWith<T>(schema: z.ZodType<T>, value: unknown, file: string): T {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const msg = r.error.issues.map((i) => `field "${i.path.join(".")}": ${i.message}`).join("; ");
+  throw new CaseError(`${file}: ${msg}`);
+}
+
+/**
+ * Reads and validates `case.json` of a case folder.
+ *
+ * @throws {CaseError} naming the file and field when it is missing or malformed
+ */
+export async function readCaseJson(dir: string): Promise<CaseJson> {
+  const path = join(dir, "case.json");
+  return parseWith(caseJsonSchema, await readJson(path), path) as CaseJson;
+}
+
+/**
+ * Reads one case folder: `case.json`, every tensor it lists from
+ * `case.safetensors`, and for model cases `config.json` + `weights.safetensors`.
+ *
+ * @param dir the case folder (local path or http(s) URL)
+ * @param name the case name for reports (default: the folder's basename)
+ * @throws {CaseError} naming the file (and field or tensor) when something is missing or
+ *   malformed, or the kind is unknown
+ */
+export async function loadCase(dir: string, name: string = basename(dir)): Promise<LoadedCase> {
+  const jsonPath = join(dir, "case.json");
+  const json = await readCaseJson(dir);
+  const kind = json.kind;
+  if (!(CASE_KINDS as readonly string[]).includes(kind)) {
+    throw new CaseError(`${jsonPath}: unknown kind "${kind}" (expected ${CASE_KINDS.join(", ")})`);
+  }
+  const k = kind as CaseKind;
+  const expected = await readCaseTensors(dir, json);
+  const inputs: Record<string, CaseTensor> = {};
+  for (const n of CASE_INPUTS[k]) {
+    const t = expected.get(n);
+    if (!t) {
+      throw new CaseError(`${jsonPath}: "tensors" lists no input "${n}" (needed by kind ${k})`);
+    }
+    inputs[n] = t;
+  }
+  const base = { name, dir, json };
+  if (k === "attention_only") {
+    const p = parseWith(attentionSchema, json, jsonPath);
+    const params: AttentionOnlyCase["params"] = {
+      batch: p.batch,
+      headsKv: p.heads_kv,
+      gqaFactor: p.gqa_factor,
+      headDim: p.head_dim,
+      attnScaling: p.attn_scaling,
+      cacheWindow: p.cache_window,
+      blockSize: p.block_size ?? p.cache_window,
+      prefillLen: p.prefill_len,
+      prefillChunks: p.prefill_chunks ?? [[0, p.prefill_len]],
+      numDecodeSteps: p.num_decode_steps,
+      leftPad: p.left_pad ?? new Array(p.batch).fill(0),
+    };
+    checkChunks(params.prefillChunks, params.prefillLen, jsonPath);
+    const c: AttentionOnlyCase = {
+      ...base,
+      params,
+      inputs: inputs as unknown as AttentionOnlyCase["inputs"],
+    };
+    return { kind: k, case: c, expected };
+  }
+  const { config, weights } = await loadModelFiles(dir);
+  if (k === "train_forward") {
+    const p = parseWith(trainSchema, json, jsonPath);
+    const c: TrainForwardCase = {
+      ...base,
+      config,
+      weights,
+      params: { batch: p.batch, seqLen: p.seq_len, targetFracToClose: p.target_frac_to_close },
+      inputs: inputs as unknown as TrainForwardCase["inputs"],
+    };
+    return { kind: k, case: c, expected };
+  }
+  const p = parseWith(inferenceSchema, json, jsonPath);
+  const c: InferenceCase = {
+    ...base,
+    config,
+    weights,
+    params: {
+      promptLen: p.prompt_len,
+      numDecodeSteps: p.num_decode_steps,
+      chunkedPrefill: p.chunked_prefill ?? null,
+    },
+    inputs: inputs as unknown as InferenceCase["inputs"],
+  };
+  return { kind: k, case: c, expected };
+}
+
+function checkChunks(
+  chunks: readonly (readonly [number, number])[],
+  S: number,
+  file: string,
+): void {
+  let at = 0;
+  for (const [s, e] of chunks) {
+    if (s !== at || e <= s) {
+      throw new CaseError(
+        `${file}: prefill_chunks must be contiguous non-empty [start, end) from 0, got ${
+          JSON.stringify(chunks)
+        }`,
+      );
+    }
+    at = e;
+  }
+  if (at !== S) throw new CaseError(`${file}: prefill_chunks end at ${at}, prefill_len is ${S}`);
+}
+
+/** Decodes a whole (small) safetensors file; a malformed file becomes a CaseError naming it. */
+async function readSafetensors(path: string): Promise<ReturnType<typeof decodeSafetensors>> {
+  const bytes = await readBytes(path);
+  try {
+    return decodeSafetensors(bytes, path);
+  } catch (e) {
+    throw new CaseError(message(e));
+  }
+}
+
+/** Reads every tensor `case.json` lists from `case.safetensors`, checking its shape. */
+async function readCaseTensors(dir: string, json: CaseJson): Promise<Map<string, CaseTensor>> {
+  const path = join(dir, "case.safetensors");
+  const { tensors } = await readSafetensors(path);
+  const out = new Map<string, CaseTensor>();
+  for (const [name, info] of Object.entries(json.tensors)) {
+    const t = tensors[name];
+    if (!t) throw new CaseError(`${path}: no tensor "${name}" (listed in case.json)`);
+    if (t.shape.length !== info.shape.length || t.shape.some((d, i) => d !== info.shape[i])) {
+      throw new CaseError(
+        `${path}: tensor "${name}" has shape [${t.shape.join(", ")}], case.json says [${
+          info.shape.join(", ")
+        }]`,
+      );
+    }
+    out.set(name, { shape: t.shape, data: t.data });
+  }
+  return out;
+}
+
+/** `config.json` and `weights.safetensors` of a model case. */
+async function loadModelFiles(dir: string): Promise<{ config: ModelConfig; weights: WeightMap }> {
+  const cfgPath = join(dir, "config.json"), wPath = join(dir, "weights.safetensors");
+  const cfgJson = await readJson(cfgPath);
+  let config: ModelConfig;
+  try {
+    config = parseConfig(cfgJson, cfgPath);
+  } catch (e) {
+    throw new CaseError(message(e));
+  }
+  const { tensors } = await readSafetensors(wPath);
+  const weights = new Map<string, WeightTensor>();
+  for (const [name, t] of Object.entries(tensors)) {
+    if (!(t.data instanceof Float32Array)) {
+      throw new CaseError(`${wPath}: tensor "${name}" is ${t.dtype}, expected a float type`);
+    }
+    weights.set(name, { shape: t.shape, data: t.data });
+  }
+  return { config, weights };
+}
