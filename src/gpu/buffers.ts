@@ -24,6 +24,26 @@ export function align(n: number, a: number): number {
   return Math.ceil(n / a) * a;
 }
 
+/**
+ * Queues a write of `data` into `buffer` at `offset`; a length that is not a multiple of 4 gets
+ * its last bytes zero-padded to 4 (WebGPU writes whole words).
+ */
+export function writePadded(
+  queue: GPUQueue,
+  buffer: GPUBuffer,
+  data: ArrayBufferView,
+  offset = 0,
+): void {
+  const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+  const n = bytes.byteLength & ~3;
+  if (n) queue.writeBuffer(buffer, offset, bytes, 0, n);
+  if (n !== bytes.byteLength) {
+    const tail = new Uint8Array(4);
+    tail.set(bytes.subarray(n));
+    queue.writeBuffer(buffer, offset + n, tail);
+  }
+}
+
 /** Hooks the pool calls before destroying a buffer (submit pending work, drop cached bind groups). */
 export interface PoolHooks {
   /** Submits recorded work that may still use the buffer. */

@@ -27,8 +27,8 @@
  * @module
  */
 
-import { align, BufferPool, type MemoryStats } from "./buffers.ts";
-import { Params, type ParamValues, UniformArenas } from "./params.ts";
+import { align, BufferPool, type MemoryStats, writePadded } from "./buffers.ts";
+import { assertNoParams, type Params, type ParamValues, UniformArenas } from "./params.ts";
 import {
   BindGroupCache,
   type Binding,
@@ -212,13 +212,6 @@ export class Gpu {
     let bi = 0;
     for (const decl of kernel.bindings) {
       if (decl.kind === "uniform") {
-        if (!params) {
-          throw new TypeError(
-            `${kernel.label}: missing uniform params { ${
-              kernel.params?.fields.map((f) => f.name).join(", ")
-            } } (struct ${kernel.params?.struct})`,
-          );
-        }
         ({ arena, offset: dynamicOffset } = this.#uniforms.push(
           kernel.label,
           kernel.params,
@@ -234,10 +227,7 @@ export class Gpu {
       }
     }
     if (bi !== buffers.length) throw new TypeError(bufferCountMessage(kernel, buffers.length));
-    if (arena < 0 && params && !(params instanceof Params)) {
-      // No uniform in this entry point: only `{}` is accepted.
-      this.#checkNoParams(kernel, params);
-    }
+    if (arena < 0 && params) assertNoParams(kernel.label, params);
     if (x === 0 || y === 0 || z === 0) return;
     if (this.debug) {
       this.device.pushErrorScope("validation");
@@ -322,14 +312,7 @@ export class Gpu {
   write(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
     this.#checkAlive();
     this.flush();
-    const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
-    const n = bytes.byteLength & ~3;
-    if (n) this.device.queue.writeBuffer(buffer, offset, bytes, 0, n);
-    if (n !== bytes.byteLength) {
-      const tail = new Uint8Array(4);
-      tail.set(bytes.subarray(n));
-      this.device.queue.writeBuffer(buffer, offset + n, tail);
-    }
+    writePadded(this.device.queue, buffer, data, offset);
   }
 
   /**
@@ -437,14 +420,6 @@ export class Gpu {
     if (count <= MAX_WORKGROUPS_PER_DIM) return [Math.max(1, count), 1];
     const y = Math.ceil(count / MAX_WORKGROUPS_PER_DIM);
     return [Math.ceil(count / y), y];
-  }
-
-  #checkNoParams(kernel: Kernel, params: ParamValues): void {
-    for (const name in params) {
-      throw new TypeError(
-        `${kernel.label}: takes no params (its entry point uses no uniform), got "${name}"`,
-      );
-    }
   }
 
   #track(p: Promise<GPUError | null>, label: string): void {

@@ -113,14 +113,28 @@ export function packParams(
   let n = 0;
   for (const _ in values) n++;
   if (n !== fields.length) {
+    if (!layout) assertNoParams(label, values);
     const known = new Set(fields.map((f) => f.name));
     const extra = Object.keys(values).filter((k) => !known.has(k));
     throw new TypeError(
-      layout
-        ? `${label}: unknown param "${extra[0]}" (struct ${layout.struct} has ${
-          fields.map((f) => f.name).join(", ")
-        })`
-        : `${label}: takes no params (its entry point uses no uniform), got "${extra[0]}"`,
+      `${label}: unknown param "${extra[0]}" (struct ${layout!.struct} has ${
+        fields.map((f) => f.name).join(", ")
+      })`,
+    );
+  }
+}
+
+/**
+ * Throws unless `params` is empty (`{}`) or a deprecated {@linkcode Params} (ignored, as
+ * before): for entry points that use no uniform.
+ *
+ * @throws {TypeError} Naming the kernel and the first field given.
+ */
+export function assertNoParams(label: string, params: ParamValues | Params): void {
+  if (params instanceof Params) return;
+  for (const name in params) {
+    throw new TypeError(
+      `${label}: takes no params (its entry point uses no uniform), got "${name}"`,
     );
   }
 }
@@ -149,12 +163,19 @@ export class UniformArenas {
    * @param layout The entry point's uniform struct.
    * @param params Fields by name, or a deprecated positional {@linkcode Params}.
    * @returns The arena index and the slot's byte offset in it.
+   * @throws {TypeError} When `params` is missing, or a field is (see {@linkcode packParams}).
    */
   push(
     label: string,
     layout: ParamLayout | undefined,
-    params: ParamValues | Params,
+    params: ParamValues | Params | undefined,
   ): { arena: number; offset: number } {
+    if (!params) {
+      throw new TypeError(
+        `${label}: missing uniform params { ${layout?.fields.map((f) => f.name).join(", ")} } ` +
+          `(struct ${layout?.struct})`,
+      );
+    }
     const slot = this.#slots;
     const arena = Math.floor(slot / ARENA_SLOTS);
     const offset = (slot % ARENA_SLOTS) * UNIFORM_BYTES;
