@@ -341,3 +341,54 @@ Deno.test("the conform CLI runs the vendored cases by default; exits 0 on succes
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("imported over HTTP (as from JSR), runConformance() fetches the vendored cases over HTTP", async () => {
+  const root = new URL("../../", import.meta.url);
+  const served: string[] = [];
+  const ac = new AbortController();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen: () => {} },
+    async (req) => {
+      const path = decodeURIComponent(new URL(req.url).pathname);
+      if (path.includes("..") || !/^\/(mod\.ts|src\/|shaders\/|testdata\/)/.test(path)) {
+        return new Response("not found", { status: 404 });
+      }
+      try {
+        const body = await Deno.readFile(new URL(`.${path}`, root));
+        served.push(path);
+        const type = path.endsWith(".ts") ? "application/typescript" : "application/octet-stream";
+        return new Response(body, { headers: { "content-type": type } });
+      } catch {
+        return new Response("not found", { status: 404 });
+      }
+    },
+  );
+  try {
+    const { port } = server.addr as Deno.NetAddr;
+    // a child process, with --no-lock so that the loopback URLs never land in deno.lock
+    const script = `
+      const { runConformance } = await import("http://127.0.0.1:${port}/src/eval/conformance.ts");
+      const r = await runConformance();
+      console.log(JSON.stringify({ dir: r.dir, passed: r.passed, failed: r.failed }));`;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--no-lock", script],
+      cwd: root,
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!;
+    assert.deepEqual(JSON.parse(text), {
+      dir: `http://127.0.0.1:${port}/testdata/conformance/`,
+      passed: 10,
+      failed: 0,
+    });
+    assert.ok(
+      served.includes("/testdata/conformance/B2_infer_adapter_layer_tied/weights.safetensors"),
+    );
+  } finally {
+    ac.abort();
+    await server.finished;
+  }
+});
