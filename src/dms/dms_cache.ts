@@ -155,7 +155,7 @@ export class DmsPolicy implements CachePolicy {
   #ring: GPUBuffer | undefined;
   #holes: GPUBuffer | undefined;
 
-  /** @param window W (ignored, taken as 0, when `evict` is false). */
+  /** A DMS policy with window W (taken as 0 when `evict` is false: nothing is marked). */
   constructor(window: number, evict = true) {
     this.evict = evict;
     this.window = evict ? window : 0;

@@ -4,7 +4,7 @@ import { createDmsCache, type DmsCache } from "../../src/dms/dms_cache.ts";
 import { createDenseCache } from "../../src/policies/dense.ts";
 import { isVisible, retainedCount } from "../../src/dms/oracle.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
-import { assertClose, fcParams, FLOAT_DTYPES, gpu, GPU_TEST, TOL } from "../_util.ts";
+import { assertClose, fcParams, gpu, GPU_TEST, TOL } from "../_util.ts";
 import {
   chunking,
   expected,

@@ -147,7 +147,7 @@ for (const policy of POLICIES) {
               assert.equal(len, want, `length of page ${p}, ${label}`);
             });
           }),
-          fcParams(dtype === "f32" ? 8 : 3),
+          fcParams(dtype === "f32" ? 14 : 6),
         );
       },
     });
