@@ -24,7 +24,6 @@ export {
   type Kernel,
   type KernelSpec,
   type MemoryStats,
-  Params,
   type ParamValues,
 } from "./src/gpu/device.ts";
 export type { BindingDecl, ParamField, ParamLayout, ParamType } from "./src/gpu/shader.ts";

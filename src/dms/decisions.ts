@@ -28,9 +28,9 @@
  * @module
  */
 
-import { Gpu, Params } from "../gpu/device.ts";
+import { Gpu, type ParamValues } from "../gpu/device.ts";
 import { fmtShape, Tensor } from "../tensor/tensor.ts";
-import { assertRank } from "../ops/_launch.ts";
+import { assertRank } from "../ops/launch.ts";
 import { gumbelSigmoid, logSigmoid } from "./oracle.ts";
 
 const WG = 64;
@@ -77,9 +77,18 @@ function params(
   d: number,
   o?: DecisionOptions,
   tau = 1,
-): Params {
-  return new Params().u32(b).u32(t).u32(hq).u32(hkv).u32(d).u32(o?.perLayer ? 1 : 0)
-    .f32(o?.alphaScale ?? 1).f32(o?.alphaOffset ?? 0).f32(1 / tau);
+): ParamValues {
+  return {
+    b,
+    t,
+    hq,
+    hkv,
+    d,
+    per_layer: o?.perLayer ? 1 : 0,
+    scale: o?.alphaScale ?? 1,
+    offset: o?.alphaOffset ?? 0,
+    inv_tau: 1 / tau,
+  };
 }
 
 /**

@@ -28,7 +28,7 @@
  */
 
 import { align, BufferPool, type MemoryStats, writePadded } from "./buffers.ts";
-import { assertNoParams, type Params, type ParamValues, UniformArenas } from "./params.ts";
+import { assertNoParams, type ParamValues, UniformArenas } from "./params.ts";
 import {
   BindGroupCache,
   type Binding,
@@ -40,7 +40,7 @@ import {
 import { TimestampRecorder } from "./profiling.ts";
 
 export { align, type MemoryStats } from "./buffers.ts";
-export { Params, type ParamValues } from "./params.ts";
+export type { ParamValues } from "./params.ts";
 export type { Binding, Kernel, KernelSpec } from "./pipelines.ts";
 
 /** Options for {@linkcode getGpu} / {@linkcode Gpu.create}. */
@@ -185,8 +185,7 @@ export class Gpu {
    * @param buffers Storage bindings in `@binding` order (after the uniform at 0, if the shader declares one).
    * @param workgroups Workgroup counts `[x, y?, z?]`.
    * @param params The fields of the shader's uniform `struct Params` by name, e.g.
-   *   `{ rows, d, eps }` (omit, or `{}`, when the entry point uses no uniform). A deprecated
-   *   positional {@linkcode Params} is still accepted while call sites convert.
+   *   `{ rows, d, eps }` (omit, or `{}`, when the entry point uses no uniform).
    * @throws {TypeError} For a wrong number of buffers, or a missing, unknown or non-number param
    *   (naming the kernel and the field).
    * @throws {RangeError} For a workgroup count out of range, or a param out of its type's range
@@ -196,7 +195,7 @@ export class Gpu {
     kernel: Kernel,
     buffers: readonly Binding[],
     workgroups: readonly number[],
-    params?: ParamValues | Params,
+    params?: ParamValues,
   ): void {
     this.#checkAlive();
     const [x, y = 1, z = 1] = workgroups;

@@ -7,8 +7,7 @@
  * each value is checked against its field's type (u32: integer 0..2^32-1, i32:
  * integer -2^31..2^31-1, f32: any number but NaN) and written at the field's
  * offset. A missing, unknown or mistyped field is an error naming the kernel and
- * the field. The positional {@linkcode Params} builder is kept (deprecated) while
- * call sites convert.
+ * the field. No uniform is packed by position.
  *
  * @module
  */
@@ -22,42 +21,6 @@ const ARENA_SLOTS = 256;
 
 /** Kernel parameters by `struct Params` field name, e.g. `{ rows: 4, d: 64, eps: 1e-6 }`. */
 export type ParamValues = Readonly<Record<string, number>>;
-
-/**
- * Builds a 256-byte uniform block from scalar fields, in WGSL struct order.
- *
- * @deprecated Pass a {@linkcode ParamValues} object (fields by name) to
- * `gpu.dispatch` instead; this positional builder goes once every call site has converted.
- */
-export class Params {
-  #view = new DataView(new ArrayBuffer(UNIFORM_BYTES));
-  #offset = 0;
-  /** Appends a `u32`. */
-  u32(v: number): this {
-    this.#view.setUint32(this.#next(), v >>> 0, true);
-    return this;
-  }
-  /** Appends an `i32`. */
-  i32(v: number): this {
-    this.#view.setInt32(this.#next(), v | 0, true);
-    return this;
-  }
-  /** Appends an `f32`. */
-  f32(v: number): this {
-    this.#view.setFloat32(this.#next(), v, true);
-    return this;
-  }
-  /** The packed bytes. */
-  get bytes(): ArrayBuffer {
-    return this.#view.buffer as ArrayBuffer;
-  }
-  #next(): number {
-    const o = this.#offset;
-    if (o + 4 > UNIFORM_BYTES) throw new RangeError(`Params exceed ${UNIFORM_BYTES} bytes`);
-    this.#offset += 4;
-    return o;
-  }
-}
 
 /**
  * Writes `values` into `view` at `offset`, field by field as `layout` declares them.
@@ -125,13 +88,11 @@ export function packParams(
 }
 
 /**
- * Throws unless `params` is empty (`{}`) or a deprecated {@linkcode Params} (ignored, as
- * before): for entry points that use no uniform.
+ * Throws unless `params` is empty (`{}`): for entry points that use no uniform.
  *
  * @throws {TypeError} Naming the kernel and the first field given.
  */
-export function assertNoParams(label: string, params: ParamValues | Params): void {
-  if (params instanceof Params) return;
+export function assertNoParams(label: string, params: ParamValues): void {
   for (const name in params) {
     throw new TypeError(
       `${label}: takes no params (its entry point uses no uniform), got "${name}"`,
@@ -161,14 +122,14 @@ export class UniformArenas {
    *
    * @param label Kernel label (errors).
    * @param layout The entry point's uniform struct.
-   * @param params Fields by name, or a deprecated positional {@linkcode Params}.
+   * @param params Fields by name.
    * @returns The arena index and the slot's byte offset in it.
    * @throws {TypeError} When `params` is missing, or a field is (see {@linkcode packParams}).
    */
   push(
     label: string,
     layout: ParamLayout | undefined,
-    params: ParamValues | Params | undefined,
+    params: ParamValues | undefined,
   ): { arena: number; offset: number } {
     if (!params) {
       throw new TypeError(
@@ -180,11 +141,7 @@ export class UniformArenas {
     const arena = Math.floor(slot / ARENA_SLOTS);
     const offset = (slot % ARENA_SLOTS) * UNIFORM_BYTES;
     this.#ensure(arena);
-    if (params instanceof Params) {
-      this.#staging[arena].set(new Uint8Array(params.bytes), offset);
-    } else {
-      packParams(label, layout, params, this.#views[arena], offset);
-    }
+    packParams(label, layout, params, this.#views[arena], offset);
     this.#slots++;
     return { arena, offset };
   }

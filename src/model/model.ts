@@ -22,7 +22,7 @@
 
 import type { Gpu } from "../gpu/device.ts";
 import { openCheckpoint, type TensorInput, writeSafetensors } from "../io/safetensors.ts";
-import type { FloatDType } from "../ops/_launch.ts";
+import type { FloatDType } from "../tensor/dtype.ts";
 import { readTensors, type Tensor } from "../tensor/tensor.ts";
 import { configToJson, loadConfig, type ModelConfig } from "./config.ts";
 import { Transformer } from "./transformer.ts";

@@ -23,7 +23,7 @@
 
 import { fmtShape, Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/dtype.ts";
-import type { FloatDType } from "../ops/_launch.ts";
+import type { FloatDType } from "../tensor/dtype.ts";
 import { add } from "../ops/elementwise.ts";
 import { linear } from "../ops/matmul.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";

@@ -15,7 +15,7 @@ import { bytesPer } from "../tensor/dtype.ts";
 import { fmtShape, Tensor } from "../tensor/tensor.ts";
 import { randomTensor } from "../tensor/random.ts";
 import type { TensorReader } from "../io/safetensors.ts";
-import type { FloatDType } from "../ops/_launch.ts";
+import type { FloatDType } from "../tensor/dtype.ts";
 import type { ModelConfig } from "./config.ts";
 
 /** A matrix `[rows, cols]` stored as row blocks, each small enough for one storage binding. */

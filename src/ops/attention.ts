@@ -56,7 +56,7 @@
 import { Gpu } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
-import { assertFloat, assertRank, output, sameDtype } from "./_launch.ts";
+import { assertFloat, assertRank, output, sameDtype } from "./launch.ts";
 
 /**
  * The log-sum-exp of a row without visible keys, and the "masked" sentinel of `farBias`: the

@@ -30,7 +30,7 @@
  */
 
 import { align } from "../gpu/device.ts";
-import { grid1d, output } from "./_launch.ts";
+import { grid1d, output } from "./launch.ts";
 import { type FloatDType, roundToF16 } from "../tensor/dtype.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 

@@ -20,7 +20,7 @@
 
 import type { DType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { assertRank, grid1d, output } from "./_launch.ts";
+import { assertRank, grid1d, output } from "./launch.ts";
 
 const WG = 256;
 

@@ -49,7 +49,7 @@
 import { type Binding, Gpu } from "../gpu/device.ts";
 import { bytesPer, type FloatDType } from "../tensor/dtype.ts";
 import { fmtShape, numel, type Tensor } from "../tensor/tensor.ts";
-import { assertFloat, output, sameDtype } from "./_launch.ts";
+import { assertFloat, output, sameDtype } from "./launch.ts";
 
 /** Kernel choice: `auto` picks `gemv` for M ≤ {@linkcode GEMV_MAX_M}, `tiled` otherwise. */
 export type MatmulVariant = "auto" | "naive" | "tiled" | "gemv";

@@ -39,7 +39,7 @@
 import { Gpu, type Kernel, type KernelSpec } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
-import { assertFloat, output, rowWorkgroupSize } from "./_launch.ts";
+import { assertFloat, output, rowWorkgroupSize } from "./launch.ts";
 
 /** A reduction over the last dimension. */
 export type ReduceOp = "sum" | "mean" | "max" | "argmax";

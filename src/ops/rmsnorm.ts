@@ -39,7 +39,7 @@
 import { Gpu } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
-import { assertFloat, output } from "./_launch.ts";
+import { assertFloat, output } from "./launch.ts";
 
 /** Workgroup size for rows of length `d`: the smallest power of two in 32..256 that covers it. */
 function workgroupSize(d: number): number {

@@ -52,7 +52,7 @@
 
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
-import { assertFloat, grid1d, output } from "./_launch.ts";
+import { assertFloat, grid1d, output } from "./launch.ts";
 
 const WG = 256;
 

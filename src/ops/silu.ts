@@ -28,7 +28,7 @@
 
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
-import { assertFloat, grid1d, output, sameDtype } from "./_launch.ts";
+import { assertFloat, grid1d, output, sameDtype } from "./launch.ts";
 
 const WG = 256;
 

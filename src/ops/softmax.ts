@@ -39,7 +39,7 @@
 import { Gpu, type Kernel, type KernelSpec } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
-import { assertFloat, output, rowWorkgroupSize } from "./_launch.ts";
+import { assertFloat, output, rowWorkgroupSize } from "./launch.ts";
 
 /** Logits and mask values at or below this are masked (probability exactly 0). */
 export const MASKED: number = -1e9;

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { Params } from "../../src/gpu/device.ts";
 import { packParams } from "../../src/gpu/params.ts";
 import { parseParamLayout } from "../../src/gpu/shader.ts";
 import { gpu, GPU_TEST } from "../_util.ts";
@@ -113,23 +112,23 @@ Deno.test("packParams() errors name the kernel and the field", () => {
 });
 
 Deno.test({
-  name: "dispatch() packs named params by field, and still takes a deprecated positional Params",
+  name: "dispatch() packs named params by field, whatever the key order",
   ...GPU_TEST,
   fn: async () => {
     const k = gpu.kernel({ shader: "elementwise", entry: "scale", defines: { T: "f32" } });
     assert.deepEqual(k.params?.fields.map((f) => f.name), ["n", "m", "alpha"]);
-    const a = gpu.alloc(16), named = gpu.alloc(16), positional = gpu.alloc(16);
+    const a = gpu.alloc(16), named = gpu.alloc(16), ordered = gpu.alloc(16);
     gpu.write(a, new Float32Array([1, 2, 3, 4]));
     // keys in another order than the struct: packing is by name
     gpu.dispatch(k, [a, named], [1], { alpha: 2.5, m: 1, n: 3 });
-    gpu.dispatch(k, [a, positional], [1], new Params().u32(3).u32(1).f32(2.5));
+    gpu.dispatch(k, [a, ordered], [1], { n: 3, m: 1, alpha: 2.5 });
     const [x, y] = await gpu.readMany([
       { buffer: named, size: 12 },
-      { buffer: positional, size: 12 },
+      { buffer: ordered, size: 12 },
     ]);
     assert.deepEqual([...new Float32Array(x)], [2.5, 5, 7.5]);
     assert.deepEqual([...new Float32Array(y)], [2.5, 5, 7.5]);
-    for (const b of [a, named, positional]) gpu.release(b);
+    for (const b of [a, named, ordered]) gpu.release(b);
   },
 });
 

@@ -8,9 +8,6 @@ import { Gpu } from "../gpu/device.ts";
 import type { DType, FloatDType } from "../tensor/dtype.ts";
 import { fmtShape, Tensor } from "../tensor/tensor.ts";
 
-/** Float dtypes an op can compute on (moved to src/tensor/dtype.ts; re-exported for importers). */
-export type { FloatDType };
-
 /** Throws a `TypeError` unless the tensor holds floats. */
 export function assertFloat(t: Tensor, what: string): asserts t is Tensor<FloatDType> {
   if (t.dtype !== "f32" && t.dtype !== "f16") {
