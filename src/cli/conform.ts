@@ -2,8 +2,8 @@
  * `deno task conform [dir] [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]`
  *
  * Runs every conformance case under `dir` (folder format:
- * `testdata/conformance/README.md`; default: the ten golden cases vendored in
- * `testdata/conformance/`) through a backend, prints one line per case
+ * `testdata/conformance/README.md`; a local path or an http(s) URL; default:
+ * the ten golden cases vendored in `testdata/conformance/`) through a backend, prints one line per case
  * (`PASS A1_train_qneuron_head  max_err 3.1e-6 (logits)`) and a last line
  * `conformance: N passed, N failed`.
  *
