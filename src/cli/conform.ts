@@ -13,7 +13,7 @@
  * @example
  * ```sh
  * deno task conform --backend gpu
- * deno task conform ../shared/conformance --only B1_infer_qneuron_head --verbose
+ * deno task conform testdata/conformance --only B1_infer_qneuron_head --verbose
  * ```
  *
  * @module

@@ -16,7 +16,7 @@
  * @example
  * ```ts
  * import { loadConfig } from "./config.ts";
- * const cfg = await loadConfig("../shared/conformance/B1_infer_qneuron_head");
+ * const cfg = await loadConfig("testdata/conformance/B1_infer_qneuron_head");
  * console.log(cfg.numHeads, cfg.numKvHeads, cfg.headDim, cfg.dms.window); // 4 2 16 4
  * ```
  *

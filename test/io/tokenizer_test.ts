@@ -13,7 +13,7 @@ import {
 } from "../../src/io/tokenizer.ts";
 import { loadConfig } from "../../src/model/config.ts";
 
-const CONFORMANCE = new URL("../../../shared/conformance/", import.meta.url).pathname;
+const CONFORMANCE = new URL("../../testdata/conformance/", import.meta.url).pathname;
 const RUNS = Number(Deno.env.get("FC_RUNS")) || 0;
 
 // Fixture folders, written once: a full Qwen3 folder and one without tokenizer_config.json.

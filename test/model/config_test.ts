@@ -8,7 +8,7 @@ import {
   parseConfig,
 } from "../../src/model/config.ts";
 
-const CONFORMANCE = new URL("../../../shared/conformance/", import.meta.url).pathname;
+const CONFORMANCE = new URL("../../testdata/conformance/", import.meta.url).pathname;
 const RUNS = Number(Deno.env.get("FC_RUNS")) || 0;
 
 /** A minimal plain Qwen3 config (no DMS fields). */
