@@ -61,6 +61,24 @@ const MAX_WORKGROUPS_PER_DIM = 65535;
 let shared: Promise<Gpu> | undefined;
 
 /**
+ * On a machine without a desktop session, the WebGPU backend's display probe (Wayland/X11 via
+ * the Vulkan/GL loaders) prints `error: XDG_RUNTIME_DIR is invalid or not set` twice, although
+ * compute works. When the variable is unset and the process may set it, point it at the
+ * system's temporary folder for this process only (children inherit it), so a healthy run
+ * prints no error.
+ */
+function quietDisplayProbe(): void {
+  try {
+    const ask = { name: "env", variable: "XDG_RUNTIME_DIR" } as const;
+    if (Deno.permissions.querySync(ask).state !== "granted") return;
+    if (Deno.env.get("XDG_RUNTIME_DIR")) return;
+    Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("TMPDIR") ?? "/tmp");
+  } catch {
+    // not Deno, or no permission API: leave the environment alone
+  }
+}
+
+/**
  * Returns the process-wide {@linkcode Gpu}, creating it on first use.
  *
  * @throws {Error} When no WebGPU adapter exists, with instructions to get one.
@@ -133,6 +151,7 @@ export class Gpu {
           "which ships WebGPU.",
       );
     }
+    quietDisplayProbe();
     const adapter = await navigator.gpu.requestAdapter({
       powerPreference: options.powerPreference,
     });

@@ -96,3 +96,28 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "getGpu() prints no XDG_RUNTIME_DIR error when the variable is unset",
+  ...GPU_TEST,
+  fn: async () => {
+    const device = new URL("../../src/gpu/device.ts", import.meta.url).href;
+    const env = { ...Deno.env.toObject() };
+    delete env.XDG_RUNTIME_DIR;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `const { getGpu } = await import(${JSON.stringify(device)});` +
+        `console.log((await getGpu()).description ? "adapter" : "none");`,
+      ],
+      env,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, stderr);
+    assert.equal(new TextDecoder().decode(out.stdout).trim(), "adapter");
+    assert.doesNotMatch(stderr, /error:/, stderr);
+  },
+});
