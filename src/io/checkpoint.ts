@@ -171,7 +171,7 @@ async function openSharded(indexPath: string, options?: OpenOptions): Promise<Ch
  * @example
  * ```ts
  * import { openCheckpoint } from "./checkpoint.ts";
- * using ckpt = await openCheckpoint("../shared/conformance/B1_infer_qneuron_head/weights.safetensors");
+ * using ckpt = await openCheckpoint("testdata/conformance/B1_infer_qneuron_head/weights.safetensors");
  * const emb = await ckpt.read("model.embed_tokens.weight", { rowStart: 0, rowEnd: 2 }); // [2, 64]
  * ```
  *
