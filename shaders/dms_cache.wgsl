@@ -25,7 +25,7 @@ struct Params {
   hkv: u32,     // KV heads
   n: u32,       // tokens in this call
   wc: u32,      // cache window W + 1
-  evict: u32,   // 0: dense policy (every decision read as 0)
+  evict: u32,   // 0: evict false (every decision read as 0; Wc = 1)
   bs: u32,      // block size
   mb: u32,      // block-table width
   lbase: u32,   // layer * pages

@@ -35,6 +35,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { assertShape, fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { AttendOptions, KvCache, KvCacheStats } from "./kv_cache.ts";
 import { pagedAttention } from "./paged_attention.ts";
+import { accountStep, scatterEntries } from "./paged_kv.ts";
 import { PagedKvStorage, type PagedStorageOptions } from "./paged_storage.ts";
 import type { CachePolicy, PolicyStep } from "./policy.ts";
 
@@ -323,7 +324,7 @@ export class PagedKvCache implements KvCache {
   }
 
   #endStep(): void {
-    this.storage.account(!this.#stepPrefill);
+    accountStep(this.storage, !this.#stepPrefill);
     const n = this.#stepN;
     for (let b = 0; b < this.batch; b++) {
       const f = this.#frHost[b];
@@ -341,7 +342,7 @@ export class PagedKvCache implements KvCache {
     const step: PolicyStep = { layer, n: 1, t0, decisions: d, firstReal: this.#fr, marks, dest };
     this.policy.score?.(step, q);
     this.policy.decodeUpdate(step);
-    s.scatter(layer, dest, marks, k, v, t0);
+    scatterEntries(s, layer, dest, marks, k, v, t0);
     return pagedAttention(s, layer, q, { t0, window: this.policy.window, scale });
   }
 
@@ -361,7 +362,7 @@ export class PagedKvCache implements KvCache {
     s.ensure(layer, (p) => n - this.#frHost[Math.floor(p / this.kvHeads)]);
     this.policy.score?.(step, q);
     this.policy.prefillCompact(step);
-    s.scatter(layer, dest, marks, k, v, t0);
+    scatterEntries(s, layer, dest, marks, k, v, t0);
     gpu.release(marks);
     gpu.release(dest);
     return out;

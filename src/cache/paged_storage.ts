@@ -1,17 +1,18 @@
 /**
- * Paged per-head KV storage on the GPU: block pools, block tables, geometric growth, reserve,
- * scatter and the step counters. Policies ({@linkcode ./policy.ts}: dense in
+ * Paged per-head KV storage on the GPU: block pools, geometric growth, reserve, lengths, the
+ * step counters and their readbacks. Policies ({@linkcode ./policy.ts}: dense in
  * `src/policies/dense.ts`, DMS in `src/dms/dms_cache.ts`) decide which slot each entry takes;
- * attention through the pages is {@linkcode ./paged_attention.ts}. This module only stores,
- * reads and counts.
+ * the kernels that append, write and count entries are {@linkcode ./paged_kv.ts}, attention
+ * through the pages is {@linkcode ./paged_attention.ts}, the block table
+ * {@linkcode ./block_table.ts}. This module only allocates and reads back.
  *
  * Layout, per layer ℓ and page p = b·Hkv + h (SPEC §5.2 "Paging"):
  * - a pool of blocks of `blockSize` entries: K `[blocks, blockSize, D]`, V the same, and
  *   `meta [blocks, blockSize, 2]` i32 = (absolute position, mark) of each entry. Keys are
  *   stored post-RoPE; with the position stored too, attention applies the §5.1 rule exactly
  *   even to entries a policy has not removed yet (and storage order never matters);
- * - a block table row per page (CPU-owned, uploaded when it changes): slot s of the page lives
- *   in block `table[ℓ, p, s / blockSize]` at offset `s % blockSize`;
+ * - a block table row per page ({@linkcode BlockTable}: CPU-owned, uploaded when it changes):
+ *   slot s of the page lives in block `table[ℓ, p, s / blockSize]` at offset `s % blockSize`;
  * - `lens[ℓ, p]` (GPU): the page's live entries occupy slots 0..len-1. Policies keep them
  *   dense (an evicted slot is refilled in place, never left as a hole).
  * - The pool starts with `ceil(preallocateTokens / blockSize) · B · Hkv` blocks (each page
@@ -27,9 +28,8 @@
  * loop that calls `reserve(N)` every N tokens therefore reads back at most once per N tokens
  * and its pools follow the true lengths.
  *
- * Maintenance kernels (`shaders/paged_kv.wgsl`): `scatter` writes chunk entries at the slots a
- * policy chose; `account` sums all lengths once per step and updates the live/peak/read counters
- * on the GPU (64-bit read counter), read back only by {@linkcode PagedKvStorage.readCounters}.
+ * The counters (live, peak, 64-bit reads, steps) are updated on the GPU by `accountStep`
+ * ({@linkcode ./paged_kv.ts}) and read back only by {@linkcode PagedKvStorage.readCounters}.
  *
  * @example A storage with two pages (policies and {@linkcode ./paged_kv_cache.ts} drive it)
  * ```ts
@@ -45,10 +45,9 @@
  * @module
  */
 
-import { Gpu } from "../gpu/device.ts";
+import type { Gpu } from "../gpu/device.ts";
 import { bytesPer } from "../tensor/dtype.ts";
-import type { Tensor } from "../tensor/tensor.ts";
-import { dispatchBound } from "./dispatch_bound.ts";
+import { BlockTable } from "./block_table.ts";
 
 /** Options of {@linkcode PagedKvStorage}. */
 export interface PagedStorageOptions {
@@ -134,11 +133,7 @@ export class PagedKvStorage {
   readonly counters: GPUBuffer;
 
   #pools: Pool[] = [];
-  #table: Int32Array;
-  #tableBuf: GPUBuffer;
-  #mb: number;
-  #tableDirty = true;
-  #blocksOf: Int32Array; // [layers, pages] blocks per page
+  #table: BlockTable; // rows [layers, pages]
   #bound: Float64Array; // [layers, pages] upper bound of the length
   /** A 16-byte scratch buffer bound where a kernel's unused read_write binding needs one. */
   readonly dummy: GPUBuffer;
@@ -197,11 +192,8 @@ export class PagedKvStorage {
     const enc = gpu.encoder();
     enc.clearBuffer(this.lens);
     enc.clearBuffer(this.counters);
-    this.#blocksOf = new Int32Array(lp);
     this.#bound = new Float64Array(lp);
-    this.#mb = 4;
-    this.#table = new Int32Array(lp * this.#mb).fill(-1);
-    this.#tableBuf = gpu.alloc(this.#table.byteLength, "kv block table");
+    this.#table = new BlockTable(gpu, lp, this.blockSize);
     const initial = Math.max(1, Math.ceil(pre / this.blockSize)) * this.pages;
     for (let l = 0; l < this.layers; l++) {
       this.#pools.push(this.#newPool(initial));
@@ -211,13 +203,12 @@ export class PagedKvStorage {
 
   /** Block-table width (blocks per page row). */
   get tableWidth(): number {
-    return this.#mb;
+    return this.#table.width;
   }
 
   /** The block table `[layers, pages, tableWidth]` i32 on the GPU (uploaded if it changed). */
   get table(): GPUBuffer {
-    this.#syncTable();
-    return this.#tableBuf;
+    return this.#table.buffer;
   }
 
   /** Layer ℓ's pool buffers (replaced when the pool grows: do not keep them across steps). */
@@ -233,7 +224,7 @@ export class PagedKvStorage {
 
   /** Blocks allocated to each page of a layer (CPU mirror). */
   blocksOf(layer: number): Int32Array {
-    return this.#blocksOf.subarray(layer * this.pages, (layer + 1) * this.pages);
+    return this.#table.blocks.subarray(layer * this.pages, (layer + 1) * this.pages);
   }
 
   /** Blocks in the pool of a layer (allocated capacity). */
@@ -283,7 +274,7 @@ export class PagedKvStorage {
     const bs = this.blockSize;
     let short = false;
     for (let i = 0; i < this.#bound.length && !short; i++) {
-      short = this.#bound[i] + steps > this.#blocksOf[i] * bs;
+      short = this.#bound[i] + steps > this.#table.blocks[i] * bs;
     }
     if (!short) return;
     const lens = await this.readLengths();
@@ -338,103 +329,11 @@ export class PagedKvStorage {
 
   /** Physical entry index of slot s of page p (CPU block table). */
   physical(layer: number, page: number, slot: number): number {
-    const bs = this.blockSize;
-    const blk = this.#table[(layer * this.pages + page) * this.#mb + Math.floor(slot / bs)];
-    if (blk === undefined || blk < 0) {
+    try {
+      return this.#table.physical(layer * this.pages + page, slot);
+    } catch {
       throw new RangeError(`page ${page} of layer ${layer} has no block for slot ${slot}`);
     }
-    return blk * bs + (slot % bs);
-  }
-
-  /**
-   * Writes chunk entry j of page p at slot `dest[p, j]` (skipped when negative), with meta
-   * (t0 + j, marks[p, j]). Slots must be below the page's allocated capacity.
-   *
-   * @param dest `[pages, n]` i32 slots chosen by a policy.
-   * @param marks `[pages, n]` i32 marks to store.
-   * @param k `[B, Hkv, n, D]`
-   * @param v `[B, Hkv, n, D]`
-   */
-  scatter(
-    layer: number,
-    dest: GPUBuffer,
-    marks: GPUBuffer,
-    k: Tensor,
-    v: Tensor,
-    t0: number,
-  ): void {
-    this.checkLayer(layer);
-    const n = k.shape[2];
-    const pool = this.#pools[layer];
-    const params = {
-      pages: this.pages,
-      n,
-      d: this.headDim,
-      bs: this.blockSize,
-      mb: this.#mb,
-      lbase: layer * this.pages,
-      t0,
-      count: 0,
-      decode: 0,
-    };
-    const kern = this.gpu.kernel({
-      shader: "paged_kv",
-      entry: "scatter",
-      defines: { T: this.dtype },
-      constants: { WG: 256 },
-    });
-    dispatchBound(
-      this.gpu,
-      kern,
-      [
-        undefined,
-        this.lens,
-        this.table,
-        dest,
-        marks,
-        k.buffer,
-        v.buffer,
-        pool.meta,
-        pool.k,
-        pool.v,
-      ],
-      Gpu.grid(Math.ceil((this.pages * n * this.headDim) / 256)),
-      params,
-    );
-  }
-
-  /**
-   * Ends a step on the GPU: live = Σ lengths over all layers and pages, peak = max(peak, live),
-   * and in decode reads += live.
-   */
-  account(decode: boolean): void {
-    const params = {
-      pages: this.pages,
-      n: 0,
-      d: this.headDim,
-      bs: this.blockSize,
-      mb: this.#mb,
-      lbase: 0,
-      t0: 0,
-      count: this.layers * this.pages,
-      decode: decode ? 1 : 0,
-    };
-    const kern = this.gpu.kernel({
-      shader: "paged_kv",
-      entry: "account",
-      defines: { T: this.dtype },
-      constants: { WG: 256 },
-    });
-    const bufs: (GPUBuffer | undefined)[] = [];
-    bufs[1] = this.lens;
-    bufs[10] = this.counters;
-    dispatchBound(
-      this.gpu,
-      kern,
-      bufs,
-      [1],
-      params,
-    );
   }
 
   /** Frees all GPU buffers. Idempotent. */
@@ -451,7 +350,7 @@ export class PagedKvStorage {
     this.#pools = [];
     g.release(this.lens);
     g.release(this.counters);
-    g.release(this.#tableBuf);
+    this.#table.dispose();
     g.release(this.dummy);
   }
 
@@ -508,44 +407,19 @@ export class PagedKvStorage {
   #ensureLayer(layer: number, need: readonly number[]): void {
     const bs = this.blockSize, base = layer * this.pages;
     let extra = 0;
-    need.forEach((x, p) => (extra += Math.max(0, Math.ceil(x / bs) - this.#blocksOf[base + p])));
+    const have = this.#table.blocks;
+    need.forEach((x, p) => (extra += Math.max(0, Math.ceil(x / bs) - have[base + p])));
     if (extra === 0) return;
     const pool = this.#pools[layer];
     if (pool.used + extra > pool.blocks) this.#grow(layer, pool.used + extra);
     need.forEach((x, p) => {
-      while (this.#blocksOf[base + p] * bs < x) this.#allocBlock(layer, p);
+      while (have[base + p] * bs < x) this.#allocBlock(layer, p);
     });
   }
 
   #allocBlock(layer: number, page: number): void {
     const pool = this.#pools[layer];
     if (pool.used >= pool.blocks) this.#grow(layer, pool.used + 1);
-    const i = layer * this.pages + page;
-    const nb = this.#blocksOf[i];
-    if (nb >= this.#mb) this.#widenTable(nb + 1);
-    this.#table[i * this.#mb + nb] = this.#pools[layer].used++;
-    this.#blocksOf[i] = nb + 1;
-    this.#tableDirty = true;
-  }
-
-  #widenTable(min: number): void {
-    let mb = this.#mb;
-    while (mb < min) mb = Math.ceil(1.5 * mb);
-    const rows = this.layers * this.pages;
-    const t = new Int32Array(rows * mb).fill(-1);
-    for (let r = 0; r < rows; r++) {
-      t.set(this.#table.subarray(r * this.#mb, (r + 1) * this.#mb), r * mb);
-    }
-    this.#table = t;
-    this.#mb = mb;
-    this.gpu.release(this.#tableBuf);
-    this.#tableBuf = this.gpu.alloc(t.byteLength, "kv block table");
-    this.#tableDirty = true;
-  }
-
-  #syncTable(): void {
-    if (!this.#tableDirty) return;
-    this.gpu.write(this.#tableBuf, this.#table);
-    this.#tableDirty = false;
+    this.#table.push(layer * this.pages + page, this.#pools[layer].used++);
   }
 }

@@ -9,10 +9,10 @@
  *
  * The cache calls, per layer of a step (all recorded on the GPU, nothing read back):
  * - decode (n = 1, no padding): `storage.ensure(+1)` → {@linkcode CachePolicy.decodeUpdate}
- *   (dest[p], marks[p], lens) → `storage.scatter` → attention over the pages;
+ *   (dest[p], marks[p], lens) → `scatterEntries` (./paged_kv.ts) → attention over the pages;
  * - prefill chunk: {@linkcode CachePolicy.prefillMarks} (marks[p, j], 2 = padding) → attention
  *   over the pages plus the chunk's own keys with those marks → `storage.ensure(+real tokens)`
- *   → {@linkcode CachePolicy.prefillCompact} (drops, dest[p, j], lens) → `storage.scatter`.
+ *   → {@linkcode CachePolicy.prefillCompact} (drops, dest[p, j], lens) → `scatterEntries`.
  * Attention always applies the SPEC §5.1 rule with the policy's {@linkcode CachePolicy.window}
  * to the stored (position, mark) pairs, so a policy that keeps every visible key is exact.
  *

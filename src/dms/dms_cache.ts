@@ -43,8 +43,10 @@
  * decode too, so multi-turn use (prefill → decode → prefill → …) equals one long sequence,
  * which the reference cannot do (it falls back to 1-token prefills, §5.3 "Mode handling").
  *
- * The dense cache is the dense policy (`createDenseCache` in `src/policies/dense.ts`); `evict: false` here is the same slot choice run through the DMS kernels (every
- * decision read as 0, Wc = 1), kept for callers that switch eviction with one flag.
+ * The dense cache is the dense policy (`createDenseCache` in `src/policies/dense.ts`, the
+ * storage's plain append); `evict: false` here is the same slot choice run through the DMS
+ * kernels (every decision read as 0, Wc = 1), kept for callers that switch eviction with one
+ * flag.
  *
  * @example Prefill a prompt, then decode, through a DMS cache (one layer shown)
  * ```ts

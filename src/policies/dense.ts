@@ -4,10 +4,11 @@
  * with left padding). This is the KV cache a model without DMS uses, and the baseline every
  * other policy is measured against.
  *
- * Slot choice runs the append paths of `shaders/dms_cache.wgsl` with the ring of size 1 and
- * `evict = 0` (every decision read as 0): `decode_update` appends at len, `prefill_marks`
- * marks real tokens 0 and padding 2, `prefill_compact` appends the chunk's real tokens in
- * order. No entry is ever flagged, so nothing is recycled or dropped.
+ * Slot choice is the storage's plain append (`appendMarks`, `appendSlots` in
+ * `src/cache/paged_kv.ts`, kernels in `shaders/paged_kv.wgsl`): prefill marks real tokens 0 and
+ * padding 2, then appends the chunk's real tokens at len, len+1, ... in order; decode appends
+ * the token at len. The policy has no state of its own: nothing is flagged, recycled or
+ * dropped.
  *
  * @example
  * ```ts
@@ -21,8 +22,8 @@
  * @module
  */
 
-import { Gpu } from "../gpu/device.ts";
-import { dispatchBound } from "../cache/dispatch_bound.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { appendMarks, appendSlots } from "../cache/paged_kv.ts";
 import { PagedKvCache } from "../cache/paged_kv_cache.ts";
 import type { PagedKvStorage } from "../cache/paged_storage.ts";
 import type { CachePolicy, PolicyStep } from "../cache/policy.ts";
@@ -71,40 +72,29 @@ export class DensePolicy implements CachePolicy {
   /** false: decisions are ignored. */
   readonly usesDecisions = false;
   #s: PagedKvStorage | undefined;
-  #ring: GPUBuffer | undefined;
-  #holes: GPUBuffer | undefined;
 
-  /** Allocates the size-1 ring `[layers, pages, 1, 2]` (slots −1) the append kernels use. */
+  /** Remembers the storage (the dense policy keeps no state of its own). */
   attach(storage: PagedKvStorage): void {
-    const gpu = storage.gpu;
     this.#s = storage;
-    const ring = new Int32Array(storage.layers * storage.pages * 2);
-    for (let i = 0; i < ring.length; i += 2) ring[i] = -1;
-    this.#ring = gpu.alloc(ring.byteLength, "dense ring");
-    gpu.write(this.#ring, ring);
-    this.#holes = gpu.alloc(storage.pages * 4, "dense holes");
   }
 
-  /** Appends the token at len. */
+  /** Appends the token at len (its mark stays 0). */
   decodeUpdate(step: PolicyStep): void {
-    this.#run("decode_update", 64, step, Math.ceil(this.#storage.pages / 64));
+    appendSlots(this.#storage, step.layer, 1, step.firstReal, step.dest, true);
   }
 
   /** Marks real tokens 0 and padding 2. */
   prefillMarks(step: PolicyStep): void {
-    this.#run("prefill_marks", 64, step, Math.ceil((this.#storage.pages * step.n) / 64));
+    appendMarks(this.#storage, step.n, step.firstReal, step.marks);
   }
 
-  /** Appends the chunk's real tokens at len, len+1, ... */
+  /** Appends the chunk's real tokens at len, len+1, ...; padding is not stored. */
   prefillCompact(step: PolicyStep): void {
-    this.#run("prefill_compact", 256, step, this.#storage.pages);
+    appendSlots(this.#storage, step.layer, step.n, step.firstReal, step.dest, false);
   }
 
-  /** Frees the ring and the holes. Idempotent. */
+  /** Detaches from the storage. Idempotent. */
   dispose(): void {
-    if (!this.#s) return;
-    this.#s.gpu.release(this.#ring!);
-    this.#s.gpu.release(this.#holes!);
     this.#s = undefined;
   }
 
@@ -116,34 +106,5 @@ export class DensePolicy implements CachePolicy {
   get #storage(): PagedKvStorage {
     if (!this.#s) throw new Error("DensePolicy: not attached to a storage (or disposed)");
     return this.#s;
-  }
-
-  #run(entry: string, wg: number, step: PolicyStep, groups: number): void {
-    const s = this.#storage, gpu = s.gpu, layer = step.layer;
-    const params = {
-      pages: s.pages,
-      hkv: s.kvHeads,
-      n: step.n,
-      wc: 1,
-      evict: 0,
-      bs: s.blockSize,
-      mb: s.tableWidth,
-      lbase: layer * s.pages,
-      t0: step.t0,
-    };
-    const kern = gpu.kernel({ shader: "dms_cache", entry, constants: { WG: wg } });
-    const bufs = [
-      undefined,
-      s.lens,
-      this.#ring,
-      s.table,
-      s.meta(layer),
-      step.decisions,
-      step.firstReal,
-      step.marks,
-      step.dest,
-      this.#holes,
-    ];
-    dispatchBound(gpu, kern, bufs, Gpu.grid(groups), params);
   }
 }
