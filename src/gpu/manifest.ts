@@ -16,6 +16,8 @@ export const SHADER_FILES: readonly string[] = [
   "embedding",
   "layout",
   "matmul",
+  "matmul_backward",
+  "noise",
   "paged_attention",
   "paged_kv",
   "random",
