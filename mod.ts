@@ -1,16 +1,29 @@
 /**
- * `@hyperscale/dms`: Dynamic Memory Sparsification (Łańcucki et al.,
- * "Inference-Time Hyper-Scaling with KV Cache Compression", NeurIPS 2025) in
- * TypeScript, with every tensor op a WGSL compute kernel on WebGPU.
+ * `@hyperscale/dms`: Dynamic Memory Sparsification (Łańcucki et al., "Inference-Time
+ * Hyper-Scaling with KV Cache Compression", NeurIPS 2025) in TypeScript, with every tensor op a
+ * WGSL compute kernel on WebGPU.
  *
- * @example Run a kernel
+ * This entry point holds what a user of the library calls: models ({@linkcode loadModel},
+ * {@linkcode createModel}), {@linkcode generate} with a dense or a DMS cache, the caches and
+ * their policies, conformance against NVIDIA's golden vectors, and the config and file entry
+ * points. The building blocks have their own entry points: `@hyperscale/dms/ops` (tensors and
+ * kernels with their CPU references), `/gpu`, `/io`, `/model`, `/cache`, `/dms`, `/eval`.
+ *
+ * @example Generate with the DMS cache and read its accounting
  * ```ts
- * import { add, getGpu, Tensor } from "@hyperscale/dms";
+ * import { createModel, generate, getGpu, parseConfig } from "@hyperscale/dms";
  * const gpu = await getGpu();
- * using a = Tensor.fromArray(gpu, [1, 2, 3], [3]);
- * using b = Tensor.fromArray(gpu, [10, 20, 30], [3]);
- * using c = add(a, b);
- * console.log(await c.toArray()); // Float32Array [11, 22, 33]
+ * const config = parseConfig({
+ *   model_type: "qwen3", hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4,
+ *   num_key_value_heads: 2, head_dim: 16, intermediate_size: 128, vocab_size: 256,
+ *   max_position_embeddings: 1024, dms_window_size: 16, dms_paged_attention_block_size: 8,
+ * });
+ * const model = createModel(gpu, config, { seed: 1 });
+ * const run = generate(model, [[1, 2, 3]], { maxTokens: 8, cache: "dms" });
+ * let r = await run.next();
+ * while (!r.done) r = await run.next();
+ * console.log(r.value.tokens[0].length, r.value.stats.compressionRatio);
+ * model.dispose();
  * ```
  *
  * @module
@@ -19,7 +32,7 @@
 export {
   type Binding,
   getGpu,
-  Gpu,
+  type Gpu,
   type GpuOptions,
   type Kernel,
   type KernelSpec,
@@ -27,93 +40,8 @@ export {
   type ParamValues,
 } from "./src/gpu/device.ts";
 export type { BindingDecl, ParamField, ParamLayout, ParamType } from "./src/gpu/shader.ts";
-export { readTensors, Tensor } from "./src/tensor/tensor.ts";
+export { Tensor } from "./src/tensor/tensor.ts";
 export type { ArrayFor, DType, FloatDType } from "./src/tensor/dtype.ts";
-export { type RandomOptions, randomTensor } from "./src/tensor/random.ts";
-export { add, axpy, elementwiseReference, mul, scale } from "./src/ops/elementwise.ts";
-export {
-  linear,
-  type LinearOptions,
-  linearReference,
-  matmul,
-  type MatmulOptions,
-  matmulReference,
-  type MatmulVariant,
-} from "./src/ops/matmul.ts";
-export { rmsNorm, rmsNormReference } from "./src/ops/rmsnorm.ts";
-export {
-  rope,
-  ropeInvFreq,
-  type RopeLayout,
-  type RopeOptions,
-  ropeReference,
-  type RopeScaling as HfRopeScaling,
-} from "./src/ops/rope.ts";
-export { silu, siluReference, swiglu } from "./src/ops/silu.ts";
-export { embedding, type EmbeddingOptions, embeddingReference } from "./src/ops/embedding.ts";
-export { cast, castReference } from "./src/ops/cast.ts";
-export {
-  attention,
-  ATTENTION_MAX_D,
-  type AttentionKernel,
-  type AttentionOptions,
-  attentionReference,
-  type AttentionReferenceOptions,
-  type AttentionReferenceResult,
-  type AttentionResult,
-  type AttentionShape,
-  EMPTY_ROW_LSE,
-  mergeAttentionReference,
-} from "./src/ops/attention.ts";
-export {
-  logSoftmax,
-  MASKED,
-  softmax,
-  type SoftmaxOptions,
-  softmaxReference,
-  type SoftmaxReferenceOptions,
-} from "./src/ops/softmax.ts";
-export {
-  argmax,
-  argmaxReference,
-  max,
-  mean,
-  type ReduceOp,
-  reduceReference,
-  sum,
-} from "./src/ops/reduce.ts";
-export { swapAxes12, swapAxes12Reference } from "./src/ops/layout.ts";
-export {
-  sample,
-  type SampleKernel,
-  type SampleOptions,
-  sampleReference,
-  type SampleTargets,
-  sampleUniform,
-} from "./src/ops/sample.ts";
-export {
-  type ChatMessage,
-  type ChatTemplateOptions,
-  checkTokenizerMatchesConfig,
-  loadTokenizer,
-  type Tokenizer,
-} from "./src/io/tokenizer.ts";
-export { downloadModel, type DownloadOptions } from "./src/io/hub.ts";
-export {
-  Checkpoint,
-  openCheckpoint,
-  type OpenOptions,
-  openSafetensors,
-  type RawTensor,
-  type RowRange,
-  type SafetensorsDtype,
-  SafetensorsFile,
-  type TensorData,
-  type TensorInfo,
-  type TensorInput,
-  type TensorReader,
-  writeSafetensors,
-} from "./src/io/safetensors.ts";
 export {
   configToJson,
   type DmsConfig,
@@ -122,60 +50,19 @@ export {
   parseConfig,
   type RopeScaling,
 } from "./src/model/config.ts";
-export type {
-  ChunkedMatrix,
-  LayerWeights,
-  ModelWeights,
-  WeightOptions,
-} from "./src/model/weights.ts";
-export {
-  createModel,
-  exportWeights,
-  loadModel,
-  Model,
-  type ModelOptions,
-  saveModel,
-} from "./src/model/model.ts";
+export { createModel, loadModel, Model, type ModelOptions, saveModel } from "./src/model/model.ts";
 export {
   type CaptureName,
   type ForwardMode,
   type ForwardOptions,
   Transformer,
 } from "./src/model/transformer.ts";
-export {
-  type DecisionOptions,
-  type InferDecisions,
-  inferDecisions,
-  takeQueryNeuron,
-  type TrainDecisions,
-  trainDecisions,
-  zeroQueryNeuron,
-} from "./src/dms/decisions.ts";
-export * as oracle from "./src/dms/oracle.ts";
-export type { AttendOptions, KvCache, KvCacheStats } from "./src/cache/kv_cache.ts";
-export {
-  createDmsCache,
-  DmsCache,
-  type DmsCacheOptions,
-  type DmsPageState,
-  DmsPolicy,
-} from "./src/dms/dms_cache.ts";
-export { createDenseCache, type DenseCacheOptions, DensePolicy } from "./src/policies/dense.ts";
-export type { CachePolicy, PolicyStep } from "./src/cache/policy.ts";
-export { PagedKvCache } from "./src/cache/paged_kv_cache.ts";
-export {
-  type LayerPool,
-  PagedKvStorage,
-  type PagedStorageOptions,
-  type PageEntries,
-} from "./src/cache/paged_storage.ts";
-export {
-  pagedAttention,
-  type PagedAttentionArgs,
-  pagedAttentionReference,
-  type PagedReferenceOptions,
-  type PagedReferenceShape,
-} from "./src/cache/paged_attention.ts";
+export type {
+  ChunkedMatrix,
+  LayerWeights,
+  ModelWeights,
+  WeightOptions,
+} from "./src/model/weights.ts";
 export {
   type CachePolicyName,
   createCacheFor,
@@ -184,6 +71,18 @@ export {
   type GenerateOptions,
   type GenerateResult,
 } from "./src/generate.ts";
+export type { SampleOptions } from "./src/ops/sample.ts";
+export type { AttendOptions, KvCache, KvCacheStats } from "./src/cache/kv_cache.ts";
+export type { CachePolicy, PolicyStep } from "./src/cache/policy.ts";
+export { PagedKvCache } from "./src/cache/paged_kv_cache.ts";
+export type { LayerPool, PagedKvStorage, PageEntries } from "./src/cache/paged_storage.ts";
+export { createDenseCache, type DenseCacheOptions } from "./src/policies/dense.ts";
+export {
+  createDmsCache,
+  DmsCache,
+  type DmsCacheOptions,
+  type DmsPageState,
+} from "./src/dms/dms_cache.ts";
 export {
   type AttentionOnlyCase,
   type BackendOutputs,
@@ -206,5 +105,26 @@ export {
   type WeightTensor,
 } from "./src/eval/conformance.ts";
 export type { ElementFailure, NumericArray } from "./src/eval/compare.ts";
-export { gpuBackend } from "./src/eval/gpu_backend.ts";
 export { cpuBackend } from "./src/eval/cpu_backend.ts";
+export { gpuBackend } from "./src/eval/gpu_backend.ts";
+export {
+  type ChatMessage,
+  type ChatTemplateOptions,
+  loadTokenizer,
+  type Tokenizer,
+} from "./src/io/tokenizer.ts";
+export { downloadModel, type DownloadOptions } from "./src/io/hub.ts";
+export {
+  type Checkpoint,
+  openCheckpoint,
+  type OpenOptions,
+  type RawTensor,
+  type RowRange,
+  type SafetensorsDtype,
+  type SafetensorsFile,
+  type TensorData,
+  type TensorInfo,
+  type TensorInput,
+  type TensorReader,
+  writeSafetensors,
+} from "./src/io/safetensors.ts";

@@ -19,9 +19,9 @@ import {
   generate,
   getGpu,
   parseConfig,
-  sample,
   Tensor,
-} from "../mod.ts";
+} from "@hyperscale/dms";
+import { sample } from "@hyperscale/dms/ops";
 
 const { values } = parseArgs({
   options: {

@@ -20,7 +20,7 @@ import {
   softmaxReference,
   sum,
   Tensor,
-} from "../mod.ts";
+} from "@hyperscale/dms/ops";
 import { roundToF16 } from "../src/tensor/dtype.ts";
 
 function maxErr(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -21,7 +21,7 @@ import {
   type GenerateResult,
   getGpu,
   parseConfig,
-} from "../mod.ts";
+} from "@hyperscale/dms";
 
 const { values } = parseArgs({
   options: {

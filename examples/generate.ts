@@ -11,7 +11,14 @@
  */
 
 import { parseArgs } from "node:util";
-import { createModel, generate, getGpu, loadModel, loadTokenizer, parseConfig } from "../mod.ts";
+import {
+  createModel,
+  generate,
+  getGpu,
+  loadModel,
+  loadTokenizer,
+  parseConfig,
+} from "@hyperscale/dms";
 import { checkTokenizerMatchesConfig, type Tokenizer } from "../src/io/tokenizer.ts";
 import { downloadModel } from "../src/io/hub.ts";
 

@@ -33,7 +33,7 @@ import {
   siluReference,
   swiglu,
   Tensor,
-} from "../mod.ts";
+} from "@hyperscale/dms/ops";
 import { roundToF16 } from "../src/tensor/dtype.ts";
 import { extraKernelChecks } from "./_kernel_checks.ts";
 

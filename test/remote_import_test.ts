@@ -44,10 +44,11 @@ Deno.test({
       // land in deno.lock) and runs a kernel whose WGSL is fetched over HTTP too.
       const script = `
         const mod = await import("http://127.0.0.1:${port}/mod.ts");
-        const gpu = await mod.Gpu.create();
+        const ops = await import("http://127.0.0.1:${port}/src/ops/mod.ts");
+        const gpu = await mod.getGpu();
         const a = mod.Tensor.fromArray(gpu, [1, 2, 3], [3]);
         const b = mod.Tensor.fromArray(gpu, [0.5, 0.25, 4], [3]);
-        console.log(JSON.stringify([...(await mod.add(a, b).toArray())]));`;
+        console.log(JSON.stringify([...(await ops.add(a, b).toArray())]));`;
       const out = await new Deno.Command(Deno.execPath(), {
         args: ["eval", "--no-lock", script],
         cwd: ROOT,

@@ -1,0 +1,44 @@
+/**
+ * `@hyperscale/dms/cache`: the paged per-head KV cache every policy runs on — the
+ * {@linkcode KvCache} interface the model talks to, {@linkcode PagedKvCache} (storage + a
+ * {@linkcode CachePolicy}), the block pools and tables, paged attention with its CPU reference,
+ * and the dense policy. DMS is in `@hyperscale/dms/dms`.
+ *
+ * @example A dense cache, one decode step
+ * ```ts ignore
+ * import { createDenseCache } from "@hyperscale/dms/cache";
+ * using cache = createDenseCache(gpu, { layers: 1, batch: 1, kvHeads: 2, headDim: 16, dtype: "f32" });
+ * await cache.reserve(1);
+ * using out = cache.attend(0, q, k, v, decisions); // q:[1,Hq,1,D] k,v:[1,Hkv,1,D]
+ * console.log((await cache.stats()).liveTokens);
+ * ```
+ *
+ * @module
+ */
+
+export type { AttendOptions, KvCache, KvCacheStats } from "./kv_cache.ts";
+export { createDenseCache, type DenseCacheOptions, DensePolicy } from "../policies/dense.ts";
+export type { CachePolicy, PolicyStep } from "./policy.ts";
+export { PagedKvCache } from "./paged_kv_cache.ts";
+export {
+  type LayerPool,
+  PagedKvStorage,
+  type PagedStorageOptions,
+  type PageEntries,
+} from "./paged_storage.ts";
+export {
+  pagedAttention,
+  type PagedAttentionArgs,
+  pagedAttentionReference,
+  type PagedReferenceOptions,
+  type PagedReferenceShape,
+} from "./paged_attention.ts";
+export type { Gpu } from "../gpu/device.ts";
+export { Tensor } from "../tensor/tensor.ts";
+export type { MemoryStats } from "../gpu/buffers.ts";
+export type { ParamValues } from "../gpu/params.ts";
+export type { Binding, Kernel, KernelSpec } from "../gpu/pipelines.ts";
+export type { ArrayFor, DType } from "../tensor/dtype.ts";
+export type { BindingDecl, ParamLayout } from "../gpu/shader.ts";
+export type { ParamField } from "../gpu/shader.ts";
+export type { ParamType } from "../gpu/shader.ts";
