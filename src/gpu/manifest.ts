@@ -27,5 +27,6 @@ export const SHADER_FILES: readonly string[] = [
   "sample",
   "sample_naive",
   "silu",
+  "silu_backward",
   "softmax",
 ];
