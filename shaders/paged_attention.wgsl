@@ -1,5 +1,5 @@
 // Paged attention over per-(sequence b, KV head h) pages with the exact SPEC §5.1 rule.
-// Launcher and CPU-side documentation: src/cache/paged_cache.ts.
+// Launcher and CPU-side documentation: src/cache/paged_attention.ts.
 //
 // A page p = b*Hkv + h holds `lens[p]` live entries in slots 0..len-1; slot s lives in block
 // table[p, s / bs] at offset s % bs of this layer's pool. Every slot carries its absolute
