@@ -7,7 +7,7 @@
  * {@linkcode createModel}), {@linkcode generate} with a dense or a DMS cache, the caches and
  * their policies, conformance against NVIDIA's golden vectors, and the config and file entry
  * points. The building blocks have their own entry points: `@hyperscale/dms/ops` (tensors and
- * kernels with their CPU references), `/gpu`, `/io`, `/model`, `/cache`, `/dms`, `/eval`.
+ * kernels with their CPU references), `/gpu`, `/io`, `/model`, `/cache`, `/policies`, `/dms`, `/eval`.
  *
  * @example Generate with the DMS cache and read its accounting
  * ```ts

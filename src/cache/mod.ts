@@ -1,12 +1,13 @@
 /**
  * `@hyperscale/dms/cache`: the paged per-head KV cache every policy runs on — the
  * {@linkcode KvCache} interface the model talks to, {@linkcode PagedKvCache} (storage + a
- * {@linkcode CachePolicy}), the block pools and tables, paged attention with its CPU reference,
- * and the dense policy. DMS is in `@hyperscale/dms/dms`.
+ * {@linkcode CachePolicy}), the block pools and tables, and paged attention with its CPU
+ * reference. Policies: `@hyperscale/dms/policies` (dense, and
+ * the baselines), DMS in `@hyperscale/dms/dms`.
  *
- * @example A dense cache, one decode step
+ * @example One decode step through a cache
  * ```ts ignore
- * import { createDenseCache } from "@hyperscale/dms/cache";
+ * import { createDenseCache } from "@hyperscale/dms/policies";
  * using cache = createDenseCache(gpu, { layers: 1, batch: 1, kvHeads: 2, headDim: 16, dtype: "f32" });
  * await cache.reserve(1);
  * using out = cache.attend(0, q, k, v, decisions); // q:[1,Hq,1,D] k,v:[1,Hkv,1,D]
@@ -17,7 +18,6 @@
  */
 
 export type { AttendOptions, KvCache, KvCacheStats } from "./kv_cache.ts";
-export { createDenseCache, type DenseCacheOptions, DensePolicy } from "../policies/dense.ts";
 export type { CachePolicy, PolicyStep } from "./policy.ts";
 export { PagedKvCache } from "./paged_kv_cache.ts";
 export {

@@ -1,0 +1,29 @@
+/**
+ * `@hyperscale/dms/policies`: cache policies on the shared paged storage, one file each — the
+ * dense policy (never evicts) today; the training-free baselines (StreamingLLM, H2O, TOVA, Quest)
+ * join here. DMS, the method itself, is `@hyperscale/dms/dms`.
+ *
+ * @example A dense cache
+ * ```ts ignore
+ * import { createDenseCache } from "@hyperscale/dms/policies";
+ * using cache = createDenseCache(gpu, { layers: 2, batch: 1, kvHeads: 2, headDim: 16, dtype: "f32" });
+ * ```
+ *
+ * @module
+ */
+
+export { createDenseCache, type DenseCacheOptions, DensePolicy } from "./dense.ts";
+export type { PagedKvCache } from "../cache/paged_kv_cache.ts";
+export type { PagedKvStorage } from "../cache/paged_storage.ts";
+export type { CachePolicy, PolicyStep } from "../cache/policy.ts";
+export type { Gpu } from "../gpu/device.ts";
+export type { AttendOptions, KvCache, KvCacheStats } from "../cache/kv_cache.ts";
+export type { LayerPool, PageEntries } from "../cache/paged_storage.ts";
+export type { MemoryStats } from "../gpu/buffers.ts";
+export type { ParamValues } from "../gpu/params.ts";
+export type { Binding, Kernel, KernelSpec } from "../gpu/pipelines.ts";
+export type { Tensor } from "../tensor/tensor.ts";
+export type { BindingDecl, ParamLayout } from "../gpu/shader.ts";
+export type { ArrayFor, DType } from "../tensor/dtype.ts";
+export type { ParamField } from "../gpu/shader.ts";
+export type { ParamType } from "../gpu/shader.ts";
