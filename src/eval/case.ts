@@ -9,7 +9,9 @@
  * - `train_forward` (A): train-mode forward with given noise, plus teacher logits;
  * - `inference` (B): prefill of `prompt_len` tokens, then one decode step per token;
  * - `attention_only` (C): one DMS attention layer with given q/k/v/decisions,
- *   prefill chunks then decode steps.
+ *   prefill chunks then decode steps;
+ * - `train_step` (D, `testdata/conformance-train/README.md`): one training
+ *   step: losses, the gradient of every weight, two AdamW steps with clipping.
  *
  * @example Load a case and look at its inputs
  * ```ts
@@ -33,16 +35,18 @@ export const CASE_KINDS: readonly CaseKind[] = Object.freeze([
   "train_forward",
   "inference",
   "attention_only",
+  "train_step",
 ]);
 
-/** `train_forward` (A), `inference` (B) or `attention_only` (C). */
-export type CaseKind = "train_forward" | "inference" | "attention_only";
+/** `train_forward` (A), `inference` (B), `attention_only` (C) or `train_step` (D). */
+export type CaseKind = "train_forward" | "inference" | "attention_only" | "train_step";
 
 /** The input tensors of each kind (everything else in `case.safetensors` is expected output). */
 export const CASE_INPUTS: Readonly<Record<CaseKind, readonly string[]>> = Object.freeze({
   train_forward: ["input_ids", "noise"],
   inference: ["input_ids"],
   attention_only: ["q", "k", "v", "decisions", "attn_mask"],
+  train_step: ["input_ids", "noise"],
 });
 
 /** Expected tensors whose value −1 means "not observable" (skipped when comparing). */
@@ -97,6 +101,51 @@ export interface TrainForwardCase extends ModelCase {
     readonly seqLen: number;
     /** α* for `dms_loss` (SPEC §6). */
     readonly targetFracToClose: number;
+  };
+  /** Input tensors from `case.safetensors`. */
+  readonly inputs: {
+    /** `[B, S]` int32 */
+    readonly input_ids: CaseTensor;
+    /** `[L, B, Hkv, S]` float32 logistic noise */
+    readonly noise: CaseTensor;
+  };
+}
+
+/** `torch.optim.AdamW` settings of a `train_step` case (`case.json` → `adamw`). */
+export interface AdamwSettings {
+  /** Learning rate. */
+  readonly lr: number;
+  /** (β1, β2). */
+  readonly betas: readonly [number, number];
+  /** Added to √v̂. */
+  readonly eps: number;
+  /** Decoupled weight decay. */
+  readonly weightDecay: number;
+  /** `clip_grad_norm_` max norm applied before the steps. */
+  readonly clipGradNorm: number;
+}
+
+/**
+ * A `train_step` case (D): one step of the DMS objective (SPEC §6) on the case's
+ * weights: losses, every weight's gradient, the weights after two AdamW steps.
+ */
+export interface TrainStepCase extends ModelCase {
+  /** Scalars from `case.json`. */
+  readonly params: {
+    /** B */
+    readonly batch: number;
+    /** S */
+    readonly seqLen: number;
+    /** α* of the compression loss (SPEC §6). */
+    readonly targetFracToClose: number;
+    /** Positions whose input id equals this carry no distillation term. */
+    readonly eosTokenId: number | null;
+    /** Vocabulary chunk of the reference's KL (a numerical detail only). */
+    readonly vocabChunk: number | null;
+    /** Optimizer settings. */
+    readonly adamw: AdamwSettings;
+    /** Weights the reference gave no gradient (not stepped). */
+    readonly paramsWithoutGrad: readonly string[];
   };
   /** Input tensors from `case.safetensors`. */
   readonly inputs: {
@@ -185,6 +234,12 @@ export interface ConformanceBackend {
   inference(c: InferenceCase): Promise<BackendOutputs>;
   /** C: attention only (prefill_out, decode_out, cache_len, retained_mask, cache_retained_mask). */
   attentionOnly(c: AttentionOnlyCase): Promise<BackendOutputs>;
+  /**
+   * D: one training step (loss_*, dms_frac_closed, grad_total_norm, logits, logits_teacher,
+   * grad.*, adamw1.*, adamw2.*). A backend without it reports these cases as not supported
+   * (never as passed).
+   */
+  trainStep?(c: TrainStepCase): Promise<BackendOutputs>;
 }
 
 /** A case read from its folder: the parsed inputs for the backend and the expected tensors. */
@@ -203,6 +258,11 @@ export type LoadedCase =
     readonly kind: "attention_only";
     readonly case: AttentionOnlyCase;
     readonly expected: ReadonlyMap<string, CaseTensor>;
+  }
+  | {
+    readonly kind: "train_step";
+    readonly case: TrainStepCase;
+    readonly expected: ReadonlyMap<string, CaseTensor>;
   };
 
 // ---------------------------------------------------------------------------------------------
@@ -217,6 +277,22 @@ const trainSchema = z.looseObject({
   batch: z.int().positive(),
   seq_len: z.int().positive(),
   target_frac_to_close: z.number(),
+});
+const trainStepSchema = z.looseObject({
+  batch: z.int().positive(),
+  seq_len: z.int().positive(),
+  target_frac_to_close: z.number(),
+  eos_token_id: z.int().nullish(),
+  vocab_chunk: z.int().positive().nullish(),
+  adamw: z.object({
+    lr: z.number().nonnegative(),
+    betas: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]),
+    eps: z.number().nonnegative(),
+    weight_decay: z.number().nonnegative(),
+    clip_grad_norm: z.number().positive(),
+  }),
+  params_without_grad: z.array(z.string()).nullish(),
+  tolerance_per_tensor: z.record(z.string(), z.unknown()).nullish(),
 });
 const inferenceSchema = z.looseObject({
   prompt_len: z.int().positive(),
@@ -313,6 +389,31 @@ export async function loadCase(dir: string, name: string = basename(dir)): Promi
       weights,
       params: { batch: p.batch, seqLen: p.seq_len, targetFracToClose: p.target_frac_to_close },
       inputs: inputs as unknown as TrainForwardCase["inputs"],
+    };
+    return { kind: k, case: c, expected };
+  }
+  if (k === "train_step") {
+    const p = parseWith(trainStepSchema, json, jsonPath);
+    const c: TrainStepCase = {
+      ...base,
+      config,
+      weights,
+      params: {
+        batch: p.batch,
+        seqLen: p.seq_len,
+        targetFracToClose: p.target_frac_to_close,
+        eosTokenId: p.eos_token_id ?? null,
+        vocabChunk: p.vocab_chunk ?? null,
+        adamw: {
+          lr: p.adamw.lr,
+          betas: p.adamw.betas,
+          eps: p.adamw.eps,
+          weightDecay: p.adamw.weight_decay,
+          clipGradNorm: p.adamw.clip_grad_norm,
+        },
+        paramsWithoutGrad: p.params_without_grad ?? [],
+      },
+      inputs: inputs as unknown as TrainStepCase["inputs"],
     };
     return { kind: k, case: c, expected };
   }

@@ -26,6 +26,21 @@ import { fileURLToPath } from "node:url";
 /** The golden cases vendored in `testdata/conformance/` (resolved against this module). */
 export const DEFAULT_CONFORMANCE_DIR: URL = new URL("../../testdata/conformance/", import.meta.url);
 
+/**
+ * The training golden cases (`train_step`) vendored in `testdata/conformance-train/`, a folder
+ * of their own (README there) so that a runner that does not know the kind is not disturbed.
+ */
+export const DEFAULT_CONFORMANCE_TRAIN_DIR: URL = new URL(
+  "../../testdata/conformance-train/",
+  import.meta.url,
+);
+
+/** Every vendored golden folder: what `deno task conform` runs with no folder. */
+export const DEFAULT_CONFORMANCE_DIRS: readonly URL[] = Object.freeze([
+  DEFAULT_CONFORMANCE_DIR,
+  DEFAULT_CONFORMANCE_TRAIN_DIR,
+]);
+
 /** The names of the vendored golden cases, in order (how a remote folder is searched). */
 export const GOLDEN_CASES: readonly string[] = Object.freeze([
   "A1_train_qneuron_head",
@@ -38,6 +53,13 @@ export const GOLDEN_CASES: readonly string[] = Object.freeze([
   "B4_infer_qneuron_layer_short_prompt",
   "C1_attn_single_chunk",
   "C2_attn_chunked_padded_b2",
+]);
+
+/** The names of the vendored training golden cases (`testdata/conformance-train/`), in order. */
+export const GOLDEN_TRAIN_CASES: readonly string[] = Object.freeze([
+  "D1_grad_adapter_head",
+  "D2_grad_qneuron_layer_b2",
+  "D3_grad_adapter_head_defaults_tied",
 ]);
 
 /** A problem with a case's files (missing, malformed): fails that case with this message. */
@@ -158,7 +180,7 @@ export async function exists(loc: string): Promise<boolean> {
  * Case folders under `dir`: `dir` itself if it has `case.json`, else every
  * subfolder (recursively, hidden folders skipped) that has one, sorted by
  * name. A remote folder cannot be listed: there the {@linkcode GOLDEN_CASES}
- * names that exist are returned.
+ * and {@linkcode GOLDEN_TRAIN_CASES} names that exist are returned.
  *
  * @throws {Error} if a local `dir` is missing or not a folder
  */
@@ -167,7 +189,7 @@ export async function findCases(dir: string | URL): Promise<FoundCase[]> {
   if (isRemote(loc)) {
     if (await exists(join(loc, "case.json"))) return [{ name: basename(loc), dir: loc }];
     const out: FoundCase[] = [];
-    for (const name of GOLDEN_CASES) {
+    for (const name of [...GOLDEN_CASES, ...GOLDEN_TRAIN_CASES]) {
       const sub = join(loc, name);
       if (await exists(join(sub, "case.json"))) out.push({ name, dir: sub });
     }

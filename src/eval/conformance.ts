@@ -8,7 +8,13 @@
  * With no folder it runs the ten golden cases that ship with the package
  * (`testdata/conformance/`, produced by NVIDIA's reference; see its
  * PROVENANCE.md): from disk in a checkout, over HTTP(S) when imported from a
- * registry. With no backend it uses the float64 CPU reference.
+ * registry. A list of folders runs them all, in order: {@linkcode DEFAULT_CONFORMANCE_DIRS}
+ * adds the three training cases (`testdata/conformance-train/`, kind `train_step`),
+ * which is what `deno task conform` runs with no folder. With no backend it uses the
+ * float64 CPU reference.
+ *
+ * A backend that does not implement a case kind (the optional `trainStep`) gets that
+ * case reported as NOT SUPPORTED: counted apart, never as passed, and the run is not ok.
  *
  * The pieces: `case.ts` (case types, `case.json` schema, {@linkcode loadCase}),
  * `case_folder.ts` (finding and reading case folders), `report.ts` (comparing
@@ -56,6 +62,7 @@ import {
 } from "./report.ts";
 
 export {
+  type AdamwSettings,
   type AttentionOnlyCase,
   type BackendOutputs,
   CASE_INPUTS,
@@ -70,8 +77,17 @@ export {
   type ModelCase,
   NOT_OBSERVABLE,
   type TrainForwardCase,
+  type TrainStepCase,
 } from "./case.ts";
-export { DEFAULT_CONFORMANCE_DIR, findCases, type FoundCase, GOLDEN_CASES } from "./case_folder.ts";
+export {
+  DEFAULT_CONFORMANCE_DIR,
+  DEFAULT_CONFORMANCE_DIRS,
+  DEFAULT_CONFORMANCE_TRAIN_DIR,
+  findCases,
+  type FoundCase,
+  GOLDEN_CASES,
+  GOLDEN_TRAIN_CASES,
+} from "./case_folder.ts";
 export {
   type CaseReport,
   type ConformanceReport,
@@ -95,43 +111,58 @@ export interface RunOptions {
   verbose?: boolean;
 }
 
+/** Thrown by {@linkcode runBackend} when the backend does not implement the case's kind. */
+export class UnsupportedKindError extends Error {}
+
 /**
- * Runs every case under `dir` (or `dir` itself if it holds a `case.json`).
+ * Runs every case under `dir` (or `dir` itself if it holds a `case.json`); a list of
+ * folders runs each in turn, in one report.
  *
- * @param dir a local folder path, or a `file:` / `http(s):` URL; default: the golden
- *   cases vendored with the package ({@linkcode DEFAULT_CONFORMANCE_DIR})
+ * @param dir a local folder path, or a `file:` / `http(s):` URL, or a list of them;
+ *   default: the ten golden cases vendored with the package
+ *   ({@linkcode DEFAULT_CONFORMANCE_DIR}; {@linkcode DEFAULT_CONFORMANCE_DIRS} adds the
+ *   training cases)
  * @param options backend (default CPU reference), case filter, logging
  * @throws only if `dir` cannot be read; every per-case problem becomes a failed case.
  *   A run that finds no case is not ok.
  */
 export async function runConformance(
-  dir?: string | URL,
+  dir?: string | URL | readonly (string | URL)[],
   options: RunOptions = {},
 ): Promise<ConformanceReport> {
   const { backend = cpuBackend, log, verbose = false } = options;
-  const loc = folderLocation(dir ?? DEFAULT_CONFORMANCE_DIR);
+  const dirs = Array.isArray(dir) ? dir : [dir ?? DEFAULT_CONFORMANCE_DIR];
+  const locs = dirs.map((d: string | URL) => folderLocation(d));
   const only = options.only === undefined
     ? null
     : new Set(typeof options.only === "string" ? [options.only] : options.only);
   const cases: CaseReport[] = [];
-  for (const c of await findCases(loc)) {
-    if (only && !only.has(c.name) && !only.has(basename(c.dir))) continue;
-    const report = await runCase(c.name, c.dir, backend);
-    cases.push(report);
-    log?.(formatCaseReport(report, { verbose }));
+  for (const loc of locs) {
+    for (const c of await findCases(loc)) {
+      if (only && !only.has(c.name) && !only.has(basename(c.dir))) continue;
+      const report = await runCase(c.name, c.dir, backend);
+      cases.push(report);
+      log?.(formatCaseReport(report, { verbose }));
+    }
   }
   const passed = cases.filter((c) => c.ok).length;
+  const unsupported = cases.filter((c) => c.unsupported).length;
   return {
-    dir: loc,
+    dir: locs.join(", "),
     backend: backend.name,
     cases,
     passed,
-    failed: cases.length - passed,
+    failed: cases.length - passed - unsupported,
+    unsupported,
     ok: cases.length > 0 && passed === cases.length,
   };
 }
 
-/** Calls the backend method matching the case's kind. */
+/**
+ * Calls the backend method matching the case's kind.
+ *
+ * @throws {UnsupportedKindError} when the backend has no method for the kind (`trainStep`)
+ */
 export function runBackend(
   backend: ConformanceBackend,
   loaded: LoadedCase,
@@ -143,6 +174,13 @@ export function runBackend(
       return backend.inference(loaded.case);
     case "attention_only":
       return backend.attentionOnly(loaded.case);
+    case "train_step":
+      if (!backend.trainStep) {
+        throw new UnsupportedKindError(
+          `kind train_step is not supported by backend ${backend.name} yet`,
+        );
+      }
+      return backend.trainStep(loaded.case);
   }
 }
 
@@ -183,6 +221,9 @@ async function runCase(
   try {
     outputs = await runBackend(backend, loaded);
   } catch (e) {
+    if (e instanceof UnsupportedKindError) {
+      return { ...failed(loaded.kind, e.message), unsupported: true };
+    }
     return failed(loaded.kind, `backend ${backend.name} failed: ${message(e)}`);
   }
   try {

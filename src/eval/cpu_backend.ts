@@ -1,7 +1,9 @@
 /**
  * The CPU conformance backend: every case kind computed by the float64
  * reference in `src/model/reference.ts`, the cache observables (cache lengths,
- * −1 rows, `get_cr`) by `observables.ts`. It is the independent oracle that
+ * −1 rows, `get_cr`) by `observables.ts`, a training step (`train_step`) by
+ * `src/train/reference_step.ts` (losses, gradients) and
+ * `src/train/reference_adamw.ts` (clipping, AdamW). It is the independent oracle that
  * shows our reading of SPEC.md matches NVIDIA's reference on the golden
  * vectors; GPU backends are checked by the same runner.
  *
@@ -23,12 +25,19 @@ import {
   teacherForward,
   trainForward,
 } from "../model/reference.ts";
+import { referenceParams, referenceTrainStep } from "../train/reference_step.ts";
+import {
+  adamwReferenceStep,
+  clipGradNormReference,
+  newAdamwState,
+} from "../train/reference_adamw.ts";
 import type {
   AttentionOnlyCase,
   BackendOutputs,
   ConformanceBackend,
   InferenceCase,
   TrainForwardCase,
+  TrainStepCase,
 } from "./case.ts";
 import type { CaseTensor } from "./compare.ts";
 import {
@@ -160,10 +169,57 @@ function attentionCase(c: AttentionOnlyCase): BackendOutputs {
   };
 }
 
+/**
+ * D: one training step (SPEC §6): losses and every weight's gradient, then
+ * `clip_grad_norm_` and two AdamW steps with the same clipped gradients.
+ */
+function trainStepCase(c: TrainStepCase): BackendOutputs {
+  const model = loadReferenceModel(c.config, c.weights);
+  const cfg = c.config, p = c.params;
+  const ids = rows(c.inputs.input_ids, "input_ids");
+  const B = ids.length, S = ids[0].length, V = cfg.vocabSize;
+  const step = referenceTrainStep(model, ids, c.inputs.noise.data, {
+    targetFracToClose: p.targetFracToClose,
+    eosTokenId: p.eosTokenId,
+  });
+  const frozen = new Set(p.paramsWithoutGrad);
+  const grads = new Map([...step.grads].filter(([name]) => !frozen.has(name)));
+  const { totalNorm, grads: clipped } = clipGradNormReference(grads, p.adamw.clipGradNorm);
+  const weights = new Map([...referenceParams(model)].map(([n, w]) => [n, Float64Array.from(w)]));
+  const state = newAdamwState(weights);
+  const shapeOf = (name: string): number[] => {
+    const w = c.weights.get(name);
+    if (!w) throw new RangeError(`cpu backend: no weight "${name}" in weights.safetensors`);
+    return [...w.shape];
+  };
+  const out: Record<string, ReturnType<typeof tensor>> = {
+    loss_total: tensor([1], new Float64Array([step.lossTotal])),
+    loss_distill: tensor([1], new Float64Array([step.lossDistill])),
+    loss_cr: tensor([1], new Float64Array([step.lossCr])),
+    dms_frac_closed: tensor([1], new Float64Array([step.dmsFracClosed])),
+    grad_total_norm: tensor([1], new Float64Array([totalNorm])),
+    logits: tensor([B, S, V], step.logits),
+    logits_teacher: tensor([B, S, V], step.logitsTeacher),
+  };
+  for (const [name, g] of grads) out[`grad.${name}`] = tensor(shapeOf(name), g);
+  const opts = {
+    lr: p.adamw.lr,
+    betas: p.adamw.betas,
+    eps: p.adamw.eps,
+    weightDecay: p.adamw.weightDecay,
+  };
+  for (const k of [1, 2]) {
+    adamwReferenceStep(weights, clipped, state, opts);
+    for (const [name, w] of weights) out[`adamw${k}.${name}`] = tensor(shapeOf(name), w.slice());
+  }
+  return out;
+}
+
 /** The float64 CPU reference as a {@linkcode ConformanceBackend}. */
 export const cpuBackend: ConformanceBackend = {
   name: "cpu",
   trainForward: (c) => Promise.resolve().then(() => trainCase(c)),
   inference: (c) => Promise.resolve().then(() => inferenceCase(c)),
   attentionOnly: (c) => Promise.resolve().then(() => attentionCase(c)),
+  trainStep: (c) => Promise.resolve().then(() => trainStepCase(c)),
 };
