@@ -18,6 +18,7 @@ export const SHADER_FILES: readonly string[] = [
   "embedding",
   "embedding_backward",
   "layout",
+  "loss",
   "matmul",
   "matmul_backward",
   "noise",
