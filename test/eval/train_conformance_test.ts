@@ -39,7 +39,7 @@ Deno.test("D1 and D2 pass on the CPU backend, every tensor compared", async () =
     assert.ok(c.ok, formatCaseReport(c, { verbose: true }));
     assert.equal(c.kind, "train_step");
     assert.deepEqual([...c.notProduced].sort(), ["input_ids", "noise"]);
-    assert.ok(c.comparisons.length >= 90, `${c.comparisons.length} tensors compared`);
+    assert.ok(c.comparisons.length >= 80, `${c.comparisons.length} tensors compared`);
   }
 });
 
