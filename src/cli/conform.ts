@@ -31,7 +31,9 @@ import { gpuBackend } from "../eval/gpu_backend.ts";
 
 const USAGE =
   "usage: deno task conform [dir] [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]\n" +
-  "  dir: a folder of conformance cases (default: the vendored golden cases, testdata/conformance)";
+  "  dir: a folder of conformance cases (default: the vendored golden cases, testdata/conformance;\n" +
+  "       the training cases, kind train_step, are in testdata/conformance-train)\n" +
+  "  a case kind the backend does not implement is reported NOT SUPPORTED (not passed)";
 
 const BACKENDS: Readonly<Record<string, ConformanceBackend>> = { cpu: cpuBackend, gpu: gpuBackend };
 
