@@ -8,6 +8,7 @@
 
 /** Shader file names (without `.wgsl`) that ship with the package. */
 export const SHADER_FILES: readonly string[] = [
+  "adamw",
   "attention",
   "attention_backward",
   "cast",

@@ -166,7 +166,7 @@ Deno.test({
     using a = tape.requiresGrad(Tensor.fromArray(gpu, [1, 2], [2]));
     using b = Tensor.fromArray(gpu, [3, 4], [2]);
     assert.equal(tape.needsGrad(a), false);
-    using y = forward(tape, a, b);
+    using _y = forward(tape, a, b);
     assert.equal(tape.length, 0);
     assert.equal(gpu.memory().liveBytes - live0, 3 * 16);
   },
