@@ -84,6 +84,7 @@ export {
   type DmsPageState,
 } from "./src/dms/dms_cache.ts";
 export {
+  type AdamwSettings,
   type AttentionOnlyCase,
   type BackendOutputs,
   type CaseBase,
@@ -101,6 +102,7 @@ export {
   type TensorComparison,
   type Tolerance,
   type TrainForwardCase,
+  type TrainStepCase,
   type WeightMap,
   type WeightTensor,
 } from "./src/eval/conformance.ts";
