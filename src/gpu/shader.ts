@@ -129,7 +129,8 @@ function wordsReachableFrom(source: string, entry: string): Set<string> {
     const f = todo.pop()!;
     if (seen.has(f)) continue;
     seen.add(f);
-    for (const w of bodies.get(f)!.match(/\b[A-Za-z_]\w*\b/g) ?? []) {
+    // identifiers, not member accesses: `wid.x` does not use a variable named `x`
+    for (const w of bodies.get(f)!.match(/(?<![.\w])[A-Za-z_]\w*\b/g) ?? []) {
       words.add(w);
       if (bodies.has(w) && !seen.has(w)) todo.push(w);
     }

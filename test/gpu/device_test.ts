@@ -43,6 +43,15 @@ Deno.test("parseBindings() with an entry keeps only the bindings that entry reac
   assert.throws(() => parseBindings(src, "three"), SyntaxError);
 });
 
+Deno.test("parseBindings() does not take a member access (wid.x) for a use of a variable x", () => {
+  const src = `@group(0) @binding(0) var<storage, read> x: array<f32>;
+    @group(0) @binding(1) var<storage, read_write> o: array<f32>;
+    @compute @workgroup_size(1) fn only_o(@builtin(workgroup_id) wid: vec3<u32>) { o[wid.x] = 1.0; }
+    @compute @workgroup_size(1) fn both(@builtin(workgroup_id) wid: vec3<u32>) { o[wid.x] = x[0]; }`;
+  assert.deepEqual(parseBindings(src, "only_o").map((b) => b.binding), [1]);
+  assert.deepEqual(parseBindings(src, "both").map((b) => b.binding), [0, 1]);
+});
+
 Deno.test("Gpu.grid() splits large workgroup counts into two dimensions", () => {
   assert.deepEqual(Gpu.grid(10), [10, 1]);
   const [x, y] = Gpu.grid(200000);
