@@ -188,6 +188,8 @@ export class AdamW {
   #opts: OptimizerOptions;
 
   /**
+   * Creates the optimizer with zeroed moments (step 0) for these parameters.
+   *
    * @param params f32 parameters (the master weights), updated in place by `step()`.
    * @param options `{ lr, betas, eps, weightDecay }` (torch's names and meaning) and
    *   `maxBindingBytes` (tests).

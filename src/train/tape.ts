@@ -82,6 +82,8 @@ export class Tape {
   #running = false;
 
   /**
+   * Creates an empty tape.
+   *
    * @param options `enabled: false` makes a tape that records nothing (inference, or the
    *   forward of a checkpointed segment): `needsGrad` is false, `record` disposes the saves.
    */
