@@ -154,6 +154,14 @@ export interface TrainStepCase extends ModelCase {
     /** `[L, B, Hkv, S]` float32 logistic noise */
     readonly noise: CaseTensor;
   };
+  /**
+   * The reference's own gradients (`grad.<weight>` of `case.safetensors`, by weight name): the
+   * optimizer check clips and steps *these*, so `adamw1.*` / `adamw2.*` judge the optimizer
+   * apart from gradient noise. (Near |g| ≈ eps an AdamW step turns a 1e-9 gradient difference,
+   * far inside the `grad.*` tolerance, into a 1e-4 weight difference.) The backend's own
+   * gradients are judged by `grad.*`.
+   */
+  readonly optimizerGradients: ReadonlyMap<string, CaseTensor>;
 }
 
 /** An `inference` case (B): prefill of `promptLen` tokens, then one decode step per token. */
@@ -414,6 +422,9 @@ export async function loadCase(dir: string, name: string = basename(dir)): Promi
         paramsWithoutGrad: p.params_without_grad ?? [],
       },
       inputs: inputs as unknown as TrainStepCase["inputs"],
+      optimizerGradients: new Map(
+        [...expected].filter(([n]) => n.startsWith("grad.")).map(([n, t]) => [n.slice(5), t]),
+      ),
     };
     return { kind: k, case: c, expected };
   }

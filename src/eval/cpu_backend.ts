@@ -170,8 +170,9 @@ function attentionCase(c: AttentionOnlyCase): BackendOutputs {
 }
 
 /**
- * D: one training step (SPEC §6): losses and every weight's gradient, then
- * `clip_grad_norm_` and two AdamW steps with the same clipped gradients.
+ * D: one training step (SPEC §6): losses and every weight's gradient (and their norm), then
+ * `clip_grad_norm_` and two AdamW steps with the same clipped gradients — of the reference's
+ * own gradients, so the optimizer is judged apart from gradient noise.
  */
 function trainStepCase(c: TrainStepCase): BackendOutputs {
   const model = loadReferenceModel(c.config, c.weights);
@@ -184,7 +185,14 @@ function trainStepCase(c: TrainStepCase): BackendOutputs {
   });
   const frozen = new Set(p.paramsWithoutGrad);
   const grads = new Map([...step.grads].filter(([name]) => !frozen.has(name)));
-  const { totalNorm, grads: clipped } = clipGradNormReference(grads, p.adamw.clipGradNorm);
+  const { totalNorm } = clipGradNormReference(grads, p.adamw.clipGradNorm);
+  // the optimizer steps the reference's own gradients (see TrainStepCase.optimizerGradients)
+  const given = new Map(
+    [...c.optimizerGradients].filter(([name]) => !frozen.has(name)).map((
+      [name, t],
+    ) => [name, Float64Array.from(t.data)]),
+  );
+  const { grads: clipped } = clipGradNormReference(given, p.adamw.clipGradNorm);
   const weights = new Map([...referenceParams(model)].map(([n, w]) => [n, Float64Array.from(w)]));
   const state = newAdamwState(weights);
   const shapeOf = (name: string): number[] => {

@@ -100,3 +100,31 @@ Deno.test("a list of folders runs both vendored folders in one report", async ()
     ["D2_grad_qneuron_layer_b2", true],
   ]);
 });
+
+Deno.test("the AdamW check fails an optimizer without bias correction (the check can fail)", async () => {
+  const loaded = await loadCase(`${DIR}D1_grad_adapter_head`);
+  if (loaded.kind !== "train_step") throw new Error("expected a train_step case");
+  const out = await cpuBackend.trainStep!(loaded.case);
+  // replay the first step without bias correction: w − lr·m/(√v + eps) with m = (1−β1)g, v = (1−β2)g²
+  const { lr, betas, eps, clipGradNorm } = loaded.case.params.adamw;
+  let sq = 0;
+  for (const [, g] of loaded.case.optimizerGradients) for (const x of g.data) sq += x * x;
+  const coef = Math.min(1, clipGradNorm / (Math.sqrt(sq) + 1e-6));
+  const bad = { ...out };
+  for (const [name, g] of loaded.case.optimizerGradients) {
+    const w = loaded.case.weights.get(name)!.data, step = new Float64Array(w.length);
+    for (let i = 0; i < w.length; i++) {
+      const gi = g.data[i] * coef;
+      const m = (1 - betas[0]) * gi, v = (1 - betas[1]) * gi * gi;
+      step[i] = w[i] - lr * m / (Math.sqrt(v) + eps);
+    }
+    bad[`adamw1.${name}`] = { shape: [...g.shape], data: step };
+  }
+  const backend: ConformanceBackend = { ...cpuBackend, trainStep: () => Promise.resolve(bad) };
+  const report = await runConformance(DEFAULT_CONFORMANCE_TRAIN_DIR, {
+    backend,
+    only: "D1_grad_adapter_head",
+  });
+  const failing = report.cases[0].comparisons.filter((c) => !c.ok).map((c) => c.name);
+  assert.ok(failing.length > 0 && failing.every((n) => n.startsWith("adamw1.")), failing.join());
+});
