@@ -18,16 +18,20 @@
 //            G query heads of the page times qb queries) against the partition's keys in tiles
 //            of KT, online softmax (flash-decoding when np > 1). When np == 1 (`direct`) it
 //            writes the normalised output itself and `merge` is skipped.
-//   decode   decode only (n = 1, no chunk keys), D % 4 == 0, G <= 8: one workgroup per (page,
-//            partition of WG keys), one key per thread. Each thread loads its key once as vec4s
-//            and scores it against all G heads of the group; per-head max and sum by tree
-//            reductions over the workgroup; then o[g, d] = Σ p v with threads over (g, d/4) pairs
-//            (keys split over the spare threads), V read coalesced. Same partial layout as
-//            `partial` (qb = 1, R = G), so `merge` is shared. On an H100 (f16, Hkv = 8, G = 4,
-//            D = 128, 32K context) a whole decode step of one layer takes 489 us against 1657 us
-//            with `partial` (~275 GB/s of K+V, still ~10x under the memory ceiling: the K rows are
-//            read one per thread, not staged coalesced); test/cache/_bench.ts. `partial` stays as
-//            the readable variant and the fallback, with an agreement test.
+//   decode   the fast decode path (n = 1, no chunk keys; 16-byte rows: D % 8 == 0 in f16,
+//            D % 4 == 0 in f32; G <= 8): split-K flash-decoding, one workgroup per (page,
+//            split of <= PSMAX keys); np splits are chosen on the CPU from the length bound, and
+//            with p.ps = 0 each split takes ceil(len / np) of the true length (a loose bound
+//            still keeps every workgroup busy). All G query heads of the page share each K/V
+//            word, read once, coalesced, as vec4<u32> (8 f16 or 4 f32 per load), f32 math.
+//            1) scores in tiles of KT keys: LN lanes per key, each with its channels of the G
+//            scaled queries in registers, partial dots reduced through workgroup memory;
+//            2) per-head max and exp over the split; 3) P·V with L lanes per key (one word
+//            each), JV loads in flight; 4) per-head sums of the passes, written to po/pml (or,
+//            with one split, the normalised output). Replaces a one-key-per-thread kernel that
+//            ran at ~290 GB/s on an H200 (468 us per step at 32K, B = 1, f16, Hkv 8, G 4, D 128).
+//   merge_split  one workgroup per (page, head, CW output vec4 columns): max-subtracted merge
+//            of the decode splits, threads over partitions; l = 0 weighs 0 (SPEC §9.7).
 //   merge    one workgroup per output row: max-subtracted merge of the partitions; a partition
 //            that saw no visible key (l = 0) has weight 0 (SPEC §9.7), a row with no visible
 //            key at all (a padded query) outputs 0.
@@ -66,8 +70,11 @@ struct Params {
 @group(0) @binding(10) var<storage, read_write> part: array<f32>;
 @group(0) @binding(11) var<storage, read_write> out: array<T>; // [B, Hq, n, D]
 
-@group(0) @binding(12) var<storage, read> kpool4: array<vec4<T>>; // kpool as vec4 (decode)
-@group(0) @binding(13) var<storage, read> vpool4: array<vec4<T>>; // vpool as vec4 (decode)
+// decode / merge_split: the pools as 16-byte words; the splits' outputs and statistics.
+@group(0) @binding(12) var<storage, read> kw: array<vec4<u32>>;    // K pool [blocks*bs, D/EPV]
+@group(0) @binding(13) var<storage, read> vw: array<vec4<u32>>;    // V pool [blocks*bs, D/EPV]
+@group(0) @binding(14) var<storage, read_write> po: array<vec4<f32>>; // [pages, np, G, D/4]
+@group(0) @binding(15) var<storage, read_write> pml: array<f32>;   // [pages, np, G, 2] (m, l)
 
 override WG: u32 = 128u;
 override R: u32 = 4u;      // query rows per workgroup (= p.rows)
@@ -88,27 +95,6 @@ var<workgroup> rpos: array<i32, R>;    // query position of each row (-1: beyond
 var<workgroup> rm: array<f32, R>;      // running max
 var<workgroup> rl: array<f32, R>;      // running sum
 var<workgroup> ra: array<f32, R>;      // rescale of the accumulators for this tile
-
-override GD4: u32 = 32u;   // decode: G * D / 4
-override GW: u32 = 512u;   // decode: G * WG
-const GMAX: u32 = 8u;      // decode: query heads per KV head
-const ACC4: u32 = 4u;      // decode: vec4 accumulators per thread, G * D / 4 <= ACC4 * WG
-
-var<workgroup> qs4: array<vec4<f32>, GD4>;
-var<workgroup> dsc: array<f32, GW>;         // probabilities [G, WG]
-var<workgroup> dred: array<f32, GW>;        // reduction scratch [G, WG]
-var<workgroup> kph: array<u32, WG>;         // physical entry of each key
-var<workgroup> vacc: array<vec4<f32>, WG>;  // partial PV sums of the key splits
-var<workgroup> gstat: array<f32, 16>;       // m[g] at 0..7, l[g] at 8..15
-
-fn phys(pg: u32, s: u32) -> u32 {
-  let blk = table[(p.lbase + pg) * p.mb + s / p.bs];
-  return u32(blk) * p.bs + s % p.bs;
-}
-
-fn visible(qp: i32, kp: i32, mark: i32) -> bool {
-  return qp >= 0 && kp <= qp && mark != 2 && (mark == 0 || qp - kp <= p.window);
-}
 
 @compute @workgroup_size(WG)
 fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -299,6 +285,62 @@ fn merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   }
 }
 
+
+fn phys(pg: u32, s: u32) -> u32 {
+  let blk = table[(p.lbase + pg) * p.mb + s / p.bs];
+  return u32(blk) * p.bs + s % p.bs;
+}
+
+fn visible(qp: i32, kp: i32, mark: i32) -> bool {
+  return qp >= 0 && kp <= qp && mark != 2 && (mark == 0 || qp - kp <= p.window);
+}
+
+// ---- decode / merge_split: the fast decode path -------------------------------------------
+//
+// K and V rows are read as vec4<u32> words: 8 f16 (EPV = 8, unpack2x16float) or 4 f32
+// (EPV = 4, bitcast) per 16-byte load. A row of D channels is L = D / EPV words.
+//
+//   po:[pages, np, G, D/4] vec4 unnormalised outputs   pml:[pages, np, G, 2] (max m, sum l)
+
+override GQ: u32 = 4u;     // query heads per KV head (G <= 8)
+override PSMAX: u32 = 256u; // keys per split, at most
+override EPV: u32 = 8u;    // elements per 16-byte word: 8 (f16) or 4 (f32)
+override NV: u32 = 2u;     // vec4<f32> per word: EPV / 4
+override DD: u32 = 128u;   // head dim D
+override L: u32 = 16u;     // words per row: D / EPV
+override LN: u32 = 8u;     // score phase: lanes per key (a power of two <= 8 dividing L)
+override VPL: u32 = 2u;    // score phase: words per lane per key, L / LN
+override RPI: u32 = 16u;   // score phase: keys per pass of the workgroup, WG / LN
+override J: u32 = 2u;      // score phase: passes per tile, KT / RPI
+override RPV: u32 = 8u;    // value phase: keys per pass, floor(WG / L)
+override JV: u32 = 4u;     // value phase: loads in flight per thread
+override D4: u32 = 32u;    // D / 4
+override GV: u32 = 1u;     // ceil(G / 4): vec4 of probabilities per key
+override RED: u32 = 1152u; // G * KT * (LN + 1)
+override SPN: u32 = 256u;  // PSMAX * GV
+override OBN: u32 = 256u;  // RPV * D4
+override CW: u32 = 8u;     // merge_split: vec4 columns per workgroup (divides D4)
+const GMAX: u32 = 8u;
+const QMAX: u32 = 32u;     // q words per thread: G * VPL * NV <= QMAX
+const XMAX: u32 = 16u;     // loads in flight per thread: J * VPL, JV <= XMAX
+const NOKEY: u32 = 0xffffffffu;
+
+var<workgroup> kph: array<u32, PSMAX>;        // physical entry of each key, NOKEY if invisible
+var<workgroup> red: array<f32, RED>;          // per-lane partial dots [G, KT, LN + 1]
+var<workgroup> sp: array<vec4<f32>, SPN>;     // scores, then probabilities [key, G/4] (4 heads)
+var<workgroup> red2: array<f32, WG>;          // per-thread max / sum
+var<workgroup> ob: array<vec4<f32>, OBN>;     // per-pass partial outputs of one head [RPV, D/4]
+var<workgroup> gstat: array<f32, 16>;         // m[g] at 0..7, l[g] at 8..15
+
+fn lo4(x: vec4<u32>) -> vec4<f32> {
+  if (EPV == 8u) { return vec4<f32>(unpack2x16float(x.x), unpack2x16float(x.y)); }
+  return bitcast<vec4<f32>>(x);
+}
+
+fn hi4(x: vec4<u32>) -> vec4<f32> {
+  return vec4<f32>(unpack2x16float(x.z), unpack2x16float(x.w));
+}
+
 @compute @workgroup_size(WG)
 fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
@@ -308,120 +350,243 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   let pg = w / p.np;
   let b = pg / p.hkv;
   let h = pg % p.hkv;
-  let G = p.g;
-  let D = p.d;
-  let D4 = D / 4u;
   if (tid == 0u) { sh_len = lens[p.lbase + pg]; }
   let len = u32(workgroupUniformLoad(&sh_len));
-  let ks = pi * WG;
-  let cnt = min(WG, max(len, ks) - ks);  // keys of this partition
-  let qbase = (b * p.hkv + h) * G * D;   // q:[B, Hq, 1, D], heads h*G .. h*G+G-1
-  for (var i = tid; i < G * D4; i += WG) {
-    let o = qbase + 4u * i;
-    qs4[i] = vec4<f32>(f32(q[o]), f32(q[o + 1u]), f32(q[o + 2u]), f32(q[o + 3u])) * p.scale;
+  // Keys per split: fixed (p.ps), or the live length spread evenly over the np splits, so that
+  // every split works even when the CPU's length bound (which chose np) is loose.
+  var ps = p.ps;
+  if (ps == 0u) { ps = max(KT, (len + p.np - 1u) / p.np); }
+  let ks = min(pi * ps, len);
+  let cnt = min(ps, len - ks);
+  let hq = p.hkv * GQ;
+  let pbase = (pg * p.np + pi) * GQ;  // this split's rows of po and pml
+  if (cnt == 0u) {
+    // Nothing to read: weight 0 in the merge (SPEC §9.7), or a zero output when direct.
+    if (p.direct == 1u) {
+      for (var i = tid; i < GQ * DD; i += WG) { out[(b * hq + h * GQ) * DD + i] = T(0.0); }
+    } else if (tid < GQ) {
+      pml[(pbase + tid) * 2u] = NEG;
+      pml[(pbase + tid) * 2u + 1u] = 0.0;
+    }
+    return;
   }
-  workgroupBarrier();
-  // Scores of this thread's key against the G heads.
-  var s: array<f32, GMAX>;
-  var vis = false;
-  if (tid < cnt) {
-    let e = phys(pg, ks + tid);
-    kph[tid] = e;
-    vis = visible(p.t0, kmeta[2u * e], kmeta[2u * e + 1u]);
-    if (vis) {
-      for (var c = 0u; c < D4; c++) {
-        let kv = vec4<f32>(kpool4[e * D4 + c]);
-        for (var g = 0u; g < G; g++) { s[g] += dot(kv, qs4[g * D4 + c]); }
+  for (var i = tid; i < cnt; i += WG) {
+    let e = phys(pg, ks + i);
+    kph[i] = select(NOKEY, e, visible(p.t0, kmeta[2u * e], kmeta[2u * e + 1u]));
+  }
+  // Score phase layout: lane c of LN reads words c, c + LN, ... of key r0 (coalesced rows).
+  let c = tid % LN;
+  let r0 = tid / LN;
+  var qr: array<vec4<f32>, QMAX>;  // this lane's channels of the G scaled queries
+  let qbase = (b * hq + h * GQ) * DD;
+  for (var g = 0u; g < GQ; g++) {
+    for (var v = 0u; v < VPL; v++) {
+      for (var hh = 0u; hh < NV; hh++) {
+        let o = qbase + g * DD + (c + v * LN) * EPV + 4u * hh;
+        let x = vec4<f32>(f32(q[o]), f32(q[o + 1u]), f32(q[o + 2u]), f32(q[o + 3u]));
+        qr[(g * VPL + v) * NV + hh] = x * p.scale;
       }
     }
   }
-  for (var g = 0u; g < G; g++) { dred[g * WG + tid] = select(NEG, s[g], vis); }
   workgroupBarrier();
-  for (var o = WG / 2u; o > 0u; o = o / 2u) {
-    if (tid < o) {
-      for (var g = 0u; g < G; g++) { dred[g * WG + tid] = max(dred[g * WG + tid], dred[g * WG + tid + o]); }
+
+  // 1. Scores s[key, g] = q_g . k_key in tiles of KT keys: J * VPL loads in flight per thread,
+  //    per-lane partial dots reduced through `red`; NEG where not visible.
+  for (var k0 = 0u; k0 < cnt; k0 += KT) {
+    var kx: array<vec4<u32>, XMAX>;
+    for (var j = 0u; j < J; j++) {
+      let kk = k0 + j * RPI + r0;
+      var e = NOKEY;
+      if (kk < cnt) { e = kph[kk]; }
+      for (var v = 0u; v < VPL; v++) {
+        var x = vec4<u32>(0u);
+        if (e != NOKEY) { x = kw[e * L + c + v * LN]; }
+        kx[j * VPL + v] = x;
+      }
     }
-    workgroupBarrier();
-  }
-  if (tid < G) { gstat[tid] = dred[tid * WG]; }
-  workgroupBarrier();
-  for (var g = 0u; g < G; g++) {
-    let e = select(0.0, exp(s[g] - gstat[g]), vis);
-    dsc[g * WG + tid] = e;
-    dred[g * WG + tid] = e;
-  }
-  workgroupBarrier();
-  for (var o = WG / 2u; o > 0u; o = o / 2u) {
-    if (tid < o) {
-      for (var g = 0u; g < G; g++) { dred[g * WG + tid] += dred[g * WG + tid + o]; }
-    }
-    workgroupBarrier();
-  }
-  if (tid < G) { gstat[8u + tid] = dred[tid * WG]; }
-  workgroupBarrier();
-  // o[g, 4c..4c+3] = Σ_i p[g, i] v[i, 4c..4c+3] over the P = G * D/4 pairs (g, c).
-  let P = G * D4;
-  var acc: array<vec4<f32>, ACC4>;
-  if (P >= WG) {
-    for (var k = 0u; k < ACC4; k++) {
-      let pr = tid + k * WG;
-      if (pr < P) {
-        let g = pr / D4;
-        let c = pr % D4;
-        var a = vec4<f32>(0.0);
-        for (var i = 0u; i < cnt; i++) {
-          a += dsc[g * WG + i] * vec4<f32>(vpool4[kph[i] * D4 + c]);  // p = 0 if not visible
+    for (var j = 0u; j < J; j++) {
+      var s: array<f32, GMAX>;
+      // (explicitly: a declaration inside a loop is not re-zeroed on every pass by all backends)
+      for (var g = 0u; g < GQ; g++) { s[g] = 0.0; }
+      for (var v = 0u; v < VPL; v++) {
+        let lo = lo4(kx[j * VPL + v]);
+        let hi = hi4(kx[j * VPL + v]);
+        for (var g = 0u; g < GQ; g++) {
+          s[g] += dot(qr[(g * VPL + v) * NV], lo);
+          if (EPV == 8u) { s[g] += dot(qr[(g * VPL + v) * NV + 1u], hi); }
         }
-        acc[k] = a;
       }
+      for (var g = 0u; g < GQ; g++) { red[(g * KT + j * RPI + r0) * (LN + 1u) + c] = s[g]; }
     }
-  } else {
-    // Spare threads split the keys: thread tid takes pair tid % P and keys tid / P + spl * j.
-    let spl = WG / P;
-    let pr = tid % P;
-    let part = tid / P;
-    var a = vec4<f32>(0.0);
-    if (part < spl) {
-      let g = pr / D4;
-      let c = pr % D4;
-      for (var i = part; i < cnt; i += spl) {
-        a += dsc[g * WG + i] * vec4<f32>(vpool4[kph[i] * D4 + c]);
-      }
-    }
-    vacc[tid] = a;
     workgroupBarrier();
-    if (tid < P) {
-      var t = vec4<f32>(0.0);
-      for (var j = 0u; j < spl; j++) { t += vacc[j * P + tid]; }
-      acc[0] = t;
+    for (var i = tid; i < GQ * KT; i += WG) {
+      let kk = k0 + i % KT;
+      if (kk < cnt) {
+        var s = 0.0;
+        for (var l = 0u; l < LN; l++) { s += red[i * (LN + 1u) + l]; }
+        let g = i / KT;
+        sp[kk * GV + g / 4u][g % 4u] = select(NEG, s, kph[kk] != NOKEY);
+      }
+    }
+    workgroupBarrier();
+  }
+
+  // 2. Per head: max over the split, probabilities p = exp(s - m) in place, their sum.
+  let RG = WG / GQ;
+  let g2 = tid % GQ;
+  let r2 = tid / GQ;
+  var mx = NEG;
+  if (r2 < RG) {
+    for (var kk = r2; kk < cnt; kk += RG) { mx = max(mx, sp[kk * GV + g2 / 4u][g2 % 4u]); }
+  }
+  red2[tid] = mx;
+  workgroupBarrier();
+  if (tid < GQ) {
+    var m = NEG;
+    for (var r = 0u; r < RG; r++) { m = max(m, red2[r * GQ + tid]); }
+    gstat[tid] = m;
+  }
+  workgroupBarrier();
+  let mg = gstat[g2];
+  var lsum = 0.0;
+  if (r2 < RG) {
+    for (var kk = r2; kk < cnt; kk += RG) {
+      let s = sp[kk * GV + g2 / 4u][g2 % 4u];
+      let e = select(0.0, exp(s - mg), s > NEG);
+      sp[kk * GV + g2 / 4u][g2 % 4u] = e;
+      lsum += e;
     }
   }
-  // Write the partial (or, with one partition, the output).
-  let hq = p.hkv * G;
-  for (var k = 0u; k < ACC4; k++) {
-    let pr = tid + k * WG;
-    if (pr < P && (P >= WG || k == 0u)) {
-      let g = pr / D4;
-      let c = pr % D4;
+  red2[tid] = lsum;
+  workgroupBarrier();
+  if (tid < GQ) {
+    var l = 0.0;
+    for (var r = 0u; r < RG; r++) { l += red2[r * GQ + tid]; }
+    gstat[8u + tid] = l;
+  }
+
+  // 3. o[g, :] = Σ p[key, g] v[key, :]: thread (c3, r3) owns word c3 of keys r3, r3 + RPV, ...
+  //    (each V word read once, coalesced), JV loads in flight; invisible keys are not read.
+  let c3 = tid % L;
+  let r3 = tid / L;
+  var acc: array<vec4<f32>, 16>;  // [g, NV]
+  if (r3 < RPV) {
+    for (var k0 = 0u; k0 < cnt; k0 += RPV * JV) {
+      var vx: array<vec4<u32>, XMAX>;
+      for (var j = 0u; j < JV; j++) {
+        let kk = k0 + j * RPV + r3;
+        var x = vec4<u32>(0u);
+        if (kk < cnt) {
+          let e = kph[kk];
+          if (e != NOKEY) { x = vw[e * L + c3]; }
+        }
+        vx[j] = x;
+      }
+      for (var j = 0u; j < JV; j++) {
+        let kk = k0 + j * RPV + r3;
+        if (kk < cnt) {
+          let lo = lo4(vx[j]);
+          let hi = hi4(vx[j]);
+          for (var gv = 0u; gv < GV; gv++) {
+            let pv = sp[kk * GV + gv];
+            for (var gi = 0u; gi < 4u; gi++) {
+              let g = gv * 4u + gi;
+              if (g < GQ) {
+                acc[g * NV] += pv[gi] * lo;
+                if (EPV == 8u) { acc[g * NV + 1u] += pv[gi] * hi; }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // 4. Sum the RPV passes per head through `ob`; write the partial (or, direct, the output).
+  for (var g = 0u; g < GQ; g++) {
+    workgroupBarrier();
+    if (r3 < RPV) {
+      for (var hh = 0u; hh < NV; hh++) { ob[r3 * D4 + c3 * NV + hh] = acc[g * NV + hh]; }
+    }
+    workgroupBarrier();
+    for (var o = tid; o < D4; o += WG) {
+      var sum = vec4<f32>(0.0);
+      for (var r = 0u; r < RPV; r++) { sum += ob[r * D4 + o]; }
       if (p.direct == 1u) {
         let l = gstat[8u + g];
-        let o = select(vec4<f32>(0.0), acc[k] / l, l > 0.0);
-        let dst = (b * hq + h * G + g) * D + 4u * c;
-        out[dst] = T(o.x);
-        out[dst + 1u] = T(o.y);
-        out[dst + 2u] = T(o.z);
-        out[dst + 3u] = T(o.w);
+        let y = select(vec4<f32>(0.0), sum / l, l > 0.0);
+        let dst = (b * hq + h * GQ + g) * DD + 4u * o;
+        out[dst] = T(y.x);
+        out[dst + 1u] = T(y.y);
+        out[dst + 2u] = T(y.z);
+        out[dst + 3u] = T(y.w);
       } else {
-        let base = ((pg * p.np + pi) * G + g) * (D + 2u);
-        if (c == 0u) {
-          part[base] = gstat[g];
-          part[base + 1u] = gstat[8u + g];
-        }
-        part[base + 2u + 4u * c] = acc[k].x;
-        part[base + 3u + 4u * c] = acc[k].y;
-        part[base + 4u + 4u * c] = acc[k].z;
-        part[base + 5u + 4u * c] = acc[k].w;
+        po[(pbase + g) * D4 + o] = sum;
       }
     }
+  }
+  if (p.direct == 0u && tid < GQ) {
+    pml[(pbase + tid) * 2u] = gstat[tid];
+    pml[(pbase + tid) * 2u + 1u] = gstat[8u + tid];
+  }
+}
+
+var<workgroup> macc: array<vec4<f32>, WG>;
+
+@compute @workgroup_size(WG)
+fn merge_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) tid: u32) {
+  // One workgroup per (page, head, CW output columns); WG / CW threads per column split the
+  // partitions. Max-subtracted weights; a split with l = 0 weighs 0 (SPEC §9.7).
+  let nch = D4 / CW;
+  let w = wid.y * nwg.x + wid.x;
+  if (w >= p.pages * GQ * nch) { return; }
+  let ch = w % nch;
+  let g = (w / nch) % GQ;
+  let pg = w / (nch * GQ);
+  let b = pg / p.hkv;
+  let h = pg % p.hkv;
+  var mx = NEG;
+  for (var i = tid; i < p.np; i += WG) {
+    let o = ((pg * p.np + i) * GQ + g) * 2u;
+    if (pml[o + 1u] > 0.0) { mx = max(mx, pml[o]); }
+  }
+  red2[tid] = mx;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (tid < s) { red2[tid] = max(red2[tid], red2[tid + s]); }
+    workgroupBarrier();
+  }
+  let m = red2[0];
+  let cl = tid % CW;
+  let ms = WG / CW;
+  var a = vec4<f32>(0.0);
+  var l = 0.0;
+  for (var i = tid / CW; i < p.np; i += ms) {
+    let r = (pg * p.np + i) * GQ + g;
+    let li = pml[2u * r + 1u];
+    if (li > 0.0) {
+      let wt = exp(pml[2u * r] - m);
+      a += wt * po[r * D4 + ch * CW + cl];
+      l += wt * li;
+    }
+  }
+  macc[tid] = a;
+  workgroupBarrier();
+  red2[tid] = l;
+  workgroupBarrier();
+  if (tid < CW) {
+    var sa = vec4<f32>(0.0);
+    var sl = 0.0;
+    for (var s = 0u; s < ms; s++) {
+      sa += macc[s * CW + tid];
+      sl += red2[s * CW + tid];
+    }
+    let y = select(vec4<f32>(0.0), sa / sl, sl > 0.0);
+    let dst = ((b * p.hkv + h) * GQ + g) * DD + 4u * (ch * CW + tid);
+    out[dst] = T(y.x);
+    out[dst + 1u] = T(y.y);
+    out[dst + 2u] = T(y.z);
+    out[dst + 3u] = T(y.w);
   }
 }

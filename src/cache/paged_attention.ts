@@ -48,6 +48,11 @@ export interface PagedAttentionArgs {
   window: number;
   /** Softmax scale. */
   scale: number;
+  /**
+   * Decode kernel for this call, overriding the storage's `decodeKernel`: `"split"` (the fast
+   * split-K kernel where the shape allows) or `"tiled"` (the readable `partial` kernel).
+   */
+  decodeKernel?: "split" | "tiled";
   /** Prefill: the chunk's own keys, appended virtually after each page's entries. */
   chunk?: {
     /** `[B, Hkv, n, D]` */
@@ -93,8 +98,9 @@ export function pagedAttention(
   // next power of two >= n, so that few pipeline variants exist.
   const fit = Math.max(1, Math.min(Math.floor(rowsMax / G), Math.floor((wg * ACC) / (G * D))));
   const qb = Math.min(fit, 2 ** Math.ceil(Math.log2(n)));
-  if (decode && !args.chunk && D % 4 === 0 && G <= 8 && s.decodeKernel === "split") {
-    return decodeSplit(s, layer, q, args, G);
+  if (decode && !args.chunk && (args.decodeKernel ?? s.decodeKernel) === "split") {
+    const out = decodeSplit(s, layer, q, args, G);
+    if (out) return out;
   }
   const R = qb * G;
   const nqb = Math.ceil(n / qb);
@@ -175,35 +181,90 @@ export function pagedAttention(
   return out;
 }
 
-/** Decode through the `decode` kernel (one key per thread), then `merge` when split. */
+/** Keys per decode split, at most (workgroup arrays are sized for it). */
+const SPLIT_KEYS_MAX = 256;
+/** Decode splits: the fewest keys per split that still gives this many workgroups... */
+const SPLIT_TARGET_WORKGROUPS = 1024;
+/** ...but no fewer keys per split than this (a split's fixed cost is ~4 barriers + a merge row). */
+const SPLIT_KEYS_MIN = 64;
+
+/** Override constants of the `decode` kernel for one shape, or undefined when it does not apply. */
+function splitDecodeShape(
+  dtype: "f32" | "f16",
+  G: number,
+  D: number,
+): Record<string, number> | undefined {
+  const EPV = dtype === "f16" ? 8 : 4;
+  if (!(G >= 1 && G <= 8) || D % EPV !== 0) return undefined;
+  const L = D / EPV;
+  let LN = 8;
+  while (L % LN !== 0) LN /= 2;
+  const WG = LN === 8 ? 128 : 32 * LN;
+  const VPL = L / LN, RPI = WG / LN, J = KT / RPI, NV = EPV / 4;
+  const RPV = Math.floor(WG / L);
+  if (RPV < 1 || G * VPL * NV > 32 || J * VPL > 16) return undefined;
+  const JV = Math.min(16, Math.ceil(KT / RPV));
+  const D4 = D / 4, GV = Math.ceil(G / 4);
+  let CW = 8;
+  while (D4 % CW !== 0) CW /= 2;
+  return {
+    WG,
+    KT,
+    GQ: G,
+    PSMAX: SPLIT_KEYS_MAX,
+    EPV,
+    NV,
+    DD: D,
+    L,
+    LN,
+    VPL,
+    RPI,
+    J,
+    RPV,
+    JV,
+    D4,
+    GV,
+    RED: G * KT * (LN + 1),
+    SPN: SPLIT_KEYS_MAX * GV,
+    OBN: RPV * D4,
+    CW,
+  };
+}
+
+/**
+ * Decode through the fast `decode` kernel (split-K over each page, all G heads per K/V word),
+ * then `merge_split` when split; undefined when the shape does not fit it.
+ */
 function decodeSplit(
   s: PagedKvStorage,
   layer: number,
   q: Tensor,
   args: PagedAttentionArgs,
   G: number,
-): Tensor {
+): Tensor | undefined {
   const gpu = s.gpu;
   const [B, Hq, , D] = q.shape;
+  const c = splitDecodeShape(s.dtype, G, D);
+  if (!c) return undefined;
   let maxLen = 1;
   for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
-  // Keys per partition = workgroup size: 256 once that gives >= 512 workgroups, else smaller.
-  // At least G·D/4 / ACC4 threads (each holds <= 4 vec4 accumulators).
-  const minWg = Math.max(32, 2 ** Math.ceil(Math.log2((G * D) / 16)));
-  let wg = 256;
+  // Fixed partitions when asked for (capped at the kernel's maximum), else np from the bound and
+  // ps = 0: each split takes ceil(len / np) of the page's true length.
+  let ps = 0, np: number;
   if (s.partitionKeys) {
-    wg = Math.min(256, Math.max(minWg, 2 ** Math.round(Math.log2(s.partitionKeys))));
+    const fixed = Math.min(SPLIT_KEYS_MAX, s.partitionKeys);
+    np = Math.ceil(maxLen / fixed);
+    ps = fixed;
   } else {
-    while (
-      wg > Math.max(64, minWg) && s.pages * Math.ceil(maxLen / wg) < TARGET_WORKGROUPS * 2
-    ) {
-      wg /= 2;
-    }
+    const per = Math.ceil((maxLen * s.pages) / SPLIT_TARGET_WORKGROUPS);
+    const keys = Math.min(SPLIT_KEYS_MAX, Math.max(SPLIT_KEYS_MIN, KT * Math.ceil(per / KT)));
+    np = Math.ceil(maxLen / keys);
   }
-  const np = Math.ceil(maxLen / wg);
   const direct = np === 1;
   const out = Tensor.empty(gpu, [B, Hq, 1, D], s.dtype);
-  const part = direct ? undefined : gpu.alloc(s.pages * np * G * (D + 2) * 4, "attn part");
+  const rows = s.pages * np * G;
+  const po = direct ? undefined : gpu.alloc(rows * D * 4, "attn split o");
+  const pml = gpu.alloc(direct ? 16 : rows * 8, "attn split m,l");
   const pool = s.pool(layer);
   const params = {
     pages: s.pages,
@@ -215,7 +276,7 @@ function decodeSplit(
     qb: 1,
     nqb: 1,
     np,
-    ps: wg,
+    ps,
     rows: G,
     bs: s.blockSize,
     mb: s.tableWidth,
@@ -230,27 +291,29 @@ function decodeSplit(
   bufs[2] = s.table;
   bufs[3] = pool.meta;
   bufs[6] = q.buffer;
-  bufs[10] = part ?? s.dummy;
   bufs[11] = out.buffer;
   bufs[12] = pool.k;
   bufs[13] = pool.v;
+  bufs[14] = po ?? s.dummy;
+  bufs[15] = pml;
   const kd = gpu.kernel({
     shader: "paged_attention",
     entry: "decode",
     defines: { T: s.dtype },
-    constants: { WG: wg, GD4: (G * D) / 4, GW: G * wg },
+    constants: c,
   });
   dispatchBound(gpu, kd, bufs, Gpu.grid(s.pages * np), params);
-  if (part) {
+  if (po) {
     const km = gpu.kernel({
       shader: "paged_attention",
-      entry: "merge",
+      entry: "merge_split",
       defines: { T: s.dtype },
-      constants: { WG: Math.min(64, Math.max(1, 2 ** Math.ceil(Math.log2(D)))) },
+      constants: { ...c, WG: 128 },
     });
-    dispatchBound(gpu, km, bufs, Gpu.grid(s.pages * G), params);
-    gpu.release(part);
+    dispatchBound(gpu, km, bufs, Gpu.grid(s.pages * G * (D / 4 / c.CW)), params);
+    gpu.release(po);
   }
+  gpu.release(pml);
   return out;
 }
 
