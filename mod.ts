@@ -110,6 +110,33 @@ export type { ElementFailure, NumericArray } from "./src/eval/compare.ts";
 export { cpuBackend } from "./src/eval/cpu_backend.ts";
 export { gpuBackend } from "./src/eval/gpu_backend.ts";
 export {
+  extractResult,
+  generateTask,
+  type GenerateTaskOptions,
+  type KvTask,
+  renderTokens,
+  SPECIAL_TOKENS,
+  type SumTask,
+  type Task,
+  type TaskBase,
+  taskName,
+  type TaskSample,
+  type TaskVocab,
+  taskVocab,
+  type TaskVocabOptions,
+  TOKENS,
+  type VarTrackTask,
+} from "./src/eval/tasks.ts";
+export {
+  evaluateTask,
+  evaluateTaskWith,
+  type KvCacheFactory,
+  type TaskEvalOptions,
+  type TaskEvalResult,
+  type TaskProgress,
+  type TaskRunner,
+} from "./src/eval/task_eval.ts";
+export {
   type ChatMessage,
   type ChatTemplateOptions,
   loadTokenizer,

@@ -42,7 +42,16 @@
  */
 
 /** Special token ids (the first 16 ids of every task vocabulary). */
-export const TOKENS = Object.freeze({
+export const TOKENS: Readonly<{
+  PAD: 0;
+  BOS: 1;
+  EOS: 2;
+  SEP: 3;
+  QUERY: 4;
+  ANSWER: 5;
+  EQ: 6;
+  RESULT: 7;
+}> = Object.freeze({
   PAD: 0,
   BOS: 1,
   EOS: 2,
