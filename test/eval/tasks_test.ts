@@ -60,7 +60,7 @@ const taskArb: fc.Arbitrary<Task> = fc.oneof(
   }).map((t) => ({ ...t, queries: Math.min(t.queries, t.pairs) })),
   fc.record({
     kind: fc.constant("vartrack" as const),
-    length: fc.integer({ min: 60, max: 600 }),
+    length: fc.integer({ min: 64, max: 600 }), // >= 1 + 4·chains·hops + 3
     chains: fc.integer({ min: 1, max: 3 }),
     hops: fc.integer({ min: 1, max: 5 }),
   }),
