@@ -67,6 +67,11 @@ export interface StepInputs {
   trainable: Trainable;
   /** Recompute each layer's forward in backward (memory for time). */
   checkpointLayers?: boolean;
+  /**
+   * distill: a separate frozen teacher (same vocabulary), e.g. a copy of the original weights
+   * when base weights train; default: `model` itself in teacher mode (no second copy).
+   */
+  teacher?: Transformer;
 }
 
 /** Outputs of {@linkcode forwardBackward}: tensors stay on the GPU; read back when you log. */
@@ -172,7 +177,7 @@ function checkInputs(model: Transformer, inp: StepInputs): void {
       throw new RangeError(`forwardBackward: ids[${i}] = ${inp.ids[i]} is outside [0, ${V})`);
     }
   }
-  if (inp.objective === "distill" && !model.config.isDms) {
+  if (inp.objective === "distill" && !model.config.isDms && !inp.teacher) {
     throw new TypeError(
       'forwardBackward: objective "distill" needs a DMS model (config.isDms); use "lm"',
     );
@@ -260,7 +265,13 @@ export function forwardBackward(
       };
       let out: F32, st: F32 | undefined;
       if (inputs.checkpointLayers) {
-        const r = tape.checkpoint(`layer ${l}`, [x], (t, [xi]) => {
+        // the segment's input must outlive the forward: a view the tape holds until it unwinds
+        const xl = x, xi = x.reshape(x.shape);
+        tape.record(`layer ${l} input`, () => {
+          const g = tape.grad(xi);
+          if (g) tape.accumulate(xl, g.reshape(xl.shape));
+        }, { outputs: [xi], saves: [xi] });
+        const r = tape.checkpoint(`layer ${l}`, [xi], (t, [xi]) => {
           const o = trainLayer(t, l, w.layers[l], xi as F32, ctx);
           return o.straightThrough ? [o.out, o.straightThrough] : [o.out];
         }) as F32[];
@@ -288,7 +299,10 @@ export function forwardBackward(
         [N],
       );
       using ids2 = idsFlat.reshape([B, S]);
-      const teacher3 = model.forward(ids2 as Tensor<"i32">, { mode: "teacher", positions })!;
+      const teacher3 = (inputs.teacher ?? model).forward(ids2 as Tensor<"i32">, {
+        mode: "teacher",
+        positions,
+      })!;
       using teacher = teacher3.reshape([N, V]);
       const kl = klDivergence(logits, teacher, weights);
       if (opts.teacherLogits) opts.teacherLogits(teacher3);

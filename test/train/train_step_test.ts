@@ -1,0 +1,445 @@
+/**
+ * One DMS training step on the GPU (src/train/train_step.ts `forwardBackward`): losses and the
+ * gradient of every weight against the float64 reference step (`referenceTrainStep`) on tiny
+ * random models (both decision variants, head/layer granularity, tied/untied, Qwen3/Llama);
+ * the training forward's logits against `model.forward(ids, { mode: "train", noise })`; the
+ * trainable sets; the "lm" objective against finite differences of the f64 teacher forward +
+ * cross-entropy; checkpointed layers; no leaked GPU buffers; f32 only.
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { type ModelConfig, parseConfig } from "../../src/model/config.ts";
+import { createModel, exportWeights, type Model } from "../../src/model/model.ts";
+import { loadReferenceModel, teacherForward } from "../../src/model/reference.ts";
+import { referenceParams, referenceTrainStep } from "../../src/train/reference_step.ts";
+import { crossEntropyReference } from "../../src/train/losses.ts";
+import {
+  forwardBackward,
+  type StepInputs,
+  trainableParameters,
+} from "../../src/train/train_step.ts";
+import { Tensor } from "../../src/tensor/tensor.ts";
+import { assertClose, fcParams, gpu, GPU_TEST, randomArray } from "../_util.ts";
+
+interface Spec {
+  modelType: "qwen3" | "llama";
+  layers: number;
+  kv: number;
+  group: number;
+  headDim: number;
+  separateAlpha: boolean;
+  perLayer: boolean;
+  tied: boolean;
+  bias: boolean;
+  window: number;
+  dms?: boolean;
+}
+
+const V = 37;
+
+function configOf(s: Spec): ModelConfig {
+  const dms = s.dms === false ? {} : {
+    dms_window_size: s.window,
+    dms_paged_attention_block_size: 1,
+    dms_separate_alpha: s.separateAlpha,
+    dms_alpha_per: s.perLayer ? "layer" : "head",
+    dms_alpha_scale: 3,
+    dms_initial_alpha_offset: 0,
+    dms_tau: 0.5,
+  };
+  return parseConfig({
+    model_type: s.modelType,
+    hidden_size: 24,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.kv * s.group,
+    num_key_value_heads: s.kv,
+    head_dim: s.headDim,
+    intermediate_size: 40,
+    vocab_size: V,
+    max_position_embeddings: 256,
+    rope_theta: 10000,
+    rms_norm_eps: 1e-6,
+    tie_word_embeddings: s.tied,
+    attention_bias: s.bias,
+    ...dms,
+  }, "tiny");
+}
+
+const specArb: fc.Arbitrary<Spec> = fc.record({
+  modelType: fc.constantFrom("qwen3" as const, "llama" as const),
+  layers: fc.integer({ min: 1, max: 2 }),
+  kv: fc.integer({ min: 1, max: 2 }),
+  group: fc.integer({ min: 1, max: 3 }),
+  headDim: fc.constantFrom(4, 8, 16),
+  separateAlpha: fc.boolean(),
+  perLayer: fc.boolean(),
+  tied: fc.boolean(),
+  bias: fc.boolean(),
+  window: fc.integer({ min: 2, max: 6 }),
+});
+
+/** Random token rows and logistic-like noise `[L, B, Hkv, T]` (CPU), uploaded per layer. */
+function inputs(cfg: ModelConfig, B: number, T: number, seed: number) {
+  const ids = Int32Array.from(randomArray(B * T, seed, 0, V), Math.floor);
+  const L = cfg.numLayers, per = B * cfg.numKvHeads * T;
+  const noise = randomArray(L * per, seed + 7, -4, 4);
+  const rows = Array.from({ length: B }, (_, b) => ids.subarray(b * T, (b + 1) * T));
+  return { ids, rows, noise, per };
+}
+
+function noiseTensors(cfg: ModelConfig, noise: Float32Array, B: number, T: number) {
+  const per = B * cfg.numKvHeads * T;
+  return Array.from(
+    { length: cfg.numLayers },
+    (_, l) =>
+      Tensor.fromArray(gpu, noise.subarray(l * per, (l + 1) * per), [
+        B,
+        cfg.numKvHeads,
+        T,
+      ]) as Tensor<"f32">,
+  );
+}
+
+/** Per-tensor tolerance: f32 GPU vs f64, relative to the tensor's scale. */
+function tolFor(expected: ArrayLike<number>): { atol: number; rtol: number } {
+  let m = 0;
+  for (let i = 0; i < expected.length; i++) m = Math.max(m, Math.abs(expected[i]));
+  return { atol: 2e-4 * Math.max(m, 1e-2), rtol: 2e-3 };
+}
+
+async function readGrads(g: Map<string, Tensor<"f32">>): Promise<Map<string, Float32Array>> {
+  const out = new Map<string, Float32Array>();
+  for (const [k, t] of g) out.set(k, await t.toArray());
+  return out;
+}
+
+Deno.test({
+  name: "forwardBackward() losses, logits and every weight's gradient match the f64 reference step",
+  ...GPU_TEST,
+  fn: async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        specArb,
+        fc.integer({ min: 1, max: 2 }),
+        fc.integer({ min: 1, max: 11 }),
+        fc.double({ min: 0.05, max: 0.95, noNaN: true }),
+        fc.integer({ min: 0, max: 1 << 20 }),
+        async (spec, B, T, alphaTarget, seed) => {
+          const cfg = configOf(spec);
+          const model = createModel(gpu, cfg, { seed });
+          const { ids, rows, noise } = inputs(cfg, B, T, seed);
+          const nts = noiseTensors(cfg, noise, B, T);
+          const eos = ids[0]; // the first token's id is EOS: its positions carry no KL term
+          try {
+            const ref = loadReferenceModel(cfg, await exportWeights(model));
+            const expect = referenceTrainStep(ref, rows, noise, {
+              targetFracToClose: alphaTarget,
+              eosTokenId: eos,
+            });
+            const out = forwardBackward(model, {
+              ids,
+              batch: B,
+              seqLen: T,
+              objective: "distill",
+              alphaTarget,
+              eosTokenIds: [eos],
+              noise: nts,
+              trainable: "all",
+            }, { keepLogits: true });
+            try {
+              using idt = Tensor.fromArray(gpu, ids, [B, T], "i32");
+              using pos = Tensor.fromArray(gpu, ids.map((_, i) => i % T), [B, T], "i32");
+              using trainLogits = model.forward(idt, {
+                mode: "train",
+                positions: pos,
+                noise: nts,
+              })!;
+              const logits = await out.logits!.toArray();
+              assertClose(
+                logits,
+                await trainLogits.toArray(),
+                { atol: 1e-5, rtol: 1e-5 },
+                "logits vs model.forward train",
+              );
+              assertClose(logits, expect.logits, { atol: 2e-4, rtol: 2e-4 }, "logits vs reference");
+              const tol = { atol: 2e-5, rtol: 1e-4 };
+              assertClose(
+                await out.lossDistill!.toArray(),
+                [expect.lossDistill],
+                tol,
+                "loss_distill",
+              );
+              assertClose(await out.lossCr!.toArray(), [expect.lossCr], tol, "loss_cr");
+              assertClose(await out.loss.toArray(), [expect.lossTotal], tol, "loss_total");
+              assertClose(await out.fracClosed!.toArray(), expect.fracClosed, tol, "frac_closed");
+              const grads = await readGrads(out.grads);
+              assert.deepEqual([...grads.keys()].sort(), [...expect.grads.keys()].sort());
+              for (const [name, g] of expect.grads) {
+                assertClose(grads.get(name)!, g, tolFor(g), `grad ${name}`);
+              }
+            } finally {
+              out.dispose();
+            }
+          } finally {
+            for (const t of nts) t.dispose();
+            model.dispose();
+          }
+        },
+      ),
+      fcParams(8),
+    );
+  },
+});
+
+Deno.test({
+  name:
+    'forwardBackward() with "adapters" returns exactly the dms_proj_alpha* gradients, equal to the reference\'s',
+  ...GPU_TEST,
+  fn: async () => {
+    for (const bias of [false, true]) {
+      const spec: Spec = {
+        modelType: "qwen3",
+        layers: 2,
+        kv: 2,
+        group: 2,
+        headDim: 8,
+        separateAlpha: true,
+        perLayer: false,
+        tied: false,
+        bias,
+        window: 2,
+      };
+      const cfg = configOf(spec), B = 2, T = 9;
+      const model = createModel(gpu, cfg, { seed: 3 });
+      const { ids, rows, noise } = inputs(cfg, B, T, 5);
+      const nts = noiseTensors(cfg, noise, B, T);
+      try {
+        const before = await exportWeights(model);
+        const keys = [...trainableParameters(model, "adapters").keys()].sort();
+        const want = [...before.keys()].filter((k) => k.includes("dms_proj_alpha")).sort();
+        assert.deepEqual(keys, want);
+        assert.equal(keys.length, bias ? 6 : 4);
+        const expect = referenceTrainStep(loadReferenceModel(cfg, before), rows, noise, {
+          targetFracToClose: 0.6,
+          eosTokenId: null,
+        });
+        const out = forwardBackward(model, {
+          ids,
+          batch: B,
+          seqLen: T,
+          objective: "distill",
+          alphaTarget: 0.6,
+          noise: nts,
+          trainable: "adapters",
+        });
+        const grads = await readGrads(out.grads);
+        out.dispose();
+        assert.deepEqual([...grads.keys()].sort(), want);
+        for (const k of want) {
+          assertClose(grads.get(k)!, expect.grads.get(k)!, tolFor(expect.grads.get(k)!), k);
+        }
+        // the step never writes a weight
+        const after = await exportWeights(model);
+        for (const [k, t] of before) assert.deepEqual(after.get(k)!.data, t.data, k);
+      } finally {
+        for (const t of nts) t.dispose();
+        model.dispose();
+      }
+    }
+  },
+});
+
+/** f64 "lm" loss of a reference model: teacher-mode logits, next-token CE. */
+function lmLossReference(
+  ref: ReturnType<typeof loadReferenceModel>,
+  rows: readonly Int32Array[],
+): number {
+  const B = rows.length, T = rows[0].length;
+  const logits = teacherForward(ref, rows).logits;
+  const targets = new Int32Array(B * T), w = new Float64Array(B * T);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T - 1; t++) {
+      targets[b * T + t] = rows[b][t + 1];
+      w[b * T + t] = 1;
+    }
+  }
+  return crossEntropyReference(logits, targets, w, B * T, V).loss;
+}
+
+Deno.test({
+  name:
+    'forwardBackward() "lm" objective matches f64 finite differences of teacher forward + cross-entropy',
+  ...GPU_TEST,
+  fn: async () => {
+    const cases: Spec[] = [
+      {
+        modelType: "llama",
+        layers: 2,
+        kv: 1,
+        group: 2,
+        headDim: 8,
+        separateAlpha: false,
+        perLayer: false,
+        tied: true,
+        bias: true,
+        window: 2,
+        dms: false,
+      },
+      {
+        modelType: "qwen3",
+        layers: 1,
+        kv: 2,
+        group: 1,
+        headDim: 4,
+        separateAlpha: false,
+        perLayer: false,
+        tied: false,
+        bias: false,
+        window: 2,
+      },
+    ];
+    for (const spec of cases) {
+      const cfg = configOf(spec), B = 2, T = 6;
+      const model = createModel(gpu, cfg, { seed: 11 });
+      try {
+        const { ids, rows } = inputs(cfg, B, T, 9);
+        const ref = loadReferenceModel(cfg, await exportWeights(model));
+        const out = forwardBackward(model, {
+          ids,
+          batch: B,
+          seqLen: T,
+          objective: "lm",
+          trainable: "all",
+        });
+        const loss = (await out.lossLm!.toArray())[0];
+        const grads = await readGrads(out.grads);
+        out.dispose();
+        assertClose([loss], [lmLossReference(ref, rows)], { atol: 1e-5, rtol: 1e-5 }, "lm loss");
+        const params = referenceParams(ref);
+        assert.deepEqual([...grads.keys()].sort(), [...params.keys()].sort());
+        const eps = 1e-6;
+        let k = 0;
+        for (const [name, p] of params) {
+          const g = grads.get(name)!;
+          for (let j = 0; j < 3; j++) {
+            const i = Math.floor(randomArray(1, 100 + k++, 0, p.length)[0]);
+            const keep = p[i];
+            p[i] = keep + eps;
+            const up = lmLossReference(ref, rows);
+            p[i] = keep - eps;
+            const down = lmLossReference(ref, rows);
+            p[i] = keep;
+            const fd = (up - down) / (2 * eps);
+            assertClose([g[i]], [fd], { atol: 2e-5, rtol: 2e-3 }, `d lm / d ${name}[${i}]`);
+          }
+        }
+      } finally {
+        model.dispose();
+      }
+    }
+  },
+});
+
+function stepInputs(cfg: ModelConfig, B: number, T: number, checkpointLayers: boolean): StepInputs {
+  const { ids } = inputs(cfg, B, T, 21);
+  return {
+    ids,
+    batch: B,
+    seqLen: T,
+    objective: "distill",
+    alphaTarget: 0.4,
+    noise: { seed: 4, step: 2 },
+    trainable: "all",
+    checkpointLayers,
+  };
+}
+
+Deno.test({
+  name:
+    "forwardBackward() with checkpointLayers gives identical losses and gradients, and frees every buffer",
+  ...GPU_TEST,
+  fn: async () => {
+    for (const separateAlpha of [false, true]) {
+      const spec: Spec = {
+        modelType: "qwen3",
+        layers: 3,
+        kv: 2,
+        group: 2,
+        headDim: 8,
+        separateAlpha,
+        perLayer: separateAlpha,
+        tied: true,
+        bias: false,
+        window: 3,
+      };
+      const cfg = configOf(spec), B = 2, T = 10;
+      const model: Model = createModel(gpu, cfg, { seed: 8 });
+      try {
+        await gpu.sync();
+        const live0 = gpu.memory().liveBytes;
+        const read = async (ck: boolean) => {
+          const out = forwardBackward(model, stepInputs(cfg, B, T, ck));
+          const r = { loss: await out.loss.toArray(), grads: await readGrads(out.grads) };
+          out.dispose();
+          return r;
+        };
+        const plain = await read(false);
+        assert.equal(gpu.memory().liveBytes, live0, "live bytes after a step and dispose()");
+        const ck = await read(true);
+        assert.equal(gpu.memory().liveBytes, live0, "live bytes after a checkpointed step");
+        assert.deepEqual(ck.loss, plain.loss);
+        for (const [k, g] of plain.grads) assert.deepEqual(ck.grads.get(k), g, k);
+      } finally {
+        model.dispose();
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "forwardBackward() rejects an f16 model, naming the dtype, and distill on a plain model",
+  ...GPU_TEST,
+  fn: () => {
+    const spec: Spec = {
+      modelType: "llama",
+      layers: 1,
+      kv: 1,
+      group: 1,
+      headDim: 4,
+      separateAlpha: false,
+      perLayer: false,
+      tied: false,
+      bias: false,
+      window: 1,
+      dms: false,
+    };
+    const cfg = configOf(spec);
+    const inp: StepInputs = {
+      ids: new Int32Array(4),
+      batch: 1,
+      seqLen: 4,
+      objective: "distill",
+      trainable: "all",
+      noise: { seed: 1, step: 0 },
+    };
+    if (gpu.hasF16) {
+      const m16 = createModel(gpu, cfg, { seed: 1, dtype: "f16" });
+      try {
+        assert.throws(
+          () => forwardBackward(m16, { ...inp, objective: "lm" }),
+          (e: Error) => e instanceof TypeError && /f16/.test(e.message),
+        );
+      } finally {
+        m16.dispose();
+      }
+    }
+    const m = createModel(gpu, cfg, { seed: 1 });
+    try {
+      assert.throws(() => forwardBackward(m, inp), TypeError);
+      assert.throws(() => forwardBackward(m, { ...inp, ids: new Int32Array(3) }), RangeError);
+    } finally {
+      m.dispose();
+    }
+  },
+});
