@@ -1,0 +1,426 @@
+/**
+ * Decode attention benchmark over the paged KV cache: one decode step of one layer
+ * (`pagedAttention`, the split-K `decode` kernel + `merge_split`) for a dense cache and for DMS
+ * caches at forced compression ratios, Qwen3-8B attention heads (Hkv = 8, G = 4, D = 128), in
+ * f16 and f32, against PyTorch's SDPA dense decode on a contiguous cache (bench/torch_attention.py,
+ * run in the same process tree when `python3` has torch with CUDA).
+ *
+ * Each row first validates: the fast kernel's output against the readable `partial` kernel
+ * ("tiled") on the same pages (STYLE 11), then times the fast kernel with timestamp queries
+ * (median over samples of back-to-back steps, after a warm-up). It reports µs per step and the
+ * effective GB/s of the live K+V (live entries · 2 · D · bytes: what one step must read).
+ *
+ * Forcing a compression ratio (a benchmark knob, not a model code path): the cache is filled
+ * through its policy and storage (the calls `PagedKvCache.attend` makes for a prefill chunk:
+ * `prefillMarks`, `ensure`, `prefillCompact`, `scatterEntries`) with decisions drawn so that a
+ * fraction 1 − 1/CR of the tokens is marked (seeded, independent per page and token); the chunk
+ * attention a real prefill also computes is skipped (O(ctx²), not what is measured). The
+ * measured CR (tokens / live entries) is reported; it stays under the forced one by about the
+ * window's W·(1 − 1/CR) entries.
+ *
+ * Usage: `deno run -A bench/attention.ts [--contexts 4096,32768] [--batches 1,4] [--crs 2,4,8]
+ * [--dtypes f16,f32] [--window 512] [--block 256] [--partition-keys N] [--reps N] [--no-torch]
+ * [--quick] [--json out.json]`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
+ * chosen from the length bound). Defaults on a CPU adapter (llvmpipe): contexts 256,1024, batches
+ * 1,2, window 32, block 32 (well under 2 minutes); otherwise contexts 4096,32768,131072, batches
+ * 1,4,16 (`--quick`: 4096,32768 and 1,4), window 512, block 256. Shapes whose K pool exceeds the
+ * device's maxStorageBufferBindingSize are listed as skipped.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { getGpu } from "../src/gpu/device.ts";
+import { pagedAttention } from "../src/cache/paged_attention.ts";
+import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
+import { scatterEntries } from "../src/cache/paged_kv.ts";
+import { createDmsCache } from "../src/dms/dms_cache.ts";
+import { createDenseCache } from "../src/policies/dense.ts";
+import { Tensor } from "../src/tensor/tensor.ts";
+import { bytesPer } from "../src/tensor/dtype.ts";
+
+type Dt = "f32" | "f16";
+const [HKV, G, D] = [8, 4, 128];
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: {
+    contexts: { type: "string" },
+    batches: { type: "string" },
+    crs: { type: "string" },
+    dtypes: { type: "string" },
+    window: { type: "string" },
+    block: { type: "string" },
+    "partition-keys": { type: "string" },
+    reps: { type: "string" },
+    "no-torch": { type: "boolean", default: false },
+    quick: { type: "boolean", default: false },
+    json: { type: "string" },
+  },
+});
+
+const gpu = await getGpu();
+const cpu = /llvmpipe/i.test(gpu.description);
+const list = (s: string | undefined, dflt: number[]) => (s ? s.split(",").map(Number) : dflt);
+const quick = args.quick || cpu;
+const contexts = list(
+  args.contexts,
+  cpu ? [256, 1024] : quick ? [4096, 32768] : [4096, 32768, 131072],
+);
+const batches = list(args.batches, cpu ? [1, 2] : quick ? [1, 4] : [1, 4, 16]);
+const crs = list(args.crs, [2, 4, 8]);
+const dtypes = (args.dtypes?.split(",") ?? ["f16", "f32"])
+  .filter((d): d is Dt => d === "f32" || (d === "f16" && gpu.hasF16));
+const window = Number(args.window ?? (cpu ? 32 : 512));
+const blockSize = Number(args.block ?? (cpu ? 32 : 256));
+const partitionKeys = args["partition-keys"] ? Number(args["partition-keys"]) : undefined;
+const reps = Number(args.reps ?? (cpu ? 3 : 7));
+/** GPU time per timing sample, and of back-to-back load before a shape's samples (clocks). */
+const SAMPLE_MS = cpu ? 1 : 20;
+const WARM_MS = cpu ? 0 : 200;
+/** Split vs tiled on the same pages: only the summation order differs. */
+const AGREE: Record<Dt, { atol: number; rtol: number }> = {
+  f32: { atol: 2e-6, rtol: 1e-5 },
+  f16: { atol: 1e-3, rtol: 4e-3 },
+};
+
+/** One result row. */
+interface Row {
+  dtype: Dt;
+  ctx: number;
+  B: number;
+  /** "dense" or "dms CR=x" (forced). */
+  cache: string;
+  forcedCr?: number;
+  /** Tokens / live entries. */
+  cr: number;
+  liveMB: number;
+  check: string;
+  us: number;
+  minUs: number;
+  gbps: number;
+  torchUs?: number;
+  skipped?: string;
+}
+
+/** n values in [lo, hi) from a seeded mulberry32 stream. */
+function random(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), s | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = lo + (hi - lo) * (((t ^ (t >>> 14)) >>> 0) / 4294967296);
+  }
+  return out;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
+}
+
+/** Whether a cache of this shape fits the device's largest storage binding (one K pool). */
+function fits(ctx: number, B: number, dtype: Dt): boolean {
+  const slots = Math.ceil((ctx + 64) / blockSize) * blockSize * B * HKV;
+  return slots * D * bytesPer(dtype) <= gpu.limits.maxStorageBufferBindingSize;
+}
+
+/**
+ * A one-layer cache holding `ctx` tokens per sequence: dense, or DMS with a fraction 1 − 1/cr
+ * of the decisions set. Filled chunk by chunk through the policy and the storage.
+ */
+async function filled(ctx: number, B: number, dtype: Dt, cr?: number): Promise<PagedKvCache> {
+  const sizes = {
+    layers: 1,
+    batch: B,
+    kvHeads: HKV,
+    headDim: D,
+    blockSize,
+    dtype,
+    preallocateTokens: ctx + 64,
+    partitionKeys,
+  };
+  const cache = cr ? createDmsCache(gpu, { ...sizes, window }) : createDenseCache(gpu, sizes);
+  const s = cache.storage, pages = s.pages;
+  const n = Math.min(ctx, Math.max(256, Math.floor((1 << 23) / (B * HKV * D))));
+  const [k, v] = chunkKv(B, n, dtype);
+  using firstReal = Tensor.zeros(gpu, [B], "i32");
+  const pMark = cr ? 1 - 1 / cr : 0;
+  for (let t0 = 0, c = 0; t0 < ctx; t0 += n, c++) {
+    const m = Math.min(n, ctx - t0);
+    const kc = m === n ? k : sliceTokens(k, m), vc = m === n ? v : sliceTokens(v, m);
+    const u = random(B * HKV * m, 1000 + c, 0, 1);
+    using d = Tensor.fromArray(
+      gpu,
+      Int32Array.from(u, (x) => (x < pMark ? 1 : 0)),
+      [B, HKV, m],
+      "i32",
+    );
+    const marks = gpu.alloc(pages * m * 4, "bench marks");
+    const dest = gpu.alloc(pages * m * 4, "bench dest");
+    const step = {
+      layer: 0,
+      n: m,
+      t0,
+      decisions: d.buffer,
+      firstReal: firstReal.buffer,
+      marks,
+      dest,
+    };
+    cache.policy.prefillMarks(step);
+    s.ensure(0, () => m);
+    cache.policy.prefillCompact(step);
+    scatterEntries(s, 0, dest, marks, kc, vc, t0);
+    gpu.release(marks);
+    gpu.release(dest);
+    if (kc !== k) [kc, vc].forEach((x) => x.dispose());
+    if (c % 8 === 7) await gpu.sync();
+  }
+  await gpu.sync();
+  return cache;
+}
+
+let kvMemo: { key: string; k: Tensor; v: Tensor } | undefined;
+
+/** Random K and V `[B, Hkv, n, D]` of one fill chunk, kept for the next fill of the same shape. */
+function chunkKv(B: number, n: number, dtype: Dt): [Tensor, Tensor] {
+  const key = `${B} ${n} ${dtype}`;
+  if (kvMemo?.key !== key) {
+    kvMemo?.k.dispose();
+    kvMemo?.v.dispose();
+    const shape = [B, HKV, n, D];
+    kvMemo = {
+      key,
+      k: Tensor.fromArray(gpu, random(B * HKV * n * D, 1), shape, dtype),
+      v: Tensor.fromArray(gpu, random(B * HKV * n * D, 2), shape, dtype),
+    };
+  }
+  return [kvMemo.k, kvMemo.v];
+}
+
+/** The first m tokens of a `[B, Hkv, n, D]` tensor (the last, shorter chunk). */
+function sliceTokens(x: Tensor, m: number): Tensor {
+  const [B, H, , Dd] = x.shape;
+  const r = random(B * H * m * Dd, 3);
+  return Tensor.fromArray(gpu, r, [B, H, m, Dd], x.dtype as Dt);
+}
+
+/** Median and fastest µs per call of `step` (which records its dispatches and returns a tensor). */
+async function time(step: () => Tensor): Promise<{ us: number; minUs: number }> {
+  const sample = async (k: number): Promise<number> => {
+    const outs: Tensor[] = [];
+    let ms: number;
+    if (gpu.hasTimestamps) {
+      ms = await gpu.profile(() => {
+        for (let i = 0; i < k; i++) outs.push(step());
+      }, Math.min(2048, 2 * k));
+    } else {
+      await gpu.sync();
+      const t = performance.now();
+      for (let i = 0; i < k; i++) outs.push(step());
+      await gpu.sync();
+      ms = performance.now() - t;
+    }
+    outs.forEach((o) => o.dispose());
+    return ms / k;
+  };
+  const first = await sample(1);
+  const k = Math.max(1, Math.min(1000, Math.round(SAMPLE_MS / first)));
+  for (let i = 0, warm = Math.ceil(WARM_MS / first); i < warm; i++) step().dispose();
+  await sample(k);
+  const xs: number[] = [];
+  for (let i = 0; i < reps; i++) xs.push(await sample(k));
+  return { us: median(xs) * 1000, minUs: Math.min(...xs) * 1000 };
+}
+
+async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<Row> {
+  const row: Row = {
+    dtype,
+    ctx,
+    B,
+    cache: cr ? `dms CR=${cr}` : "dense",
+    forcedCr: cr,
+    cr: 0,
+    liveMB: 0,
+    check: "-",
+    us: NaN,
+    minUs: NaN,
+    gbps: NaN,
+  };
+  if (!fits(ctx, B, dtype)) {
+    row.skipped =
+      `K pool over maxStorageBufferBindingSize ${gpu.limits.maxStorageBufferBindingSize}`;
+    return row;
+  }
+  using cache = await filled(ctx, B, dtype, cr);
+  const s = cache.storage;
+  const lens = await s.readLengths();
+  const live = lens.reduce((a, b) => a + b, 0);
+  row.cr = (B * HKV * ctx) / live;
+  const bytes = live * 2 * D * bytesPer(dtype);
+  row.liveMB = bytes / 1e6;
+  using q = Tensor.fromArray(gpu, random(B * HKV * G * D, 7, -2, 2), [B, HKV * G, 1, D], dtype);
+  const a = { t0: ctx, window: cache.policy.window, scale: 1 / Math.sqrt(D) };
+  const fast = () => pagedAttention(s, 0, q, { ...a, decodeKernel: "split" });
+  {
+    using f = fast();
+    using t = pagedAttention(s, 0, q, { ...a, decodeKernel: "tiled" });
+    const [x, y] = [await f.toArray(), await t.toArray()];
+    const tol = AGREE[dtype];
+    let worst = 0, bad = 0;
+    for (let i = 0; i < x.length; i++) {
+      const e = Math.abs(x[i] - y[i]);
+      if (!(e <= tol.atol + tol.rtol * Math.abs(y[i]))) bad++;
+      if (!(e <= worst)) worst = e;
+    }
+    row.check = bad ? `FAIL (${bad} off, max ${worst.toExponential(2)})` : "ok";
+  }
+  const { us, minUs } = await time(fast);
+  row.us = us;
+  row.minUs = minUs;
+  row.gbps = bytes / (us * 1e-6) / 1e9;
+  return row;
+}
+
+/** PyTorch SDPA times (ms) by key, when python3 has torch with CUDA; else undefined. */
+async function torchTimes(shapes: { ctx: number; B: number; dtype: Dt }[]) {
+  if (args["no-torch"] || shapes.length === 0) return undefined;
+  if (Deno.permissions.querySync({ name: "run", command: "python3" }).state !== "granted") {
+    console.log("PyTorch comparison skipped: needs --allow-run (deno run -A bench/attention.ts).");
+    return undefined;
+  }
+  const script = new URL("./torch_attention.py", import.meta.url).pathname;
+  const jobs = shapes.map((x) => ({
+    key: key(x),
+    B: x.B,
+    Hkv: HKV,
+    G,
+    S: x.ctx,
+    D,
+    dtype: x.dtype,
+  }));
+  const cfg = { jobs, warmup: cpu ? 2 : 20, iters: cpu ? 3 : 50, reps };
+  try {
+    const probe = await new Deno.Command("python3", {
+      args: ["-c", "import torch; print(torch.cuda.is_available())"],
+      stderr: "null",
+    }).output();
+    if (new TextDecoder().decode(probe.stdout).trim() !== "True") {
+      console.log("PyTorch comparison skipped: python3 has no torch with CUDA.");
+      return undefined;
+    }
+    const r = await new Deno.Command("python3", { args: [script, JSON.stringify(cfg)] }).output();
+    const text = new TextDecoder().decode(r.stdout).trim();
+    if (!r.success) throw new Error(new TextDecoder().decode(r.stderr).trim().split("\n").at(-1));
+    const doc = JSON.parse(text.split("\n").at(-1)!);
+    console.log(
+      `PyTorch ${doc.torch} on ${doc.device}: F.scaled_dot_product_attention, CUDA events`,
+    );
+    for (const [k, e] of Object.entries(doc.errors ?? {})) console.log(`  torch ${k}: ${e}`);
+    return doc.times as Record<string, number | null>;
+  } catch (e) {
+    console.log(`PyTorch comparison skipped: ${(e as Error).message}`);
+    return undefined;
+  }
+}
+
+function key(x: { ctx: number; B: number; dtype: Dt }): string {
+  return `${x.dtype} S=${x.ctx} B=${x.B}`;
+}
+
+function fmt(v: number | undefined, digits = 1): string {
+  if (v === undefined || !Number.isFinite(v)) return "-";
+  return v >= 100 ? v.toFixed(0) : v.toFixed(digits);
+}
+
+function table(rows: Row[]): string {
+  const head = [
+    "dtype",
+    "ctx",
+    "B",
+    "cache",
+    "CR",
+    "live MB",
+    "check",
+    "µs",
+    "GB/s",
+    "torch µs",
+    "torch GB/s",
+    "ours/torch",
+    "torch/ours",
+    "dense/this",
+  ];
+  const body = rows.map((r) => {
+    if (r.skipped) return [r.dtype, `${r.ctx}`, `${r.B}`, r.cache, "skipped: " + r.skipped];
+    const dense = rows.find((x) =>
+      !x.forcedCr && x.dtype === r.dtype && x.ctx === r.ctx && x.B === r.B
+    );
+    const denseBytes = (dense?.liveMB ?? NaN) * 1e6;
+    return [
+      r.dtype,
+      `${r.ctx}`,
+      `${r.B}`,
+      r.cache,
+      fmt(r.cr, 2),
+      fmt(r.liveMB),
+      r.check,
+      fmt(r.us),
+      fmt(r.gbps),
+      fmt(r.torchUs),
+      fmt(r.torchUs ? denseBytes / (r.torchUs * 1e-6) / 1e9 : undefined),
+      fmt(r.torchUs ? r.us / r.torchUs : undefined, 2),
+      fmt(r.torchUs ? r.torchUs / r.us : undefined, 2),
+      fmt(dense && r !== dense ? dense.us / r.us : undefined, 2),
+    ];
+  });
+  const w = head.map((h, i) =>
+    Math.max(h.length, ...body.map((b) => (b.length > 5 ? b[i].length : 0)))
+  );
+  const line = (c: string[]) =>
+    "| " + c.map((x, i) => (i < 4 ? x.padEnd(w[i]) : x.padStart(w[i]))).join(" | ") + " |";
+  return [
+    line(head),
+    "|" + w.map((n, i) => "-".repeat(n + 1) + (i < 4 ? "-" : ":") + "|").join(""),
+    ...body.map(line),
+  ].join("\n");
+}
+
+console.log(
+  `device: ${gpu.description}${cpu ? " (CPU adapter: small sizes)" : ""}; one decode step of one ` +
+    `layer, Hkv ${HKV}, G ${G}, D ${D}; DMS window ${window}, block ${blockSize}; ` +
+    `${
+      gpu.hasTimestamps ? "timestamp queries" : "wall clock"
+    }, median of ${reps} samples of ~${SAMPLE_MS} ms`,
+);
+const shapes = dtypes.flatMap((dtype) =>
+  contexts.flatMap((ctx) => batches.map((B) => ({ ctx, B, dtype })))
+);
+const torch = await torchTimes(shapes.filter((x) => fits(x.ctx, x.B, x.dtype)));
+const rows: Row[] = [];
+for (const { ctx, B, dtype } of shapes) {
+  for (const cr of [undefined, ...crs]) {
+    const r = await runRow(ctx, B, dtype, cr);
+    const t = torch?.[key(r)];
+    if (typeof t === "number") r.torchUs = t * 1000;
+    rows.push(r);
+    const what = r.skipped ? "skipped" : `${fmt(r.us)} µs, ${r.check}`;
+    console.error(`  ${key(r)} ${r.cache}: ${what}`);
+  }
+}
+console.log(table(rows));
+console.log(
+  "ours/torch: our time over PyTorch SDPA dense (target <= 1.2 for dense at 32K); torch/ours: " +
+    "speed-up over it (target >= 5 for DMS at CR 8); dense/this: our dense time over this row's " +
+    "(target >= 6.5 at 32K). GB/s: live K+V bytes per step time (torch: of the dense cache).",
+);
+const failed = rows.filter((r) => r.check.startsWith("FAIL"));
+for (const r of failed) console.error(`validation failed: ${key(r)} ${r.cache}: ${r.check}`);
+if (args.json) {
+  const doc = { device: gpu.description, cpu, Hkv: HKV, G, D, window, blockSize, reps, rows };
+  Deno.writeTextFileSync(args.json, JSON.stringify(doc, null, 2) + "\n");
+  console.log(`wrote ${args.json}`);
+}
+if (failed.length) Deno.exitCode = 1;

@@ -1,0 +1,88 @@
+"""PyTorch twin of bench/attention.ts: dense decode attention with PyTorch's SDPA on CUDA.
+
+One query token per sequence over a contiguous KV cache, GQA (query head h*G+g uses KV head h,
+the HF order), the same shapes and dtypes as the TypeScript benchmark's dense rows:
+
+    q:[B, Hkv*G, 1, D]  k, v:[B, Hkv, S, D]  -> out:[B, Hkv*G, 1, D]
+    F.scaled_dot_product_attention(q, k, v, enable_gqa=True)   (scale D**-0.5)
+
+Timing: CUDA events around `iters` back-to-back calls after `warmup` calls, median over `reps`
+samples, reported in ms per call. Prints one JSON object on its last line:
+{"torch": version, "device": name, "times": {key: ms or null}, "errors": {key: message}}.
+
+Usage (bench/attention.ts runs it for you when python3 has torch with CUDA):
+    python3 bench/torch_attention.py '{"jobs": [{"key": "k", "B": 1, "Hkv": 8, "G": 4,
+        "S": 32768, "D": 128, "dtype": "f16"}], "warmup": 20, "iters": 50, "reps": 7}'
+"""
+
+import json
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+DTYPES = {"f16": torch.float16, "f32": torch.float32, "bf16": torch.bfloat16}
+
+
+def sdpa(q, k, v):
+    """Dense GQA decode attention; repeats K/V per query head on torch < 2.5 (no enable_gqa)."""
+    try:
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    except TypeError:
+        g = q.shape[1] // k.shape[1]
+        return F.scaled_dot_product_attention(
+            q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+        )
+
+
+def time_job(job, warmup, iters, reps):
+    """Median ms per call of SDPA for one shape."""
+    dt = DTYPES[job["dtype"]]
+    B, Hkv, G, S, D = job["B"], job["Hkv"], job["G"], job["S"], job["D"]
+    q = torch.randn(B, Hkv * G, 1, D, device="cuda", dtype=dt)
+    k = torch.randn(B, Hkv, S, D, device="cuda", dtype=dt)
+    v = torch.randn(B, Hkv, S, D, device="cuda", dtype=dt)
+    for _ in range(warmup):
+        sdpa(q, k, v)
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(iters):
+            sdpa(q, k, v)
+        e.record()
+        torch.cuda.synchronize()
+        samples.append(s.elapsed_time(e) / iters)
+    del q, k, v
+    torch.cuda.empty_cache()
+    return statistics.median(samples)
+
+
+def main():
+    cfg = json.loads(sys.argv[1])
+    times, errors = {}, {}
+    for job in cfg["jobs"]:
+        try:
+            times[job["key"]] = time_job(
+                job, cfg.get("warmup", 20), cfg.get("iters", 50), cfg.get("reps", 7)
+            )
+        except Exception as e:  # out of memory, unsupported dtype: report, keep going
+            times[job["key"]] = None
+            errors[job["key"]] = f"{type(e).__name__}: {e}".splitlines()[0]
+            torch.cuda.empty_cache()
+    print(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "device": torch.cuda.get_device_name(),
+                "times": times,
+                "errors": errors,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
