@@ -267,7 +267,7 @@ export function generatorSource(
 }
 
 /** What {@linkcode textFileSource} needs of a tokenizer (`loadTokenizer`'s result fits). */
-export interface TextEncoder {
+export interface TextTokenizer {
   /** Token ids of a text. */
   encode(text: string): number[];
   /** EOS ids; the first one separates documents. */
@@ -302,7 +302,7 @@ export interface TextFileSourceOptions {
  */
 export async function textFileSource(
   path: string,
-  tokenizer: TextEncoder,
+  tokenizer: TextTokenizer,
   opts: TextFileSourceOptions,
 ): Promise<BatchSource> {
   posInt(opts.seqLen, `${path}: seqLen`);
