@@ -2,10 +2,15 @@
  * `deno task conform [dir] [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]`
  *
  * Runs every conformance case under `dir` (folder format:
- * `testdata/conformance/README.md`; a local path or an http(s) URL; default:
- * the ten golden cases vendored in `testdata/conformance/`) through a backend, prints one line per case
- * (`PASS A1_train_qneuron_head  max_err 3.1e-6 (logits)`) and a last line
+ * `testdata/conformance/README.md`; a local path or an http(s) URL) through a backend, prints one
+ * line per case (`PASS A1_train_qneuron_head  max_err 3.1e-6 (logits)`) and a last line
  * `conformance: N passed, N failed`.
+ *
+ * With no folder it runs both vendored folders (the ten golden cases of `testdata/conformance/`
+ * and the three `train_step` cases of `testdata/conformance-train/`, 13 in all), and with no
+ * `--backend` as well it runs them on both backends, CPU then GPU: a `backend NAME` line
+ * before each run, each run's summary line, and a last line naming every failing case per
+ * backend (`conformance (cpu, gpu): 24 passed, 2 failed; failing: cpu D3_..., gpu D3_...`).
  *
  * Exit status: 0 all passed; 1 a case failed (or no case was found);
  * 2 usage error or unreadable folder.
@@ -23,7 +28,7 @@ import { parseArgs } from "node:util";
 import {
   type ConformanceBackend,
   cpuBackend,
-  DEFAULT_CONFORMANCE_DIR,
+  DEFAULT_CONFORMANCE_DIRS,
   formatSummary,
   runConformance,
 } from "../eval/conformance.ts";
@@ -31,8 +36,9 @@ import { gpuBackend } from "../eval/gpu_backend.ts";
 
 const USAGE =
   "usage: deno task conform [dir] [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]\n" +
-  "  dir: a folder of conformance cases (default: the vendored golden cases, testdata/conformance;\n" +
-  "       the training cases, kind train_step, are in testdata/conformance-train)\n" +
+  "  dir: a folder of conformance cases (default: both vendored folders, testdata/conformance\n" +
+  "       and the training cases, kind train_step, in testdata/conformance-train)\n" +
+  "  --backend: default cpu with a folder; with no folder and no --backend: cpu, then gpu\n" +
   "  a case kind the backend does not implement is reported NOT SUPPORTED (not passed)";
 
 const BACKENDS: Readonly<Record<string, ConformanceBackend>> = { cpu: cpuBackend, gpu: gpuBackend };
@@ -45,7 +51,7 @@ export async function main(args: string[]): Promise<number> {
       args,
       allowPositionals: true,
       options: {
-        backend: { type: "string", default: "cpu" },
+        backend: { type: "string" },
         only: { type: "string", multiple: true },
         verbose: { type: "boolean", short: "v", default: false },
         help: { type: "boolean", short: "h", default: false },
@@ -64,20 +70,54 @@ export async function main(args: string[]): Promise<number> {
     console.error(`expected at most one folder, got ${positionals.length}\n${USAGE}`);
     return 2;
   }
-  const backend = Object.hasOwn(BACKENDS, values.backend!) ? BACKENDS[values.backend!] : null;
-  if (!backend) {
+  const names = values.backend !== undefined
+    ? [values.backend]
+    : positionals.length
+    ? ["cpu"]
+    : Object.keys(BACKENDS);
+  const backends = names.map((n) => Object.hasOwn(BACKENDS, n) ? BACKENDS[n] : null);
+  if (backends.some((b) => !b)) {
     console.error(`unknown backend "${values.backend}" (expected cpu or gpu)\n${USAGE}`);
     return 2;
   }
-  const dir: string | URL = positionals[0] ?? DEFAULT_CONFORMANCE_DIR;
+  const dir: string | URL | readonly URL[] = positionals[0] ?? DEFAULT_CONFORMANCE_DIRS;
+  const only = values.only?.flatMap((s) => s.split(",")).map((s) => s.trim()).filter(Boolean);
+  if (backends.length === 1) return await runOne(backends[0]!, dir, only, values.verbose!);
+  let passed = 0, failed = 0, ok = true;
+  const failing: string[] = [];
+  for (const b of backends) {
+    console.log(`backend ${b!.name}`);
+    const r = await runOne(b!, dir, only, values.verbose!, (report) => {
+      passed += report.passed;
+      failed += report.failed + report.unsupported;
+      for (const c of report.cases) if (!c.ok) failing.push(`${b!.name} ${c.name}`);
+    });
+    if (r === 2) return 2;
+    ok &&= r === 0;
+  }
+  console.log(
+    `conformance (${names.join(", ")}): ${passed} passed, ${failed} failed` +
+      (failing.length ? `; failing: ${failing.join(", ")}` : ""),
+  );
+  return ok ? 0 : 1;
+}
+
+/** One backend over `dir`: case lines and the summary; returns the exit status. */
+async function runOne(
+  backend: ConformanceBackend,
+  dir: string | URL | readonly URL[],
+  only: string[] | undefined,
+  verbose: boolean,
+  onReport?: (r: Awaited<ReturnType<typeof runConformance>>) => void,
+): Promise<number> {
   try {
-    const only = values.only?.flatMap((s) => s.split(",")).map((s) => s.trim()).filter(Boolean);
     const report = await runConformance(dir, {
       backend,
       only,
-      verbose: values.verbose,
+      verbose,
       log: (line) => console.log(line),
     });
+    onReport?.(report);
     if (report.cases.length === 0) {
       console.log(
         only

@@ -33,6 +33,7 @@ import type {
 } from "./case.ts";
 import type { CaseTensor } from "./compare.ts";
 import { denseRetainedMask, fillUnobserved, inferenceObservables } from "./observables.ts";
+import { gpuTrainStep } from "./gpu_train_backend.ts";
 
 type Captured = Map<string, Tensor[]>; // name -> per layer
 
@@ -402,4 +403,5 @@ export const gpuBackend: ConformanceBackend = {
   trainForward: trainCase,
   inference: inferenceCase,
   attentionOnly: attentionCase,
+  trainStep: gpuTrainStep,
 };
