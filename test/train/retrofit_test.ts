@@ -1,8 +1,14 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/model/config.ts";
-import { createModel, exportWeights, loadModel, type Model } from "../../src/model/model.ts";
+import {
+  createModel,
+  exportWeights,
+  loadModel,
+  type Model,
+  saveModel,
+} from "../../src/model/model.ts";
 import { generate, type GenerateResult } from "../../src/generate.ts";
-import { generatorSource } from "../../src/train/data.ts";
+import { generatorSource, textFileSource } from "../../src/train/data.ts";
 import { readOptimizerState } from "../../src/train/checkpoint.ts";
 import { retrofit, type RetrofitOptions } from "../../src/train/retrofit.ts";
 import { gpu, GPU_TEST } from "../_util.ts";
@@ -216,6 +222,55 @@ Deno.test({
       // other rows trained
       assert.ok(q2.some((x, i) => x !== q0[i] && x !== 0));
       assert.ok(model.config.isDms && !model.config.dms.separateAlpha);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "retrofit() takes a Llama folder loaded with loadModel and text through textFileSource",
+  ...GPU_TEST,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "dms_retro_" });
+    try {
+      const llama = parseConfig({
+        model_type: "llama",
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        intermediate_size: 48,
+        vocab_size: 64,
+        max_position_embeddings: 128,
+        tie_word_embeddings: true,
+      });
+      const src = createModel(gpu, llama, { seed: 5, dtype: "f32" });
+      await saveModel(src, `${dir}/base`);
+      src.dispose();
+      const model = await loadModel(gpu, `${dir}/base`, { dtype: "f32" });
+      using _ = disposing(model);
+      const text = Array.from({ length: 40 }, (_, i) => `line ${i} of the corpus`).join("\n\n");
+      await Deno.writeTextFile(`${dir}/corpus.txt`, text);
+      const tok = {
+        encode: (t: string) => [...t].map((c) => c.charCodeAt(0) % 63 + 1),
+        eosTokenIds: [0],
+      };
+      const data = await textFileSource(`${dir}/corpus.txt`, tok, {
+        batch: 2,
+        seqLen: 32,
+        seed: 42,
+      });
+      const r = await retrofit(model, data, {
+        ...base,
+        steps: 3,
+        checkpointDir: `${dir}/run`,
+      });
+      assert.equal(r.history.length, 3);
+      const again = await loadModel(gpu, `${dir}/run/checkpoint-3`, { dtype: "f32" });
+      using _a = disposing(again);
+      assert.equal(again.config.modelType, "llama");
+      assert.ok(again.config.isDms && again.config.dms.separateAlpha);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
