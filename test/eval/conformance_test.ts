@@ -302,7 +302,7 @@ Deno.test("cases are read over HTTP(S) too (how a registry import reaches the ve
   assert.match(missing, /missing file http:\/\/127\.0\.0\.1:\d+\/nowhere\/case\.json/);
 });
 
-Deno.test("the conform CLI runs the vendored cases by default; exits 0 on success, 1 on failure, 2 on usage errors", async () => {
+Deno.test("the conform CLI runs both vendored folders by default; exits 0 on success, 1 on failure, 2 on usage errors", async () => {
   const log = console.log, err = console.error;
   const out: string[] = [];
   console.log = (...a: unknown[]) => out.push(a.join(" "));
@@ -325,9 +325,13 @@ Deno.test("the conform CLI runs the vendored cases by default; exits 0 on succes
     assert.equal(out.at(-1), "conformance: 0 passed, 1 failed");
     assert.match(out.at(-2)!, /^FAIL C1_attn_single_chunk {2}max_err 1\.0e0 \(decode_out\)/);
     out.length = 0;
-    assert.equal(await main([]), 0); // no folder: the vendored golden cases
-    assert.equal(out.length, 11);
-    assert.equal(out.at(-1), "conformance: 10 passed, 0 failed");
+    // no folder: both vendored folders, 13 cases; D3 misses two per-tensor tolerances (the
+    // reference's own float32 error, test/eval/train_conformance_test.ts), so the run exits 1
+    assert.equal(await main(["--backend", "cpu"]), 1);
+    assert.equal(out.length, 14);
+    assert.equal(out.filter((l) => l.startsWith("PASS ")).length, 12);
+    assert.match(out.at(-2)!, /^FAIL D3_grad_adapter_head_defaults_tied {2}/);
+    assert.equal(out.at(-1), "conformance: 12 passed, 1 failed");
     out.length = 0;
     assert.equal(await main([VENDORED, root]), 2);
     assert.match(out.at(-1)!, /expected at most one folder, got 2/);
@@ -340,6 +344,40 @@ Deno.test("the conform CLI runs the vendored cases by default; exits 0 on succes
     console.error = err;
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test({
+  name:
+    "the conform CLI with no folder and no --backend runs cpu then gpu and names every failing case per backend",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const log = console.log, err = console.error;
+    const out: string[] = [];
+    console.log = (...a: unknown[]) => out.push(a.join(" "));
+    console.error = (...a: unknown[]) => out.push(a.join(" "));
+    try {
+      assert.equal(await main(["--only", "C1_attn_single_chunk"]), 0);
+      assert.equal(out.length, 7);
+      assert.deepEqual([out[0], out[3]], ["backend cpu", "backend gpu"]);
+      assert.match(out[1], /^PASS C1_attn_single_chunk /);
+      assert.match(out[4], /^PASS C1_attn_single_chunk /);
+      assert.equal(out.at(-1), "conformance (cpu, gpu): 2 passed, 0 failed");
+      out.length = 0;
+      assert.equal(
+        await main(["--only", "D1_grad_adapter_head,D3_grad_adapter_head_defaults_tied"]),
+        1,
+      );
+      assert.equal(
+        out.at(-1),
+        "conformance (cpu, gpu): 2 passed, 2 failed; failing: cpu D3_grad_adapter_head_defaults_tied, " +
+          "gpu D3_grad_adapter_head_defaults_tied",
+      );
+    } finally {
+      console.log = log;
+      console.error = err;
+    }
+  },
 });
 
 Deno.test("imported over HTTP (as from JSR), runConformance() fetches the vendored cases over HTTP", async () => {
