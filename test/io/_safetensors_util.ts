@@ -8,8 +8,7 @@ import {
 } from "../../src/io/safetensors_codec.ts";
 
 /** The conformance folder (golden vectors) beside the repository. */
-export const CONFORMANCE: string =
-  new URL("../../testdata/conformance/", import.meta.url).pathname;
+export const CONFORMANCE: string = new URL("../../testdata/conformance/", import.meta.url).pathname;
 const RUNS = Number(Deno.env.get("FC_RUNS")) || 0;
 /** fast-check parameters: `n` runs, or `FC_RUNS` from the environment. */
 export const runs = (n: number): { numRuns: number } => ({ numRuns: RUNS > 0 ? RUNS : n });
