@@ -1,0 +1,290 @@
+/**
+ * Pre-trains a small Qwen3-architecture teacher from scratch on the synthetic long-range tasks of
+ * `src/eval/tasks.ts` (issue 9 item 7), with the library's own training step (`forwardBackward`,
+ * objective "lm": next-token cross-entropy on every token) and the GPU AdamW, then saves it as a
+ * Hugging Face folder that `loadModel` reads.
+ *
+ * Training rows: one task sample (a prompt of random length in [`--min-length`, S − answer],
+ * the task drawn from `--tasks` per row) followed by its answer, then extra retrieval rounds
+ * `QUERY name ANSWER value EOS` about other names bound in the same context (resolved by
+ * following the `x = y ;` statements), until the row holds S = `--seq` tokens (a round that
+ * does not fit becomes PAD). The rounds multiply the answer tokens per row: with loss on every
+ * token, filler and random keys would otherwise drown the answers.
+ *
+ * Evaluation every `--eval-every` steps and at the end: `evaluateTask` (greedy, dense cache) on
+ * `--eval-samples` fresh samples (a seed the training rows never use) of each task at
+ * `--eval-length` tokens.
+ *
+ * Usage (GPU machine: one command):
+ * ```sh
+ * deno run -A tools/pretrain_teacher.ts --hidden 256 --layers 4 --seq 1024 --batch 32 \
+ *   --steps 3000 --out teacher/
+ * ```
+ * `--help` lists every option.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { getGpu } from "../src/gpu/device.ts";
+import { parseConfig } from "../src/model/config.ts";
+import { createModel, saveModel } from "../src/model/model.ts";
+import { AdamW, clipGradients } from "../src/train/adamw.ts";
+import { forwardBackward, trainableParameters } from "../src/train/train_step.ts";
+import { evaluateTask } from "../src/eval/task_eval.ts";
+import { generateTask, type Task, taskName, taskVocab, TOKENS } from "../src/eval/tasks.ts";
+
+const HELP = `pretrain_teacher: train a small Qwen3 model on synthetic long-range tasks
+
+  --hidden N          hidden size (default 64)
+  --layers N          decoder layers (default 2)
+  --heads N           query heads (default 4); --kv-heads N (default 2); head dim = hidden/heads
+  --intermediate N    MLP width (default 3·hidden)
+  --seq N             training row length S (default 128)
+  --min-length N      shortest training prompt (default 48)
+  --batch N           rows per step (default 16)
+  --steps N           optimizer steps (default 300)
+  --lr X              peak learning rate (default 3e-3), linear warm-up, cosine to 10%
+  --warmup N          warm-up steps (default 30)
+  --weight-decay X    AdamW weight decay (default 0.01); --clip X global norm (default 1)
+  --tasks LIST        comma list of kv,vartrack,sum (default all three)
+  --eval-length N     prompt length of the evaluation (default S − 16)
+  --eval-samples N    samples per task per evaluation (default 32); --eval-every N (default 100)
+  --embed-std X       std of the (tied) embedding init (default 0.1)
+  --seed N            seed of weights and data (default 1)
+  --out DIR           save the model there (config.json + model.safetensors)
+  --json FILE         write the log (steps, losses, accuracies, speed) as JSON`;
+
+/** The task of a training row or an evaluation, by name, at prompt length `length`. */
+function taskOf(name: string, length: number): Task {
+  switch (name) {
+    case "kv":
+      return { kind: "kv", length, pairs: 4 };
+    case "vartrack":
+      return { kind: "vartrack", length, chains: 2, hops: 2 };
+    case "sum":
+      return { kind: "sum", length, pairs: 4, terms: 2 };
+    default:
+      throw new RangeError(`--tasks: unknown task ${name} (kv, vartrack, sum)`);
+  }
+}
+
+/** mulberry32. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Every name bound in the prompt (`x = y ;`) resolved to its value token. */
+function bindings(prompt: readonly number[], valueBase: number): Map<number, number> {
+  const bind = new Map<number, number>();
+  for (let i = 0; i + 3 < prompt.length; i++) {
+    if (prompt[i + 1] === TOKENS.EQ && prompt[i + 3] === TOKENS.SEP) {
+      bind.set(prompt[i], prompt[i + 2]);
+    }
+  }
+  const out = new Map<number, number>();
+  for (const name of bind.keys()) {
+    let x = name;
+    for (let hop = 0; x < valueBase && bind.has(x) && hop <= bind.size; hop++) x = bind.get(x)!;
+    if (x >= valueBase) out.set(name, x);
+  }
+  return out;
+}
+
+/** One training row of exactly `S` tokens (see the module doc). */
+function trainingRow(
+  tasks: string[],
+  S: number,
+  minLen: number,
+  seed: number,
+  i: number,
+): number[] {
+  const r = rng(seed * 1000003 + i);
+  const name = tasks[Math.floor(r() * tasks.length)];
+  const probe = generateTask(taskOf(name, S), { count: 1, seed: seed + 17, offset: i })[0];
+  const maxLen = S - probe.answer.length;
+  const length = minLen + Math.floor(r() * Math.max(1, maxLen - minLen + 1));
+  const s = generateTask(taskOf(name, Math.min(length, maxLen)), {
+    count: 1,
+    seed: seed + 17,
+    offset: i,
+  })[0];
+  const row = [...s.prompt, ...s.answer];
+  const bound = [...bindings(s.prompt, taskVocab().valueBase)];
+  while (row.length + 4 <= S && bound.length) {
+    const [k, v] = bound[Math.floor(r() * bound.length)];
+    row.push(TOKENS.QUERY, k, TOKENS.ANSWER, v, TOKENS.EOS);
+  }
+  row.length = Math.min(row.length, S);
+  while (row.length < S) row.push(TOKENS.PAD);
+  return row;
+}
+
+async function main(): Promise<void> {
+  const { values: a } = parseArgs({
+    options: {
+      hidden: { type: "string", default: "64" },
+      layers: { type: "string", default: "2" },
+      heads: { type: "string", default: "4" },
+      "kv-heads": { type: "string", default: "2" },
+      intermediate: { type: "string" },
+      seq: { type: "string", default: "128" },
+      "min-length": { type: "string", default: "48" },
+      batch: { type: "string", default: "16" },
+      steps: { type: "string", default: "300" },
+      lr: { type: "string", default: "3e-3" },
+      warmup: { type: "string", default: "30" },
+      "weight-decay": { type: "string", default: "0.01" },
+      clip: { type: "string", default: "1" },
+      tasks: { type: "string", default: "kv,vartrack,sum" },
+      "eval-length": { type: "string" },
+      "eval-samples": { type: "string", default: "32" },
+      "eval-every": { type: "string", default: "100" },
+      "embed-std": { type: "string", default: "0.1" },
+      seed: { type: "string", default: "1" },
+      out: { type: "string" },
+      json: { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (a.help) return console.log(HELP);
+  const num = (k: keyof typeof a): number => {
+    const x = Number(a[k]);
+    if (!Number.isFinite(x)) throw new RangeError(`--${k}: expected a number, got ${a[k]}`);
+    return x;
+  };
+  const H = num("hidden"), L = num("layers"), Hq = num("heads"), Hkv = num("kv-heads");
+  const S = num("seq"), B = num("batch"), steps = num("steps"), lr = num("lr");
+  const warmup = num("warmup"), seed = num("seed"), minLen = num("min-length");
+  const evalLen = a["eval-length"] ? num("eval-length") : S - 16;
+  const tasks = a.tasks!.split(",").map((t) => t.trim()).filter(Boolean);
+  tasks.forEach((t) => taskOf(t, 64));
+  const vocab = taskVocab();
+  const gpu = await getGpu();
+  const config = parseConfig({
+    model_type: "qwen3",
+    hidden_size: H,
+    num_hidden_layers: L,
+    num_attention_heads: Hq,
+    num_key_value_heads: Hkv,
+    head_dim: H / Hq,
+    intermediate_size: a.intermediate ? num("intermediate") : 3 * H,
+    vocab_size: vocab.size,
+    max_position_embeddings: Math.max(4096, S),
+    rope_theta: 10000,
+    tie_word_embeddings: true,
+    bos_token_id: TOKENS.BOS,
+    eos_token_id: TOKENS.EOS,
+    torch_dtype: "float32",
+  }, "pretrain_teacher");
+  const model = createModel(gpu, config, { seed, dtype: "f32" });
+  // the default embedding init (std 1) makes tied logits ~√H: start them near uniform
+  const normal = rng(seed + 99), std = num("embed-std");
+  for (const c of model.weights.embed.chunks) {
+    c.tensor.write(
+      Float32Array.from(
+        { length: c.tensor.size },
+        () => std * Math.sqrt(-2 * Math.log(1 - normal())) * Math.cos(2 * Math.PI * normal()),
+      ),
+    );
+  }
+  const params = trainableParameters(model, "all");
+  const names = [...params.keys()];
+  const opt = new AdamW(names.map((n) => params.get(n)!), {
+    lr,
+    betas: [0.9, 0.95],
+    eps: 1e-8,
+    weightDecay: num("weight-decay"),
+  });
+  const nParams = [...params.values()].reduce((s, t) => s + t.size, 0);
+  console.log(
+    `teacher: hidden ${H}, layers ${L}, heads ${Hq}/${Hkv}, ${
+      (nParams / 1e6).toFixed(2)
+    }M params, ` +
+      `rows ${B}×${S}, ${steps} steps, tasks ${tasks.join(",")}, eval at L=${evalLen}`,
+  );
+  const log: Record<string, unknown>[] = [];
+  const evaluate = async (step: number) => {
+    const acc: Record<string, number> = {};
+    for (const t of tasks) {
+      const task = taskOf(t, evalLen);
+      const r = await evaluateTask(model, task, {
+        samples: num("eval-samples"),
+        seed: 1_000_000 + seed,
+        policy: "dense",
+        batchRows: 16,
+      });
+      acc[taskName(task)] = r.accuracy;
+    }
+    console.log(
+      `  eval @ ${step}: ` + Object.entries(acc).map(([k, x]) => `${k} ${x.toFixed(3)}`).join("  "),
+    );
+    log.push({ step, accuracy: acc });
+  };
+  const t0 = performance.now();
+  let lossSum = 0, lossN = 0, tLast = t0;
+  for (let step = 0; step < steps; step++) {
+    const ids = new Int32Array(B * S);
+    for (let b = 0; b < B; b++) ids.set(trainingRow(tasks, S, minLen, seed, step * B + b), b * S);
+    const out = forwardBackward(model, {
+      ids,
+      batch: B,
+      seqLen: S,
+      objective: "lm",
+      trainable: "all",
+    });
+    const grads = names.map((n) => out.grads.get(n)!);
+    using norm = clipGradients(grads, num("clip"));
+    const progress = step < warmup
+      ? (step + 1) / warmup
+      : 0.1 + 0.9 * 0.5 * (1 + Math.cos(Math.PI * (step - warmup) / Math.max(1, steps - warmup)));
+    opt.step(grads, lr * progress);
+    const every = 10;
+    if ((step + 1) % every === 0 || step === steps - 1) {
+      const [loss] = await out.loss.toArray();
+      const [gn] = await norm.toArray();
+      lossSum += loss;
+      lossN++;
+      const now = performance.now(), dt = (now - tLast) / 1000;
+      const n = (step + 1) % every === 0 ? every : (step + 1) % every;
+      tLast = now;
+      console.log(
+        `step ${step + 1}/${steps}  loss ${loss.toFixed(4)}  |g| ${gn.toFixed(3)}  lr ${
+          (lr * progress).toExponential(2)
+        }  ${(n / dt).toFixed(2)} steps/s  ${(n * B * S / dt).toFixed(0)} tok/s`,
+      );
+      log.push({ step: step + 1, loss, gradNorm: gn, stepsPerSec: n / dt });
+    }
+    out.dispose();
+    const ev = num("eval-every");
+    if (ev > 0 && (step + 1) % ev === 0 && step !== steps - 1) await evaluate(step + 1);
+  }
+  const secs = (performance.now() - t0) / 1000;
+  console.log(
+    `trained ${steps} steps in ${secs.toFixed(1)} s: ${(steps / secs).toFixed(2)} steps/s, ${
+      (steps * B * S / secs).toFixed(0)
+    } tok/s (evaluations included)`,
+  );
+  await evaluate(steps);
+  if (a.out) {
+    await saveModel(model, a.out);
+    console.log(`saved ${a.out}`);
+  }
+  if (a.json) {
+    await Deno.writeTextFile(
+      a.json,
+      JSON.stringify({ args: a, params: nParams, seconds: secs, log }, null, 2) + "\n",
+    );
+  }
+  opt.dispose();
+  model.dispose();
+}
+
+if (import.meta.main) await main();
