@@ -15,14 +15,21 @@
  *   prefill chunk's own keys are read straight from the k/v tensors as virtual entries
  *   len..len+n-1 (positions t0..t0+n-1, marks from the policy), so nothing has to be written
  *   before attention and dropped after it. With one partition the kernel writes the output.
- * - `decode` (decode only, the default when headDim % 4 = 0 and G ≤ 8): one workgroup per
- *   (page, partition of 32..256 keys), one key per thread, each K row loaded once (vec4) and
- *   scored against all G heads, tree reductions for max/sum, V read coalesced. 3.4× faster
- *   than `partial` for decode on an H100 (one layer, f16, Hkv = 8, G = 4, D = 128, 32K context:
- *   489 µs vs 1657 µs per step, ~275 GB/s of K+V; 4K: 129 µs; `bench/paged_cache.ts`).
- *   `partial` stays as the readable variant and the fallback (`decodeKernel: "tiled"`); a test
- *   checks that they agree.
- * - `merge`: max-subtracted merge of the partitions' (m, l, o). A partition with no visible
+ * - `decode` (decode only; the default, `decodeKernel: "split"`, when rows are 16-byte words:
+ *   headDim % 8 = 0 in f16, % 4 = 0 in f32, and G ≤ 8): split-K flash-decoding. One workgroup
+ *   per (page, split of ≤ 256 keys); the split count comes from the CPU's length bound (about
+ *   1024 workgroups in all, ≥ 64 keys per split), and each split takes ceil(len / np) of the
+ *   page's true length, so a loose bound (DMS after eviction) still keeps every workgroup busy.
+ *   All G query heads of the page share each K/V word, read once, coalesced, as `vec4<u32>`
+ *   (8 f16 or 4 f32 per load), with several loads in flight per thread and f32 math: scores in
+ *   tiles of 32 keys (8 lanes per key, partial dots reduced in workgroup memory), per-head max
+ *   and exp over the split, then P·V with one 16-byte word per lane. `merge_split` combines the
+ *   splits (max-subtracted, one workgroup per page, head and 32 output channels). It replaces a
+ *   one-key-per-thread kernel that read ~290 GB/s on an H200 (468 µs per step at 32K, B = 1,
+ *   f16, Hkv 8, G 4, D 128); `bench/attention.ts` measures it against PyTorch's SDPA.
+ *   `partial` stays as the readable variant and the fallback (`decodeKernel: "tiled"`, per
+ *   storage or per call); `test/cache/paged_attention_test.ts` checks that they agree.
+ * - `merge`: max-subtracted merge of `partial`'s partitions (m, l, o). A partition with no visible
  *   key has l = 0 and weight 0; this is the correct behaviour in the corner where a head kept
  *   nothing older than its window (SPEC §9.7: the reference's `where(isinf(lse), 0, lse)`
  *   would give such an empty partition weight e^0 = 1 with real flash-attn).
