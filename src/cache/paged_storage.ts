@@ -68,8 +68,9 @@ export interface PagedStorageOptions {
   /** Keys per attention partition (a multiple of 32); default: chosen from the page lengths. */
   partitionKeys?: number;
   /**
-   * Decode attention kernel: `"split"` (default; one key per thread, needs headDim % 4 == 0 and
-   * at most 8 query heads per KV head, else `"tiled"` is used) or `"tiled"` (the readable
+   * Decode attention kernel: `"split"` (default; split-K over each page's entries, 16-byte K/V
+   * rows shared by all query heads of a group; needs headDim % 8 == 0 in f16 or % 4 == 0 in f32
+   * and at most 8 query heads per KV head, else `"tiled"` is used) or `"tiled"` (the readable
    * `partial` kernel that prefill uses too).
    */
   decodeKernel?: "split" | "tiled";
