@@ -443,3 +443,85 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "forwardBackward() over row-chunked embedding / LM head: one gradient per chunk, assembled equal to the reference's",
+  ...GPU_TEST,
+  fn: async () => {
+    for (const tied of [false, true]) {
+      const spec: Spec = {
+        modelType: "llama",
+        layers: 1,
+        kv: 1,
+        group: 2,
+        headDim: 8,
+        separateAlpha: false,
+        perLayer: false,
+        tied,
+        bias: false,
+        window: 2,
+      };
+      const cfg = configOf(spec), B = 1, T = 7, H = cfg.hiddenSize;
+      const model = createModel(gpu, cfg, { seed: 2, maxBindingBytes: 10 * H * 4 }); // 4 chunks
+      const { ids, rows, noise } = inputs(cfg, B, T, 3);
+      const nts = noiseTensors(cfg, noise, B, T);
+      try {
+        assert.equal(model.weights.embed.chunks.length, 4);
+        const expect = referenceTrainStep(
+          loadReferenceModel(cfg, await exportWeights(model)),
+          rows,
+          noise,
+          {
+            targetFracToClose: 0.3,
+            eosTokenId: null,
+          },
+        );
+        for (const trainable of ["all", (n: string) => !n.startsWith("lm_head")] as const) {
+          const out = forwardBackward(model, {
+            ids,
+            batch: B,
+            seqLen: T,
+            objective: "distill",
+            alphaTarget: 0.3,
+            noise: nts,
+            trainable,
+          });
+          const grads = await readGrads(out.grads);
+          out.dispose();
+          const keys = [...grads.keys()].filter((k) => k.includes("#")).sort();
+          const want = [
+            "model.embed_tokens.weight#0",
+            "model.embed_tokens.weight#10",
+            "model.embed_tokens.weight#20",
+            "model.embed_tokens.weight#30",
+          ];
+          if (!tied && trainable === "all") {
+            want.push(
+              "lm_head.weight#0",
+              "lm_head.weight#10",
+              "lm_head.weight#20",
+              "lm_head.weight#30",
+            );
+          }
+          assert.deepEqual(keys, want.sort());
+          for (const name of ["model.embed_tokens.weight", "lm_head.weight"]) {
+            if (!expect.grads.has(name) || !grads.has(`${name}#0`)) continue;
+            const whole = new Float32Array(V * H);
+            for (const r0 of [0, 10, 20, 30]) whole.set(grads.get(`${name}#${r0}`)!, r0 * H);
+            assertClose(whole, expect.grads.get(name)!, tolFor(expect.grads.get(name)!), name);
+          }
+          assertClose(
+            grads.get("model.norm.weight")!,
+            expect.grads.get("model.norm.weight")!,
+            tolFor(expect.grads.get("model.norm.weight")!),
+            "norm",
+          );
+        }
+      } finally {
+        for (const t of nts) t.dispose();
+        model.dispose();
+      }
+    }
+  },
+});
