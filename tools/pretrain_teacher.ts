@@ -4,12 +4,13 @@
  * objective "lm": next-token cross-entropy on every token) and the GPU AdamW, then saves it as a
  * Hugging Face folder that `loadModel` reads.
  *
- * Training rows: one task sample (a prompt of random length in [`--min-length`, S − answer],
- * the task drawn from `--tasks` per row) followed by its answer, then extra retrieval rounds
- * `QUERY name ANSWER value EOS` about other names bound in the same context (resolved by
- * following the `x = y ;` statements), until the row holds S = `--seq` tokens (a round that
- * does not fit becomes PAD). The rounds multiply the answer tokens per row: with loss on every
- * token, filler and random keys would otherwise drown the answers.
+ * Training rows: one task sample (a prompt of random length in [`--min-length`, S − 16], the
+ * task drawn from `--tasks` per row with a random difficulty) followed by its answer, then extra
+ * retrieval rounds `QUERY name ANSWER value EOS`, one for every other name bound in the same
+ * context (resolved by following the `x = y ;` statements; intermediate variables too), each
+ * asked once so that its answer must come from the context, not from an earlier round; PAD up to
+ * S = `--seq` tokens. The rounds multiply the answer tokens per row: with loss on every token,
+ * filler and random keys would otherwise drown the answers.
  *
  * Evaluation every `--eval-every` steps and at the end: `evaluateTask` (greedy, dense cache) on
  * `--eval-samples` fresh samples (a seed the training rows never use) of each task at
@@ -32,7 +33,14 @@ import { createModel, saveModel } from "../src/model/model.ts";
 import { AdamW, clipGradients } from "../src/train/adamw.ts";
 import { forwardBackward, trainableParameters } from "../src/train/train_step.ts";
 import { evaluateTask } from "../src/eval/task_eval.ts";
-import { generateTask, type Task, taskName, taskVocab, TOKENS } from "../src/eval/tasks.ts";
+import {
+  generateTask,
+  renderTokens,
+  type Task,
+  taskName,
+  taskVocab,
+  TOKENS,
+} from "../src/eval/tasks.ts";
 
 const HELP = `pretrain_teacher: train a small Qwen3 model on synthetic long-range tasks
 
@@ -44,6 +52,8 @@ const HELP = `pretrain_teacher: train a small Qwen3 model on synthetic long-rang
   --min-length N      shortest training prompt (default 48)
   --batch N           rows per step (default 16)
   --steps N           optimizer steps (default 300)
+  --max-seconds X     stop after this much training time; the schedule then runs on
+                      max(step/steps, elapsed/X) (default: no limit)
   --lr X              peak learning rate (default 3e-3), linear warm-up, cosine to 10%
   --warmup N          warm-up steps (default 30)
   --weight-decay X    AdamW weight decay (default 0.01); --clip X global norm (default 1)
@@ -51,8 +61,10 @@ const HELP = `pretrain_teacher: train a small Qwen3 model on synthetic long-rang
   --eval-length N     prompt length of the evaluation (default S − 16)
   --eval-samples N    samples per task per evaluation (default 32); --eval-every N (default 100)
   --embed-std X       std of the (tied) embedding init (default 0.1)
+  --log-every N       progress line every N steps (default 10)
   --seed N            seed of weights and data (default 1)
   --out DIR           save the model there (config.json + model.safetensors)
+  --show-rows N       print N training rows (token names) and exit
   --json FILE         write the log (steps, losses, accuracies, speed) as JSON`;
 
 /** The task of a training row or an evaluation, by name, at prompt length `length`. */
@@ -98,6 +110,29 @@ function bindings(prompt: readonly number[], valueBase: number): Map<number, num
   return out;
 }
 
+/**
+ * The task of a training row: the kind's evaluation task with a random difficulty that fits
+ * `length` (kv 1–12 pairs; vartrack 1–3 chains of 1–3 hops; sum 2–8 pairs, 1–3 terms).
+ */
+function trainingTask(name: string, length: number, r: () => number): Task {
+  const groups = Math.max(1, Math.floor((length - 12) / 4)); // evidence groups that fit
+  const pick = (lo: number, hi: number) => lo + Math.floor(r() * (Math.max(lo, hi) - lo + 1));
+  switch (name) {
+    case "kv":
+      return { kind: "kv", length, pairs: pick(1, Math.min(12, groups)) };
+    case "vartrack": {
+      const chains = pick(1, Math.min(3, groups));
+      return { kind: "vartrack", length, chains, hops: pick(1, Math.min(3, groups / chains)) };
+    }
+    case "sum": {
+      const pairs = pick(2, Math.min(8, groups));
+      return { kind: "sum", length, pairs, terms: pick(1, Math.min(3, pairs)) };
+    }
+    default:
+      return taskOf(name, length);
+  }
+}
+
 /** One training row of exactly `S` tokens (see the module doc). */
 function trainingRow(
   tasks: string[],
@@ -108,18 +143,19 @@ function trainingRow(
 ): number[] {
   const r = rng(seed * 1000003 + i);
   const name = tasks[Math.floor(r() * tasks.length)];
-  const probe = generateTask(taskOf(name, S), { count: 1, seed: seed + 17, offset: i })[0];
-  const maxLen = S - probe.answer.length;
-  const length = minLen + Math.floor(r() * Math.max(1, maxLen - minLen + 1));
-  const s = generateTask(taskOf(name, Math.min(length, maxLen)), {
-    count: 1,
-    seed: seed + 17,
-    offset: i,
-  })[0];
+  const length = minLen + Math.floor(r() * Math.max(1, S - 16 - minLen + 1)); // answers <= 15
+  const [s] = generateTask(trainingTask(name, length, r), { count: 1, seed: seed + 17, offset: i });
   const row = [...s.prompt, ...s.answer];
-  const bound = [...bindings(s.prompt, taskVocab().valueBase)];
-  while (row.length + 4 <= S && bound.length) {
-    const [k, v] = bound[Math.floor(r() * bound.length)];
+  // every other bound name asked once, in random order: each answer must come from the context
+  const q = s.prompt.lastIndexOf(TOKENS.QUERY);
+  const asked = new Set(s.prompt.slice(q + 1, -1));
+  const bound = [...bindings(s.prompt, taskVocab().valueBase)].filter(([k]) => !asked.has(k));
+  for (let j = bound.length - 1; j > 0; j--) {
+    const x = Math.floor(r() * (j + 1));
+    [bound[j], bound[x]] = [bound[x], bound[j]];
+  }
+  for (const [k, v] of bound) {
+    if (row.length + 5 > S) break;
     row.push(TOKENS.QUERY, k, TOKENS.ANSWER, v, TOKENS.EOS);
   }
   row.length = Math.min(row.length, S);
@@ -139,6 +175,8 @@ async function main(): Promise<void> {
       "min-length": { type: "string", default: "48" },
       batch: { type: "string", default: "16" },
       steps: { type: "string", default: "300" },
+      "max-seconds": { type: "string" },
+      "log-every": { type: "string", default: "10" },
       lr: { type: "string", default: "3e-3" },
       warmup: { type: "string", default: "30" },
       "weight-decay": { type: "string", default: "0.01" },
@@ -151,6 +189,7 @@ async function main(): Promise<void> {
       seed: { type: "string", default: "1" },
       out: { type: "string" },
       json: { type: "string" },
+      "show-rows": { type: "string" },
       help: { type: "boolean", default: false },
     },
   });
@@ -163,10 +202,17 @@ async function main(): Promise<void> {
   const H = num("hidden"), L = num("layers"), Hq = num("heads"), Hkv = num("kv-heads");
   const S = num("seq"), B = num("batch"), steps = num("steps"), lr = num("lr");
   const warmup = num("warmup"), seed = num("seed"), minLen = num("min-length");
+  const maxSeconds = a["max-seconds"] ? num("max-seconds") : Infinity;
   const evalLen = a["eval-length"] ? num("eval-length") : S - 16;
   const tasks = a.tasks!.split(",").map((t) => t.trim()).filter(Boolean);
   tasks.forEach((t) => taskOf(t, 64));
   const vocab = taskVocab();
+  if (a["show-rows"]) {
+    for (let i = 0; i < num("show-rows"); i++) {
+      console.log(renderTokens(trainingRow(tasks, S, minLen, seed, i), vocab) + "\n");
+    }
+    return;
+  }
   const gpu = await getGpu();
   const config = parseConfig({
     model_type: "qwen3",
@@ -229,8 +275,15 @@ async function main(): Promise<void> {
     log.push({ step, accuracy: acc });
   };
   const t0 = performance.now();
-  let lossSum = 0, lossN = 0, tLast = t0;
+  let tLast = t0, evalSecs = 0, done = 0, sinceLog = 0;
+  const logEvery = num("log-every");
   for (let step = 0; step < steps; step++) {
+    // training time only: evaluations do not count against --max-seconds
+    const frac = Math.max(
+      step / steps,
+      (performance.now() - t0 - evalSecs * 1000) / 1000 / maxSeconds,
+    );
+    if (frac >= 1) break;
     const ids = new Int32Array(B * S);
     for (let b = 0; b < B; b++) ids.set(trainingRow(tasks, S, minLen, seed, step * B + b), b * S);
     const out = forwardBackward(model, {
@@ -242,19 +295,19 @@ async function main(): Promise<void> {
     });
     const grads = names.map((n) => out.grads.get(n)!);
     using norm = clipGradients(grads, num("clip"));
-    const progress = step < warmup
-      ? (step + 1) / warmup
-      : 0.1 + 0.9 * 0.5 * (1 + Math.cos(Math.PI * (step - warmup) / Math.max(1, steps - warmup)));
+    const w = warmup / steps; // warm-up as a fraction of the run
+    const progress = frac < w
+      ? Math.min(1, (step + 1) / warmup)
+      : 0.1 + 0.9 * 0.5 * (1 + Math.cos(Math.PI * (frac - w) / (1 - w)));
     opt.step(grads, lr * progress);
-    const every = 10;
-    if ((step + 1) % every === 0 || step === steps - 1) {
+    sinceLog++;
+    if ((step + 1) % logEvery === 0 || step === steps - 1) {
       const [loss] = await out.loss.toArray();
       const [gn] = await norm.toArray();
-      lossSum += loss;
-      lossN++;
       const now = performance.now(), dt = (now - tLast) / 1000;
-      const n = (step + 1) % every === 0 ? every : (step + 1) % every;
+      const n = sinceLog;
       tLast = now;
+      sinceLog = 0;
       console.log(
         `step ${step + 1}/${steps}  loss ${loss.toFixed(4)}  |g| ${gn.toFixed(3)}  lr ${
           (lr * progress).toExponential(2)
@@ -263,16 +316,22 @@ async function main(): Promise<void> {
       log.push({ step: step + 1, loss, gradNorm: gn, stepsPerSec: n / dt });
     }
     out.dispose();
+    done = step + 1;
     const ev = num("eval-every");
-    if (ev > 0 && (step + 1) % ev === 0 && step !== steps - 1) await evaluate(step + 1);
+    if (ev > 0 && done % ev === 0 && done !== steps) {
+      const e0 = performance.now();
+      await evaluate(done);
+      evalSecs += (performance.now() - e0) / 1000;
+      tLast += performance.now() - e0; // the speed line excludes the evaluation
+    }
   }
-  const secs = (performance.now() - t0) / 1000;
+  const secs = (performance.now() - t0) / 1000 - evalSecs;
   console.log(
-    `trained ${steps} steps in ${secs.toFixed(1)} s: ${(steps / secs).toFixed(2)} steps/s, ${
-      (steps * B * S / secs).toFixed(0)
-    } tok/s (evaluations included)`,
+    `trained ${done} steps in ${secs.toFixed(1)} s (evaluations excluded): ${
+      (done / secs).toFixed(2)
+    } steps/s, ${(done * B * S / secs).toFixed(0)} tok/s`,
   );
-  await evaluate(steps);
+  await evaluate(done);
   if (a.out) {
     await saveModel(model, a.out);
     console.log(`saved ${a.out}`);
