@@ -113,6 +113,9 @@ export interface SampleOptions {
 /** Kernel variants of {@linkcode sample} (see the module header). */
 export type SampleKernel = "fast" | "naive";
 
+/** Workgroup size of the naive kernel (one row per workgroup; speed is not its job). */
+const NAIVE_WG = 64;
+
 /** Where {@linkcode sample} writes, which draw it uses, and which kernel runs. */
 export interface SampleTargets {
   /** Kernel variant: `"fast"` (default) or the readable `"naive"` twin; both give the same tokens. */
@@ -241,7 +244,8 @@ export function sample(logits: Tensor, opts: SampleOptions & SampleTargets = {})
     shader: variant === "fast" ? "sample" : "sample_naive",
     entry: log ? "sample_log" : "sample",
     defines: { T: logits.dtype },
-    constants: { WG: workgroupSize(gpu, V) },
+    // the readable twin keeps small workgroups (small workgroup arrays: fast GL compiles)
+    constants: { WG: variant === "fast" ? workgroupSize(gpu, V) : NAIVE_WG },
   });
   const params = {
     rows: B,
