@@ -63,6 +63,11 @@ export interface StepInputs {
   eosTokenIds?: readonly number[];
   /** distill: noise key (per layer `logisticNoise` with `layer: l`) or tensors `[B, Hkv, S]` per layer. */
   noise?: { seed: number; step: number } | readonly Tensor<"f32">[];
+  /**
+   * lm: weight of each position's next-token target, `[B, S]` row-major (1 counted, 0 masked;
+   * default all 1; the last position of a row never has a target), e.g. answer tokens only.
+   */
+  targetWeights?: ArrayLike<number>;
   /** The trainable set. */
   trainable: Trainable;
   /** Recompute each layer's forward in backward (memory for time). */
@@ -185,6 +190,13 @@ function checkInputs(model: Transformer, inp: StepInputs): void {
   if (inp.objective !== "distill" && inp.objective !== "lm") {
     throw new TypeError(
       `forwardBackward: objective must be "distill" or "lm", got ${inp.objective}`,
+    );
+  }
+  if (inp.targetWeights && inp.targetWeights.length !== B * S) {
+    throw new RangeError(
+      `forwardBackward: targetWeights has ${inp.targetWeights.length} values, expected [B, S] = ${
+        fmtShape([B, S])
+      }`,
     );
   }
 }
@@ -326,7 +338,10 @@ export function forwardBackward(
       using tg = Tensor.fromArray(gpu, targets, [N], "i32");
       using weights = Tensor.fromArray(
         gpu,
-        Float32Array.from({ length: N }, (_, i) => (i % S) < S - 1 ? 1 : 0),
+        Float32Array.from(
+          { length: N },
+          (_, i) => (i % S) < S - 1 ? (inputs.targetWeights?.[i] ?? 1) : 0,
+        ),
         [N],
       );
       const ce = crossEntropy(logits, tg, weights);

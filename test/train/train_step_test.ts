@@ -525,3 +525,56 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: 'forwardBackward() "lm" targetWeights weigh each target (answer-only loss) and are checked',
+  ...GPU_TEST,
+  fn: async () => {
+    const cfg = configOf({
+      modelType: "qwen3",
+      layers: 1,
+      kv: 1,
+      group: 2,
+      headDim: 8,
+      separateAlpha: false,
+      perLayer: false,
+      tied: true,
+      bias: false,
+      window: 2,
+      dms: false,
+    });
+    const B = 2, T = 5;
+    const model = createModel(gpu, cfg, { seed: 5 });
+    try {
+      const { ids, rows } = inputs(cfg, B, T, 3);
+      const ref = loadReferenceModel(cfg, await exportWeights(model));
+      const logits = teacherForward(ref, rows).logits;
+      const w = [0, 1, 0, 1, 1, 1, 0, 0, 1, 1]; // the last of each row has no target anyway
+      const targets = new Int32Array(B * T), wr = new Float64Array(B * T);
+      for (let b = 0; b < B; b++) {
+        for (let t = 0; t < T - 1; t++) {
+          targets[b * T + t] = rows[b][t + 1];
+          wr[b * T + t] = w[b * T + t];
+        }
+      }
+      const want = crossEntropyReference(logits, targets, wr, B * T, V).loss;
+      const base = {
+        ids,
+        batch: B,
+        seqLen: T,
+        objective: "lm" as const,
+        trainable: "all" as const,
+      };
+      const out = forwardBackward(model, { ...base, targetWeights: w });
+      const loss = (await out.lossLm!.toArray())[0];
+      out.dispose();
+      assertClose([loss], [want], { atol: 1e-5, rtol: 1e-5 }, "weighted lm loss");
+      assert.throws(
+        () => forwardBackward(model, { ...base, targetWeights: [1, 1] }),
+        /targetWeights has 2 values, expected \[B, S\] = \[2, 5\]/,
+      );
+    } finally {
+      model.dispose();
+    }
+  },
+});
