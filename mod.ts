@@ -110,32 +110,22 @@ export type { ElementFailure, NumericArray } from "./src/eval/compare.ts";
 export { cpuBackend } from "./src/eval/cpu_backend.ts";
 export { gpuBackend } from "./src/eval/gpu_backend.ts";
 export {
-  extractResult,
   generateTask,
   type GenerateTaskOptions,
-  type KvTask,
-  renderTokens,
-  SPECIAL_TOKENS,
-  type SumTask,
   type Task,
-  type TaskBase,
-  taskName,
   type TaskSample,
-  type TaskVocab,
   taskVocab,
-  type TaskVocabOptions,
-  TOKENS,
-  type VarTrackTask,
 } from "./src/eval/tasks.ts";
+export { evaluateTask, type TaskEvalOptions, type TaskEvalResult } from "./src/eval/task_eval.ts";
 export {
-  evaluateTask,
-  evaluateTaskWith,
-  type KvCacheFactory,
-  type TaskEvalOptions,
-  type TaskEvalResult,
-  type TaskProgress,
-  type TaskRunner,
-} from "./src/eval/task_eval.ts";
+  type BatchSource,
+  generatorSource,
+  retrofit,
+  type RetrofitOptions,
+  type RetrofitResult,
+  type RetrofitStepInfo,
+  textFileSource,
+} from "./src/train/mod.ts";
 export {
   type ChatMessage,
   type ChatTemplateOptions,
@@ -157,3 +147,21 @@ export {
   type TensorReader,
   writeSafetensors,
 } from "./src/io/safetensors.ts";
+export type { KvCacheFactory, TaskProgress } from "./src/eval/task_eval.ts";
+export type {
+  KvTask,
+  SumTask,
+  TaskVocab,
+  TaskVocabOptions,
+  VarTrackTask,
+} from "./src/eval/tasks.ts";
+export type {
+  Batch,
+  BatchSourceState,
+  GeneratorSourceOptions,
+  TextFileSourceOptions,
+  TextTokenizer,
+} from "./src/train/data.ts";
+export type { CompressionSchedule } from "./src/train/schedule.ts";
+export type { Trainable } from "./src/train/train_step.ts";
+export type { TaskBase } from "./src/eval/tasks.ts";

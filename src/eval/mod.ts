@@ -39,3 +39,51 @@ export { gpuBackend } from "./gpu_backend.ts";
 export { cpuBackend } from "./cpu_backend.ts";
 export type { ModelConfig } from "../model/config.ts";
 export type { DmsConfig, RopeScaling } from "../model/config.ts";
+export {
+  extractResult,
+  generateTask,
+  type GenerateTaskOptions,
+  type KvTask,
+  renderTokens,
+  SPECIAL_TOKENS,
+  type SumTask,
+  type Task,
+  type TaskBase,
+  taskName,
+  type TaskSample,
+  type TaskVocab,
+  taskVocab,
+  type TaskVocabOptions,
+  TOKENS,
+  type VarTrackTask,
+} from "./tasks.ts";
+export {
+  evaluateTask,
+  evaluateTaskWith,
+  type KvCacheFactory,
+  type TaskEvalOptions,
+  type TaskEvalResult,
+  type TaskProgress,
+  type TaskRunner,
+} from "./task_eval.ts";
+export type { KvCache, KvCacheStats } from "../cache/kv_cache.ts";
+export type { TrainStepCase } from "./case.ts";
+export type { CachePolicyName } from "../generate.ts";
+export type { Transformer } from "../model/transformer.ts";
+export type { SampleOptions } from "../ops/sample.ts";
+export type { AttendOptions } from "../cache/kv_cache.ts";
+export type { AdamwSettings } from "./case.ts";
+export type { Gpu } from "../gpu/device.ts";
+export type { ForwardOptions } from "../model/transformer.ts";
+export type { ModelWeights } from "../model/weights.ts";
+export type { FloatDType } from "../tensor/dtype.ts";
+export type { Tensor } from "../tensor/tensor.ts";
+export type { MemoryStats } from "../gpu/buffers.ts";
+export type { ParamValues } from "../gpu/params.ts";
+export type { Binding, Kernel, KernelSpec } from "../gpu/pipelines.ts";
+export type { CaptureName, ForwardMode } from "../model/transformer.ts";
+export type { ChunkedMatrix, LayerWeights } from "../model/weights.ts";
+export type { ArrayFor, DType } from "../tensor/dtype.ts";
+export type { BindingDecl, ParamLayout } from "../gpu/shader.ts";
+export type { ParamField } from "../gpu/shader.ts";
+export type { ParamType } from "../gpu/shader.ts";
