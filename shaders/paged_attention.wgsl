@@ -19,17 +19,18 @@
 //            of KT, online softmax (flash-decoding when np > 1). When np == 1 (`direct`) it
 //            writes the normalised output itself and `merge` is skipped.
 //   decode   the fast decode path (n = 1, no chunk keys; 16-byte rows: D % 8 == 0 in f16,
-//            D % 4 == 0 in f32; G <= 8): split-K flash-decoding, one workgroup per (page,
-//            split of <= PSMAX keys); np splits are chosen on the CPU from the length bound, and
-//            with p.ps = 0 each split takes ceil(len / np) of the true length (a loose bound
-//            still keeps every workgroup busy). All G query heads of the page share each K/V
-//            word, read once, coalesced, as vec4<u32> (8 f16 or 4 f32 per load), f32 math.
-//            1) scores in tiles of KT keys: LN lanes per key, each with its channels of the G
-//            scaled queries in registers, partial dots reduced through workgroup memory;
-//            2) per-head max and exp over the split; 3) P·V with L lanes per key (one word
-//            each), JV loads in flight; 4) per-head sums of the passes, written to po/pml (or,
-//            with one split, the normalised output). Replaces a one-key-per-thread kernel that
-//            ran at ~290 GB/s on an H200 (468 us per step at 32K, B = 1, f16, Hkv 8, G 4, D 128).
+//            D % 4 == 0 in f32; G <= 8): split-K flash-decoding, one workgroup of WG threads
+//            per (page, split of <= PSMAX keys); np splits are chosen on the CPU from the
+//            length bound, and with p.ps = 0 each split takes max(KMIN, ceil(len / np)) of the
+//            true length (the splits a loose bound adds stay empty and exit at once). All G
+//            query heads of the page share each K/V word, read once, coalesced, as vec4<u32>
+//            (8 f16 or 4 f32 per load), f32 math. 1) scores in blocks of KB keys: LN lanes per
+//            key, each with its channels of the G scaled queries in registers and J * VPL
+//            independent loads in flight, partial dots reduced through workgroup memory (two
+//            barriers per block); 2) per-head max and exp over the split (two barriers);
+//            3) P·V with L lanes per key (one word each), JV loads in flight; 4) per-head sums
+//            of the passes, HR heads a round, written to po/pml (or, with one split, the
+//            normalised output). v2; src/cache/paged_attention.ts says what v1 was and why.
 //   merge_split  one workgroup per (page, head, CW output vec4 columns): max-subtracted merge
 //            of the decode splits, threads over partitions; l = 0 weighs 0 (SPEC §9.7).
 //   merge    one workgroup per output row: max-subtracted merge of the partitions; a partition
@@ -301,35 +302,42 @@ fn visible(qp: i32, kp: i32, mark: i32) -> bool {
 // (EPV = 4, bitcast) per 16-byte load. A row of D channels is L = D / EPV words.
 //
 //   po:[pages, np, G, D/4] vec4 unnormalised outputs   pml:[pages, np, G, 2] (max m, sum l)
+//
+// Per split (v2): locate the keys (one barrier); scores in blocks of KB = RPI·J keys, each
+// thread issuing J·VPL independent 16-byte loads before using them (2 barriers per block);
+// softmax over the split (2 barriers); P·V with JV independent loads per thread in flight and
+// no barrier; per-head sums of the partial outputs, HR heads per round (2 barriers a round).
 
 override GQ: u32 = 4u;     // query heads per KV head (G <= 8)
-override PSMAX: u32 = 256u; // keys per split, at most
+override PSMAX: u32 = 512u; // keys per split, at most
+override KMIN: u32 = 128u; // keys per split, at least, when the split size adapts (p.ps = 0)
 override EPV: u32 = 8u;    // elements per 16-byte word: 8 (f16) or 4 (f32)
 override NV: u32 = 2u;     // vec4<f32> per word: EPV / 4
 override DD: u32 = 128u;   // head dim D
 override L: u32 = 16u;     // words per row: D / EPV
 override LN: u32 = 8u;     // score phase: lanes per key (a power of two <= 8 dividing L)
 override VPL: u32 = 2u;    // score phase: words per lane per key, L / LN
-override RPI: u32 = 16u;   // score phase: keys per pass of the workgroup, WG / LN
-override J: u32 = 2u;      // score phase: passes per tile, KT / RPI
-override RPV: u32 = 8u;    // value phase: keys per pass, floor(WG / L)
-override JV: u32 = 4u;     // value phase: loads in flight per thread
+override RPI: u32 = 32u;   // score phase: keys per pass of the workgroup, WG / LN
+override J: u32 = 4u;      // score phase: passes per block (J * VPL loads in flight)
+override KB: u32 = 128u;   // score phase: keys per block, RPI * J
+override RPV: u32 = 16u;   // value phase: keys per pass, floor(WG / L)
+override JV: u32 = 8u;     // value phase: loads in flight per thread
 override D4: u32 = 32u;    // D / 4
-override GV: u32 = 1u;     // ceil(G / 4): vec4 of probabilities per key
-override RED: u32 = 1152u; // G * KT * (LN + 1)
-override SPN: u32 = 256u;  // PSMAX * GV
-override OBN: u32 = 256u;  // RPV * D4
+override GV: u32 = 1u;     // ceil(G / 4): vec4 of scores per key
+override SPN: u32 = 512u;  // PSMAX * GV
+override HR: u32 = 2u;     // output reduction: heads per round
+override SCR: u32 = 1152u; // max(KB * (LN + 1) * GV, HR * RPV * D4)
 override CW: u32 = 8u;     // merge_split: vec4 columns per workgroup (divides D4)
-const GMAX: u32 = 8u;
-const QMAX: u32 = 32u;     // q words per thread: G * VPL * NV <= QMAX
-const XMAX: u32 = 16u;     // loads in flight per thread: J * VPL, JV <= XMAX
+const QMAX: u32 = 16u;     // q words per thread: G * VPL * NV <= QMAX
+const XMAX: u32 = 8u;      // loads in flight per thread: J * VPL, JV <= XMAX
+const AMAX: u32 = 16u;     // value accumulators per thread: G * NV <= AMAX
 const NOKEY: u32 = 0xffffffffu;
 
 var<workgroup> kph: array<u32, PSMAX>;        // physical entry of each key, NOKEY if invisible
-var<workgroup> red: array<f32, RED>;          // per-lane partial dots [G, KT, LN + 1]
 var<workgroup> sp: array<vec4<f32>, SPN>;     // scores, then probabilities [key, G/4] (4 heads)
-var<workgroup> red2: array<f32, WG>;          // per-thread max / sum
-var<workgroup> ob: array<vec4<f32>, OBN>;     // per-pass partial outputs of one head [RPV, D/4]
+var<workgroup> scr: array<vec4<f32>, SCR>;    // score partials [KB, LN + 1, GV], then outputs
+var<workgroup> red2: array<f32, WG>;          // per-thread max (merge_split: max, sum)
+var<workgroup> red3: array<f32, WG>;          // per-thread sum
 var<workgroup> gstat: array<f32, 16>;         // m[g] at 0..7, l[g] at 8..15
 
 fn lo4(x: vec4<u32>) -> vec4<f32> {
@@ -352,10 +360,10 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   let h = pg % p.hkv;
   if (tid == 0u) { sh_len = lens[p.lbase + pg]; }
   let len = u32(workgroupUniformLoad(&sh_len));
-  // Keys per split: fixed (p.ps), or the live length spread evenly over the np splits, so that
-  // every split works even when the CPU's length bound (which chose np) is loose.
+  // Keys per split: fixed (p.ps), or the live length spread over the np splits but at least
+  // KMIN, so that a loose bound (which chose np) leaves the surplus splits empty, not all thin.
   var ps = p.ps;
-  if (ps == 0u) { ps = max(KT, (len + p.np - 1u) / p.np); }
+  if (ps == 0u) { ps = max(KMIN, (len + p.np - 1u) / p.np); }
   let ks = min(pi * ps, len);
   let cnt = min(ps, len - ks);
   let hq = p.hkv * GQ;
@@ -390,9 +398,10 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
   workgroupBarrier();
 
-  // 1. Scores s[key, g] = q_g . k_key in tiles of KT keys: J * VPL loads in flight per thread,
-  //    per-lane partial dots reduced through `red`; NEG where not visible.
-  for (var k0 = 0u; k0 < cnt; k0 += KT) {
+  // 1. Scores s[key, g] = q_g . k_key in blocks of KB keys: all J * VPL loads of a thread are
+  //    issued before any is used; per-lane partial dots (4 heads per vec4) reduced through
+  //    `scr`; NEG where not visible. Two barriers per block.
+  for (var k0 = 0u; k0 < cnt; k0 += KB) {
     var kx: array<vec4<u32>, XMAX>;
     for (var j = 0u; j < J; j++) {
       let kk = k0 + j * RPI + r0;
@@ -405,33 +414,37 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
       }
     }
     for (var j = 0u; j < J; j++) {
-      var s: array<f32, GMAX>;
-      // (explicitly: a declaration inside a loop is not re-zeroed on every pass by all backends)
-      for (var g = 0u; g < GQ; g++) { s[g] = 0.0; }
+      var s0 = vec4<f32>(0.0);
+      var s1 = vec4<f32>(0.0);
       for (var v = 0u; v < VPL; v++) {
         let lo = lo4(kx[j * VPL + v]);
         let hi = hi4(kx[j * VPL + v]);
         for (var g = 0u; g < GQ; g++) {
-          s[g] += dot(qr[(g * VPL + v) * NV], lo);
-          if (EPV == 8u) { s[g] += dot(qr[(g * VPL + v) * NV + 1u], hi); }
+          var d = dot(qr[(g * VPL + v) * NV], lo);
+          if (EPV == 8u) { d += dot(qr[(g * VPL + v) * NV + 1u], hi); }
+          if (g < 4u) { s0[g] += d; } else { s1[g - 4u] += d; }
         }
       }
-      for (var g = 0u; g < GQ; g++) { red[(g * KT + j * RPI + r0) * (LN + 1u) + c] = s[g]; }
+      let o = ((j * RPI + r0) * (LN + 1u) + c) * GV;
+      scr[o] = s0;
+      if (GV == 2u) { scr[o + 1u] = s1; }
     }
     workgroupBarrier();
-    for (var i = tid; i < GQ * KT; i += WG) {
-      let kk = k0 + i % KT;
+    for (var i = tid; i < KB * GV; i += WG) {
+      let kb = i / GV;
+      let gv = i % GV;
+      let kk = k0 + kb;
       if (kk < cnt) {
-        var s = 0.0;
-        for (var l = 0u; l < LN; l++) { s += red[i * (LN + 1u) + l]; }
-        let g = i / KT;
-        sp[kk * GV + g / 4u][g % 4u] = select(NEG, s, kph[kk] != NOKEY);
+        var s = vec4<f32>(0.0);
+        for (var l = 0u; l < LN; l++) { s += scr[(kb * (LN + 1u) + l) * GV + gv]; }
+        sp[kk * GV + gv] = select(vec4<f32>(NEG), s, kph[kk] != NOKEY);
       }
     }
     workgroupBarrier();
   }
 
-  // 2. Per head: max over the split, probabilities p = exp(s - m) in place, their sum.
+  // 2. Per head: max over the split (every thread folds the partial maxima of its head: no
+  //    second barrier), probabilities p = exp(s - m) in place, their sum.
   let RG = WG / GQ;
   let g2 = tid % GQ;
   let r2 = tid / GQ;
@@ -441,13 +454,8 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
   red2[tid] = mx;
   workgroupBarrier();
-  if (tid < GQ) {
-    var m = NEG;
-    for (var r = 0u; r < RG; r++) { m = max(m, red2[r * GQ + tid]); }
-    gstat[tid] = m;
-  }
-  workgroupBarrier();
-  let mg = gstat[g2];
+  var mg = NEG;
+  for (var r = 0u; r < RG; r++) { mg = max(mg, red2[r * GQ + g2]); }
   var lsum = 0.0;
   if (r2 < RG) {
     for (var kk = r2; kk < cnt; kk += RG) {
@@ -457,11 +465,12 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
       lsum += e;
     }
   }
-  red2[tid] = lsum;
+  red3[tid] = lsum;
   workgroupBarrier();
   if (tid < GQ) {
     var l = 0.0;
-    for (var r = 0u; r < RG; r++) { l += red2[r * GQ + tid]; }
+    for (var r = 0u; r < RG; r++) { l += red3[r * GQ + tid]; }
+    gstat[tid] = mg;
     gstat[8u + tid] = l;
   }
 
@@ -469,7 +478,7 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   //    (each V word read once, coalesced), JV loads in flight; invisible keys are not read.
   let c3 = tid % L;
   let r3 = tid / L;
-  var acc: array<vec4<f32>, 16>;  // [g, NV]
+  var acc: array<vec4<f32>, AMAX>;  // [g, NV]
   if (r3 < RPV) {
     for (var k0 = 0u; k0 < cnt; k0 += RPV * JV) {
       var vx: array<vec4<u32>, XMAX>;
@@ -502,26 +511,39 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
   }
 
-  // 4. Sum the RPV passes per head through `ob`; write the partial (or, direct, the output).
-  for (var g = 0u; g < GQ; g++) {
+  // 4. Sum the RPV passes per head through `scr`, HR heads a round; write the partial (or,
+  //    direct, the normalised output).
+  for (var g0 = 0u; g0 < GQ; g0 += HR) {
     workgroupBarrier();
     if (r3 < RPV) {
-      for (var hh = 0u; hh < NV; hh++) { ob[r3 * D4 + c3 * NV + hh] = acc[g * NV + hh]; }
+      for (var gi = 0u; gi < HR; gi++) {
+        let g = g0 + gi;
+        if (g < GQ) {
+          for (var hh = 0u; hh < NV; hh++) {
+            scr[(gi * RPV + r3) * D4 + c3 * NV + hh] = acc[g * NV + hh];
+          }
+        }
+      }
     }
     workgroupBarrier();
-    for (var o = tid; o < D4; o += WG) {
-      var sum = vec4<f32>(0.0);
-      for (var r = 0u; r < RPV; r++) { sum += ob[r * D4 + o]; }
-      if (p.direct == 1u) {
-        let l = gstat[8u + g];
-        let y = select(vec4<f32>(0.0), sum / l, l > 0.0);
-        let dst = (b * hq + h * GQ + g) * DD + 4u * o;
-        out[dst] = T(y.x);
-        out[dst + 1u] = T(y.y);
-        out[dst + 2u] = T(y.z);
-        out[dst + 3u] = T(y.w);
-      } else {
-        po[(pbase + g) * D4 + o] = sum;
+    for (var o = tid; o < HR * D4; o += WG) {
+      let gi = o / D4;
+      let col = o % D4;
+      let g = g0 + gi;
+      if (g < GQ) {
+        var sum = vec4<f32>(0.0);
+        for (var r = 0u; r < RPV; r++) { sum += scr[(gi * RPV + r) * D4 + col]; }
+        if (p.direct == 1u) {
+          let l = gstat[8u + g];
+          let y = select(vec4<f32>(0.0), sum / l, l > 0.0);
+          let dst = (b * hq + h * GQ + g) * DD + 4u * col;
+          out[dst] = T(y.x);
+          out[dst + 1u] = T(y.y);
+          out[dst + 2u] = T(y.z);
+          out[dst + 3u] = T(y.w);
+        } else {
+          po[(pbase + g) * D4 + col] = sum;
+        }
       }
     }
   }

@@ -16,17 +16,28 @@
  *   len..len+n-1 (positions t0..t0+n-1, marks from the policy), so nothing has to be written
  *   before attention and dropped after it. With one partition the kernel writes the output.
  * - `decode` (decode only; the default, `decodeKernel: "split"`, when rows are 16-byte words:
- *   headDim % 8 = 0 in f16, % 4 = 0 in f32, and G ≤ 8): split-K flash-decoding. One workgroup
- *   per (page, split of ≤ 256 keys); the split count comes from the CPU's length bound (about
- *   1024 workgroups in all, ≥ 64 keys per split), and each split takes ceil(len / np) of the
- *   page's true length, so a loose bound (DMS after eviction) still keeps every workgroup busy.
- *   All G query heads of the page share each K/V word, read once, coalesced, as `vec4<u32>`
- *   (8 f16 or 4 f32 per load), with several loads in flight per thread and f32 math: scores in
- *   tiles of 32 keys (8 lanes per key, partial dots reduced in workgroup memory), per-head max
- *   and exp over the split, then P·V with one 16-byte word per lane. `merge_split` combines the
- *   splits (max-subtracted, one workgroup per page, head and 32 output channels). It replaces a
- *   one-key-per-thread kernel that read ~290 GB/s on an H200 (468 µs per step at 32K, B = 1,
- *   f16, Hkv 8, G 4, D 128); `bench/attention.ts` measures it against PyTorch's SDPA.
+ *   headDim % 8 = 0 in f16, % 4 = 0 in f32, and G ≤ 8): split-K flash-decoding, one workgroup
+ *   of 256 threads per (page, split). All G query heads of the page share each K/V word, read
+ *   once, coalesced, as `vec4<u32>` (8 f16 or 4 f32 per load), f32 math: scores in blocks,
+ *   softmax over the split, P·V, per-head sums; `merge_split` combines the splits
+ *   (max-subtracted, one workgroup per page, head and 32 output channels).
+ *   - v0: one key per thread, ~290 GB/s on an H200 (468 µs at 32K, B = 1).
+ *   - v1 (H200, Hkv 8, G 4, D 128, f16, `bench/attention.ts`): 128 threads, splits of ≤ 256
+ *     keys, ~1024 workgroups, tiles of 32 keys (2 barriers each, 4 loads of 16 bytes in flight
+ *     per thread), register arrays declared for the worst shape (32 + 16 + 16 vec4 per thread:
+ *     more than the register file gives 256 threads, so spilled or few workgroups per SM), and
+ *     every split at least 32 keys of ceil(len / np). 413 µs at 32K B = 1 (325 GB/s, PyTorch
+ *     SDPA 40 µs), a ~57 µs floor at 4K, dense/DMS only 2.7 at CR 7: per-workgroup fixed costs
+ *     (barriers, serial load round trips) × many thin splits, not bytes.
+ *   - v2 (now): 256 threads; scores in blocks of 128 keys (f16 D 128: 8 lanes per key, each
+ *     issuing 8 independent 16-byte loads, 32 KB in flight per workgroup, 2 barriers per
+ *     block), softmax in 2 barriers, P·V with 8 independent loads per thread in flight, heads
+ *     summed 2 per round; register arrays capped at 16 q words, 8 loads, 16 accumulators
+ *     (G = 8 uses 16 lanes per key to fit); splits of ≤ 512 keys (256 for G > 4), about 512
+ *     workgroups from the CPU's bound, and each split takes max(128, ceil(len / np)) of the
+ *     true length, so the splits a loose bound adds (DMS after eviction) exit after one length
+ *     read and the live ones keep ≥ one full block: work follows the live entries. Workgroup
+ *     memory ≤ the device's limit (J shrinks to fit; 30 KB for f16 G 4 D 128).
  *   `partial` stays as the readable variant and the fallback (`decodeKernel: "tiled"`, per
  *   storage or per call); `test/cache/paged_attention_test.ts` checks that they agree.
  * - `merge`: max-subtracted merge of `partial`'s partitions (m, l, o). A partition with no visible
@@ -188,54 +199,79 @@ export function pagedAttention(
   return out;
 }
 
-/** Keys per decode split, at most (workgroup arrays are sized for it). */
-const SPLIT_KEYS_MAX = 256;
-/** Decode splits: the fewest keys per split that still gives this many workgroups... */
-const SPLIT_TARGET_WORKGROUPS = 1024;
-/** ...but no fewer keys per split than this (a split's fixed cost is ~4 barriers + a merge row). */
-const SPLIT_KEYS_MIN = 64;
+/** Keys per decode split, at most, for G <= 4 (workgroup arrays are sized for it). */
+const SPLIT_KEYS_MAX = 512;
+/** Adaptive splits take at least this many keys of a page's true length (one score block). */
+const SPLIT_KEYS_MIN = 128;
+/** Decode splits: as many as give about this many workgroups (a few per SM on a big GPU). */
+const SPLIT_TARGET_WORKGROUPS = 512;
+/** Threads per `decode` workgroup. */
+const SPLIT_WG = 256;
+/** Score block and value pass: keys per workgroup between uses of the loaded words. */
+const SPLIT_BLOCK = 128;
+/** Per-thread register arrays of the kernel: q words, loads in flight (QMAX, XMAX in WGSL). */
+const QMAX = 16, XMAX = 8;
 
-/** Override constants of the `decode` kernel for one shape, or undefined when it does not apply. */
+/**
+ * Override constants of the `decode` kernel for one shape, or undefined when it does not apply
+ * (rows not whole 16-byte words, G > 8, too many q words per lane, or workgroup memory over
+ * `maxShared` bytes).
+ */
 function splitDecodeShape(
   dtype: "f32" | "f16",
   G: number,
   D: number,
+  maxShared: number,
 ): Record<string, number> | undefined {
   const EPV = dtype === "f16" ? 8 : 4;
   if (!(G >= 1 && G <= 8) || D % EPV !== 0) return undefined;
-  const L = D / EPV;
+  const WG = SPLIT_WG, L = D / EPV, NV = EPV / 4;
+  // Lanes per key: 8 (or the largest power of two dividing L), more when the lane's q words
+  // would not fit its registers (G = 8 with D = 128).
   let LN = 8;
   while (L % LN !== 0) LN /= 2;
-  const WG = LN === 8 ? 128 : 32 * LN;
-  const VPL = L / LN, RPI = WG / LN, J = KT / RPI, NV = EPV / 4;
-  const RPV = Math.floor(WG / L);
-  if (RPV < 1 || G * VPL * NV > 32 || J * VPL > 16) return undefined;
-  const JV = Math.min(16, Math.ceil(KT / RPV));
+  while (G * (L / LN) * NV > QMAX && LN < 32 && L % (2 * LN) === 0) LN *= 2;
+  const VPL = L / LN, RPI = WG / LN, RPV = Math.floor(WG / L);
+  if (RPV < 1 || VPL > XMAX || G * VPL * NV > QMAX) return undefined;
   const D4 = D / 4, GV = Math.ceil(G / 4);
+  // Split size cap: 512 keys' scores for G <= 4, 256 for G <= 8 (the same workgroup memory).
+  const PSMAX = SPLIT_KEYS_MAX / GV;
+  const JV = Math.min(XMAX, Math.ceil(SPLIT_BLOCK / RPV));
   let CW = 8;
   while (D4 % CW !== 0) CW /= 2;
-  return {
-    WG,
-    KT,
-    GQ: G,
-    PSMAX: SPLIT_KEYS_MAX,
-    EPV,
-    NV,
-    DD: D,
-    L,
-    LN,
-    VPL,
-    RPI,
-    J,
-    RPV,
-    JV,
-    D4,
-    GV,
-    RED: G * KT * (LN + 1),
-    SPN: SPLIT_KEYS_MAX * GV,
-    OBN: RPV * D4,
-    CW,
-  };
+  // The most loads in flight (J) whose workgroup memory fits.
+  for (let J = Math.min(Math.floor(XMAX / VPL), Math.ceil(SPLIT_BLOCK / RPI)); J >= 1; J--) {
+    const KB = RPI * J;
+    const partials = KB * (LN + 1) * GV;
+    const HR = Math.max(1, Math.min(G, Math.floor(partials / (RPV * D4))));
+    const SCR = Math.max(partials, HR * RPV * D4);
+    const bytes = 4 * PSMAX + 16 * PSMAX * GV + 16 * SCR + 8 * WG + 64;
+    if (bytes > maxShared) continue;
+    return {
+      WG,
+      GQ: G,
+      PSMAX,
+      KMIN: Math.min(SPLIT_KEYS_MIN, PSMAX),
+      EPV,
+      NV,
+      DD: D,
+      L,
+      LN,
+      VPL,
+      RPI,
+      J,
+      KB,
+      RPV,
+      JV,
+      D4,
+      GV,
+      SPN: PSMAX * GV,
+      HR,
+      SCR,
+      CW,
+    };
+  }
+  return undefined;
 }
 
 /**
@@ -251,21 +287,21 @@ function decodeSplit(
 ): Tensor | undefined {
   const gpu = s.gpu;
   const [B, Hq, , D] = q.shape;
-  const c = splitDecodeShape(s.dtype, G, D);
+  const c = splitDecodeShape(s.dtype, G, D, gpu.limits.maxComputeWorkgroupStorageSize);
   if (!c) return undefined;
   let maxLen = 1;
   for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
-  // Fixed partitions when asked for (capped at the kernel's maximum), else np from the bound and
-  // ps = 0: each split takes ceil(len / np) of the page's true length.
+  // Fixed partitions when asked for (capped at the kernel's maximum), else np from the bound
+  // (about SPLIT_TARGET_WORKGROUPS in all, within [maxLen / max, maxLen / min] per page) and
+  // ps = 0: each split takes max(KMIN, ceil(len / np)) of the page's true length, so the
+  // splits a loose bound adds (DMS after eviction) stay empty and cost one length read.
   let ps = 0, np: number;
   if (s.partitionKeys) {
-    const fixed = Math.min(SPLIT_KEYS_MAX, s.partitionKeys);
-    np = Math.ceil(maxLen / fixed);
-    ps = fixed;
+    ps = Math.min(c.PSMAX, s.partitionKeys);
+    np = Math.ceil(maxLen / ps);
   } else {
-    const per = Math.ceil((maxLen * s.pages) / SPLIT_TARGET_WORKGROUPS);
-    const keys = Math.min(SPLIT_KEYS_MAX, Math.max(SPLIT_KEYS_MIN, KT * Math.ceil(per / KT)));
-    np = Math.ceil(maxLen / keys);
+    const want = Math.ceil(SPLIT_TARGET_WORKGROUPS / s.pages);
+    np = Math.max(Math.ceil(maxLen / c.PSMAX), Math.min(want, Math.ceil(maxLen / c.KMIN)));
   }
   const direct = np === 1;
   const out = Tensor.empty(gpu, [B, Hq, 1, D], s.dtype);
