@@ -22,13 +22,12 @@
  * Usage on the GPU machine (one command; `.gpu/setup.sh` puts deno and the Vulkan loader in place):
  * ```sh
  * source .gpu/setup.sh && deno run -A tools/pretrain_teacher.ts --hidden 128 --layers 2 \
- *   --heads 4 --kv-heads 2 --seq 256 --min-length 64 --batch 128 --steps 100000 \
+ *   --heads 4 --kv-heads 2 --seq 256 --min-length 64 --batch 64 --steps 100000 \
  *   --max-seconds 300 --warmup 200 --eval-every 2000 --eval-samples 64 --log-every 500 \
  *   --out teacher/ --json teacher.json
  * ```
- * At these sizes a step on the H200 costs about the same whatever the width and batch (launch
- * bound: 33 steps/s with 2 layers, 22 with 3, i.e. ∝ layers), so width 128 and 128 rows are
- * nearly free there (expected, not measured: ~30 steps/s, ~9K steps in 300 s).
+ * Estimate for it (not measured): the runs below reach 0.2–1.7 TFLOP/s effective (more for
+ * bigger steps), about 45 GFLOP a step here, so ~15–20 steps/s, ~5K steps in 300 s.
  *
  * Measured training speed (f32, WebGPU; evaluations excluded):
  *
