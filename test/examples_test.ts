@@ -116,3 +116,35 @@ Deno.test({
     assert.ok(Number(m[2]) > 1, `DMS compresses: ${m[2]}`);
   },
 });
+
+Deno.test({
+  name: "examples/retrofit.ts retrofits the committed teacher and writes its results as JSON",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const json = await Deno.makeTempFile({ suffix: ".json" });
+    const text = await runExample([
+      "examples/retrofit.ts",
+      "--quick",
+      "--steps",
+      "6",
+      "--samples",
+      "4",
+      "--json",
+      json,
+    ]);
+    assert.match(text, /\| teacher \(dense\) \|/);
+    assert.match(text, /\| student, immediate eviction \| 1 \|/);
+    const r = JSON.parse(await Deno.readTextFile(json));
+    assert.equal(r.steps, 6);
+    for (const k of ["teacher_accuracy", "student_accuracy"]) {
+      assert.ok(r[k] >= 0 && r[k] <= 1, `${k} = ${r[k]}`);
+    }
+    assert.ok(r.compression_ratio >= 1, `compression_ratio = ${r.compression_ratio}`);
+    assert.ok(r.checkpoints.length >= 2 && Array.isArray(r.ablation) && r.ablation.length === 1);
+    for (const p of [...r.checkpoints, ...r.ablation]) {
+      assert.ok(p.accuracy >= 0 && p.accuracy <= 1 && p.compression_ratio >= 1);
+    }
+    await Deno.remove(json);
+  },
+});
