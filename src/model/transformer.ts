@@ -158,7 +158,10 @@ export class Transformer {
     return as(logits, [B, nT, cfg.vocabSize]) as Tensor<"f32">;
   }
 
-  /** Frees the weights and buffers. */
+  /**
+   * Frees the decoder's own buffers (the RoPE frequencies). The weights belong to whoever made
+   * them: `Model.dispose()` (from `createModel` / `loadModel`) frees both.
+   */
   dispose(): void {
     this.#invFreq.dispose();
   }
