@@ -34,6 +34,7 @@ import {
   loadModel,
   type Model,
   retrofit,
+  saveModel,
   type RetrofitStepInfo,
   type Task,
   type TaskEvalResult,
@@ -57,6 +58,7 @@ const HELP =
   --samples N        evaluation samples per point (quick 48, full 200)
   --seed N           seed (default 1)
   --json FILE        write the results as JSON
+  --save DIR         save each evaluated student (Hugging Face layout) as DIR/w<W>-step<N>
   --help`;
 
 interface Point {
@@ -93,6 +95,7 @@ const { values: a } = parseArgs({
     samples: { type: "string" },
     seed: { type: "string" },
     json: { type: "string" },
+    save: { type: "string" },
     help: { type: "boolean", default: false },
   },
   strict: true,
@@ -187,6 +190,7 @@ async function run(w: number, milestones: number[]) {
           compression_ratio_dense_over_kept: r.compressionRatioDenseOverKept,
           accuracy: r.accuracy,
         });
+        if (a.save) await saveModel(model, `${a.save}/w${w}-step${s.step + 1}`);
       }
     },
   });

@@ -14,6 +14,7 @@ const FLOOR: Record<string, number> = {
   tensor: 1,
   ops: 2,
   io: 3,
+  plot: 3.5,
   cache: 4,
   dms: 5,
   policies: 5,
