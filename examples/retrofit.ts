@@ -34,8 +34,8 @@ import {
   loadModel,
   type Model,
   retrofit,
-  saveModel,
   type RetrofitStepInfo,
+  saveModel,
   type Task,
   type TaskEvalResult,
 } from "@hyperscale/dms";
@@ -55,6 +55,9 @@ const HELP =
                      single needle; it is at chance among 4)
   --batch N          training rows per step (quick 4, full 16)
   --lr X             learning rate of the adapters (default 1e-4)
+  --final-cr X       the schedule's final CR target (default 8; SPEC §6: a target on the
+                     closed fraction α* = 1 − 1/CR, so with the W + 1 newest tokens always kept
+                     the CR measured at inference is about N / ((N − W)/X + W) for N tokens)
   --samples N        evaluation samples per point (quick 48, full 200)
   --seed N           seed (default 1)
   --json FILE        write the results as JSON
@@ -92,6 +95,7 @@ const { values: a } = parseArgs({
     pairs: { type: "string" },
     batch: { type: "string" },
     lr: { type: "string" },
+    "final-cr": { type: "string" },
     samples: { type: "string" },
     seed: { type: "string" },
     json: { type: "string" },
@@ -118,7 +122,12 @@ const lr = num("lr", a.lr, 1e-4, false);
 const samples = num("samples", a.samples, quick ? 48 : 200);
 const seed = num("seed", a.seed, 1);
 const finalStep = Math.max(1, Math.round(steps * 0.7));
-const schedule = { initialCr: 1, finalCr: 8, finalStep };
+const finalCr = num("final-cr", a["final-cr"], 8, false);
+if (finalCr < 1) {
+  console.error("retrofit: --final-cr must be >= 1");
+  Deno.exit(USAGE_EXIT);
+}
+const schedule = { initialCr: 1, finalCr, finalStep };
 
 try {
   await Deno.stat(`${teacherDir}/config.json`);
@@ -202,7 +211,7 @@ async function run(w: number, milestones: number[]) {
 console.log(
   `teacher ${teacherDir}; task kv retrieval, ${length}-token prompts, ${pairs} pairs, needle in ` +
     `the first half; window ${window} (CR at most ${(seqLen / (window + 1)).toFixed(1)}); ` +
-    `${steps} steps (CR 1 → 8 by step ${finalStep}), batch ${batch}×${seqLen}, lr ${lr}`,
+    `${steps} steps (CR 1 → ${finalCr} by step ${finalStep}), batch ${batch}×${seqLen}, lr ${lr}`,
 );
 const teacher = await loadModel(gpu, teacherDir, { dtype: "f32" });
 const teacherResult = await measure(teacher, "dense");
@@ -210,7 +219,10 @@ teacher.dispose();
 progress("");
 console.log(`\nteacher (dense cache): accuracy ${teacherResult.accuracy.toFixed(3)}`);
 
-const delayed = await run(window, [2, 4, 8]);
+const delayed = await run(
+  window,
+  [2, 4, 8, finalCr].filter((c, i, l) => c <= finalCr && l.indexOf(c) === i),
+);
 progress("");
 const ablation = ablationWindow === null ? null : await run(ablationWindow, []);
 progress("");
@@ -246,6 +258,7 @@ if (a.json) {
     teacher_accuracy: teacherResult.accuracy,
     student_accuracy: final.accuracy,
     window,
+    final_cr: finalCr,
     checkpoints: delayed.points,
     ablation: ablation ? ablation.points.map((p) => ({ window: ablationWindow, ...p })) : [],
     training: {
