@@ -71,6 +71,16 @@ export {
   type GenerateOptions,
   type GenerateResult,
 } from "./src/generate.ts";
+export {
+  type LoadedTextModel,
+  TextGeneration,
+  textGeneration,
+  type TextGenerationOptions,
+  type TextGenerationResult,
+  TextStreamDecoder,
+} from "./src/text.ts";
+export type { CompressionPoint } from "./src/plot/compression.ts";
+export type { EntryState, EvictionMap } from "./src/plot/eviction_map.ts";
 export type { SampleOptions } from "./src/ops/sample.ts";
 export type { AttendOptions, KvCache, KvCacheStats } from "./src/cache/kv_cache.ts";
 export type { CachePolicy, PolicyStep } from "./src/cache/policy.ts";

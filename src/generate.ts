@@ -19,10 +19,11 @@
  * sequence of a batch must have the same length from the second turn on (only
  * left padding of the first prompt is supported, SPEC §9.8).
  *
- * @example Stream tokens from a tiny random model
+ * @example Stream tokens from a tiny random model; the last chunk carries the accounting
  * ```ts ignore
  * for await (const step of generate(model, [[1, 2, 3]], { maxTokens: 16 })) {
  *   console.log(step.tokens[0]);
+ *   if (step.stats) console.log(step.stats.compressionRatio, step.stats.readTokens);
  * }
  * ```
  *
@@ -61,6 +62,8 @@ export interface GenerateChunk {
   tokens: number[][];
   /** Whether each sequence has finished (EOS or max tokens). */
   done: boolean[];
+  /** The cache's accounting, on the last chunk only (so `for await` reaches it too). */
+  stats?: KvCacheStats;
 }
 
 /** What {@linkcode generate} returns when it finishes. */
@@ -148,6 +151,7 @@ export async function* generate(
   const log = Tensor.zeros(gpu, [B, every], "i32"); // sampled tokens since the last readback
   const all: number[][] = prompts.map(() => []);
   const done = prompts.map(() => false);
+  let final: KvCacheStats | undefined;
   try {
     let last: Tensor<"f32"> | undefined;
     for (let s = 0; s < P; s += chunk) {
@@ -195,8 +199,12 @@ export async function* generate(
             if (finished) done[b] = true;
           }
           pending = 0;
+          if (done.every((d) => d)) {
+            final = await cache.stats();
+            yield { tokens: chunkOut, done: [...done], stats: final };
+            break;
+          }
           yield { tokens: chunkOut, done: [...done] };
-          if (done.every((d) => d)) break;
           await cache.reserve(every);
         }
         posT.write(Array.from({ length: B }, () => start + P + step - 1));
@@ -212,7 +220,7 @@ export async function* generate(
     } finally {
       posT.dispose();
     }
-    return { tokens: all, stats: await cache.stats() };
+    return { tokens: all, stats: final ?? await cache.stats() };
   } finally {
     next.dispose();
     log.dispose();

@@ -20,6 +20,7 @@ const FLOOR: Record<string, number> = {
   policies: 5,
   model: 6,
   "generate.ts": 7,
+  "text.ts": 7.5,
   train: 8,
   eval: 9,
   cli: 10,
