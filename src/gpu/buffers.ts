@@ -2,7 +2,9 @@
  * The storage buffer pool: allocation rounded to 16 bytes, reuse of freed
  * buffers of the same size (lowest id first, so a program that allocates the
  * same way every step gets the same buffers and its cached bind groups hit),
- * a byte limit on what is kept, and live/peak/pooled accounting.
+ * a byte limit on what is kept, a cap on live bytes (an allocation past it, or past the
+ * device's `maxBufferSize`, is refused before it is made, with the sizes in the message), and
+ * live/peak/pooled accounting.
  *
  * @module
  */
@@ -57,6 +59,7 @@ export class BufferPool {
   #device: GPUDevice;
   #hooks: PoolHooks;
   #limit: number;
+  #cap: number;
   #pool = new Map<number, GPUBuffer[]>();
   #order = new Set<GPUBuffer>(); // freed buffers, oldest first
   #ids = new WeakMap<GPUBuffer, number>();
@@ -69,11 +72,18 @@ export class BufferPool {
    * @param device Device to create buffers on.
    * @param limitBytes Bytes of freed buffers kept before the oldest are destroyed.
    * @param hooks Called before a pooled buffer is destroyed.
+   * @param capBytes Live bytes this pool may hold (default unbounded).
    */
-  constructor(device: GPUDevice, limitBytes: number, hooks: PoolHooks) {
+  constructor(device: GPUDevice, limitBytes: number, hooks: PoolHooks, capBytes = Infinity) {
     this.#device = device;
     this.#limit = limitBytes;
     this.#hooks = hooks;
+    this.#cap = capBytes;
+  }
+
+  /** Live bytes this pool may hold. */
+  get capBytes(): number {
+    return this.#cap;
   }
 
   /** A stable small integer for `b` (bind group cache keys; lowest-id reuse). */
@@ -87,15 +97,26 @@ export class BufferPool {
    * A storage buffer of at least `bytes` (rounded up to 16), reusing a freed one of the same
    * size when possible.
    *
-   * @throws {RangeError} When the size exceeds the device's `maxBufferSize`.
+   * @throws {RangeError} When the size is not a byte count, exceeds the device's
+   *   `maxBufferSize`, or would take the live bytes past the pool's cap (nothing is allocated).
    */
   alloc(bytes: number, label?: string): GPUBuffer {
+    const what = `Buffer${label ? ` "${label}"` : ""} of ${bytes} bytes`;
+    if (!(Number.isSafeInteger(bytes) && bytes >= 0)) {
+      throw new RangeError(`${what}: the size must be a whole number of bytes`);
+    }
     const size = Math.max(16, align(bytes, 16));
     const max = this.#device.limits.maxBufferSize;
     if (size > max) {
-      throw new RangeError(`Buffer of ${size} bytes exceeds this device's maxBufferSize (${max})`);
+      throw new RangeError(`${what} exceeds this device's maxBufferSize (${max} bytes)`);
     }
     const list = this.#pool.get(size);
+    if (!list?.length && this.#live + size > this.#cap) {
+      throw new RangeError(
+        `${what} would bring live GPU memory to ${this.#live + size} bytes, over the limit of ` +
+          `${this.#cap} bytes (GpuOptions.memoryLimitBytes; ${this.#live} bytes live)`,
+      );
+    }
     let buf: GPUBuffer | undefined;
     if (list?.length) {
       let best = 0;

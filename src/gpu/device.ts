@@ -53,6 +53,13 @@ export interface GpuOptions {
   powerPreference?: GPUPowerPreference;
   /** Bytes of freed buffers kept for reuse before the oldest are destroyed. Default 512 MiB. */
   poolLimitBytes?: number;
+  /**
+   * Live GPU bytes the buffer pool may hold; an allocation past it is refused before it is made
+   * (RangeError with the sizes). Default: the host's total memory (a CPU adapter's memory is the
+   * host's; WebGPU does not report a discrete GPU's, so set it to that), or unbounded when the
+   * process may not read it.
+   */
+  memoryLimitBytes?: number;
 }
 
 const MAX_PENDING_DISPATCHES = 1024;
@@ -117,6 +124,7 @@ export class Gpu {
   #errorLabels: string[] = [];
   #profile: TimestampRecorder | undefined;
   #lost: string | undefined;
+  #uncaptured: string | undefined;
 
   private constructor(
     device: GPUDevice,
@@ -124,6 +132,7 @@ export class Gpu {
     hasF16: boolean,
     debug: boolean,
     poolLimit: number,
+    memoryLimit: number,
   ) {
     this.device = device;
     this.description = description;
@@ -132,15 +141,26 @@ export class Gpu {
     this.debug = debug;
     this.limits = device.limits;
     this.#pipelines = new PipelineCache(device, (p, label) => this.#track(p, label));
-    this.#groups = new BindGroupCache(device);
+    this.#groups = new BindGroupCache(device, (p, label) => this.#track(p, label));
     this.#uniforms = new UniformArenas(device);
     this.#pool = new BufferPool(device, poolLimit, {
       flush: () => this.flush(),
       invalidate: () => this.#groups.clear(),
-    });
+    }, memoryLimit);
     device.lost.then((info) => {
-      this.#lost = `GPU device lost (${info.reason}): ${info.message}`;
+      this.#lost = `GPU device lost (${info.reason || "unknown reason"}): ${info.message}`;
     });
+    // Outside debug mode nothing scopes a dispatch, and an invalid one silently does nothing
+    // (its output stays zero): keep the first such error and raise it at the next sync/read.
+    // Bind groups carry the kernel's label, so the message names the kernel.
+    device.addEventListener("uncapturederror", (ev) => {
+      this.#uncaptured ??= (ev as GPUUncapturedErrorEvent).error.message;
+    });
+  }
+
+  /** Live GPU bytes the pool may hold (see {@linkcode GpuOptions.memoryLimitBytes}). */
+  get memoryLimitBytes(): number {
+    return this.#pool.capBytes;
   }
 
   /** Acquires an adapter and device with the adapter's own limits and preloads the kernels. */
@@ -184,6 +204,7 @@ export class Gpu {
       device.features.has("shader-f16"),
       debug,
       options.poolLimitBytes ?? 512 * 1024 * 1024,
+      options.memoryLimitBytes ?? hostMemoryBytes(),
     );
     await gpu.#pipelines.preload();
     return gpu;
@@ -359,6 +380,9 @@ export class Gpu {
       await staging.mapAsync(GPUMapMode.READ);
     } catch (e) {
       staging.destroy();
+      // A destroyed or lost device fails the map: say so rather than "validation error".
+      const lost = await this.#lostWithin(LOST_GRACE_MS);
+      if (lost) throw new Error(`${lost} (while reading results back)`, { cause: e });
       await this.#raiseErrors();
       throw e;
     }
@@ -446,17 +470,50 @@ export class Gpu {
   }
 
   async #raiseErrors(): Promise<void> {
-    if (!this.#errors.length) return;
     const errs = await Promise.all(this.#errors);
     const labels = this.#errorLabels;
     this.#errors = [];
     this.#errorLabels = [];
+    const uncaptured = this.#uncaptured;
+    this.#uncaptured = undefined;
     const i = errs.findIndex((e) => e);
     if (i >= 0) throw new Error(`GPU error in ${labels[i]}: ${errs[i]!.message}`);
+    if (uncaptured !== undefined) {
+      throw new Error(
+        `GPU error: ${uncaptured} (results since the last sync are invalid; ` +
+          `DMS_DEBUG=1 scopes each dispatch)`,
+      );
+    }
   }
 
   #checkAlive(): void {
     if (this.#lost) throw new Error(this.#lost);
+  }
+
+  /** The loss message if the device is lost now or within `ms` milliseconds, else undefined. */
+  async #lostWithin(ms: number): Promise<string | undefined> {
+    if (!this.#lost) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.device.lost,
+        new Promise((r) => (timer = setTimeout(r, ms))),
+      ]);
+      clearTimeout(timer);
+      await Promise.resolve(); // let the `lost` handler of the constructor run first
+    }
+    return this.#lost;
+  }
+}
+
+/** How long a failed readback waits for the device's `lost` promise before blaming validation. */
+const LOST_GRACE_MS = 200;
+
+/** The host's total memory in bytes, or Infinity when the process may not read it. */
+function hostMemoryBytes(): number {
+  try {
+    return Deno.systemMemoryInfo().total;
+  } catch {
+    return Infinity;
   }
 }
 

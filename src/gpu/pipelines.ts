@@ -138,17 +138,25 @@ const MAX_CACHED_GROUPS = 8192;
 /** Bind groups cached by (kernel, uniform arena, buffers and ranges). */
 export class BindGroupCache {
   #device: GPUDevice;
+  #track: TrackError | undefined;
   #groups = new Map<string, GPUBindGroup>();
 
-  /** @param device Device to create bind groups on. */
-  constructor(device: GPUDevice) {
+  /**
+   * @param device Device to create bind groups on.
+   * @param track Receives the validation scope of each bind group creation (a buffer without
+   *   STORAGE usage, a range past the buffer's end), labelled with the kernel's name.
+   */
+  constructor(device: GPUDevice, track?: TrackError) {
     this.#device = device;
+    this.#track = track;
   }
 
   /**
    * The bind group for `key` (kernel id, uniform arena and buffer ids; built by `Gpu.dispatch`), created on a miss.
    *
    * @param uniform The uniform arena bound (with a dynamic offset) at the uniform binding.
+   * @throws {RangeError} When a storage binding is larger than the device's
+   *   `maxStorageBufferBindingSize` (naming the kernel, the binding and both sizes).
    */
   get(
     key: string,
@@ -168,13 +176,26 @@ export class BindGroupCache {
         });
       } else {
         const b = buffers[j++];
+        const bytes = b instanceof GPUBuffer ? b.size : (b.size ?? b.buffer.size - (b.offset ?? 0));
+        const max = this.#device.limits.maxStorageBufferBindingSize;
+        if (bytes > max) {
+          throw new RangeError(
+            `${kernel.label}: @binding(${decl.binding}) is ${bytes} bytes, over this device's ` +
+              `maxStorageBufferBindingSize (${max} bytes); bind it in ranges (row chunks)`,
+          );
+        }
         entries.push({
           binding: decl.binding,
           resource: b instanceof GPUBuffer ? { buffer: b } : b,
         });
       }
     }
-    group = this.#device.createBindGroup({ layout: kernel.layout, entries });
+    // The label puts the kernel's name into any later validation error about this group.
+    if (this.#track) this.#device.pushErrorScope("validation");
+    group = this.#device.createBindGroup({ label: kernel.label, layout: kernel.layout, entries });
+    if (this.#track) {
+      this.#track(this.#device.popErrorScope(), `${kernel.label} (binding its buffers)`);
+    }
     if (this.#groups.size >= MAX_CACHED_GROUPS) this.#groups.clear();
     this.#groups.set(key, group);
     return group;

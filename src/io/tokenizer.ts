@@ -124,14 +124,96 @@ function pickTemplate(v: unknown): string | null {
   return null;
 }
 
+const MODEL_TYPES = ["BPE", "WordPiece", "WordLevel", "Unigram"];
+
+/**
+ * Checks the structure `@lenml/tokenizers` relies on, so a malformed file fails here with its
+ * name and the field instead of deep inside the library (or, worse, loads and encodes to
+ * `null`s): `model.type`; a vocabulary of unique integer ids >= 0 (`model.vocab`: token → id,
+ * or `[token, score]` pairs for Unigram); BPE merges whose parts and result are in the
+ * vocabulary (as Hugging Face `tokenizers` requires); `added_tokens` with integer ids and
+ * string contents.
+ */
+function checkStructure(json: Record<string, unknown>, file: string): void {
+  const model = json.model as Record<string, unknown>;
+  const bad = (field: string, what: string, got: unknown): TypeError =>
+    new TypeError(
+      `${file}: field "${field}": expected ${what}, got ${JSON.stringify(got)?.slice(0, 60)}`,
+    );
+  if (!MODEL_TYPES.includes(model.type as string)) {
+    throw bad("model.type", `one of ${MODEL_TYPES.join(", ")}`, model.type);
+  }
+  const ids = new Map<number, string>();
+  const addId = (field: string, token: string, id: unknown) => {
+    if (!(Number.isInteger(id) && (id as number) >= 0 && (id as number) < 2 ** 31)) {
+      throw bad(field, "a token id (an integer in 0..2^31-1)", id);
+    }
+    const other = ids.get(id as number);
+    if (other !== undefined && other !== token) {
+      throw new RangeError(
+        `${file}: field "${field}": id ${id} is also the id of ${JSON.stringify(other)}`,
+      );
+    }
+    ids.set(id as number, token);
+  };
+  const vocab = model.vocab;
+  const tokens = new Set<string>();
+  if (model.type === "Unigram") {
+    if (!Array.isArray(vocab)) throw bad("model.vocab", "an array of [token, score] pairs", vocab);
+    vocab.forEach((e, i) => {
+      if (!(Array.isArray(e) && typeof e[0] === "string" && typeof e[1] === "number")) {
+        throw bad(`model.vocab.${i}`, "a [token, score] pair", e);
+      }
+      addId(`model.vocab.${i}`, e[0], i);
+    });
+  } else {
+    if (!isObject(vocab)) throw bad("model.vocab", "an object of token: id", vocab);
+    for (const [t, id] of Object.entries(vocab)) {
+      addId(`model.vocab.${t}`, t, id);
+      tokens.add(t);
+    }
+  }
+  if (model.type === "BPE") {
+    const merges = model.merges ?? [];
+    if (!Array.isArray(merges)) throw bad("model.merges", "an array of merges", merges);
+    const prefix = typeof model.continuing_subword_prefix === "string"
+      ? model.continuing_subword_prefix.length
+      : 0;
+    merges.forEach((m, i) => {
+      const pair = typeof m === "string" ? m.split(" ") : m;
+      if (!(Array.isArray(pair) && pair.length === 2 && pair.every((p) => typeof p === "string"))) {
+        throw bad(`model.merges.${i}`, 'a merge "a b" or ["a", "b"]', m);
+      }
+      const merged = pair[0] + pair[1].slice(prefix);
+      for (const t of [pair[0], pair[1], merged]) {
+        if (!tokens.has(t)) {
+          throw new RangeError(
+            `${file}: field "model.merges.${i}": ${JSON.stringify(t)} is not in model.vocab`,
+          );
+        }
+      }
+    });
+  }
+  const added = json.added_tokens ?? [];
+  if (!Array.isArray(added)) throw bad("added_tokens", "an array", added);
+  added.forEach((a, i) => {
+    if (!isObject(a) || typeof a.content !== "string") {
+      throw bad(`added_tokens.${i}`, "an object with a string content", a);
+    }
+    addId(`added_tokens.${i}.id`, a.content, a.id);
+  });
+}
+
 /**
  * Loads a tokenizer.
  *
  * @param path a model folder (with `tokenizer.json`, optionally `tokenizer_config.json` and
  *   `generation_config.json`) or the path of a `tokenizer.json`
  * @returns the tokenizer
- * @throws SyntaxError naming the file for invalid JSON, TypeError if `tokenizer.json` has no
- *   `model` section
+ * @throws SyntaxError naming the file for invalid JSON; TypeError naming the file and the field
+ *   when `tokenizer.json` has no `model` section or a malformed one (type, vocabulary, merges,
+ *   added tokens) or the library rejects it; RangeError naming the field for a duplicate id or a
+ *   merge of tokens not in the vocabulary
  */
 export async function loadTokenizer(path: string): Promise<Tokenizer> {
   const isDir = (await Deno.stat(path)).isDirectory;
@@ -149,15 +231,22 @@ export async function loadTokenizer(path: string): Promise<Tokenizer> {
   const config = await readJson(configFile, true) ?? {};
   if (!isObject(config)) throw new TypeError(`${configFile}: expected a JSON object`);
   const gen = await readJson(`${dir}/generation_config.json`, true);
+  checkStructure(json, file);
 
-  const tok = TokenizerLoader.fromPreTrained({
-    tokenizerJSON: { added_tokens: [], ...json } as unknown as NSTokenizerJSON.Root,
-    // transformers >= 4.45 defaults clean_up_tokenization_spaces to false; so do we.
-    tokenizerConfig: {
-      clean_up_tokenization_spaces: false,
-      ...config,
-    } as unknown as NSTokenizerConfig.Root,
-  });
+  let tok: ReturnType<typeof TokenizerLoader.fromPreTrained>;
+  try {
+    tok = TokenizerLoader.fromPreTrained({
+      tokenizerJSON: { added_tokens: [], ...json } as unknown as NSTokenizerJSON.Root,
+      // transformers >= 4.45 defaults clean_up_tokenization_spaces to false; so do we.
+      tokenizerConfig: {
+        clean_up_tokenization_spaces: false,
+        ...config,
+      } as unknown as NSTokenizerConfig.Root,
+    });
+  } catch (e) {
+    // e.g. an unknown normalizer / pre_tokenizer / decoder type
+    throw new TypeError(`${file}: ${(e as Error).message}`, { cause: e });
+  }
 
   const idOf = (t: string | undefined) =>
     t === undefined ? undefined : tok.model.tokens_to_ids.get(t);

@@ -410,6 +410,54 @@ export async function loadConfig(path: string): Promise<ModelConfig> {
   return parseConfig(json, file);
 }
 
+/**
+ * Number of weights of the model a config describes: embedding `[V, H]`, LM head `[V, H]`
+ * unless tied, per layer the q/k/v/o projections, the MLP `3·I·H`, norms, biases and the DMS
+ * adapter when present, and the final norm.
+ *
+ * @param cfg a normalised config
+ * @returns the parameter count (a float when it exceeds 2^53: only a size check needs it then)
+ */
+export function parameterCount(cfg: ModelConfig): number {
+  const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D, intermediateSize: I } = cfg;
+  const attention = (Hq + 2 * Hkv) * D * H + H * Hq * D +
+    (cfg.attentionBias ? (Hq + 2 * Hkv) * D + H : 0) +
+    (cfg.modelType === "qwen3" ? 2 * D : 0) +
+    (cfg.isDms && cfg.dms.separateAlpha ? Hkv * H + H : 0);
+  const mlp = 3 * I * H + (cfg.mlpBias ? 2 * I + H : 0);
+  const layer = attention + mlp + 2 * H;
+  const V = cfg.vocabSize;
+  return V * H * (cfg.tieWordEmbeddings ? 1 : 2) + cfg.numLayers * layer + H;
+}
+
+/**
+ * Refuses a config whose weights cannot fit before anything is allocated: `config.json` is a
+ * few hundred bytes, and an absurd `vocab_size` × `hidden_size` must not make the loader try
+ * to allocate terabytes.
+ *
+ * @param cfg a normalised config
+ * @param bytesPerWeight 4 for f32, 2 for f16
+ * @param budgetBytes what the weights may take (e.g. `Gpu.memoryLimitBytes`)
+ * @param fileName used in the message
+ * @throws RangeError naming the file, the sizes that make the weights large, and both byte counts
+ */
+export function assertWeightsFit(
+  cfg: ModelConfig,
+  bytesPerWeight: number,
+  budgetBytes: number,
+  fileName = "config.json",
+): void {
+  const bytes = parameterCount(cfg) * bytesPerWeight;
+  if (bytes <= budgetBytes) return;
+  const gib = (n: number) => `${(n / 2 ** 30).toPrecision(4)} GiB`;
+  throw new RangeError(
+    `${fileName}: the weights need ${gib(bytes)} (vocab_size ${cfg.vocabSize}, hidden_size ` +
+      `${cfg.hiddenSize}, num_hidden_layers ${cfg.numLayers}, intermediate_size ` +
+      `${cfg.intermediateSize}, ${bytesPerWeight} bytes per weight), more than the ` +
+      `${gib(budgetBytes)} available`,
+  );
+}
+
 function ids(v: number[]): number | number[] | null {
   return v.length === 0 ? null : v.length === 1 ? v[0] : [...v];
 }

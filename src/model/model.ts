@@ -21,10 +21,11 @@
  */
 
 import type { Gpu } from "../gpu/device.ts";
+import { writeTextFileAtomic } from "../io/atomic.ts";
 import { openCheckpoint, type TensorInput, writeSafetensors } from "../io/safetensors.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
 import { readTensors, type Tensor } from "../tensor/tensor.ts";
-import { configToJson, loadConfig, type ModelConfig } from "./config.ts";
+import { assertWeightsFit, configToJson, loadConfig, type ModelConfig } from "./config.ts";
 import { Transformer } from "./transformer.ts";
 import {
   disposeWeights,
@@ -56,6 +57,7 @@ export function createModel(
   opts: ModelOptions & { seed: number },
 ): Model {
   const dtype = opts.dtype ?? "f32";
+  assertWeightsFit(config, dtype === "f16" ? 2 : 4, gpu.memoryLimitBytes);
   return new Model(gpu, config, randomWeights(gpu, config, opts.seed, { ...opts, dtype }), dtype);
 }
 
@@ -69,6 +71,7 @@ export async function loadModel(gpu: Gpu, folder: string, opts: ModelOptions = {
   const config = await loadConfig(folder);
   const dtype = opts.dtype ??
     (gpu.hasF16 && config.torchDtype && config.torchDtype !== "float32" ? "f16" : "f32");
+  assertWeightsFit(config, dtype === "f16" ? 2 : 4, gpu.memoryLimitBytes, `${folder}/config.json`);
   using ckpt = await openCheckpoint(folder);
   const weights = await loadWeights(gpu, config, ckpt, folder, { ...opts, dtype });
   return new Model(gpu, config, weights, dtype);
@@ -123,5 +126,5 @@ export async function saveModel(model: Transformer, folder: string): Promise<voi
     ...model.config,
     torchDtype: model.dtype === "f16" ? "float16" : "float32",
   });
-  await Deno.writeTextFile(`${folder}/config.json`, JSON.stringify(json, null, 2) + "\n");
+  await writeTextFileAtomic(`${folder}/config.json`, JSON.stringify(json, null, 2) + "\n");
 }

@@ -29,6 +29,7 @@
  * @module
  */
 
+import { writeTextFileAtomic } from "../io/atomic.ts";
 import { openCheckpoint, type TensorInput, writeSafetensors } from "../io/safetensors.ts";
 import { openSafetensors } from "../io/safetensors.ts";
 import { saveModel } from "../model/model.ts";
@@ -79,23 +80,6 @@ export function checkpointPath(dir: string, step: number): string {
   return `${dir.replace(/\/$/, "")}/checkpoint-${step}`;
 }
 
-async function writeTextAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    const f = await Deno.open(tmp, { write: true, createNew: true });
-    try {
-      await f.write(new TextEncoder().encode(text));
-      await f.sync();
-    } finally {
-      f.close();
-    }
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
-}
-
 /**
  * Writes `<dir>/checkpoint-<state.step>` atomically (see the module doc).
  *
@@ -120,7 +104,7 @@ export async function saveCheckpoint(
   try {
     await saveModel(model, tmp);
     if (optimizer) await writeOptimizer(`${tmp}/optimizer.safetensors`, optimizer);
-    await writeTextAtomic(`${tmp}/trainer_state.json`, JSON.stringify(state, null, 2) + "\n");
+    await writeTextFileAtomic(`${tmp}/trainer_state.json`, JSON.stringify(state, null, 2) + "\n");
     let old: string | undefined;
     try {
       await Deno.rename(tmp, final);
@@ -192,10 +176,27 @@ export async function latestCheckpoint(dir: string): Promise<string | null> {
   return null;
 }
 
+const isRecord = (v: unknown): boolean => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** What each `trainer_state.json` field must be: a check and its description. */
+const STATE_FIELDS: readonly [keyof TrainerState, (v: unknown) => boolean, string][] = [
+  ["step", (v) => Number.isSafeInteger(v) && (v as number) >= 0, "an integer >= 0"],
+  ["seed", (v) => Number.isSafeInteger(v), "an integer"],
+  ["schedule", isRecord, "an object"],
+  ["data", isRecord, "an object"],
+  [
+    "parameters",
+    (v) => Array.isArray(v) && v.every((n) => typeof n === "string"),
+    "an array of parameter names",
+  ],
+  ["options", isRecord, "an object"],
+];
+
 /**
  * Reads `trainer_state.json` of a checkpoint.
  *
- * @throws {SyntaxError} Naming the file when it is not JSON. {TypeError} When a field is missing.
+ * @throws {SyntaxError} Naming the file when it is not JSON (a truncated file). {TypeError}
+ *   Naming the file and the field when a field is missing or of the wrong type.
  */
 export async function readTrainerState(path: string): Promise<TrainerState> {
   const file = `${path}/trainer_state.json`;
@@ -204,10 +205,16 @@ export async function readTrainerState(path: string): Promise<TrainerState> {
     json = JSON.parse(await Deno.readTextFile(file));
   } catch (e) {
     if (e instanceof SyntaxError) throw new SyntaxError(`${file}: not valid JSON (${e.message})`);
-    throw e;
+    throw new Error(`${file}: cannot read (${(e as Error).message})`, { cause: e });
   }
-  for (const k of ["step", "seed", "schedule", "data", "parameters", "options"] as const) {
-    if (json?.[k] === undefined) throw new TypeError(`${file}: field "${k}" is missing`);
+  if (!isRecord(json)) throw new TypeError(`${file}: expected a JSON object`);
+  for (const [k, ok, what] of STATE_FIELDS) {
+    if (json[k] === undefined) throw new TypeError(`${file}: field "${k}" is missing`);
+    if (!ok(json[k])) {
+      throw new TypeError(
+        `${file}: field "${k}": expected ${what}, got ${JSON.stringify(json[k]).slice(0, 60)}`,
+      );
+    }
   }
   if (json.version !== 1) throw new TypeError(`${file}: unknown version ${json.version}`);
   return json;
@@ -216,13 +223,22 @@ export async function readTrainerState(path: string): Promise<TrainerState> {
 /**
  * Reads `optimizer.safetensors` of a checkpoint for these parameter names (in this order).
  *
- * @throws {Error} Naming the file and the tensor when one is missing.
+ * @param path The checkpoint folder.
+ * @param names Trainable parameter names, in the optimizer's order.
+ * @param shapes Each parameter's shape (checked against both moments when given).
+ * @throws {Error} Naming the file when it is missing (a weights-only checkpoint cannot resume
+ *   an optimizer), and the tensor when one is missing. {TypeError} For a moment that is not F32.
+ *   {RangeError} For a moment whose shape differs from its parameter's.
  */
 export async function readOptimizerState(
   path: string,
   names: readonly string[],
+  shapes?: readonly (readonly number[])[],
 ): Promise<AdamwCheckpoint> {
   const file = `${path}/optimizer.safetensors`;
+  if (!(await exists(file))) {
+    throw new Error(`${file} is missing: the checkpoint holds no optimizer state to resume from`);
+  }
   using f = await openSafetensors(file);
   const step = Number(f.metadata?.step);
   if (!Number.isInteger(step) || step < 0) {
@@ -231,10 +247,19 @@ export async function readOptimizerState(
     );
   }
   const m: Float32Array[] = [], v: Float32Array[] = [];
-  for (const name of names) {
+  for (const [i, name] of names.entries()) {
     for (const [suffix, out] of [[".exp_avg", m], [".exp_avg_sq", v]] as const) {
-      if (!f.tensors.has(name + suffix)) {
-        throw new Error(`${file}: tensor "${name}${suffix}" is missing`);
+      const info = f.tensors.get(name + suffix);
+      if (!info) throw new Error(`${file}: tensor "${name}${suffix}" is missing`);
+      if (info.dtype !== "F32") {
+        throw new TypeError(`${file}: tensor "${name}${suffix}" is ${info.dtype}, expected F32`);
+      }
+      const want = shapes?.[i];
+      if (want && info.shape.join() !== want.join()) {
+        throw new RangeError(
+          `${file}: tensor "${name}${suffix}" has shape [${info.shape.join(", ")}], ` +
+            `the parameter is [${want.join(", ")}]`,
+        );
       }
       out.push((await f.read(name + suffix)).data as Float32Array);
     }

@@ -201,8 +201,15 @@ export function sequenceSource(
           `${label}: cannot restore state of ${st.kind} (seed ${st.seed}) into ${kind} (seed ${seed})`,
         );
       }
-      epoch = Number(st.epoch);
-      pos = Number(st.pos);
+      const e = Number(st.epoch), p = Number(st.pos);
+      if (!(Number.isSafeInteger(e) && e >= 0 && Number.isInteger(p) && p >= 0 && p <= N)) {
+        throw new RangeError(
+          `${label}: cannot restore epoch ${st.epoch}, pos ${st.pos}: expected an epoch >= 0 ` +
+            `and a position in 0..${N}`,
+        );
+      }
+      epoch = e;
+      pos = p;
       order = shuffledIndices(N, mixSeed(seed, epoch));
     },
   };
@@ -261,7 +268,11 @@ export function generatorSource(
           `generatorSource: cannot restore state of ${st.kind} (seed ${st.seed}) into generator (seed ${seed})`,
         );
       }
-      index = Number(st.index);
+      const i = Number(st.index);
+      if (!(Number.isSafeInteger(i) && i >= 0)) {
+        throw new RangeError(`generatorSource: cannot restore index ${st.index}: expected >= 0`);
+      }
+      index = i;
     },
   };
 }
@@ -289,6 +300,26 @@ export interface TextFileSourceOptions {
   documents?: "blank-lines" | "lines" | "jsonl";
 }
 
+/** Offset of the first byte that does not continue a valid UTF-8 sequence (the file's length if none). */
+function firstInvalidUtf8(b: Uint8Array): number {
+  for (let i = 0; i < b.length;) {
+    const c = b[i];
+    const n = c < 0x80
+      ? 0
+      : c >= 0xc2 && c < 0xe0
+      ? 1
+      : c >= 0xe0 && c < 0xf0
+      ? 2
+      : c >= 0xf0 && c < 0xf5
+      ? 3
+      : -1;
+    if (n < 0) return i;
+    for (let k = 1; k <= n; k++) if (i + k >= b.length || (b[i + k] & 0xc0) !== 0x80) return i;
+    i += n + 1;
+  }
+  return b.length;
+}
+
 /**
  * Packed sequences from a text file (SPEC §6): split into documents, each tokenized and
  * followed by the tokenizer's first EOS id (when it has one), documents shuffled by `seed`,
@@ -297,8 +328,9 @@ export interface TextFileSourceOptions {
  * @param path The text file.
  * @param tokenizer E.g. `await loadTokenizer(folder)`.
  * @param opts `{ batch, seqLen, seed, documents? }`.
- * @throws {Error} Naming the file when it cannot be read, a JSONL line is invalid, or it holds
- *   fewer tokens than one sequence.
+ * @throws {Error} Naming the file when it cannot be read, is not UTF-8 (TypeError with the
+ *   offset of the first invalid byte), a JSONL line is invalid, or it holds fewer tokens than
+ *   one sequence.
  */
 export async function textFileSource(
   path: string,
@@ -306,11 +338,20 @@ export async function textFileSource(
   opts: TextFileSourceOptions,
 ): Promise<BatchSource> {
   posInt(opts.seqLen, `${path}: seqLen`);
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = await Deno.readTextFile(path);
+    bytes = await Deno.readFile(path);
   } catch (e) {
     throw new Error(`${path}: cannot read the training text (${(e as Error).message})`);
+  }
+  let text: string;
+  try {
+    // fatal: a binary or mis-encoded file is refused, not silently trained on as U+FFFD
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new TypeError(
+      `${path}: not UTF-8 text (first invalid byte at offset ${firstInvalidUtf8(bytes)})`,
+    );
   }
   const mode = opts.documents ?? "blank-lines";
   let docs: string[];

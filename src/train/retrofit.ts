@@ -313,7 +313,9 @@ export async function retrofit(
         );
       }
       await restoreWeights(model, checkpoint);
-      opt.importState(await readOptimizerState(checkpoint, order));
+      opt.importState(
+        await readOptimizerState(checkpoint, order, opt.params.map((p) => p.shape)),
+      );
       data.restore(st.data);
       start = st.step;
     }
