@@ -204,7 +204,12 @@ export function evictionMapSpec(map: EvictionMap, title?: string): VegaLiteSpec 
       row: {
         field: "layer",
         type: "ordinal",
-        header: { labelExpr: "'layer ' + datum.value", title: null },
+        header: {
+          labelExpr: "'layer ' + datum.value",
+          labelAngle: 0,
+          labelAlign: "right",
+          title: null,
+        },
       },
     },
     spec: {
@@ -219,7 +224,12 @@ export function evictionMapSpec(map: EvictionMap, title?: string): VegaLiteSpec 
           scale: { domain: [0, map.tokensSeen], nice: false, zero: true },
         },
         x2: { field: "end" },
-        y: { field: "head", type: "ordinal", title: "KV head" },
+        y: {
+          field: "head",
+          type: "ordinal",
+          title: null,
+          axis: { labelExpr: "'KV head ' + datum.value" },
+        },
         color: {
           field: "state",
           type: "nominal",

@@ -177,7 +177,8 @@ Deno.test("evictionMapSvg: one rectangle per run, a panel per layer, the legend 
   const svg = await evictionMapSvg(map);
   assert.ok(svg.startsWith("<svg"));
   assert.equal((svg.match(/aria-roledescription="rect mark"/g) ?? []).length, expectedRuns);
-  for (const label of ["layer 0", "layer 1", "kept", "window", "evicted", "position", "KV head"]) {
+  const labels = ["layer 0", "layer 1", "KV head 0", "KV head 2", "kept", "window", "evicted"];
+  for (const label of [...labels, "position"]) {
     assert.match(svg, new RegExp(`>${label}</text>`), label);
   }
   assert.match(svg, />Eviction map: 40 positions, window W = 4, sequence 0</);
