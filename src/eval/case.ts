@@ -27,7 +27,7 @@ import { z } from "zod";
 import { decodeSafetensors } from "../io/safetensors.ts";
 import { type ModelConfig, parseConfig } from "../model/config.ts";
 import type { WeightMap, WeightTensor } from "../model/reference.ts";
-import type { CaseTensor } from "./compare.ts";
+import { type CaseTensor, parseTolerances } from "./compare.ts";
 import { basename, CaseError, join, message, readBytes, readJson } from "./case_folder.ts";
 
 /** The case kinds this runner knows, as `case.json` names them. */
@@ -335,7 +335,19 @@ function parseWith<T>(schema: z.ZodType<T>, value: unknown, file: string): T {
  */
 export async function readCaseJson(dir: string): Promise<CaseJson> {
   const path = join(dir, "case.json");
-  return parseWith(caseJsonSchema, await readJson(path), path) as CaseJson;
+  const json = parseWith(caseJsonSchema, await readJson(path), path) as CaseJson;
+  try {
+    // checked here, so that a malformed table is blamed on the file, not on the backend: the
+    // table the report uses (`toleranceTable` in report.ts), `tolerance_per_tensor` (whose
+    // entries that are not tolerances are notes) when it is an object, else this one
+    const per = json.tolerance_per_tensor;
+    if (per === null || typeof per !== "object" || Array.isArray(per)) {
+      parseTolerances(json.recommended_tolerance);
+    }
+  } catch (e) {
+    throw new CaseError(`${path}: field ${message(e)}`);
+  }
+  return json;
 }
 
 /**
@@ -381,6 +393,27 @@ export async function loadCase(dir: string, name: string = basename(dir)): Promi
       leftPad: p.left_pad ?? new Array(p.batch).fill(0),
     };
     checkChunks(params.prefillChunks, params.prefillLen, jsonPath);
+    const T = p.prefill_len + p.num_decode_steps,
+      fields = "batch, heads_kv, prefill_len, " +
+        "num_decode_steps, head_dim";
+    checkShape(jsonPath, inputs, "k", [p.batch, p.heads_kv, T, p.head_dim], fields);
+    checkShape(jsonPath, inputs, "v", [p.batch, p.heads_kv, T, p.head_dim], fields);
+    checkShape(
+      jsonPath,
+      inputs,
+      "q",
+      [p.batch * p.heads_kv, T, p.gqa_factor, p.head_dim],
+      fields + ", gqa_factor",
+    );
+    checkShape(jsonPath, inputs, "decisions", [p.batch, p.heads_kv, T], fields);
+    checkShape(jsonPath, inputs, "attn_mask", [p.batch, T], "batch, prefill_len, num_decode_steps");
+    const pads = params.leftPad;
+    if (pads.length !== p.batch || pads.some((x) => x >= p.prefill_len)) {
+      throw new CaseError(
+        `${jsonPath}: field "left_pad" ${JSON.stringify(pads)}: expected ${p.batch} (batch) ` +
+          `values below prefill_len ${p.prefill_len}`,
+      );
+    }
     const c: AttentionOnlyCase = {
       ...base,
       params,
@@ -389,6 +422,10 @@ export async function loadCase(dir: string, name: string = basename(dir)): Promi
     return { kind: k, case: c, expected };
   }
   const { config, weights } = await loadModelFiles(dir);
+  if (k === "train_forward" || k === "train_step") {
+    const p = parseWith(trainSchema, json, jsonPath);
+    checkShape(jsonPath, inputs, "input_ids", [p.batch, p.seq_len], "batch, seq_len");
+  }
   if (k === "train_forward") {
     const p = parseWith(trainSchema, json, jsonPath);
     const c: TrainForwardCase = {
@@ -429,6 +466,14 @@ export async function loadCase(dir: string, name: string = basename(dir)): Promi
     return { kind: k, case: c, expected };
   }
   const p = parseWith(inferenceSchema, json, jsonPath);
+  const ids = inputs.input_ids.shape;
+  checkShape(
+    jsonPath,
+    inputs,
+    "input_ids",
+    [ids[0], p.prompt_len + p.num_decode_steps],
+    "prompt_len, num_decode_steps",
+  );
   const c: InferenceCase = {
     ...base,
     config,
@@ -441,6 +486,27 @@ export async function loadCase(dir: string, name: string = basename(dir)): Promi
     inputs: inputs as unknown as InferenceCase["inputs"],
   };
   return { kind: k, case: c, expected };
+}
+
+/**
+ * The input tensor `name` must have the shape `case.json`'s scalar fields imply: a case whose
+ * fields disagree with its tensors fails here, naming both, instead of running a different
+ * problem than it describes (or a billion decode steps).
+ */
+function checkShape(
+  file: string,
+  inputs: Record<string, CaseTensor>,
+  name: string,
+  want: readonly number[],
+  fields: string,
+): void {
+  const got = inputs[name].shape;
+  if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
+    throw new CaseError(
+      `${file}: fields ${fields} imply "${name}" of shape [${want.join(", ")}], ` +
+        `but case.safetensors has [${got.join(", ")}]`,
+    );
+  }
 }
 
 function checkChunks(
