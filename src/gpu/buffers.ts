@@ -17,6 +17,8 @@ export interface MemoryStats {
   peakBytes: number;
   /** Bytes in freed buffers kept for reuse. */
   pooledBytes: number;
+  /** Buffers held by tensors and caches (allocated and not yet released): a leak check. */
+  liveBuffers: number;
 }
 
 const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
@@ -65,6 +67,7 @@ export class BufferPool {
   #ids = new WeakMap<GPUBuffer, number>();
   #nextId = 0;
   #live = 0;
+  #liveCount = 0;
   #peak = 0;
   #pooled = 0;
 
@@ -133,6 +136,7 @@ export class BufferPool {
       this.id(buf);
     }
     this.#live += size;
+    this.#liveCount++;
     if (this.#live > this.#peak) this.#peak = this.#live;
     return buf;
   }
@@ -141,6 +145,7 @@ export class BufferPool {
   release(buffer: GPUBuffer): void {
     const size = buffer.size;
     this.#live -= size;
+    this.#liveCount--;
     let list = this.#pool.get(size);
     if (!list) this.#pool.set(size, list = []);
     list.push(buffer);
@@ -168,9 +173,14 @@ export class BufferPool {
     this.#pooled = 0;
   }
 
-  /** Live, peak and pooled bytes. */
+  /** Live, peak and pooled bytes, and the number of live buffers. */
   memory(): MemoryStats {
-    return { liveBytes: this.#live, peakBytes: this.#peak, pooledBytes: this.#pooled };
+    return {
+      liveBytes: this.#live,
+      peakBytes: this.#peak,
+      pooledBytes: this.#pooled,
+      liveBuffers: this.#liveCount,
+    };
   }
 
   /** Sets the peak to the current live bytes. */

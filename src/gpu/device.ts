@@ -424,7 +424,7 @@ export class Gpu {
     this.#pool.trim();
   }
 
-  /** Live, peak and pooled GPU bytes. */
+  /** Live, peak and pooled GPU bytes, and the number of live buffers. */
   memory(): MemoryStats {
     return this.#pool.memory();
   }
