@@ -31,6 +31,7 @@
 
 import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
+import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { pagedAttention } from "../src/cache/paged_attention.ts";
 import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
 import { scatterEntries } from "../src/cache/paged_kv.ts";
@@ -420,7 +421,7 @@ const failed = rows.filter((r) => r.check.startsWith("FAIL"));
 for (const r of failed) console.error(`validation failed: ${key(r)} ${r.cache}: ${r.check}`);
 if (args.json) {
   const doc = { device: gpu.description, cpu, Hkv: HKV, G, D, window, blockSize, reps, rows };
-  Deno.writeTextFileSync(args.json, JSON.stringify(doc, null, 2) + "\n");
+  await writeTextFileAtomic(args.json, JSON.stringify(doc, null, 2) + "\n");
   console.log(`wrote ${args.json}`);
 }
 if (failed.length) Deno.exitCode = 1;

@@ -22,6 +22,7 @@ import {
   Tensor,
 } from "@hyperscale/dms";
 import { sample } from "@hyperscale/dms/ops";
+import { writeTextFileAtomic } from "../src/io/atomic.ts";
 
 const { values } = parseArgs({
   options: {
@@ -150,7 +151,7 @@ for (const policy of ["dense", "dms"] as const) {
   cache.dispose();
 }
 if (values.json) {
-  await Deno.writeTextFile(
+  await writeTextFileAtomic(
     values.json,
     JSON.stringify({ device: gpu.description, results }, null, 2),
   );

@@ -22,6 +22,7 @@
 
 import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
+import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import { bytesPer, roundToF16 } from "../src/tensor/dtype.ts";
 import { linear, type MatmulVariant } from "../src/ops/matmul.ts";
@@ -368,7 +369,7 @@ for (const r of failed) console.error(`spot-check failed: ${r.name} ${r.dtype}: 
 if (args.json) {
   const doc = { device: gpu.description, cpu, quick, reps, warmup, rows };
   try {
-    Deno.writeTextFileSync(args.json, JSON.stringify(doc, null, 2) + "\n");
+    await writeTextFileAtomic(args.json, JSON.stringify(doc, null, 2) + "\n");
     console.log(`wrote ${args.json}`);
   } catch (e) {
     console.error(`cannot write ${args.json} (needs --allow-write): ${(e as Error).message}`);

@@ -55,6 +55,7 @@
 
 import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
+import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { parseConfig } from "../src/model/config.ts";
 import { createModel, saveModel } from "../src/model/model.ts";
 import { AdamW, clipGradients } from "../src/train/adamw.ts";
@@ -399,7 +400,7 @@ async function main(): Promise<void> {
     console.log(`saved ${a.out}`);
   }
   if (a.json) {
-    await Deno.writeTextFile(
+    await writeTextFileAtomic(
       a.json,
       JSON.stringify({ args: a, params: nParams, seconds: secs, log }, null, 2) + "\n",
     );
