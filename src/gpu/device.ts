@@ -55,9 +55,9 @@ export interface GpuOptions {
   poolLimitBytes?: number;
   /**
    * Live GPU bytes the buffer pool may hold; an allocation past it is refused before it is made
-   * (RangeError with the sizes). Default: the host's total memory (a CPU adapter's memory is the
-   * host's; WebGPU does not report a discrete GPU's, so set it to that), or unbounded when the
-   * process may not read it.
+   * (RangeError with the sizes). Default: on a CPU adapter (lavapipe, llvmpipe, SwiftShader),
+   * whose memory is the host's, the host's total memory; elsewhere unbounded (WebGPU does not
+   * report a GPU's memory: set it to that to have the pool refuse what cannot fit).
    */
   memoryLimitBytes?: number;
 }
@@ -204,7 +204,7 @@ export class Gpu {
       device.features.has("shader-f16"),
       debug,
       options.poolLimitBytes ?? 512 * 1024 * 1024,
-      options.memoryLimitBytes ?? hostMemoryBytes(),
+      options.memoryLimitBytes ?? (isCpuAdapter(adapter.info) ? hostMemoryBytes() : Infinity),
     );
     await gpu.#pipelines.preload();
     return gpu;
@@ -508,8 +508,18 @@ export class Gpu {
 /** How long a failed readback waits for the device's `lost` promise before blaming validation. */
 const LOST_GRACE_MS = 200;
 
-/** The host's total memory in bytes, or Infinity when the process may not read it. */
-function hostMemoryBytes(): number {
+/** Whether the adapter computes on the CPU (its memory is the host's). */
+function isCpuAdapter(info: GPUAdapterInfo): boolean {
+  return (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
+    /llvmpipe|lavapipe|swiftshader|softpipe/i.test(info.description);
+}
+
+/**
+ * The host's total memory in bytes, or Infinity when the process may not read it (no `sys`
+ * permission). A model's weights pass through it on their way to any device, so it bounds what
+ * `createModel` / `loadModel` accept.
+ */
+export function hostMemoryBytes(): number {
   try {
     return Deno.systemMemoryInfo().total;
   } catch {

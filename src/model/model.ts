@@ -20,7 +20,7 @@
  * @module
  */
 
-import type { Gpu } from "../gpu/device.ts";
+import { type Gpu, hostMemoryBytes } from "../gpu/device.ts";
 import { writeTextFileAtomic } from "../io/atomic.ts";
 import { openCheckpoint, type TensorInput, writeSafetensors } from "../io/safetensors.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
@@ -50,6 +50,11 @@ export class Model extends Transformer {
   }
 }
 
+/** Bytes a model's weights may take: the device's memory limit, and at most the host's memory. */
+function weightBudget(gpu: Gpu): number {
+  return Math.min(gpu.memoryLimitBytes, hostMemoryBytes());
+}
+
 /** A model with random weights (seeded, generated on the GPU). */
 export function createModel(
   gpu: Gpu,
@@ -57,7 +62,7 @@ export function createModel(
   opts: ModelOptions & { seed: number },
 ): Model {
   const dtype = opts.dtype ?? "f32";
-  assertWeightsFit(config, dtype === "f16" ? 2 : 4, gpu.memoryLimitBytes);
+  assertWeightsFit(config, dtype === "f16" ? 2 : 4, weightBudget(gpu));
   return new Model(gpu, config, randomWeights(gpu, config, opts.seed, { ...opts, dtype }), dtype);
 }
 
@@ -71,7 +76,7 @@ export async function loadModel(gpu: Gpu, folder: string, opts: ModelOptions = {
   const config = await loadConfig(folder);
   const dtype = opts.dtype ??
     (gpu.hasF16 && config.torchDtype && config.torchDtype !== "float32" ? "f16" : "f32");
-  assertWeightsFit(config, dtype === "f16" ? 2 : 4, gpu.memoryLimitBytes, `${folder}/config.json`);
+  assertWeightsFit(config, dtype === "f16" ? 2 : 4, weightBudget(gpu), `${folder}/config.json`);
   using ckpt = await openCheckpoint(folder);
   const weights = await loadWeights(gpu, config, ckpt, folder, { ...opts, dtype });
   return new Model(gpu, config, weights, dtype);
