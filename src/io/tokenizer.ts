@@ -266,13 +266,23 @@ export async function loadTokenizer(path: string): Promise<Tokenizer> {
     if (t !== undefined) specials[key] = t;
   }
 
+  const vocabSize = tok.model.vocab.length;
   return {
     file,
     eosTokenIds: Object.freeze([...eos]),
-    vocabSize: tok.model.vocab.length,
+    vocabSize,
     chatTemplate,
     encode(text: string, options = {}): number[] {
-      return tok.encode(text, { add_special_tokens: options.addSpecialTokens ?? false });
+      const ids = tok.encode(text, { add_special_tokens: options.addSpecialTokens ?? false });
+      // a piece with no token and no unk_token comes back as undefined: never pass that on
+      const i = ids.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id < vocabSize));
+      if (i >= 0) {
+        throw new RangeError(
+          `${file}: ${JSON.stringify(text.slice(0, 40))} encodes to ${ids[i]} at token ${i}: ` +
+            `a piece of it has no token in model.vocab and there is no unk_token`,
+        );
+      }
+      return ids;
     },
     decode(ids: readonly number[], options = {}): string {
       if (ids.length === 0) return "";

@@ -279,3 +279,57 @@ Deno.test("hostile tokenizer.json files are refused naming the file and the fiel
   );
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("tokenizer.json with a random part replaced loads and encodes in range, or is refused naming the file", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/tokenizer.json`;
+  const paths: [string, ...string[]][] = [
+    ["model", "type"],
+    ["model", "vocab"],
+    ["model", "vocab", "ab"],
+    ["model", "merges"],
+    ["model", "merges", "0"],
+    ["model", "continuing_subword_prefix"],
+    ["added_tokens"],
+    ["pre_tokenizer"],
+    ["decoder"],
+    ["normalizer"],
+  ];
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom(...paths),
+      fc.option(fc.jsonValue({ maxDepth: 2 }), { nil: undefined }),
+      async (path, value) => {
+        const j = JSON.parse(tokenizerJson());
+        let o = j;
+        for (const k of path.slice(0, -1)) o = o[k];
+        o[path[path.length - 1]] = value;
+        await Deno.writeTextFile(file, JSON.stringify(j));
+        const why = `${path.join(".")} = ${JSON.stringify(value)}`;
+        let tok;
+        try {
+          tok = await loadTokenizer(dir);
+        } catch (e) {
+          assert.ok(isTyped(e), `${why}: ${(e as Error).constructor.name}: ${e}`);
+          assert.ok(e.message.startsWith(`${file}: `), `${why}: ${e.message}`);
+          return;
+        }
+        // accepted: every id it produces has a row below vocabSize, or encode refuses the text
+        for (const text of ["ab", "ba a", "\u00e9\u00e9"]) {
+          let ids: number[];
+          try {
+            ids = tok.encode(text);
+          } catch (e) {
+            assert.ok(e instanceof RangeError && e.message.startsWith(`${file}: `), `${why}: ${e}`);
+            continue;
+          }
+          for (const id of ids) {
+            assert.ok(Number.isInteger(id) && id >= 0 && id < tok.vocabSize, `${why}: id ${id}`);
+          }
+        }
+      },
+    ),
+    { numRuns: 150, seed: 8 },
+  );
+  await Deno.remove(dir, { recursive: true });
+});
