@@ -300,21 +300,29 @@ export interface TextFileSourceOptions {
   documents?: "blank-lines" | "lines" | "jsonl";
 }
 
-/** Offset of the first byte that does not continue a valid UTF-8 sequence (the file's length if none). */
+/**
+ * Offset of the first byte of the first ill-formed UTF-8 sequence (Unicode Table 3-7, as the
+ * fatal `TextDecoder` applies it), or the length when the bytes are well-formed.
+ */
 function firstInvalidUtf8(b: Uint8Array): number {
   for (let i = 0; i < b.length;) {
     const c = b[i];
-    const n = c < 0x80
-      ? 0
-      : c >= 0xc2 && c < 0xe0
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    // continuation bytes after the lead, and the range of the first one (the rest 80..BF)
+    const n = c >= 0xc2 && c <= 0xdf
       ? 1
-      : c >= 0xe0 && c < 0xf0
+      : c >= 0xe0 && c <= 0xef
       ? 2
-      : c >= 0xf0 && c < 0xf5
+      : c >= 0xf0 && c <= 0xf4
       ? 3
-      : -1;
-    if (n < 0) return i;
-    for (let k = 1; k <= n; k++) if (i + k >= b.length || (b[i + k] & 0xc0) !== 0x80) return i;
+      : 0;
+    const lo = c === 0xe0 ? 0xa0 : c === 0xf0 ? 0x90 : 0x80;
+    const hi = c === 0xed ? 0x9f : c === 0xf4 ? 0x8f : 0xbf;
+    if (n === 0 || !(b[i + 1] >= lo && b[i + 1] <= hi)) return i;
+    for (let k = 2; k <= n; k++) if (!(b[i + k] >= 0x80 && b[i + k] <= 0xbf)) return i;
     i += n + 1;
   }
   return b.length;

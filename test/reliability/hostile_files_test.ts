@@ -153,18 +153,39 @@ Deno.test("training text files that are empty, not UTF-8 or shorter than one row
   // random bytes: a source, or a typed error naming the file
   let n = 0;
   await fc.assert(
-    fc.asyncProperty(fc.uint8Array({ maxLength: 200 }), async (bytes) => {
-      const path = `${dir}/random${n++}.txt`;
-      await Deno.writeFile(path, bytes);
-      try {
-        const src = await textFileSource(path, CHARS, { batch: 1, seqLen: 4, seed: 2 });
-        assert.equal(src.next().ids.length, 4);
-      } catch (e) {
-        assert.ok(e instanceof TypeError || e instanceof RangeError, String(e));
-        assert.ok((e as Error).message.startsWith(`${path}: `), (e as Error).message);
-      }
-    }),
-    { numRuns: 80, seed: 23 },
+    fc.asyncProperty(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 200 }),
+        fc.string({ unit: "grapheme", maxLength: 60 }).chain((t) =>
+          fc.tuple(fc.nat(), fc.integer({ min: 0x80, max: 0xff })).map(([i, byte]) => {
+            const b = new TextEncoder().encode(t);
+            if (b.length) b[i % b.length] = byte; // one bad byte in otherwise valid text
+            return b;
+          })
+        ),
+      ),
+      async (bytes) => {
+        const path = `${dir}/random${n++}.txt`;
+        await Deno.writeFile(path, bytes);
+        try {
+          const src = await textFileSource(path, CHARS, { batch: 1, seqLen: 4, seed: 2 });
+          assert.equal(src.next().ids.length, 4);
+        } catch (e) {
+          assert.ok(e instanceof TypeError || e instanceof RangeError, String(e));
+          assert.ok((e as Error).message.startsWith(`${path}: `), (e as Error).message);
+          const off = /offset (\d+)/.exec((e as Error).message);
+          if (off) {
+            // oracle: everything before the offset is UTF-8, and no sequence starts there
+            const at = Number(off[1]), fatal = new TextDecoder("utf-8", { fatal: true });
+            assert.doesNotThrow(() => fatal.decode(bytes.subarray(0, at)));
+            for (let len = 1; len <= 4; len++) {
+              assert.throws(() => fatal.decode(bytes.subarray(at, at + len)), `offset ${at}`);
+            }
+          }
+        }
+      },
+    ),
+    { numRuns: 150, seed: 23 },
   );
   await Deno.remove(dir, { recursive: true });
 });
