@@ -88,6 +88,8 @@ export function qwen3ChatFormat(
 async function readJson(path: string, optional: boolean): Promise<unknown> {
   let text: string;
   try {
+    // a device such as /dev/zero would be read forever
+    if (!(await Deno.stat(path)).isFile) throw new TypeError(`${path}: not a regular file`);
     text = await Deno.readTextFile(path);
   } catch (e) {
     if (optional && e instanceof Deno.errors.NotFound) return undefined;

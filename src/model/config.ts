@@ -394,12 +394,21 @@ export function parseConfig(json: unknown, fileName = "config.json"): ModelConfi
  *
  * @param path a model folder (reads `config.json` in it) or the file itself
  * @returns the normalised config
- * @throws SyntaxError naming the file if it is not JSON; else as {@link parseConfig}
+ * @throws SyntaxError naming the file if it is not JSON; TypeError if it is not a regular file;
+ *   RangeError if it is over 16 MiB; else as {@link parseConfig}
  */
 export async function loadConfig(path: string): Promise<ModelConfig> {
   const file = (await Deno.stat(path)).isDirectory
     ? (path.endsWith("/") ? path : path + "/") + "config.json"
     : path;
+  // a config is a few kilobytes: refuse a device (/dev/zero never ends) or a huge file unread
+  const st = await Deno.stat(file);
+  if (!st.isFile) throw new TypeError(`${file}: not a regular file`);
+  if (st.size > MAX_CONFIG_BYTES) {
+    throw new RangeError(
+      `${file}: ${st.size} bytes is too large for a config (${MAX_CONFIG_BYTES} at most)`,
+    );
+  }
   const text = await Deno.readTextFile(file);
   let json: unknown;
   try {
@@ -457,6 +466,9 @@ export function assertWeightsFit(
       `${gib(budgetBytes)} available`,
   );
 }
+
+/** Largest `config.json` read (real ones are a few kilobytes). */
+const MAX_CONFIG_BYTES = 16 << 20;
 
 function ids(v: number[]): number | number[] | null {
   return v.length === 0 ? null : v.length === 1 ? v[0] : [...v];

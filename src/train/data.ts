@@ -348,6 +348,8 @@ export async function textFileSource(
   posInt(opts.seqLen, `${path}: seqLen`);
   let bytes: Uint8Array;
   try {
+    // a device such as /dev/zero would be read forever
+    if (!(await Deno.stat(path)).isFile) throw new Error("not a regular file");
     bytes = await Deno.readFile(path);
   } catch (e) {
     throw new Error(`${path}: cannot read the training text (${(e as Error).message})`);

@@ -114,6 +114,20 @@ Deno.test("hand-made hostile config.json files are refused naming the file and t
     assert.ok(await attemptConfig(dir, name, text), `${name}: accepted`);
   }
   assert.ok(await attemptConfig(dir, "binary", new Uint8Array([0xff, 0xfe, 0x00, 0x7b])));
+  // 17 MiB of spaces around a valid object: refused by its size, unread
+  const padded = await attemptConfig(dir, "oversized", " ".repeat(17 << 20) + JSON.stringify(BASE));
+  assert.match(padded?.message ?? "", /too large for a config/);
+  // a device that never ends is refused unread, not read forever
+  for (const dev of ["/dev/zero", "/dev/urandom"]) {
+    await assert.rejects(
+      () => loadConfig(dev),
+      new RegExp(`^TypeError: ${dev}: not a regular file`),
+    );
+    await assert.rejects(
+      () => loadTokenizer(dev),
+      new RegExp(`^TypeError: ${dev}: not a regular file`),
+    );
+  }
   await Deno.remove(dir, { recursive: true });
 });
 

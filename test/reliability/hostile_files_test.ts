@@ -144,7 +144,7 @@ Deno.test("training text files that are empty, not UTF-8 or shorter than one row
     () => textFileSource(`${dir}/bad.jsonl`, CHARS, { ...opts, documents: "jsonl" }),
     new RegExp(`^TypeError: ${dir}/bad.jsonl:2: expected an object with a string "text"`),
   );
-  for (const missing of [`${dir}/nope.txt`, dir]) {
+  for (const missing of [`${dir}/nope.txt`, dir, "/dev/zero"]) {
     await assert.rejects(
       () => textFileSource(missing, CHARS, opts),
       new RegExp(`${missing}: cannot read`),
