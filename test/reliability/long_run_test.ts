@@ -26,6 +26,8 @@ const T = Number(Deno.env.get("DMS_LONG_RUN_TOKENS") ?? 1024);
 const CR = 8;
 const W = Math.round(T / CR) - 1, WC = W + 1;
 const EVERY = 64;
+/** A run longer than the CI default prints its progress every 10 %. */
+const LONG = Deno.env.has("DMS_LONG_RUN_TOKENS");
 const PROMPT = [1, 2, 3];
 
 const config = parseConfig({
@@ -56,7 +58,7 @@ async function run(policy: CachePolicyName): Promise<Run> {
   const model = createModel(gpu, config, { seed: 3 });
   const before = gpu.memory();
   const samples: [number, number][] = [];
-  let stats: KvCacheStats | undefined, n = 0;
+  let stats: KvCacheStats | undefined, n = 0, report = T / 10;
   const t0 = performance.now();
   try {
     const gen = generate(model, [PROMPT], {
@@ -68,6 +70,11 @@ async function run(policy: CachePolicyName): Promise<Run> {
     for await (const c of gen) {
       n += c.tokens[0].length;
       samples.push([n, gpu.memory().liveBytes]);
+      if (LONG && n >= report) {
+        report += T / 10;
+        const s = ((performance.now() - t0) / 1000).toFixed(0);
+        console.log(`${policy} ${n}/${T} tokens, ${s} s, pool ${gpu.memory().liveBytes} B`);
+      }
       stats ??= c.stats;
     }
     const after = gpu.memory();
