@@ -1,86 +1,122 @@
 /**
- * End-to-end decode benchmark: a random model of a given shape (default: the
- * Qwen3-0.6B geometry) generates `--tokens` tokens after a `--prompt`-token
- * prefill, with the dense cache and with the DMS cache, and reports decode
- * tokens/s (wall clock, readback every 16 tokens included), prefill time, KV
- * entries read and the compression ratio. Random weights make random DMS
- * decisions (about half the tokens get marked), so the compression here is a
- * property of the random model, not of a retrofitted one.
+ * End-to-end decode benchmark (bench sections d and e): a random model of the Qwen3-0.6B
+ * geometry (28 layers, hidden 1024, 16/8 heads × 128, MLP 3072, vocab 151936; seeded random
+ * weights, nothing downloaded) prefills a `ctx`-token prompt and decodes `--tokens` tokens, B = 1,
+ * with the dense cache and with the DMS cache at a forced compression ratio. Reports decode
+ * tokens/s (wall clock after the first readback chunk, readbacks included), prefill time, and
+ * per generated token: dispatches, queue submits and readbacks (counted by wrapping this Gpu
+ * instance, `countGpu` in bench/_common.ts), plus the summed GPU kernel time of one decode step
+ * (timestamp queries). The PyTorch twin (bench/torch_generate.py: transformers' Qwen3 modules,
+ * the same geometry, a static cache, eager and CUDA-graph decode) runs in the same invocation
+ * when `python3` has torch with CUDA.
  *
- *   deno task bench:generate [--layers 28 --hidden 1024 ...] [--quick]
+ * Forcing a CR (a documented benchmark knob, not a model code path): the config's decision-logit
+ * scale 0 and offset −10 (`dms_alpha_scale`, `dms_initial_alpha_offset`) make every decision
+ * logit a = 0·x + 10 > 0 (SPEC §1), so every token is marked and leaves the cache W + 1 tokens
+ * later (SPEC §2, §5.2); with W = ctx/CR − 1 each page holds ctx/CR entries when decode starts,
+ * so decode attention reads 1/CR of the dense cache's entries (the measured CR is printed).
+ *
+ * Usage: `deno run -A bench/generate.ts [--contexts 2048,32768] [--tokens 256] [--cr 8]
+ * [--readback-every 32] [--no-torch] [--quick] [--json FILE]`. On a CPU adapter (lavapipe) or
+ * with `--quick`: 2 layers, hidden 128, 4/2 heads × 32, vocab 1000, contexts 256,1024, 96 tokens.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import {
-  createCacheFor,
-  createModel,
-  generate,
-  getGpu,
-  parseConfig,
-  Tensor,
-} from "@hyperscale/dms";
-import { sample } from "@hyperscale/dms/ops";
+import { createCacheFor, generate } from "../src/generate.ts";
+import { getGpu } from "../src/gpu/device.ts";
+import { parseConfig } from "../src/model/config.ts";
+import { createModel, type Model } from "../src/model/model.ts";
+import { sample } from "../src/ops/sample.ts";
+import { Tensor } from "../src/tensor/tensor.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
+import { countGpu, fmt, isCpuAdapter, markdownTable, runPython, torchCuda } from "./_common.ts";
 
 const { values } = parseArgs({
   options: {
-    layers: { type: "string", default: "28" },
-    hidden: { type: "string", default: "1024" },
-    heads: { type: "string", default: "16" },
-    "kv-heads": { type: "string", default: "8" },
-    "head-dim": { type: "string", default: "128" },
-    intermediate: { type: "string", default: "3072" },
-    vocab: { type: "string", default: "151936" },
-    window: { type: "string", default: "512" },
-    prompt: { type: "string", default: "2048" },
-    tokens: { type: "string", default: "256" },
+    contexts: { type: "string" },
+    tokens: { type: "string" },
+    cr: { type: "string", default: "8" },
+    "readback-every": { type: "string", default: "32" },
     dtype: { type: "string" },
+    "no-torch": { type: "boolean", default: false },
     quick: { type: "boolean", default: false },
     json: { type: "string" },
   },
 });
 const gpu = await getGpu();
-const cpu = /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
-const n = (
-  k: keyof typeof values,
-  small: number,
-) => (values.quick || cpu ? small : Number(values[k]));
-const cfg = parseConfig({
-  model_type: "qwen3",
-  num_hidden_layers: n("layers", 2),
-  hidden_size: n("hidden", 128),
-  num_attention_heads: n("heads", 4),
-  num_key_value_heads: n("kv-heads", 2),
-  head_dim: n("head-dim", 32),
-  intermediate_size: n("intermediate", 256),
-  vocab_size: n("vocab", 1000),
-  max_position_embeddings: 65536,
-  rope_theta: 1e6,
-  tie_word_embeddings: true,
-  dms_window_size: n("window", 32),
-  dms_paged_attention_block_size: Math.min(256, n("window", 32) - 1),
-}, "bench config");
+const cpu = isCpuAdapter(gpu);
+const small = values.quick || cpu;
+const geometry = small
+  ? { layers: 2, hidden: 128, heads: 4, kvHeads: 2, headDim: 32, inter: 256, vocab: 1000 }
+  : { layers: 28, hidden: 1024, heads: 16, kvHeads: 8, headDim: 128, inter: 3072, vocab: 151936 };
+const contexts = (values.contexts ?? (small ? "256,1024" : "2048,32768")).split(",").map(Number);
+const N = Number(values.tokens ?? (small ? 96 : 256));
+const CR = Number(values.cr);
+const every = Number(values["readback-every"]);
 const dtype = (values.dtype as "f32" | "f16" | undefined) ?? (gpu.hasF16 ? "f16" : "f32");
-const P = n("prompt", 128), N = n("tokens", 32);
-console.log(
-  `device: ${gpu.description}; model: ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ` +
-    `${cfg.numHeads}/${cfg.numKvHeads} heads × ${cfg.headDim}, vocab ${cfg.vocabSize}, ${dtype}; ` +
-    `prompt ${P}, decode ${N}, window ${cfg.dms.window}`,
-);
-const model = createModel(gpu, cfg, { seed: 1, dtype });
-const prompt = Array.from({ length: P }, (_, i) => (i * 7919) % cfg.vocabSize);
-const results: Record<string, unknown>[] = [];
-for (const policy of ["dense", "dms"] as const) {
-  const cache = createCacheFor(model, 1, policy);
+const counters = countGpu(gpu);
+
+/** One result row. */
+interface Row {
+  ctx: number;
+  cache: string;
+  cr: number;
+  prefillMs: number;
+  tokPerS: number;
+  stepGpuMs: number;
+  dispatchesPerToken: number;
+  submitsPerToken: number;
+  readbacksPerToken: number;
+  torchEagerTokPerS?: number;
+  torchGraphTokPerS?: number;
+}
+
+function config(ctx: number, policy: "dense" | "dms") {
+  const W = policy === "dms" ? Math.max(2, Math.round(ctx / CR) - 1) : 512;
+  const g = geometry;
+  return parseConfig({
+    model_type: "qwen3",
+    num_hidden_layers: g.layers,
+    hidden_size: g.hidden,
+    num_attention_heads: g.heads,
+    num_key_value_heads: g.kvHeads,
+    head_dim: g.headDim,
+    intermediate_size: g.inter,
+    vocab_size: g.vocab,
+    max_position_embeddings: Math.max(4096, 2 * (ctx + N)),
+    rope_theta: 1e6,
+    tie_word_embeddings: true,
+    dms_window_size: W,
+    dms_paged_attention_block_size: Math.min(256, W - 1),
+    // The forced-CR knob (module doc): every decision logit is +10, every token marked.
+    ...(policy === "dms" ? { dms_alpha_scale: 0, dms_initial_alpha_offset: -10 } : {}),
+  }, "bench config");
+}
+
+async function run(ctx: number, policy: "dense" | "dms"): Promise<Row> {
+  const cfg = config(ctx, policy);
+  const model = createModel(gpu, cfg, { seed: 1, dtype });
+  try {
+    return await runOn(model, ctx, policy);
+  } finally {
+    model.dispose();
+  }
+}
+
+async function runOn(model: Model, ctx: number, policy: "dense" | "dms"): Promise<Row> {
+  const cfg = model.config;
+  const prompt = Array.from({ length: ctx }, (_, i) => (i * 7919) % cfg.vocabSize);
+  using cache = createCacheFor(model, 1, policy);
+  await gpu.sync();
   const t0 = performance.now();
   let tFirst = 0, count = 0;
   const gen = generate(model, [prompt], {
     maxTokens: N,
     cache,
     eosTokenIds: [],
-    readbackEvery: 16,
+    readbackEvery: every,
     prefillChunk: 4096,
   });
   let stats;
@@ -90,70 +126,104 @@ for (const policy of ["dense", "dms"] as const) {
       stats = r.value.stats;
       break;
     }
-    if (!tFirst) tFirst = performance.now();
     count += r.value.tokens[0].length;
+    if (!tFirst) {
+      tFirst = performance.now();
+      counters.reset();
+    }
   }
   const t1 = performance.now();
-  cache.dispose();
-  // the first chunk's time holds the prefill plus 16 decode steps; report decode rate after it
-  const decodeTokens = count - Math.min(16, count);
-  const row = {
-    policy,
-    prefill_plus_first16_ms: +(tFirst - t0).toFixed(1),
-    decode_tokens_per_s: decodeTokens > 0
-      ? +(decodeTokens / ((t1 - tFirst) / 1000)).toFixed(1)
-      : null,
-    kv_read_tokens: stats.readTokens,
-    peak_kv_tokens: stats.peakTokens,
-    compression_ratio: +stats.compressionRatio.toFixed(2),
+  const decoded = count - Math.min(every, count);
+  const per = (x: number) => (decoded > 0 ? x / decoded : NaN);
+  const row: Row = {
+    ctx,
+    cache: policy === "dense" ? "dense" : `dms CR=${CR} (forced)`,
+    cr: stats.compressionRatioDenseOverKept,
+    prefillMs: tFirst - t0,
+    tokPerS: decoded > 0 ? decoded / ((t1 - tFirst) / 1000) : NaN,
+    stepGpuMs: NaN,
+    dispatchesPerToken: per(counters.dispatches),
+    submitsPerToken: per(counters.submits),
+    readbacksPerToken: per(counters.readbacks),
   };
-  results.push(row);
-  console.log(JSON.stringify(row));
+  // One decode step's kernels (timestamp queries), after the run, at the cache's length.
+  if (gpu.hasTimestamps) {
+    using ids = Tensor.fromArray(gpu, [1], [1, 1], "i32");
+    using pos = Tensor.fromArray(gpu, [ctx + N], [1, 1], "i32");
+    await cache.reserve(4);
+    row.stepGpuMs = await gpu.profile(() => {
+      const l = model.forward(ids, { mode: "inference", positions: pos, cache, logits: "last" })!;
+      const logits = l.reshape([1, cfg.vocabSize]);
+      l.dispose();
+      sample(logits, { out: ids });
+      logits.dispose();
+    }, 2048);
+  }
+  return row;
 }
-// One decode step in detail: CPU time to record it, wall time until the GPU is done, and the
-// summed GPU time of its kernels (timestamp queries).
-{
-  const cache = createCacheFor(model, 1, "dms");
-  const gen = generate(model, [prompt], {
-    maxTokens: 1,
-    cache,
-    eosTokenIds: [],
-    prefillChunk: 4096,
-  });
-  while (!(await gen.next()).done);
-  using ids = Tensor.fromArray(gpu, [1], [1, 1], "i32");
-  using pos = Tensor.fromArray(gpu, [P], [1, 1], "i32");
-  const step = () => {
-    const l = model.forward(ids, { mode: "inference", positions: pos, cache, logits: "last" })!;
-    const logits = l.reshape([1, cfg.vocabSize]);
-    l.dispose();
-    sample(logits, { out: ids });
-    logits.dispose();
-  };
-  await cache.reserve(8);
-  await gpu.sync();
-  const t0 = performance.now();
-  step();
-  const t1 = performance.now();
-  gpu.flush();
-  await gpu.sync();
-  const t2 = performance.now();
-  let gpuMs = NaN;
-  if (gpu.hasTimestamps) gpuMs = await gpu.profile(step, 2048);
-  const row = {
-    policy: "dms one step",
-    cpu_record_ms: +(t1 - t0).toFixed(2),
-    wall_ms: +(t2 - t0).toFixed(2),
-    gpu_kernels_ms: +gpuMs.toFixed(3),
-  };
-  results.push(row);
-  console.log(JSON.stringify(row));
-  cache.dispose();
+
+const g = geometry;
+console.log(
+  `device: ${gpu.description}; model: ${g.layers} layers, hidden ${g.hidden}, ${g.heads}/` +
+    `${g.kvHeads} heads × ${g.headDim}, MLP ${g.inter}, vocab ${g.vocab}, ${dtype}; B = 1, ` +
+    `${N} tokens, readback every ${every}`,
+);
+const rows: Row[] = [];
+for (const ctx of contexts) {
+  for (const policy of ["dense", "dms"] as const) {
+    const r = await run(ctx, policy);
+    rows.push(r);
+    console.error(`  ctx ${ctx} ${r.cache}: ${fmt(r.tokPerS)} tok/s`);
+  }
 }
+let torch: Record<string, unknown> | undefined;
+if (!values["no-torch"] && await torchCuda()) {
+  try {
+    torch = await runPython("./torch_generate.py", {
+      ...geometry,
+      contexts,
+      tokens: N,
+      dtype,
+    });
+    const t = torch.results as Record<string, { eager?: number; graph?: number }>;
+    for (const r of rows.filter((x) => x.cache === "dense")) {
+      r.torchEagerTokPerS = t?.[`${r.ctx}`]?.eager;
+      r.torchGraphTokPerS = t?.[`${r.ctx}`]?.graph;
+    }
+    console.log(`PyTorch ${torch.torch}, transformers ${torch.transformers} on ${torch.device}`);
+    for (const [k, e] of Object.entries(torch.errors ?? {})) console.log(`  torch ${k}: ${e}`);
+  } catch (e) {
+    console.log(`PyTorch twin skipped: ${(e as Error).message}`);
+  }
+}
+const dense = (r: Row) => rows.find((x) => x.ctx === r.ctx && x.cache === "dense")!;
+const body = rows.map((r) => [
+  `${r.ctx}`,
+  r.cache,
+  fmt(r.cr, 2),
+  ...(cpu ? [] : [fmt(r.prefillMs), fmt(r.tokPerS), fmt(r.stepGpuMs, 2)]),
+  fmt(dense(r).tokPerS ? r.tokPerS / dense(r).tokPerS : NaN, 2),
+  fmt(r.dispatchesPerToken),
+  fmt(r.submitsPerToken, 2),
+  fmt(r.readbacksPerToken, 3),
+  ...(cpu ? [] : [fmt(r.torchEagerTokPerS), fmt(r.torchGraphTokPerS)]),
+  fmt(r.torchGraphTokPerS ? r.tokPerS / r.torchGraphTokPerS : NaN, 2),
+]);
+const head = [
+  "ctx",
+  "cache",
+  "CR",
+  ...(cpu ? [] : ["prefill ms", "tok/s", "step GPU ms"]),
+  "this/dense",
+  "dispatches/tok",
+  "submits/tok",
+  "readbacks/tok",
+  ...(cpu ? [] : ["torch eager tok/s", "torch graph tok/s"]),
+  "ours/graph",
+];
+console.log(markdownTable(head, body, 2));
 if (values.json) {
-  await writeTextFileAtomic(
-    values.json,
-    JSON.stringify({ device: gpu.description, results }, null, 2),
-  );
+  const doc = { device: gpu.description, cpu, geometry, dtype, tokens: N, cr: CR, rows, torch };
+  await writeTextFileAtomic(values.json, JSON.stringify(doc, null, 2) + "\n");
+  console.log(`wrote ${values.json}`);
 }
-model.dispose();

@@ -1,0 +1,136 @@
+/**
+ * Helpers the bench scripts share: seeded data, medians, markdown tables, the CPU-adapter test,
+ * the PyTorch probe and dispatch/submit/readback counters.
+ *
+ * @module
+ */
+
+import type { Gpu } from "../src/gpu/device.ts";
+
+/** Whether the adapter is a CPU rasteriser (lavapipe / llvmpipe / SwiftShader). */
+export function isCpuAdapter(gpu: Gpu): boolean {
+  return /llvmpipe|lavapipe|swiftshader/i.test(gpu.description);
+}
+
+/** n values in [lo, hi) from a seeded mulberry32 stream. */
+export function random(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), s | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = lo + (hi - lo) * (((t ^ (t >>> 14)) >>> 0) / 4294967296);
+  }
+  return out;
+}
+
+/** Median of a non-empty list. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
+}
+
+/** A number for a table cell: "-" when absent or not finite, fewer digits when large. */
+export function fmt(v: number | undefined | null, digits = 1): string {
+  if (v === undefined || v === null || !Number.isFinite(v)) return "-";
+  return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(digits);
+}
+
+/** A markdown table; columns from `left` on are right-aligned (numbers). */
+export function markdownTable(head: string[], body: string[][], left = 1): string {
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? "").length)));
+  const line = (c: string[]) =>
+    "| " +
+    w.map((n, i) => (i < left ? (c[i] ?? "").padEnd(n) : (c[i] ?? "").padStart(n))).join(" | ") +
+    " |";
+  return [
+    line(head),
+    "|" + w.map((n, i) => "-".repeat(n + 1) + (i < left ? "-" : ":") + "|").join(""),
+    ...body.map(line),
+  ].join("\n");
+}
+
+/** Dispatches, queue submits and readbacks (maps) recorded since {@linkcode Counters.reset}. */
+export interface Counters {
+  dispatches: number;
+  submits: number;
+  readbacks: number;
+  syncs: number;
+  /** Zeroes the counts. */
+  reset(): void;
+}
+
+/**
+ * Counts what crosses the CPU–GPU line by wrapping this Gpu instance's `dispatch`, `readMany`
+ * and `sync` and its queue's `submit` (benchmark instrumentation; the library is unchanged).
+ */
+export function countGpu(gpu: Gpu): Counters {
+  const c: Counters = {
+    dispatches: 0,
+    submits: 0,
+    readbacks: 0,
+    syncs: 0,
+    reset() {
+      c.dispatches =
+        c.submits =
+        c.readbacks =
+        c.syncs =
+          0;
+    },
+  };
+  const dispatch = gpu.dispatch.bind(gpu);
+  gpu.dispatch = ((...a: Parameters<Gpu["dispatch"]>) => {
+    c.dispatches++;
+    return dispatch(...a);
+  }) as Gpu["dispatch"];
+  const readMany = gpu.readMany.bind(gpu);
+  gpu.readMany = ((...a: Parameters<Gpu["readMany"]>) => {
+    c.readbacks++;
+    return readMany(...a);
+  }) as Gpu["readMany"];
+  const sync = gpu.sync.bind(gpu);
+  gpu.sync = (() => {
+    c.syncs++;
+    return sync();
+  }) as Gpu["sync"];
+  const queue = gpu.device.queue;
+  const submit = queue.submit.bind(queue);
+  queue.submit = (cbs: GPUCommandBuffer[]) => {
+    c.submits++;
+    return submit(cbs);
+  };
+  return c;
+}
+
+/** Whether `python3` imports torch with CUDA (the PyTorch twins run only then). */
+export async function torchCuda(): Promise<boolean> {
+  if (Deno.permissions.querySync({ name: "run", command: "python3" }).state !== "granted") {
+    return false;
+  }
+  try {
+    const probe = await new Deno.Command("python3", {
+      args: ["-c", "import torch; print(torch.cuda.is_available())"],
+      stderr: "null",
+    }).output();
+    return new TextDecoder().decode(probe.stdout).trim() === "True";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs a Python twin with one JSON argument; returns the JSON object on its last stdout line
+ * (or throws with the last line of its stderr).
+ */
+export async function runPython(script: string, cfg: unknown): Promise<Record<string, unknown>> {
+  const path = new URL(script, import.meta.url).pathname;
+  const r = await new Deno.Command("python3", { args: [path, JSON.stringify(cfg)] }).output();
+  const text = new TextDecoder().decode(r.stdout).trim();
+  if (!r.success) {
+    const err = new TextDecoder().decode(r.stderr).trim().split("\n").at(-1);
+    throw new Error(`${script}: ${err}`);
+  }
+  return JSON.parse(text.split("\n").at(-1)!);
+}

@@ -1,0 +1,202 @@
+/**
+ * Parallel chains (bench section f, the hyper-scaling regime): B sequences sampled from one
+ * prompt of `ctx` tokens (the prompt repeated B times; sampling with temperature 1 and a seed so
+ * the chains diverge), B = 8–64, dense vs DMS at a forced compression ratio, the Qwen3-0.6B
+ * geometry with seeded random weights. Reports decode tokens/s summed over the chains, the peak
+ * KV bytes (K and V of the live entries at the peak, `KvCacheStats.peakBytes`) and per chain,
+ * then the largest batch whose peak KV fits a fixed KV memory budget (`--budget-gb`) for each
+ * cache, and the throughput at that batch (measured when it is in the batch list, else at the
+ * largest measured batch that fits, marked "≤").
+ *
+ * Forced CR: the decision-logit knob of bench/generate.ts (scale 0, offset −10: every token
+ * marked) with W = ctx/CR − 1, so each page holds ctx/CR entries while decoding.
+ *
+ * Usage: `deno run -A bench/chains.ts [--contexts 8192,32768] [--batches 8,16,32,64]
+ * [--tokens 64] [--cr 8] [--budget-gb 16] [--max-seconds 150] [--quick] [--json FILE]`. Rows
+ * still to run when `--max-seconds` is spent are listed as skipped. CPU adapter / `--quick`:
+ * 2 layers, hidden 128, contexts 128, batches 2,4, 48 tokens, budget 1 MB.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { createCacheFor, generate } from "../src/generate.ts";
+import { getGpu } from "../src/gpu/device.ts";
+import { parseConfig } from "../src/model/config.ts";
+import { createModel } from "../src/model/model.ts";
+import { writeTextFileAtomic } from "../src/io/atomic.ts";
+import { fmt, isCpuAdapter, markdownTable } from "./_common.ts";
+
+const { values } = parseArgs({
+  options: {
+    contexts: { type: "string" },
+    batches: { type: "string" },
+    tokens: { type: "string" },
+    cr: { type: "string", default: "8" },
+    "budget-gb": { type: "string" },
+    "max-seconds": { type: "string", default: "150" },
+    dtype: { type: "string" },
+    quick: { type: "boolean", default: false },
+    json: { type: "string" },
+  },
+});
+const gpu = await getGpu();
+const cpu = isCpuAdapter(gpu);
+const small = values.quick || cpu;
+const g = small
+  ? { layers: 2, hidden: 128, heads: 4, kvHeads: 2, headDim: 32, inter: 256, vocab: 1000 }
+  : { layers: 28, hidden: 1024, heads: 16, kvHeads: 8, headDim: 128, inter: 3072, vocab: 151936 };
+const nums = (s: string | undefined, d: string) => (s ?? d).split(",").map(Number);
+const contexts = nums(values.contexts, small ? "128" : "8192,32768");
+const batches = nums(values.batches, small ? "2,4" : "8,16,32,64");
+const N = Number(values.tokens ?? (small ? 48 : 64));
+const CR = Number(values.cr);
+const budget = Number(values["budget-gb"] ?? (small ? 0.001 : 16)) * 1e9;
+const deadline = performance.now() + Number(values["max-seconds"]) * 1000;
+const dtype = (values.dtype as "f32" | "f16" | undefined) ?? (gpu.hasF16 ? "f16" : "f32");
+const every = Math.min(small ? 16 : 32, N);
+
+/** One measured (or skipped) configuration. */
+interface Row {
+  ctx: number;
+  cache: "dense" | "dms";
+  B: number;
+  tokPerS: number;
+  peakKvBytes: number;
+  cr: number;
+  skipped?: string;
+}
+
+async function run(ctx: number, cache: "dense" | "dms", B: number): Promise<Row> {
+  const W = cache === "dms" ? Math.max(2, Math.round(ctx / CR) - 1) : 512;
+  const cfg = parseConfig({
+    model_type: "qwen3",
+    num_hidden_layers: g.layers,
+    hidden_size: g.hidden,
+    num_attention_heads: g.heads,
+    num_key_value_heads: g.kvHeads,
+    head_dim: g.headDim,
+    intermediate_size: g.inter,
+    vocab_size: g.vocab,
+    max_position_embeddings: Math.max(4096, 2 * (ctx + N)),
+    rope_theta: 1e6,
+    tie_word_embeddings: true,
+    dms_window_size: W,
+    dms_paged_attention_block_size: Math.min(256, W - 1),
+    ...(cache === "dms" ? { dms_alpha_scale: 0, dms_initial_alpha_offset: -10 } : {}),
+  }, "chains config");
+  const model = createModel(gpu, cfg, { seed: 1, dtype });
+  try {
+    using kv = createCacheFor(model, B, cache);
+    const prompt = Array.from({ length: ctx }, (_, i) => (i * 7919) % cfg.vocabSize);
+    const gen = generate(model, Array.from({ length: B }, () => prompt), {
+      maxTokens: N,
+      cache: kv,
+      eosTokenIds: [],
+      readbackEvery: every,
+      prefillChunk: Math.max(256, Math.floor(4096 / B)),
+      sampling: { temperature: 1, seed: 7 },
+    });
+    let tFirst = 0, count = 0, stats;
+    while (true) {
+      const r = await gen.next();
+      if (r.done) {
+        stats = r.value.stats;
+        break;
+      }
+      count += r.value.tokens.reduce((a, t) => a + t.length, 0);
+      if (!tFirst) tFirst = performance.now();
+    }
+    const decoded = count - B * Math.min(every, N);
+    return {
+      ctx,
+      cache,
+      B,
+      tokPerS: decoded > 0 ? decoded / ((performance.now() - tFirst) / 1000) : NaN,
+      peakKvBytes: stats.peakBytes,
+      cr: stats.compressionRatioDenseOverKept,
+    };
+  } finally {
+    model.dispose();
+  }
+}
+
+console.log(
+  `device: ${gpu.description}; ${g.layers} layers, hidden ${g.hidden}, ${g.heads}/${g.kvHeads} ` +
+    `heads × ${g.headDim}, ${dtype}; ${N} tokens per chain; KV budget ${budget / 1e9} GB`,
+);
+const rows: Row[] = [];
+for (const ctx of contexts) {
+  for (const cache of ["dense", "dms"] as const) {
+    for (const B of batches) {
+      if (performance.now() > deadline) {
+        rows.push({ ctx, cache, B, tokPerS: NaN, peakKvBytes: NaN, cr: NaN, skipped: "time" });
+        continue;
+      }
+      try {
+        const r = await run(ctx, cache, B);
+        rows.push(r);
+        console.error(`  ctx ${ctx} ${cache} B=${B}: ${fmt(r.tokPerS)} tok/s`);
+      } catch (e) {
+        const msg = (e as Error).message.split("\n")[0].slice(0, 80);
+        rows.push({ ctx, cache, B, tokPerS: NaN, peakKvBytes: NaN, cr: NaN, skipped: msg });
+      }
+    }
+  }
+}
+const ok = rows.filter((r) => !r.skipped);
+console.log(markdownTable(
+  ["ctx", "cache", "B", "CR", "tok/s", "peak KV MB", "KV MB / chain", "note"],
+  rows.map((r) => [
+    `${r.ctx}`,
+    r.cache,
+    `${r.B}`,
+    fmt(r.cr, 2),
+    cpu ? "-" : fmt(r.tokPerS),
+    fmt(r.peakKvBytes / 1e6),
+    fmt(r.peakKvBytes / r.B / 1e6, 2),
+    r.skipped ? `skipped: ${r.skipped}` : "",
+  ]),
+  2,
+));
+/** At the budget: the largest batch whose peak fits, and the throughput measured nearest it. */
+const atBudget = contexts.flatMap((ctx) =>
+  (["dense", "dms"] as const).map((cache) => {
+    const mine = ok.filter((r) => r.ctx === ctx && r.cache === cache);
+    if (!mine.length) return { ctx, cache, bMax: NaN, tokPerS: NaN, measuredAt: NaN };
+    const perChain = Math.max(...mine.map((r) => r.peakKvBytes / r.B));
+    const bMax = Math.floor(budget / perChain);
+    const fit = mine.filter((r) => r.B <= bMax).sort((a, b) => b.B - a.B)[0];
+    return { ctx, cache, bMax, tokPerS: fit?.tokPerS ?? NaN, measuredAt: fit?.B ?? NaN };
+  })
+);
+console.log(markdownTable(
+  ["ctx", "cache", `largest B in ${budget / 1e9} GB`, "measured at B", "tok/s", "DMS/dense"],
+  atBudget.map((r) => {
+    const d = atBudget.find((x) => x.ctx === r.ctx && x.cache === "dense")!;
+    return [
+      `${r.ctx}`,
+      r.cache,
+      `${r.bMax}`,
+      (r.measuredAt < r.bMax ? "≤ " : "") + fmt(r.measuredAt, 0),
+      cpu ? "-" : fmt(r.tokPerS),
+      r.cache === "dms" ? fmt(r.tokPerS / d.tokPerS, 2) : "",
+    ];
+  }),
+  2,
+));
+if (values.json) {
+  const doc = {
+    device: gpu.description,
+    cpu,
+    geometry: g,
+    dtype,
+    tokens: N,
+    cr: CR,
+    budget,
+    rows,
+    atBudget,
+  };
+  await writeTextFileAtomic(values.json, JSON.stringify(doc, null, 2) + "\n");
+  console.log(`wrote ${values.json}`);
+}

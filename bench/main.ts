@@ -1,0 +1,180 @@
+/**
+ * The one bench entry point (`deno task bench`): runs the selected sections, each a script of
+ * this folder in its own process (so one section's GPU memory and pipelines do not skew the
+ * next), prints their markdown tables, and with `--json FILE` writes every section's JSON in one
+ * file.
+ *
+ * | section | script | what |
+ * | ------- | ------ | ---- |
+ * | `attention` (a) | attention.ts | decode attention, dense vs DMS at forced CR 2/4/8, contexts 4K–128K, B 1–32, f16/f32, GB/s of live KV; PyTorch SDPA twin |
+ * | `prefill` (b) | prefill.ts | prefill attention through the paged cache, flash kernel vs the tiled path, TFLOP/s |
+ * | `kernels` (c) | kernels.ts | matmul / GEMV at the model's shapes, sizes past the 60 MB L2; PyTorch twin |
+ * | `e2e` (d, e) | generate.ts | end-to-end decode tok/s at 2K and 32K, B = 1, dense and DMS at forced CR 8; dispatches, submits and readbacks per token; PyTorch eager and CUDA-graph twin |
+ * | `chains` (f) | chains.ts | parallel chains B = 8–64 from one prompt at 8K–32K, tok/s, peak KV bytes, largest batch in a fixed KV budget |
+ *
+ * Usage: `deno task bench [--sections attention,prefill,kernels,e2e,chains] [--quick] [--full]
+ * [--no-torch] [--json FILE]` (letters a–f work too; e is part of e2e). On a CPU adapter
+ * (lavapipe) every section runs at its small sizes (`--quick`) and only ratios are printed
+ * (absolute times of a CPU rasteriser say nothing about a GPU): the sections' own tables are
+ * kept in the JSON's `log`, and this script prints ratio tables from their JSON. `--full` on a GPU
+ * runs the sections' full sweeps (longer; bench/h200.sh sets the sizes it runs explicitly).
+ * Arguments after `--` go to every section (e.g. `-- --reps 3`).
+ *
+ * Forcing a compression ratio is a benchmark knob (decision-logit scale and offset, or marks
+ * drawn at rate 1 − 1/CR when a cache is filled directly), never a code path of the model: see
+ * each section's module doc.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { getGpu } from "../src/gpu/device.ts";
+import { writeTextFileAtomic } from "../src/io/atomic.ts";
+import { fmt, isCpuAdapter, markdownTable } from "./_common.ts";
+
+const SECTIONS = {
+  attention: "attention.ts",
+  prefill: "prefill.ts",
+  kernels: "kernels.ts",
+  e2e: "generate.ts",
+  chains: "chains.ts",
+} as const;
+type Section = keyof typeof SECTIONS;
+const LETTERS: Record<string, Section> = {
+  a: "attention",
+  b: "prefill",
+  c: "kernels",
+  d: "e2e",
+  e: "e2e",
+  f: "chains",
+};
+
+const { values: args, positionals } = parseArgs({
+  args: Deno.args,
+  allowPositionals: true,
+  options: {
+    sections: { type: "string", default: "attention,prefill,kernels,e2e,chains" },
+    quick: { type: "boolean", default: false },
+    full: { type: "boolean", default: false },
+    "no-torch": { type: "boolean", default: false },
+    json: { type: "string" },
+  },
+});
+const chosen: Section[] = [];
+for (const s of args.sections.split(",").map((x) => x.trim()).filter(Boolean)) {
+  const name = (s in SECTIONS ? s : LETTERS[s]) as Section | undefined;
+  if (!name) {
+    throw new RangeError(
+      `bench: --sections: unknown section "${s}" (one of ${Object.keys(SECTIONS).join(", ")}, a-f)`,
+    );
+  }
+  if (!chosen.includes(name)) chosen.push(name);
+}
+
+const gpu = await getGpu();
+const cpu = isCpuAdapter(gpu);
+const description = gpu.description;
+gpu.device.destroy(); // the sections open their own devices
+const quick = args.quick || cpu;
+console.log(`# bench on ${description}${cpu ? " (CPU adapter: small sizes, ratios only)" : ""}\n`);
+
+const dir = await Deno.makeTempDir({ prefix: "dms-bench-" });
+const docs: Record<string, unknown> = {};
+let failed = 0;
+for (const s of chosen) {
+  const json = `${dir}/${s}.json`;
+  const flags = [
+    ...(quick && !args.full ? ["--quick"] : []),
+    ...(args["no-torch"] && s !== "prefill" && s !== "chains" ? ["--no-torch"] : []),
+    "--json",
+    json,
+    ...positionals,
+  ];
+  console.log(`## ${s} (bench/${SECTIONS[s]})\n`);
+  const t = performance.now();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(SECTIONS[s], import.meta.url).pathname, ...flags],
+    stdout: cpu ? "piped" : "inherit",
+    stderr: "inherit",
+  });
+  const r = await child.output();
+  const log = cpu ? new TextDecoder().decode(r.stdout) : undefined;
+  let doc: Record<string, unknown> | undefined;
+  try {
+    doc = JSON.parse(await Deno.readTextFile(json));
+  } catch {
+    doc = undefined;
+  }
+  docs[s] = { ok: r.success, seconds: (performance.now() - t) / 1000, log, result: doc };
+  if (!r.success) {
+    failed++;
+    console.log(`section ${s} failed (exit ${r.code})${log ? ":\n" + log.slice(-2000) : ""}`);
+  }
+  if (cpu && (s === "e2e" || s === "chains")) console.log(log); // their tables are ratios already
+  else if (cpu && doc) console.log(ratios(s, doc));
+  console.log();
+}
+await Deno.remove(dir, { recursive: true });
+if (args.json) {
+  const doc = { device: description, cpu, quick, sections: docs };
+  await writeTextFileAtomic(args.json, JSON.stringify(doc, null, 2) + "\n");
+  console.log(`wrote ${args.json}`);
+}
+if (failed) Deno.exitCode = 1;
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+/** The ratio table printed for a section on a CPU adapter. */
+function ratios(s: Section, doc: Json): string {
+  if (s === "attention") {
+    const rows = (doc.rows as Json[]).filter((r) => !r.skipped);
+    return markdownTable(
+      ["dtype", "ctx", "B", "cache", "CR", "check", "dense time / this"],
+      rows.map((r) => {
+        const d = rows.find((x) =>
+          !x.forcedCr && x.dtype === r.dtype && x.ctx === r.ctx &&
+          x.B === r.B
+        );
+        return [
+          r.dtype,
+          `${r.ctx}`,
+          `${r.B}`,
+          r.cache,
+          fmt(r.cr, 2),
+          r.check,
+          fmt(d?.us / r.us, 2),
+        ];
+      }),
+      4,
+    );
+  }
+  if (s === "prefill") {
+    return markdownTable(
+      ["dtype", "ctx", "cache", "check", "tiled time / flash time"],
+      (doc.rows as Json[]).map((r) => [
+        r.dtype,
+        `${r.ctx}`,
+        r.cache,
+        r.check,
+        fmt(r.tiledMs / r.flashMs, 2),
+      ]),
+      3,
+    );
+  }
+  if (s === "kernels") {
+    const rows = doc.rows as Json[];
+    return markdownTable(
+      ["case", "dtype", "shape", "variant", "check", "time / first variant of the shape"],
+      rows.map((r) => {
+        const first = rows.find((x) =>
+          x.name === r.name && x.dtype === r.dtype &&
+          x.shape === r.shape
+        );
+        return [r.name, r.dtype, r.shape, r.variant, r.check, fmt(r.ms / first.ms, 2)];
+      }),
+      5,
+    );
+  }
+  return "";
+}
