@@ -56,6 +56,7 @@ import { Gpu } from "../gpu/device.ts";
 import { attentionReference } from "../ops/attention.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { dispatchBound } from "./dispatch_bound.ts";
+import { FLASH_MIN_QUERIES, pagedPrefillAttention } from "./paged_prefill.ts";
 import type { PagedKvStorage } from "./paged_storage.ts";
 
 /** Arguments of {@linkcode pagedAttention}. */
@@ -71,6 +72,11 @@ export interface PagedAttentionArgs {
    * split-K kernel where the shape allows) or `"tiled"` (the readable `partial` kernel).
    */
   decodeKernel?: "split" | "tiled";
+  /**
+   * Prefill kernel: `"flash"` (default; `pagedPrefillAttention` in ./paged_prefill.ts, for chunks
+   * of at least `FLASH_MIN_QUERIES` queries whose shape it takes) or `"tiled"` (`partial`).
+   */
+  prefillKernel?: "flash" | "tiled";
   /** Prefill: the chunk's own keys, appended virtually after each page's entries. */
   chunk?: {
     /** `[B, Hkv, n, D]` */
@@ -116,6 +122,10 @@ export function pagedAttention(
   // next power of two >= n, so that few pipeline variants exist.
   const fit = Math.max(1, Math.min(Math.floor(rowsMax / G), Math.floor((wg * ACC) / (G * D))));
   const qb = Math.min(fit, 2 ** Math.ceil(Math.log2(n)));
+  if (args.chunk && n >= FLASH_MIN_QUERIES && (args.prefillKernel ?? "flash") === "flash") {
+    const out = pagedPrefillAttention(s, layer, q, { ...args, chunk: args.chunk });
+    if (out) return out;
+  }
   if (decode && !args.chunk && (args.decodeKernel ?? s.decodeKernel) === "split") {
     const out = decodeSplit(s, layer, q, args, G);
     if (out) return out;

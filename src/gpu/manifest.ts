@@ -25,6 +25,7 @@ export const SHADER_FILES: readonly string[] = [
   "noise",
   "paged_attention",
   "paged_kv",
+  "paged_prefill",
   "random",
   "reduce",
   "rmsnorm",
