@@ -99,6 +99,29 @@ for (const dtype of dtypes) {
   );
 }
 
+// Decode-time linear layers at the model's shapes ([M, K, N] of x·wᵀ): Qwen3-0.6B q_proj, gate
+// and down, one 32K-row chunk of its LM head, Qwen3-8B gate/up and down (past the H200's 60 MB
+// L2 in f16: 67, 100 and 100 MB), and the 8B gate at M = 4 and 8 (small-batch decode).
+const modelShapes: [string, number, number, number][] = cpu
+  ? [["0.6B q_proj", 1, 256, 512], ["0.6B down", 1, 768, 256], ["gate M=4", 4, 256, 768]]
+  : [
+    ["0.6B q_proj", 1, 1024, 2048],
+    ["0.6B gate", 1, 1024, 3072],
+    ["0.6B down", 1, 3072, 1024],
+    ["0.6B lm_head chunk", 1, 1024, 32768],
+    ["8B gate", 1, 4096, 12288],
+    ["8B down", 1, 12288, 4096],
+    ["8B gate M=4", 4, 4096, 12288],
+    ["8B gate M=8", 8, 4096, 12288],
+  ];
+if (!quick || cpu) {
+  for (const dtype of dtypes) {
+    for (const [name, M, K, N] of modelShapes) {
+      cases.push({ name: `decode ${name}`, kind: "linear", dtype, M, K, N, variant: "gemv" });
+    }
+  }
+}
+
 /** Seeded data in [-1, 1) (xorshift; fast enough for 16M elements). */
 function random(n: number, seed: number): Float32Array {
   const out = new Float32Array(n);

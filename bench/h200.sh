@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The full bench with its PyTorch twins on the GPU machine (one H200), for the lead to run with
+# the device tool from the repository root:
+#
+#   run(command: "bash bench/h200.sh", timeout_s: 600)
+#
+# It sources .gpu/setup.sh (Vulkan loader, NVIDIA ICD, deno on PATH), then runs each section of
+# bench/main.ts under its own time limit (about 7.5 minutes in all), appending the markdown to
+# $OUT/bench.md and writing $OUT/<section>.json (6 files back; the device tool returns at most 8).
+# A section that hits its limit is reported in bench.md and the others still run. The twins
+# (bench/torch_attention.py, bench/torch_generate.py, the torch part of bench/kernels.ts) run
+# when `python3 -c "import torch"` works there; torch_generate.py also needs transformers.
+set -u
+source .gpu/setup.sh
+OUT=${OUT:-/tmp/bench-out}
+mkdir -p "$OUT"
+md="$OUT/bench.md"
+: >"$md"
+{
+  echo "# deno task bench on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+  python3 -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tail -1
+  python3 -c "import transformers; print('transformers', transformers.__version__)" 2>&1 | tail -1
+  echo
+} | tee -a "$md"
+
+section() { # name seconds args...
+  local name=$1 limit=$2
+  shift 2
+  local t=$SECONDS
+  timeout "$limit" deno run -A bench/main.ts --full --sections "$name" --json "$OUT/$name.json" \
+    -- "$@" 2>&1 | tee -a "$md"
+  local rc=${PIPESTATUS[0]}
+  echo "section $name: exit $rc after $((SECONDS - t)) s (limit $limit s)" | tee -a "$md"
+  echo | tee -a "$md"
+}
+
+# (a) decode attention: dense vs DMS at forced CR 2/4/8, 4K-128K, B 1/4/32, f16 and f32.
+section attention 110 --contexts 4096,32768,131072 --batches 1,4,32 --crs 2,4,8 --reps 5
+# (b) prefill attention TFLOP/s: flash vs the tiled path (tiled only at 4K: it is ~13 s at 32K).
+section prefill 60 --contexts 4096,32768 --tiled-max 4096
+# (c) matmul / GEMV at the model's shapes, incl. weights past the 60 MB L2.
+section kernels 70 --reps 10
+# (d, e) end to end at 2K and 32K, B = 1, dense and DMS at forced CR 8; dispatches/syncs per token.
+section e2e 130 --contexts 2048,32768 --tokens 256
+# (f) parallel chains at 8K from one prompt, B 8-64, within a 16 GB KV budget.
+section chains 75 --contexts 8192 --batches 8,16,32,64 --tokens 64 --budget-gb 16 --max-seconds 55
+echo "total $SECONDS s" | tee -a "$md"
