@@ -27,6 +27,18 @@ import { Tensor } from "../src/tensor/tensor.ts";
 import { bytesPer, roundToF16 } from "../src/tensor/dtype.ts";
 import { linear, type MatmulVariant } from "../src/ops/matmul.ts";
 import { add } from "../src/ops/elementwise.ts";
+import { gemv } from "../src/ops/gemv.ts";
+
+/** Copies a tensor's bytes into another of the same size (for the shared spot check). */
+function copyInto(src: Tensor, dst: Tensor): void {
+  src.gpu.encoder().copyBufferToBuffer(
+    src.buffer,
+    0,
+    dst.buffer,
+    0,
+    Math.ceil(src.byteSize / 4) * 4,
+  );
+}
 
 type Dt = "f32" | "f16";
 
@@ -39,7 +51,8 @@ interface Case {
   M: number;
   K: number;
   N: number;
-  variant?: MatmulVariant;
+  /** A variant of `linear`, or "gemv16": `gemv` of src/ops/gemv.ts (16-byte loads). */
+  variant?: MatmulVariant | "gemv16";
 }
 
 /** One row of results. */
@@ -118,6 +131,7 @@ if (!quick || cpu) {
   for (const dtype of dtypes) {
     for (const [name, M, K, N] of modelShapes) {
       cases.push({ name: `decode ${name}`, kind: "linear", dtype, M, K, N, variant: "gemv" });
+      cases.push({ name: `decode ${name}`, kind: "linear", dtype, M, K, N, variant: "gemv16" });
     }
   }
 }
@@ -242,9 +256,14 @@ async function runCase(c: Case): Promise<Row> {
   using tw = Tensor.fromArray(gpu, w, [N, K], c.dtype);
   using out = Tensor.empty(gpu, [M, N], c.dtype);
   const { ms, minMs, perSample } = await time(() => {
+    if (c.variant === "gemv16") return [gemv(tx, tw)];
     linear(tx, tw, { out, variant: c.variant });
     return [];
   });
+  if (c.variant === "gemv16") {
+    using y = gemv(tx, tw);
+    copyInto(y, out);
+  }
   const got = await out.toArray();
   const row = (v: Float32Array, r: number) => {
     const s = v.subarray(r * K, (r + 1) * K);
@@ -303,7 +322,10 @@ async function torchTimes(): Promise<Record<string, number> | undefined> {
     }
     return undefined;
   }
-  const jobs = cases.filter((c) => c.variant !== "naive").map((c) => ({ key: key(c), ...c }));
+  const jobs = cases.filter((c) => c.variant !== "naive" && c.variant !== "gemv16").map((c) => ({
+    key: key(c),
+    ...c,
+  }));
   const out = await py(["-c", TORCH_SCRIPT, JSON.stringify({ jobs, reps, warmup })]);
   return out ? JSON.parse(out.split("\n").at(-1)!) : undefined;
 }

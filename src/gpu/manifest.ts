@@ -18,6 +18,7 @@ export const SHADER_FILES: readonly string[] = [
   "elementwise",
   "embedding",
   "embedding_backward",
+  "gemv",
   "layout",
   "loss",
   "matmul",
