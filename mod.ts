@@ -142,7 +142,7 @@ export {
   loadTokenizer,
   type Tokenizer,
 } from "./src/io/tokenizer.ts";
-export { downloadModel, type DownloadOptions } from "./src/io/hub.ts";
+export { downloadModel, type DownloadOptions, findCachedModel, hubCacheDir } from "./src/io/hub.ts";
 export {
   type Checkpoint,
   openCheckpoint,

@@ -1,7 +1,8 @@
 /**
  * `@hyperscale/dms/io`: file formats only — safetensors (single file and sharded checkpoints,
  * chunked reads, atomic writes), Hugging Face `tokenizer.json` with the chat template, and hub
- * downloads into a local cache. Nothing here knows about transformers.
+ * downloads into the Hugging Face hub cache (the layout Python fills). Nothing here knows about
+ * transformers.
  *
  * @example List the tensors of a checkpoint
  * ```ts ignore
@@ -20,7 +21,7 @@ export {
   loadTokenizer,
   type Tokenizer,
 } from "./tokenizer.ts";
-export { downloadModel, type DownloadOptions } from "./hub.ts";
+export { downloadModel, type DownloadOptions, findCachedModel, hubCacheDir } from "./hub.ts";
 export {
   Checkpoint,
   openCheckpoint,
