@@ -37,8 +37,11 @@ import { createDmsCache } from "./dms/dms_cache.ts";
 import { createDenseCache } from "./policies/dense.ts";
 import { sample, type SampleOptions } from "./ops/sample.ts";
 
+/** Every cache policy name {@linkcode createCacheFor} knows (the CLI's `--policy` choices). */
+export const CACHE_POLICY_NAMES: readonly ["dms", "dense"] = ["dms", "dense"] as const;
+
 /** Which cache policy to generate with (the policies: `CachePolicy` in src/cache/policy.ts). */
-export type CachePolicyName = "dms" | "dense";
+export type CachePolicyName = typeof CACHE_POLICY_NAMES[number];
 
 /** Options of {@linkcode generate}. */
 export interface GenerateOptions {
