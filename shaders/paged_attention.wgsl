@@ -36,6 +36,15 @@
 //   merge    one workgroup per output row: max-subtracted merge of the partitions; a partition
 //            that saw no visible key (l = 0) has weight 0 (SPEC §9.7), a row with no visible
 //            key at all (a padded query) outputs 0.
+//   probs    (decode, when a policy asks: TOVA, H2O) one workgroup per page: the scaled logits
+//            that `decode` / `partial` wrote to lg[page, g, slot] (p.lgs > 0) become attention
+//            probabilities, per head normalised by its log-sum-exp over the page's slots (a
+//            pass over len * G floats, not over K/V), averaged over the G query heads of the
+//            page: pout[pbase + page * lgs + slot] = (or +=, p.pacc) mean_g exp(lg - m_g) / l_g.
+//
+// Chunk selection (decode, when a policy asks: Quest): with p.csz > 0 a slot s of page pg is
+// attended only when csel[pg * cst + s / csz] != 0; unselected keys are neither read nor
+// weighted (as if invisible).
 
 struct Params {
   pages: u32,   // B * Hkv
@@ -56,6 +65,11 @@ struct Params {
   t0: i32,      // position of query 0 (and of chunk key 0)
   window: i32,  // W: a marked key is visible for distances 0..W
   scale: f32,   // softmax scale (D^-0.5)
+  lgs: u32,     // decode: slots per page of lg and pout (0: no logits written)
+  csz: u32,     // decode: keys per selection chunk (0: no selection)
+  cst: u32,     // decode: selection chunks per page row of csel
+  pbase: u32,   // probs: offset of this layer's rows in pout
+  pacc: u32,    // probs: 1 accumulates into pout, 0 overwrites
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -76,6 +90,11 @@ struct Params {
 @group(0) @binding(13) var<storage, read> vw: array<vec4<u32>>;    // V pool [blocks*bs, D/EPV]
 @group(0) @binding(14) var<storage, read_write> po: array<vec4<f32>>; // [pages, np, G, D/4]
 @group(0) @binding(15) var<storage, read_write> pml: array<f32>;   // [pages, np, G, 2] (m, l)
+
+// Policy extras (decode): logits out, probabilities out, chunk selection in.
+@group(0) @binding(16) var<storage, read_write> lg: array<f32>;    // [pages, G, lgs] scaled logits
+@group(0) @binding(17) var<storage, read> csel: array<u32>;        // [pages, cst] 1 = attend
+@group(0) @binding(18) var<storage, read_write> pout: array<f32>;  // [.., pages, lgs] probabilities
 
 override WG: u32 = 128u;
 override R: u32 = 4u;      // query rows per workgroup (= p.rows)
@@ -142,7 +161,7 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
       var mark = 2;
       if (i < len) {
         let e = phys(pg, i);
-        src = 1u;
+        src = select(0u, 1u, chosen(pg, i));
         off = e * D;
         pos = kmeta[2u * e];
         mark = kmeta[2u * e + 1u];
@@ -176,6 +195,8 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         s = dot;
       }
       sc[i] = s;
+      // Decode (qb = 1, row r = head g): the logit of pool slot k0 + t for the probs pass.
+      if (p.lgs > 0u && k0 + t < min(len, p.lgs)) { lg[(pg * p.g + r) * p.lgs + k0 + t] = s; }
     }
     workgroupBarrier();
     // Online softmax statistics per row.
@@ -296,6 +317,12 @@ fn visible(qp: i32, kp: i32, mark: i32) -> bool {
   return qp >= 0 && kp <= qp && mark != 2 && (mark == 0 || qp - kp <= p.window);
 }
 
+// Whether slot s of page pg is in a selected chunk (always, without a selection).
+fn chosen(pg: u32, s: u32) -> bool {
+  if (p.csz == 0u) { return true; }
+  return csel[pg * p.cst + s / p.csz] != 0u;
+}
+
 // ---- decode / merge_split: the fast decode path -------------------------------------------
 //
 // K and V rows are read as vec4<u32> words: 8 f16 (EPV = 8, unpack2x16float) or 4 f32
@@ -380,7 +407,8 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
   for (var i = tid; i < cnt; i += WG) {
     let e = phys(pg, ks + i);
-    kph[i] = select(NOKEY, e, visible(p.t0, kmeta[2u * e], kmeta[2u * e + 1u]));
+    let vis = visible(p.t0, kmeta[2u * e], kmeta[2u * e + 1u]) && chosen(pg, ks + i);
+    kph[i] = select(NOKEY, e, vis);
   }
   // Score phase layout: lane c of LN reads words c, c + LN, ... of key r0 (coalesced rows).
   let c = tid % LN;
@@ -460,6 +488,7 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   if (r2 < RG) {
     for (var kk = r2; kk < cnt; kk += RG) {
       let s = sp[kk * GV + g2 / 4u][g2 % 4u];
+      if (p.lgs > 0u && ks + kk < p.lgs) { lg[(pg * GQ + g2) * p.lgs + ks + kk] = s; }
       let e = select(0.0, exp(s - mg), s > NEG);
       sp[kk * GV + g2 / 4u][g2 % 4u] = e;
       lsum += e;
@@ -610,5 +639,58 @@ fn merge_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     out[dst + 1u] = T(y.y);
     out[dst + 2u] = T(y.z);
     out[dst + 3u] = T(y.w);
+  }
+}
+
+// ---- probs: attention probabilities per slot for score-based policies ---------------------
+
+var<workgroup> pstat: array<f32, 64>;  // m[g] at 0..31, l[g] at 32..63 (G <= 32)
+
+@compute @workgroup_size(WG)
+fn probs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) tid: u32) {
+  let pg = wid.y * nwg.x + wid.x;
+  if (pg >= p.pages) { return; }
+  if (tid == 0u) { sh_len = lens[p.lbase + pg]; }
+  let len = min(u32(workgroupUniformLoad(&sh_len)), p.lgs);
+  for (var g = 0u; g < p.g; g++) {
+    let row = (pg * p.g + g) * p.lgs;
+    var mx = NEG;
+    for (var s = tid; s < len; s += WG) { mx = max(mx, lg[row + s]); }
+    red2[tid] = mx;
+    workgroupBarrier();
+    for (var o = WG / 2u; o > 0u; o = o / 2u) {
+      if (tid < o) { red2[tid] = max(red2[tid], red2[tid + o]); }
+      workgroupBarrier();
+    }
+    let m = red2[0];
+    var l = 0.0;
+    for (var s = tid; s < len; s += WG) {
+      let x = lg[row + s];
+      if (x > NEG) { l += exp(x - m); }
+    }
+    workgroupBarrier();
+    red2[tid] = l;
+    workgroupBarrier();
+    for (var o = WG / 2u; o > 0u; o = o / 2u) {
+      if (tid < o) { red2[tid] += red2[tid + o]; }
+      workgroupBarrier();
+    }
+    if (tid == 0u) {
+      pstat[g] = m;
+      pstat[32u + g] = red2[0];
+    }
+    workgroupBarrier();
+  }
+  for (var s = tid; s < len; s += WG) {
+    var w = 0.0;
+    for (var g = 0u; g < p.g; g++) {
+      let x = lg[(pg * p.g + g) * p.lgs + s];
+      let l = pstat[32u + g];
+      if (x > NEG && l > 0.0) { w += exp(x - pstat[g]) / l; }
+    }
+    w = w / f32(p.g);
+    let o = p.pbase + pg * p.lgs + s;
+    if (p.pacc == 1u) { pout[o] += w; } else { pout[o] = w; }
   }
 }

@@ -45,9 +45,18 @@
  *   nothing older than its window (SPEC §9.7: the reference's `where(isinf(lse), 0, lse)`
  *   would give such an empty partition weight e^0 = 1 with real flash-attn).
  *
+ * - `probs` (decode, only when a policy asks through {@linkcode PagedAttentionArgs.probs}: TOVA,
+ *   H2O): `decode` / `partial` also write each slot's scaled logits `[pages, G, stride]`, and
+ *   this pass (one workgroup per page, over len·G floats, not over K/V) normalises them per
+ *   query head with the head's log-sum-exp and averages over the G heads of the page.
+ * - Chunk selection (decode, {@linkcode PagedAttentionArgs.chunks}: Quest): a per-page mask of
+ *   key chunks; keys of unselected chunks are not read (treated as invisible).
+ * Neither extra changes the default path: without them `lgs = csz = 0` and the kernels write
+ * and read nothing more (one uniform test per key).
+ *
  * CPU reference: {@linkcode pagedAttentionReference}, the dense f64 §5.1 oracle over the whole
  * sequence (what attention through a cache that holds it must return, whatever a policy kept
- * of the invisible keys).
+ * of the invisible keys); {@linkcode decodeProbsReference} for the probabilities.
  *
  * @module
  */
@@ -86,6 +95,39 @@ export interface PagedAttentionArgs {
     /** `[B·Hkv, n]` i32 marks: 0 keep, 1 marked, 2 padding (invisible). */
     marks: GPUBuffer;
   };
+  /**
+   * Decode only: also write each stored entry's attention probability, averaged over the G
+   * query heads of its page, into `buffer` (f32) at `offset + page·stride + slot` for slots
+   * below min(len, stride) (`accumulate`: added to what is there). For score-based policies.
+   */
+  probs?: DecodeProbsOutput;
+  /**
+   * Decode only: attend only to the keys of selected chunks: slot s of page p is read iff
+   * `select[p·stride + floor(s / size)] != 0` (u32). For Quest.
+   */
+  chunks?: DecodeChunkSelection;
+}
+
+/** Where {@linkcode pagedAttention} writes decode attention probabilities (`probs`). */
+export interface DecodeProbsOutput {
+  /** f32 buffer of the policy, `[.., pages, stride]`. */
+  buffer: GPUBuffer;
+  /** Element offset of this layer's `[pages, stride]` rows. */
+  offset: number;
+  /** Slots per page row (entries at slots ≥ stride are not written). */
+  stride: number;
+  /** true: add to the buffer (accumulated scores), false: overwrite. */
+  accumulate: boolean;
+}
+
+/** The chunks {@linkcode pagedAttention} attends to in decode (`chunks`). */
+export interface DecodeChunkSelection {
+  /** u32 `[pages, stride]`: 1 = attend to the chunk. */
+  select: GPUBuffer;
+  /** Keys (slots) per chunk. */
+  size: number;
+  /** Chunks per page row of `select` (≥ ceil(len / size) of every page). */
+  stride: number;
 }
 
 const KT = 32;
@@ -122,13 +164,15 @@ export function pagedAttention(
   // next power of two >= n, so that few pipeline variants exist.
   const fit = Math.max(1, Math.min(Math.floor(rowsMax / G), Math.floor((wg * ACC) / (G * D))));
   const qb = Math.min(fit, 2 ** Math.ceil(Math.log2(n)));
+  checkExtras(args, decode, G);
   if (args.chunk && n >= FLASH_MIN_QUERIES && (args.prefillKernel ?? "flash") === "flash") {
     const out = pagedPrefillAttention(s, layer, q, { ...args, chunk: args.chunk });
     if (out) return out;
   }
+  const ex = extras(s, args, G);
   if (decode && !args.chunk && (args.decodeKernel ?? s.decodeKernel) === "split") {
-    const out = decodeSplit(s, layer, q, args, G);
-    if (out) return out;
+    const out = decodeSplit(s, layer, q, args, G, ex);
+    if (out) return finishExtras(s, layer, args, G, ex, out);
   }
   const R = qb * G;
   const nqb = Math.ceil(n / qb);
@@ -167,6 +211,7 @@ export function pagedAttention(
     t0: args.t0,
     window: args.window,
     scale: args.scale,
+    ...ex.fields,
   };
   const bufs = [
     undefined,
@@ -182,6 +227,8 @@ export function pagedAttention(
     part ?? s.dummy,
     out.buffer,
   ];
+  bufs[16] = ex.lg;
+  bufs[17] = ex.sel;
   const constants = { WG: wg, R, KT, RD: R * D, RKT: R * KT };
   const kp = gpu.kernel({
     shader: "paged_attention",
@@ -206,8 +253,108 @@ export function pagedAttention(
     dispatchBound(gpu, km, bufs, Gpu.grid(s.pages * G * n), params);
     gpu.release(part);
   }
+  return finishExtras(s, layer, args, G, ex, out);
+}
+
+/** The policy extras of one call: the logits buffer, the selection and their uniforms. */
+interface Extras {
+  lg: GPUBuffer;
+  sel: GPUBuffer;
+  fields: { lgs: number; csz: number; cst: number; pbase: number; pacc: number };
+}
+
+function checkExtras(args: PagedAttentionArgs, decode: boolean, G: number): void {
+  if (!args.probs && !args.chunks) return;
+  if (!decode || args.chunk) {
+    throw new RangeError("attention: probs and chunks are decode-only (n = 1, no chunk keys)");
+  }
+  for (
+    const [name, x] of [
+      ["probs.stride", args.probs?.stride],
+      ["chunks.size", args.chunks?.size],
+      ["chunks.stride", args.chunks?.stride],
+    ] as const
+  ) {
+    if (x !== undefined && (!Number.isInteger(x) || x < 1)) {
+      throw new RangeError(`attention: ${name} must be an integer >= 1, got ${x}`);
+    }
+  }
+  if (args.probs && G > 32) {
+    throw new RangeError(`attention: probs need at most 32 query heads per KV head, got ${G}`);
+  }
+}
+
+/** Buffers and uniforms of the extras (16-byte stand-ins when not asked for). */
+function extras(s: PagedKvStorage, args: PagedAttentionArgs, G: number): Extras {
+  const pr = args.probs, ch = args.chunks;
+  const lgs = pr ? pr.stride : 0;
+  return {
+    lg: s.gpu.alloc(pr ? s.pages * G * lgs * 4 : 16, "attn logits"),
+    sel: ch ? ch.select : s.table,
+    fields: {
+      lgs,
+      csz: ch ? ch.size : 0,
+      cst: ch ? ch.stride : 0,
+      pbase: pr ? pr.offset : 0,
+      pacc: pr?.accumulate ? 1 : 0,
+    },
+  };
+}
+
+/** Runs the `probs` pass when asked for, releases the logits; returns `out`. */
+function finishExtras(
+  s: PagedKvStorage,
+  layer: number,
+  args: PagedAttentionArgs,
+  G: number,
+  ex: Extras,
+  out: Tensor,
+): Tensor {
+  if (args.probs) {
+    const gpu = s.gpu;
+    const kern = gpu.kernel({
+      shader: "paged_attention",
+      entry: "probs",
+      defines: { T: s.dtype },
+      constants: { WG: 64, R: G, KT, RD: G, RKT: G * KT },
+    });
+    const bufs: (GPUBuffer | undefined)[] = [];
+    bufs[1] = s.lens;
+    bufs[16] = ex.lg;
+    bufs[18] = args.probs.buffer;
+    dispatchBound(gpu, kern, bufs, Gpu.grid(s.pages), {
+      ...NO_FIELDS,
+      pages: s.pages,
+      hkv: s.kvHeads,
+      g: G,
+      lbase: layer * s.pages,
+      ...ex.fields,
+    });
+  }
+  s.gpu.release(ex.lg);
   return out;
 }
+
+const NO_FIELDS = {
+  pages: 0,
+  hkv: 0,
+  g: 0,
+  d: 0,
+  n: 1,
+  nc: 0,
+  qb: 1,
+  nqb: 1,
+  np: 1,
+  ps: 0,
+  rows: 0,
+  bs: 1,
+  mb: 1,
+  lbase: 0,
+  direct: 1,
+  t0: 0,
+  window: 0,
+  scale: 1,
+};
 
 /** Keys per decode split, at most, for G <= 4 (workgroup arrays are sized for it). */
 const SPLIT_KEYS_MAX = 512;
@@ -294,6 +441,7 @@ function decodeSplit(
   q: Tensor,
   args: PagedAttentionArgs,
   G: number,
+  ex: Extras,
 ): Tensor | undefined {
   const gpu = s.gpu;
   const [B, Hq, , D] = q.shape;
@@ -338,6 +486,7 @@ function decodeSplit(
     t0: args.t0,
     window: args.window,
     scale: args.scale,
+    ...ex.fields,
   };
   const bufs: (GPUBuffer | undefined)[] = [];
   bufs[1] = s.lens;
@@ -349,6 +498,8 @@ function decodeSplit(
   bufs[13] = pool.v;
   bufs[14] = po ?? s.dummy;
   bufs[15] = pml;
+  bufs[16] = ex.lg;
+  bufs[17] = ex.sel;
   const kd = gpu.kernel({
     shader: "paged_attention",
     entry: "decode",
@@ -428,4 +579,47 @@ export function pagedAttentionReference(
     window: opts.window,
     farMask: opts.marks ?? new Uint8Array(B * Hkv * T),
   }).out;
+}
+
+/**
+ * The CPU twin of the `probs` pass for one page, in f64: the attention probability of each
+ * stored entry for the decode query, softmax per query head over the visible entries, averaged
+ * over the page's G query heads (invisible or unselected entries get 0; a head that sees no
+ * entry contributes 0).
+ *
+ * @param q `[G, D]` the page's query heads (unscaled).
+ * @param keys `[len, D]` the page's keys in slot order.
+ * @param visible `[len]` nonzero where the entry is attended.
+ * @returns `[len]` probabilities.
+ *
+ * @example Two equal keys share the probability
+ * ```ts
+ * import { decodeProbsReference } from "./paged_attention.ts";
+ * console.log(decodeProbsReference([1, 0], [1, 0, 1, 0], [1, 1], 1, 2, 1)); // [0.5, 0.5]
+ * ```
+ */
+export function decodeProbsReference(
+  q: ArrayLike<number>,
+  keys: ArrayLike<number>,
+  visible: ArrayLike<number>,
+  G: number,
+  D: number,
+  scale: number,
+): Float64Array {
+  const len = visible.length;
+  const out = new Float64Array(len);
+  for (let g = 0; g < G; g++) {
+    const sc: number[] = [];
+    for (let s = 0; s < len; s++) {
+      let d = 0;
+      for (let c = 0; c < D; c++) d += q[g * D + c] * keys[s * D + c];
+      sc.push(visible[s] ? d * scale : -Infinity);
+    }
+    const m = Math.max(...sc);
+    if (m === -Infinity) continue;
+    const w = sc.map((x) => (x === -Infinity ? 0 : Math.exp(x - m)));
+    const l = w.reduce((a, b) => a + b, 0);
+    for (let s = 0; s < len; s++) out[s] += w[s] / l / G;
+  }
+  return out;
 }

@@ -343,7 +343,8 @@ export class PagedKvCache implements KvCache {
     this.policy.score?.(step, q);
     this.policy.decodeUpdate(step);
     scatterEntries(s, layer, dest, marks, k, v, t0);
-    return pagedAttention(s, layer, q, { t0, window: this.policy.window, scale });
+    const extras = this.policy.decodeAttention?.(step);
+    return pagedAttention(s, layer, q, { t0, window: this.policy.window, scale, ...extras });
   }
 
   #prefill(layer: number, q: Tensor, k: Tensor, v: Tensor, d: GPUBuffer, scale: number): Tensor {

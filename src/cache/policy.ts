@@ -29,6 +29,7 @@
  */
 
 import type { Tensor } from "../tensor/tensor.ts";
+import type { PagedAttentionArgs } from "./paged_attention.ts";
 import type { PagedKvStorage } from "./paged_storage.ts";
 
 /** The buffers and sizes of one policy call (one layer of one step). */
@@ -81,6 +82,13 @@ export interface CachePolicy extends Disposable {
    * @param q `[B, Hq, n, D]` post-RoPE queries.
    */
   score?(step: PolicyStep, q: Tensor): void;
+  /**
+   * Extra inputs and outputs of this decode step's attention, asked for after
+   * {@linkcode CachePolicy.decodeUpdate}: `probs` (the kernel also writes each entry's
+   * attention probability, for TOVA and H2O) and `chunks` (attend only to selected key chunks,
+   * for Quest). Absent or undefined: plain attention.
+   */
+  decodeAttention?(step: PolicyStep): Pick<PagedAttentionArgs, "probs" | "chunks"> | undefined;
   /** Frees the policy's GPU buffers. Idempotent. */
   dispose(): void;
 }
