@@ -128,6 +128,15 @@ export {
 } from "./src/eval/tasks.ts";
 export { evaluateTask, type TaskEvalOptions, type TaskEvalResult } from "./src/eval/task_eval.ts";
 export {
+  hyperscaleCsv,
+  type HyperscaleGrid,
+  type HyperscaleOptions,
+  type HyperscalePolicy,
+  type HyperscaleResult,
+  type HyperscaleRow,
+  runHyperscale,
+} from "./src/eval/hyperscale.ts";
+export {
   type BatchSource,
   generatorSource,
   retrofit,
@@ -158,6 +167,7 @@ export {
   writeSafetensors,
 } from "./src/io/safetensors.ts";
 export type { KvCacheFactory, TaskProgress } from "./src/eval/task_eval.ts";
+export type { HyperscaleProgress } from "./src/eval/hyperscale.ts";
 export type {
   KvTask,
   SumTask,

@@ -148,3 +148,25 @@ Deno.test({
     await Deno.remove(json);
   },
 });
+
+Deno.test({
+  name: "examples/hyperscale.ts writes the CSV, JSON and both Pareto plots for dense and DMS",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const out = await Deno.makeTempDir();
+    const args = ["examples/hyperscale.ts", "--quick", "--samples", "4", "--chains", "1,2"];
+    const text = await runExample([...args, "--max-tokens", "2", "--out", out]);
+    assert.match(text, /\| dense \| 1 \| 2 \| 2 \|/);
+    const csv = (await Deno.readTextFile(`${out}/results.csv`)).trim().split("\n");
+    assert.match(csv[0], /^policy,label,compression,chains,max_tokens,samples,accuracy,kv_reads,/);
+    assert.equal(csv.length, 1 + 3 * 2, "dense + 2 students, W ∈ {1, 2}, L ∈ {2}");
+    const json = JSON.parse(await Deno.readTextFile(`${out}/results.json`));
+    assert.equal(json.rows.length, 6);
+    for (const f of ["pareto_reads.svg", "pareto_memory.svg"]) {
+      const svg = await Deno.readTextFile(`${out}/${f}`);
+      assert.equal((svg.match(/aria-roledescription="line mark"/g) ?? []).length, 2, f);
+    }
+    await Deno.remove(out, { recursive: true });
+  },
+});

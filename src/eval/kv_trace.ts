@@ -116,6 +116,8 @@ export class TracedKvCache implements KvCache {
   #masked = false;
 
   /**
+   * Wraps `inner` (and takes ownership of it).
+   *
    * @param inner A cache on paged storage (dense, DMS or a baseline policy).
    * @throws {TypeError} When `inner` is not a `PagedKvCache` (its lengths cannot be traced).
    */

@@ -66,6 +66,19 @@ export {
   type TaskProgress,
   type TaskRunner,
 } from "./task_eval.ts";
+export {
+  HYPERSCALE_COLUMNS,
+  hyperscaleCsv,
+  type HyperscaleGrid,
+  type HyperscaleOptions,
+  type HyperscalePolicy,
+  type HyperscaleProgress,
+  type HyperscaleResult,
+  type HyperscaleRow,
+  runHyperscale,
+} from "./hyperscale.ts";
+export { type KvTrace, type TraceBudgets, traceBudgets, TracedKvCache } from "./kv_trace.ts";
+export { type CostAccuracy, paretoFrontier } from "./pareto.ts";
 export type { KvCache, KvCacheStats } from "../cache/kv_cache.ts";
 export type { TrainStepCase } from "./case.ts";
 export type { CachePolicyName } from "../generate.ts";

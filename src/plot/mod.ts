@@ -2,7 +2,8 @@
  * `@hyperscale/dms/plot`: the project's pictures as SVG — charts are Vega-Lite specifications
  * rendered headless ({@linkcode renderSvg}): the eviction map of a cache
  * ({@linkcode readEvictionMap}, {@linkcode evictionMapSvg}), compression over generation
- * ({@linkcode compressionSvg}) and the diagram of delayed eviction ({@linkcode delayedEvictionSvg}).
+ * ({@linkcode compressionSvg}), accuracy against a KV budget with Pareto frontiers
+ * ({@linkcode paretoSvg}) and the diagram of delayed eviction ({@linkcode delayedEvictionSvg}).
  *
  * @example
  * ```ts ignore
@@ -29,6 +30,7 @@ export {
   type StoredEntries,
 } from "./eviction_map.ts";
 export { type CompressionPoint, compressionSpec, compressionSvg } from "./compression.ts";
+export { type ParetoChartOptions, type ParetoPoint, paretoSpec, paretoSvg } from "./pareto.ts";
 export {
   delayedEvictionCells,
   type DelayedEvictionOptions,

@@ -1,0 +1,271 @@
+/**
+ * Inference-time hyper-scaling at small scale (issue 11; SPEC §8): accuracy against the exact KV
+ * budgets — KV-cache token reads and peak KV tokens per problem — for a W × L × CR grid (W
+ * parallel sampled chains with a majority vote, L max new tokens, CR the cache's compression),
+ * with the Pareto frontier of every policy: the dense teacher, its DMS students (one compression
+ * each) and every training-free baseline `createCacheFor` knows (none yet: see `BASELINES`).
+ *
+ * ```sh
+ * deno run -A examples/hyperscale.ts --quick --out /tmp/hs        # 2 CPU cores, < 5 minutes
+ * deno run -A examples/hyperscale.ts --out results/hyperscale     # full grid (a GPU)
+ * ```
+ *
+ * Writes `results.csv` (one row per configuration: `policy, label, compression, chains,
+ * max_tokens, samples, accuracy, kv_reads, peak_kv_tokens, …`; the same seed gives the same
+ * bytes), `results.json` (the rows, the settings, seconds per configuration) and
+ * `pareto_reads.svg` / `pareto_memory.svg` (accuracy vs reads and vs peak KV tokens, log x, one
+ * frontier line per policy), every file written atomically.
+ *
+ * The task: the committed models (`testdata/teacher`, `testdata/students/*`) were trained on
+ * key–value retrieval with one needle in the first half of a 240-token prompt, and that is the
+ * only task they solve (the teacher is at chance on the multi-step `sum` task, see its README),
+ * so it is the default. Its answer is one token, so a longer L buys nothing here but costs reads;
+ * with `--task sum` (a written-out chain of lookups and additions) L and W both matter, for a
+ * model trained on it. Each DMS student's compression is measured first (`get_cr`, greedy, on
+ * the same task) and labels its rows.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  createCacheFor,
+  getGpu,
+  type HyperscalePolicy,
+  type HyperscaleRow,
+  loadModel,
+  type Model,
+  type Task,
+} from "@hyperscale/dms";
+import {
+  evaluateTask,
+  hyperscaleCsv,
+  type HyperscaleProgress,
+  runHyperscale,
+} from "@hyperscale/dms/eval";
+import { paretoSvg } from "@hyperscale/dms/plot";
+import { writeTextFileAtomic } from "../src/io/atomic.ts";
+
+const HELP = `hyperscale: accuracy vs KV reads and peak KV memory, dense vs DMS vs baselines
+
+  --out DIR          output folder (required): results.csv, results.json, pareto_*.svg
+  --quick            small grid for 2 CPU cores (< 5 minutes)
+  --teacher DIR      dense model (default testdata/teacher)
+  --students DIR...  DMS students (repeatable; default every folder in testdata/students/;
+                     quick: w8-step192 and w8-step1000)
+  --task KIND        kv (default: one needle in the first half), sum (3 terms, written out)
+  --length L         prompt tokens (default 240, what the committed models were trained on)
+  --chains LIST      W values, comma-separated (quick 1,4; full 1,2,4,8,16)
+  --max-tokens LIST  L values (quick 2,4; full 2,4,8,16; sum: answers are 14 tokens)
+  --samples N        problems per configuration (quick 16, full 128)
+  --temperature T    sampling temperature of every chain (default 1)
+  --batch-rows N     generated rows per batch (quick 32, full 256)
+  --seed N           seed of the problems and the sampling (default 1)
+  --help`;
+
+const USAGE_EXIT = 2;
+const DATA = new URL("../testdata/", import.meta.url).pathname;
+
+/**
+ * Training-free baselines by \`createCacheFor\` name, matched to each DMS compression with a
+ * budget of prompt/CR tokens. Empty until src/policies/ has them (issue 11 item 1).
+ */
+const BASELINES: readonly string[] = [];
+
+function fail(msg: string): never {
+  console.error(`hyperscale: ${msg}\n\n${HELP}`);
+  Deno.exit(USAGE_EXIT);
+}
+
+function int(name: string, v: string | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  const x = Number(v);
+  if (!(Number.isInteger(x) && x >= 1)) fail(`--${name} must be an integer >= 1, got ${v}`);
+  return x;
+}
+
+function ints(name: string, v: string | undefined, dflt: number[]): number[] {
+  if (v === undefined) return dflt;
+  return v.split(",").map((s) => int(name, s.trim(), 0));
+}
+
+let a;
+try {
+  ({ values: a } = parseArgs({
+    options: {
+      out: { type: "string" },
+      quick: { type: "boolean", default: false },
+      teacher: { type: "string" },
+      students: { type: "string", multiple: true },
+      task: { type: "string", default: "kv" },
+      length: { type: "string" },
+      chains: { type: "string" },
+      "max-tokens": { type: "string" },
+      samples: { type: "string" },
+      temperature: { type: "string" },
+      "batch-rows": { type: "string" },
+      seed: { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+    strict: true,
+  }));
+} catch (e) {
+  fail((e as Error).message);
+}
+if (a.help) {
+  console.log(HELP);
+  Deno.exit(0);
+}
+if (!a.out) fail("--out DIR is required");
+const quick = a.quick;
+const length = int("length", a.length, 240);
+const task: Task = a.task === "kv"
+  ? { kind: "kv", length, pairs: 1, depth: [0, 0.5] }
+  : a.task === "sum"
+  ? { kind: "sum", length, pairs: 3, terms: 3 }
+  : fail(`--task must be kv or sum, got ${a.task}`);
+const grid = {
+  chains: ints("chains", a.chains, quick ? [1, 4] : [1, 2, 4, 8, 16]),
+  maxTokens: ints("max-tokens", a["max-tokens"], quick ? [2, 4] : [2, 4, 8, 16]),
+};
+const samples = int("samples", a.samples, quick ? 16 : 128);
+const batchRows = int("batch-rows", a["batch-rows"], quick ? 32 : 256);
+const seed = int("seed", a.seed, 1);
+const temperature = a.temperature === undefined ? 1 : Number(a.temperature);
+if (!(Number.isFinite(temperature) && temperature >= 0)) {
+  fail(`--temperature must be a number >= 0, got ${a.temperature}`);
+}
+const teacherDir = a.teacher ?? `${DATA}teacher`;
+let studentDirs = a.students ?? [];
+if (studentDirs.length === 0) {
+  const names = quick ? ["w8-step192", "w8-step1000"] : [];
+  if (!quick) {
+    for await (const e of Deno.readDir(`${DATA}students`)) if (e.isDirectory) names.push(e.name);
+  }
+  studentDirs = names.sort().map((n) => `${DATA}students/${n}`);
+}
+for (const dir of [teacherDir, ...studentDirs]) {
+  try {
+    await Deno.stat(`${dir}/config.json`);
+  } catch {
+    fail(`no model at ${dir} (config.json missing)`);
+  }
+}
+
+function progress(line: string): void {
+  if (Deno.stderr.isTerminal()) Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}\x1b[K`));
+}
+
+const t0 = performance.now();
+const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(0)} s`;
+const gpu = await getGpu();
+const models: Model[] = [];
+const load = async (dir: string) => {
+  const m = await loadModel(gpu, dir, { dtype: "f32" });
+  models.push(m);
+  return m;
+};
+try {
+  const teacher = await load(teacherDir);
+  const policies: HyperscalePolicy[] = [
+    { policy: "dense", compression: 1, label: "teacher", model: teacher, cache: "dense" },
+  ];
+  const folders = [teacherDir]; // the model folder of each policy entry
+  for (const dir of studentDirs) {
+    const model = await load(dir);
+    if (!model.config.isDms) fail(`${dir} is not a DMS checkpoint (no dms_* config)`);
+    const name = dir.replace(/\/+$/, "").split("/").at(-1)!;
+    progress(`measuring the compression of ${name} (${elapsed()})`);
+    const r = await evaluateTask(model, task, { samples: 8, seed: seed + 7, policy: "dms" });
+    const compression = Math.round(r.compressionRatio * 100) / 100;
+    policies.push({ policy: "dms", compression, label: name, model, cache: "dms" });
+    folders.push(dir);
+  }
+  const dmsRatios = policies.filter((p) => p.policy === "dms").map((p) => p.compression);
+  for (const name of BASELINES) {
+    for (const cr of dmsRatios) {
+      policies.push({
+        policy: name,
+        compression: cr,
+        label: `budget ${Math.round(length / cr)}`,
+        model: teacher,
+        cache: (batch) => createCacheFor(teacher, batch, name as "dense"),
+      });
+      folders.push(teacherDir);
+    }
+  }
+  console.log(
+    `task ${task.kind} (${length}-token prompts), ${samples} problems per configuration, ` +
+      `T = ${temperature}, seed ${seed}; W ∈ {${grid.chains}}, L ∈ {${grid.maxTokens}}; ` +
+      policies.map((p) => `${p.policy} CR ${p.compression} (${p.label})`).join(", "),
+  );
+  const result = await runHyperscale(policies, grid, {
+    task,
+    samples,
+    seed,
+    temperature,
+    batchRows,
+    onProgress: (p: HyperscaleProgress) =>
+      progress(
+        `[${p.config + 1}/${p.configs}] ${p.policy} CR ${p.compression} W=${p.chains} ` +
+          `L=${p.maxTokens}: ${p.done}/${p.total} problems (${elapsed()})`,
+      ),
+  });
+  progress("");
+
+  const out = a.out.replace(/\/+$/, "");
+  await Deno.mkdir(out, { recursive: true });
+  const csv = hyperscaleCsv(result.rows);
+  await writeTextFileAtomic(`${out}/results.csv`, csv);
+  const json = {
+    task: result.task,
+    seed,
+    temperature,
+    samples,
+    grid,
+    policies: policies.map((p, i) => ({
+      policy: p.policy,
+      compression: p.compression,
+      label: p.label,
+      model: folders[i],
+    })),
+    rows: result.rows,
+    seconds: result.seconds,
+  };
+  await writeTextFileAtomic(`${out}/results.json`, JSON.stringify(json, null, 2) + "\n");
+  const chart = (cost: (r: HyperscaleRow) => number, on: keyof HyperscaleRow, xTitle: string) =>
+    paretoSvg(
+      result.rows.map((r) => ({
+        policy: r.policy,
+        cost: Math.max(cost(r), 1),
+        accuracy: r.accuracy,
+        frontier: r[on] as boolean,
+      })),
+      { xTitle, title: `${result.task}: accuracy vs ${xTitle}` },
+    );
+  await writeTextFileAtomic(
+    `${out}/pareto_reads.svg`,
+    await chart((r) => r.kv_reads, "reads_frontier", "KV-cache token reads per problem"),
+  );
+  await writeTextFileAtomic(
+    `${out}/pareto_memory.svg`,
+    await chart((r) => r.peak_kv_tokens, "memory_frontier", "peak KV tokens per problem"),
+  );
+  console.log(
+    "\n| policy | CR | W | L | accuracy | KV reads | peak KV tokens | frontier (reads/peak) |\n" +
+      "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const r of result.rows) {
+    console.log(
+      `| ${r.policy} | ${r.compression} | ${r.chains} | ${r.max_tokens} | ${
+        r.accuracy.toFixed(3)
+      } | ${r.kv_reads.toFixed(0)} | ${r.peak_kv_tokens.toFixed(0)} | ${
+        r.reads_frontier ? "R" : "-"
+      }/${r.memory_frontier ? "M" : "-"} |`,
+    );
+  }
+  console.log(`\nwrote ${out}/results.csv, results.json, pareto_reads.svg, pareto_memory.svg`);
+  console.log(`total ${elapsed()}`);
+} finally {
+  for (const m of models) m.dispose();
+}
