@@ -64,7 +64,9 @@ export type {
   WeightOptions,
 } from "./src/model/weights.ts";
 export {
+  CACHE_POLICY_NAMES,
   type CachePolicyName,
+  type CachePolicyOptions,
   createCacheFor,
   generate,
   type GenerateChunk,
@@ -84,9 +86,18 @@ export type { EntryState, EvictionMap } from "./src/plot/eviction_map.ts";
 export type { SampleOptions } from "./src/ops/sample.ts";
 export type { AttendOptions, KvCache, KvCacheStats } from "./src/cache/kv_cache.ts";
 export type { CachePolicy, PolicyStep } from "./src/cache/policy.ts";
+export type {
+  DecodeChunkSelection,
+  DecodeProbsOutput,
+  PagedAttentionArgs,
+} from "./src/cache/paged_attention.ts";
 export { PagedKvCache } from "./src/cache/paged_kv_cache.ts";
 export type { LayerPool, PagedKvStorage, PageEntries } from "./src/cache/paged_storage.ts";
 export { createDenseCache, type DenseCacheOptions } from "./src/policies/dense.ts";
+export {
+  createStreamingLlmCache,
+  type StreamingLlmCacheOptions,
+} from "./src/policies/streaming_llm.ts";
 export {
   createDmsCache,
   DmsCache,

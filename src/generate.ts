@@ -35,13 +35,41 @@ import type { Transformer } from "./model/transformer.ts";
 import type { KvCache, KvCacheStats } from "./cache/kv_cache.ts";
 import { createDmsCache } from "./dms/dms_cache.ts";
 import { createDenseCache } from "./policies/dense.ts";
+import { createStreamingLlmCache } from "./policies/streaming_llm.ts";
 import { sample, type SampleOptions } from "./ops/sample.ts";
 
 /** Every cache policy name {@linkcode createCacheFor} knows (the CLI's `--policy` choices). */
-export const CACHE_POLICY_NAMES: readonly ["dms", "dense"] = ["dms", "dense"] as const;
+export const CACHE_POLICY_NAMES: readonly ["dms", "dense", "streaming"] = [
+  "dms",
+  "dense",
+  "streaming",
+] as const;
 
-/** Which cache policy to generate with (the policies: `CachePolicy` in src/cache/policy.ts). */
+/**
+ * Which cache policy to generate with (the policies: `CachePolicy` in src/cache/policy.ts): DMS,
+ * dense, and the training-free baselines of src/policies/ (StreamingLLM, H2O, TOVA, Quest).
+ */
 export type CachePolicyName = typeof CACHE_POLICY_NAMES[number];
+
+/**
+ * Options of the baseline policies in {@linkcode createCacheFor} (each ignores the fields it does
+ * not use). Budgets are KV entries per page (one sequence, KV head and layer).
+ */
+export interface CachePolicyOptions {
+  /**
+   * streaming, h2o, tova: entries per page at most (default 256, or sinks + recent for streaming
+   * when only recent is given); quest: topK = max(1, floor(budget / chunk)) when topK is absent.
+   */
+  budget?: number;
+  /** streaming: attention sinks (default 4). */
+  sinks?: number;
+  /** streaming: recent window (budget = sinks + recent); h2o: recent window (default budget / 2, floored). */
+  recent?: number;
+  /** quest: keys per chunk (default 16). */
+  chunk?: number;
+  /** quest: chunks attended per query besides the current one (default 8, or from budget). */
+  topK?: number;
+}
 
 /** Options of {@linkcode generate}. */
 export interface GenerateOptions {
@@ -82,6 +110,7 @@ export function createCacheFor(
   model: Transformer,
   batch: number,
   policy: CachePolicyName,
+  options: CachePolicyOptions = {},
 ): KvCache {
   const c = model.config;
   const base = {
@@ -95,6 +124,10 @@ export function createCacheFor(
   if (policy === "dense") {
     return createDenseCache(model.gpu, { ...base, blockSize: Math.min(c.dms.blockSize, 256) });
   }
+  const o = options, sinks = o.sinks ?? 4;
+  const budget = o.budget ??
+    (policy === "streaming" && o.recent !== undefined ? sinks + o.recent : 256);
+  if (policy === "streaming") return createStreamingLlmCache(model.gpu, { ...base, budget, sinks });
   return createDmsCache(model.gpu, {
     ...base,
     window: c.dms.window,

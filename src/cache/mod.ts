@@ -27,6 +27,9 @@ export {
   type PageEntries,
 } from "./paged_storage.ts";
 export {
+  type DecodeChunkSelection,
+  type DecodeProbsOutput,
+  decodeProbsReference,
   pagedAttention,
   type PagedAttentionArgs,
   pagedAttentionReference,

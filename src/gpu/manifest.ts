@@ -38,4 +38,5 @@ export const SHADER_FILES: readonly string[] = [
   "silu",
   "silu_backward",
   "softmax",
+  "streaming_llm",
 ];

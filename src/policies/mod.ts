@@ -1,7 +1,8 @@
 /**
  * `@hyperscale/dms/policies`: cache policies on the shared paged storage, one file each — the
- * dense policy (never evicts) today; the training-free baselines (StreamingLLM, H2O, TOVA, Quest)
- * join here. DMS, the method itself, is `@hyperscale/dms/dms`.
+ * dense policy (never evicts) and the training-free baselines: StreamingLLM (sinks + recent
+ * window), H2O (heavy hitters + recent window), TOVA (evict the entry the current query attends
+ * least), Quest (attend only to the top-k key chunks; saves reads, not memory). DMS, the method itself, is `@hyperscale/dms/dms`.
  *
  * @example A dense cache
  * ```ts ignore
@@ -13,9 +14,20 @@
  */
 
 export { createDenseCache, type DenseCacheOptions, DensePolicy } from "./dense.ts";
+export {
+  createStreamingLlmCache,
+  type StreamingLlmCacheOptions,
+  StreamingLlmPolicy,
+  streamingSlots,
+} from "./streaming_llm.ts";
 export type { PagedKvCache } from "../cache/paged_kv_cache.ts";
 export type { PagedKvStorage } from "../cache/paged_storage.ts";
 export type { CachePolicy, PolicyStep } from "../cache/policy.ts";
+export type {
+  DecodeChunkSelection,
+  DecodeProbsOutput,
+  PagedAttentionArgs,
+} from "../cache/paged_attention.ts";
 export type { Gpu } from "../gpu/device.ts";
 export type { AttendOptions, KvCache, KvCacheStats } from "../cache/kv_cache.ts";
 export type { LayerPool, PageEntries } from "../cache/paged_storage.ts";

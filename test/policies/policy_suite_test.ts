@@ -17,6 +17,7 @@ import type { KvCache } from "../../src/cache/kv_cache.ts";
 import { createDmsCache } from "../../src/dms/dms_cache.ts";
 import { retainedCount } from "../../src/dms/oracle.ts";
 import { createDenseCache } from "../../src/policies/dense.ts";
+import { createStreamingLlmCache } from "../../src/policies/streaming_llm.ts";
 import { assertClose, fcParams, FLOAT_DTYPES, gpu, GPU_TEST, TOL } from "../_util.ts";
 import { chunking, expected, feed, makeProblem, type Problem } from "../cache/harness.ts";
 
@@ -42,6 +43,11 @@ interface PolicyEntry {
   usesDecisions: boolean;
   /** Live entries of a page with decisions `d` after position t (no padding). */
   retained(d: Int32Array, t: number, s: Sizes): number;
+  /**
+   * The oracle's decisions `[B, Hkv, T]` when the policy's visibility is not the problem's
+   * decisions (StreamingLLM: sinks unmarked, the rest marked; mark(i) = d(i+1)).
+   */
+  oracleDecisions?(pr: Problem, s: Sizes): Int32Array;
 }
 
 const blockSize = (s: Sizes, max: number) => Math.min(max, 1 + Math.floor(s.bsFrac * max));
@@ -68,6 +74,41 @@ function dms(fixedW?: number): PolicyEntry {
   };
 }
 
+/**
+ * StreamingLLM with `sinks` and recent = W + 1 (budget sinks + W + 1): the §5.1 oracle with
+ * sinks unmarked, every later real token marked, window W.
+ */
+function streaming(sinks: number): PolicyEntry {
+  return {
+    name: `streaming sinks=${sinks}`,
+    create: (s) =>
+      createStreamingLlmCache(gpu, {
+        layers: 1,
+        batch: s.batch,
+        kvHeads: s.kvHeads,
+        headDim: s.headDim,
+        budget: sinks + s.W + 1,
+        sinks,
+        blockSize: blockSize(s, 8),
+        dtype: s.dtype,
+        preallocateTokens: 2,
+        partitionKeys: s.partitionKeys,
+      }),
+    window: (s) => s.W,
+    usesDecisions: true,
+    retained: (_d, t, s) => Math.min(t + 1, sinks + s.W + 1),
+    oracleDecisions: (pr) => {
+      const { B, Hkv, T } = pr, d = new Int32Array(B * Hkv * T);
+      for (let p = 0; p < B * Hkv; p++) {
+        const b = Math.floor(p / Hkv);
+        const pad = pr.mask ? pr.mask.subarray(b * T, (b + 1) * T).indexOf(1) : 0;
+        for (let i = Math.max(pad, 0); i + 1 < T; i++) d[p * T + i + 1] = i - pad >= sinks ? 1 : 0;
+      }
+      return d;
+    },
+  };
+}
+
 /** Every policy; a new one adds a line here. */
 const POLICIES: PolicyEntry[] = [
   {
@@ -90,6 +131,8 @@ const POLICIES: PolicyEntry[] = [
   dms(),
   dms(1),
   dms(16),
+  streaming(0),
+  streaming(3),
 ];
 
 const arbCase = fc.record({
@@ -108,7 +151,8 @@ const arbCase = fc.record({
 });
 
 /** The oracle's view of the problem: the dense policy ignores decisions (nothing marked). */
-function seenBy(policy: PolicyEntry, pr: Problem): Problem {
+function seenBy(policy: PolicyEntry, pr: Problem, s: Sizes): Problem {
+  if (policy.oracleDecisions) return { ...pr, d: policy.oracleDecisions(pr, s) };
   return policy.usesDecisions ? pr : { ...pr, d: new Int32Array(pr.d.length) };
 }
 
@@ -136,12 +180,12 @@ for (const policy of POLICIES) {
             const [out] = await feed(cache, [pr], chunks);
             const W = policy.window(sizes);
             const label = `${policy.name} ${JSON.stringify({ ...c, chunks })}`;
-            assertClose(out, expected(seenBy(policy, pr), W), TOL[dtype], `out ${label}`);
+            assertClose(out, expected(seenBy(policy, pr, sizes), W), TOL[dtype], `out ${label}`);
             const { lengths } = await cache.stats();
             lengths[0].forEach((len, p) => {
               const b = Math.floor(p / c.Hkv);
               const pad = pr.mask ? pr.mask.subarray(b * c.T, (b + 1) * c.T).indexOf(1) : 0;
-              const d = seenBy(policy, pr).d.subarray(p * c.T, (p + 1) * c.T);
+              const d = seenBy(policy, pr, sizes).d.subarray(p * c.T, (p + 1) * c.T);
               // Padding shifts the page's tokens: its real decisions start at `pad`.
               const want = pad < 0 ? 0 : policy.retained(d.subarray(pad), c.T - 1 - pad, sizes);
               assert.equal(len, want, `length of page ${p}, ${label}`);
