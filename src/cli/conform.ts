@@ -1,5 +1,6 @@
 /**
- * `deno task conform [dir] [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]`
+ * `dms conform [dir] [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]`, also
+ * `deno task conform ...` (this file runs on its own too).
  *
  * Runs every conformance case under `dir` (folder format:
  * `testdata/conformance/README.md`; a local path or an http(s) URL) through a backend, prints one
@@ -12,8 +13,8 @@
  * before each run, each run's summary line, and a last line naming every failing case per
  * backend (`conformance (cpu, gpu): 24 passed, 2 failed; failing: cpu D3_..., gpu D3_...`).
  *
- * Exit status: 0 all passed; 1 a case failed (or no case was found);
- * 2 usage error or unreadable folder.
+ * Exit status: 0 all passed; 1 a case failed (or no case was found, or a case could not be
+ * read: one line naming the file); 2 usage error or a folder that does not exist.
  *
  * @example
  * ```sh
@@ -24,7 +25,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   type ConformanceBackend,
   cpuBackend,
@@ -33,9 +33,10 @@ import {
   runConformance,
 } from "../eval/conformance.ts";
 import { gpuBackend } from "../eval/gpu_backend.ts";
+import { type Command, parse, runCommand, str, UsageError } from "./_command.ts";
 
-const USAGE =
-  "usage: deno task conform [dir] [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]\n" +
+const USAGE = "usage: dms conform [dir] [--backend cpu|gpu] [--only NAME[,NAME...]] [--verbose]\n" +
+  "       (or deno task conform ...)\n" +
   "  dir: a folder of conformance cases (default: both vendored folders, testdata/conformance\n" +
   "       and the training cases, kind train_step, in testdata/conformance-train)\n" +
   "  --backend: default cpu with a folder; with no folder and no --backend: cpu, then gpu\n" +
@@ -43,56 +44,50 @@ const USAGE =
 
 const BACKENDS: Readonly<Record<string, ConformanceBackend>> = { cpu: cpuBackend, gpu: gpuBackend };
 
-/** Runs the CLI; returns the exit status. */
-export async function main(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        backend: { type: "string" },
-        only: { type: "string", multiple: true },
-        verbose: { type: "boolean", short: "v", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (e) {
-    console.error(`${(e as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+/** Runs the CLI (`--help`, `--debug` and errors as every `dms` command); returns the exit status. */
+export function main(args: string[]): Promise<number> {
+  return runCommand(conformCommand, args);
+}
+
+async function run(args: string[]): Promise<number> {
+  const p = parse(args, {
+    backend: { type: "string" },
+    only: { type: "string", multiple: true },
+    verbose: { type: "boolean", short: "v", default: false },
+  }, Infinity);
+  const { values, positionals } = p;
+  const backend = str(p, "backend");
   if (positionals.length > 1) {
-    console.error(`expected at most one folder, got ${positionals.length}\n${USAGE}`);
-    return 2;
+    throw new UsageError(`expected at most one folder, got ${positionals.length}`);
   }
-  const names = values.backend !== undefined
-    ? [values.backend]
+  const folder = positionals[0];
+  if (folder !== undefined && !/^https?:\/\//.test(folder)) {
+    const st = await Deno.stat(folder).catch(() => null);
+    if (!st?.isDirectory) throw new UsageError(`${folder}: no such folder`);
+  }
+  const names = backend !== undefined
+    ? [backend]
     : positionals.length
     ? ["cpu"]
     : Object.keys(BACKENDS);
   const backends = names.map((n) => Object.hasOwn(BACKENDS, n) ? BACKENDS[n] : null);
   if (backends.some((b) => !b)) {
-    console.error(`unknown backend "${values.backend}" (expected cpu or gpu)\n${USAGE}`);
-    return 2;
+    throw new UsageError(`unknown backend "${backend}" (expected cpu or gpu)`);
   }
   const dir: string | URL | readonly URL[] = positionals[0] ?? DEFAULT_CONFORMANCE_DIRS;
-  const only = values.only?.flatMap((s) => s.split(",")).map((s) => s.trim()).filter(Boolean);
-  if (backends.length === 1) return await runOne(backends[0]!, dir, only, values.verbose!);
+  const only = (values.only as string[] | undefined)?.flatMap((s) => s.split(",")).map((s) =>
+    s.trim()
+  ).filter(Boolean);
+  if (backends.length === 1) return await runOne(backends[0]!, dir, only, values.verbose === true);
   let passed = 0, failed = 0, ok = true;
   const failing: string[] = [];
   for (const b of backends) {
     console.log(`backend ${b!.name}`);
-    const r = await runOne(b!, dir, only, values.verbose!, (report) => {
+    const r = await runOne(b!, dir, only, values.verbose === true, (report) => {
       passed += report.passed;
       failed += report.failed + report.unsupported;
       for (const c of report.cases) if (!c.ok) failing.push(`${b!.name} ${c.name}`);
     });
-    if (r === 2) return 2;
     ok &&= r === 0;
   }
   console.log(
@@ -102,7 +97,7 @@ export async function main(args: string[]): Promise<number> {
   return ok ? 0 : 1;
 }
 
-/** One backend over `dir`: case lines and the summary; returns the exit status. */
+/** One backend over `dir`: case lines and the summary; returns the exit status (throws when a case cannot be read). */
 async function runOne(
   backend: ConformanceBackend,
   dir: string | URL | readonly URL[],
@@ -110,27 +105,30 @@ async function runOne(
   verbose: boolean,
   onReport?: (r: Awaited<ReturnType<typeof runConformance>>) => void,
 ): Promise<number> {
-  try {
-    const report = await runConformance(dir, {
-      backend,
-      only,
-      verbose,
-      log: (line) => console.log(line),
-    });
-    onReport?.(report);
-    if (report.cases.length === 0) {
-      console.log(
-        only
-          ? `no case named ${only.join(", ")} under ${report.dir}`
-          : `no case folders (with case.json) under ${report.dir}`,
-      );
-    }
-    console.log(formatSummary(report));
-    return report.ok ? 0 : 1;
-  } catch (e) {
-    console.error(`conform: ${(e as Error).message}`);
-    return 2;
+  const report = await runConformance(dir, {
+    backend,
+    only,
+    verbose,
+    log: (line) => console.log(line),
+  });
+  onReport?.(report);
+  if (report.cases.length === 0) {
+    console.log(
+      only
+        ? `no case named ${only.join(", ")} under ${report.dir}`
+        : `no case folders (with case.json) under ${report.dir}`,
+    );
   }
+  console.log(formatSummary(report));
+  return report.ok ? 0 : 1;
 }
+
+/** `dms conform`. */
+export const conformCommand: Command = {
+  name: "conform",
+  summary: "run the DMS conformance cases (golden vectors) on the CPU and GPU backends",
+  usage: USAGE,
+  run,
+};
 
 if (import.meta.main) Deno.exit(await main(Deno.args));
