@@ -98,6 +98,8 @@ export {
   createStreamingLlmCache,
   type StreamingLlmCacheOptions,
 } from "./src/policies/streaming_llm.ts";
+export { createTovaCache, type TovaCacheOptions } from "./src/policies/tova.ts";
+export { createH2oCache, type H2oCacheOptions } from "./src/policies/h2o.ts";
 export {
   createDmsCache,
   DmsCache,

@@ -36,13 +36,17 @@ import type { KvCache, KvCacheStats } from "./cache/kv_cache.ts";
 import { createDmsCache } from "./dms/dms_cache.ts";
 import { createDenseCache } from "./policies/dense.ts";
 import { createStreamingLlmCache } from "./policies/streaming_llm.ts";
+import { createH2oCache } from "./policies/h2o.ts";
+import { createTovaCache } from "./policies/tova.ts";
 import { sample, type SampleOptions } from "./ops/sample.ts";
 
 /** Every cache policy name {@linkcode createCacheFor} knows (the CLI's `--policy` choices). */
-export const CACHE_POLICY_NAMES: readonly ["dms", "dense", "streaming"] = [
+export const CACHE_POLICY_NAMES: readonly ["dms", "dense", "streaming", "h2o", "tova"] = [
   "dms",
   "dense",
   "streaming",
+  "h2o",
+  "tova",
 ] as const;
 
 /**
@@ -128,6 +132,8 @@ export function createCacheFor(
   const budget = o.budget ??
     (policy === "streaming" && o.recent !== undefined ? sinks + o.recent : 256);
   if (policy === "streaming") return createStreamingLlmCache(model.gpu, { ...base, budget, sinks });
+  if (policy === "h2o") return createH2oCache(model.gpu, { ...base, budget, recent: o.recent });
+  if (policy === "tova") return createTovaCache(model.gpu, { ...base, budget });
   return createDmsCache(model.gpu, {
     ...base,
     window: c.dms.window,

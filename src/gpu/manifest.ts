@@ -35,6 +35,7 @@ export const SHADER_FILES: readonly string[] = [
   "rope_backward",
   "sample",
   "sample_naive",
+  "score_evict",
   "silu",
   "silu_backward",
   "softmax",

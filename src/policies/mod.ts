@@ -2,7 +2,8 @@
  * `@hyperscale/dms/policies`: cache policies on the shared paged storage, one file each — the
  * dense policy (never evicts) and the training-free baselines: StreamingLLM (sinks + recent
  * window), H2O (heavy hitters + recent window), TOVA (evict the entry the current query attends
- * least), Quest (attend only to the top-k key chunks; saves reads, not memory). DMS, the method itself, is `@hyperscale/dms/dms`.
+ * least), Quest (attend only to the top-k key chunks; saves reads, not memory). DMS, the method
+ * itself, is `@hyperscale/dms/dms`.
  *
  * @example A dense cache
  * ```ts ignore
@@ -20,6 +21,14 @@ export {
   StreamingLlmPolicy,
   streamingSlots,
 } from "./streaming_llm.ts";
+export { createTovaCache, createTovaPolicy, type TovaCacheOptions, tovaVictim } from "./tova.ts";
+export { createH2oCache, createH2oPolicy, type H2oCacheOptions, h2oVictim } from "./h2o.ts";
+export {
+  evictionVictim,
+  keepNewestSlots,
+  ScoreEvictPolicy,
+  type ScoreEvictRule,
+} from "./score_evict.ts";
 export type { PagedKvCache } from "../cache/paged_kv_cache.ts";
 export type { PagedKvStorage } from "../cache/paged_storage.ts";
 export type { CachePolicy, PolicyStep } from "../cache/policy.ts";

@@ -18,6 +18,8 @@ import { createDmsCache } from "../../src/dms/dms_cache.ts";
 import { retainedCount } from "../../src/dms/oracle.ts";
 import { createDenseCache } from "../../src/policies/dense.ts";
 import { createStreamingLlmCache } from "../../src/policies/streaming_llm.ts";
+import { createH2oCache } from "../../src/policies/h2o.ts";
+import { createTovaCache } from "../../src/policies/tova.ts";
 import { assertClose, fcParams, FLOAT_DTYPES, gpu, GPU_TEST, TOL } from "../_util.ts";
 import { chunking, expected, feed, makeProblem, type Problem } from "../cache/harness.ts";
 
@@ -109,6 +111,33 @@ function streaming(sinks: number): PolicyEntry {
   };
 }
 
+/**
+ * A score-based policy whose budget (64) exceeds every problem's length (T ≤ 44): it never
+ * evicts, so it must equal dense attention while its `probs` output runs on every decode step.
+ * Its evictions are checked against its CPU rule in score_evict_test.ts.
+ */
+function unbound(name: "tova" | "h2o"): PolicyEntry {
+  const create = name === "tova" ? createTovaCache : createH2oCache;
+  return {
+    name: `${name} (budget above T)`,
+    create: (s) =>
+      create(gpu, {
+        layers: 1,
+        batch: s.batch,
+        kvHeads: s.kvHeads,
+        headDim: s.headDim,
+        budget: 64,
+        blockSize: blockSize(s, 8),
+        dtype: s.dtype,
+        preallocateTokens: 2,
+        partitionKeys: s.partitionKeys,
+      }),
+    window: () => 0,
+    usesDecisions: false,
+    retained: (_d, t) => t + 1,
+  };
+}
+
 /** Every policy; a new one adds a line here. */
 const POLICIES: PolicyEntry[] = [
   {
@@ -133,6 +162,8 @@ const POLICIES: PolicyEntry[] = [
   dms(16),
   streaming(0),
   streaming(3),
+  unbound("tova"),
+  unbound("h2o"),
 ];
 
 const arbCase = fc.record({
