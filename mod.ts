@@ -100,6 +100,7 @@ export {
 } from "./src/policies/streaming_llm.ts";
 export { createTovaCache, type TovaCacheOptions } from "./src/policies/tova.ts";
 export { createH2oCache, type H2oCacheOptions } from "./src/policies/h2o.ts";
+export { createQuestCache, type QuestCacheOptions } from "./src/policies/quest.ts";
 export {
   createDmsCache,
   DmsCache,

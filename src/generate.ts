@@ -38,15 +38,17 @@ import { createDenseCache } from "./policies/dense.ts";
 import { createStreamingLlmCache } from "./policies/streaming_llm.ts";
 import { createH2oCache } from "./policies/h2o.ts";
 import { createTovaCache } from "./policies/tova.ts";
+import { createQuestCache } from "./policies/quest.ts";
 import { sample, type SampleOptions } from "./ops/sample.ts";
 
 /** Every cache policy name {@linkcode createCacheFor} knows (the CLI's `--policy` choices). */
-export const CACHE_POLICY_NAMES: readonly ["dms", "dense", "streaming", "h2o", "tova"] = [
+export const CACHE_POLICY_NAMES: readonly ["dms", "dense", "streaming", "h2o", "tova", "quest"] = [
   "dms",
   "dense",
   "streaming",
   "h2o",
   "tova",
+  "quest",
 ] as const;
 
 /**
@@ -125,10 +127,14 @@ export function createCacheFor(
     dtype: model.dtype,
     preallocateTokens: Math.min(c.dms.preallocateForTokens, 4096),
   };
-  if (policy === "dense") {
-    return createDenseCache(model.gpu, { ...base, blockSize: Math.min(c.dms.blockSize, 256) });
-  }
   const o = options, sinks = o.sinks ?? 4;
+  const denseBlocks = Math.min(c.dms.blockSize, 256);
+  if (policy === "dense") return createDenseCache(model.gpu, { ...base, blockSize: denseBlocks });
+  if (policy === "quest") {
+    const chunk = o.chunk ?? 16;
+    const topK = o.topK ?? (o.budget === undefined ? 8 : Math.max(1, Math.floor(o.budget / chunk)));
+    return createQuestCache(model.gpu, { ...base, blockSize: denseBlocks, chunk, topK });
+  }
   const budget = o.budget ??
     (policy === "streaming" && o.recent !== undefined ? sinks + o.recent : 256);
   if (policy === "streaming") return createStreamingLlmCache(model.gpu, { ...base, budget, sinks });

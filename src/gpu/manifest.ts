@@ -27,6 +27,7 @@ export const SHADER_FILES: readonly string[] = [
   "paged_attention",
   "paged_kv",
   "paged_prefill",
+  "quest",
   "random",
   "reduce",
   "rmsnorm",

@@ -24,6 +24,14 @@ export {
 export { createTovaCache, createTovaPolicy, type TovaCacheOptions, tovaVictim } from "./tova.ts";
 export { createH2oCache, createH2oPolicy, type H2oCacheOptions, h2oVictim } from "./h2o.ts";
 export {
+  createQuestCache,
+  questBound,
+  type QuestCacheOptions,
+  questChunkBounds,
+  QuestPolicy,
+  questSelect,
+} from "./quest.ts";
+export {
   evictionVictim,
   keepNewestSlots,
   ScoreEvictPolicy,

@@ -20,6 +20,7 @@ import { createDenseCache } from "../../src/policies/dense.ts";
 import { createStreamingLlmCache } from "../../src/policies/streaming_llm.ts";
 import { createH2oCache } from "../../src/policies/h2o.ts";
 import { createTovaCache } from "../../src/policies/tova.ts";
+import { createQuestCache } from "../../src/policies/quest.ts";
 import { assertClose, fcParams, FLOAT_DTYPES, gpu, GPU_TEST, TOL } from "../_util.ts";
 import { chunking, expected, feed, makeProblem, type Problem } from "../cache/harness.ts";
 
@@ -138,6 +139,31 @@ function unbound(name: "tova" | "h2o"): PolicyEntry {
   };
 }
 
+/**
+ * Quest with chunks of W keys and topK 64 (more chunks than any problem has): every chunk is
+ * selected, so it must equal dense attention while its bounds and selection run on every
+ * decode step. Its selection of fewer chunks is checked against its CPU rule in quest_test.ts.
+ */
+const questAll: PolicyEntry = {
+  name: "quest (topK above the chunks)",
+  create: (s) =>
+    createQuestCache(gpu, {
+      layers: 1,
+      batch: s.batch,
+      kvHeads: s.kvHeads,
+      headDim: s.headDim,
+      chunk: s.W,
+      topK: 64,
+      blockSize: blockSize(s, 8),
+      dtype: s.dtype,
+      preallocateTokens: 2,
+      partitionKeys: s.partitionKeys,
+    }),
+  window: () => 0,
+  usesDecisions: false,
+  retained: (_d, t) => t + 1,
+};
+
 /** Every policy; a new one adds a line here. */
 const POLICIES: PolicyEntry[] = [
   {
@@ -164,6 +190,7 @@ const POLICIES: PolicyEntry[] = [
   streaming(3),
   unbound("tova"),
   unbound("h2o"),
+  questAll,
 ];
 
 const arbCase = fc.record({
