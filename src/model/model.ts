@@ -51,8 +51,14 @@ export class Model extends Transformer {
 }
 
 /** Bytes a model's weights may take: the device's memory limit, and at most the host's memory. */
+/**
+ * What a model's weights may take: the GPU's memory limit and the host's memory. Without
+ * `--allow-sys` the host's memory is unknown; then 1 TiB, more than any single device holds,
+ * still refuses an absurd config before anything is allocated.
+ */
 function weightBudget(gpu: Gpu): number {
-  return Math.min(gpu.memoryLimitBytes, hostMemoryBytes());
+  const host = hostMemoryBytes();
+  return Math.min(gpu.memoryLimitBytes, Number.isFinite(host) ? host : 2 ** 40);
 }
 
 /** A model with random weights (seeded, generated on the GPU). */
