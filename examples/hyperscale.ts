@@ -3,7 +3,8 @@
  * budgets — KV-cache token reads and peak KV tokens per problem — for a W × L × CR grid (W
  * parallel sampled chains with a majority vote, L max new tokens, CR the cache's compression),
  * with the Pareto frontier of every policy: the dense teacher, its DMS students (one compression
- * each) and every training-free baseline `createCacheFor` knows (none yet: see `BASELINES`).
+ * each) and every training-free baseline `createCacheFor` knows (`BASELINES`), matched to each
+ * DMS compression.
  *
  * ```sh
  * deno run -A examples/hyperscale.ts --quick --out /tmp/hs        # 2 CPU cores, < 5 minutes
@@ -24,11 +25,19 @@
  * model trained on it. Each DMS student's compression is measured first (`get_cr`, greedy, on
  * the same task) and labels its rows.
  *
+ * Reading the baselines: the prompt is prefilled in one chunk (the teacher's config has no
+ * `dms_chunked_prefill`), and TOVA, H2O and Quest prefill densely (TOVA and H2O evict down to
+ * their budget after the chunk's attention: src/policies/score_evict.ts), so the first answer
+ * token of those three sees the whole prompt; their budgets bite from the second generated token
+ * on. StreamingLLM's window applies inside the prefill too, as DMS's §5.1 rule does.
+ *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import {
+  CACHE_POLICY_NAMES,
+  type CachePolicyName,
   createCacheFor,
   getGpu,
   type HyperscalePolicy,
@@ -67,10 +76,13 @@ const USAGE_EXIT = 2;
 const DATA = new URL("../testdata/", import.meta.url).pathname;
 
 /**
- * Training-free baselines by \`createCacheFor\` name, matched to each DMS compression with a
- * budget of prompt/CR tokens. Empty until src/policies/ has them (issue 11 item 1).
+ * The training-free baselines: every name `createCacheFor` knows besides dense and DMS. Each runs
+ * on the teacher once per DMS compression CR, with a budget of ⌊prompt / CR⌉ KV entries per page
+ * (StreamingLLM: 4 sinks + a recent window; Quest: top-k chunks, so reads only).
  */
-const BASELINES: readonly string[] = [];
+const BASELINES: readonly CachePolicyName[] = CACHE_POLICY_NAMES.filter((n) =>
+  n !== "dense" && n !== "dms"
+);
 
 function fail(msg: string): never {
   console.error(`hyperscale: ${msg}\n\n${HELP}`);
@@ -184,12 +196,13 @@ try {
   const dmsRatios = policies.filter((p) => p.policy === "dms").map((p) => p.compression);
   for (const name of BASELINES) {
     for (const cr of dmsRatios) {
+      const budget = Math.max(1, Math.round(length / cr));
       policies.push({
         policy: name,
         compression: cr,
-        label: `budget ${Math.round(length / cr)}`,
+        label: `budget ${budget}`,
         model: teacher,
-        cache: (batch) => createCacheFor(teacher, batch, name as "dense"),
+        cache: (batch) => createCacheFor(teacher, batch, name, { budget }),
       });
       folders.push(teacherDir);
     }

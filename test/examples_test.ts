@@ -3,6 +3,7 @@
  * and must exit 0 with the output it promises.
  */
 import assert from "node:assert/strict";
+import { CACHE_POLICY_NAMES } from "../src/generate.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -150,7 +151,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "examples/hyperscale.ts writes the CSV, JSON and both Pareto plots for dense and DMS",
+  name:
+    "examples/hyperscale.ts writes the CSV, JSON and both Pareto plots for dense, DMS and every baseline",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -160,12 +162,18 @@ Deno.test({
     assert.match(text, /\| dense \| 1 \| 2 \| 2 \|/);
     const csv = (await Deno.readTextFile(`${out}/results.csv`)).trim().split("\n");
     assert.match(csv[0], /^policy,label,compression,chains,max_tokens,samples,accuracy,kv_reads,/);
-    assert.equal(csv.length, 1 + 3 * 2, "dense + 2 students, W ∈ {1, 2}, L ∈ {2}");
+    // dense, 2 students, each baseline at the 2 students' compressions; W ∈ {1, 2}, L ∈ {2}
+    const baselines = CACHE_POLICY_NAMES.length - 2;
+    assert.equal(csv.length, 1 + (3 + 2 * baselines) * 2);
+    for (const name of CACHE_POLICY_NAMES) {
+      assert.ok(csv.some((l) => l.startsWith(`${name},`)), `a row of ${name}`);
+    }
     const json = JSON.parse(await Deno.readTextFile(`${out}/results.json`));
-    assert.equal(json.rows.length, 6);
+    assert.equal(json.rows.length, csv.length - 1);
     for (const f of ["pareto_reads.svg", "pareto_memory.svg"]) {
       const svg = await Deno.readTextFile(`${out}/${f}`);
-      assert.equal((svg.match(/aria-roledescription="line mark"/g) ?? []).length, 2, f);
+      const lines = (svg.match(/aria-roledescription="line mark"/g) ?? []).length;
+      assert.equal(lines, CACHE_POLICY_NAMES.length, `${f}: one line per policy`);
     }
     await Deno.remove(out, { recursive: true });
   },
