@@ -30,6 +30,7 @@ import { parseConfig } from "../src/model/config.ts";
 import { createModel, type Model } from "../src/model/model.ts";
 import { sample } from "../src/ops/sample.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
+import type { KernelTime } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { countGpu, fmt, isCpuAdapter, markdownTable, runPython, torchCuda } from "./_common.ts";
 
@@ -71,6 +72,8 @@ interface Row {
   readbacksPerToken: number;
   torchEagerTokPerS?: number;
   torchGraphTokPerS?: number;
+  /** One decode step's GPU time per kernel (timestamp queries), largest first. */
+  stepKernels?: { kernel: string; ms: number; count: number }[];
 }
 
 function config(ctx: number, policy: "dense" | "dms") {
@@ -151,13 +154,26 @@ async function runOn(model: Model, ctx: number, policy: "dense" | "dms"): Promis
     using ids = Tensor.fromArray(gpu, [1], [1, 1], "i32");
     using pos = Tensor.fromArray(gpu, [ctx + N], [1, 1], "i32");
     await cache.reserve(4);
-    row.stepGpuMs = await gpu.profile(() => {
-      const l = model.forward(ids, { mode: "inference", positions: pos, cache, logits: "last" })!;
-      const logits = l.reshape([1, cfg.vocabSize]);
-      l.dispose();
-      sample(logits, { out: ids });
-      logits.dispose();
-    }, 2048);
+    const perKernel = new Map<string, KernelTime>();
+    row.stepGpuMs = await gpu.profile(
+      () => {
+        const l = model.forward(ids, { mode: "inference", positions: pos, cache, logits: "last" })!;
+        const logits = l.reshape([1, cfg.vocabSize]);
+        l.dispose();
+        sample(logits, { out: ids });
+        logits.dispose();
+      },
+      2048,
+      perKernel,
+    );
+    // labels are "shader:entry {defines} {constants}": sum the variants of an entry point
+    const byEntry = new Map<string, KernelTime>();
+    for (const [label, k] of perKernel) {
+      const name = label.split(" ")[0], e = byEntry.get(name) ?? { ms: 0, count: 0 };
+      byEntry.set(name, { ms: e.ms + k.ms, count: e.count + k.count });
+    }
+    row.stepKernels = [...byEntry].map(([kernel, k]) => ({ kernel, ...k }))
+      .sort((a, b) => b.ms - a.ms);
   }
   return row;
 }
@@ -222,6 +238,25 @@ const head = [
   "ours/graph",
 ];
 console.log(markdownTable(head, body, 2));
+// Where one decode step's GPU time goes: the kernels that take most of it, per row.
+for (const r of rows.filter((x) => x.stepKernels?.length)) {
+  const top = r.stepKernels!.slice(0, 8);
+  console.log(
+    `\nstep GPU time by kernel, ctx ${r.ctx} ${r.cache} (${fmt(r.stepGpuMs, 2)} ms, ` +
+      `${r.stepKernels!.reduce((n, k) => n + k.count, 0)} dispatches):`,
+  );
+  console.log(markdownTable(
+    ["kernel", "dispatches", "ms", "share", "µs per dispatch"],
+    top.map((k) => [
+      k.kernel,
+      `${k.count}`,
+      fmt(k.ms, 3),
+      `${fmt((100 * k.ms) / r.stepGpuMs, 1)} %`,
+      fmt((1000 * k.ms) / k.count, 1),
+    ]),
+    1,
+  ));
+}
 if (values.json) {
   const doc = { device: gpu.description, cpu, geometry, dtype, tokens: N, cr: CR, rows, torch };
   await writeTextFileAtomic(values.json, JSON.stringify(doc, null, 2) + "\n");

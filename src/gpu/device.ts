@@ -37,7 +37,7 @@ import {
   type KernelSpec,
   PipelineCache,
 } from "./pipelines.ts";
-import { TimestampRecorder } from "./profiling.ts";
+import { type KernelTime, TimestampRecorder } from "./profiling.ts";
 
 export { align, type MemoryStats } from "./buffers.ts";
 export type { ParamValues } from "./params.ts";
@@ -282,7 +282,7 @@ export class Gpu {
     const prof = this.#profile;
     if (prof || this.debug) {
       // One pass per dispatch: timestamps are per pass, and error scopes must see the dispatch.
-      const timestampWrites = prof?.next();
+      const timestampWrites = prof?.next(kernel.label);
       const pass = this.encoder().beginComputePass({ label: kernel.label, timestampWrites });
       pass.setPipeline(kernel.pipeline);
       pass.setBindGroup(0, group, offsets);
@@ -440,8 +440,13 @@ export class Gpu {
    * Requires `timestamp-query` ({@linkcode Gpu.hasTimestamps}).
    *
    * @param maxDispatches Dispatches timed (1..2048); later ones run untimed.
+   * @param perKernel When given, receives each kernel's summed time and dispatch count.
    */
-  async profile(fn: () => void, maxDispatches = 2048): Promise<number> {
+  async profile(
+    fn: () => void,
+    maxDispatches = 2048,
+    perKernel?: Map<string, KernelTime>,
+  ): Promise<number> {
     if (!this.hasTimestamps) throw new Error("This device has no timestamp-query feature");
     const prof = new TimestampRecorder(this.device, maxDispatches);
     this.flush();
@@ -451,7 +456,12 @@ export class Gpu {
     } finally {
       this.#profile = undefined;
     }
-    return await prof.resolve(this.device, () => this.encoder(), (b, n) => this.read(b, n));
+    return await prof.resolve(
+      this.device,
+      () => this.encoder(),
+      (b, n) => this.read(b, n),
+      perKernel,
+    );
   }
 
   /**

@@ -29,3 +29,4 @@ export {
   type ParamValues,
 } from "./device.ts";
 export type { BindingDecl, ParamField, ParamLayout, ParamType } from "./shader.ts";
+export type { KernelTime } from "./profiling.ts";

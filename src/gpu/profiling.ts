@@ -9,10 +9,19 @@
 /** Most dispatches one profile can time (a query set holds 4096 timestamps). */
 export const MAX_PROFILED_DISPATCHES = 2048;
 
+/** GPU time of one kernel summed over its dispatches in a profile. */
+export interface KernelTime {
+  /** Summed GPU milliseconds. */
+  ms: number;
+  /** Dispatches timed. */
+  count: number;
+}
+
 /** Timestamp slots for the dispatches recorded while profiling. */
 export class TimestampRecorder {
   #set: GPUQuerySet;
   #next = 0;
+  #labels: string[] = [];
   #capacity: number;
 
   /**
@@ -30,9 +39,14 @@ export class TimestampRecorder {
     this.#set = device.createQuerySet({ type: "timestamp", count: this.#capacity });
   }
 
-  /** Timestamp writes for the next dispatch's pass, or `undefined` once the set is full. */
-  next(): GPUComputePassTimestampWrites | undefined {
+  /**
+   * Timestamp writes for the next dispatch's pass, or `undefined` once the set is full.
+   *
+   * @param label The kernel's name, for {@linkcode TimestampRecorder.resolve}'s per-kernel sums.
+   */
+  next(label = "?"): GPUComputePassTimestampWrites | undefined {
     if (this.#next + 2 > this.#capacity) return undefined;
+    this.#labels.push(label);
     const w = {
       querySet: this.#set,
       beginningOfPassWriteIndex: this.#next,
@@ -48,11 +62,13 @@ export class TimestampRecorder {
    * @param device The device of the query set.
    * @param encoder Returns the shared encoder to record the resolve into.
    * @param read Reads a buffer back (submitting the encoder).
+   * @param perKernel When given, receives each kernel's summed time and dispatch count.
    */
   async resolve(
     device: GPUDevice,
     encoder: () => GPUCommandEncoder,
     read: (buffer: GPUBuffer, size: number) => Promise<ArrayBuffer>,
+    perKernel?: Map<string, KernelTime>,
   ): Promise<number> {
     const used = this.#next; // only slots that dispatches wrote hold timestamps
     if (used === 0) {
@@ -70,7 +86,14 @@ export class TimestampRecorder {
     const t = new BigUint64Array(bytes);
     let ns = 0n;
     for (let i = 0; i + 1 < used; i += 2) {
-      if (t[i + 1] > t[i]) ns += t[i + 1] - t[i];
+      const d = t[i + 1] > t[i] ? t[i + 1] - t[i] : 0n;
+      ns += d;
+      if (perKernel) {
+        const label = this.#labels[i / 2], k = perKernel.get(label) ?? { ms: 0, count: 0 };
+        k.ms += Number(d) / 1e6;
+        k.count++;
+        perKernel.set(label, k);
+      }
     }
     return Number(ns) / 1e6;
   }

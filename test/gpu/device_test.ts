@@ -3,7 +3,8 @@ import { Gpu } from "../../src/gpu/device.ts";
 import { SHADER_FILES } from "../../src/gpu/manifest.ts";
 import { parseBindings, preprocess } from "../../src/gpu/shader.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
-import { add } from "../../src/ops/elementwise.ts";
+import { add, scale } from "../../src/ops/elementwise.ts";
+import type { KernelTime } from "../../src/gpu/profiling.ts";
 import { gpu, GPU_TEST } from "../_util.ts";
 
 Deno.test("the shader manifest lists exactly the .wgsl files in shaders/", () => {
@@ -88,6 +89,31 @@ Deno.test({
     });
     out?.dispose();
     assert.ok(ms > 0 && ms < 10000, `ms=${ms}`);
+  },
+});
+
+Deno.test({
+  name: "profile() with perKernel sums each kernel's dispatches to the total",
+  ignore: !gpu.hasTimestamps,
+  ...GPU_TEST,
+  fn: async () => {
+    using a = Tensor.zeros(gpu, [1 << 16]);
+    const made: Tensor[] = [];
+    const perKernel = new Map<string, KernelTime>();
+    const ms = await gpu.profile(
+      () => {
+        for (let i = 0; i < 3; i++) made.push(add(a, a));
+        made.push(scale(a, 2));
+      },
+      2048,
+      perKernel,
+    );
+    made.forEach((t) => t.dispose());
+    const counts = [...perKernel.values()].map((k) => k.count);
+    assert.equal(counts.reduce((x, y) => x + y, 0), 4, JSON.stringify([...perKernel]));
+    assert.equal(perKernel.size, 2, [...perKernel.keys()].join(", "));
+    const sum = [...perKernel.values()].reduce((x, k) => x + k.ms, 0);
+    assert.ok(Math.abs(sum - ms) <= 1e-9 * Math.max(1, ms), `${sum} vs ${ms}`);
   },
 });
 
