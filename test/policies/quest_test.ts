@@ -4,8 +4,9 @@
  * prefill chunkings, decode steps, left padding, GQA, chunk sizes and topK, holds exactly the
  * CPU chunk bounds of its keys and selects exactly the chunks `questSelect` picks at every
  * decode step (integer-valued q and k, so bounds are exact and ties are real ties, broken by
- * the rule); every output equals f64 attention over the selected keys (prefill: dense); the
- * KV-read counter equals the selected keys summed over decode steps and pages (SPEC §8: reads
+ * the rule; one or two layers, each with its own problem; the selection buffer is shared by the
+ * layers in turn, so it is read for the last one, the others show in their outputs); every output equals f64 attention over the selected keys (prefill: dense); the
+ * KV-read counter equals the selected keys summed over decode steps, layers and pages (SPEC §8: reads
  * = keys actually read), lengths and peak those of the dense cache.
  */
 
@@ -88,6 +89,7 @@ function attend(pr: Problem, out: Float64Array, p: number, t: number, pos: reado
 }
 
 const arb = fc.record({
+  layers: fc.integer({ min: 1, max: 2 }),
   B: fc.integer({ min: 1, max: 2 }),
   Hkv: fc.integer({ min: 1, max: 2 }),
   G: fc.integer({ min: 1, max: 3 }),
@@ -110,10 +112,14 @@ for (const dtype of FLOAT_DTYPES) {
     fn: async () => {
       await fc.assert(
         fc.asyncProperty(arb, async (c) => {
-          const pr = integerProblem(makeProblem({ ...c, pEvict: 0, f16: dtype === "f16" }));
-          const { B, Hkv, G, D, T } = pr;
+          // One problem per layer: the layers' bounds must not mix.
+          const prs = Array.from({ length: c.layers }, (_, l) =>
+            integerProblem(
+              makeProblem({ ...c, seed: c.seed + 100 * l, pEvict: 0, f16: dtype === "f16" }),
+            ));
+          const { B, Hkv, G, D, T } = prs[0];
           using cache = createQuestCache(gpu, {
-            layers: 1,
+            layers: c.layers,
             batch: B,
             kvHeads: Hkv,
             headDim: D,
@@ -130,68 +136,75 @@ for (const dtype of FLOAT_DTYPES) {
           const done = pre.slice(0, n0).reduce((a, b) => a + b, 0);
           const chunks = [...pre.slice(0, n0), ...chunking(T - done, [1])];
           const label = `${dtype} ${JSON.stringify({ ...c, chunks })}`;
+          const mask = prs[0].mask;
           const pad = Array.from(
             { length: B },
-            (_, b) => pr.mask ? pr.mask.subarray(b * T, (b + 1) * T).indexOf(1) : 0,
+            (_, b) => mask ? mask.subarray(b * T, (b + 1) * T).indexOf(1) : 0,
           );
-          const want = new Float64Array(B * Hkv * G * T * D);
+          const wants = prs.map(() => new Float64Array(B * Hkv * G * T * D));
           let reads = 0, peak = 0;
-          const [out] = await feed(cache, [pr], chunks, {
+          const outs = await feed(cache, prs, chunks, {
             reserve: true,
             after: async (t0, n) => {
               const decode = n === 1 && pad.every((f) => f >= 0 && f <= t0);
-              const st = decode ? await policy.readState(0) : undefined;
               let live = 0;
-              for (let p = 0; p < B * Hkv; p++) {
-                const f = pad[Math.floor(p / Hkv)];
-                for (let t = t0; t < t0 + n; t++) {
-                  if (f < 0 || t < f) continue; // padding: output 0
-                  const stored = Array.from({ length: t - f + 1 }, (_, s) => f + s);
-                  if (!decode) {
-                    attend(pr, want, p, t, stored);
-                    continue;
-                  }
-                  const keys = pr.k.subarray((p * T + f) * D, (p * T + t + 1) * D);
-                  const bnd = questChunkBounds(keys, D, c.chunk);
-                  const nch = bnd.min.length / D, cap = policy.capacity;
-                  const qp = Array.from(
-                    { length: G * D },
-                    (_, i) => pr.q[((p * G + Math.floor(i / D)) * T + t) * D + (i % D)],
-                  );
-                  const ub = Array.from({ length: nch }, (_, ch) =>
-                    questBound(
-                      qp,
-                      bnd.min.subarray(ch * D, (ch + 1) * D),
-                      bnd.max.subarray(ch * D, (ch + 1) * D),
-                    ));
-                  const sel = questSelect(ub, c.topK);
-                  const at = `page ${p} t ${t} ${label}`;
-                  for (let ch = 0; ch < nch; ch++) {
-                    const row = (p * cap + ch) * 2 * D;
-                    assert.deepEqual(
-                      [...st!.bounds.subarray(row, row + 2 * D)].map((x) => x + 0),
-                      [
-                        ...bnd.min.subarray(ch * D, (ch + 1) * D),
-                        ...bnd.max.subarray(ch * D, (ch + 1) * D),
-                      ],
-                      `bounds of chunk ${ch}, ${at}`,
+              for (const [l, pr] of prs.entries()) {
+                const want = wants[l];
+                const st = decode ? await policy.readState(l) : undefined;
+                for (let p = 0; p < B * Hkv; p++) {
+                  const f = pad[Math.floor(p / Hkv)];
+                  for (let t = t0; t < t0 + n; t++) {
+                    if (f < 0 || t < f) continue; // padding: output 0
+                    const stored = Array.from({ length: t - f + 1 }, (_, s) => f + s);
+                    if (!decode) {
+                      attend(pr, want, p, t, stored);
+                      continue;
+                    }
+                    const keys = pr.k.subarray((p * T + f) * D, (p * T + t + 1) * D);
+                    const bnd = questChunkBounds(keys, D, c.chunk);
+                    const nch = bnd.min.length / D, cap = policy.capacity;
+                    const qp = Array.from(
+                      { length: G * D },
+                      (_, i) => pr.q[((p * G + Math.floor(i / D)) * T + t) * D + (i % D)],
                     );
+                    const ub = Array.from({ length: nch }, (_, ch) =>
+                      questBound(
+                        qp,
+                        bnd.min.subarray(ch * D, (ch + 1) * D),
+                        bnd.max.subarray(ch * D, (ch + 1) * D),
+                      ));
+                    const sel = questSelect(ub, c.topK);
+                    const at = `layer ${l} page ${p} t ${t} ${label}`;
+                    for (let ch = 0; ch < nch; ch++) {
+                      const row = (p * cap + ch) * 2 * D;
+                      assert.deepEqual(
+                        [...st!.bounds.subarray(row, row + 2 * D)].map((x) => x + 0),
+                        [
+                          ...bnd.min.subarray(ch * D, (ch + 1) * D),
+                          ...bnd.max.subarray(ch * D, (ch + 1) * D),
+                        ],
+                        `bounds of chunk ${ch}, ${at}`,
+                      );
+                    }
+                    // The selection buffer holds the last layer's (the layers take turns).
+                    if (l === c.layers - 1) {
+                      assert.deepEqual(
+                        [...st!.select.subarray(p * cap, p * cap + nch)],
+                        sel,
+                        `selection ${at}`,
+                      );
+                    }
+                    const read = stored.filter((_, s) => sel[Math.floor(s / c.chunk)] === 1);
+                    reads += read.length;
+                    attend(pr, want, p, t, read);
                   }
-                  assert.deepEqual(
-                    [...st!.select.subarray(p * cap, p * cap + nch)],
-                    sel,
-                    `selection ${at}`,
-                  );
-                  const read = stored.filter((_, s) => sel[Math.floor(s / c.chunk)] === 1);
-                  reads += read.length;
-                  attend(pr, want, p, t, read);
+                  live += f < 0 ? 0 : Math.max(0, t0 + n - f);
                 }
-                live += f < 0 ? 0 : Math.max(0, t0 + n - f);
               }
               peak = Math.max(peak, live);
             },
           });
-          assertClose(out, want, TOL[dtype], `out ${label}`);
+          outs.forEach((out, l) => assertClose(out, wants[l], TOL[dtype], `out ${l} ${label}`));
           const st = await cache.stats();
           assert.equal(st.readTokens, reads, `reads ${label}`);
           assert.equal(st.peakTokens, peak, `peak ${label}`);

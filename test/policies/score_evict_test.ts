@@ -10,7 +10,8 @@
  * kept entries (`decodeProbsReference`; TOVA overwrites, H2O adds). Prefill keeps the newest
  * `budget` entries. Checked after every chunk: positions exactly, scores within TOL, every page
  * ≤ budget; at the end: every output against f64 attention over the entries the twin kept, and
- * the reads and peak counters against a brute-force count (SPEC §8).
+ * the reads and peak counters against a brute-force count (SPEC §8). One or two layers, each with
+ * its own problem.
  */
 
 import fc from "fast-check";
@@ -35,7 +36,6 @@ class Twin {
   /** Expected outputs `[B, Hq, T, D]`. */
   readonly out: Float64Array;
   reads = 0;
-  peak = 0;
 
   constructor(
     readonly pr: Problem,
@@ -57,9 +57,7 @@ class Twin {
     const decode = n === 1 && Array.from({ length: B }, (_, b) => this.real(b, t0)).every(Boolean);
     if (decode) this.#decode(t0);
     else this.#prefill(t0, n);
-    const live = this.pages.reduce((a, p) => a + p.pos.length, 0);
-    if (decode) this.reads += live;
-    this.peak = Math.max(this.peak, live);
+    if (decode) this.reads += this.pages.reduce((a, p) => a + p.pos.length, 0);
   }
 
   #decode(t: number): void {
@@ -126,6 +124,7 @@ class Twin {
 
 const arb = fc.record({
   tova: fc.boolean(),
+  layers: fc.integer({ min: 1, max: 2 }),
   B: fc.integer({ min: 1, max: 2 }),
   Hkv: fc.integer({ min: 1, max: 2 }),
   G: fc.integer({ min: 1, max: 3 }),
@@ -148,10 +147,15 @@ for (const dtype of FLOAT_DTYPES) {
     fn: async () => {
       await fc.assert(
         fc.asyncProperty(arb, async (c) => {
-          const pr = makeProblem({ ...c, pEvict: 0, f16: dtype === "f16" });
+          // One problem per layer: the layers' scores and pages must not mix.
+          const prs = Array.from(
+            { length: c.layers },
+            (_, l) =>
+              makeProblem({ ...c, seed: c.seed + 100 * l, pEvict: 0, f16: dtype === "f16" }),
+          );
           const recent = c.tova ? 0 : Math.round(c.recentFrac * c.budget);
           const opts = {
-            layers: 1,
+            layers: c.layers,
             batch: c.B,
             kvHeads: c.Hkv,
             headDim: c.D,
@@ -165,33 +169,37 @@ for (const dtype of FLOAT_DTYPES) {
             ? createTovaCache(gpu, opts)
             : createH2oCache(gpu, { ...opts, recent });
           const policy = cache.policy as ScoreEvictPolicy;
-          const twin = new Twin(pr, c.tova, c.budget, recent);
+          const twins = prs.map((pr) => new Twin(pr, c.tova, c.budget, recent));
           // Prefill chunks first, then decode steps (chunks of 1).
           const pre = chunking(c.T, c.prefill.length ? c.prefill : [1]);
           const n0 = c.prefill.length ? Math.min(pre.length, c.prefill.length) : 0;
           const chunks = [...pre.slice(0, n0), ...chunking(c.T - sum(pre.slice(0, n0)), [1])];
           const label = `${dtype} ${JSON.stringify({ ...c, recent, chunks })}`;
-          const [out] = await feed(cache, [pr], chunks, {
+          let peak = 0;
+          const outs = await feed(cache, prs, chunks, {
             reserve: true,
             after: async (t0, n) => {
-              twin.step(t0, n);
-              const pages = await cache.storage.snapshot(0);
-              const got = await policy.readScores(0);
-              pages.forEach((page, p) => {
-                const tw = twin.pages[p];
-                const at = `page ${p} after [${t0}, ${t0 + n}) ${label}`;
-                assert.deepEqual(page.positions, tw.pos, `positions of ${at}`);
-                assert.ok(page.positions.length <= c.budget, `over budget: ${at}`);
-                const mine = got.subarray(p * c.budget, p * c.budget + tw.pos.length);
-                assertClose(mine, tw.score, TOL[dtype], `scores of ${at}`);
-                tw.score = Array.from(mine); // decide the next step on the GPU's exact scores
-              });
+              for (const [l, twin] of twins.entries()) {
+                twin.step(t0, n);
+                const pages = await cache.storage.snapshot(l);
+                const got = await policy.readScores(l);
+                pages.forEach((page, p) => {
+                  const tw = twin.pages[p];
+                  const at = `layer ${l} page ${p} after [${t0}, ${t0 + n}) ${label}`;
+                  assert.deepEqual(page.positions, tw.pos, `positions of ${at}`);
+                  assert.ok(page.positions.length <= c.budget, `over budget: ${at}`);
+                  const mine = got.subarray(p * c.budget, p * c.budget + tw.pos.length);
+                  assertClose(mine, tw.score, TOL[dtype], `scores of ${at}`);
+                  tw.score = Array.from(mine); // decide the next step on the GPU's exact scores
+                });
+              }
+              peak = Math.max(peak, sum(twins.map((tw) => sum(tw.pages.map((p) => p.pos.length)))));
             },
           });
-          assertClose(out, twin.out, TOL[dtype], `out ${label}`);
+          twins.forEach((tw, l) => assertClose(outs[l], tw.out, TOL[dtype], `out ${l} ${label}`));
           const st = await cache.stats();
-          assert.equal(st.readTokens, twin.reads, `reads ${label}`);
-          assert.equal(st.peakTokens, twin.peak, `peak ${label}`);
+          assert.equal(st.readTokens, sum(twins.map((tw) => tw.reads)), `reads ${label}`);
+          assert.equal(st.peakTokens, peak, `peak ${label}`);
         }),
         fcParams(dtype === "f32" ? 16 : 6),
       );
