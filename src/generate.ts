@@ -137,9 +137,13 @@ export function createCacheFor(
   }
   const budget = o.budget ??
     (policy === "streaming" && o.recent !== undefined ? sinks + o.recent : 256);
-  if (policy === "streaming") return createStreamingLlmCache(model.gpu, { ...base, budget, sinks });
-  if (policy === "h2o") return createH2oCache(model.gpu, { ...base, budget, recent: o.recent });
-  if (policy === "tova") return createTovaCache(model.gpu, { ...base, budget });
+  // Evicting baselines never hold more than `budget` entries per page: size the pool for that.
+  const capped = { ...base, preallocateTokens: Math.min(base.preallocateTokens, budget) };
+  if (policy === "streaming") {
+    return createStreamingLlmCache(model.gpu, { ...capped, budget, sinks });
+  }
+  if (policy === "h2o") return createH2oCache(model.gpu, { ...capped, budget, recent: o.recent });
+  if (policy === "tova") return createTovaCache(model.gpu, { ...capped, budget });
   return createDmsCache(model.gpu, {
     ...base,
     window: c.dms.window,
