@@ -52,7 +52,6 @@ import {
   type HyperscaleProgress,
   runHyperscale,
 } from "@hyperscale/dms/eval";
-import { paretoSvg } from "@hyperscale/dms/plot";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 
 const HELP = `hyperscale: accuracy vs KV reads and peak KV memory, dense vs DMS vs baselines
@@ -70,6 +69,9 @@ const HELP = `hyperscale: accuracy vs KV reads and peak KV memory, dense vs DMS 
   --temperature T    sampling temperature of every chain (default 1)
   --batch-rows N     generated rows per batch (quick 32, full 256)
   --seed N           seed of the problems and the sampling (default 1)
+  --prefill-chunk N  prompt tokens per prefill chunk, every policy (default: the whole prompt;
+                     1 applies TOVA's and H2O's scores at every prompt token)
+  --replot DIR       only (re)draw DIR/pareto_*.svg from DIR/results.json
   --help`;
 
 const USAGE_EXIT = 2;
@@ -117,6 +119,8 @@ try {
       temperature: { type: "string" },
       "batch-rows": { type: "string" },
       seed: { type: "string" },
+      "prefill-chunk": { type: "string" },
+      replot: { type: "string" },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -128,7 +132,52 @@ if (a.help) {
   console.log(HELP);
   Deno.exit(0);
 }
+
+/**
+ * Draws `pareto_reads.svg` and `pareto_memory.svg` into `out` from the rows. The plot module
+ * (Vega) is imported here, not at the top, so a sweep on a machine without it still writes its
+ * CSV and JSON (then `--replot DIR` draws the pictures elsewhere).
+ */
+async function writePlots(out: string, rows: HyperscaleRow[], taskName: string): Promise<void> {
+  const { paretoSvg } = await import("@hyperscale/dms/plot");
+  const chart = (cost: (r: HyperscaleRow) => number, on: keyof HyperscaleRow, xTitle: string) =>
+    paretoSvg(
+      rows.map((r) => ({
+        policy: r.policy,
+        cost: Math.max(cost(r), 1),
+        accuracy: r.accuracy,
+        frontier: r[on] as boolean,
+      })),
+      { xTitle, title: `${taskName}: accuracy vs ${xTitle}` },
+    );
+  await writeTextFileAtomic(
+    `${out}/pareto_reads.svg`,
+    await chart((r) => r.kv_reads, "reads_frontier", "KV-cache token reads per problem"),
+  );
+  await writeTextFileAtomic(
+    `${out}/pareto_memory.svg`,
+    await chart((r) => r.peak_kv_tokens, "memory_frontier", "peak KV tokens per problem"),
+  );
+}
+
+if (a.replot !== undefined) {
+  const dir = a.replot.replace(/\/+$/, "");
+  let doc: { task: string; rows: HyperscaleRow[] };
+  try {
+    doc = JSON.parse(await Deno.readTextFile(`${dir}/results.json`));
+    if (typeof doc.task !== "string" || !Array.isArray(doc.rows)) {
+      throw new Error("no task or rows field");
+    }
+  } catch (e) {
+    console.error(`hyperscale: ${dir}/results.json: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+  await writePlots(dir, doc.rows, doc.task);
+  console.log(`wrote ${dir}/pareto_reads.svg, ${dir}/pareto_memory.svg`);
+  Deno.exit(0);
+}
 if (!a.out) fail("--out DIR is required");
+
 const quick = a.quick;
 const length = int("length", a.length, 240);
 const task: Task = a.task === "kv"
@@ -143,6 +192,9 @@ const grid = {
 const samples = int("samples", a.samples, quick ? 16 : 128);
 const batchRows = int("batch-rows", a["batch-rows"], quick ? 32 : 256);
 const seed = int("seed", a.seed, 1);
+const prefillChunk = a["prefill-chunk"] === undefined
+  ? undefined
+  : int("prefill-chunk", a["prefill-chunk"], 1);
 const temperature = a.temperature === undefined ? 1 : Number(a.temperature);
 if (!(Number.isFinite(temperature) && temperature >= 0)) {
   fail(`--temperature must be a number >= 0, got ${a.temperature}`);
@@ -207,6 +259,7 @@ try {
       folders.push(teacherDir);
     }
   }
+  if (prefillChunk !== undefined) { for (const p of policies) p.prefillChunk = prefillChunk; }
   console.log(
     `task ${task.kind} (${length}-token prompts), ${samples} problems per configuration, ` +
       `T = ${temperature}, seed ${seed}; W ∈ {${grid.chains}}, L ∈ {${grid.maxTokens}}; ` +
@@ -236,6 +289,7 @@ try {
     temperature,
     samples,
     grid,
+    prefill_chunk: prefillChunk ?? "whole prompt",
     policies: policies.map((p, i) => ({
       policy: p.policy,
       compression: p.compression,
@@ -246,24 +300,6 @@ try {
     seconds: result.seconds,
   };
   await writeTextFileAtomic(`${out}/results.json`, JSON.stringify(json, null, 2) + "\n");
-  const chart = (cost: (r: HyperscaleRow) => number, on: keyof HyperscaleRow, xTitle: string) =>
-    paretoSvg(
-      result.rows.map((r) => ({
-        policy: r.policy,
-        cost: Math.max(cost(r), 1),
-        accuracy: r.accuracy,
-        frontier: r[on] as boolean,
-      })),
-      { xTitle, title: `${result.task}: accuracy vs ${xTitle}` },
-    );
-  await writeTextFileAtomic(
-    `${out}/pareto_reads.svg`,
-    await chart((r) => r.kv_reads, "reads_frontier", "KV-cache token reads per problem"),
-  );
-  await writeTextFileAtomic(
-    `${out}/pareto_memory.svg`,
-    await chart((r) => r.peak_kv_tokens, "memory_frontier", "peak KV tokens per problem"),
-  );
   console.log(
     "\n| policy | CR | W | L | accuracy | KV reads | peak KV tokens | frontier (reads/peak) |\n" +
       "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -277,7 +313,17 @@ try {
       }/${r.memory_frontier ? "M" : "-"} |`,
     );
   }
-  console.log(`\nwrote ${out}/results.csv, results.json, pareto_reads.svg, pareto_memory.svg`);
+  console.log(`\nwrote ${out}/results.csv, ${out}/results.json`);
+  try {
+    await writePlots(out, result.rows, result.task);
+  } catch (e) {
+    console.error(
+      `hyperscale: the Pareto plots were not drawn (${(e as Error).message.split("\n")[0]}); ` +
+        `results.csv and results.json are complete: run --replot ${out} where Vega loads`,
+    );
+    Deno.exit(1);
+  }
+  console.log(`wrote ${out}/pareto_reads.svg, ${out}/pareto_memory.svg`);
   console.log(`total ${elapsed()}`);
 } finally {
   for (const m of models) m.dispose();

@@ -175,6 +175,13 @@ Deno.test({
       const lines = (svg.match(/aria-roledescription="line mark"/g) ?? []).length;
       assert.equal(lines, CACHE_POLICY_NAMES.length, `${f}: one line per policy`);
     }
+    // --replot draws the same pictures again from results.json alone
+    const before = await Deno.readTextFile(`${out}/pareto_reads.svg`);
+    await Deno.remove(`${out}/pareto_reads.svg`);
+    await Deno.remove(`${out}/pareto_memory.svg`);
+    await runExample(["examples/hyperscale.ts", "--replot", out]);
+    assert.equal(await Deno.readTextFile(`${out}/pareto_reads.svg`), before);
+    assert.ok((await Deno.stat(`${out}/pareto_memory.svg`)).size > 0);
     await Deno.remove(out, { recursive: true });
   },
 });

@@ -62,6 +62,12 @@ export interface HyperscalePolicy {
   model: Transformer;
   /** A cache policy name for `createCacheFor`, or a factory of caches on paged storage. */
   cache: CachePolicyName | KvCacheFactory;
+  /**
+   * Prompt tokens per prefill chunk (`generate`'s `prefillChunk`; default: the model config's
+   * `dms_chunked_prefill`, else the whole prompt). 1 feeds the prompt token by token, so a
+   * policy's decode-time rule (TOVA's and H2O's attention scores) applies at every prompt token.
+   */
+  prefillChunk?: number;
 }
 
 /** The W × L grid swept for every policy. */
@@ -254,6 +260,7 @@ export async function runHyperscale(
               ...o,
               cache,
               readbackEvery: Math.min(o.maxTokens, 32),
+              ...(entry.prefillChunk ? { prefillChunk: entry.prefillChunk } : {}),
             }),
           );
           peaks.push(...traceBudgets(await cache.trace(), chains).groupPeaks);
