@@ -40,6 +40,7 @@ export {
   type ParamValues,
 } from "./src/gpu/device.ts";
 export type { BindingDecl, ParamField, ParamLayout, ParamType } from "./src/gpu/shader.ts";
+export type { KernelTime } from "./src/gpu/profiling.ts";
 export { Tensor } from "./src/tensor/tensor.ts";
 export type { ArrayFor, DType, FloatDType } from "./src/tensor/dtype.ts";
 export {
@@ -81,8 +82,7 @@ export {
   type TextGenerationResult,
   TextStreamDecoder,
 } from "./src/text.ts";
-export type { CompressionPoint } from "./src/plot/compression.ts";
-export type { EntryState, EvictionMap } from "./src/plot/eviction_map.ts";
+export type { CompressionPoint, EntryState, EvictionMap } from "./src/plot/data.ts";
 export type { SampleOptions } from "./src/ops/sample.ts";
 export type { AttendOptions, KvCache, KvCacheStats } from "./src/cache/kv_cache.ts";
 export type { CachePolicy, PolicyStep } from "./src/cache/policy.ts";

@@ -139,7 +139,9 @@ if (a.help) {
  * CSV and JSON (then `--replot DIR` draws the pictures elsewhere).
  */
 async function writePlots(out: string, rows: HyperscaleRow[], taskName: string): Promise<void> {
-  const { paretoSvg } = await import("@hyperscale/dms/plot");
+  // A specifier in a variable: Deno resolves it when this line runs, not at startup.
+  const plotModule = "@hyperscale/dms/plot";
+  const { paretoSvg }: typeof import("@hyperscale/dms/plot") = await import(plotModule);
   const chart = (cost: (r: HyperscaleRow) => number, on: keyof HyperscaleRow, xTitle: string) =>
     paretoSvg(
       rows.map((r) => ({

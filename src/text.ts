@@ -40,8 +40,7 @@ import {
 import { loadModel, type ModelOptions } from "./model/model.ts";
 import type { Transformer } from "./model/transformer.ts";
 import type { SampleOptions } from "./ops/sample.ts";
-import type { CompressionPoint } from "./plot/compression.ts";
-import { type EvictionMap, readEvictionMap } from "./plot/eviction_map.ts";
+import { type CompressionPoint, type EvictionMap, readEvictionMap } from "./plot/data.ts";
 
 const REPLACEMENT = "\uFFFD";
 

@@ -12,8 +12,7 @@ import type { KvCacheStats } from "../cache/kv_cache.ts";
 import { CACHE_POLICY_NAMES, type CachePolicyName, createCacheFor, generate } from "../generate.ts";
 import { getGpu } from "../gpu/device.ts";
 import { loadModel } from "../model/model.ts";
-import type { CompressionPoint } from "../plot/compression.ts";
-import { type EvictionMap, readEvictionMap } from "../plot/eviction_map.ts";
+import { type CompressionPoint, type EvictionMap, readEvictionMap } from "../plot/data.ts";
 import { TextStreamDecoder } from "../text.ts";
 import { type Command, int, num, oneOf, parse, str, UsageError, write } from "./_command.ts";
 import {

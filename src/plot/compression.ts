@@ -23,18 +23,9 @@
  */
 
 import { renderSvg, type VegaLiteSpec } from "./render.ts";
+import type { CompressionPoint } from "./data.ts";
 
-/** The accounting of one cache after one step (a subset of `KvCacheStats`, plus the policy). */
-export interface CompressionPoint {
-  /** Series name, e.g. "dense" or "dms". */
-  policy: string;
-  /** Positions processed so far (x). */
-  tokensSeen: number;
-  /** Σ over layers and pages of the live KV entries. */
-  liveTokens: number;
-  /** The reference's `get_cr` (SPEC §5.4). */
-  compressionRatio: number;
-}
+export type { CompressionPoint } from "./data.ts";
 
 /** Checks the points: at least one, every number finite and non-negative, ratios ≥ 0. */
 function checkPoints(points: readonly CompressionPoint[]): void {
