@@ -25,11 +25,14 @@
  * model trained on it. Each DMS student's compression is measured first (`get_cr`, greedy, on
  * the same task) and labels its rows.
  *
- * Reading the baselines: the prompt is prefilled in one chunk (the teacher's config has no
- * `dms_chunked_prefill`), and TOVA, H2O and Quest prefill densely (TOVA and H2O evict down to
- * their budget after the chunk's attention: src/policies/score_evict.ts), so the first answer
- * token of those three sees the whole prompt; their budgets bite from the second generated token
- * on. StreamingLLM's window applies inside the prefill too, as DMS's §5.1 rule does.
+ * Reading the baselines: by default every policy reads the prompt token by token
+ * (`--prefill-chunk 1`), so each applies its rule at every prompt position — TOVA and H2O score
+ * from the decode kernel's attention weights, which a prefill chunk does not produce — and the
+ * KV reads include the prompt's. With a larger chunk TOVA, H2O and Quest attend to the whole
+ * chunk densely (TOVA and H2O then keep its newest `budget` entries: src/policies/
+ * score_evict.ts), so with `--prefill-chunk 240` the one-token answer of those three sees the
+ * whole prompt and the task cannot tell them from dense. DMS and StreamingLLM give the same
+ * tokens under any chunking (SPEC §5.1).
  *
  * @module
  */
@@ -64,13 +67,13 @@ const HELP = `hyperscale: accuracy vs KV reads and peak KV memory, dense vs DMS 
   --task KIND        kv (default: one needle in the first half), sum (3 terms, written out)
   --length L         prompt tokens (default 240, what the committed models were trained on)
   --chains LIST      W values, comma-separated (quick 1,4; full 1,2,4,8,16)
-  --max-tokens LIST  L values (quick 2,4; full 2,4,8,16; sum: answers are 14 tokens)
+  --max-tokens LIST  L values (quick 2; full 2,4,8,16; sum: answers are 14 tokens)
   --samples N        problems per configuration (quick 16, full 128)
   --temperature T    sampling temperature of every chain (default 1)
-  --batch-rows N     generated rows per batch (quick 32, full 256)
+  --batch-rows N     generated rows per batch (quick 64, full 256)
   --seed N           seed of the problems and the sampling (default 1)
-  --prefill-chunk N  prompt tokens per prefill chunk, every policy (default: the whole prompt;
-                     1 applies TOVA's and H2O's scores at every prompt token)
+  --prefill-chunk N  prompt tokens per prefill chunk, every policy (default 1: each policy's
+                     rule at every prompt token; the prompt length: one dense chunk)
   --replot DIR       only (re)draw DIR/pareto_*.svg from DIR/results.json
   --help`;
 
@@ -189,14 +192,12 @@ const task: Task = a.task === "kv"
   : fail(`--task must be kv or sum, got ${a.task}`);
 const grid = {
   chains: ints("chains", a.chains, quick ? [1, 4] : [1, 2, 4, 8, 16]),
-  maxTokens: ints("max-tokens", a["max-tokens"], quick ? [2, 4] : [2, 4, 8, 16]),
+  maxTokens: ints("max-tokens", a["max-tokens"], quick ? [2] : [2, 4, 8, 16]),
 };
 const samples = int("samples", a.samples, quick ? 16 : 128);
-const batchRows = int("batch-rows", a["batch-rows"], quick ? 32 : 256);
+const batchRows = int("batch-rows", a["batch-rows"], quick ? 64 : 256);
 const seed = int("seed", a.seed, 1);
-const prefillChunk = a["prefill-chunk"] === undefined
-  ? undefined
-  : int("prefill-chunk", a["prefill-chunk"], 1);
+const prefillChunk = int("prefill-chunk", a["prefill-chunk"], 1);
 const temperature = a.temperature === undefined ? 1 : Number(a.temperature);
 if (!(Number.isFinite(temperature) && temperature >= 0)) {
   fail(`--temperature must be a number >= 0, got ${a.temperature}`);
@@ -261,7 +262,7 @@ try {
       folders.push(teacherDir);
     }
   }
-  if (prefillChunk !== undefined) { for (const p of policies) p.prefillChunk = prefillChunk; }
+  for (const p of policies) p.prefillChunk = prefillChunk;
   console.log(
     `task ${task.kind} (${length}-token prompts), ${samples} problems per configuration, ` +
       `T = ${temperature}, seed ${seed}; W ∈ {${grid.chains}}, L ∈ {${grid.maxTokens}}; ` +
@@ -291,7 +292,7 @@ try {
     temperature,
     samples,
     grid,
-    prefill_chunk: prefillChunk ?? "whole prompt",
+    prefill_chunk: prefillChunk,
     policies: policies.map((p, i) => ({
       policy: p.policy,
       compression: p.compression,
