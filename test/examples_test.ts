@@ -21,7 +21,7 @@ async function runExample(args: string[]): Promise<string> {
 }
 
 Deno.test({
-  name: "examples/kernels.ts (deno task demo) runs every op and reports small errors",
+  name: "examples/kernels.ts runs every op once with small errors against its CPU reference",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
