@@ -1,7 +1,8 @@
 /**
  * A progress bar on stderr for long work (downloads, training steps, evaluation batches): drawn
  * only when stderr is a terminal (nothing at all in pipes, logs and tests), redrawn at most ten
- * times a second, cleared at the end. `[#######.......]  70/100  70%  12.3/s  <note>`.
+ * times a second, cleared at the end (`end()` clears only a drawn bar, so calling it twice is
+ * harmless). `[#######.......]  70/100  70%  12.3/s  <note>`.
  *
  * @module
  */
@@ -39,7 +40,7 @@ export function progress(label: string, total: number): Progress {
   } catch { /* no terminal */ }
   if (!tty) return { update() {}, end() {} };
   const t0 = performance.now();
-  let last = 0;
+  let last = 0, drawn = false;
   return {
     update(done, note) {
       const now = performance.now();
@@ -55,9 +56,11 @@ export function progress(label: string, total: number): Progress {
       })();
       const line = progressLine(label, done, total, rate, note).slice(0, cols - 1);
       Deno.stderr.writeSync(enc.encode(`\r${line}\x1b[K`));
+      drawn = true;
     },
     end() {
-      Deno.stderr.writeSync(enc.encode("\r\x1b[K"));
+      if (drawn) Deno.stderr.writeSync(enc.encode("\r\x1b[K"));
+      drawn = false;
     },
   };
 }

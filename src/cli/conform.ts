@@ -40,7 +40,8 @@ const USAGE = "usage: dms conform [dir] [--backend cpu|gpu] [--only NAME[,NAME..
   "  dir: a folder of conformance cases (default: both vendored folders, testdata/conformance\n" +
   "       and the training cases, kind train_step, in testdata/conformance-train)\n" +
   "  --backend: default cpu with a folder; with no folder and no --backend: cpu, then gpu\n" +
-  "  a case kind the backend does not implement is reported NOT SUPPORTED (not passed)";
+  "  a case kind the backend does not implement is reported NOT SUPPORTED (not passed)\n" +
+  "  --debug: stack traces on failures";
 
 const BACKENDS: Readonly<Record<string, ConformanceBackend>> = { cpu: cpuBackend, gpu: gpuBackend };
 

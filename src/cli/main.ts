@@ -57,10 +57,15 @@ Exit codes: 0 done, 1 failure (one line naming the file and field; --debug for t
  */
 export async function main(args: string[]): Promise<number> {
   const [word, ...rest] = args;
-  if (word === undefined || word === "--help" || word === "-h" || word === "help") {
-    const which = word === "help" ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
-    if (word === undefined) {
-      console.error(USAGE);
+  if (word === undefined) {
+    console.error(USAGE);
+    return 2;
+  }
+  if (word === "--help" || word === "-h" || word === "help") {
+    const topic = word === "help" ? rest[0] : undefined;
+    const which = COMMANDS.find((c) => c.name === topic);
+    if (topic !== undefined && !which) {
+      console.error(`dms: unknown command "${topic}"\n\n${USAGE}`);
       return 2;
     }
     console.log(which ? which.usage : USAGE);

@@ -34,7 +34,7 @@ ${TASK_USAGE}
                       (with --task, each row is one sample: prompt + answer)
   --steps N           optimizer steps (default 100)
   --batch N           rows per step (default 4)
-  --window W          DMS window of the student (default: the teacher's dms_window_size, 256)
+  --window W          DMS window of the student (default: the teacher's dms_window_size or 512)
   --block-size B      paged-cache block size (default: the teacher's, lowered below W); <= W
   --lr X              learning rate (default 1e-4)
   --final-cr X        the schedule's final compression target, >= 1 (default 8)
