@@ -51,7 +51,8 @@ export function checkSource(p: Parsed): { folder?: string; hub?: string; revisio
 /**
  * The model folder: the positional as it is (it must be a folder), or the hub snapshot.
  *
- * @throws {Error} Naming the path when it is not a folder, or the hub's error.
+ * @throws {Error} Naming the path when it is not a folder or has no config.json, or the hub's
+ *   error.
  */
 export async function resolveFolder(
   src: { folder?: string; hub?: string; revision?: string },
@@ -60,7 +61,13 @@ export async function resolveFolder(
     const st = await Deno.stat(src.folder).catch(() => null);
     if (!st) throw new Error(`${src.folder}: no such model folder`);
     if (!st.isDirectory) throw new Error(`${src.folder}: not a folder (expected a model folder)`);
-    return src.folder.replace(/\/+$/, "") || "/";
+    const folder = src.folder.replace(/\/+$/, "") || "/";
+    if (!(await Deno.stat(`${folder}/config.json`).catch(() => null))?.isFile) {
+      throw new Error(
+        `${folder}/config.json: missing (a model folder holds config.json and safetensors)`,
+      );
+    }
+    return folder;
   }
   let bar: ReturnType<typeof progress> | undefined, current = "";
   try {

@@ -96,6 +96,11 @@ async function run(args: string[]): Promise<number> {
     }
     let data: BatchSource;
     if (text !== undefined) {
+      if (!(await Deno.stat(`${folder}/tokenizer.json`).catch(() => null))) {
+        throw new Error(
+          `${folder}/tokenizer.json: missing, so --text cannot be encoded (use --task)`,
+        );
+      }
       const tok = await loadTokenizer(folder);
       data = await textFileSource(text, tok, { batch, seqLen, seed });
     } else {

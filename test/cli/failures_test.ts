@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { openSafetensors, writeSafetensors } from "../../src/io/safetensors.ts";
 import type { RawTensor } from "../../src/io/safetensors.ts";
-import { cli, type CliRun, CONFORMANCE, copyFolder, pool, TEACHER } from "./_cli.ts";
+import { cli, type CliRun, CONFORMANCE, copyFolder, listTree, pool, TEACHER } from "./_cli.ts";
 
 /** A copy of the teacher in a new temporary folder with `damage` applied to it; its path. */
 async function hostile(damage: (dir: string) => void | Promise<void>): Promise<string> {
@@ -132,6 +132,35 @@ Deno.test("hostile model folders through inspect and generate: exit 1, one line 
   // inspect still prints its report of what it found before failing on the tensor problems
   assert.match(runs[10].stdout, /tensors: 1 problem\(s\)/);
   assert.equal(runs[1].stdout, "");
+});
+
+Deno.test("missing pieces: no config.json, no weights, no tokenizer for --text, offline hub, unreadable plot input", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dms-cli-missing-" });
+  try {
+    Deno.mkdirSync(`${dir}/empty`);
+    copyFolder(TEACHER, `${dir}/config-only`);
+    Deno.removeSync(`${dir}/config-only/model.safetensors`);
+    Deno.mkdirSync(`${dir}/hub`);
+    Deno.writeTextFileSync(`${dir}/text.txt`, "one paragraph\n\nanother\n");
+    const before = listTree(dir);
+    const cases: [string[], (string | RegExp)[]][] = [
+      [["bench", `${dir}/empty`], [`${dir}/empty/config.json`, "missing"]],
+      [["eval", `${dir}/text.txt`], [`${dir}/text.txt`, "not a folder"]],
+      [["inspect", `${dir}/config-only`], [`${dir}/config-only`, "model.safetensors"]],
+      [["generate", "--hub", "owner/name", "--ids", "1"], ["owner/name", "HF_HUB_OFFLINE"]],
+      [
+        ["retrofit", TEACHER, "--out", `${dir}/ck`, "--text", `${dir}/text.txt`, "--steps", "1"],
+        [`${TEACHER}/tokenizer.json`, "missing"],
+      ],
+      [["plot", "eviction-map", `${dir}/none.json`, "--out", `${dir}/e.svg`], [`${dir}/none.json`]],
+    ];
+    const env = { HF_HUB_OFFLINE: "1", HF_HUB_CACHE: `${dir}/hub` };
+    const runs = await pool(cases, 3, ([args]) => cli(args, { env }));
+    cases.forEach(([args, names], i) => assertFailure(runs[i], args[0], names, args.join(" ")));
+    assert.deepEqual(listTree(dir), before, "a failed command wrote nothing");
+  } finally {
+    await remove(dir);
+  }
 });
 
 Deno.test("--debug adds the stack trace to the failure", async () => {
