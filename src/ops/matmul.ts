@@ -18,7 +18,11 @@
  * 0.5 TB/s in f32), but stays far below `tiled` up to M = 8. On lavapipe
  * (CPU) the kernels run at 1-3 GFLOP/s; `tiled` is ~1.5-3× `naive` there.
  *
- * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`.
+ * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`;
+ * on a CPU rasteriser (lavapipe, llvmpipe, SwiftShader) it picks `naive` for M ≤ 8 instead:
+ * there `gemv_t` took ~5 ms per dispatch and kept ~0.9 MB of host memory per dispatch that was
+ * never returned (a model's decode on lavapipe grew by ~13 MB per token until the OOM killer
+ * stopped it), while `naive` took 0.47 ms and kept none (M = 4, K = 64, N = 192, measured).
  * Every variant handles every size (edges are bounds-checked) and more than
  * 65535 workgroups (a 2-D grid, linearised in the kernel).
  *
@@ -51,11 +55,17 @@ import { bytesPer, type FloatDType } from "../tensor/dtype.ts";
 import { fmtShape, numel, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, output, sameDtype } from "./launch.ts";
 
-/** Kernel choice: `auto` picks `gemv` for M ≤ {@linkcode GEMV_MAX_M}, `tiled` otherwise. */
+/**
+ * Kernel choice: `auto` picks `gemv` for M ≤ {@linkcode GEMV_MAX_M} (`naive` on a CPU adapter),
+ * `tiled` otherwise.
+ */
 export type MatmulVariant = "auto" | "naive" | "tiled" | "gemv";
 
 /** Largest M (rows of `a` per batch) for which `auto` picks the GEMV kernel. */
 export const GEMV_MAX_M = 8;
+
+/** Adapters that run shaders on the CPU (see the module doc: `auto` avoids `gemv` there). */
+const CPU_RASTERISER = /llvmpipe|lavapipe|swiftshader|softpipe/i;
 
 /** Options of {@linkcode matmul}. */
 export interface MatmulOptions {
@@ -382,7 +392,10 @@ function launch(l: Launch): void {
       );
     }
   }
-  const variant = l.variant === "auto" ? (l.M <= GEMV_MAX_M ? "gemv" : "tiled") : l.variant;
+  const small = l.M <= GEMV_MAX_M;
+  const variant = l.variant === "auto"
+    ? (small ? (CPU_RASTERISER.test(gpu.description) ? "naive" : "gemv") : "tiled")
+    : l.variant;
   const entry = variant === "gemv" ? (l.transB ? "gemv_t" : "gemv") : variant;
   const kernelFor = (rows: number) =>
     gpu.kernel({
