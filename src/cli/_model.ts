@@ -62,9 +62,11 @@ export async function resolveFolder(
     if (!st) throw new Error(`${src.folder}: no such model folder`);
     if (!st.isDirectory) throw new Error(`${src.folder}: not a folder (expected a model folder)`);
     const folder = src.folder.replace(/\/+$/, "") || "/";
-    if (!(await Deno.stat(`${folder}/config.json`).catch(() => null))?.isFile) {
+    const cfg = await Deno.stat(`${folder}/config.json`).catch(() => null);
+    if (!cfg?.isFile) {
       throw new Error(
-        `${folder}/config.json: missing (a model folder holds config.json and safetensors)`,
+        `${folder}/config.json: ${cfg ? "not a regular file" : "missing"} (a model folder ` +
+          `holds config.json and safetensors)`,
       );
     }
     return folder;

@@ -23,11 +23,16 @@ export interface CliOptions {
   cwd?: string;
   /** Leave colours on: NO_COLOR unset in the child (default: NO_COLOR=1). */
   color?: boolean;
+  /** Kill the child after this long (default 120 s): a hang fails the test, not the suite. */
+  timeoutMs?: number;
 }
 
 const ENV = { XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" };
 
-/** `deno run -A src/cli/main.ts ...args` with piped output (stderr is not a terminal). */
+/**
+ * `deno run -A src/cli/main.ts ...args` with piped output (stderr is not a terminal); a child
+ * still running after `timeoutMs` is killed (its exit code then says so).
+ */
 export async function cli(args: string[], opts: CliOptions = {}): Promise<CliRun> {
   const env: Record<string, string> = { ...ENV, ...opts.env };
   if (opts.color) {
@@ -39,6 +44,7 @@ export async function cli(args: string[], opts: CliOptions = {}): Promise<CliRun
     env,
     clearEnv: opts.color === true,
     cwd: opts.cwd,
+    signal: AbortSignal.timeout(opts.timeoutMs ?? 120_000),
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -2,10 +2,11 @@
  * Hostile files through the CLI (issue 13 item 1, issue 12 item 3): a missing folder, a
  * config.json with a bad field or no JSON at all, a truncated or garbled model.safetensors
  * (fast-check picks the truncation points), a tensor with the wrong shape or missing, a
- * tokenizer.json that is not JSON — through `inspect` and `generate` each ends in exit code 1 and
- * ONE line on stderr, `dms <command>: ...`, naming the file (and the field or tensor), with no
- * stack trace; `--debug` adds the stack. A conformance case with a missing tensor fails its case
- * (exit 1) with one FAIL line naming the file and the tensor. Hostile folders are copies of the
+ * tokenizer.json that is not JSON, a config.json or tokenizer.json that never ends (/dev/zero):
+ * through `inspect` and `generate` each ends in exit code 1 and ONE line on stderr,
+ * `dms <command>: ...`, naming the file (and the field or tensor), with no stack trace;
+ * `--debug` adds the stack. A conformance case with a missing tensor fails its case (exit 1)
+ * with one FAIL line naming the file and the tensor. Hostile folders are copies of the
  * committed teacher with one file damaged.
  */
 
@@ -103,6 +104,12 @@ Deno.test("hostile model folders through inspect and generate: exit 1, one line 
     })
   );
   const badTokenizer = await hostile((d) => Deno.writeTextFileSync(`${d}/tokenizer.json`, "{not"));
+  // endless files: read forever unless refused
+  const zeroConfig = await hostile((d) => {
+    Deno.removeSync(CONFIG(d));
+    Deno.symlinkSync("/dev/zero", CONFIG(d));
+  });
+  const zeroTokenizer = await hostile((d) => Deno.symlinkSync("/dev/zero", `${d}/tokenizer.json`));
 
   const IDS = ["--ids", "1,20,6"];
   const cases: [string[], string, (string | RegExp)[]][] = [
@@ -121,13 +128,15 @@ Deno.test("hostile model folders through inspect and generate: exit 1, one line 
     [["inspect", missingTensor], "inspect", [missingTensor, NORM, "missing"]],
     [["generate", missingTensor, ...IDS], "generate", [missingTensor, NORM]],
     [["generate", badTokenizer, ...IDS], "generate", [`${badTokenizer}/tokenizer.json`, /JSON/]],
+    [["inspect", zeroConfig], "inspect", [CONFIG(zeroConfig), "not a regular file"]],
+    [["generate", zeroTokenizer, ...IDS], "generate", [`${zeroTokenizer}/tokenizer.json`]],
     // the committed teacher has no tokenizer.json, and 128 tokens
     [["generate", TEACHER, "--prompt", "hi"], "generate", [`${TEACHER}/tokenizer.json`, "--ids"]],
     [["generate", TEACHER, "--ids", "1,500"], "generate", [`${TEACHER}/config.json`, "500", "128"]],
   ];
   const runs = await pool(cases, 3, ([args]) => cli(args));
   await remove(missing.slice(0, -"/no-such-model".length), badField, notJson, truncated, garbled);
-  await remove(wrongShape, missingTensor, badTokenizer);
+  await remove(wrongShape, missingTensor, badTokenizer, zeroConfig, zeroTokenizer);
   cases.forEach(([args, cmd, names], i) => assertFailure(runs[i], cmd, names, args.join(" ")));
   // inspect still prints its report of what it found before failing on the tensor problems
   assert.match(runs[10].stdout, /tensors: 1 problem\(s\)/);
