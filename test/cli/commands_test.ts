@@ -5,8 +5,8 @@
  * holds the same tokens), `inspect` (the parameter count is `parameterCount(config)` and the sum
  * of the checkpoint's tensor sizes; the KV bytes per token dense and at `--cr`), `eval` (the
  * library's `evaluateTask`), `bench`, `retrofit` (a checkpoint `inspect` accepts, `--resume`),
- * `plot` (valid SVGs, written atomically; a failed plot keeps the old file) and `conform` (one
- * vendored case, CPU and GPU).
+ * `plot` (valid SVGs, written atomically; a failed plot keeps the old file), `conform` (one
+ * vendored case, CPU and GPU), and `--hub` served from a Hugging Face cache offline.
  */
 
 import assert from "node:assert/strict";
@@ -17,7 +17,7 @@ import { openCheckpoint } from "../../src/io/safetensors.ts";
 import { loadConfig, parameterCount } from "../../src/model/config.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { gpu, GPU_TEST } from "../_util.ts";
-import { cli, CONFORMANCE, CONTROL, listTree, pool, STUDENT, TEACHER } from "./_cli.ts";
+import { cli, CONFORMANCE, CONTROL, copyFolder, listTree, pool, STUDENT, TEACHER } from "./_cli.ts";
 
 const TASK: Task = { kind: "kv", length: 48, pairs: 1, depth: [0, 0.5] };
 const PROMPT = generateTask(TASK, { count: 1, seed: 5 })[0].prompt;
@@ -143,6 +143,36 @@ Deno.test("inspect: the parameter count of config.json and of the tensors, KV by
   assert.deepEqual(j.problems, []);
 });
 
+Deno.test("--hub finds a model in the Hugging Face cache offline (refs/main or a commit) and writes nothing", async () => {
+  const cache = await Deno.makeTempDir({ prefix: "dms-cli-hub-" });
+  try {
+    const commit = "0123456789abcdef0123456789abcdef01234567";
+    const snap = `${cache}/models--tiny--teacher/snapshots/${commit}`;
+    copyFolder(TEACHER, snap);
+    Deno.mkdirSync(`${cache}/models--tiny--teacher/refs`);
+    Deno.writeTextFileSync(`${cache}/models--tiny--teacher/refs/main`, commit);
+    const before = listTree(cache);
+    const env = { HF_HUB_OFFLINE: "1", HF_HUB_CACHE: cache };
+    const [byRef, byCommit] = await pool(
+      [
+        ["inspect", "--hub", "tiny/teacher", "--json"],
+        ["generate", "--hub", "tiny/teacher", "--revision", commit, "--ids", "1,20,6", "--json"],
+      ],
+      2,
+      (a) => cli(a, { env }),
+    );
+    assert.equal(byRef.code, 0, byRef.stderr);
+    const j = JSON.parse(byRef.stdout);
+    assert.equal(j.folder, snap);
+    assert.equal(j.parameters, parameterCount(await loadConfig(TEACHER)));
+    assert.equal(byCommit.code, 0, byCommit.stderr);
+    assert.equal(JSON.parse(byCommit.stdout).folder, snap);
+    assert.deepEqual(listTree(cache), before);
+  } finally {
+    await Deno.remove(cache, { recursive: true });
+  }
+});
+
 Deno.test({
   name:
     "eval --json: the accuracy and accounting of the library's evaluateTask; bench: both policies",
@@ -245,6 +275,7 @@ Deno.test({
       await Deno.writeTextFile(`${dir}/dense.json`, dense.stdout);
       await Deno.writeTextFile(`${dir}/bad.json`, JSON.stringify({ evictionMap: { window: 8 } }));
       await Deno.writeTextFile(`${dir}/old.svg`, "<svg>old</svg>");
+      await Deno.writeTextFile(`${dir}/keep.svg`, "<svg>keep</svg>");
       const map = JSON.parse(dms.stdout).evictionMap;
       assert.equal(map.states.length, 2, "two layers");
       assert.equal(map.states[0].length, 2, "two KV heads");
@@ -253,7 +284,7 @@ Deno.test({
           ["plot", "eviction-map", "dms.json", "--out", "maps/e.svg", "--title", "w8 student"],
           ["plot", "compression", "dense.json", "dms.json", "--out", "c.svg"],
           ["plot", "diagram", "--window", "2", "--decisions", "0,1,0,1", "--out", "old.svg"],
-          ["plot", "eviction-map", "bad.json", "--out", "e2.svg"],
+          ["plot", "eviction-map", "bad.json", "--out", "keep.svg"],
         ],
         2,
         (a) => cli(a, { cwd: dir }),
@@ -271,7 +302,7 @@ Deno.test({
       for (const p of ["dense", "dms"]) assert.match(c, new RegExp(`>${p}</text>`), p);
       const d = await Deno.readTextFile(`${dir}/old.svg`);
       assert.equal((d.match(/aria-roledescription="rect mark"/g) ?? []).length, (4 * 5) / 2);
-      // the bad input: exit 1 naming the file and field, nothing written
+      // the bad input: exit 1 naming the file and field, the old file kept
       assert.equal(runs[3].code, 1);
       assert.match(runs[3].stderr, /^dms plot: bad\.json: evictionMap\.tokensSeen: /);
       assert.deepEqual(listTree(dir), [
@@ -279,10 +310,12 @@ Deno.test({
         "c.svg",
         "dense.json",
         "dms.json",
+        "keep.svg",
         "maps",
         "maps/e.svg",
         "old.svg",
-      ], "no temporary file left, no e2.svg");
+      ], "no temporary file left");
+      assert.equal(await Deno.readTextFile(`${dir}/keep.svg`), "<svg>keep</svg>");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
