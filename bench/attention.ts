@@ -1,6 +1,7 @@
 /**
  * Decode attention benchmark over the paged KV cache: one decode step of one layer
- * (`pagedAttention`, the split-K `decode` kernel + `merge_split`) for a dense cache and for DMS
+ * (`pagedAttention` as routed: the flash-decoding `decode_fast` + `combine` of
+ * src/cache/paged_decode.ts; the `kernel` column names what ran) for a dense cache and for DMS
  * caches at forced compression ratios, Qwen3-8B attention heads (Hkv = 8, G = 4, D = 128), in
  * f16 and f32, against PyTorch's SDPA dense decode on a contiguous cache (bench/torch_attention.py,
  * run in the same process tree when `python3` has torch with CUDA).
@@ -8,7 +9,9 @@
  * Each row first validates: the fast kernel's output against the readable `partial` kernel
  * ("tiled") on the same pages (STYLE 11), then times the fast kernel with timestamp queries
  * (median over samples of back-to-back steps, after a warm-up). It reports µs per step and the
- * effective GB/s of the live K+V (live entries · 2 · D · bytes: what one step must read).
+ * effective GB/s of the live K+V (live entries · 2 · D · bytes: what one step must read), and
+ * the previous fast kernel (v2 `decode` + `merge_split`, `decodeKernel: "split"`) timed the
+ * same way beside it: `new/old` is the routed kernel's time over it (`--no-old` skips it).
  *
  * Forcing a compression ratio (a benchmark knob, not a model code path): the cache is filled
  * through its policy and storage (the calls `PagedKvCache.attend` makes for a prefill chunk:
@@ -20,7 +23,7 @@
  *
  * Usage: `deno run -A bench/attention.ts [--contexts 4096,32768] [--batches 1,4] [--crs 2,4,8]
  * [--dtypes f16,f32] [--window 512] [--block 256] [--partition-keys N] [--reps N] [--no-torch]
- * [--quick] [--json out.json]`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
+ * [--no-old] [--quick] [--json out.json]`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
  * chosen from the length bound). Defaults on a CPU adapter (llvmpipe): contexts 256,1024, batches
  * 1,2, window 32, block 32 (well under 2 minutes); otherwise contexts 4096,32768,131072, batches
  * 1,4,16 (`--quick`: 4096,32768 and 1,4), window 512, block 256. Shapes whose K pool exceeds the
@@ -32,7 +35,7 @@
 import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
-import { pagedAttention } from "../src/cache/paged_attention.ts";
+import { decodeKernelFor, pagedAttention } from "../src/cache/paged_attention.ts";
 import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
 import { scatterEntries } from "../src/cache/paged_kv.ts";
 import { createDmsCache } from "../src/dms/dms_cache.ts";
@@ -55,6 +58,7 @@ const { values: args } = parseArgs({
     "partition-keys": { type: "string" },
     reps: { type: "string" },
     "no-torch": { type: "boolean", default: false },
+    "no-old": { type: "boolean", default: false },
     quick: { type: "boolean", default: false },
     json: { type: "string" },
   },
@@ -92,6 +96,8 @@ interface Row {
   B: number;
   /** "dense" or "dms CR=x" (forced). */
   cache: string;
+  /** The decode kernel pagedAttention routed to (decodeKernelFor). */
+  kernel: string;
   forcedCr?: number;
   /** Tokens / live entries. */
   cr: number;
@@ -100,6 +106,8 @@ interface Row {
   us: number;
   minUs: number;
   gbps: number;
+  /** The v2 split kernel's median µs (decodeKernel "split"). */
+  oldUs?: number;
   torchUs?: number;
   skipped?: string;
 }
@@ -243,6 +251,7 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
     ctx,
     B,
     cache: cr ? `dms CR=${cr}` : "dense",
+    kernel: "-",
     forcedCr: cr,
     cr: 0,
     liveMB: 0,
@@ -265,7 +274,8 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   row.liveMB = bytes / 1e6;
   using q = Tensor.fromArray(gpu, random(B * HKV * G * D, 7, -2, 2), [B, HKV * G, 1, D], dtype);
   const a = { t0: ctx, window: cache.policy.window, scale: 1 / Math.sqrt(D) };
-  const fast = () => pagedAttention(s, 0, q, { ...a, decodeKernel: "split" });
+  row.kernel = decodeKernelFor(s, G, D, {});
+  const fast = () => pagedAttention(s, 0, q, a);
   {
     using f = fast();
     using t = pagedAttention(s, 0, q, { ...a, decodeKernel: "tiled" });
@@ -283,6 +293,9 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   row.us = us;
   row.minUs = minUs;
   row.gbps = bytes / (us * 1e-6) / 1e9;
+  if (!args["no-old"] && row.kernel !== "split") {
+    row.oldUs = (await time(() => pagedAttention(s, 0, q, { ...a, decodeKernel: "split" }))).us;
+  }
   return row;
 }
 
@@ -343,11 +356,14 @@ function table(rows: Row[]): string {
     "ctx",
     "B",
     "cache",
+    "kernel",
     "CR",
     "live MB",
     "check",
     "µs",
     "GB/s",
+    "old µs",
+    "new/old",
     "torch µs",
     "torch GB/s",
     "ours/torch",
@@ -355,7 +371,9 @@ function table(rows: Row[]): string {
     "dense/this",
   ];
   const body = rows.map((r) => {
-    if (r.skipped) return [r.dtype, `${r.ctx}`, `${r.B}`, r.cache, "skipped: " + r.skipped];
+    if (r.skipped) {
+      return [r.dtype, `${r.ctx}`, `${r.B}`, r.cache, "-", "skipped: " + r.skipped];
+    }
     const dense = rows.find((x) =>
       !x.forcedCr && x.dtype === r.dtype && x.ctx === r.ctx && x.B === r.B
     );
@@ -365,11 +383,14 @@ function table(rows: Row[]): string {
       `${r.ctx}`,
       `${r.B}`,
       r.cache,
+      r.kernel,
       fmt(r.cr, 2),
       fmt(r.liveMB),
       r.check,
       fmt(r.us),
       fmt(r.gbps),
+      fmt(r.oldUs),
+      fmt(r.oldUs ? r.us / r.oldUs : undefined, 2),
       fmt(r.torchUs),
       fmt(r.torchUs ? denseBytes / (r.torchUs * 1e-6) / 1e9 : undefined),
       fmt(r.torchUs ? r.us / r.torchUs : undefined, 2),
@@ -378,13 +399,13 @@ function table(rows: Row[]): string {
     ];
   });
   const w = head.map((h, i) =>
-    Math.max(h.length, ...body.map((b) => (b.length > 5 ? b[i].length : 0)))
+    Math.max(h.length, ...body.map((b) => (b.length > 6 ? b[i].length : 0)))
   );
   const line = (c: string[]) =>
-    "| " + c.map((x, i) => (i < 4 ? x.padEnd(w[i]) : x.padStart(w[i]))).join(" | ") + " |";
+    "| " + c.map((x, i) => (i < 5 ? x.padEnd(w[i]) : x.padStart(w[i]))).join(" | ") + " |";
   return [
     line(head),
-    "|" + w.map((n, i) => "-".repeat(n + 1) + (i < 4 ? "-" : ":") + "|").join(""),
+    "|" + w.map((n, i) => "-".repeat(n + 1) + (i < 5 ? "-" : ":") + "|").join(""),
     ...body.map(line),
   ].join("\n");
 }
@@ -407,13 +428,17 @@ for (const { ctx, B, dtype } of shapes) {
     const t = torch?.[key(r)];
     if (typeof t === "number") r.torchUs = t * 1000;
     rows.push(r);
-    const what = r.skipped ? "skipped" : `${fmt(r.us)} µs, ${r.check}`;
+    const what = r.skipped
+      ? "skipped"
+      : `${r.kernel} ${fmt(r.us)} µs (old ${fmt(r.oldUs)} µs), ${r.check}`;
     console.error(`  ${key(r)} ${r.cache}: ${what}`);
   }
 }
 console.log(table(rows));
 console.log(
-  "ours/torch: our time over PyTorch SDPA dense (target <= 1.2 for dense at 32K); torch/ours: " +
+  "kernel: flash = decode_fast + combine (src/cache/paged_decode.ts); old µs: the v2 split " +
+    "kernel (decode + merge_split) on the same pages; new/old: the routed kernel's time over it. " +
+    "ours/torch: our time over PyTorch SDPA dense (target <= 1.2 for dense at 32K); torch/ours: " +
     "speed-up over it (target >= 5 for DMS at CR 8); dense/this: our dense time over this row's " +
     "(target >= 6.5 at 32K). GB/s: live K+V bytes per step time (torch: of the dense cache).",
 );

@@ -7,6 +7,10 @@
  * never visible. Shapes: `q:[B, Hq, n, D]`, pages `[B·Hkv]` of `[len, D]` keys/values →
  * `out:[B, Hq, n, D]`.
  *
+ * Decode without policy extras runs `pagedDecodeFlash` ({@linkcode ./paged_decode.ts},
+ * `shaders/paged_decode.wgsl`) where its shape allows ({@linkcode decodeKernelFor} names the
+ * kernel a call gets); the kernels below are the readable variant and serve the extras.
+ *
  * Kernels (`shaders/paged_attention.wgsl`):
  * - `partial`: one workgroup per (page, block of `qb` queries, key partition). Its R = qb·G
  *   query rows (all G query heads of the page share its K/V, GQA) run an online softmax over
@@ -65,6 +69,7 @@ import { Gpu } from "../gpu/device.ts";
 import { attentionReference } from "../ops/attention.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { dispatchBound } from "./dispatch_bound.ts";
+import { flashDecodeShape, pagedDecodeFlash } from "./paged_decode.ts";
 import { FLASH_MIN_QUERIES, pagedPrefillAttention } from "./paged_prefill.ts";
 import type { PagedKvStorage } from "./paged_storage.ts";
 
@@ -77,10 +82,12 @@ export interface PagedAttentionArgs {
   /** Softmax scale. */
   scale: number;
   /**
-   * Decode kernel for this call, overriding the storage's `decodeKernel`: `"split"` (the fast
-   * split-K kernel where the shape allows) or `"tiled"` (the readable `partial` kernel).
+   * Decode kernel for this call, overriding the storage's `decodeKernel` (whose `"split"`
+   * means `"flash"` here): `"flash"` (`pagedDecodeFlash` in ./paged_decode.ts where the shape
+   * allows and neither `probs` nor `chunks` is asked for, else `"split"`), `"split"` (the v2
+   * split-K `decode` kernel where the shape allows) or `"tiled"` (the readable `partial`).
    */
-  decodeKernel?: "split" | "tiled";
+  decodeKernel?: "flash" | "split" | "tiled";
   /**
    * Prefill kernel: `"flash"` (default; `pagedPrefillAttention` in ./paged_prefill.ts, for chunks
    * of at least `FLASH_MIN_QUERIES` queries whose shape it takes) or `"tiled"` (`partial`).
@@ -169,8 +176,13 @@ export function pagedAttention(
     const out = pagedPrefillAttention(s, layer, q, { ...args, chunk: args.chunk });
     if (out) return out;
   }
+  const kind = decode && !args.chunk ? decodeKernelFor(s, G, D, args) : "tiled";
+  if (kind === "flash") {
+    const out = pagedDecodeFlash(s, layer, q, args);
+    if (out) return out;
+  }
   const ex = extras(s, args, G);
-  if (decode && !args.chunk && (args.decodeKernel ?? s.decodeKernel) === "split") {
+  if (kind === "split") {
     const out = decodeSplit(s, layer, q, args, G, ex);
     if (out) return finishExtras(s, layer, args, G, ex, out);
   }
@@ -254,6 +266,29 @@ export function pagedAttention(
     gpu.release(part);
   }
   return finishExtras(s, layer, args, G, ex, out);
+}
+
+/**
+ * The decode kernel {@linkcode pagedAttention} runs for a query of `G` heads per KV head and
+ * head dim `D` with these arguments (one query, no chunk keys): `"flash"`
+ * (./paged_decode.ts), `"split"` (the v2 `decode` kernel) or `"tiled"` (`partial`).
+ */
+export function decodeKernelFor(
+  s: PagedKvStorage,
+  G: number,
+  D: number,
+  args: Pick<PagedAttentionArgs, "decodeKernel" | "probs" | "chunks">,
+): "flash" | "split" | "tiled" {
+  const want = args.decodeKernel ?? (s.decodeKernel === "split" ? "flash" : "tiled");
+  const maxShared = s.gpu.limits.maxComputeWorkgroupStorageSize;
+  if (
+    want === "flash" && !args.probs && !args.chunks &&
+    flashDecodeShape(s.dtype, G, D, maxShared)
+  ) {
+    return "flash";
+  }
+  if (want === "tiled" || !splitDecodeShape(s.dtype, G, D, maxShared)) return "tiled";
+  return "split";
 }
 
 /** The policy extras of one call: the logits buffer, the selection and their uniforms. */

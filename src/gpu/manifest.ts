@@ -25,6 +25,7 @@ export const SHADER_FILES: readonly string[] = [
   "matmul_backward",
   "noise",
   "paged_attention",
+  "paged_decode",
   "paged_kv",
   "paged_prefill",
   "quest",

@@ -1,0 +1,298 @@
+/**
+ * Flash-decoding through the paged KV storage ({@linkcode ./paged_storage.ts}): the fast decode
+ * attention (one query per sequence) with the exact SPEC §5.1 rule, its launcher and its CPU
+ * twin. {@linkcode ./paged_attention.ts} routes decode here when no policy extra (probabilities,
+ * chunk selection) is asked for; its `partial` kernel stays the readable variant.
+ *
+ * Query head h·G+g uses KV head h; a stored entry (position i, mark m) is visible to the query
+ * at position t0 iff i ≤ t0, m ≠ 2 and (m = 0 or t0 − i ≤ W). Shapes: `q:[B, Hq, 1, D]`,
+ * pages `[B·Hkv]` of `[len, D]` → `out:[B, Hq, 1, D]`.
+ *
+ * Algorithm (the CPU twin {@linkcode flashDecodeReference} spells it out): each page's `len`
+ * entries are cut into `np` splits of `ps` keys (`ps = max(KMIN, ceil(len / np))` of the page's
+ * own length unless fixed, so a loose CPU length bound only adds empty splits); per split and
+ * query head: scores s = scale·q·k over the visible keys, m = max s, p = exp(s − m),
+ * l = Σp, o = Σ p·v; then the splits merge by log-sum-exp: out = Σ e^{m_i−M} o_i / Σ e^{m_i−M} l_i
+ * (a split without a visible key weighs 0; a row with none is 0).
+ *
+ * Kernels (`shaders/paged_decode.wgsl`):
+ * - `decode_fast`, one workgroup of 256 threads per (page, split), all G query heads of the
+ *   page at once so that each K/V word is read once; rows read as 16-byte words (8 f16 or 4
+ *   f32), L = D/EPV consecutive lanes per row (coalesced), J loads in flight per lane with the
+ *   next block's loads issued before the current block's barriers; f32 math.
+ * - `combine`: one workgroup per (page, head, 8 output vec4 columns), online merge per thread,
+ *   then a tree.
+ *
+ * Versions (H200 numbers come from `bench/h200.sh`; on lavapipe `bench/attention.ts` prints
+ * the ratio to the v2 `decode` kernel of ./paged_attention.ts):
+ * - v1 (this): v2 kept its per-thread state in arrays indexed inside loops, and naga (wgpu 25+)
+ *   bounds every loop with a 64-bit counter, so drivers do not unroll them and such arrays go
+ *   to local memory (gfx-rs/wgpu#7698): v2 ran at ~350 GB/s whatever the dtype or batch. Here
+ *   the per-thread state is mat4x4 registers indexed by constants only (column g = head g:
+ *   q·k of 4 heads is `lo * qa`, the P·V update adds `mat4x4(lo * p.x, ...)`), loads are
+ *   straight-line code, and splits target ~1024 workgroups (132 SMs × a few resident, and
+ *   several waves so that the last one is short).
+ *
+ * @module
+ */
+
+import { Gpu } from "../gpu/device.ts";
+import { Tensor } from "../tensor/tensor.ts";
+import { dispatchBound } from "./dispatch_bound.ts";
+import type { PagedKvStorage } from "./paged_storage.ts";
+
+/** Threads per `decode_fast` workgroup. */
+const WG = 256;
+/** Splits: about this many workgroups in all (from the CPU's length bound). */
+const TARGET_WORKGROUPS = 1024;
+/** Adaptive splits take at least this many keys of a page's true length. */
+const KMIN = 128;
+/** Keys per split at most (its scores live in workgroup memory). */
+const PSMAX = 512;
+/** Output vec4 columns per `combine` workgroup, at most. */
+const CW = 8;
+
+/** Override constants of `decode_fast` / `combine` for one shape (see the WGSL header). */
+export type FlashDecodeShape = Record<string, number>;
+
+/**
+ * The kernel's constants for storage `dtype`, `G` query heads per KV head and head dim `D`,
+ * or undefined where it does not apply: G > 8, or rows that are not 4..64 whole 16-byte words
+ * of a power-of-two count (D = 32..512 in f16, 16..256 in f32), or workgroup memory over
+ * `maxShared` bytes.
+ */
+export function flashDecodeShape(
+  dtype: "f32" | "f16",
+  G: number,
+  D: number,
+  maxShared: number,
+): FlashDecodeShape | undefined {
+  const EPV = dtype === "f16" ? 8 : 4;
+  if (!Number.isInteger(G) || G < 1 || G > 8 || D % EPV !== 0) return undefined;
+  const L = D / EPV;
+  if (![4, 8, 16, 32, 64].includes(L)) return undefined;
+  const GV = Math.ceil(G / 4), KP = WG / L, D4 = D / 4, NV = EPV / 4;
+  // More loads in flight where registers allow (G > 4 holds twice the state).
+  for (const J of GV === 2 ? [2, 1] : [4, 2, 1]) {
+    const KB = J * KP;
+    if (KB * GV > WG) continue;
+    for (let ps = PSMAX / GV; ps >= KB; ps /= 2) {
+      if (ps % KB !== 0) continue;
+      const SCR = Math.max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG);
+      const bytes = 4 + 4 * ps + 16 * ps * GV + 16 * SCR;
+      const combine = WG * (4 + 4 + 16);
+      if (Math.max(bytes, combine) > maxShared) continue;
+      return {
+        WG,
+        GQ: G,
+        GV,
+        EPV,
+        NV,
+        DD: D,
+        D4,
+        L,
+        KP,
+        J,
+        KB,
+        PSMAX: ps,
+        KMIN: Math.min(KMIN, ps),
+        SPN: ps * GV,
+        SCR,
+        CW: Math.min(CW, D4),
+      };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Splits per page and keys per split (0: adaptive, chosen per page on the GPU) for pages whose
+ * lengths are at most `maxLen`: about {@linkcode TARGET_WORKGROUPS} workgroups, no split over
+ * the kernel's `PSMAX` keys, none under its `KMIN`; `partitionKeys` fixes the split size.
+ */
+export function flashDecodeSplits(
+  maxLen: number,
+  pages: number,
+  c: FlashDecodeShape,
+  partitionKeys?: number,
+): { np: number; ps: number } {
+  const len = Math.max(1, maxLen);
+  if (partitionKeys) {
+    const ps = Math.min(c.PSMAX, partitionKeys);
+    return { np: Math.ceil(len / ps), ps };
+  }
+  const want = Math.ceil(TARGET_WORKGROUPS / pages);
+  const np = Math.max(Math.ceil(len / c.PSMAX), Math.min(want, Math.ceil(len / c.KMIN)));
+  return { np, ps: 0 };
+}
+
+/** Arguments of {@linkcode pagedDecodeFlash}. */
+export interface FlashDecodeArgs {
+  /** Position of the query. */
+  t0: number;
+  /** W: a marked entry stays visible for distances 0..W. */
+  window: number;
+  /** Softmax scale. */
+  scale: number;
+}
+
+/**
+ * Decode attention of `q` over each page's live entries of `layer` (`decode_fast`, then
+ * `combine`). Records the dispatches; returns the output, or undefined when the shape does not
+ * fit the kernel ({@linkcode flashDecodeShape}).
+ *
+ * @param q `[B, Hq, 1, D]` in the storage dtype, Hq = G·Hkv.
+ * @returns `[B, Hq, 1, D]`; rows with no visible key are 0.
+ */
+export function pagedDecodeFlash(
+  s: PagedKvStorage,
+  layer: number,
+  q: Tensor,
+  args: FlashDecodeArgs,
+): Tensor | undefined {
+  const gpu = s.gpu;
+  const [B, Hq, n, D] = q.shape;
+  const G = Hq / s.kvHeads;
+  if (n !== 1 || D !== s.headDim || !Number.isInteger(G)) {
+    throw new RangeError(
+      `pagedDecodeFlash: q must be [B, G·${s.kvHeads}, 1, ${s.headDim}], got [${q.shape}]`,
+    );
+  }
+  const c = flashDecodeShape(s.dtype, G, D, gpu.limits.maxComputeWorkgroupStorageSize);
+  if (!c) return undefined;
+  let maxLen = 1;
+  for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
+  const { np, ps } = flashDecodeSplits(maxLen, s.pages, c, s.partitionKeys);
+  const rows = s.pages * np * G;
+  const po = gpu.alloc(rows * D * 4, "flash decode o");
+  const pml = gpu.alloc(rows * 8, "flash decode m,l");
+  const out = Tensor.empty(gpu, [B, Hq, 1, D], s.dtype);
+  const pool = s.pool(layer);
+  const params = {
+    pages: s.pages,
+    hkv: s.kvHeads,
+    np,
+    ps,
+    bs: s.blockSize,
+    mb: s.tableWidth,
+    lbase: layer * s.pages,
+    t0: args.t0,
+    window: args.window,
+    scale: args.scale,
+  };
+  const bufs = [undefined, s.lens, s.table, pool.meta, pool.k, pool.v, q.buffer, po, pml];
+  bufs[9] = out.buffer;
+  const spec = { shader: "paged_decode", defines: { T: s.dtype }, constants: c };
+  dispatchBound(
+    gpu,
+    gpu.kernel({ ...spec, entry: "decode_fast" }),
+    bufs,
+    Gpu.grid(s.pages * np),
+    params,
+  );
+  const nch = c.D4 / c.CW;
+  dispatchBound(
+    gpu,
+    gpu.kernel({ ...spec, entry: "combine" }),
+    bufs,
+    Gpu.grid(s.pages * G * nch),
+    params,
+  );
+  gpu.release(po);
+  gpu.release(pml);
+  return out;
+}
+
+/** One page's live entries in slot order, for {@linkcode flashDecodeReference}. */
+export interface DecodePage {
+  /** `[len]` absolute position of each entry. */
+  positions: ArrayLike<number>;
+  /** `[len]` mark of each entry: 0 keep, 1 marked (visible for distances 0..W), 2 padding. */
+  marks: ArrayLike<number>;
+  /** `[len, D]` keys. */
+  k: ArrayLike<number>;
+  /** `[len, D]` values. */
+  v: ArrayLike<number>;
+}
+
+/** Sizes and rule of {@linkcode flashDecodeReference}. */
+export interface FlashDecodeReferenceOptions extends FlashDecodeArgs {
+  /** Query heads per page. */
+  G: number;
+  /** Head dim. */
+  D: number;
+  /** Splits per page. */
+  np: number;
+  /** Keys per split; 0: max(kmin, ceil(len / np)) of each page's length. */
+  ps: number;
+  /** Smallest adaptive split (default 128, the kernel's). */
+  kmin?: number;
+}
+
+/**
+ * The CPU twin of {@linkcode pagedDecodeFlash}, in f64, written as the kernel computes: per
+ * page, per split of the live entries, per query head: max-subtracted softmax statistics
+ * (m, l) and the unnormalised output o over the split's visible entries; then the
+ * log-sum-exp merge of the splits (a split with l = 0 weighs 0).
+ *
+ * @param q `[pages, G, D]` (unscaled).
+ * @param pages One {@linkcode DecodePage} per page (b·Hkv + h).
+ * @returns `[pages, G, D]`; rows with no visible entry are 0.
+ *
+ * @example One page, two entries, the older marked and out of the window (W = 0)
+ * ```ts
+ * import { flashDecodeReference } from "./paged_decode.ts";
+ * const page = { positions: [0, 1], marks: [1, 0], k: [1, 0, 0, 1], v: [1, 2, 3, 4] };
+ * const out = flashDecodeReference([1, 1], [page],
+ *   { G: 1, D: 2, t0: 1, window: 0, scale: 1, np: 2, ps: 1 });
+ * console.log(out); // [3, 4]: only entry 1 is visible
+ * ```
+ */
+export function flashDecodeReference(
+  q: ArrayLike<number>,
+  pages: readonly DecodePage[],
+  o: FlashDecodeReferenceOptions,
+): Float64Array {
+  const { G, D, t0, window: W, scale, np } = o;
+  const out = new Float64Array(pages.length * G * D);
+  pages.forEach((pg, p) => {
+    const len = pg.positions.length;
+    const ps = o.ps || Math.max(o.kmin ?? KMIN, Math.ceil(len / np));
+    const vis = (i: number) => {
+      const pos = pg.positions[i], mark = pg.marks[i];
+      return pos <= t0 && mark !== 2 && (mark === 0 || t0 - pos <= W);
+    };
+    for (let g = 0; g < G; g++) {
+      const qr = (p * G + g) * D;
+      const splits: { m: number; l: number; o: Float64Array }[] = [];
+      for (let ks = 0; ks < len; ks += ps) {
+        const keys: number[] = [];
+        for (let i = ks; i < Math.min(len, ks + ps); i++) if (vis(i)) keys.push(i);
+        const sc = keys.map((i) => {
+          let d = 0;
+          for (let x = 0; x < D; x++) d += q[qr + x] * pg.k[i * D + x];
+          return d * scale;
+        });
+        const m = Math.max(-Infinity, ...sc);
+        const acc = new Float64Array(D);
+        let l = 0;
+        keys.forEach((i, j) => {
+          const w = Math.exp(sc[j] - m);
+          l += w;
+          for (let x = 0; x < D; x++) acc[x] += w * pg.v[i * D + x];
+        });
+        splits.push({ m, l, o: acc });
+      }
+      const live = splits.filter((x) => x.l > 0);
+      if (!live.length) continue;
+      const M = Math.max(...live.map((x) => x.m));
+      let l = 0;
+      for (const x of live) l += x.l * Math.exp(x.m - M);
+      for (const x of live) {
+        const w = Math.exp(x.m - M) / l;
+        for (let c = 0; c < D; c++) out[qr + c] += w * x.o[c];
+      }
+    }
+  });
+  return out;
+}

@@ -1,0 +1,197 @@
+/**
+ * Flash-decoding through the paged cache (src/cache/paged_decode.ts): the GPU kernel against
+ * an f64 oracle computed from the pages' own (position, mark) entries under SPEC §5.1 and
+ * against its CPU twin, over random shapes (G 1..8, D 64/128, B 1..3, f32/f16), DMS marks,
+ * ragged per-page lengths, padding, block boundaries and one or many splits; the twin against
+ * the dense reference of ./paged_attention.ts; and the routing of pagedAttention.
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { decodeKernelFor, pagedAttentionReference } from "../../src/cache/paged_attention.ts";
+import {
+  type DecodePage,
+  flashDecodeReference,
+  flashDecodeShape,
+  flashDecodeSplits,
+  pagedDecodeFlash,
+} from "../../src/cache/paged_decode.ts";
+import { createDmsCache } from "../../src/dms/dms_cache.ts";
+import { createDenseCache } from "../../src/policies/dense.ts";
+import { Tensor } from "../../src/tensor/tensor.ts";
+import { roundToF16 } from "../../src/tensor/dtype.ts";
+import { assertClose, fcParams, gpu, GPU_TEST, randomArray, TOL } from "../_util.ts";
+import { chunking, feed, makeProblem, marksOf } from "./harness.ts";
+
+interface Case {
+  dtype: "f32" | "f16";
+  G: number;
+  D: number;
+  B: number;
+  T: number;
+  dms: boolean;
+  pEvict: number;
+  blockSize: number;
+  /** Keys per split (storage partitionKeys); undefined: adaptive. */
+  split?: number;
+  /** Left padding of sequence 0 (mark 2 entries). */
+  pad: number;
+  seed: number;
+}
+
+/** Fills a cache with a problem in chunks, then decodes one query with the flash kernel. */
+async function check(c: Case): Promise<void> {
+  const Hkv = 2, W = Math.max(6, c.blockSize - 1);
+  const f16 = c.dtype === "f16";
+  const pr = makeProblem({ ...c, Hkv, pads: [c.pad, 0], f16 });
+  const sizes = {
+    layers: 1,
+    batch: c.B,
+    kvHeads: Hkv,
+    headDim: c.D,
+    blockSize: c.blockSize,
+    dtype: c.dtype,
+    partitionKeys: c.split,
+    preallocateTokens: 8,
+  };
+  using cache = c.dms ? createDmsCache(gpu, { ...sizes, window: W }) : createDenseCache(gpu, sizes);
+  await feed(cache, [pr], chunking(c.T, [Math.ceil(c.T / 2), 7, 1, 3]));
+  const s = cache.storage;
+  const qa = randomArray(c.B * Hkv * c.G * c.D, c.seed + 9, -2, 2);
+  using q = Tensor.fromArray(gpu, qa, [c.B, Hkv * c.G, 1, c.D], c.dtype);
+  const args = { t0: c.T, window: cache.policy.window, scale: 1 / Math.sqrt(c.D) };
+  const label = JSON.stringify(c);
+  assert.equal(decodeKernelFor(s, c.G, c.D, {}), "flash", label);
+  using fast = pagedDecodeFlash(s, 0, q, args);
+  if (!fast) throw new Error(`no flash kernel for ${label}`);
+  const got = await fast.toArray();
+  // The pages as stored: entries by slot, K/V by position from the problem.
+  const round = (x: Float32Array) => (f16 ? roundToF16(x) : x);
+  const [k, v, qq] = [round(pr.k), round(pr.v), round(qa)];
+  const { T, D } = c;
+  const pages: DecodePage[] = (await s.snapshot(0)).map((e, p) => ({
+    positions: e.positions,
+    marks: e.marks,
+    k: e.positions.flatMap((pos) => [...k.subarray((p * T + pos) * D, (p * T + pos + 1) * D)]),
+    v: e.positions.flatMap((pos) => [...v.subarray((p * T + pos) * D, (p * T + pos + 1) * D)]),
+  }));
+  // Oracle: one split over every entry = plain softmax over the visible ones.
+  const oracle = flashDecodeReference(qq, pages, { ...args, G: c.G, D, np: 1, ps: 1 << 30 });
+  assertClose(got, oracle, TOL[c.dtype], `flash vs f64 oracle ${label}`);
+  // The twin with the kernel's own splits.
+  let maxLen = 1;
+  for (const b of s.bounds(0)) maxLen = Math.max(maxLen, b);
+  const shape = flashDecodeShape(c.dtype, c.G, D, gpu.limits.maxComputeWorkgroupStorageSize)!;
+  const { np, ps } = flashDecodeSplits(maxLen, s.pages, shape, s.partitionKeys);
+  const twin = flashDecodeReference(qq, pages, { ...args, G: c.G, D, np, ps, kmin: shape.KMIN });
+  assertClose(got, twin, TOL[c.dtype], `flash vs CPU twin ${label}`);
+}
+
+const caseArb = fc.record({
+  dtype: fc.constantFrom(...(gpu.hasF16 ? ["f32", "f16"] as const : ["f32"] as const)),
+  G: fc.integer({ min: 1, max: 8 }),
+  D: fc.constantFrom(64, 128),
+  B: fc.integer({ min: 1, max: 3 }),
+  T: fc.integer({ min: 1, max: 400 }),
+  dms: fc.boolean(),
+  pEvict: fc.constantFrom(0, 0.5, 0.9, 1),
+  blockSize: fc.constantFrom(5, 16, 64),
+  split: fc.constantFrom(undefined, 32, 64, 200),
+  pad: fc.constantFrom(0, 0, 3, 20),
+  seed: fc.integer({ min: 0, max: 1 << 30 }),
+});
+
+Deno.test({
+  name:
+    "pagedDecodeFlash agrees with the f64 oracle and its CPU twin (G 1..8, D 64/128, DMS marks, ragged pages, padding, B 1..3, one and many splits)",
+  ...GPU_TEST,
+  fn: async () => {
+    await fc.assert(fc.asyncProperty(caseArb, check), fcParams(12));
+  },
+});
+
+Deno.test({
+  name: "pagedDecodeFlash handles the corners: one key, an empty split run, a long page (f32, f16)",
+  ...GPU_TEST,
+  fn: async () => {
+    const base = { G: 4, D: 128, B: 1, dms: false, pEvict: 0, blockSize: 16, pad: 0, seed: 5 };
+    for (const dtype of gpu.hasF16 ? ["f32", "f16"] as const : ["f32"] as const) {
+      await check({ ...base, dtype, T: 1 });
+      await check({ ...base, dtype, T: 1300 }); // several adaptive splits of >= 128 keys
+      await check({ ...base, dtype, T: 300, dms: true, pEvict: 1, G: 8 }); // all marked
+      await check({ ...base, dtype, T: 40, pad: 40, B: 2 }); // sequence 0 is all padding
+    }
+  },
+});
+
+Deno.test("flashDecodeReference equals the dense §5.1 reference for any split", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 40 }),
+      fc.integer({ min: 1, max: 3 }),
+      fc.integer({ min: 1, max: 5 }),
+      fc.integer({ min: 0, max: 8 }),
+      fc.integer({ min: 0, max: 1 << 30 }),
+      (T, G, np, W, seed) => {
+        const D = 4, Hkv = 2;
+        const pr = makeProblem({ B: 1, Hkv, G, D, T, seed, pEvict: 0.5 });
+        const marks = marksOf(pr);
+        const want = pagedAttentionReference(pr.q, pr.k, pr.v, { B: 1, Hq: Hkv * G, Hkv, T, D }, {
+          window: W,
+          marks,
+        });
+        // The last query over all T keys of each page, as pages of the twin.
+        const q: number[] = [], exp: number[] = [];
+        const pages: DecodePage[] = [];
+        for (let p = 0; p < Hkv; p++) {
+          for (let g = 0; g < G; g++) {
+            const row = ((p * G + g) * T + T - 1) * D;
+            q.push(...pr.q.subarray(row, row + D));
+            exp.push(...want.subarray(row, row + D));
+          }
+          pages.push({
+            positions: Array.from({ length: T }, (_, i) => i),
+            marks: marks.subarray(p * T, (p + 1) * T),
+            k: pr.k.subarray(p * T * D, (p + 1) * T * D),
+            v: pr.v.subarray(p * T * D, (p + 1) * T * D),
+          });
+        }
+        const got = flashDecodeReference(q, pages, {
+          G,
+          D,
+          t0: T - 1,
+          window: W,
+          scale: 1 / Math.sqrt(D),
+          np,
+          ps: 0,
+          kmin: 1,
+        });
+        assertClose(got, exp, { atol: 1e-9, rtol: 1e-9 }, JSON.stringify({ T, G, np, W, seed }));
+      },
+    ),
+    fcParams(50),
+  );
+});
+
+Deno.test({
+  name: "pagedAttention routes plain decode to the flash kernel and policy extras to the old one",
+  ...GPU_TEST,
+  fn: () => {
+    using cache = createDenseCache(gpu, {
+      layers: 1,
+      batch: 1,
+      kvHeads: 2,
+      headDim: 64,
+      blockSize: 16,
+    });
+    const s = cache.storage;
+    const probs = { buffer: s.dummy, offset: 0, stride: 4, accumulate: false };
+    const chunks = { select: s.dummy, size: 16, stride: 1 };
+    assert.equal(decodeKernelFor(s, 4, 64, {}), "flash");
+    assert.equal(decodeKernelFor(s, 4, 64, { probs }), "split");
+    assert.equal(decodeKernelFor(s, 4, 64, { chunks }), "split");
+    assert.equal(decodeKernelFor(s, 4, 64, { decodeKernel: "split" }), "split");
+    assert.equal(decodeKernelFor(s, 4, 64, { decodeKernel: "tiled" }), "tiled");
+    assert.equal(decodeKernelFor(s, 4, 60, {}), "tiled"); // rows not whole 16-byte words
+  },
+});
