@@ -16,10 +16,10 @@
  * A backend that does not implement a case kind (the optional `trainStep`) gets that
  * case reported as NOT SUPPORTED: counted apart, never as passed, and the run is not ok.
  *
- * The pieces: `case.ts` (case types, `case.json` schema, {@linkcode loadCase}),
- * `case_folder.ts` (finding and reading case folders), `report.ts` (comparing
- * and formatting), `cpu_backend.ts` / `gpu_backend.ts` (the implementations),
- * `observables.ts` (what the reference cache reports). This module runs them
+ * The pieces: `case_types.ts` (case types, the backend contract), `case.ts` (`case.json`
+ * schema, {@linkcode loadCase}), `case_folder.ts` (finding and reading case folders),
+ * `report.ts` (comparing and formatting), `cpu_backend.ts` / `gpu_backend.ts` (the
+ * implementations), `observables.ts` (what the reference cache reports). This module runs them
  * and re-exports what a caller needs.
  *
  * A backend receives only the inputs (never the expected outputs) and returns
