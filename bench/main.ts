@@ -49,27 +49,53 @@ const LETTERS: Record<string, Section> = {
   f: "chains",
 };
 
-const { values: args, positionals } = parseArgs({
-  args: Deno.args,
-  allowPositionals: true,
-  options: {
-    sections: { type: "string", default: "attention,prefill,kernels,e2e,chains" },
-    quick: { type: "boolean", default: false },
-    full: { type: "boolean", default: false },
-    "no-torch": { type: "boolean", default: false },
-    json: { type: "string" },
-  },
-});
+const USAGE =
+  `usage: deno task bench [--sections LIST] [--quick] [--full] [--no-torch] [--json FILE]
+                        [-- ARGS FOR EVERY SECTION]
+
+  --sections LIST  comma-separated: ${Object.keys(SECTIONS).join(", ")} (or letters a-f);
+                   default all
+  --quick          small sizes (always on a CPU adapter, where only ratios are printed)
+  --full           the sections' full sweeps on a GPU
+  --no-torch       skip the PyTorch twins
+  --json FILE      every section's JSON in one file (written atomically)
+  --help           this text`;
+
+/** A usage error: the message and the usage on stderr, exit code 2, nothing run or written. */
+function usage(message: string): never {
+  console.error(`bench: ${message}\n\n${USAGE}`);
+  Deno.exit(2);
+}
+
+let parsed;
+try {
+  parsed = parseArgs({
+    args: Deno.args,
+    allowPositionals: true,
+    options: {
+      sections: { type: "string", default: "attention,prefill,kernels,e2e,chains" },
+      quick: { type: "boolean", default: false },
+      full: { type: "boolean", default: false },
+      "no-torch": { type: "boolean", default: false },
+      json: { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
+} catch (e) {
+  usage((e as Error).message);
+}
+const { values: args, positionals } = parsed;
+if (args.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
 const chosen: Section[] = [];
 for (const s of args.sections.split(",").map((x) => x.trim()).filter(Boolean)) {
   const name = (s in SECTIONS ? s : LETTERS[s]) as Section | undefined;
-  if (!name) {
-    throw new RangeError(
-      `bench: --sections: unknown section "${s}" (one of ${Object.keys(SECTIONS).join(", ")}, a-f)`,
-    );
-  }
+  if (!name) usage(`--sections: unknown section "${s}"`);
   if (!chosen.includes(name)) chosen.push(name);
 }
+if (chosen.length === 0) usage("--sections: no section given");
 
 const gpu = await getGpu();
 const cpu = isCpuAdapter(gpu);

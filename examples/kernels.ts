@@ -2,7 +2,7 @@
  * Runs every op once on random inputs and prints its max error against the
  * CPU reference, plus the device and its features.
  *
- *   deno task demo            # or: deno run -A examples/kernels.ts [--f16]
+ *   deno run -A examples/kernels.ts [--f16]
  *
  * @module
  */
