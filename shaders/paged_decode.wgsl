@@ -123,6 +123,19 @@ fn vword(kk: u32, cnt: u32, c: u32) -> vec4<u32> {
   return x;
 }
 
+// Entry of key i of the split that starts at slot ks (clamped into the split: cnt >= 1).
+fn entry(pg: u32, ks: u32, cnt: u32, i: u32) -> u32 {
+  let s = ks + min(i, cnt - 1u);
+  return u32(table[(p.lbase + pg) * p.mb + s / p.bs]) * p.bs + s % p.bs;
+}
+
+// Whether entry e is visible to the query (SPEC §5.1).
+fn seen(e: u32) -> bool {
+  let kp = kmeta[2u * e];
+  let mk = kmeta[2u * e + 1u];
+  return p.t0 >= 0 && kp <= p.t0 && mk != 2 && (mk == 0 || p.t0 - kp <= p.window);
+}
+
 // Lane c's partial dots of key row (jj, r) of the block with every head -> scr.
 fn spart(jj: u32, r: u32, c: u32, x: vec4<u32>) {
   let lo = lo4(x);
@@ -224,15 +237,8 @@ fn decode_fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (tid < GQ) { pml[rbase + tid] = vec2<f32>(NEG, 0.0); }
     return;
   }
-  // Locate the split's keys; invisible ones (SPEC §5.1) become NOKEY and are never read.
-  for (var i = tid; i < cnt; i += WG) {
-    let s = ks + i;
-    let e = u32(table[(p.lbase + pg) * p.mb + s / p.bs]) * p.bs + s % p.bs;
-    let kp = kmeta[2u * e];
-    let mk = kmeta[2u * e + 1u];
-    let vis = p.t0 >= 0 && kp <= p.t0 && mk != 2 && (mk == 0 || p.t0 - kp <= p.window);
-    kph[i] = select(NOKEY, e, vis);
-  }
+  let e0 = entry(pg, ks, cnt, tid);
+  let e1 = entry(pg, ks, cnt, tid + WG);
   let c = tid % L;
   let r = tid / L;
   let qbase = pg * GQ * DD;  // (b * Hq + h * G) * D
@@ -250,6 +256,12 @@ fn decode_fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                         qv(qbase, 7u, c, 1u));
     }
   }
+  // Locate the split's keys (PSMAX <= 2 * WG: two per thread, every lookup in flight with
+  // the q loads); invisible ones (SPEC §5.1) become NOKEY and are never read.
+  let v0 = seen(e0);
+  let v1 = seen(e1);
+  if (tid < cnt) { kph[tid] = select(NOKEY, e0, v0); }
+  if (tid + WG < cnt) { kph[tid + WG] = select(NOKEY, e1, v1); }
   workgroupBarrier();
 
   // 1. Scores in blocks of KB keys (two barriers each); the next block's loads fly meanwhile.

@@ -76,7 +76,7 @@ export function flashDecodeShape(
   for (const J of GV === 2 ? [2, 1] : [4, 2, 1]) {
     const KB = J * KP;
     if (KB * GV > WG) continue;
-    for (let ps = PSMAX / GV; ps >= KB; ps /= 2) {
+    for (let ps = Math.min(PSMAX / GV, 2 * WG); ps >= KB; ps /= 2) {
       if (ps % KB !== 0) continue;
       const SCR = Math.max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG);
       const bytes = 4 + 4 * ps + 16 * ps * GV + 16 * SCR;
