@@ -11,7 +11,8 @@
  * (median over samples of back-to-back steps, after a warm-up). It reports µs per step and the
  * effective GB/s of the live K+V (live entries · 2 · D · bytes: what one step must read), and
  * the previous fast kernel (v2 `decode` + `merge_split`, `decodeKernel: "split"`) timed the
- * same way beside it: `new/old` is the routed kernel's time over it (`--no-old` skips it).
+ * same way beside it on the dense rows and those of the highest forced CR (3 samples): `new/old`
+ * is the routed kernel's time over it (`--no-old` skips it).
  *
  * Forcing a compression ratio (a benchmark knob, not a model code path): the cache is filled
  * through its policy and storage (the calls `PagedKvCache.attend` makes for a prefill chunk:
@@ -218,7 +219,7 @@ function sliceTokens(x: Tensor, m: number): Tensor {
 }
 
 /** Median and fastest µs per call of `step` (which records its dispatches and returns a tensor). */
-async function time(step: () => Tensor): Promise<{ us: number; minUs: number }> {
+async function time(step: () => Tensor, n = reps): Promise<{ us: number; minUs: number }> {
   const sample = async (k: number): Promise<number> => {
     const outs: Tensor[] = [];
     let ms: number;
@@ -241,7 +242,7 @@ async function time(step: () => Tensor): Promise<{ us: number; minUs: number }> 
   for (let i = 0, warm = Math.ceil(WARM_MS / first); i < warm; i++) step().dispose();
   await sample(k);
   const xs: number[] = [];
-  for (let i = 0; i < reps; i++) xs.push(await sample(k));
+  for (let i = 0; i < n; i++) xs.push(await sample(k));
   return { us: median(xs) * 1000, minUs: Math.min(...xs) * 1000 };
 }
 
@@ -293,8 +294,10 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   row.us = us;
   row.minUs = minUs;
   row.gbps = bytes / (us * 1e-6) / 1e9;
-  if (!args["no-old"] && row.kernel !== "split") {
-    row.oldUs = (await time(() => pagedAttention(s, 0, q, { ...a, decodeKernel: "split" }))).us;
+  // The old kernel on dense rows and the highest forced CR only (the section's time limit).
+  if (!args["no-old"] && row.kernel !== "split" && (!cr || cr === Math.max(...crs))) {
+    const old = () => pagedAttention(s, 0, q, { ...a, decodeKernel: "split" });
+    row.oldUs = (await time(old, Math.min(reps, 3))).us;
   }
   return row;
 }
