@@ -1,0 +1,164 @@
+/**
+ * The launcher of `matmul.ts`: {@linkcode launch} dispatches one matmul or linear whose shapes
+ * the caller has validated. It picks the kernel variant for `auto` ({@linkcode GEMV_MAX_M} and
+ * the CPU-rasteriser rule) and splits the rows of `a` and the output into blocks whose bound
+ * windows fit the device's `maxStorageBufferBindingSize`. The variants, what each changed and
+ * their speeds are in the header of `matmul.ts`, beside the CPU references; the kernels are in
+ * `shaders/matmul.wgsl`.
+ *
+ * @module
+ */
+
+import { type Binding, Gpu } from "../gpu/device.ts";
+import { bytesPer, type FloatDType } from "../tensor/dtype.ts";
+import { fmtShape, type Tensor } from "../tensor/tensor.ts";
+
+/**
+ * Kernel choice: `auto` picks `gemv` for M ≤ {@linkcode GEMV_MAX_M} (`naive` on a CPU adapter),
+ * `tiled` otherwise.
+ */
+export type MatmulVariant = "auto" | "naive" | "tiled" | "gemv";
+
+/** Largest M (rows of `a` per batch) for which `auto` picks the GEMV kernel. */
+export const GEMV_MAX_M = 8;
+
+/** Adapters that run shaders on the CPU (see the module doc: `auto` avoids `gemv` there). */
+const CPU_RASTERISER = /llvmpipe|lavapipe|swiftshader|softpipe/i;
+
+/** Everything one launch needs (element units). */
+export interface Launch {
+  op: string;
+  a: Tensor;
+  b: Tensor;
+  bias?: Tensor;
+  out: Tensor;
+  dtype: FloatDType;
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  strideA: number;
+  strideB: number;
+  strideC: number;
+  ldc: number;
+  colOffset: number;
+  transB: boolean;
+  variant: MatmulVariant;
+  maxBindingBytes?: number;
+}
+
+const ALIGN = 256; // minStorageBufferOffsetAlignment upper bound in WebGPU
+
+/** A window `[start, end)` (elements) of a tensor's buffer, bound at a 256-byte aligned offset. */
+function window(t: Tensor, start: number, end: number): { binding: Binding; off: number } {
+  const bpe = bytesPer(t.dtype);
+  const first = Math.floor((start * bpe) / ALIGN) * ALIGN;
+  const last = Math.min(t.buffer.size, Math.ceil((end * bpe) / 4) * 4);
+  return {
+    binding: { buffer: t.buffer, offset: first, size: Math.max(4, last - first) },
+    off: (start * bpe - first) / bpe,
+  };
+}
+
+/**
+ * Dispatches the kernel `l.variant` picks (`auto`: `gemv` for M ≤ {@linkcode GEMV_MAX_M},
+ * `naive` instead on a CPU rasteriser, `tiled` otherwise) over row blocks of `a` and `out`
+ * that fit the binding limit. Shapes are validated by the caller; nothing is read back.
+ *
+ * @throws {RangeError} When `b` alone, or one row of `a` or `out`, exceeds the binding limit,
+ *   or a batched problem would need splitting.
+ */
+export function launch(l: Launch): void {
+  const { gpu } = l.a;
+  const dtype = l.dtype;
+  if (l.M === 0 || l.N === 0 || l.batch === 0) return;
+  const bpe = bytesPer(dtype);
+  const limit = Math.min(
+    l.maxBindingBytes ?? Infinity,
+    gpu.limits.maxStorageBufferBindingSize,
+  );
+  const bBytes = l.b.size * bpe;
+  if (bBytes > limit) {
+    const what = l.op === "linear" ? "w" : "b";
+    throw new RangeError(
+      `${l.op}: ${what} ${fmtShape(l.b.shape)} is ${bBytes} bytes, over the ${limit}-byte ` +
+        `binding limit; ` +
+        (l.op === "linear"
+          ? "split it into row chunks and run one linear per chunk into one output " +
+            "(opts.out, opts.outColumnOffset)"
+          : "split it along N or the batch"),
+    );
+  }
+  // Rows of a (and of out) per dispatch, so that each bound window fits the limit.
+  const rowBytesA = Math.max(1, l.K) * bpe, rowBytesC = l.ldc * bpe;
+  const aWhole = (l.strideA ? l.batch * l.strideA : l.M * l.K) * bpe;
+  const cWhole = (l.batch - 1) * l.strideC * bpe + l.M * rowBytesC;
+  let rowsPer = l.M;
+  if (aWhole > limit || cWhole > limit) {
+    if (l.batch > 1) {
+      throw new RangeError(
+        `${l.op}: a ${fmtShape(l.a.shape)} or out ${
+          fmtShape(l.out.shape)
+        } exceeds the ${limit}-byte binding limit; split the batch`,
+      );
+    }
+    rowsPer = Math.floor((limit - ALIGN) / Math.max(rowBytesA, rowBytesC));
+    if (rowsPer < 1) {
+      throw new RangeError(
+        `${l.op}: one row of a ${fmtShape(l.a.shape)} or out ${
+          fmtShape(l.out.shape)
+        } exceeds the ${limit}-byte binding limit`,
+      );
+    }
+  }
+  const small = l.M <= GEMV_MAX_M;
+  const variant = l.variant === "auto"
+    ? (small ? (CPU_RASTERISER.test(gpu.description) ? "naive" : "gemv") : "tiled")
+    : l.variant;
+  const entry = variant === "gemv" ? (l.transB ? "gemv_t" : "gemv") : variant;
+  const kernelFor = (rows: number) =>
+    gpu.kernel({
+      shader: "matmul",
+      entry,
+      defines: { T: dtype },
+      // GEMV: rows of a per workgroup, a pipeline constant so its loops unroll into registers.
+      constants: variant === "gemv"
+        ? { ROWS: Math.min(GEMV_MAX_M, rows) }
+        : { TRANS_B: l.transB ? 1 : 0 },
+    });
+  const bWin = window(l.b, 0, l.b.size);
+  const biasWin = l.bias ? window(l.bias, 0, l.bias.size) : bWin;
+  for (let r0 = 0; r0 < l.M; r0 += rowsPer) {
+    const rows = Math.min(rowsPer, l.M - r0);
+    const aWin = l.strideA ? window(l.a, 0, l.a.size) : window(l.a, r0 * l.K, (r0 + rows) * l.K);
+    const cStart = r0 * l.ldc + l.colOffset;
+    const cEnd = cStart + (l.batch - 1) * l.strideC + (rows - 1) * l.ldc + l.N;
+    const cWin = window(l.out, cStart, cEnd);
+    const gemvRows = Math.min(GEMV_MAX_M, rows);
+    const groups = variant === "naive"
+      ? Math.ceil((l.batch * rows * l.N) / 256)
+      : variant === "tiled"
+      ? Math.ceil(l.N / 64) * Math.ceil(rows / 64) * l.batch
+      : Math.ceil(l.N / 8) * Math.ceil(rows / gemvRows) * l.batch;
+    const params = {
+      M: rows,
+      N: l.N,
+      K: l.K,
+      batch: l.batch,
+      strideA: l.strideA,
+      strideB: l.strideB,
+      strideC: l.strideC,
+      ldc: l.ldc,
+      offA: aWin.off,
+      offB: bWin.off,
+      offC: cWin.off,
+      hasBias: l.bias ? 1 : 0,
+    };
+    gpu.dispatch(
+      kernelFor(rows),
+      [aWin.binding, bWin.binding, biasWin.binding, cWin.binding],
+      Gpu.grid(groups),
+      params,
+    );
+  }
+}
