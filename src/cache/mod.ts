@@ -36,7 +36,16 @@ export {
   type PagedReferenceOptions,
   type PagedReferenceShape,
 } from "./paged_attention.ts";
+export {
+  decodeKernelFor,
+  type DecodePage,
+  type FlashDecodeArgs,
+  flashDecodeReference,
+  type FlashDecodeReferenceOptions,
+  pagedDecodeFlash,
+} from "./paged_decode.ts";
 export type { Gpu } from "../gpu/device.ts";
+export type { KernelTime } from "../gpu/profiling.ts";
 export { Tensor } from "../tensor/tensor.ts";
 export type { MemoryStats } from "../gpu/buffers.ts";
 export type { ParamValues } from "../gpu/params.ts";

@@ -33,6 +33,7 @@ export {
   DmsPolicy,
 } from "./dms_cache.ts";
 export type { Gpu } from "../gpu/device.ts";
+export type { KernelTime } from "../gpu/profiling.ts";
 export { Tensor } from "../tensor/tensor.ts";
 export type { CachePolicy, PolicyStep } from "../cache/policy.ts";
 export { PagedKvCache } from "../cache/paged_kv_cache.ts";

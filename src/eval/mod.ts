@@ -87,6 +87,7 @@ export type { SampleOptions } from "../ops/sample.ts";
 export type { AttendOptions } from "../cache/kv_cache.ts";
 export type { AdamwSettings } from "./case.ts";
 export type { Gpu } from "../gpu/device.ts";
+export type { KernelTime } from "../gpu/profiling.ts";
 export type { ForwardOptions } from "../model/transformer.ts";
 export type { ModelWeights } from "../model/weights.ts";
 export type { FloatDType } from "../tensor/dtype.ts";

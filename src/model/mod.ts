@@ -55,6 +55,7 @@ export type {
   WeightTensor,
 } from "./reference.ts";
 export type { Gpu } from "../gpu/device.ts";
+export type { KernelTime } from "../gpu/profiling.ts";
 export { Tensor } from "../tensor/tensor.ts";
 export type { FloatDType } from "../tensor/dtype.ts";
 export type { KvCache } from "../cache/kv_cache.ts";

@@ -46,6 +46,7 @@ export type {
   PagedAttentionArgs,
 } from "../cache/paged_attention.ts";
 export type { Gpu } from "../gpu/device.ts";
+export type { KernelTime } from "../gpu/profiling.ts";
 export type { AttendOptions, KvCache, KvCacheStats } from "../cache/kv_cache.ts";
 export type { LayerPool, PageEntries } from "../cache/paged_storage.ts";
 export type { MemoryStats } from "../gpu/buffers.ts";

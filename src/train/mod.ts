@@ -93,6 +93,7 @@ export type { Transformer } from "../model/transformer.ts";
 export type { ModelConfig } from "../model/config.ts";
 export type { Tensor } from "../tensor/tensor.ts";
 export type { Gpu } from "../gpu/device.ts";
+export type { KernelTime } from "../gpu/profiling.ts";
 export type { ForwardOptions } from "../model/transformer.ts";
 export type { DmsConfig, RopeScaling } from "../model/config.ts";
 export type { ChunkedMatrix, LayerWeights, ModelWeights } from "../model/weights.ts";
