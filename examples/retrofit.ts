@@ -62,6 +62,7 @@ const HELP =
   --seed N           seed (default 1)
   --json FILE        write the results as JSON
   --save DIR         save each evaluated student (Hugging Face layout) as DIR/w<W>-step<N>
+                     (not the window-1 ablation: a window must exceed the block size)
   --help`;
 
 interface Point {
@@ -202,7 +203,11 @@ async function run(w: number, milestones: number[]) {
           train_cr: 1 / Math.max(1 - s.fracClosed, 1e-6),
           accuracy: r.accuracy,
         });
-        if (a.save) await saveModel(model, `${a.save}/w${w}-step${s.step + 1}`);
+        // A window-1 ablation is not a loadable checkpoint (SPEC §5.2: the window must exceed
+        // the paged block size), so --save keeps only the students whose config loads back.
+        if (a.save && w > model.config.dms.blockSize) {
+          await saveModel(model, `${a.save}/w${w}-step${s.step + 1}`);
+        }
       }
     },
   });

@@ -25,7 +25,13 @@ import { writeTextFileAtomic } from "../io/atomic.ts";
 import { openCheckpoint, type TensorInput, writeSafetensors } from "../io/safetensors.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
 import { readTensors, type Tensor } from "../tensor/tensor.ts";
-import { assertWeightsFit, configToJson, loadConfig, type ModelConfig } from "./config.ts";
+import {
+  assertWeightsFit,
+  configToJson,
+  loadConfig,
+  type ModelConfig,
+  parseConfig,
+} from "./config.ts";
 import { Transformer } from "./transformer.ts";
 import {
   disposeWeights,
@@ -126,6 +132,19 @@ export async function exportWeights(
  * (F32, or F16 for an f16 model; `lm_head.weight` omitted when tied).
  */
 export async function saveModel(model: Transformer, folder: string): Promise<void> {
+  // A folder loadModel would refuse is not written (e.g. an ablation with dms_window_size 1:
+  // the reference's config requires the window to exceed the paged block size, SPEC §5.2).
+  const json = configToJson({
+    ...model.config,
+    torchDtype: model.dtype === "f16" ? "float16" : "float32",
+  });
+  try {
+    parseConfig(json);
+  } catch (e) {
+    throw new RangeError(
+      `saveModel: ${folder}/config.json would not load back: ${(e as Error).message}`,
+    );
+  }
   await Deno.mkdir(folder, { recursive: true });
   const st = model.dtype === "f16" ? "F16" : "F32";
   const tensors: Record<string, TensorInput> = {};
@@ -133,9 +152,5 @@ export async function saveModel(model: Transformer, folder: string): Promise<voi
     tensors[name] = { dtype: st, shape: t.shape, data: t.data };
   }
   await writeSafetensors(`${folder}/model.safetensors`, tensors, { format: "pt" });
-  const json = configToJson({
-    ...model.config,
-    torchDtype: model.dtype === "f16" ? "float16" : "float32",
-  });
   await writeTextFileAtomic(`${folder}/config.json`, JSON.stringify(json, null, 2) + "\n");
 }

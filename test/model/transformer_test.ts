@@ -150,6 +150,29 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "saveModel refuses, before writing anything, a config loadModel would refuse (window 1 = block 1)",
+  ...GPU_TEST,
+  fn: async () => {
+    const base = fc.sample(tinyConfig, { seed: 5, numRuns: 1 })[0];
+    const cfg = { ...base, dms: { ...base.dms, window: 1, blockSize: 1 } };
+    const dir = `${await Deno.makeTempDir()}/student`;
+    const model = createModel(gpu, cfg, { seed: 11 });
+    try {
+      await assert.rejects(
+        () => saveModel(model, dir),
+        (e: Error) =>
+          e instanceof RangeError && e.message.includes(`${dir}/config.json would not load back`) &&
+          e.message.includes("dms_window_size (1)"),
+      );
+      await assert.rejects(() => Deno.stat(dir), Deno.errors.NotFound);
+    } finally {
+      model.dispose();
+    }
+  },
+});
+
+Deno.test({
   name: "a saved model loads back bit-exact and gives the same logits",
   ...GPU_TEST,
   fn: async () => {
