@@ -1,9 +1,18 @@
 /**
- * Runs `src/cli/main.ts` in a child process, as a user would: with piped output (stderr is not
- * a terminal), or under `script(1)` for a pseudo-terminal.
+ * Runs `src/cli/main.ts` in a child process, as a user would with `deno task cli` (its
+ * permissions, not `-A`): with piped output (stderr is not a terminal), or under `script(1)`
+ * for a pseudo-terminal.
  */
 
 const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+
+/** The permissions `deno task cli` grants (deno.json), so the tests run what a user runs. */
+export const TASK_PERMISSIONS: string[] = (() => {
+  const json = JSON.parse(Deno.readTextFileSync(new URL("../../deno.json", import.meta.url)));
+  const flags = String(json.tasks?.cli ?? "").split(/\s+/).filter((f) => f.startsWith("--allow"));
+  if (!flags.length) throw new Error("deno.json: tasks.cli grants no --allow-* permission");
+  return flags;
+})();
 
 /** What a CLI run left behind. */
 export interface CliRun {
@@ -30,7 +39,7 @@ export interface CliOptions {
 const ENV = { XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" };
 
 /**
- * `deno run -A src/cli/main.ts ...args` with piped output (stderr is not a terminal); a child
+ * `deno run <the cli task's permissions> src/cli/main.ts ...args` with piped output (stderr is not a terminal); a child
  * still running after `timeoutMs` is killed (its exit code then says so).
  */
 export async function cli(args: string[], opts: CliOptions = {}): Promise<CliRun> {
@@ -40,7 +49,7 @@ export async function cli(args: string[], opts: CliOptions = {}): Promise<CliRun
     delete env.NO_COLOR;
   }
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
+    args: ["run", ...TASK_PERMISSIONS, MAIN, ...args],
     env,
     clearEnv: opts.color === true,
     cwd: opts.cwd,
@@ -68,7 +77,9 @@ const shellQuote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
  * the exit code and everything the terminal received.
  */
 export async function cliOnTty(args: string[]): Promise<{ code: number; output: string }> {
-  const cmd = [Deno.execPath(), "run", "-A", MAIN, ...args].map(shellQuote).join(" ");
+  const cmd = [Deno.execPath(), "run", ...TASK_PERMISSIONS, MAIN, ...args].map(shellQuote).join(
+    " ",
+  );
   const out = await new Deno.Command("/usr/bin/script", {
     args: ["-qec", `stty cols 80 2>/dev/null; ${cmd}`, "/dev/null"],
     env: { ...ENV, TERM: "xterm" },
