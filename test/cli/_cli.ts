@@ -74,9 +74,14 @@ const shellQuote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 /**
  * The CLI under `script -qec`, so stdout and stderr are one pseudo-terminal (80 columns); returns
- * the exit code and everything the terminal received.
+ * the exit code and everything the terminal received. On a terminal Deno asks for a permission
+ * the process lacks and waits for an answer, so the run is killed after `timeoutMs` (default
+ * 30 s; the output then ends in the prompt).
  */
-export async function cliOnTty(args: string[]): Promise<{ code: number; output: string }> {
+export async function cliOnTty(
+  args: string[],
+  timeoutMs = 30_000,
+): Promise<{ code: number; output: string }> {
   const cmd = [Deno.execPath(), "run", ...TASK_PERMISSIONS, MAIN, ...args].map(shellQuote).join(
     " ",
   );
@@ -86,6 +91,7 @@ export async function cliOnTty(args: string[]): Promise<{ code: number; output: 
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
+    signal: AbortSignal.timeout(timeoutMs),
   }).output();
   return { code: out.code, output: new TextDecoder().decode(out.stdout) };
 }
