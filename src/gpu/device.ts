@@ -531,7 +531,9 @@ function isCpuAdapter(info: GPUAdapterInfo): boolean {
  */
 export function hostMemoryBytes(): number {
   try {
-    return Deno.systemMemoryInfo().total;
+    // Only when granted: without --allow-sys a terminal would stop at Deno's permission prompt.
+    const sys = Deno.permissions.querySync({ name: "sys", kind: "systemMemoryInfo" });
+    return sys.state === "granted" ? Deno.systemMemoryInfo().total : Infinity;
   } catch {
     return Infinity;
   }
