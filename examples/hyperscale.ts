@@ -257,7 +257,11 @@ try {
         compression: cr,
         label: `budget ${budget}`,
         model: teacher,
-        cache: (batch) => createCacheFor(teacher, batch, name, { budget }),
+        cache: (batch) =>
+          createCacheFor(teacher, batch, name, {
+            budget,
+            preallocateTokens: length + Math.max(...grid.maxTokens),
+          }),
       });
       folders.push(teacherDir);
     }

@@ -75,6 +75,13 @@ export interface CachePolicyOptions {
   chunk?: number;
   /** quest: chunks attended per query besides the current one (default 8, or from budget). */
   topK?: number;
+  /**
+   * Every policy: tokens per page the pool is first sized for (default the config's
+   * `dms_preallocate_for_tokens`, at most 4096). The pool grows past it when needed (SPEC §5.2);
+   * a caller that knows its lengths (prompt + new tokens) keeps a wide batch within the
+   * device's binding limit this way.
+   */
+  preallocateTokens?: number;
 }
 
 /** Options of {@linkcode generate}. */
@@ -125,7 +132,10 @@ export function createCacheFor(
     kvHeads: c.numKvHeads,
     headDim: c.headDim,
     dtype: model.dtype,
-    preallocateTokens: Math.min(c.dms.preallocateForTokens, 4096),
+    preallocateTokens: Math.max(
+      1,
+      Math.min(options.preallocateTokens ?? Infinity, c.dms.preallocateForTokens, 4096),
+    ),
   };
   const o = options, sinks = o.sinks ?? 4;
   const denseBlocks = Math.min(c.dms.blockSize, 256);

@@ -253,7 +253,9 @@ export async function runHyperscale(
         const run: TaskRunner = async (prompts, o) => {
           const inner: KvCache = typeof entry.cache === "function"
             ? entry.cache(prompts.length)
-            : createCacheFor(entry.model, prompts.length, entry.cache);
+            : createCacheFor(entry.model, prompts.length, entry.cache, {
+              preallocateTokens: Math.max(...prompts.map((p) => p.length)) + o.maxTokens,
+            });
           using cache = new TracedKvCache(inner);
           const res = await drain(
             generate(entry.model, prompts, {

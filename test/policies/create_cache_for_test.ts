@@ -78,3 +78,24 @@ Deno.test({
     model.dispose();
   },
 });
+
+Deno.test({
+  name:
+    "createCacheFor: preallocateTokens sizes the first pool, so a wide batch fits the binding limit",
+  ...GPU_TEST,
+  fn: () => {
+    const model = createModel(gpu, config, { seed: 3 });
+    const bytesPerPage = 4096 * config.headDim * 4; // the default 4096 tokens, f32
+    const batch = Math.ceil(gpu.limits.maxStorageBufferBindingSize / (2 * bytesPerPage)) + 1;
+    for (const name of ["dense", "dms", "quest"] as const) {
+      assert.throws(
+        () => createCacheFor(model, batch, name).dispose(),
+        /maxStorageBufferBindingSize/,
+        `${name}: B = ${batch} at 4096 tokens per page`,
+      );
+      const cache = createCacheFor(model, batch, name, { preallocateTokens: 16 });
+      cache.dispose();
+    }
+    model.dispose();
+  },
+});
