@@ -181,6 +181,24 @@ Deno.test({
     await Deno.remove(`${out}/pareto_memory.svg`);
     await runExample(["examples/hyperscale.ts", "--replot", out]);
     assert.equal(await Deno.readTextFile(`${out}/pareto_reads.svg`), before);
+    // and `dms plot pareto` draws the same picture from the same file
+    const cli = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "src/cli/main.ts",
+        "plot",
+        "pareto",
+        `${out}/results.json`,
+        "--out",
+        `${out}/cli.svg`,
+      ],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(cli.code, 0, new TextDecoder().decode(cli.stderr));
+    assert.equal(await Deno.readTextFile(`${out}/cli.svg`), before);
     assert.ok((await Deno.stat(`${out}/pareto_memory.svg`)).size > 0);
     await Deno.remove(out, { recursive: true });
   },

@@ -6,6 +6,7 @@
  * - `compression`: one or more `dms generate --json` outputs (their `trace`), e.g. a dense and
  *   a DMS run of the same prompt, or bare arrays of compression points;
  * - `diagram`: delayed eviction (no input; `--window W`, `--decisions 0,0,1,...`);
+ * - `pareto`: accuracy vs KV reads or peak KV tokens from `examples/hyperscale.ts`'s results.json;
  * - a kind whose plot module has not landed says so and exits 2.
  *
  * @module
@@ -14,6 +15,7 @@
 import { writeTextFileAtomic } from "../io/atomic.ts";
 import { type CompressionPoint, compressionSvg } from "../plot/compression.ts";
 import { delayedEvictionSvg } from "../plot/diagram.ts";
+import { type ParetoPoint, paretoSvg } from "../plot/pareto.ts";
 import { ENTRY_STATES, type EvictionMap, evictionMapSvg } from "../plot/eviction_map.ts";
 import {
   type Command,
@@ -26,10 +28,8 @@ import {
   UsageError,
 } from "./_command.ts";
 
-/** Kinds a later issue will add (none pending now: every kind of issue 12 has landed). */
-const PENDING: Readonly<Record<string, string>> = {
-  pareto: "the hyper-scaling Pareto plot (src/plot/pareto.ts) has not landed yet",
-};
+/** Kinds a later issue will add (none pending now: every kind has landed). */
+const PENDING: Readonly<Record<string, string>> = {};
 
 const USAGE = `usage: dms plot KIND [INPUT.json ...] --out FILE.svg [--title TEXT]
 
@@ -39,10 +39,12 @@ Kinds:
   compression INPUT..  live KV entries and compression over generation, one line per policy
                        (INPUTs: dms generate --json outputs, or arrays of compression points)
   diagram              delayed eviction (--window W, default 3; --decisions 0,0,0,1,...)
-  ${Object.keys(PENDING).join(", ")}               not available yet
+  pareto RESULTS       accuracy vs KV budget, one frontier line per policy (RESULTS:
+                       examples/hyperscale.ts's results.json; --cost reads (default) or memory)
 
   --out FILE.svg       where the SVG goes (written atomically)
-  --title TEXT         chart title (eviction-map)
+  --title TEXT         chart title (eviction-map, pareto)
+  --cost reads|memory  pareto: x axis, KV-cache token reads or peak KV tokens per problem
   --debug              stack traces on failures`;
 
 async function readJson(file: string): Promise<unknown> {
@@ -115,6 +117,34 @@ export function compressionFrom(json: unknown, file: string): CompressionPoint[]
   return pts as CompressionPoint[];
 }
 
+/** The Pareto points of `examples/hyperscale.ts`'s results.json, for `cost` on the x axis. */
+export function paretoFrom(json: unknown, file: string, cost: "reads" | "memory"): ParetoPoint[] {
+  const rows = isObj(json) ? json.rows : undefined;
+  if (!Array.isArray(rows) || rows.length === 0) {
+    throw new TypeError(
+      `${file}: rows: expected a non-empty array (examples/hyperscale.ts output)`,
+    );
+  }
+  const [x, on] = cost === "reads"
+    ? ["kv_reads", "reads_frontier"]
+    : ["peak_kv_tokens", "memory_frontier"];
+  return rows.map((r, i) => {
+    const at = `${file}: rows[${i}]`;
+    if (!isObj(r) || typeof r.policy !== "string" || r.policy === "") {
+      throw new TypeError(`${at}.policy: expected a non-empty string`);
+    }
+    const a = r.accuracy, c = r[x];
+    if (!(typeof a === "number" && a >= 0 && a <= 1)) {
+      throw new TypeError(`${at}.accuracy: expected a number in [0, 1], got ${a}`);
+    }
+    if (!(typeof c === "number" && Number.isFinite(c) && c >= 0)) {
+      throw new TypeError(`${at}.${x}: expected a number >= 0, got ${c}`);
+    }
+    if (typeof r[on] !== "boolean") throw new TypeError(`${at}.${on}: expected true or false`);
+    return { policy: r.policy, cost: Math.max(c, 1), accuracy: a, frontier: r[on] as boolean };
+  });
+}
+
 function inputs(p: Parsed, min: number, max: number): string[] {
   const files = p.positionals.slice(1);
   if (files.length < min || files.length > max) {
@@ -132,11 +162,17 @@ async function run(args: string[]): Promise<number> {
     title: { type: "string" },
     window: { type: "string" },
     decisions: { type: "string" },
+    cost: { type: "string" },
   }, Infinity);
   const kind = p.positionals[0];
   if (kind === undefined) throw new UsageError("expected a plot kind");
   if (Object.hasOwn(PENDING, kind)) throw new NotAvailableError(`plot ${kind}: ${PENDING[kind]}`);
   const out = str(p, "out");
+  const costArg = str(p, "cost") ?? "reads";
+  if (costArg !== "reads" && costArg !== "memory") {
+    throw new UsageError(`--cost must be reads or memory, got "${costArg}"`);
+  }
+  const cost: "reads" | "memory" = costArg;
   const render = (): Promise<string> => {
     if (kind === "eviction-map") {
       const [file] = inputs(p, 1, 1);
@@ -146,6 +182,18 @@ async function run(args: string[]): Promise<number> {
       const files = inputs(p, 1, Infinity);
       return Promise.all(files.map(async (f) => compressionFrom(await readJson(f), f)))
         .then((all) => compressionSvg(all.flat()));
+    }
+    if (kind === "pareto") {
+      const [file] = inputs(p, 1, 1);
+      const by = cost === "reads"
+        ? "KV-cache token reads per problem"
+        : "peak KV tokens per problem";
+      return readJson(file).then((j) =>
+        paretoSvg(paretoFrom(j, file, cost), {
+          xTitle: by,
+          title: str(p, "title") ?? `${isObj(j) ? j.task : "task"}: accuracy vs ${by}`,
+        })
+      );
     }
     if (kind === "diagram") {
       inputs(p, 0, 0);
@@ -158,7 +206,7 @@ async function run(args: string[]): Promise<number> {
     }
     throw new UsageError(`unknown plot kind "${kind}"`);
   };
-  if (!["eviction-map", "compression", "diagram"].includes(kind)) {
+  if (!["eviction-map", "compression", "diagram", "pareto"].includes(kind)) {
     throw new UsageError(`unknown plot kind "${kind}"`);
   }
   if (out === undefined) throw new UsageError("--out FILE.svg is required");
@@ -174,7 +222,7 @@ async function run(args: string[]): Promise<number> {
 /** `dms plot`. */
 export const plotCommand: Command = {
   name: "plot",
-  summary: "render SVG pictures (eviction map, compression, delayed eviction) from JSON",
+  summary: "render SVG pictures (eviction map, compression, delayed eviction, Pareto) from JSON",
   usage: USAGE,
   run,
 };

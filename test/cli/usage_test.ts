@@ -212,7 +212,8 @@ const BAD: Bad[] = [
   { args: ["plot", "eviction-map", "--out", "e.svg"], says: /takes 1 input file, got 0/ },
   { args: ["plot", "eviction-map", "in.json", "in.json", "--out", "e.svg"], says: /got 2/ },
   { args: ["plot", "compression", "--out", "c.svg"], says: /takes 1 or more input files/ },
-  { args: ["plot", "pareto", "--out", "p.svg"], says: /has not landed yet/, noUsage: true },
+  { args: ["plot", "pareto", "--out", "p.svg"], says: /takes 1 input file, got 0/ },
+  { args: ["plot", "pareto", "in.json", "--out", "p.svg", "--cost", "x"], says: /--cost must be/ },
 ];
 
 Deno.test("bad arguments: exit 2, a usage message on stderr, nothing on stdout, nothing written", async () => {
