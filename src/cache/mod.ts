@@ -28,6 +28,7 @@ export {
 } from "./paged_storage.ts";
 export {
   type DecodeChunkSelection,
+  decodeKernelFor,
   type DecodeProbsOutput,
   decodeProbsReference,
   pagedAttention,
@@ -37,7 +38,6 @@ export {
   type PagedReferenceShape,
 } from "./paged_attention.ts";
 export {
-  decodeKernelFor,
   type DecodePage,
   type FlashDecodeArgs,
   flashDecodeReference,
