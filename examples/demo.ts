@@ -28,6 +28,7 @@ import {
   loadModel,
   PagedKvCache,
 } from "@hyperscale/dms";
+import { slowAdapterHint } from "@hyperscale/dms/gpu";
 import {
   compressionSvg,
   evictionCounts,
@@ -78,6 +79,8 @@ try {
 
 const t0 = performance.now();
 const gpu = await getGpu();
+const hint = slowAdapterHint(gpu.adapter); // llvmpipe through OpenGL: say how to get Vulkan
+if (hint) console.log(hint);
 const model = await loadModel(gpu, student, { dtype: "f32" });
 const cfg = model.config;
 if (!cfg.isDms) {

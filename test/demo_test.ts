@@ -1,8 +1,18 @@
 /**
  * `deno task demo` (examples/demo.ts) runs the committed DMS student through the dense and the
- * DMS cache, prints what it promises, and writes the two SVGs it names.
+ * DMS cache, prints what it promises, and writes the two SVGs it names; on a healthy run it
+ * prints no `error:` (even without XDG_RUNTIME_DIR), and the hint to install Mesa's Vulkan CPU
+ * driver exactly when the adapter is a CPU driver through OpenGL.
  */
 import assert from "node:assert/strict";
+import { probeAdapter, slowAdapterHint } from "../src/gpu/adapter.ts";
+
+/** This process's environment without XDG_RUNTIME_DIR (as on a machine without a desktop). */
+function envWithoutXdg(): Record<string, string> {
+  const env = Deno.env.toObject();
+  delete env.XDG_RUNTIME_DIR;
+  return { ...env, NO_COLOR: "1" };
+}
 
 Deno.test({
   name: "examples/demo.ts: dense vs DMS on the committed student, accounting printed, SVGs written",
@@ -25,12 +35,19 @@ Deno.test({
           out,
         ],
         cwd: new URL("../", import.meta.url),
-        env: { NO_COLOR: "1" },
+        env: envWithoutXdg(),
+        clearEnv: true,
         stdout: "piped",
         stderr: "piped",
       }).output();
       const text = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
       assert.equal(r.code, 0, text);
+      assert.doesNotMatch(text, /^error:/m);
+      const adapter = await probeAdapter();
+      assert.ok(adapter);
+      const hint = slowAdapterHint(adapter);
+      const printed = text.split("\n").filter((l) => l.includes("mesa-vulkan-drivers"));
+      assert.deepEqual(printed, hint ? [hint] : [], text);
       for (const l of [0, 1]) {
         for (const h of [0, 1]) assert.match(text, new RegExp(`layer ${l} head ${h}:  dense  241`));
       }

@@ -2,10 +2,11 @@
  * The GPU runtime: adapter and device acquisition, feature detection, a shared
  * command encoder (many dispatches, one submit), dispatch with named uniforms,
  * readback and debug error scopes. The parts live beside it, one concept each:
- * `pipelines.ts` (kernels, pipeline and bind group caches), `params.ts` (uniform
- * packing by field name, uniform arenas), `buffers.ts` (buffer pool, live/peak
- * bytes), `profiling.ts` (timestamp queries); their public names are
- * re-exported here.
+ * `adapter.ts` (adapter and device request, what kind of adapter, the hint for a
+ * slow one), `pipelines.ts` (kernels, pipeline and bind group caches), `params.ts`
+ * (uniform packing by field name, uniform arenas), `buffers.ts` (buffer pool,
+ * live/peak bytes), `readback.ts` (batched reads), `profiling.ts` (timestamp
+ * queries); their public names are re-exported here.
  *
  * @example Acquire the device and inspect it
  * ```ts
@@ -27,7 +28,14 @@
  * @module
  */
 
-import { align, BufferPool, type MemoryStats, writePadded } from "./buffers.ts";
+import {
+  type AdapterSummary,
+  type GpuOptions,
+  hostMemoryBytes,
+  readEnv,
+  requestDevice,
+} from "./adapter.ts";
+import { BufferPool, type MemoryStats, writePadded } from "./buffers.ts";
 import { assertNoParams, type ParamValues, UniformArenas } from "./params.ts";
 import {
   BindGroupCache,
@@ -38,52 +46,22 @@ import {
   PipelineCache,
 } from "./pipelines.ts";
 import { type KernelTime, TimestampRecorder } from "./profiling.ts";
+import { readRanges } from "./readback.ts";
 
+export {
+  type AdapterSummary,
+  type GpuOptions,
+  hostMemoryBytes,
+  slowAdapterHint,
+} from "./adapter.ts";
 export { align, type MemoryStats } from "./buffers.ts";
 export type { ParamValues } from "./params.ts";
 export type { Binding, Kernel, KernelSpec } from "./pipelines.ts";
-
-/** Options for {@linkcode getGpu} / {@linkcode Gpu.create}. */
-export interface GpuOptions {
-  /** Wrap every dispatch in validation/out-of-memory error scopes and raise errors with the kernel's name. Default: `DMS_DEBUG=1` in the environment. */
-  debug?: boolean;
-  /** Request `shader-f16` when the adapter offers it. Default true. */
-  allowF16?: boolean;
-  /** Adapter power preference. */
-  powerPreference?: GPUPowerPreference;
-  /** Bytes of freed buffers kept for reuse before the oldest are destroyed. Default 512 MiB. */
-  poolLimitBytes?: number;
-  /**
-   * Live GPU bytes the buffer pool may hold; an allocation past it is refused before it is made
-   * (RangeError with the sizes). Default: on a CPU adapter (lavapipe, llvmpipe, SwiftShader),
-   * whose memory is the host's, the host's total memory; elsewhere unbounded (WebGPU does not
-   * report a GPU's memory: set it to that to have the pool refuse what cannot fit).
-   */
-  memoryLimitBytes?: number;
-}
 
 const MAX_PENDING_DISPATCHES = 1024;
 const MAX_WORKGROUPS_PER_DIM = 65535;
 
 let shared: Promise<Gpu> | undefined;
-
-/**
- * On a machine without a desktop session, the WebGPU backend's display probe (Wayland/X11 via
- * the Vulkan/GL loaders) prints `error: XDG_RUNTIME_DIR is invalid or not set` twice, although
- * compute works. When the variable is unset and the process may set it, point it at the
- * system's temporary folder for this process only (children inherit it), so a healthy run
- * prints no error.
- */
-function quietDisplayProbe(): void {
-  try {
-    const ask = { name: "env", variable: "XDG_RUNTIME_DIR" } as const;
-    if (Deno.permissions.querySync(ask).state !== "granted") return;
-    if (Deno.env.get("XDG_RUNTIME_DIR")) return;
-    Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("TMPDIR") ?? "/tmp");
-  } catch {
-    // not Deno, or no permission API: leave the environment alone
-  }
-}
 
 /**
  * Returns the process-wide {@linkcode Gpu}, creating it on first use.
@@ -104,6 +82,8 @@ export class Gpu {
   readonly device: GPUDevice;
   /** The adapter's description (e.g. "llvmpipe", "NVIDIA H100"). */
   readonly description: string;
+  /** The kind of adapter: `{ description, cpu, f16, cpuGl }` (see `slowAdapterHint`). */
+  readonly adapter: AdapterSummary;
   /** True when `shader-f16` is enabled: f16 storage and arithmetic are available. */
   readonly hasF16: boolean;
   /** True when `timestamp-query` is enabled. */
@@ -128,14 +108,15 @@ export class Gpu {
 
   private constructor(
     device: GPUDevice,
-    description: string,
+    adapter: AdapterSummary,
     hasF16: boolean,
     debug: boolean,
     poolLimit: number,
     memoryLimit: number,
   ) {
     this.device = device;
-    this.description = description;
+    this.adapter = adapter;
+    this.description = adapter.description;
     this.hasF16 = hasF16;
     this.hasTimestamps = device.features.has("timestamp-query");
     this.debug = debug;
@@ -165,46 +146,15 @@ export class Gpu {
 
   /** Acquires an adapter and device with the adapter's own limits and preloads the kernels. */
   static async create(options: GpuOptions = {}): Promise<Gpu> {
-    if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
-      throw new Error(
-        "WebGPU is not available in this runtime. Run with Deno 2 (npx -y deno@2.9.6 ...), " +
-          "which ships WebGPU.",
-      );
-    }
-    quietDisplayProbe();
-    const adapter = await navigator.gpu.requestAdapter({
-      powerPreference: options.powerPreference,
-    });
-    if (!adapter) {
-      throw new Error(
-        "No WebGPU adapter found. Use a machine with a GPU and a Vulkan/Metal/D3D12 driver, or " +
-          "install Mesa's CPU drivers: `apt-get install -y mesa-vulkan-drivers` (Vulkan, lavapipe) " +
-          "or Mesa's llvmpipe GL driver (select it with DENO_WEBGPU_BACKEND=gl).",
-      );
-    }
-    const features: GPUFeatureName[] = [];
-    const wantF16 = options.allowF16 ?? true;
-    if (wantF16 && adapter.features.has("shader-f16")) features.push("shader-f16");
-    if (adapter.features.has("timestamp-query")) features.push("timestamp-query");
-    const l = adapter.limits;
-    const requiredLimits: Record<string, number> = {
-      maxBufferSize: l.maxBufferSize,
-      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
-      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
-      maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
-      maxComputeWorkgroupSizeY: l.maxComputeWorkgroupSizeY,
-      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
-    };
-    const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
+    const { device, adapter } = await requestDevice(options);
     const debug = options.debug ?? readEnv("DMS_DEBUG") === "1";
     const gpu = new Gpu(
       device,
-      adapter.info.description || adapter.info.vendor || "unknown adapter",
+      adapter,
       device.features.has("shader-f16"),
       debug,
       options.poolLimitBytes ?? 512 * 1024 * 1024,
-      options.memoryLimitBytes ?? (isCpuAdapter(adapter.info) ? hostMemoryBytes() : Infinity),
+      options.memoryLimitBytes ?? (adapter.cpu ? hostMemoryBytes() : Infinity),
     );
     await gpu.#pipelines.preload();
     return gpu;
@@ -362,39 +312,17 @@ export class Gpu {
     ranges: readonly { buffer: GPUBuffer; offset?: number; size: number }[],
   ): Promise<ArrayBuffer[]> {
     this.#checkAlive();
-    const sizes = ranges.map((r) => align(r.size, 4));
-    const total = sizes.reduce((a, b) => a + b, 0);
-    if (total === 0) return ranges.map(() => new ArrayBuffer(0));
-    const staging = this.device.createBuffer({
-      size: total,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
-    const enc = this.encoder();
-    let o = 0;
-    ranges.forEach((r, i) => {
-      if (sizes[i]) enc.copyBufferToBuffer(r.buffer, r.offset ?? 0, staging, o, sizes[i]);
-      o += sizes[i];
-    });
-    this.flush();
-    try {
-      await staging.mapAsync(GPUMapMode.READ);
-    } catch (e) {
-      staging.destroy();
-      // A destroyed or lost device fails the map: say so rather than "validation error".
-      const lost = await this.#lostWithin(LOST_GRACE_MS);
-      if (lost) throw new Error(`${lost} (while reading results back)`, { cause: e });
-      await this.#raiseErrors();
-      throw e;
-    }
-    const all = staging.getMappedRange().slice(0);
-    staging.unmap();
-    staging.destroy();
-    await this.#raiseErrors();
-    o = 0;
-    return ranges.map((r, i) => {
-      const out = all.slice(o, o + r.size);
-      o += sizes[i];
-      return out;
+    return await readRanges(this.device, ranges, {
+      encoder: () => this.encoder(),
+      flush: () => this.flush(),
+      raiseErrors: () => this.#raiseErrors(),
+      mapFailed: async (e) => {
+        // A destroyed or lost device fails the map: say so rather than "validation error".
+        const lost = await this.#lostWithin(LOST_GRACE_MS);
+        if (lost) throw new Error(`${lost} (while reading results back)`, { cause: e });
+        await this.#raiseErrors();
+        throw e;
+      },
     });
   }
 
@@ -517,32 +445,3 @@ export class Gpu {
 
 /** How long a failed readback waits for the device's `lost` promise before blaming validation. */
 const LOST_GRACE_MS = 200;
-
-/** Whether the adapter computes on the CPU (its memory is the host's). */
-function isCpuAdapter(info: GPUAdapterInfo): boolean {
-  return (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
-    /llvmpipe|lavapipe|swiftshader|softpipe/i.test(info.description);
-}
-
-/**
- * The host's total memory in bytes, or Infinity when the process may not read it (no `sys`
- * permission). A model's weights pass through it on their way to any device, so it bounds what
- * `createModel` / `loadModel` accept.
- */
-export function hostMemoryBytes(): number {
-  try {
-    // Only when granted: without --allow-sys a terminal would stop at Deno's permission prompt.
-    const sys = Deno.permissions.querySync({ name: "sys", kind: "systemMemoryInfo" });
-    return sys.state === "granted" ? Deno.systemMemoryInfo().total : Infinity;
-  } catch {
-    return Infinity;
-  }
-}
-
-function readEnv(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
-}

@@ -19,6 +19,7 @@
  */
 
 export {
+  type AdapterSummary,
   type Binding,
   getGpu,
   Gpu,
@@ -27,6 +28,7 @@ export {
   type KernelSpec,
   type MemoryStats,
   type ParamValues,
+  slowAdapterHint,
 } from "./device.ts";
 export type { BindingDecl, ParamField, ParamLayout, ParamType } from "./shader.ts";
 export type { KernelTime } from "./profiling.ts";
