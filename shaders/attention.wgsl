@@ -8,8 +8,8 @@
 // Query head h reads KV head h / G (HF repeat_kv order). Query t sits at position qoff + t, key i
 // at position i. A key is visible to the query at position qpos iff (see masked_score):
 //   i <= qpos, key_mask[b, i] != 0, and, when qpos - i > window: far_mask[b, hkv, i] == 0 and
-//   far_bias[b, hkv, i] > -3.4028235e38 (the "masked" sentinel); such far keys add far_bias.
-// A row without visible keys writes zeros and lse = -3.4028235e38 (our finite "minus infinity").
+//   far_bias[b, hkv, i] > -3.40282346e38 (the "masked" sentinel); such far keys add far_bias.
+// A row without visible keys writes zeros and lse = -3.40282346e38 (our finite "minus infinity").
 //
 // Entry points (the TS launcher's module header describes them):
 //   naive: one thread per query row, two passes over all keys (max, then exp-sum and P·V).
@@ -42,7 +42,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> out: array<T>;
 @group(0) @binding(8) var<storage, read_write> lse: array<f32>;
 
-const NEG: f32 = -3.4028235e38;  // lowest f32, stands for -inf (no inf literals in WGSL)
+const NEG: f32 = -3.40282346e38;  // lowest f32, stands for -inf (no inf literals in WGSL)
 const HAS_KEY_MASK: u32 = 1u;
 const HAS_FAR_BIAS: u32 = 2u;
 const HAS_FAR_MASK: u32 = 4u;

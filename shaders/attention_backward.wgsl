@@ -55,7 +55,7 @@ struct Params {
 @group(0) @binding(11) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(12) var<storage, read_write> dfb: array<f32>;
 
-const NEG: f32 = -3.4028235e38;  // lowest f32, stands for -inf (no inf literals in WGSL)
+const NEG: f32 = -3.40282346e38;  // lowest f32, stands for -inf (no inf literals in WGSL)
 const HAS_FAR_BIAS: u32 = 2u;    // the forward's flag value
 const MAX_D: u32 = 256u;         // naive: private accumulator size
 const MAX_DPT4: u32 = 8u;        // flash: accumulator vec4s per thread

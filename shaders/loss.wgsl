@@ -40,7 +40,7 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> coef: array<f32>;
 
 override WG: u32 = 256u;
-const LOWEST: f32 = -3.4028235e38;  // no -inf literal in WGSL
+const LOWEST: f32 = -3.40282346e38;  // no -inf literal in WGSL
 
 var<workgroup> red_m: array<f32, WG>;
 var<workgroup> red_s: array<f32, WG>;

@@ -102,7 +102,7 @@ override KT: u32 = 32u;    // keys per tile
 override RD: u32 = 512u;   // R * D
 override RKT: u32 = 128u;  // R * KT
 const ACC: u32 = 16u;      // accumulators per thread: R * D <= ACC * WG
-const NEG: f32 = -3.4028235e38;
+const NEG: f32 = -3.40282346e38;
 
 var<workgroup> sh_len: i32;
 var<workgroup> qs: array<f32, RD>;     // scaled queries of the R rows

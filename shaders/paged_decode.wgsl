@@ -67,7 +67,7 @@ override KMIN: u32 = 128u;  // keys per split, at least, when the split size ada
 override SPN: u32 = 512u;   // PSMAX * GV
 override SCR: u32 = 1088u;  // max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG)
 override CW: u32 = 8u;      // combine: vec4 columns per workgroup (divides D4)
-const NEG: f32 = -3.4028235e38;
+const NEG: f32 = -3.40282346e38;
 const NOKEY: u32 = 0xffffffffu;
 
 var<workgroup> sh_len: i32;

@@ -54,7 +54,7 @@ const WG: u32 = 256u;
 const R: u32 = 64u;        // query rows per workgroup: 16 row groups of 4
 const DK: u32 = 32u;       // channels per staged chunk of Q and K
 const MAXDC: u32 = 16u;    // D <= 16 * MAXDC
-const NEG: f32 = -3.4028235e38;
+const NEG: f32 = -3.40282346e38;
 override BK: u32 = 32u;    // keys per tile (16 * KPT)
 override KPT: u32 = 2u;    // keys per thread in S
 override DC: u32 = 8u;     // output channels per thread: ceil(D / 16)

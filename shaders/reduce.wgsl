@@ -23,7 +23,7 @@ struct Params {
 override WG: u32 = 256u;
 const UNROLL: u32 = 8u;
 
-const LOWEST: f32 = -3.4028235e38;  // no -inf literal in WGSL
+const LOWEST: f32 = -3.40282346e38;  // no -inf literal in WGSL
 const NONE: u32 = 0xffffffffu;      // "no index yet"
 
 var<workgroup> red_v: array<f32, WG>;

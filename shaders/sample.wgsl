@@ -56,8 +56,8 @@ override WG: u32 = 256u;     // power of two; workgroup memory ~ 76 * WG bytes
 const BINS: u32 = 16u;
 const PASSES: u32 = 8u;      // 32-bit keys, 4 bits per pass
 const UNROLL: u32 = 8u;
-const LOWEST: f32 = -3.4028235e38;
-const HIGHEST: f32 = 3.4028235e38;
+const LOWEST: f32 = -3.40282346e38;
+const HIGHEST: f32 = 3.40282346e38;
 const NONE: u32 = 0xffffffffu;
 
 // Radix bins and histogram (f32 bits, bins[b * WG + thread]); in the candidate path,

@@ -38,8 +38,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> log: array<i32>;
 
 override WG: u32 = 256u;  // power of two
-const LOWEST: f32 = -3.4028235e38;
-const HIGHEST: f32 = 3.4028235e38;
+const LOWEST: f32 = -3.40282346e38;
+const HIGHEST: f32 = 3.40282346e38;
 const NONE: u32 = 0xffffffffu;
 
 var<workgroup> red_f: array<f32, WG>;

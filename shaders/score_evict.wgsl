@@ -44,7 +44,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> holes: array<i32>;    // [pages, budget]
 
 override WG: u32 = 64u;
-const BIG: f32 = 3.4028235e38;
+const BIG: f32 = 3.40282346e38;
 
 var<workgroup> sh_len: i32;
 var<workgroup> rs: array<f32, WG>;   // best score per thread

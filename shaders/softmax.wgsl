@@ -42,7 +42,7 @@ struct Params {
 override WG: u32 = 256u;
 const UNROLL: u32 = 8u;
 
-const LOWEST: f32 = -3.4028235e38;  // sentinel of a masked logit
+const LOWEST: f32 = -3.40282346e38;  // sentinel of a masked logit
 const MASKED: f32 = -1e9;           // logits / mask values at or below this are masked
 
 var<workgroup> red_m: array<f32, WG>;

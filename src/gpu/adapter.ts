@@ -50,9 +50,12 @@ export function summarizeAdapter(
   info: GPUAdapterInfo,
   features: { has(name: string): boolean },
 ): AdapterSummary {
-  const description = info.description || info.vendor || "unknown adapter";
+  // Browsers leave `description` empty (Chromium on SwiftShader: vendor "google",
+  // architecture "swiftshader").
+  const description = info.description || `${info.vendor} ${info.architecture}`.trim() ||
+    "unknown adapter";
   const cpu = (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
-    /llvmpipe|lavapipe|swiftshader|softpipe/i.test(info.description);
+    /llvmpipe|lavapipe|swiftshader|softpipe/i.test(`${info.description} ${info.architecture}`);
   const f16 = features.has("shader-f16");
   const forcedGl = /^gl/i.test(readEnv("DENO_WEBGPU_BACKEND") ?? "");
   return { description, cpu, f16, cpuGl: cpu && (!f16 || forcedGl) };

@@ -52,6 +52,17 @@ Deno.test("summarizeAdapter() tells a CPU driver through OpenGL from lavapipe an
     assert.deepEqual([gpuNoF16.cpu, gpuNoF16.cpuGl], [false, false]);
     assert.equal(summarizeAdapter(info("SwiftShader Device"), features()).cpuGl, true);
     assert.equal(summarizeAdapter(info(""), features()).description, "unknown adapter");
+    // Chromium leaves the description empty and names SwiftShader in the architecture
+    const chrome = summarizeAdapter(
+      { ...info(""), vendor: "google", architecture: "swiftshader" } as GPUAdapterInfo,
+      features("shader-f16"),
+    );
+    assert.deepEqual(chrome, {
+      description: "google swiftshader",
+      cpu: true,
+      f16: true,
+      cpuGl: false,
+    });
   });
   // DENO_WEBGPU_BACKEND=gl names the backend outright: a CPU adapter with f16 is then GL too
   withBackend("gl", () => {
