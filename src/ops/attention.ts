@@ -9,7 +9,7 @@
  * - `i <= qp` (causal),
  * - `keyMask[b, i] != 0` (padding keys are invisible),
  * - and, only when `qp - i > window`: `farMask[b, hkv, i] == 0` and
- *   `farBias[b, hkv, i] > -3.4028235e38` (the masked sentinel); then the score gets
+ *   `farBias[b, hkv, i] > -3.40282346e38` (the masked sentinel); then the score gets
  *   `+ farBias[b, hkv, i]`. Keys at distance `0..window` get nothing.
  * The score is `scale * q·k` (+ far bias); a row with no visible key outputs zeros and
  * `lse = EMPTY_ROW_LSE`. {@linkcode attentionReference} is the readable statement of these rules
@@ -84,7 +84,7 @@ export interface AttentionOptions {
   keyMask?: Tensor;
   /** DMS window W (integer ≥ 0): keys at distance `0..W` never get far terms. Required with `farBias`/`farMask`. */
   window?: number;
-  /** `farBias:[B, Hkv, S]` f32, added to the score of key `i` when `qpos - i > W` (SPEC §3: `logsigmoid(-z[i+1])`). A value `<= -3.4028235e38` (or `-Infinity`) masks the key like `farMask`. */
+  /** `farBias:[B, Hkv, S]` f32, added to the score of key `i` when `qpos - i > W` (SPEC §3: `logsigmoid(-z[i+1])`). A value `<= -3.40282346e38` (or `-Infinity`) masks the key like `farMask`. */
   farBias?: Tensor;
   /** `farMask:[B, Hkv, S]` i32: 1 = the key is invisible to queries with `qpos - i > W` (SPEC §5.1: `mark(i) = d(i+1)`). */
   farMask?: Tensor;

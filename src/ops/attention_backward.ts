@@ -264,7 +264,7 @@ export interface AttentionBackwardReferenceOptions {
   queryOffset?: number;
   /** DMS window W; absent = no far terms. */
   window?: number;
-  /** `[B, Hkv, S]`, added beyond the window; `<= -3.4028235e38` masks. */
+  /** `[B, Hkv, S]`, added beyond the window; `<= -3.40282346e38` masks. */
   farBias?: ArrayLike<number>;
 }
 

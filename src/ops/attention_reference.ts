@@ -21,7 +21,7 @@
 
 /**
  * The log-sum-exp of a row without visible keys, and the "masked" sentinel of `farBias`: the
- * lowest f32 (`-3.4028235e38` in WGSL), standing for `-Infinity`. Exactly representable in f32.
+ * lowest f32 (`-3.40282346e38` in WGSL: Chromium rejects the shorter `-3.4028235e38`, which rounds past it), standing for `-Infinity`.
  */
 export const EMPTY_ROW_LSE: number = -3.4028234663852886e38;
 
@@ -51,7 +51,7 @@ export interface AttentionReferenceOptions {
   keyMask?: ArrayLike<number>;
   /** DMS window W; absent = no far terms. */
   window?: number;
-  /** `[B, Hkv, S]`, added beyond the window; `<= -3.4028235e38` masks. */
+  /** `[B, Hkv, S]`, added beyond the window; `<= -3.40282346e38` masks. */
   farBias?: ArrayLike<number>;
   /** `[B, Hkv, S]`, 1 = invisible beyond the window. */
   farMask?: ArrayLike<number>;

@@ -3,7 +3,7 @@
  * maximum is subtracted), with an optional additive mask and a causal mode.
  *
  * Masking: the logit of key `j` is `x[j] + mask[j]`. A key is *masked* when
- * `x[j] <= -1e9` or `mask[j] <= -1e9` (so `-1e9`, `-3.4028235e38` and `-inf`
+ * `x[j] <= -1e9` or `mask[j] <= -1e9` (so `-1e9`, `-3.40282346e38` and `-inf`
  * all mask; in an f16 mask `-1e9` is stored as `-inf`), or in causal mode when
  * `j > queryOffset + t` for the row's query `t`. Masked keys get probability
  * exactly 0 (log-probability: the lowest finite value of the output dtype,
@@ -203,7 +203,7 @@ export function softmax(x: Tensor, opts: SoftmaxOptions = {}): Tensor<FloatDType
  * @param x `[..., N]`, f32 or f16.
  * @param opts Optional additive mask (broadcast) and causal mode.
  * @returns A new tensor `[..., N]` of x's dtype; masked keys hold the dtype's lowest finite
- *   value (-3.4028235e38 for f32, -65504 for f16) in place of `-inf`.
+ *   value (-3.40282346e38 for f32, -65504 for f16) in place of `-inf`.
  * @throws {TypeError} When x or the mask is not a float tensor.
  * @throws {RangeError} As {@linkcode softmax}.
  */
