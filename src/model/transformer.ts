@@ -225,7 +225,7 @@ export class Transformer {
     }
 
     // --- attention layout [B, H, T, D], RoPE, neuron zeroed again
-    const qh = swapAxes12(q), kh = swapAxes12(k), vh = swapAxes12(v);
+    const qh = toHeads(q), kh = toHeads(k), vh = toHeads(v);
     q.dispose();
     k.dispose();
     v.dispose();
@@ -287,7 +287,7 @@ export class Transformer {
 
     // --- output projection and residual
     const att4 = as(att, [B, Hq, T, D]);
-    const ao = swapAxes12(att4);
+    const ao = toHeads(att4);
     att4.dispose();
     const aoFlat = as(ao, [B * T, Hq * D]);
     const o = linear(aoFlat, w.oProj, { bias: w.oBias });
@@ -315,6 +315,16 @@ export class Transformer {
 /** Rows `idx` of `x:[N, H]` → `[len(idx), H]` (the embedding gather over activations). */
 function gatherRows(x: Tensor<FloatDType>, idx: Tensor<"i32">): Tensor<FloatDType> {
   return embedding(idx, x);
+}
+
+/**
+ * `x:[A, B, C, D] → [A, C, B, D]`: the move between the projection layout `[B, T, H, D]` and the
+ * attention layout `[B, H, T, D]`. With one token (decode, T = 1) or one head the two layouts are
+ * the same bytes, so it is a view: no dispatch (4 per layer saved in decode).
+ */
+function toHeads<D extends DType>(x: Tensor<D>): Tensor<D> {
+  const [a, b, c, d] = x.shape;
+  return b === 1 || c === 1 ? x.reshape([a, c, b, d]) : swapAxes12(x);
 }
 
 /** `t` viewed with another shape; `t` itself is disposed (the view keeps the buffer). */
