@@ -54,7 +54,9 @@ const HELP =
   --pairs N          key-value pairs in each prompt (default 1: the committed teacher retrieves a
                      single needle; it is at chance among 4)
   --batch N          training rows per step (quick 4, full 16)
-  --lr X             learning rate of the adapters (default 1e-4)
+  --lr X             learning rate (default 1e-4)
+  --trainable SET    adapters (default: only dms_proj_alpha trains, NVIDIA's recipe) or all (every
+                     weight trains, the paper's recipe; a frozen copy of the teacher is kept)
   --final-cr X       the schedule's final CR target (default 8; SPEC §6: a target on the
                      closed fraction α* = 1 − 1/CR, so with the W + 1 newest tokens always kept
                      the CR measured at inference is about N / ((N − W)/X + W) for N tokens)
@@ -98,6 +100,7 @@ const { values: a } = parseArgs({
     pairs: { type: "string" },
     batch: { type: "string" },
     lr: { type: "string" },
+    trainable: { type: "string" },
     "final-cr": { type: "string" },
     samples: { type: "string" },
     seed: { type: "string" },
@@ -122,6 +125,11 @@ const length = num("length", a.length, quick ? 64 : 512);
 const pairs = num("pairs", a.pairs, 1);
 const batch = num("batch", a.batch, quick ? 4 : 16);
 const lr = num("lr", a.lr, 1e-4, false);
+const trainable = a.trainable ?? "adapters";
+if (trainable !== "adapters" && trainable !== "all") {
+  console.error(`retrofit: --trainable must be adapters or all, got ${JSON.stringify(trainable)}`);
+  Deno.exit(USAGE_EXIT);
+}
 const samples = num("samples", a.samples, quick ? 48 : 200);
 const seed = num("seed", a.seed, 1);
 const finalStep = Math.max(1, Math.round(steps * 0.7));
@@ -182,6 +190,7 @@ async function run(w: number, milestones: number[]) {
     schedule,
     window: w,
     lr,
+    trainable,
     seed,
     logEvery: 1,
     onStep: async (s) => {
@@ -267,6 +276,8 @@ if (a.json) {
     student_accuracy: final.accuracy,
     window,
     final_cr: finalCr,
+    trainable,
+    lr,
     checkpoints: delayed.points,
     ablation: ablation ? ablation.points.map((p) => ({ window: ablationWindow, ...p })) : [],
     training: {
