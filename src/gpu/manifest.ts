@@ -19,6 +19,7 @@ export const SHADER_FILES: readonly string[] = [
   "embedding",
   "embedding_backward",
   "gemv",
+  "heads_rope",
   "layout",
   "loss",
   "matmul",

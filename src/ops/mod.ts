@@ -76,6 +76,14 @@ export {
 } from "./reduce.ts";
 export { swapAxes12, swapAxes12Reference } from "./layout.ts";
 export {
+  HEADS_ROPE_MAX_D,
+  headsNormRope,
+  headsNormRopeReference,
+  type HeadsRopeOptions,
+  type HeadsRopeReferenceOptions,
+  type HeadsRopeResult,
+} from "./heads_rope.ts";
+export {
   sample,
   type SampleKernel,
   type SampleOptions,
