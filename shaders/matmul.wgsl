@@ -3,8 +3,9 @@
 //   a:[batch, M, K]                       (row stride K; batch stride p.strideA, 0 = broadcast)
 //   b:[batch, K, N]  or, TRANS_B, [batch, N, K]   (batch stride p.strideB, 0 = broadcast)
 //   bias:[N]         (read only when p.hasBias == 1)
+//   res:[M, N]       (read only when p.hasRes == 1; batch 1: the residual epilogue of linear)
 //   out[batch, M, ldc] at column offset folded into p.offC:
-//     out[offC + bt*strideC + m*ldc + n] = sum_k a[bt, m, k] * b[bt, k, n] + bias[n]
+//     out[offC + bt*strideC + m*ldc + n] = sum_k a[bt, m, k] * b[bt, k, n] + bias[n] + res[m, n]
 //
 // p.offA / p.offB / p.offC are element offsets inside the bound windows: the launcher binds
 // 256-byte-aligned windows of large buffers (row blocks) and passes the remainder here.
@@ -38,13 +39,16 @@ struct Params {
   offB: u32,
   offC: u32,     // element offset of out[0, 0, 0] (includes the column offset)
   hasBias: u32,  // 1: add bias[n]
+  offR: u32,     // element offset of res[0, 0] in the bound window (row stride N)
+  hasRes: u32,   // 1: add res[m, n] (the residual stream; the launcher sets it only for batch 1)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<T>;
 @group(0) @binding(2) var<storage, read> b: array<T>;
 @group(0) @binding(3) var<storage, read> bias: array<T>;
-@group(0) @binding(4) var<storage, read_write> out: array<T>;
+@group(0) @binding(4) var<storage, read> res: array<T>;
+@group(0) @binding(5) var<storage, read_write> out: array<T>;
 
 override TRANS_B: u32 = 0u;  // 1: b is [batch, N, K]
 override WG: u32 = 256u;     // naive: threads per workgroup
@@ -68,8 +72,13 @@ fn bias_at(n: u32) -> f32 {
   return 0.0;
 }
 
+// The epilogue of every entry point: + bias[n] + res[m, n], rounded once to T.
 fn store(bt: u32, m: u32, n: u32, v: f32) {
-  out[p.offC + bt * p.strideC + m * p.ldc + n] = T(v + bias_at(n));
+  var r = v + bias_at(n);
+  if (p.hasRes == 1u) {
+    r += f32(res[p.offR + m * p.N + n]);
+  }
+  out[p.offC + bt * p.strideC + m * p.ldc + n] = T(r);
 }
 
 // ---------------------------------------------------------------------------------------------

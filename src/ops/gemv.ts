@@ -1,6 +1,8 @@
 /**
  * Decode-time GEMV with 16-byte loads: `y = x·wᵀ` for M ≤ 8 rows of `x` (Hugging Face
- * `nn.Linear` layout, no bias), f32 accumulation on f32 or f16 storage, and its CPU reference.
+ * `nn.Linear` layout), f32 accumulation on f32 or f16 storage, and its CPU reference.
+ * {@linkcode dispatchGemv16} is the launcher `linear` (bias, residual, output columns) and
+ * `linearSwiglu` share; {@linkcode gemv} is the plain `x·wᵀ` over it.
  *
  * Kernels (`shaders/gemv.wgsl`):
  * - `gemv16`: 4 output columns per workgroup of 256 threads, 64 lanes per weight row, each
@@ -9,11 +11,16 @@
  *   Needs K to be a whole number of words (K % 8 = 0 in f16, K % 4 = 0 in f32):
  *   {@linkcode gemvApplies}. No split-K: N / 4 workgroups (≥ 256 for the model's N ≥ 1024)
  *   already cover the GPU. The readable baseline is `linear(..., { variant: "naive" })` in
- *   ./matmul.ts; the current decode path is matmul's `gemv` (4-element loads);
- *   `bench/kernels.ts` times all three at the model's shapes. On lavapipe (`--quick`, one
- *   run) `gemv16` vs matmul's `gemv`: M = 4 256×768 1.9× faster (f32 and f16), M = 1 768→256
- *   1.2–1.3× faster, M = 1 256→512 1.1–1.3× slower; mixed, so `linear` does not route to it
- *   yet: that waits for the H200 numbers (bench/h200.sh, section kernels).
+ *   ./matmul.ts; matmul's `gemv_t` (4-element loads) is the other decode kernel;
+ *   `bench/kernels.ts` times all three at the model's shapes. H200 (µs, M = 1, f16 unless
+ *   noted; `gemv_t` vs `gemv16`): 1×1024×2048 10 vs 9; 1×3072×1024 16 vs 10 (f32 13 vs 9);
+ *   1×12288×4096 77 vs 48; but 1×1024×32768 (an LM-head chunk) 47 vs 54, and M = 4 / 8
+ *   151 / 267 vs 160 / 298. So `linear`'s `auto` routes
+ *   M = 1 with N ≤ {@linkcode GEMV16_AUTO_MAX_N} here on GPUs (see ./matmul_launch.ts).
+ *   Epilogue: `+ bias[n]`, `+ res[m, n]`, output rows `ldy` apart at an offset (a column
+ *   range of a wider output).
+ * - `gemv16_swiglu`: the same loop over gate and up rows in one workgroup (2 columns of each),
+ *   `y = silu(x·gateᵀ + bg) ⊙ (x·upᵀ + bu)`; launcher and reference in ./linear_swiglu.ts.
  *
  * @example y = x·wᵀ for one row
  * ```ts
@@ -30,7 +37,7 @@
  * @module
  */
 
-import { Gpu } from "../gpu/device.ts";
+import { type Binding, Gpu } from "../gpu/device.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, output, sameDtype } from "./launch.ts";
@@ -38,9 +45,82 @@ import { assertFloat, output, sameDtype } from "./launch.ts";
 /** Most rows of `x` {@linkcode gemv} takes. */
 export const GEMV16_MAX_M = 8;
 
+/**
+ * Widest N (rows of `w`) for which `linear`'s `auto` picks `gemv16` at M = 1 on a GPU: at
+ * 1×1024×32768 f16 `gemv_t` was faster on the H200 (47 vs 54 µs), at N ≤ 4096 `gemv16` was.
+ */
+export const GEMV16_AUTO_MAX_N = 16384;
+
 /** Whether {@linkcode gemv} takes `x:[M, K]` in `dtype` (M ≤ 8, K a whole number of 16-byte words). */
 export function gemvApplies(M: number, K: number, dtype: FloatDType): boolean {
   return M >= 1 && M <= GEMV16_MAX_M && K > 0 && K % (dtype === "f16" ? 8 : 4) === 0;
+}
+
+/** One `gemv16` / `gemv16_swiglu` dispatch over bound windows (element offsets inside them). */
+export interface Gemv16Dispatch {
+  /** Kernel: `gemv16` (`res + x·wᵀ + bias`) or `gemv16_swiglu`. */
+  entry: "gemv16" | "gemv16_swiglu";
+  /** Storage dtype of every tensor. */
+  dtype: FloatDType;
+  /** Rows of x (≤ 8). */
+  M: number;
+  /** Output columns (rows of `w`). */
+  N: number;
+  /** Inner size: a multiple of 8 in f16, 4 in f32. */
+  K: number;
+  /** `x:[M, K]`. */
+  x: Binding;
+  /** Element offset of `x[0, 0]` in its window (a multiple of 8 in f16, 4 in f32). */
+  offX: number;
+  /** `w:[N, K]` (gate for the SwiGLU entry). */
+  w: Binding;
+  /** `up:[N, K]` (SwiGLU only). */
+  w2?: Binding;
+  /** `bias:[N]` (gate bias for SwiGLU). */
+  bias?: Binding;
+  /** Up bias `[N]` (SwiGLU only). */
+  bias2?: Binding;
+  /** `res:[M, N]`, rows N apart (gemv16 only). */
+  res?: Binding;
+  /** Element offset of `res[0, 0]` in its window. */
+  offR: number;
+  /** Output, rows `ldy` elements apart. */
+  y: Binding;
+  /** Element offset of `y[0, 0]` in its window (includes a column offset). */
+  offY: number;
+  /** Elements between output rows (≥ N). */
+  ldy: number;
+}
+
+/**
+ * Encodes one dispatch of `shaders/gemv.wgsl` (`gemv16` or `gemv16_swiglu`). Shapes are the
+ * caller's to validate; unused optional bindings are filled with `w`.
+ */
+export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
+  const EPV = d.dtype === "f16" ? 8 : 4;
+  const k = gpu.kernel({
+    shader: "gemv",
+    entry: d.entry,
+    defines: { T: d.dtype },
+    constants: { EPV, MR: d.M },
+  });
+  const swiglu = d.entry === "gemv16_swiglu";
+  const buffers = swiglu
+    ? [d.x, d.w, d.w2 ?? d.w, d.bias ?? d.w, d.bias2 ?? d.w, d.y]
+    : [d.x, d.w, d.bias ?? d.w, d.res ?? d.w, d.y];
+  const groups = Math.ceil(d.N / (swiglu ? 2 : 4));
+  gpu.dispatch(k, buffers, Gpu.grid(groups), {
+    m: d.M,
+    n: d.N,
+    kw: d.K / EPV,
+    offX: d.offX / EPV,
+    offY: d.offY,
+    ldy: d.ldy,
+    offR: d.offR,
+    hasBias: d.bias ? 1 : 0,
+    hasRes: !swiglu && d.res ? 1 : 0,
+    hasBias2: swiglu && d.bias2 ? 1 : 0,
+  });
 }
 
 /**
@@ -68,18 +148,20 @@ export function gemv<D extends FloatDType>(x: Tensor<D>, w: Tensor<D>): Tensor<D
         `of ${dtype === "f16" ? 8 : 4}`,
     );
   }
-  const gpu = x.gpu, EPV = dtype === "f16" ? 8 : 4;
-  const y = output(gpu, [M, N], dtype);
-  const k = gpu.kernel({
-    shader: "gemv",
+  const y = output(x.gpu, [M, N], dtype);
+  dispatchGemv16(x.gpu, {
     entry: "gemv16",
-    defines: { T: dtype },
-    constants: { EPV, MR: M },
-  });
-  gpu.dispatch(k, [x.buffer, w.buffer, y.buffer], Gpu.grid(Math.ceil(N / 4)), {
-    m: M,
-    n: N,
-    kw: K / EPV,
+    dtype,
+    M,
+    N,
+    K,
+    x: x.buffer,
+    offX: 0,
+    w: w.buffer,
+    offR: 0,
+    y: y.buffer,
+    offY: 0,
+    ldy: N,
   });
   return y;
 }

@@ -14,12 +14,18 @@
  * | `tiled` v1 (gone) | 64×64 tile per workgroup, 4×4 outputs per thread in an `array<f32, 16>` | each loaded element reused 64× | 0.45 TFLOP/s: the indexed arrays stayed in memory |
  * | `tiled` | same tiles, accumulators in four `vec4` registers, tiles staged as `vec4` rows (16 FMAs per two 16-byte reads) | 30× over v1 | 13.5 / 13.7 TFLOP/s (cuBLAS: 44 f32, 316-368 f16 on tensor cores) |
  * | `gemv`  | M ≤ 8 (`ROWS` rows per workgroup, a pipeline constant): 8 columns × 32 K-lanes per workgroup, coalesced rows of `w`, workgroup-memory tree reduction | memory-bound decode streams the weight once, 512 workgroups for N = 4096 | 1×4096×4096: 1.9 / 1.6 TB/s (the streaming add: 2.7-3.0 TB/s; cuBLAS 1.3 / 0.8-1.0) |
+ * | `gemv16` | linear only (`shaders/gemv.wgsl`, ./gemv.ts): 4 columns × 64 lanes per workgroup, 16-byte loads | 8 f16 per load | H200 M = 1: 1×3072×1024 f16 10 µs (`gemv` 16), 1×12288×4096 48 (77); 1×1024×32768 54 (47) |
+ *
+ * Every kernel ends in the same epilogue: `+ bias[n]` and, for {@linkcode linear} with
+ * `residual`, `+ residual[m, n]`, rounded once to the storage dtype: the residual add of a
+ * transformer block rides along in the projection's dispatch instead of a separate `add`.
  *
  * GEMV time grows with M (x is re-read per row: M = 4 and 8 stream w at 0.87 and
  * 0.5 TB/s in f32), but stays far below `tiled` up to M = 8. On lavapipe
  * (CPU) the kernels run at 1-3 GFLOP/s; `tiled` is ~1.5-3× `naive` there.
  *
- * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`;
+ * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`
+ * (and `gemv16` for a linear with M = 1 and N ≤ 16384 whose K is whole 16-byte words);
  * on a CPU rasteriser (lavapipe, llvmpipe, SwiftShader) it picks `naive` for M ≤ 8 instead:
  * there `gemv_t` took ~5 ms per dispatch and kept ~0.9 MB of host memory per dispatch that was
  * never returned (a model's decode on lavapipe grew by ~13 MB per token until the OOM killer
@@ -83,6 +89,12 @@ export interface LinearOptions {
   out?: Tensor;
   /** First output column written in `out`. Default 0. Needs `out`. */
   outColumnOffset?: number;
+  /**
+   * `residual:[..., N]` holding M rows (same dtype): the result is `residual + x·wᵀ (+ bias)`,
+   * added in the same dispatch, and has `residual`'s shape (so `linear(a:[B·T, K], w,
+   * { residual: x:[B, T, N] })` is `[B, T, N]`). Not with `out`.
+   */
+  residual?: Tensor;
   /** Force a kernel (tests, benchmarks). Default `auto`. */
   variant?: MatmulVariant;
   /** See {@linkcode MatmulOptions.maxBindingBytes}. */
@@ -210,9 +222,11 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor<F
 }
 
 /**
- * Hugging Face `nn.Linear`: `y = x·wᵀ (+ bias)`, f32 accumulation.
+ * Hugging Face `nn.Linear`: `y = x·wᵀ (+ bias)`, f32 accumulation; with `opts.residual`,
+ * `y = residual + x·wᵀ (+ bias)` in the same dispatch (a transformer block's residual add).
  *
- * Shapes: `x:[..., K]`, `w:[N, K]`, `bias:[N]` → `y:[..., N]`. With
+ * Shapes: `x:[..., K]`, `w:[N, K]`, `bias:[N]` → `y:[..., N]`; with
+ * `residual:[..., N]` (M rows) → `y` of `residual`'s shape. With
  * `opts.out:[..., Ntotal]` the result goes into columns
  * `outColumnOffset .. outColumnOffset + N - 1` of `out`, so a weight too large
  * for one binding (an LM head `[151936, 4096]`) can run as row chunks
@@ -220,10 +234,11 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor<F
  *
  * @param x Input `[..., K]`.
  * @param w Weight `[N, K]` (PyTorch layout).
- * @param opts Bias, preallocated output and column offset, kernel choice.
- * @returns A new tensor `[..., N]`, or `opts.out` itself when given (not a new
- * reference: do not dispose it per chunk).
- * @throws {RangeError} When shapes disagree (naming both), or the columns do not fit in `out`.
+ * @param opts Bias, residual, preallocated output and column offset, kernel choice.
+ * @returns A new tensor `[..., N]` (`residual`'s shape with a residual), or `opts.out` itself
+ * when given (not a new reference: do not dispose it per chunk).
+ * @throws {RangeError} When shapes disagree (naming both), the columns do not fit in `out`,
+ * `residual` does not hold `[M, N]`, or `residual` comes with `out`.
  * @throws {TypeError} When the dtypes are not one float dtype.
  *
  * @example LM head in two row chunks into one logits tensor
@@ -239,14 +254,27 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor<F
  * linear(h, w0, { out: logits, outColumnOffset: 0 });
  * linear(h, w1, { out: logits, outColumnOffset: 600 });
  * ```
+ *
+ * @example Output projection with the residual add in one dispatch
+ * ```ts
+ * import { getGpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ * import { linear } from "./matmul.ts";
+ * const gpu = await getGpu();
+ * using x = Tensor.fromArray(gpu, [1, 1], [1, 1, 2]); // residual stream x:[B=1, T=1, H=2]
+ * using a = Tensor.fromArray(gpu, [1, 2, 3], [1, 3]); // attention output a:[B·T, K=3]
+ * using wo = Tensor.fromArray(gpu, [1, 0, 0, 0, 1, 1], [2, 3]); // wo:[H, K]
+ * using x1 = linear(a, wo, { residual: x }); // x1 = x + a·woᵀ:[1, 1, 2]
+ * console.log(await x1.toArray()); // [2, 6]
+ * ```
  */
 export function linear(x: Tensor, w: Tensor, opts: LinearOptions = {}): Tensor<FloatDType> {
   assertFloat(x, "linear: x");
   assertFloat(w, "linear: w");
-  const { bias, out: given } = opts;
+  const { bias, out: given, residual } = opts;
   const dtype = sameDtype(
     "linear",
-    ...[x, w, bias, given].filter((t) => t !== undefined),
+    ...[x, w, bias, given, residual].filter((t) => t !== undefined),
   ) as FloatDType;
   const both = `x ${fmtShape(x.shape)} and w ${fmtShape(w.shape)}`;
   if (x.rank < 1 || w.rank !== 2) {
@@ -266,7 +294,25 @@ export function linear(x: Tensor, w: Tensor, opts: LinearOptions = {}): Tensor<F
   const M = numel(lead);
   const col = opts.outColumnOffset ?? 0;
   let out: Tensor;
-  if (given) {
+  if (residual) {
+    const rows = numel(residual.shape.slice(0, -1));
+    if (residual.rank < 1 || residual.shape[residual.rank - 1] !== N || rows !== M) {
+      throw new RangeError(
+        `linear: residual must be [..., ${N}] with ${M} rows for x ${fmtShape(x.shape)} · w ${
+          fmtShape(w.shape)
+        }ᵀ, got ${fmtShape(residual.shape)}`,
+      );
+    }
+    if (given) {
+      throw new RangeError(
+        `linear: opts.residual ${fmtShape(residual.shape)} cannot be combined with opts.out ${
+          fmtShape(given.shape)
+        }; add the residual into a fresh output (leave out unset)`,
+      );
+    }
+    if (col !== 0) throw new RangeError(`linear: outColumnOffset ${col} needs opts.out`);
+    out = output(x.gpu, residual.shape, dtype);
+  } else if (given) {
     const ntotal = given.shape[given.rank - 1];
     const okLead = given.rank === x.rank && lead.every((d, i) => d === given.shape[i]);
     if (!okLead || !Number.isInteger(col) || col < 0 || col + N > ntotal) {
@@ -287,6 +333,7 @@ export function linear(x: Tensor, w: Tensor, opts: LinearOptions = {}): Tensor<F
     a: x,
     b: w,
     bias,
+    residual,
     out,
     dtype,
     batch: 1,
@@ -342,13 +389,14 @@ export function matmulReference(
 }
 
 /**
- * CPU reference for {@linkcode linear}: `y = x·wᵀ (+ bias)`, f64 accumulation.
+ * CPU reference for {@linkcode linear}: `y = x·wᵀ (+ bias) (+ residual)`, f64 accumulation.
  *
  * @param x Data of `x:[..., K]`.
  * @param xShape Shape of `x`.
  * @param w Data of `w:[N, K]`.
  * @param wShape Shape of `w`.
  * @param bias Data of `bias:[N]`, optional.
+ * @param residual Data of `residual:[M, N]`, optional.
  * @returns `y:[..., N]` row-major, rounded to f32.
  */
 export function linearReference(
@@ -357,15 +405,21 @@ export function linearReference(
   w: ArrayLike<number>,
   wShape: readonly number[],
   bias?: ArrayLike<number>,
+  residual?: ArrayLike<number>,
 ): Float32Array {
   const K = xShape[xShape.length - 1];
   const M = numel(xShape.slice(0, -1));
   const g = geometry("linearReference", [M, K], wShape, true);
   const N = g.N;
+  if (residual && residual.length !== M * N) {
+    throw new RangeError(
+      `linearReference: residual has ${residual.length} elements, expected M·N = ${M * N}`,
+    );
+  }
   const y = new Float32Array(M * N);
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
-      let acc = bias ? bias[n] : 0;
+      let acc = (bias ? bias[n] : 0) + (residual ? residual[m * N + n] : 0);
       for (let k = 0; k < K; k++) acc += x[m * K + k] * w[n * K + k];
       y[m * N + n] = acc;
     }

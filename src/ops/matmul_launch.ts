@@ -1,7 +1,7 @@
 /**
  * The launcher of `matmul.ts`: {@linkcode launch} dispatches one matmul or linear whose shapes
- * the caller has validated. It picks the kernel variant for `auto` ({@linkcode GEMV_MAX_M} and
- * the CPU-rasteriser rule) and splits the rows of `a` and the output into blocks whose bound
+ * the caller has validated. It picks the kernel variant for `auto` ({@linkcode GEMV_MAX_M},
+ * `gemv16` for one row, and the CPU-rasteriser rule) and splits the rows of `a` and the output into blocks whose bound
  * windows fit the device's `maxStorageBufferBindingSize`. The variants, what each changed and
  * their speeds are in the header of `matmul.ts`, beside the CPU references; the kernels are in
  * `shaders/matmul.wgsl`.
@@ -12,12 +12,15 @@
 import { type Binding, Gpu } from "../gpu/device.ts";
 import { bytesPer, type FloatDType } from "../tensor/dtype.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
+import { dispatchGemv16, GEMV16_AUTO_MAX_N, GEMV16_MAX_M, gemvApplies } from "./gemv.ts";
 
 /**
- * Kernel choice: `auto` picks `gemv` for M ≤ {@linkcode GEMV_MAX_M} (`naive` on a CPU adapter),
- * `tiled` otherwise.
+ * Kernel choice: `auto` picks `gemv16` for a linear with M = 1, N ≤ `GEMV16_AUTO_MAX_N` and K
+ * a whole number of 16-byte words, `gemv` for other M ≤ {@linkcode GEMV_MAX_M} (`naive` for
+ * M ≤ 8 on a CPU adapter), `tiled` otherwise. `gemv16` (`shaders/gemv.wgsl`, linear only:
+ * K a multiple of 8 in f16, 4 in f32) runs in blocks of ≤ 8 rows.
  */
-export type MatmulVariant = "auto" | "naive" | "tiled" | "gemv";
+export type MatmulVariant = "auto" | "naive" | "tiled" | "gemv" | "gemv16";
 
 /** Largest M (rows of `a` per batch) for which `auto` picks the GEMV kernel. */
 export const GEMV_MAX_M = 8;
@@ -31,6 +34,8 @@ export interface Launch {
   a: Tensor;
   b: Tensor;
   bias?: Tensor;
+  /** `res:[M, N]` added in the epilogue (batch 1 only). */
+  residual?: Tensor;
   out: Tensor;
   dtype: FloatDType;
   batch: number;
@@ -61,8 +66,7 @@ function window(t: Tensor, start: number, end: number): { binding: Binding; off:
 }
 
 /**
- * Dispatches the kernel `l.variant` picks (`auto`: `gemv` for M ≤ {@linkcode GEMV_MAX_M},
- * `naive` instead on a CPU rasteriser, `tiled` otherwise) over row blocks of `a` and `out`
+ * Dispatches the kernel `l.variant` picks (`auto`: see {@linkcode MatmulVariant}) over row blocks of `a` and `out`
  * that fit the binding limit. Shapes are validated by the caller; nothing is read back.
  *
  * @throws {RangeError} When `b` alone, or one row of `a` or `out`, exceeds the binding limit,
@@ -111,10 +115,8 @@ export function launch(l: Launch): void {
       );
     }
   }
-  const small = l.M <= GEMV_MAX_M;
-  const variant = l.variant === "auto"
-    ? (small ? (CPU_RASTERISER.test(gpu.description) ? "naive" : "gemv") : "tiled")
-    : l.variant;
+  const variant = pickVariant(l, CPU_RASTERISER.test(gpu.description));
+  if (variant === "gemv16") rowsPer = Math.min(rowsPer, GEMV16_MAX_M);
   const entry = variant === "gemv" ? (l.transB ? "gemv_t" : "gemv") : variant;
   const kernelFor = (rows: number) =>
     gpu.kernel({
@@ -127,13 +129,33 @@ export function launch(l: Launch): void {
         : { TRANS_B: l.transB ? 1 : 0 },
     });
   const bWin = window(l.b, 0, l.b.size);
-  const biasWin = l.bias ? window(l.bias, 0, l.bias.size) : bWin;
+  const biasWin = l.bias ? window(l.bias, 0, l.bias.size) : undefined;
   for (let r0 = 0; r0 < l.M; r0 += rowsPer) {
     const rows = Math.min(rowsPer, l.M - r0);
     const aWin = l.strideA ? window(l.a, 0, l.a.size) : window(l.a, r0 * l.K, (r0 + rows) * l.K);
     const cStart = r0 * l.ldc + l.colOffset;
     const cEnd = cStart + (l.batch - 1) * l.strideC + (rows - 1) * l.ldc + l.N;
     const cWin = window(l.out, cStart, cEnd);
+    const rWin = l.residual ? window(l.residual, r0 * l.N, (r0 + rows) * l.N) : undefined;
+    if (variant === "gemv16") {
+      dispatchGemv16(gpu, {
+        entry: "gemv16",
+        dtype,
+        M: rows,
+        N: l.N,
+        K: l.K,
+        x: aWin.binding,
+        offX: aWin.off,
+        w: bWin.binding,
+        bias: biasWin?.binding,
+        res: rWin?.binding,
+        offR: rWin?.off ?? 0,
+        y: cWin.binding,
+        offY: cWin.off,
+        ldy: l.ldc,
+      });
+      continue;
+    }
     const gemvRows = Math.min(GEMV_MAX_M, rows);
     const groups = variant === "naive"
       ? Math.ceil((l.batch * rows * l.N) / 256)
@@ -153,12 +175,43 @@ export function launch(l: Launch): void {
       offB: bWin.off,
       offC: cWin.off,
       hasBias: l.bias ? 1 : 0,
+      offR: rWin?.off ?? 0,
+      hasRes: rWin ? 1 : 0,
     };
     gpu.dispatch(
       kernelFor(rows),
-      [aWin.binding, bWin.binding, biasWin.binding, cWin.binding],
+      [
+        aWin.binding,
+        bWin.binding,
+        (biasWin ?? bWin).binding,
+        (rWin ?? bWin).binding,
+        cWin.binding,
+      ],
       Gpu.grid(groups),
       params,
     );
   }
+}
+
+/**
+ * The kernel for `l.variant` (`auto` resolved: see {@linkcode MatmulVariant}).
+ *
+ * @throws {RangeError} When `gemv16` is forced on a product it does not take.
+ */
+function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
+  const g16 = l.transB && l.batch === 1 && gemvApplies(1, l.K, l.dtype);
+  if (l.variant === "gemv16") {
+    if (!g16) {
+      throw new RangeError(
+        `${l.op}: variant gemv16 needs x·wᵀ without batch dims and K a multiple of ` +
+          `${l.dtype === "f16" ? 8 : 4} (16-byte words), got K=${l.K} ${l.dtype}, ` +
+          `a ${fmtShape(l.a.shape)}, b ${fmtShape(l.b.shape)}`,
+      );
+    }
+    return "gemv16";
+  }
+  if (l.variant !== "auto") return l.variant;
+  if (l.M > GEMV_MAX_M) return "tiled";
+  if (cpu) return "naive";
+  return l.M === 1 && g16 && l.N <= GEMV16_AUTO_MAX_N ? "gemv16" : "gemv";
 }

@@ -32,6 +32,12 @@ export {
   matmulReference,
   type MatmulVariant,
 } from "./matmul.ts";
+export {
+  linearSwiglu,
+  type LinearSwigluOptions,
+  linearSwigluReference,
+  type LinearSwigluVariant,
+} from "./linear_swiglu.ts";
 export { rmsNorm, rmsNormReference } from "./rmsnorm.ts";
 export {
   rope,
