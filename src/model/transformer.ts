@@ -24,21 +24,16 @@
 import { fmtShape, Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/dtype.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
-import { add } from "../ops/elementwise.ts";
 import { linear } from "../ops/matmul.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
-import { rope, ropeInvFreq, type RopeScaling as HfRopeScaling } from "../ops/rope.ts";
-import { swiglu } from "../ops/silu.ts";
+import { ropeInvFreq, type RopeScaling as HfRopeScaling } from "../ops/rope.ts";
+import { headsNormRope } from "../ops/heads_rope.ts";
+import { linearSwiglu } from "../ops/linear_swiglu.ts";
 import { attention } from "../ops/attention.ts";
 import { swapAxes12 } from "../ops/layout.ts";
 import { embedding } from "../ops/embedding.ts";
 import { cast } from "../ops/cast.ts";
-import {
-  inferDecisions,
-  takeQueryNeuron,
-  trainDecisions,
-  zeroQueryNeuron,
-} from "../dms/decisions.ts";
+import { inferDecisions, trainDecisions } from "../dms/decisions.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { KvCache } from "../cache/kv_cache.ts";
 import type { ModelConfig } from "./config.ts";
@@ -203,37 +198,36 @@ export class Transformer {
 
     // --- projections: q:[B, T, Hq, D], k, v:[B, T, Hkv, D]
     const h = rmsNorm(x, w.inputNorm, eps);
-    let q = as(linear(h, w.qProj, { bias: w.qBias }), [B, T, Hq, D]);
-    let k = as(linear(h, w.kProj, { bias: w.kBias }), [B, T, Hkv, D]);
+    const q = as(linear(h, w.qProj, { bias: w.qBias }), [B, T, Hq, D]);
+    const k = as(linear(h, w.kProj, { bias: w.kBias }), [B, T, Hkv, D]);
     const v = as(linear(h, w.vProj, { bias: w.vBias }), [B, T, Hkv, D]);
     h.dispose();
-    if (w.qNorm && w.kNorm) {
-      q = replace(q, rmsNorm(q, w.qNorm, eps));
-      k = replace(k, rmsNorm(k, w.kNorm, eps));
-    }
+
+    // --- q_norm/k_norm, the borrowed neuron (SPEC §1a: read and zeroed before RoPE, zeroed
+    // again after), the attention layout [B, H, T, D] and RoPE: one dispatch each for q and k
+    const qkNorm = w.qNorm && w.kNorm;
+    const qf = headsNormRope(q, opts.positions, this.#invFreq, {
+      norm: qkNorm ? { weight: w.qNorm!, eps } : undefined,
+      neuron: useNeuron ? { kvHeads: Hkv } : undefined,
+    });
+    const kr = headsNormRope(k, opts.positions, this.#invFreq, {
+      norm: qkNorm ? { weight: w.kNorm!, eps } : undefined,
+    }).out;
+    const qr = qf.out;
+    const vh = toHeads(v);
+    q.dispose();
+    k.dispose();
+    v.dispose();
 
     // --- DMS decision logit (SPEC §1): raw:[B, T, Hkv] f32
-    let raw: Tensor<"f32"> | undefined;
-    if (useNeuron) {
-      raw = takeQueryNeuron(q, Hkv); // zeroes the neuron before RoPE (also in teacher mode)
-    } else if (opts.mode !== "teacher" && w.alphaProj && w.alphaNorm) {
+    let raw: Tensor<"f32"> | undefined = qf.raw;
+    if (!useNeuron && opts.mode !== "teacher" && w.alphaProj && w.alphaNorm) {
       const an = rmsNorm(x, w.alphaNorm, eps); // on the pre-norm residual
       const r = linear(an, w.alphaProj, { bias: w.alphaBias }); // [B·T, Hkv]
       an.dispose();
       const r32 = this.dtype === "f32" ? r : replace(r, cast(r, "f32"));
       raw = as(r32, [B, T, Hkv]) as Tensor<"f32">;
     }
-
-    // --- attention layout [B, H, T, D], RoPE, neuron zeroed again
-    const qh = toHeads(q), kh = toHeads(k), vh = toHeads(v);
-    q.dispose();
-    k.dispose();
-    v.dispose();
-    const qr = rope(qh, opts.positions, this.#invFreq);
-    const kr = rope(kh, opts.positions, this.#invFreq);
-    qh.dispose();
-    kh.dispose();
-    if (useNeuron) zeroQueryNeuron(qr, Hkv);
 
     // --- attention
     let att: Tensor;
@@ -290,24 +284,16 @@ export class Transformer {
     const ao = toHeads(att4);
     att4.dispose();
     const aoFlat = as(ao, [B * T, Hq * D]);
-    const o = linear(aoFlat, w.oProj, { bias: w.oBias });
+    const x1 = linear(aoFlat, w.oProj, { bias: w.oBias, residual: x }); // x + o_proj(att)
     aoFlat.dispose();
-    const x1 = add(x, o);
-    o.dispose();
 
-    // --- MLP
+    // --- MLP: down(silu(gate)·up) + x1, gate/up/SiLU in one dispatch, the residual in down's
     const h2 = rmsNorm(x1, w.postNorm, eps);
-    const g = linear(h2, w.gateProj, { bias: w.gateBias }),
-      u = linear(h2, w.upProj, { bias: w.upBias });
+    const a = linearSwiglu(h2, w.gateProj, w.upProj, { gateBias: w.gateBias, upBias: w.upBias });
     h2.dispose();
-    const a = swiglu(g, u);
-    g.dispose();
-    u.dispose();
-    const m = linear(a, w.downProj, { bias: w.downBias });
+    const out = linear(a, w.downProj, { bias: w.downBias, residual: x1 });
     a.dispose();
-    const out = add(x1, m);
     x1.dispose();
-    m.dispose();
     return out;
   }
 }
