@@ -44,7 +44,9 @@ struct Params {
 override WG: u32 = 64u;
 const MAX_D: u32 = 256u;
 
-var<workgroup> vals: array<f32, MAX_D>;   // the row after step 1 (and 2)
+// the row after step 1 (and 2), in the storage type: storing it rounds to T (an f32 array with
+// f32(T(v)) did not: NVIDIA's compiler folds that round trip away, measured on the H200)
+var<workgroup> vals: array<T, MAX_D>;
 var<workgroup> partial: array<f32, 128>;  // sum-of-squares tree (WG <= 128)
 
 fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -54,7 +56,7 @@ fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 // Step 1 without a norm: vals = x row.
 fn load_plain(row: u32, li: u32) {
   let base = row * p.d;
-  for (var i = li; i < p.d; i += WG) { vals[i] = f32(x[base + i]); }
+  for (var i = li; i < p.d; i += WG) { vals[i] = x[base + i]; }
   workgroupBarrier();
 }
 
@@ -63,8 +65,9 @@ fn load_norm(row: u32, li: u32) {
   let base = row * p.d;
   var ss = 0.0;
   for (var i = li; i < p.d; i += WG) {
-    let v = f32(x[base + i]);
-    vals[i] = v;
+    let xi = x[base + i];
+    let v = f32(xi);
+    vals[i] = xi;
     ss += v * v;
   }
   partial[li] = ss;
@@ -74,7 +77,7 @@ fn load_norm(row: u32, li: u32) {
     workgroupBarrier();
   }
   let r = inverseSqrt(partial[0] / f32(p.d) + p.eps);
-  for (var i = li; i < p.d; i += WG) { vals[i] = f32(T(f32(w[i]) * (vals[i] * r))); }
+  for (var i = li; i < p.d; i += WG) { vals[i] = T(f32(w[i]) * (f32(vals[i]) * r)); }
   workgroupBarrier();
 }
 
@@ -82,8 +85,8 @@ fn load_norm(row: u32, li: u32) {
 fn take_neuron(row: u32, li: u32) {
   let h = row % p.heads;
   if (li == 0u && h % p.group == 0u) {
-    raw[(row / p.heads) * p.kv_heads + h / p.group] = vals[p.d - 1u];
-    vals[p.d - 1u] = 0.0;
+    raw[(row / p.heads) * p.kv_heads + h / p.group] = f32(vals[p.d - 1u]);
+    vals[p.d - 1u] = T(0.0);
   }
   workgroupBarrier();
 }
@@ -124,8 +127,8 @@ fn rotate_store(row: u32, li: u32, zero_last: bool) {
     // The select on the always-false p.zero stops contraction into an fma (see rope.wgsl).
     let ang = select(f32(position) * inv_freq[j], 0.0, p.zero != 0u);
     let cs = sincos(ang);
-    let x1 = vals[j];
-    let x2 = vals[j + half];
+    let x1 = f32(vals[j]);
+    let x2 = f32(vals[j + half]);
     out[base + j] = T(x1 * cs.x - x2 * cs.y);
     out[base + j + half] = select(T(x2 * cs.x + x1 * cs.y), T(0.0), neuron && j == half - 1u);
   }
