@@ -1,7 +1,7 @@
 /**
  * DMS on a small model, dense and DMS side by side (`deno task demo`).
  *
- * A retrofitted DMS student of the committed teacher (testdata/students/, window W = 8) answers
+ * A retrofitted DMS student of the committed teacher (testdata/students-all-weights/, W = 8) answers
  * key–value retrieval questions: 240-token prompts whose needle sits in the first half, far
  * outside the window, so the answer depends on a token that DMS must decide to keep. The same
  * prompts run through the dense cache and the DMS cache, in lockstep: the prompt is streamed
@@ -11,7 +11,11 @@
  * and KV head, which positions are kept, still in the window, or evicted) and compression over
  * the sequence.
  *
- *   deno task demo [--student DIR] [--samples 4] [--seed 2026] [--out DIR]
+ * The dense side runs the teacher the student was retrofitted from (`--teacher`, default
+ * testdata/teacher): with the paper's recipe every weight of the student changed, so the student
+ * itself through a dense cache is not the baseline (it learnt to rely on its evictions).
+ *
+ *   deno task demo [--student DIR] [--teacher DIR] [--samples 4] [--seed 2026] [--out DIR]
  *
  * @module
  */
@@ -38,14 +42,18 @@ import {
 import { generateTask, renderTokens, type Task, taskVocab } from "../src/eval/tasks.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 
-const DEFAULT_STUDENT = new URL("../testdata/students/w8-step1000", import.meta.url).pathname;
-const USAGE = "usage: deno task demo [--student DIR] [--samples N] [--seed N] [--out DIR]";
+const DEFAULT_STUDENT = new URL("../testdata/students-all-weights/w8-step1000", import.meta.url)
+  .pathname;
+const DEFAULT_TEACHER = new URL("../testdata/teacher", import.meta.url).pathname;
+const USAGE =
+  "usage: deno task demo [--student DIR] [--teacher DIR] [--samples N] [--seed N] [--out DIR]";
 
 let values;
 try {
   ({ values } = parseArgs({
     options: {
       student: { type: "string", default: DEFAULT_STUDENT },
+      teacher: { type: "string", default: DEFAULT_TEACHER },
       samples: { type: "string", default: "4" },
       seed: { type: "string", default: "2026" },
       out: { type: "string" },
@@ -65,13 +73,19 @@ if (!(Number.isInteger(B) && B >= 1 && B <= 64) || !Number.isInteger(seed)) {
   console.error(`demo: --samples must be an integer in 1..64 and --seed an integer\n${USAGE}`);
   Deno.exit(2);
 }
-const student = values.student;
+const student = values.student, teacherDir = values.teacher;
+try {
+  await Deno.stat(`${teacherDir}/config.json`);
+} catch {
+  console.error(`demo: no teacher at ${teacherDir} (config.json missing); pass --teacher DIR`);
+  Deno.exit(1);
+}
 try {
   await Deno.stat(`${student}/config.json`);
 } catch {
   console.error(
     `demo: no DMS student at ${student} (config.json missing). The committed students live in ` +
-      "testdata/students/; make your own with `deno run -A examples/retrofit.ts --quick --save " +
+      "testdata/students-all-weights/ and testdata/students/; make your own with `deno run -A examples/retrofit.ts --quick --save " +
       "/tmp/students` and pass --student /tmp/students/w8-step<N>.",
   );
   Deno.exit(1);
@@ -82,7 +96,20 @@ const gpu = await getGpu();
 const hint = slowAdapterHint(gpu.adapter); // llvmpipe through OpenGL: say how to get Vulkan
 if (hint) console.log(hint);
 const model = await loadModel(gpu, student, { dtype: "f32" });
+const teacher = await loadModel(gpu, teacherDir, { dtype: "f32" });
 const cfg = model.config;
+const tc = teacher.config;
+if (
+  tc.numLayers !== cfg.numLayers || tc.numKvHeads !== cfg.numKvHeads ||
+  tc.vocabSize !== cfg.vocabSize
+) {
+  console.error(
+    `demo: teacher ${teacherDir} (${tc.numLayers} layers, ${tc.numKvHeads} KV heads, vocab ` +
+      `${tc.vocabSize}) does not match student ${student} (${cfg.numLayers}, ${cfg.numKvHeads}, ` +
+      `${cfg.vocabSize}); pass the teacher it was retrofitted from with --teacher DIR`,
+  );
+  Deno.exit(1);
+}
 if (!cfg.isDms) {
   console.error(`demo: ${student}/config.json has no dms_* fields: not a DMS checkpoint`);
   Deno.exit(1);
@@ -114,9 +141,9 @@ const s0 = samples[0];
 // the needle group `k = v ;` starts two tokens before the value (the task's evidence)
 const needle = [0, 1, 2, 3].map((i) => s0.evidence[0] - 2 + i);
 console.log(
-  `DMS demo — student ${
-    student.replace(/^.*\/testdata\//, "testdata/")
-  }: ${cfg.numLayers} layers, ` +
+  `DMS demo — student ${student.replace(/^.*\/testdata\//, "testdata/")} (dense: teacher ${
+    teacherDir.replace(/^.*\/testdata\//, "testdata/")
+  }): ${cfg.numLayers} layers, ` +
     `${cfg.numKvHeads} KV heads, window W = ${W}; ${gpu.description}`,
 );
 console.log(
@@ -133,7 +160,9 @@ const CHUNK = 16;
 const policies = ["dense", "dms"] as const;
 const caches: Record<string, KvCache> = {};
 const trace: CompressionPoint[] = [];
-for (const p of policies) caches[p] = createCacheFor(model, B, p);
+/** The dense cache runs the teacher, the DMS cache the student. */
+const modelFor = { dense: teacher, dms: model } as const;
+for (const p of policies) caches[p] = createCacheFor(modelFor[p], B, p);
 
 /** Drains a generator, returning its result. */
 async function finish(gen: AsyncGenerator<GenerateChunk, GenerateResult>): Promise<GenerateResult> {
@@ -147,7 +176,7 @@ async function finish(gen: AsyncGenerator<GenerateChunk, GenerateResult>): Promi
 const P = task.length, body = P - CHUNK;
 for (let s = 0; s < body; s += CHUNK) {
   for (const p of policies) {
-    await finish(generate(model, samples.map((x) => x.prompt.slice(s, s + CHUNK)), {
+    await finish(generate(modelFor[p], samples.map((x) => x.prompt.slice(s, s + CHUNK)), {
       maxTokens: 1,
       cache: caches[p],
     }));
@@ -165,7 +194,7 @@ for (let s = 0; s < body; s += CHUNK) {
 console.log(`streaming the answers of the ${B} prompts:`);
 const gens = Object.fromEntries(policies.map((p) => [
   p,
-  generate(model, samples.map((x) => x.prompt.slice(body)), {
+  generate(modelFor[p], samples.map((x) => x.prompt.slice(body)), {
     maxTokens: 4,
     cache: caches[p],
     readbackEvery: 1,
@@ -258,3 +287,4 @@ console.log(`\neviction map: ${mapPath}\ncompression:  ${crPath}`);
 console.log(`(${((performance.now() - t0) / 1000).toFixed(1)} s)`);
 for (const c of Object.values(caches)) c.dispose();
 model.dispose();
+teacher.dispose();
