@@ -337,7 +337,7 @@ export class PagedKvCache implements KvCache {
 
   #decode(layer: number, q: Tensor, k: Tensor, v: Tensor, d: GPUBuffer, scale: number): Tensor {
     const s = this.storage, t0 = this.#seen;
-    s.ensure(layer, () => 1);
+    s.ensure(layer, 1);
     const { dest, marks } = this.#step1;
     const step: PolicyStep = { layer, n: 1, t0, decisions: d, firstReal: this.#fr, marks, dest };
     this.policy.score?.(step, q);

@@ -254,11 +254,26 @@ export class PagedKvStorage {
    * Allocates blocks so that page p of `layer` can hold `bound + extra(p)` entries, from the
    * CPU bound alone (no readback), and raises the bound by `extra(p)`.
    *
-   * @param extra Entries each page may gain in this call (e.g. 1 per decode token).
+   * @param extra Entries each page may gain in this call (e.g. 1 per decode token), the same
+   *   for every page or per page.
    */
-  ensure(layer: number, extra: (page: number) => number): void {
+  ensure(layer: number, extra: number | ((page: number) => number)): void {
     this.checkLayer(layer);
     const base = layer * this.pages;
+    if (typeof extra === "number") {
+      // Decode: every bound grows by the same amount; no allocation while the blocks suffice.
+      const cap = this.blockSize, have = this.#table.blocks;
+      let fits = true;
+      for (let p = 0; p < this.pages && fits; p++) {
+        fits = this.#bound[base + p] + extra <= have[base + p] * cap;
+      }
+      if (fits) {
+        for (let p = 0; p < this.pages; p++) this.#bound[base + p] += extra;
+        return;
+      }
+      const n = extra;
+      extra = () => n;
+    }
     const need = Array.from({ length: this.pages }, (_, p) => this.#bound[base + p] + extra(p));
     this.#ensureLayer(layer, need);
     need.forEach((x, p) => (this.#bound[base + p] = x));

@@ -52,8 +52,8 @@ export function writePadded(
 export interface PoolHooks {
   /** Submits recorded work that may still use the buffer. */
   flush(): void;
-  /** Forgets cached bind groups (they may reference a destroyed buffer). */
-  invalidate(): void;
+  /** Forgets the cached bind groups that bind the buffer with this id (it is being destroyed). */
+  destroyed(id: number): void;
 }
 
 /** Storage buffers by size, with a stable id per buffer. */
@@ -65,6 +65,8 @@ export class BufferPool {
   #pool = new Map<number, GPUBuffer[]>();
   #order = new Set<GPUBuffer>(); // freed buffers, oldest first
   #ids = new WeakMap<GPUBuffer, number>();
+  #sizes = new WeakMap<GPUBuffer, number>(); // GPUBuffer.size is a native call: remember it
+  #maxBufferSize: number;
   #nextId = 0;
   #live = 0;
   #liveCount = 0;
@@ -82,6 +84,7 @@ export class BufferPool {
     this.#limit = limitBytes;
     this.#hooks = hooks;
     this.#cap = capBytes;
+    this.#maxBufferSize = device.limits.maxBufferSize; // device.limits builds a new object
   }
 
   /** Live bytes this pool may hold. */
@@ -109,7 +112,7 @@ export class BufferPool {
       throw new RangeError(`${what}: the size must be a whole number of bytes`);
     }
     const size = Math.max(16, align(bytes, 16));
-    const max = this.#device.limits.maxBufferSize;
+    const max = this.#maxBufferSize;
     if (size > max) {
       throw new RangeError(`${what} exceeds this device's maxBufferSize (${max} bytes)`);
     }
@@ -134,6 +137,7 @@ export class BufferPool {
     } else {
       buf = this.#device.createBuffer({ size, usage: STORAGE_USAGE, label });
       this.id(buf);
+      this.#sizes.set(buf, size);
     }
     this.#live += size;
     this.#liveCount++;
@@ -143,7 +147,7 @@ export class BufferPool {
 
   /** Returns a buffer from {@linkcode BufferPool.alloc}; the oldest pooled ones beyond the limit are destroyed. */
   release(buffer: GPUBuffer): void {
-    const size = buffer.size;
+    const size = this.#sizes.get(buffer) ?? buffer.size;
     this.#live -= size;
     this.#liveCount--;
     let list = this.#pool.get(size);
@@ -154,20 +158,23 @@ export class BufferPool {
     while (this.#pooled > this.#limit && this.#order.size) {
       const old = this.#order.values().next().value!;
       this.#order.delete(old);
-      const l = this.#pool.get(old.size)!;
+      const oldSize = this.#sizes.get(old) ?? old.size;
+      const l = this.#pool.get(oldSize)!;
       l.splice(l.indexOf(old), 1);
-      this.#pooled -= old.size;
+      this.#pooled -= oldSize;
       this.#hooks.flush();
+      this.#hooks.destroyed(this.id(old));
       old.destroy();
-      this.#hooks.invalidate();
     }
   }
 
   /** Destroys every pooled (freed) buffer. */
   trim(): void {
     this.#hooks.flush();
-    for (const b of this.#order) b.destroy();
-    this.#hooks.invalidate();
+    for (const b of this.#order) {
+      this.#hooks.destroyed(this.id(b));
+      b.destroy();
+    }
     this.#pool.clear();
     this.#order.clear();
     this.#pooled = 0;

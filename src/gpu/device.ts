@@ -99,6 +99,9 @@ export class Gpu {
   #pool: BufferPool;
   #encoder: GPUCommandEncoder | undefined;
   #pass: GPUComputePassEncoder | undefined;
+  #passPipeline: GPUComputePipeline | undefined;
+  #offset = new Uint32Array(1);
+  #bufferId: (b: GPUBuffer) => number;
   #pending = 0;
   #errors: Promise<GPUError | null>[] = [];
   #errorLabels: string[] = [];
@@ -126,8 +129,9 @@ export class Gpu {
     this.#uniforms = new UniformArenas(device);
     this.#pool = new BufferPool(device, poolLimit, {
       flush: () => this.flush(),
-      invalidate: () => this.#groups.clear(),
+      destroyed: (id) => this.#groups.evict(id),
     }, memoryLimit);
+    this.#bufferId = (b) => this.#pool.id(b);
     device.lost.then((info) => {
       this.#lost = `GPU device lost (${info.reason || "unknown reason"}): ${info.message}`;
     });
@@ -188,65 +192,64 @@ export class Gpu {
     params?: ParamValues,
   ): void {
     this.#checkAlive();
-    const [x, y = 1, z = 1] = workgroups;
-    for (const n of [x, y, z]) {
-      if (!(n >= 0 && n <= MAX_WORKGROUPS_PER_DIM && Number.isInteger(n))) {
-        throw new RangeError(`${kernel.label}: workgroup count ${n} out of range 0..65535`);
-      }
+    const x = workgroups[0], y = workgroups[1] ?? 1, z = workgroups[2] ?? 1;
+    if (!(validCount(x) && validCount(y) && validCount(z))) {
+      const bad = [x, y, z].find((n) => !validCount(n));
+      throw new RangeError(`${kernel.label}: workgroup count ${bad} out of range 0..65535`);
     }
     // Bind group: cached by (kernel, uniform arena, buffers); the uniform block is a 256-byte
     // slot of a per-batch arena, selected by a dynamic offset, so the group can be reused.
-    let key = `${kernel.id}`;
+    // (A kernel has a uniform struct layout exactly when its entry point binds the uniform.)
     let dynamicOffset = -1, arena = -1;
-    let bi = 0;
-    for (const decl of kernel.bindings) {
-      if (decl.kind === "uniform") {
-        ({ arena, offset: dynamicOffset } = this.#uniforms.push(
-          kernel.label,
-          kernel.params,
-          params,
-        ));
-        key += `|u${arena}`;
-      } else {
-        const b = buffers[bi++];
-        if (!b) throw new TypeError(bufferCountMessage(kernel, buffers.length));
-        key += b instanceof GPUBuffer
-          ? `|${this.#pool.id(b)}`
-          : `|${this.#pool.id(b.buffer)}:${b.offset ?? 0}:${b.size ?? -1}`;
-      }
+    if (kernel.params) {
+      ({ arena, offset: dynamicOffset } = this.#uniforms.push(kernel.label, kernel.params, params));
+    } else if (params) {
+      assertNoParams(kernel.label, params);
     }
-    if (bi !== buffers.length) throw new TypeError(bufferCountMessage(kernel, buffers.length));
-    if (arena < 0 && params) assertNoParams(kernel.label, params);
+    if (kernel.bindings.length - (kernel.params ? 1 : 0) !== buffers.length) {
+      throw new TypeError(bufferCountMessage(kernel, buffers.length));
+    }
     if (x === 0 || y === 0 || z === 0) return;
     if (this.debug) {
       this.device.pushErrorScope("validation");
       this.device.pushErrorScope("out-of-memory");
     }
     const group = this.#groups.get(
-      key,
       kernel,
       buffers,
+      arena,
       arena >= 0 ? this.#uniforms.buffer(arena) : undefined,
+      this.#bufferId,
     );
-    const offsets = dynamicOffset >= 0 ? [dynamicOffset] : [];
     const prof = this.#profile;
     if (prof || this.debug) {
       // One pass per dispatch: timestamps are per pass, and error scopes must see the dispatch.
       const timestampWrites = prof?.next(kernel.label);
       const pass = this.encoder().beginComputePass({ label: kernel.label, timestampWrites });
       pass.setPipeline(kernel.pipeline);
-      pass.setBindGroup(0, group, offsets);
+      pass.setBindGroup(0, group, dynamicOffset >= 0 ? [dynamicOffset] : []);
       pass.dispatchWorkgroups(x, y, z);
       pass.end();
     } else {
       // Consecutive dispatches share one compute pass (storage writes of a dispatch are visible
       // to the next one in the same pass); copies and clears end it (see encoder()).
-      if (!this.#pass) {
-        this.#pass = this.#rawEncoder().beginComputePass();
+      let pass = this.#pass;
+      if (!pass) {
+        pass = this.#pass = this.#rawEncoder().beginComputePass();
+        this.#passPipeline = undefined;
       }
-      this.#pass.setPipeline(kernel.pipeline);
-      this.#pass.setBindGroup(0, group, offsets);
-      this.#pass.dispatchWorkgroups(x, y, z);
+      if (this.#passPipeline !== kernel.pipeline) {
+        pass.setPipeline(kernel.pipeline);
+        this.#passPipeline = kernel.pipeline;
+      }
+      if (dynamicOffset >= 0) {
+        // The typed-array overload: no sequence<> conversion of a fresh array per dispatch.
+        this.#offset[0] = dynamicOffset;
+        pass.setBindGroup(0, group, this.#offset, 0, 1);
+      } else {
+        pass.setBindGroup(0, group);
+      }
+      pass.dispatchWorkgroups(x, y, z);
     }
     if (this.debug) {
       this.#track(this.device.popErrorScope(), kernel.label);
@@ -441,6 +444,10 @@ export class Gpu {
     }
     return this.#lost;
   }
+}
+
+function validCount(n: number): boolean {
+  return n >= 0 && n <= MAX_WORKGROUPS_PER_DIM && Number.isInteger(n);
 }
 
 /** How long a failed readback waits for the device's `lost` promise before blaming validation. */

@@ -85,7 +85,7 @@ export class PipelineCache {
    * @throws {SyntaxError} For bad bindings or an unsupported uniform struct.
    */
   kernel(spec: KernelSpec): Kernel {
-    const key = JSON.stringify([spec.shader, spec.entry, spec.defines ?? {}, spec.constants ?? {}]);
+    const key = specKey(spec);
     const hit = this.#pipelines.get(key);
     if (hit) return hit;
     const entry = this.#shaders.get(spec.shader);
@@ -133,13 +133,46 @@ export class PipelineCache {
   }
 }
 
+/**
+ * The cache key of a spec: shader, entry, then the defines and constants in their key order
+ * (as `JSON.stringify` of them would order them), joined with separators no WGSL name or
+ * number contains. Built per dispatch, so it avoids `JSON.stringify`.
+ */
+function specKey(spec: KernelSpec): string {
+  let key = spec.shader + "\u0001" + spec.entry + "\u0001";
+  const d = spec.defines, c = spec.constants;
+  if (d) { for (const k in d) key += k + "\u0002" + d[k] + "\u0003"; }
+  key += "\u0001";
+  if (c) { for (const k in c) key += k + "\u0002" + c[k] + "\u0003"; }
+  return key;
+}
+
 const MAX_CACHED_GROUPS = 8192;
 
-/** Bind groups cached by (kernel, uniform arena, buffers and ranges). */
+/** One cached bind group and the key it was made for. */
+interface GroupEntry {
+  /** `[kernel id, uniform arena, then per storage binding: buffer id, offset, size]`. */
+  readonly key: Float64Array;
+  readonly hash: number;
+  readonly group: GPUBindGroup;
+}
+
+/**
+ * Bind groups cached by (kernel, uniform arena, buffers and ranges), keyed by numbers: the
+ * kernel's id, the arena's index, and per storage binding the buffer's id (unique per
+ * `GPUBuffer` object, never reused), offset and size. A lookup builds no string: it hashes the
+ * numbers into a scratch key and compares it with the entries of that hash. When a buffer is
+ * destroyed, {@linkcode BindGroupCache.evict} drops every group that binds it; the cache holds
+ * at most 8192 groups (it starts over when full).
+ */
 export class BindGroupCache {
   #device: GPUDevice;
   #track: TrackError | undefined;
-  #groups = new Map<string, GPUBindGroup>();
+  #maxBinding: number;
+  #byHash = new Map<number, GroupEntry[]>();
+  #byBuffer = new Map<number, GroupEntry[]>();
+  #size = 0;
+  #scratch = new Float64Array(64);
 
   /**
    * @param device Device to create bind groups on.
@@ -149,23 +182,97 @@ export class BindGroupCache {
   constructor(device: GPUDevice, track?: TrackError) {
     this.#device = device;
     this.#track = track;
+    this.#maxBinding = device.limits.maxStorageBufferBindingSize;
+  }
+
+  /** Bind groups cached now. */
+  get size(): number {
+    return this.#size;
   }
 
   /**
-   * The bind group for `key` (kernel id, uniform arena and buffer ids; built by `Gpu.dispatch`), created on a miss.
+   * The bind group of `kernel` with `buffers` (storage bindings in `@binding` order) and the
+   * uniform arena `arena` (index `arenaIndex`, or −1 when the entry point takes no uniform),
+   * created on a miss.
    *
-   * @param uniform The uniform arena bound (with a dynamic offset) at the uniform binding.
+   * @param id A stable number per buffer object, never reused (`BufferPool.id`).
+   * @throws {TypeError} When fewer buffers than storage bindings are given.
    * @throws {RangeError} When a storage binding is larger than the device's
    *   `maxStorageBufferBindingSize` (naming the kernel, the binding and both sizes).
    */
   get(
-    key: string,
     kernel: Kernel,
     buffers: readonly Binding[],
-    uniform: GPUBuffer | undefined,
+    arenaIndex: number,
+    arena: GPUBuffer | undefined,
+    id: (b: GPUBuffer) => number,
   ): GPUBindGroup {
-    let group = this.#groups.get(key);
-    if (group) return group;
+    const n = 2 + 3 * buffers.length;
+    if (this.#scratch.length < n) this.#scratch = new Float64Array(2 * n);
+    const key = this.#scratch;
+    key[0] = kernel.id;
+    key[1] = arenaIndex;
+    let h = Math.imul(kernel.id + 1, 0x9e3779b1) ^ (arenaIndex + 2);
+    for (let i = 0, j = 2; i < buffers.length; i++, j += 3) {
+      const b = buffers[i];
+      let bid: number, off: number, size: number;
+      if (b instanceof GPUBuffer) {
+        bid = id(b), off = 0, size = -1;
+      } else {
+        bid = id(b.buffer), off = b.offset ?? 0, size = b.size ?? -1;
+      }
+      key[j] = bid;
+      key[j + 1] = off;
+      key[j + 2] = size;
+      h = Math.imul(h ^ bid, 0x85ebca6b) ^ Math.imul(off + 1, 0xc2b2ae35) ^ (size + 3);
+    }
+    const bucket = this.#byHash.get(h);
+    if (bucket) {
+      for (const e of bucket) {
+        if (e.key.length !== n) continue;
+        let same = true;
+        for (let i = 0; i < n && same; i++) same = e.key[i] === key[i];
+        if (same) return e.group;
+      }
+    }
+    const group = this.#create(kernel, buffers, arena);
+    if (this.#size >= MAX_CACHED_GROUPS) this.clear();
+    const entry: GroupEntry = { key: key.slice(0, n), hash: h, group };
+    const list = this.#byHash.get(h);
+    if (list) list.push(entry);
+    else this.#byHash.set(h, [entry]);
+    for (let j = 2; j < n; j += 3) {
+      const bid = entry.key[j], refs = this.#byBuffer.get(bid);
+      if (!refs) this.#byBuffer.set(bid, [entry]);
+      else if (refs[refs.length - 1] !== entry) refs.push(entry);
+    }
+    this.#size++;
+    return group;
+  }
+
+  /** Drops every cached group that binds the buffer with id `bufferId` (it is being destroyed). */
+  evict(bufferId: number): void {
+    const refs = this.#byBuffer.get(bufferId);
+    if (!refs) return;
+    this.#byBuffer.delete(bufferId);
+    for (const e of refs) {
+      const bucket = this.#byHash.get(e.hash);
+      const i = bucket ? bucket.indexOf(e) : -1;
+      if (i < 0) continue; // already dropped through another of its buffers
+      bucket!.splice(i, 1);
+      if (!bucket!.length) this.#byHash.delete(e.hash);
+      this.#size--;
+    }
+  }
+
+  /** Forgets every cached group. */
+  clear(): void {
+    this.#byHash.clear();
+    this.#byBuffer.clear();
+    this.#size = 0;
+  }
+
+  #create(kernel: Kernel, buffers: readonly Binding[], uniform: GPUBuffer | undefined) {
     const entries: GPUBindGroupEntry[] = [];
     let j = 0;
     for (const decl of kernel.bindings) {
@@ -176,8 +283,9 @@ export class BindGroupCache {
         });
       } else {
         const b = buffers[j++];
+        if (!b) throw new TypeError(bufferCountMessage(kernel, buffers.length));
         const bytes = b instanceof GPUBuffer ? b.size : (b.size ?? b.buffer.size - (b.offset ?? 0));
-        const max = this.#device.limits.maxStorageBufferBindingSize;
+        const max = this.#maxBinding;
         if (bytes > max) {
           throw new RangeError(
             `${kernel.label}: @binding(${decl.binding}) is ${bytes} bytes, over this device's ` +
@@ -192,18 +300,15 @@ export class BindGroupCache {
     }
     // The label puts the kernel's name into any later validation error about this group.
     if (this.#track) this.#device.pushErrorScope("validation");
-    group = this.#device.createBindGroup({ label: kernel.label, layout: kernel.layout, entries });
+    const group = this.#device.createBindGroup({
+      label: kernel.label,
+      layout: kernel.layout,
+      entries,
+    });
     if (this.#track) {
       this.#track(this.#device.popErrorScope(), `${kernel.label} (binding its buffers)`);
     }
-    if (this.#groups.size >= MAX_CACHED_GROUPS) this.#groups.clear();
-    this.#groups.set(key, group);
     return group;
-  }
-
-  /** Forgets every cached group (a buffer they reference was destroyed). */
-  clear(): void {
-    this.#groups.clear();
   }
 }
 

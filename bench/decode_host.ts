@@ -1,0 +1,119 @@
+/**
+ * Host (CPU-side) time of one decode step: what JS spends encoding a step (the model's forward,
+ * the cache's bookkeeping, sampling, the submit), with the GPU idle before each step so its
+ * work does not compete. Meaningful on any adapter, lavapipe included: the GPU's own time is
+ * excluded by construction (each step starts after `gpu.sync()`, and only the synchronous
+ * encoding is timed). The model has the Qwen3-0.6B layer count and head layout (28 layers,
+ * 16/8 heads, so the same dispatches per token as bench/generate.ts) with small matrices, so
+ * the prefill stays quick on a CPU adapter; the DMS cache runs at a forced CR as in
+ * bench/generate.ts.
+ *
+ * Usage: `deno run -A bench/decode_host.ts [--ctx 2048] [--tokens 64] [--cr 8] [--head-dim 64]`.
+ * Prints the median and mean host ms per step for dense and DMS, and the `reserve()` time per
+ * 32 tokens (amortised per step).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { createCacheFor } from "../src/generate.ts";
+import { getGpu } from "../src/gpu/device.ts";
+import { parseConfig } from "../src/model/config.ts";
+import { createModel } from "../src/model/model.ts";
+import { sample } from "../src/ops/sample.ts";
+import { Tensor } from "../src/tensor/tensor.ts";
+import { countGpu, fmt, median } from "./_common.ts";
+
+const { values } = parseArgs({
+  options: {
+    ctx: { type: "string", default: "2048" },
+    tokens: { type: "string", default: "64" },
+    cr: { type: "string", default: "8" },
+    "head-dim": { type: "string", default: "64" },
+    policies: { type: "string", default: "dense,dms" },
+  },
+});
+const gpu = await getGpu();
+const ctx = Number(values.ctx), N = Number(values.tokens), CR = Number(values.cr);
+const headDim = Number(values["head-dim"]);
+const dtype = gpu.hasF16 ? "f16" : "f32";
+const counters = countGpu(gpu);
+const EVERY = 32;
+
+function config(policy: "dense" | "dms") {
+  const W = policy === "dms" ? Math.max(2, Math.round(ctx / CR) - 1) : 512;
+  return parseConfig({
+    model_type: "qwen3",
+    num_hidden_layers: 28,
+    hidden_size: 128,
+    num_attention_heads: 16,
+    num_key_value_heads: 8,
+    head_dim: headDim,
+    intermediate_size: 128,
+    vocab_size: 512,
+    max_position_embeddings: Math.max(4096, 2 * (ctx + N)),
+    rope_theta: 1e6,
+    tie_word_embeddings: true,
+    dms_window_size: W,
+    dms_paged_attention_block_size: Math.min(256, W - 1),
+    ...(policy === "dms" ? { dms_alpha_scale: 0, dms_initial_alpha_offset: -10 } : {}),
+  }, "decode_host config");
+}
+
+async function run(policy: "dense" | "dms") {
+  const model = createModel(gpu, config(policy), { seed: 1, dtype });
+  using cache = createCacheFor(model, 1, policy);
+  const prompt = Array.from({ length: ctx }, (_, i) => (i * 7919) % model.config.vocabSize);
+  await cache.reserve(ctx);
+  {
+    using ids = Tensor.fromArray(gpu, prompt, [1, ctx], "i32");
+    using pos = Tensor.fromArray(gpu, prompt.map((_, i) => i), [1, ctx], "i32");
+    model.forward(ids, { mode: "inference", positions: pos, cache, logits: "none" });
+  }
+  await gpu.sync();
+  using next = Tensor.zeros(gpu, [1, 1], "i32");
+  using log = Tensor.zeros(gpu, [1, EVERY], "i32");
+  using posT = Tensor.empty(gpu, [1, 1], "i32");
+  const steps: number[] = [];
+  let reserveMs = 0;
+  counters.reset();
+  for (let s = 0; s < N; s++) {
+    if (s % EVERY === 0) {
+      const r0 = performance.now();
+      await cache.reserve(EVERY);
+      reserveMs += performance.now() - r0;
+    }
+    await gpu.sync();
+    const t0 = performance.now();
+    posT.write([ctx + s]);
+    const l = model.forward(next, { mode: "inference", positions: posT, cache, logits: "last" })!;
+    const logits = l.reshape([1, model.config.vocabSize]);
+    l.dispose();
+    sample(logits, { out: next, log, logColumn: s % EVERY });
+    logits.dispose();
+    gpu.flush();
+    steps.push(performance.now() - t0);
+  }
+  const dispatches = counters.dispatches / N, submits = counters.submits / N;
+  await gpu.sync();
+  model.dispose();
+  const warm = steps.slice(Math.min(8, N >> 2));
+  return {
+    policy,
+    median: median(warm),
+    mean: warm.reduce((a, b) => a + b, 0) / warm.length,
+    reservePerStep: reserveMs / N,
+    dispatches,
+    submits,
+  };
+}
+
+console.log(`device: ${gpu.description}; ctx ${ctx}, ${N} tokens, CR ${CR}, ${dtype}`);
+for (const p of values.policies.split(",") as ("dense" | "dms")[]) {
+  const r = await run(p);
+  console.log(
+    `${r.policy.padEnd(5)} host ms/step: median ${fmt(r.median, 3)}, mean ${fmt(r.mean, 3)}; ` +
+      `reserve ms/step ${fmt(r.reservePerStep, 3)}; dispatches/step ${fmt(r.dispatches)}, ` +
+      `submits/step ${fmt(r.submits, 2)}`,
+  );
+}
