@@ -8,7 +8,9 @@
  * the prefill stays quick on a CPU adapter; the DMS cache runs at a forced CR as in
  * bench/generate.ts.
  *
- * Usage: `deno run -A bench/decode_host.ts [--ctx 2048] [--tokens 64] [--cr 8] [--head-dim 64]`.
+ * Usage: `deno run -A bench/decode_host.ts [--ctx 2048] [--tokens 64] [--cr 8] [--head-dim 64]
+ * [--policies dense,dms]`. On lavapipe the prefill of `--ctx 2048 --head-dim 128` takes minutes;
+ * `--ctx 512` measures the same per-step host work.
  * Prints the median and mean host ms per step for dense and DMS, and the `reserve()` time per
  * 32 tokens (amortised per step).
  *
