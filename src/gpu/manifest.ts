@@ -38,6 +38,7 @@ export const SHADER_FILES: readonly string[] = [
   "rope_backward",
   "sample",
   "sample_naive",
+  "sample_split",
   "score_evict",
   "silu",
   "silu_backward",

@@ -52,7 +52,20 @@
  *   on the scaled value, then a snap to an element) made exact on keys.
  * - `"fast"` (default, `shaders/sample.wgsl`): the candidate and general paths
  *   above; 1 to 3 passes on typical rows. A test checks both against the
- *   reference on the same rows.
+ *   reference on the same rows. Greedy and temperature-only rows (no top-k
+ *   below V, no top-p below 1) with V >= 16384 are routed to `"split"`.
+ * - `"split"` (`shaders/sample_split.wgsl`), greedy and temperature only
+ *   (a RangeError otherwise): many workgroups per row. Pass 1, one workgroup
+ *   per chunk of 2048 logits (each read once): the chunk's max, its first
+ *   index and (temperature) its mass `Σ exp((l - m_chunk) / T)`, written as
+ *   partials `[B, chunks]`. Pass 2, one workgroup per row: the max over the
+ *   chunks by (value desc, index asc) is the greedy token; under temperature
+ *   the chunk masses are rescaled to the row max (log-sum-exp), and the
+ *   chunk holding the goal `u × Z` is found in index order (contiguous runs
+ *   of chunks per thread, an inclusive scan, the first run past the goal
+ *   walked in order), then the same inside that chunk over its logits.
+ *   V = 151936 is 75 workgroups in pass 1 instead of one; the row is read
+ *   once (plus one chunk under temperature).
  *
  * Speed (H100, Vulkan, V = 151936, B = 1 or 8, Gaussian logits with a few
  * peaks): greedy 207 µs, temperature 415-473 µs, top-k 50 / top-p 0.9 /
@@ -60,8 +73,10 @@
  * 2.1 ms. The previous kernel took 2.6 / 2.9 / 1.85 ms for the top-k / top-p /
  * both cases (on harder rows that also take the general path here: 2.1 /
  * 2.4 / 1.6 ms). The limit is one workgroup per row: a pass over a 600 KB
- * row runs on one SM at ~3 GB/s (latency bound); a split-row variant (many
- * workgroups per row, partial results combined) is the next step for B = 1.
+ * row runs on one SM at ~3 GB/s (latency bound). The split kernel takes that
+ * limit away for greedy and temperature-only rows (not yet timed on a GPU;
+ * issue 10 measured 227 µs for the fast kernel's greedy on the H200); top-k
+ * and top-p still run one workgroup per row.
  *
  * Float error: thresholds on counts are exact; masses are f32 sums on the GPU
  * and f64 in the reference, so the token can differ from the reference only
@@ -111,14 +126,23 @@ export interface SampleOptions {
 }
 
 /** Kernel variants of {@linkcode sample} (see the module header). */
-export type SampleKernel = "fast" | "naive";
+export type SampleKernel = "fast" | "naive" | "split";
+
+/** Logits per workgroup in pass 1 of the split kernel (`CHUNK` in shaders/sample_split.wgsl). */
+const SPLIT_CHUNK = 2048;
+
+/** The default kernel routes greedy and temperature-only rows this long to `"split"`. */
+const SPLIT_MIN_VOCAB = 16384;
 
 /** Workgroup size of the naive kernel (one row per workgroup; speed is not its job). */
 const NAIVE_WG = 64;
 
 /** Where {@linkcode sample} writes, which draw it uses, and which kernel runs. */
 export interface SampleTargets {
-  /** Kernel variant: `"fast"` (default) or the readable `"naive"` twin; both give the same tokens. */
+  /**
+   * Kernel variant: `"fast"` (default), the readable `"naive"` twin, or `"split"` (greedy and
+   * temperature only; the default takes it for V >= 16384). All give the same tokens.
+   */
   kernel?: SampleKernel;
   /**
    * Decode step mixed into the draw (default 0): an integer (modulo 2^32), or a u32/i32 tensor whose element 0
@@ -186,8 +210,16 @@ export function sample(logits: Tensor, opts: SampleOptions & SampleTargets = {})
     throw new RangeError(`sample(): topP must be in (0, 1], got ${topP}`);
   }
   const variant = opts.kernel ?? "fast";
-  if (variant !== "fast" && variant !== "naive") {
-    throw new RangeError(`sample(): kernel must be "fast" or "naive", got ${variant}`);
+  if (variant !== "fast" && variant !== "naive" && variant !== "split") {
+    throw new RangeError(`sample(): kernel must be "fast", "naive" or "split", got ${variant}`);
+  }
+  // greedy, or temperature alone (top-k >= V and top-p 1 keep the whole row)
+  const greedy = temperature === 0 || topK === 1;
+  const plain = greedy || ((topK === 0 || topK >= V) && topP >= 1);
+  if (variant === "split" && !plain) {
+    throw new RangeError(
+      `sample(): kernel "split" takes greedy or temperature-only sampling, got topK ${topK}, topP ${topP}`,
+    );
   }
   if (!Number.isSafeInteger(seed)) {
     throw new RangeError(`sample(): seed must be an integer, got ${seed}`);
@@ -240,6 +272,11 @@ export function sample(logits: Tensor, opts: SampleOptions & SampleTargets = {})
   }
   const out = opts.out ?? Tensor.empty(gpu, [B], "i32");
   if (B === 0) return out as Tensor<"i32">;
+  if (variant === "split" || (variant === "fast" && plain && V >= SPLIT_MIN_VOCAB)) {
+    const seedU = seed >>> 0, stepU = step >>> 0, inv = greedy ? 0 : invTemp;
+    sampleSplit(logits, out, { offset, log, cols, col, inv, seed: seedU, step: stepU, stepT });
+    return out as Tensor<"i32">;
+  }
   const k = gpu.kernel({
     shader: variant === "fast" ? "sample" : "sample_naive",
     entry: log ? "sample_log" : "sample",
@@ -264,6 +301,46 @@ export function sample(logits: Tensor, opts: SampleOptions & SampleTargets = {})
   if (log) buffers.push(log.buffer);
   gpu.dispatch(k, buffers, Gpu.grid(B), params);
   return out as Tensor<"i32">;
+}
+
+/** Launches the split kernel (greedy or temperature only; see the module header). */
+function sampleSplit(
+  logits: Tensor,
+  out: Tensor,
+  o: {
+    offset: number;
+    log?: Tensor;
+    cols: number;
+    col: number;
+    inv: number;
+    seed: number;
+    step: number;
+    stepT?: Tensor;
+  },
+): void {
+  const gpu = logits.gpu;
+  const [B, V] = logits.shape;
+  const chunks = Math.ceil(V / SPLIT_CHUNK);
+  const kernel = (entry: string) =>
+    gpu.kernel({ shader: "sample_split", entry, defines: { T: logits.dtype } });
+  const params = {
+    rows: B,
+    vocab: V,
+    chunks,
+    out_offset: o.offset,
+    log_cols: o.cols,
+    log_col: o.col,
+    inv_temp: o.inv,
+    seed: o.seed,
+    step: o.step,
+    step_from_buffer: o.stepT ? 1 : 0,
+  };
+  // part:[B, chunks] of (max, first index, mass) in 3 words
+  using part = Tensor.empty(gpu, [B, chunks, 3], "u32");
+  gpu.dispatch(kernel("partials"), [logits.buffer, part.buffer], Gpu.grid(B * chunks), params);
+  const buffers = [logits.buffer, (o.stepT ?? logits).buffer, part.buffer, out.buffer];
+  if (o.log) buffers.push(o.log.buffer);
+  gpu.dispatch(kernel(o.log ? "finish_log" : "finish"), buffers, Gpu.grid(B), params);
 }
 
 /**

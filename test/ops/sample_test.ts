@@ -185,7 +185,7 @@ Deno.test({
     assert.deepEqual([...got[0]], [...got[1]]);
     assert.throws(() => sample(t, { kernel: "slow" as "fast" }), {
       name: "RangeError",
-      message: /kernel must be "fast" or "naive"/,
+      message: /kernel must be "fast", "naive" or "split"/,
     });
   },
 });
