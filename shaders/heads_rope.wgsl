@@ -20,26 +20,45 @@
 // x's memory order [B, T, H]. The row is staged in workgroup memory (so D <= MAX_D); each of
 // the WG threads (a power of two, 32..128, covering D/2) handles the pairs j, j + WG, ...
 // Four entry points (heads_rope[_norm][_neuron]) so each binds only the buffers it uses.
+//
+// heads_rope_qk[_norm][_neuron[_decide]]: queries and keys of one layer in one dispatch.
+//   x:[B, T, Hq, D] (binding x), xk:[B, T, Hkv, D], w:[D] and wk:[D] (GK), pos, inv_freq
+//   -> out:[B, Hq, T, D], out_k:[B, Hkv, T, D], raw:[B, T, Hkv] f32 (_neuron),
+//   -> alpha:[B, Hkv, T] f32 and decisions:[B, Hkv, T] i32 (_decide, per-head alpha):
+//      alpha = raw * scale - offset, decisions = 1[alpha > 0], exactly finalize_infer's f32
+//      expression in dms_decision.wgsl (SPEC §1).
+//   The grid covers the q rows [B, T, Hq] (rows 0..q_rows-1) then the k rows [B, T, Hkv];
+//   each workgroup runs the same steps as heads_rope[_norm][_neuron] on its row (the same
+//   functions below), so the result equals two heads_rope dispatches bit for bit.
 
 struct Params {
-  rows: u32,         // B * T * H
+  rows: u32,         // B * T * H (heads_rope_qk: B * T * (Hq + Hkv))
+  q_rows: u32,       // heads_rope_qk: B * T * Hq, the first k row
   d: u32,            // head dim D (even, <= MAX_D)
-  heads: u32,        // H
+  heads: u32,        // H (heads_rope_qk: Hq)
   seq: u32,          // T
   group: u32,        // G = H / Hkv (neuron entries)
-  kv_heads: u32,     // Hkv (neuron entries)
+  kv_heads: u32,     // Hkv (neuron and qk entries)
   pos_batched: u32,  // 1: positions [B, T]; 0: positions [T], shared by the batch
-  eps: f32,          // RMSNorm eps (norm entries)
+  eps: f32,          // RMSNorm eps (norm entries; heads_rope_qk: of q)
+  eps_k: f32,        // heads_rope_qk_norm*: RMSNorm eps of k
+  scale: f32,        // _decide: alpha_scale
+  offset: f32,       // _decide: initial_alpha_offset
   zero: u32,         // always 0 (keeps the angle rounded to f32, see rope.wgsl)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read> w: array<G>;
-@group(0) @binding(3) var<storage, read> pos: array<i32>;
-@group(0) @binding(4) var<storage, read> inv_freq: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<T>;
-@group(0) @binding(6) var<storage, read_write> raw: array<f32>;
+@group(0) @binding(2) var<storage, read> xk: array<T>;
+@group(0) @binding(3) var<storage, read> w: array<G>;
+@group(0) @binding(4) var<storage, read> wk: array<GK>;
+@group(0) @binding(5) var<storage, read> pos: array<i32>;
+@group(0) @binding(6) var<storage, read> inv_freq: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out: array<T>;
+@group(0) @binding(8) var<storage, read_write> out_k: array<T>;
+@group(0) @binding(9) var<storage, read_write> raw: array<f32>;
+@group(0) @binding(10) var<storage, read_write> alpha: array<f32>;
+@group(0) @binding(11) var<storage, read_write> decisions: array<i32>;
 
 override WG: u32 = 64u;
 const MAX_D: u32 = 256u;
@@ -53,31 +72,60 @@ fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return wid.y * nwg.x + wid.x;
 }
 
-// Step 1 without a norm: vals = x row.
-fn load_plain(row: u32, li: u32) {
-  let base = row * p.d;
-  for (var i = li; i < p.d; i += WG) { vals[i] = x[base + i]; }
-  workgroupBarrier();
-}
-
-// Step 1 with a norm: vals = T(w * x * inverseSqrt(mean(x^2) + eps)), f32 math.
-fn load_norm(row: u32, li: u32) {
-  let base = row * p.d;
+// Stages row `row` of x (q) or xk (k) in vals; returns this thread's part of sum(x^2).
+fn stage_x(row: u32, li: u32) -> f32 {
   var ss = 0.0;
   for (var i = li; i < p.d; i += WG) {
-    let xi = x[base + i];
-    let v = f32(xi);
+    let xi = x[row * p.d + i];
     vals[i] = xi;
-    ss += v * v;
+    ss += f32(xi) * f32(xi);
   }
+  return ss;
+}
+
+fn stage_xk(row: u32, li: u32) -> f32 {
+  var ss = 0.0;
+  for (var i = li; i < p.d; i += WG) {
+    let xi = xk[row * p.d + i];
+    vals[i] = xi;
+    ss += f32(xi) * f32(xi);
+  }
+  return ss;
+}
+
+// inverseSqrt(mean(x^2) + eps) from each thread's partial sum (tree over the workgroup).
+fn rms_scale(ss: f32, li: u32, eps: f32) -> f32 {
   partial[li] = ss;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
     if (li < s) { partial[li] += partial[li + s]; }
     workgroupBarrier();
   }
-  let r = inverseSqrt(partial[0] / f32(p.d) + p.eps);
+  return inverseSqrt(partial[0] / f32(p.d) + eps);
+}
+
+// Step 1 without a norm: vals = x row.
+fn load_plain(row: u32, li: u32) {
+  _ = stage_x(row, li);
+  workgroupBarrier();
+}
+
+// Step 1 with a norm: vals = T(w * x * inverseSqrt(mean(x^2) + eps)), f32 math.
+fn load_norm(row: u32, li: u32) {
+  let r = rms_scale(stage_x(row, li), li, p.eps);
   for (var i = li; i < p.d; i += WG) { vals[i] = T(f32(w[i]) * (f32(vals[i]) * r)); }
+  workgroupBarrier();
+}
+
+// The same two for a k row (xk, wk, eps_k).
+fn load_plain_k(row: u32, li: u32) {
+  _ = stage_xk(row, li);
+  workgroupBarrier();
+}
+
+fn load_norm_k(row: u32, li: u32) {
+  let r = rms_scale(stage_xk(row, li), li, p.eps_k);
+  for (var i = li; i < p.d; i += WG) { vals[i] = T(f32(wk[i]) * (f32(vals[i]) * r)); }
   workgroupBarrier();
 }
 
@@ -87,6 +135,24 @@ fn take_neuron(row: u32, li: u32) {
   if (li == 0u && h % p.group == 0u) {
     raw[(row / p.heads) * p.kv_heads + h / p.group] = f32(vals[p.d - 1u]);
     vals[p.d - 1u] = T(0.0);
+  }
+  workgroupBarrier();
+}
+
+// Step 2 and the inference decision of KV head h / G at (b, t) (SPEC §1, per-head alpha):
+// alpha[b, g, t] = raw * scale - offset and decisions = 1[alpha > 0], finalize_infer's math.
+fn take_neuron_decide(row: u32, li: u32) {
+  let h = row % p.heads;
+  if (li == 0u && h % p.group == 0u) {
+    let bt = row / p.heads;
+    let g = h / p.group;
+    let r = f32(vals[p.d - 1u]);
+    raw[bt * p.kv_heads + g] = r;
+    vals[p.d - 1u] = T(0.0);
+    let a = r * p.scale - p.offset;
+    let i = ((bt / p.seq) * p.kv_heads + g) * p.seq + bt % p.seq;  // [B, Hkv, T]
+    alpha[i] = a;
+    decisions[i] = select(0, 1, a > 0.0);
   }
   workgroupBarrier();
 }
@@ -112,25 +178,52 @@ fn sincos(a: f32) -> vec2<f32> {
   return vec2<f32>(s, -c);
 }
 
+// Where row `row` of a [B, T, heads, D] input goes in [B, heads, T, D], and its position.
+struct RowAt {
+  base: u32,
+  position: i32,
+  h: u32,
+}
+
+fn row_at(row: u32, heads: u32) -> RowAt {
+  let h = row % heads;
+  let bt = row / heads;
+  let t = bt % p.seq;
+  let b = bt / p.seq;
+  return RowAt(((b * heads + h) * p.seq + t) * p.d, pos[select(t, bt, p.pos_batched == 1u)], h);
+}
+
+// Step 3 for pair j of vals: (v[j] cos - v[j + D/2] sin, v[j + D/2] cos + v[j] sin).
+fn rope_pair(position: i32, j: u32, half: u32) -> vec2<f32> {
+  // The select on the always-false p.zero stops contraction into an fma (see rope.wgsl).
+  let ang = select(f32(position) * inv_freq[j], 0.0, p.zero != 0u);
+  let cs = sincos(ang);
+  let x1 = f32(vals[j]);
+  let x2 = f32(vals[j + half]);
+  return vec2<f32>(x1 * cs.x - x2 * cs.y, x2 * cs.x + x1 * cs.y);
+}
+
 // Steps 3 and 4: rotate vals and store it at out[b, h, t, :]; zero_last zeroes out[.., D-1]
 // of the first head of each group.
 fn rotate_store(row: u32, li: u32, zero_last: bool) {
-  let h = row % p.heads;
-  let bt = row / p.heads;
-  let t = bt % p.seq;
-  let b = bt / p.seq;
-  let position = pos[select(t, bt, p.pos_batched == 1u)];
+  let at = row_at(row, p.heads);
   let half = p.d / 2u;
-  let base = ((b * p.heads + h) * p.seq + t) * p.d;
-  let neuron = zero_last && h % p.group == 0u;
+  let neuron = zero_last && at.h % p.group == 0u;
   for (var j = li; j < half; j += WG) {
-    // The select on the always-false p.zero stops contraction into an fma (see rope.wgsl).
-    let ang = select(f32(position) * inv_freq[j], 0.0, p.zero != 0u);
-    let cs = sincos(ang);
-    let x1 = f32(vals[j]);
-    let x2 = f32(vals[j + half]);
-    out[base + j] = T(x1 * cs.x - x2 * cs.y);
-    out[base + j + half] = select(T(x2 * cs.x + x1 * cs.y), T(0.0), neuron && j == half - 1u);
+    let v = rope_pair(at.position, j, half);
+    out[at.base + j] = T(v.x);
+    out[at.base + j + half] = select(T(v.y), T(0.0), neuron && j == half - 1u);
+  }
+}
+
+// Step 3 for a k row: rotate vals and store it at out_k[b, h, t, :].
+fn rotate_store_k(row: u32, li: u32) {
+  let at = row_at(row, p.kv_heads);
+  let half = p.d / 2u;
+  for (var j = li; j < half; j += WG) {
+    let v = rope_pair(at.position, j, half);
+    out_k[at.base + j] = T(v.x);
+    out_k[at.base + j + half] = T(v.y);
   }
 }
 
@@ -172,4 +265,100 @@ fn heads_rope_norm_neuron(@builtin(workgroup_id) wid: vec3<u32>,
   load_norm(row, li);
   take_neuron(row, li);
   rotate_store(row, li, true);
+}
+
+// heads_rope_qk*: rows < q_rows are q rows (as heads_rope*), the rest k rows (row - q_rows).
+// The branch is on the workgroup's row, uniform, so the barriers inside are too.
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_plain(row, li);
+    rotate_store(row, li, false);
+  } else {
+    load_plain_k(row - p.q_rows, li);
+    rotate_store_k(row - p.q_rows, li);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk_neuron(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_plain(row, li);
+    take_neuron(row, li);
+    rotate_store(row, li, true);
+  } else {
+    load_plain_k(row - p.q_rows, li);
+    rotate_store_k(row - p.q_rows, li);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk_neuron_decide(@builtin(workgroup_id) wid: vec3<u32>,
+                               @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_plain(row, li);
+    take_neuron_decide(row, li);
+    rotate_store(row, li, true);
+  } else {
+    load_plain_k(row - p.q_rows, li);
+    rotate_store_k(row - p.q_rows, li);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk_norm(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_norm(row, li);
+    rotate_store(row, li, false);
+  } else {
+    load_norm_k(row - p.q_rows, li);
+    rotate_store_k(row - p.q_rows, li);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk_norm_neuron(@builtin(workgroup_id) wid: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_norm(row, li);
+    take_neuron(row, li);
+    rotate_store(row, li, true);
+  } else {
+    load_norm_k(row - p.q_rows, li);
+    rotate_store_k(row - p.q_rows, li);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk_norm_neuron_decide(@builtin(workgroup_id) wid: vec3<u32>,
+                                    @builtin(num_workgroups) nwg: vec3<u32>,
+                                    @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_norm(row, li);
+    take_neuron_decide(row, li);
+    rotate_store(row, li, true);
+  } else {
+    load_norm_k(row - p.q_rows, li);
+    rotate_store_k(row - p.q_rows, li);
+  }
 }

@@ -26,6 +26,8 @@
  *   the row staged in workgroup memory, 32..128 threads covering the `D/2` rotation pairs; the
  *   four entry points differ only in the optional steps. Memory-bound; its point is the
  *   dispatch count (1 instead of 5 for queries, 3 for keys).
+ * - `heads_rope_qk[_norm][_neuron[_decide]]`: queries and keys of a layer in one dispatch,
+ *   with the inference decisions optionally; launched by `headsNormRopeQK` (`heads_rope_qk.ts`).
  *
  * Precision: f32 math. f32 storage: equals the unfused chain up to the norm's summation order
  * (a few f32 ulps). f16 storage: rounds where the chain rounds (after the norm, at the output),
@@ -85,7 +87,8 @@ export interface HeadsRopeResult {
   raw?: Tensor<"f32">;
 }
 
-function workgroupSize(half: number): number {
+/** Threads per workgroup for `D/2` rotation pairs: a power of two in 32..128 (the shader's WG). */
+export function headsRopeWorkgroupSize(half: number): number {
   let wg = 32;
   while (wg < half && wg < 128) wg *= 2;
   return wg;
@@ -113,16 +116,87 @@ export function headsNormRope(
   opts: HeadsRopeOptions = {},
 ): HeadsRopeResult {
   const op = "headsNormRope()";
-  assertFloat(x, `${op} x`);
-  if (x.rank !== 4) {
-    throw new RangeError(`${op} x: expected shape [B, T, H, D], got ${fmtShape(x.shape)}`);
+  const { norm, neuron } = opts;
+  const { shape: [B, T, H, D], batched } = checkHeadsRopeArgs(
+    op,
+    { name: "x", x },
+    positions,
+    invFreq,
+    norm && { name: "norm", ...norm },
+  );
+  const hkv = neuron?.kvHeads ?? 1;
+  if (neuron && !(Number.isInteger(hkv) && hkv > 0 && H % hkv === 0)) {
+    throw new RangeError(
+      `${op} neuron.kvHeads: expected a positive divisor of H = ${H} (x ${
+        fmtShape(x.shape)
+      }), got ${hkv}`,
+    );
   }
-  const [B, T, H, D] = x.shape;
+
+  const gpu = x.gpu;
+  const out = output(gpu, [B, H, T, D], x.dtype as FloatDType);
+  const raw = neuron ? output(gpu, [B, T, hkv], "f32") : undefined;
+  const rows = B * T * H;
+  if (rows === 0) return { out, raw };
+  const k = gpu.kernel({
+    shader: "heads_rope",
+    entry: `heads_rope${norm ? "_norm" : ""}${neuron ? "_neuron" : ""}`,
+    defines: { T: x.dtype, G: norm?.weight.dtype ?? "f32", GK: "f32" },
+    constants: { WG: headsRopeWorkgroupSize(D / 2) },
+  });
+  const buffers = [x.buffer];
+  if (norm) buffers.push(norm.weight.buffer);
+  buffers.push(positions.buffer, invFreq.buffer, out.buffer);
+  if (raw) buffers.push(raw.buffer);
+  gpu.dispatch(k, buffers, Gpu.grid(rows), {
+    rows,
+    q_rows: rows,
+    d: D,
+    heads: H,
+    seq: T,
+    group: H / hkv,
+    kv_heads: hkv,
+    pos_batched: batched ? 1 : 0,
+    eps: norm?.eps ?? 0,
+    eps_k: 0,
+    scale: 0,
+    offset: 0,
+    zero: 0,
+  });
+  return { out, raw };
+}
+
+/**
+ * Validates the arguments shared by {@linkcode headsNormRope} and `headsNormRopeQK` and names
+ * the offending argument (`op`, then `x.name`) and the shapes in the error.
+ *
+ * @param op The op, e.g. `"headsNormRope()"`.
+ * @param x The input `[B, T, H, D]` and its argument name.
+ * @param positions i32 `[B, T]` or `[T]`.
+ * @param invFreq f32 `[D/2]`.
+ * @param norm The gain `[D]` and eps, with the option's name, if any.
+ * @returns x's shape and whether positions are per sequence (`[B, T]`).
+ * @throws {TypeError} When x or the gain is not float, positions not i32 or invFreq not f32.
+ * @throws {RangeError} When a shape does not match, D is odd or too large, or eps is invalid.
+ */
+export function checkHeadsRopeArgs(
+  op: string,
+  x: { name: string; x: Tensor },
+  positions: Tensor,
+  invFreq: Tensor,
+  norm?: { name: string; weight: Tensor; eps: number },
+): { shape: [number, number, number, number]; batched: boolean } {
+  const xn = `${op} ${x.name}`;
+  const t = x.x;
+  assertFloat(t, xn);
+  if (t.rank !== 4) {
+    throw new RangeError(`${xn}: expected shape [B, T, H, D], got ${fmtShape(t.shape)}`);
+  }
+  const [B, T, H, D] = t.shape;
+  const of = `${x.name} ${fmtShape(t.shape)}`;
   if (!(D % 2 === 0 && D >= 2 && D <= HEADS_ROPE_MAX_D)) {
     throw new RangeError(
-      `${op} x: head dimension D must be even and in 2..${HEADS_ROPE_MAX_D}, got x ${
-        fmtShape(x.shape)
-      } ([B, T, H, D])`,
+      `${xn}: head dimension D must be even and in 2..${HEADS_ROPE_MAX_D}, got ${of} ([B, T, H, D])`,
     );
   }
   if (positions.dtype !== "i32") {
@@ -136,9 +210,9 @@ export function headsNormRope(
     : positions.rank === 1 && positions.shape[0] === T;
   if (!posOk) {
     throw new RangeError(
-      `${op} positions: expected shape [${B}, ${T}] or [${T}] for x ${
-        fmtShape(x.shape)
-      } ([B, T, H, D]), got ${fmtShape(positions.shape)}`,
+      `${op} positions: expected shape [${B}, ${T}] or [${T}] for ${of} ([B, T, H, D]), got ${
+        fmtShape(positions.shape)
+      }`,
     );
   }
   if (invFreq.dtype !== "f32") {
@@ -148,61 +222,25 @@ export function headsNormRope(
   }
   if (invFreq.rank !== 1 || invFreq.shape[0] !== D / 2) {
     throw new RangeError(
-      `${op} invFreq: expected shape [${D / 2}] for x ${fmtShape(x.shape)}, got ${
-        fmtShape(invFreq.shape)
-      }`,
+      `${op} invFreq: expected shape [${D / 2}] for ${of}, got ${fmtShape(invFreq.shape)}`,
     );
   }
-  const { norm, neuron } = opts;
   if (norm) {
-    assertFloat(norm.weight, `${op} norm.weight`);
+    assertFloat(norm.weight, `${op} ${norm.name}.weight`);
     if (norm.weight.rank !== 1 || norm.weight.shape[0] !== D) {
       throw new RangeError(
-        `${op} norm.weight: expected shape [${D}] to match x ${fmtShape(x.shape)}, got ${
+        `${op} ${norm.name}.weight: expected shape [${D}] to match ${of}, got ${
           fmtShape(norm.weight.shape)
         }`,
       );
     }
     if (!(Number.isFinite(norm.eps) && norm.eps >= 0)) {
-      throw new RangeError(`${op} norm.eps: expected a finite number >= 0, got ${norm.eps}`);
+      throw new RangeError(
+        `${op} ${norm.name}.eps: expected a finite number >= 0, got ${norm.eps}`,
+      );
     }
   }
-  const hkv = neuron?.kvHeads ?? 1;
-  if (neuron && !(Number.isInteger(hkv) && hkv > 0 && H % hkv === 0)) {
-    throw new RangeError(
-      `${op} neuron.kvHeads: expected a positive divisor of H = ${H} (x ${
-        fmtShape(x.shape)
-      }), got ${hkv}`,
-    );
-  }
-
-  const gpu = x.gpu;
-  const out = output(gpu, [B, H, T, D], x.dtype);
-  const raw = neuron ? output(gpu, [B, T, hkv], "f32") : undefined;
-  const rows = B * T * H;
-  if (rows === 0) return { out, raw };
-  const k = gpu.kernel({
-    shader: "heads_rope",
-    entry: `heads_rope${norm ? "_norm" : ""}${neuron ? "_neuron" : ""}`,
-    defines: { T: x.dtype, G: norm?.weight.dtype ?? "f32" },
-    constants: { WG: workgroupSize(D / 2) },
-  });
-  const buffers = [x.buffer];
-  if (norm) buffers.push(norm.weight.buffer);
-  buffers.push(positions.buffer, invFreq.buffer, out.buffer);
-  if (raw) buffers.push(raw.buffer);
-  gpu.dispatch(k, buffers, Gpu.grid(rows), {
-    rows,
-    d: D,
-    heads: H,
-    seq: T,
-    group: H / hkv,
-    kv_heads: hkv,
-    pos_batched: batched ? 1 : 0,
-    eps: norm?.eps ?? 0,
-    zero: 0,
-  });
-  return { out, raw };
+  return { shape: [B, T, H, D], batched };
 }
 
 /** Options for {@linkcode headsNormRopeReference}: plain arrays instead of tensors. */
