@@ -1,12 +1,25 @@
 // Decode-time GEMV with 16-byte loads: y = x·wᵀ for a few rows of x (Linear layout), with the
-// bias and residual epilogue, and the fused SwiGLU MLP input projection.
-// Launchers, CPU references and documentation: src/ops/gemv.ts, src/ops/linear_swiglu.ts.
+// bias and residual epilogue, an optional RMSNorm prologue, the fused SwiGLU MLP input projection
+// and the fused q/k/v projection.
+// Launchers, CPU references and documentation: src/ops/gemv.ts, src/ops/linear_swiglu.ts,
+// src/ops/linear_qkv.ts.
 //
 //   gemv16:        x:[M, K]  w:[N, K]  bias:[N]  res:[M, N]  -> y[offY + m*ldy + n]
 //                  y = res + x·wᵀ + bias        (bias when hasBias, res when hasRes)
 //   gemv16_swiglu: x:[M, K]  w = gate:[N, K]  w2 = up:[N, K]  bias:[N]  bias2:[N]  -> y:[M, N]
 //                  y = silu(x·gateᵀ + bias) * (x·upᵀ + bias2)   (biases when hasBias / hasBias2)
+//   gemv16_qkv:    x:[M, K]  w = wq:[N, K]  w2 = wk:[N2, K]  w3 = wv:[N3, K]
+//                  -> y = x·wqᵀ [M, N] (rows ldy apart), y2 = x·wkᵀ [M, N2], y3 = x·wvᵀ [M, N3]
+//   gemv16_qkv_bias: the same + bias:[N], bias2:[N2], bias3:[N3] (each when hasBias*)
 //   (M <= MR <= 8; K a multiple of EPV)
+//
+// NORM = 1 (every entry): x is replaced by rmsNorm(x, gain, eps) before the product, as the
+// rmsnorm kernel computes it: each workgroup first sums the squares of its MR rows of x (256
+// threads over the words, a tree reduction; K <= ~16K elements is a cheap re-read of cached
+// data), keeps rn[r] = inverseSqrt(mean + eps), then every x word read by the main loop becomes
+// gain * (x * rn[r]) rounded to the storage type (f16: through pack2x16float, which NVIDIA's
+// compiler does not fold away as it folds f32(f16(v))), exactly the values the unfused rmsNorm
+// would store. gain:[K] has the storage type of x.
 //
 // `gemv16`: one workgroup of 256 threads per 4 output columns n; 64 lanes per column read the
 // weight row w[n, :] as vec4<u32> words (8 f16 or 4 f32 per 16-byte load), lane l taking words
@@ -16,6 +29,10 @@
 // `gemv16_swiglu`: the same loop, but the 4 slots of a workgroup are 2 columns of gate and the
 // same 2 columns of up; after the reduction the gate slot's lane 0 reads its up partner's sum
 // and stores silu(g) * u (one dispatch instead of gate, up and swiglu).
+// `gemv16_qkv`: the same loop over the rows of [wq; wk; wv] as if concatenated (4 per
+// workgroup, each slot picking its matrix), each sum stored into its own output: one dispatch
+// instead of three. The bias entry binds 11 storage buffers (more than WebGPU's default 8): the
+// launcher checks the device's limit.
 
 struct Params {
   m: u32,        // rows of x
@@ -27,24 +44,85 @@ struct Params {
   offR: u32,     // element offset of res[0, 0] in its bound window (row stride n)
   hasBias: u32,  // 1: add bias[n]
   hasRes: u32,   // gemv16: 1: add res[m, n]
-  hasBias2: u32, // gemv16_swiglu: 1: add bias2[n] to the up sum
+  hasBias2: u32, // gemv16_swiglu, gemv16_qkv_bias: 1: add bias2[n]
+  hasBias3: u32, // gemv16_qkv_bias: 1: add bias3[n]
+  n2: u32,       // gemv16_qkv: rows of w2 (columns of y2)
+  n3: u32,       // gemv16_qkv: rows of w3 (columns of y3)
+  eps: f32,      // NORM: added to mean(x^2)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;   // [M, K / EPV] words
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;   // [N, K / EPV] words (gate)
-@group(0) @binding(3) var<storage, read> w2: array<vec4<u32>>;  // [N, K / EPV] words (up)
-@group(0) @binding(4) var<storage, read> bias: array<T>;        // [N]
-@group(0) @binding(5) var<storage, read> bias2: array<T>;       // [N] (up bias)
-@group(0) @binding(6) var<storage, read> res: array<T>;         // [M, N]
-@group(0) @binding(7) var<storage, read_write> y: array<T>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;    // [M, K / EPV] words
+@group(0) @binding(2) var<storage, read> gain: array<vec4<u32>>; // [K / EPV] words (NORM)
+@group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;    // [N, K / EPV] words (gate, wq)
+@group(0) @binding(4) var<storage, read> w2: array<vec4<u32>>;   // [N, K / EPV] (up); [N2, ..] (wk)
+@group(0) @binding(5) var<storage, read> w3: array<vec4<u32>>;   // [N3, K / EPV] words (wv)
+@group(0) @binding(6) var<storage, read> bias: array<T>;         // [N]
+@group(0) @binding(7) var<storage, read> bias2: array<T>;        // [N] (up bias); [N2] (k bias)
+@group(0) @binding(8) var<storage, read> bias3: array<T>;        // [N3] (v bias)
+@group(0) @binding(9) var<storage, read> res: array<T>;          // [M, N]
+@group(0) @binding(10) var<storage, read_write> y: array<T>;
+@group(0) @binding(11) var<storage, read_write> y2: array<T>;    // [M, N2] (qkv)
+@group(0) @binding(12) var<storage, read_write> y3: array<T>;    // [M, N3] (qkv)
 
 const LANES: u32 = 64u;
 const COLS: u32 = 4u;
 override EPV: u32 = 8u;  // elements per 16-byte word: 8 (f16) or 4 (f32)
 override MR: u32 = 1u;   // rows of x this pipeline handles (p.m <= MR <= 8)
+override NORM: u32 = 0u; // 1: RMSNorm prologue (x -> gain * x * rn[r], rounded to T)
 
 var<workgroup> red: array<f32, 2048>; // [MR][256] partial sums
+var<workgroup> rn: array<f32, 8>;     // NORM: inverseSqrt(mean(x[r]^2) + eps) per row
+
+// Sum of squares of the EPV elements of a word.
+fn sqw(a: vec4<u32>) -> f32 {
+  if (EPV == 8u) {
+    var s = 0.0;
+    for (var i = 0u; i < 4u; i++) {
+      let v = unpack2x16float(a[i]);
+      s += dot(v, v);
+    }
+    return s;
+  }
+  let v = bitcast<vec4<f32>>(a);
+  return dot(v, v);
+}
+
+// NORM: fills rn[r] for the MR rows of x (every thread calls it, in uniform control flow).
+fn norm_prologue(tid: u32) {
+  if (NORM == 0u) { return; }
+  for (var r = 0u; r < MR; r++) {
+    var ss = 0.0;
+    for (var i = tid; i < p.kw; i += 256u) { ss += sqw(x[p.offX + r * p.kw + i]); }
+    red[r * 256u + tid] = ss;
+  }
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (tid < s) {
+      for (var r = 0u; r < MR; r++) { red[r * 256u + tid] += red[r * 256u + tid + s]; }
+    }
+    workgroupBarrier();
+  }
+  if (tid < MR) { rn[tid] = inverseSqrt(red[tid * 256u] / f32(p.kw * EPV) + p.eps); }
+  workgroupBarrier();
+}
+
+// Word i of row r of x as the product reads it: with NORM, gain * (x * rn[r]) rounded to T
+// (the rmsnorm kernel's expression and rounding), repacked as a word.
+fn xword(r: u32, i: u32) -> vec4<u32> {
+  let a = x[p.offX + r * p.kw + i];
+  if (NORM == 0u) { return a; }
+  let g = gain[i];
+  let s = rn[r];
+  if (EPV == 8u) {
+    var o: vec4<u32>;
+    for (var j = 0u; j < 4u; j++) {
+      o[j] = pack2x16float(unpack2x16float(g[j]) * (unpack2x16float(a[j]) * s));
+    }
+    return o;
+  }
+  return bitcast<vec4<u32>>(bitcast<vec4<f32>>(g) * (bitcast<vec4<f32>>(a) * s));
+}
 
 // Dot of two 16-byte words as EPV elements each.
 fn dotw(a: vec4<u32>, b: vec4<u32>) -> f32 {
@@ -72,6 +150,7 @@ fn reduce_lanes(tid: u32, lane: u32) {
 @compute @workgroup_size(256)
 fn gemv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
+  norm_prologue(tid);
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LANES;
   let col = wg * COLS + tid / LANES;
@@ -84,13 +163,12 @@ fn gemv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
       let w0 = w[wrow + i];
       let w1 = w[wrow + i + LANES];
       for (var r = 0u; r < MR; r++) {
-        let xr = p.offX + r * p.kw + i;
-        acc[r] += dotw(w0, x[xr]) + dotw(w1, x[xr + LANES]);
+        acc[r] += dotw(w0, xword(r, i)) + dotw(w1, xword(r, i + LANES));
       }
     }
     if (i < p.kw) {
       let w0 = w[wrow + i];
-      for (var r = 0u; r < MR; r++) { acc[r] += dotw(w0, x[p.offX + r * p.kw + i]); }
+      for (var r = 0u; r < MR; r++) { acc[r] += dotw(w0, xword(r, i)); }
     }
   }
   for (var r = 0u; r < MR; r++) { red[r * 256u + tid] = acc[r]; }
@@ -117,6 +195,7 @@ fn sigmoid(v: f32) -> f32 {
 @compute @workgroup_size(256)
 fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) tid: u32) {
+  norm_prologue(tid);
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LANES;
   let slot = tid / LANES;
@@ -138,14 +217,13 @@ fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         w1 = w[wrow + i + LANES];
       }
       for (var r = 0u; r < MR; r++) {
-        let xr = p.offX + r * p.kw + i;
-        acc[r] += dotw(w0, x[xr]) + dotw(w1, x[xr + LANES]);
+        acc[r] += dotw(w0, xword(r, i)) + dotw(w1, xword(r, i + LANES));
       }
     }
     if (i < p.kw) {
       var w0: vec4<u32>;
       if (isUp) { w0 = w2[wrow + i]; } else { w0 = w[wrow + i]; }
-      for (var r = 0u; r < MR; r++) { acc[r] += dotw(w0, x[p.offX + r * p.kw + i]); }
+      for (var r = 0u; r < MR; r++) { acc[r] += dotw(w0, xword(r, i)); }
     }
   }
   for (var r = 0u; r < MR; r++) { red[r * 256u + tid] = acc[r]; }
@@ -161,6 +239,94 @@ fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         let u = red[r * 256u + tid + 2u * LANES] + bu;
         y[p.offY + r * p.ldy + col] = T(g * sigmoid(g) * u);
       }
+    }
+  }
+}
+
+// gemv16_qkv: which matrix (0: w, 1: w2, 2: w3) and row a slot of the concatenation takes.
+struct QkvSlot {
+  src: u32,
+  col: u32,
+  valid: bool,
+}
+
+fn qkv_word(src: u32, i: u32) -> vec4<u32> {
+  if (src == 1u) { return w2[i]; }
+  if (src == 2u) { return w3[i]; }
+  return w[i];
+}
+
+// Prologue, main loop and reduction of gemv16_qkv / gemv16_qkv_bias: afterwards slot sums are
+// in red[r * 256 + tid] for lane 0 of each slot.
+fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
+  norm_prologue(tid);
+  let lane = tid % LANES;
+  var c = wg * COLS + tid / LANES; // column of [y | y2 | y3]
+  var src = 0u;
+  if (c >= p.n) {
+    c -= p.n;
+    src = 1u;
+    if (c >= p.n2) {
+      c -= p.n2;
+      src = 2u;
+    }
+  }
+  let valid = src < 2u || c < p.n3;
+  var acc: array<f32, 8>;
+  for (var r = 0u; r < 8u; r++) { acc[r] = 0.0; }
+  if (valid) {
+    let wrow = c * p.kw;
+    var i = lane;
+    for (; i + LANES < p.kw; i += 2u * LANES) {
+      let w0 = qkv_word(src, wrow + i);
+      let w1 = qkv_word(src, wrow + i + LANES);
+      for (var r = 0u; r < MR; r++) {
+        acc[r] += dotw(w0, xword(r, i)) + dotw(w1, xword(r, i + LANES));
+      }
+    }
+    if (i < p.kw) {
+      let w0 = qkv_word(src, wrow + i);
+      for (var r = 0u; r < MR; r++) { acc[r] += dotw(w0, xword(r, i)); }
+    }
+  }
+  for (var r = 0u; r < MR; r++) { red[r * 256u + tid] = acc[r]; }
+  reduce_lanes(tid, lane);
+  return QkvSlot(src, c, valid && lane == 0u);
+}
+
+// Stores v into row r, column s.col of the output s.src picks.
+fn qkv_store(s: QkvSlot, r: u32, v: f32) {
+  if (s.src == 0u) {
+    y[p.offY + r * p.ldy + s.col] = T(v);
+  } else if (s.src == 1u) {
+    y2[r * p.n2 + s.col] = T(v);
+  } else {
+    y3[r * p.n3 + s.col] = T(v);
+  }
+}
+
+@compute @workgroup_size(256)
+fn gemv16_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) tid: u32) {
+  let s = qkv_sums(wid.y * nwg.x + wid.x, tid);
+  if (s.valid) {
+    for (var r = 0u; r < MR; r++) {
+      if (r < p.m) { qkv_store(s, r, red[r * 256u + tid]); }
+    }
+  }
+}
+
+@compute @workgroup_size(256)
+fn gemv16_qkv_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) tid: u32) {
+  let s = qkv_sums(wid.y * nwg.x + wid.x, tid);
+  if (s.valid) {
+    var b = 0.0;
+    if (s.src == 0u && p.hasBias == 1u) { b = f32(bias[s.col]); }
+    if (s.src == 1u && p.hasBias2 == 1u) { b = f32(bias2[s.col]); }
+    if (s.src == 2u && p.hasBias3 == 1u) { b = f32(bias3[s.col]); }
+    for (var r = 0u; r < MR; r++) {
+      if (r < p.m) { qkv_store(s, r, red[r * 256u + tid] + b); }
     }
   }
 }

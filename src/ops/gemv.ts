@@ -21,6 +21,14 @@
  *   range of a wider output).
  * - `gemv16_swiglu`: the same loop over gate and up rows in one workgroup (2 columns of each),
  *   `y = silu(x·gateᵀ + bg) ⊙ (x·upᵀ + bu)`; launcher and reference in ./linear_swiglu.ts.
+ * - `gemv16_qkv` / `gemv16_qkv_bias`: the same loop over the rows of `[wq; wk; wv]` as if
+ *   concatenated, three outputs; launcher and reference in ./linear_qkv.ts.
+ *
+ * Every entry takes an RMSNorm prologue ({@linkcode RmsNormPrologue}, the `NORM` pipeline
+ * constant): `x` is replaced by `rmsNorm(x, weight, eps)` inside the dispatch (each workgroup
+ * sums the squares of its rows of x, then scales the words of x as it reads them, rounding each
+ * normed value to the storage dtype as the `rmsNorm` op's output is), one dispatch fewer per
+ * norm. {@linkcode normFusable} says when the weight can be read that way.
  *
  * @example y = x·wᵀ for one row
  * ```ts
@@ -56,10 +64,43 @@ export function gemvApplies(M: number, K: number, dtype: FloatDType): boolean {
   return M >= 1 && M <= GEMV16_MAX_M && K > 0 && K % (dtype === "f16" ? 8 : 4) === 0;
 }
 
-/** One `gemv16` / `gemv16_swiglu` dispatch over bound windows (element offsets inside them). */
+/**
+ * An RMSNorm applied to `x:[..., K]` before a projection: the product uses
+ * `rmsNorm(x, weight, eps)` (./rmsnorm.ts) instead of `x`.
+ */
+export interface RmsNormPrologue {
+  /** Gain `[K]` (`input_layernorm.weight`...), f32 or f16. */
+  weight: Tensor;
+  /** Added to the mean square (`rms_norm_eps`); finite, >= 0. */
+  eps: number;
+}
+
+/**
+ * Checks `norm` against x's inner size K.
+ *
+ * @throws {RangeError} When `weight` is not `[K]` or `eps` is not finite and >= 0 (naming `op`).
+ */
+export function checkNorm(op: string, norm: RmsNormPrologue | undefined, K: number): void {
+  if (!norm) return;
+  if (norm.weight.rank !== 1 || norm.weight.shape[0] !== K) {
+    throw new RangeError(
+      `${op}: norm.weight must be [${K}] (x's last dimension), got ${fmtShape(norm.weight.shape)}`,
+    );
+  }
+  if (!(Number.isFinite(norm.eps) && norm.eps >= 0)) {
+    throw new RangeError(`${op}: norm.eps must be a finite number >= 0, got ${norm.eps}`);
+  }
+}
+
+/** Whether the GEMV kernels can fuse `norm` for x in `dtype`: the gain must share x's dtype. */
+export function normFusable(norm: RmsNormPrologue, dtype: FloatDType): boolean {
+  return norm.weight.dtype === dtype;
+}
+
+/** One dispatch of `shaders/gemv.wgsl` over bound windows (element offsets inside them). */
 export interface Gemv16Dispatch {
-  /** Kernel: `gemv16` (`res + x·wᵀ + bias`) or `gemv16_swiglu`. */
-  entry: "gemv16" | "gemv16_swiglu";
+  /** Kernel: `gemv16` (`res + x·wᵀ + bias`), `gemv16_swiglu` or `gemv16_qkv(_bias)`. */
+  entry: "gemv16" | "gemv16_swiglu" | "gemv16_qkv" | "gemv16_qkv_bias";
   /** Storage dtype of every tensor. */
   dtype: FloatDType;
   /** Rows of x (≤ 8). */
@@ -72,14 +113,20 @@ export interface Gemv16Dispatch {
   x: Binding;
   /** Element offset of `x[0, 0]` in its window (a multiple of 8 in f16, 4 in f32). */
   offX: number;
-  /** `w:[N, K]` (gate for the SwiGLU entry). */
+  /** RMSNorm prologue: `gain:[K]` words of x's dtype, and eps. */
+  norm?: { gain: Binding; eps: number };
+  /** `w:[N, K]` (gate for SwiGLU, wq for QKV). */
   w: Binding;
-  /** `up:[N, K]` (SwiGLU only). */
+  /** `up:[N, K]` (SwiGLU), `wk:[N2, K]` (QKV). */
   w2?: Binding;
+  /** `wv:[N3, K]` (QKV). */
+  w3?: Binding;
   /** `bias:[N]` (gate bias for SwiGLU). */
   bias?: Binding;
-  /** Up bias `[N]` (SwiGLU only). */
+  /** Up bias `[N]` (SwiGLU), k bias `[N2]` (`gemv16_qkv_bias`). */
   bias2?: Binding;
+  /** v bias `[N3]` (`gemv16_qkv_bias`). */
+  bias3?: Binding;
   /** `res:[M, N]`, rows N apart (gemv16 only). */
   res?: Binding;
   /** Element offset of `res[0, 0]` in its window. */
@@ -90,11 +137,19 @@ export interface Gemv16Dispatch {
   offY: number;
   /** Elements between output rows (≥ N). */
   ldy: number;
+  /** QKV: rows of `w2`, and `y2:[M, N2]`. */
+  N2?: number;
+  /** QKV: rows of `w3`, and `y3:[M, N3]`. */
+  N3?: number;
+  /** QKV: `[M, N2]`, rows N2 apart. */
+  y2?: Binding;
+  /** QKV: `[M, N3]`, rows N3 apart. */
+  y3?: Binding;
 }
 
 /**
- * Encodes one dispatch of `shaders/gemv.wgsl` (`gemv16` or `gemv16_swiglu`). Shapes are the
- * caller's to validate; unused optional bindings are filled with `w`.
+ * Encodes one dispatch of `shaders/gemv.wgsl`. Shapes are the caller's to validate; unused
+ * optional bindings are filled with `w` (the gain with `x`).
  */
 export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
   const EPV = d.dtype === "f16" ? 8 : 4;
@@ -102,13 +157,29 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
     shader: "gemv",
     entry: d.entry,
     defines: { T: d.dtype },
-    constants: { EPV, MR: d.M },
+    constants: { EPV, MR: d.M, NORM: d.norm ? 1 : 0 },
   });
-  const swiglu = d.entry === "gemv16_swiglu";
-  const buffers = swiglu
-    ? [d.x, d.w, d.w2 ?? d.w, d.bias ?? d.w, d.bias2 ?? d.w, d.y]
-    : [d.x, d.w, d.bias ?? d.w, d.res ?? d.w, d.y];
-  const groups = Math.ceil(d.N / (swiglu ? 2 : 4));
+  const gain = d.norm?.gain ?? d.x;
+  const N2 = d.N2 ?? 0, N3 = d.N3 ?? 0;
+  let buffers: Binding[], groups: number;
+  switch (d.entry) {
+    case "gemv16":
+      buffers = [d.x, gain, d.w, d.bias ?? d.w, d.res ?? d.w, d.y];
+      groups = Math.ceil(d.N / 4);
+      break;
+    case "gemv16_swiglu":
+      buffers = [d.x, gain, d.w, d.w2 ?? d.w, d.bias ?? d.w, d.bias2 ?? d.w, d.y];
+      groups = Math.ceil(d.N / 2);
+      break;
+    default: {
+      const ws = [d.x, gain, d.w, d.w2 ?? d.w, d.w3 ?? d.w];
+      const ys = [d.y, d.y2 ?? d.y, d.y3 ?? d.y];
+      buffers = d.entry === "gemv16_qkv"
+        ? [...ws, ...ys]
+        : [...ws, d.bias ?? d.w, d.bias2 ?? d.w, d.bias3 ?? d.w, ...ys];
+      groups = Math.ceil((d.N + N2 + N3) / 4);
+    }
+  }
   gpu.dispatch(k, buffers, Gpu.grid(groups), {
     m: d.M,
     n: d.N,
@@ -118,30 +189,42 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
     ldy: d.ldy,
     offR: d.offR,
     hasBias: d.bias ? 1 : 0,
-    hasRes: !swiglu && d.res ? 1 : 0,
-    hasBias2: swiglu && d.bias2 ? 1 : 0,
+    hasRes: d.entry === "gemv16" && d.res ? 1 : 0,
+    hasBias2: d.bias2 ? 1 : 0,
+    hasBias3: d.bias3 ? 1 : 0,
+    n2: N2,
+    n3: N3,
+    eps: d.norm?.eps ?? 0,
   });
 }
 
 /**
- * `y = x·wᵀ` through the `gemv16` kernel.
+ * `y = x·wᵀ` through the `gemv16` kernel; with `opts.norm`, `rmsNorm(x, weight, eps)·wᵀ` in the
+ * same dispatch.
  *
  * @param x `[M, K]`, M ≤ 8.
  * @param w `[N, K]`, same dtype.
+ * @param opts `norm`: the RMSNorm prologue (its weight `[K]` in x's dtype).
  * @returns `[M, N]` in the dtype of `x`.
- * @throws {TypeError} For non-float or mixed dtypes.
+ * @throws {TypeError} For non-float or mixed dtypes (the norm weight's included).
  * @throws {RangeError} For ranks or shapes that do not match, or K not a multiple of 8 (f16) / 4 (f32).
  */
-export function gemv<D extends FloatDType>(x: Tensor<D>, w: Tensor<D>): Tensor<D> {
+export function gemv<D extends FloatDType>(
+  x: Tensor<D>,
+  w: Tensor<D>,
+  opts: { norm?: RmsNormPrologue } = {},
+): Tensor<D> {
   assertFloat(x, "gemv x");
   assertFloat(w, "gemv w");
-  const dtype = sameDtype("gemv", x, w) as D;
+  const { norm } = opts;
+  const dtype = sameDtype("gemv", x, w, ...(norm ? [norm.weight] : [])) as D;
   if (x.rank !== 2 || w.rank !== 2 || x.shape[1] !== w.shape[1]) {
     throw new RangeError(
       `gemv: expected x:[M, K] and w:[N, K], got x${fmtShape(x.shape)} and w${fmtShape(w.shape)}`,
     );
   }
   const [M, K] = x.shape, N = w.shape[0];
+  checkNorm("gemv", norm, K);
   if (!gemvApplies(M, K, dtype)) {
     throw new RangeError(
       `gemv: x${fmtShape(x.shape)} ${dtype}: needs 1 <= M <= ${GEMV16_MAX_M} and K a multiple ` +
@@ -157,6 +240,7 @@ export function gemv<D extends FloatDType>(x: Tensor<D>, w: Tensor<D>): Tensor<D
     K,
     x: x.buffer,
     offX: 0,
+    norm: norm ? { gain: norm.weight.buffer, eps: norm.eps } : undefined,
     w: w.buffer,
     offR: 0,
     y: y.buffer,
@@ -189,4 +273,32 @@ export function gemvReference(
     }
   }
   return y;
+}
+
+/**
+ * CPU reference of the RMSNorm prologue: `weight[k]·x[m, k] / sqrt(mean_k(x[m, ·]²) + eps)` for
+ * each of the rows of `x:[rows, K]`, in f64 (no rounding to a storage dtype).
+ *
+ * @param x `[rows, K]` flat.
+ * @param weight `[K]`.
+ * @param eps Added to the mean square.
+ * @returns `[rows, K]`.
+ */
+export function rmsNormRowsReference(
+  x: ArrayLike<number>,
+  weight: ArrayLike<number>,
+  eps: number,
+): Float64Array {
+  const K = weight.length;
+  if (K === 0 ? x.length !== 0 : x.length % K !== 0) {
+    throw new RangeError(`rmsNormRowsReference: ${x.length} values are not rows of ${K}`);
+  }
+  const out = new Float64Array(x.length);
+  for (let b = 0; b < x.length; b += K) {
+    let ss = 0;
+    for (let k = 0; k < K; k++) ss += x[b + k] * x[b + k];
+    const r = 1 / Math.sqrt(ss / K + eps);
+    for (let k = 0; k < K; k++) out[b + k] = weight[k] * x[b + k] * r;
+  }
+  return out;
 }

@@ -17,6 +17,10 @@
  * `auto` picks `fused` when it applies on a GPU, `unfused` otherwise, including on CPU
  * rasterisers (lavapipe...), where `linear` also avoids its GEMV kernels (see ./matmul.ts).
  *
+ * `norm` (the post-attention RMSNorm): `linearSwiglu(rmsNorm(x, weight, eps), gate, up)`; the
+ * `fused` kernel computes the norm in its own dispatch (./gemv.ts) when the weight has x's
+ * dtype, otherwise a separate `rmsNorm` dispatch runs first (same values).
+ *
  * @example One decode row through the MLP's input projections
  * ```ts
  * import { getGpu } from "../gpu/device.ts";
@@ -35,9 +39,17 @@
 
 import type { FloatDType } from "../tensor/dtype.ts";
 import { fmtShape, numel, type Tensor } from "../tensor/tensor.ts";
-import { dispatchGemv16, gemvApplies } from "./gemv.ts";
+import {
+  checkNorm,
+  dispatchGemv16,
+  gemvApplies,
+  normFusable,
+  type RmsNormPrologue,
+  rmsNormRowsReference,
+} from "./gemv.ts";
 import { assertFloat, output, sameDtype } from "./launch.ts";
 import { linear } from "./matmul.ts";
+import { rmsNorm } from "./rmsnorm.ts";
 import { swiglu } from "./silu.ts";
 
 /** Most rows of `x` the fused kernel takes (decode: one row per sequence of a small batch). */
@@ -52,6 +64,8 @@ export interface LinearSwigluOptions {
   gateBias?: Tensor;
   /** `upBias:[F]`, same dtype as `x`. */
   upBias?: Tensor;
+  /** RMSNorm prologue: x is replaced by `rmsNorm(x, norm.weight, norm.eps)`. */
+  norm?: RmsNormPrologue;
   /** Force a variant (tests, benchmarks). Default `auto`. */
   variant?: LinearSwigluVariant;
 }
@@ -64,7 +78,7 @@ export interface LinearSwigluOptions {
  * @param x Input `[..., K]` (the post-attention RMSNorm output).
  * @param gate `gate_proj` weight `[F, K]` (PyTorch layout).
  * @param up `up_proj` weight `[F, K]`.
- * @param opts Biases and variant.
+ * @param opts Biases, RMSNorm prologue and variant.
  * @returns A new tensor `[..., F]` of x's dtype.
  * @throws {TypeError} When the dtypes are not one float dtype.
  * @throws {RangeError} When shapes disagree (naming them), or `fused` is forced where it does
@@ -94,7 +108,7 @@ export function linearSwiglu(
   assertFloat(x, "linearSwiglu: x");
   assertFloat(gate, "linearSwiglu: gate");
   assertFloat(up, "linearSwiglu: up");
-  const { gateBias, upBias } = opts;
+  const { gateBias, upBias, norm } = opts;
   const dtype = sameDtype(
     "linearSwiglu",
     ...[x, gate, up, gateBias, upBias].filter((t) => t !== undefined),
@@ -117,6 +131,7 @@ export function linearSwiglu(
       throw new RangeError(`linearSwiglu: ${name} must be [${F}], got ${fmtShape(b.shape)}`);
     }
   }
+  checkNorm("linearSwiglu", norm, K);
   const lead = x.shape.slice(0, -1);
   const M = numel(lead);
   const fits = M <= LINEAR_SWIGLU_FUSED_MAX_M && gemvApplies(Math.max(M, 1), K, dtype);
@@ -128,6 +143,11 @@ export function linearSwiglu(
     );
   }
   const fused = variant === "fused" || (variant === "auto" && fits && !x.gpu.adapter.cpu);
+  if (norm && !(fused && normFusable(norm, dtype))) {
+    // The norm as its own dispatch, then the same variant on its output.
+    using h = rmsNorm(x, norm.weight, norm.eps);
+    return linearSwiglu(h, gate, up, { gateBias, upBias, variant: fused ? "fused" : "unfused" });
+  }
   if (!fused) {
     using g = linear(x, gate, { bias: gateBias });
     using u = linear(x, up, { bias: upBias });
@@ -143,6 +163,7 @@ export function linearSwiglu(
     K,
     x: x.buffer,
     offX: 0,
+    norm: norm ? { gain: norm.weight.buffer, eps: norm.eps } : undefined,
     w: gate.buffer,
     w2: up.buffer,
     bias: gateBias?.buffer,
@@ -156,15 +177,16 @@ export function linearSwiglu(
 }
 
 /**
- * CPU reference for {@linkcode linearSwiglu}: both products, biases and the SwiGLU in f64,
- * rounded to f32 once.
+ * CPU reference for {@linkcode linearSwiglu}: the RMSNorm (when given), both products, biases
+ * and the SwiGLU in f64, rounded to f32 once.
  *
  * @param x Data of `x:[..., K]`.
  * @param xShape Shape of `x`.
  * @param gate Data of `gate:[F, K]`.
  * @param up Data of `up:[F, K]`.
  * @param F Rows of `gate` and `up`.
- * @param biases `gateBias:[F]` and `upBias:[F]` data, each optional.
+ * @param biases `gateBias:[F]` and `upBias:[F]` data, each optional, and the norm's
+ * `weight:[K]` data and eps.
  * @returns `[..., F]` row-major.
  */
 export function linearSwigluReference(
@@ -173,7 +195,11 @@ export function linearSwigluReference(
   gate: ArrayLike<number>,
   up: ArrayLike<number>,
   F: number,
-  biases: { gateBias?: ArrayLike<number>; upBias?: ArrayLike<number> } = {},
+  biases: {
+    gateBias?: ArrayLike<number>;
+    upBias?: ArrayLike<number>;
+    norm?: { weight: ArrayLike<number>; eps: number };
+  } = {},
 ): Float32Array {
   const K = xShape[xShape.length - 1];
   const M = numel(xShape.slice(0, -1));
@@ -183,6 +209,7 @@ export function linearSwigluReference(
         `${x.length}, ${gate.length} and ${up.length} elements`,
     );
   }
+  if (biases.norm) x = rmsNormRowsReference(x, biases.norm.weight, biases.norm.eps);
   const y = new Float32Array(M * F);
   for (let m = 0; m < M; m++) {
     for (let f = 0; f < F; f++) {

@@ -61,6 +61,7 @@ import { fmtShape, numel, type Tensor } from "../tensor/tensor.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
 import { assertFloat, output, sameDtype } from "./launch.ts";
 import { launch, type MatmulVariant } from "./matmul_launch.ts";
+import { checkNorm, type RmsNormPrologue } from "./gemv.ts";
 
 export { GEMV_MAX_M, type MatmulVariant } from "./matmul_launch.ts";
 
@@ -95,6 +96,12 @@ export interface LinearOptions {
    * { residual: x:[B, T, N] })` is `[B, T, N]`). Not with `out`.
    */
   residual?: Tensor;
+  /**
+   * RMSNorm prologue: the result is `linear(rmsNorm(x, norm.weight, norm.eps), w, ...)`, the
+   * norm computed inside the `gemv16` dispatch where that kernel runs (./gemv.ts), else by a
+   * separate `rmsNorm` dispatch first (same values).
+   */
+  norm?: RmsNormPrologue;
   /** Force a kernel (tests, benchmarks). Default `auto`. */
   variant?: MatmulVariant;
   /** See {@linkcode MatmulOptions.maxBindingBytes}. */
@@ -234,7 +241,8 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor<F
  *
  * @param x Input `[..., K]`.
  * @param w Weight `[N, K]` (PyTorch layout).
- * @param opts Bias, residual, preallocated output and column offset, kernel choice.
+ * @param opts Bias, residual, preallocated output and column offset, RMSNorm prologue, kernel
+ * choice.
  * @returns A new tensor `[..., N]` (`residual`'s shape with a residual), or `opts.out` itself
  * when given (not a new reference: do not dispose it per chunk).
  * @throws {RangeError} When shapes disagree (naming both), the columns do not fit in `out`,
@@ -271,7 +279,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor<F
 export function linear(x: Tensor, w: Tensor, opts: LinearOptions = {}): Tensor<FloatDType> {
   assertFloat(x, "linear: x");
   assertFloat(w, "linear: w");
-  const { bias, out: given, residual } = opts;
+  const { bias, out: given, residual, norm } = opts;
   const dtype = sameDtype(
     "linear",
     ...[x, w, bias, given, residual].filter((t) => t !== undefined),
@@ -290,6 +298,7 @@ export function linear(x: Tensor, w: Tensor, opts: LinearOptions = {}): Tensor<F
       `linear: bias must be [${N}] for w ${fmtShape(w.shape)}, got ${fmtShape(bias.shape)}`,
     );
   }
+  checkNorm("linear", norm, K);
   const lead = x.shape.slice(0, -1);
   const M = numel(lead);
   const col = opts.outColumnOffset ?? 0;
@@ -334,6 +343,7 @@ export function linear(x: Tensor, w: Tensor, opts: LinearOptions = {}): Tensor<F
     b: w,
     bias,
     residual,
+    norm,
     out,
     dtype,
     batch: 1,

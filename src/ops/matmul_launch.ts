@@ -12,13 +12,23 @@
 import { type Binding, Gpu } from "../gpu/device.ts";
 import { bytesPer, type FloatDType } from "../tensor/dtype.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
-import { dispatchGemv16, GEMV16_AUTO_MAX_N, GEMV16_MAX_M, gemvApplies } from "./gemv.ts";
+import {
+  dispatchGemv16,
+  GEMV16_AUTO_MAX_N,
+  GEMV16_MAX_M,
+  gemvApplies,
+  normFusable,
+  type RmsNormPrologue,
+} from "./gemv.ts";
+import { rmsNorm } from "./rmsnorm.ts";
 
 /**
  * Kernel choice: `auto` picks `gemv16` for a linear with M = 1, N ≤ `GEMV16_AUTO_MAX_N` and K
  * a whole number of 16-byte words, `gemv` for other M ≤ {@linkcode GEMV_MAX_M} (`naive` for
  * M ≤ 8 on a CPU adapter), `tiled` otherwise. `gemv16` (`shaders/gemv.wgsl`, linear only:
- * K a multiple of 8 in f16, 4 in f32) runs in blocks of ≤ 8 rows.
+ * K a multiple of 8 in f16, 4 in f32) runs in blocks of ≤ 8 rows. A linear with an RMSNorm
+ * prologue (`norm`) and M ≤ 8 takes `gemv16` on GPUs under the same N and K rules whatever M
+ * (the fused norm saves a dispatch, worth more than `gemv`'s edge over `gemv16` at M 2..8).
  */
 export type MatmulVariant = "auto" | "naive" | "tiled" | "gemv" | "gemv16";
 
@@ -36,6 +46,11 @@ export interface Launch {
   bias?: Tensor;
   /** `res:[M, N]` added in the epilogue (batch 1 only). */
   residual?: Tensor;
+  /**
+   * RMSNorm of `a` before the product (linear only): fused into `gemv16`, else a separate
+   * `rmsNorm` dispatch first.
+   */
+  norm?: RmsNormPrologue;
   out: Tensor;
   dtype: FloatDType;
   batch: number;
@@ -116,6 +131,12 @@ export function launch(l: Launch): void {
     }
   }
   const variant = pickVariant(l, CPU_RASTERISER.test(gpu.description));
+  if (l.norm && (variant !== "gemv16" || !normFusable(l.norm, dtype))) {
+    // Not fusable here: the rmsNorm op, then the same launch on its output.
+    using h = rmsNorm(l.a, l.norm.weight, l.norm.eps);
+    return launch({ ...l, a: h, norm: undefined });
+  }
+  const norm = l.norm && { gain: window(l.norm.weight, 0, l.K).binding, eps: l.norm.eps };
   if (variant === "gemv16") rowsPer = Math.min(rowsPer, GEMV16_MAX_M);
   const entry = variant === "gemv" ? (l.transB ? "gemv_t" : "gemv") : variant;
   const kernelFor = (rows: number) =>
@@ -146,6 +167,7 @@ export function launch(l: Launch): void {
         K: l.K,
         x: aWin.binding,
         offX: aWin.off,
+        norm,
         w: bWin.binding,
         bias: biasWin?.binding,
         res: rWin?.binding,
@@ -213,5 +235,6 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
   if (l.variant !== "auto") return l.variant;
   if (l.M > GEMV_MAX_M) return "tiled";
   if (cpu) return "naive";
-  return l.M === 1 && g16 && l.N <= GEMV16_AUTO_MAX_N ? "gemv16" : "gemv";
+  const oneRow = l.M === 1 || (l.norm !== undefined && l.batch === 1);
+  return oneRow && g16 && l.N <= GEMV16_AUTO_MAX_N ? "gemv16" : "gemv";
 }

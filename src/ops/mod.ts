@@ -38,6 +38,14 @@ export {
   linearSwigluReference,
   type LinearSwigluVariant,
 } from "./linear_swiglu.ts";
+export {
+  linearQkv,
+  type LinearQkvOptions,
+  linearQkvReference,
+  type LinearQkvVariant,
+  type QkvProjections,
+} from "./linear_qkv.ts";
+export { type RmsNormPrologue, rmsNormRowsReference } from "./gemv.ts";
 export { rmsNorm, rmsNormReference } from "./rmsnorm.ts";
 export {
   rope,
