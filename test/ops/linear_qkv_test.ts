@@ -190,3 +190,46 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "linearQkv() with biases needs 11 storage buffers per stage: below that fused throws " +
+    "and auto takes three linears; without biases fused still runs",
+  ...GPU_TEST,
+  fn: async () => {
+    const limits = gpu.limits as unknown as Record<string, number>;
+    Object.defineProperty(limits, "maxStorageBuffersPerShaderStage", {
+      value: 8,
+      configurable: true,
+    });
+    try {
+      assert.equal(gpu.limits.maxStorageBuffersPerShaderStage, 8);
+      using x = Tensor.zeros(gpu, [1, 8]), w = Tensor.zeros(gpu, [3, 8]);
+      using b = Tensor.fromArray(gpu, [1, 2, 3], [3]);
+      assert.throws(
+        () => linearQkv(x, w, w, w, { kBias: b, variant: "fused" }),
+        (e: unknown) =>
+          e instanceof RangeError &&
+          /11 storage buffers per stage.*8 storage buffers per stage/.test(e.message),
+      );
+      const { q, k, v } = linearQkv(x, w, w, w, { kBias: b });
+      assert.deepEqual(
+        [await q.toArray(), await k.toArray(), await v.toArray()].map((a) => Array.from(a)),
+        [[0, 0, 0], [1, 2, 3], [0, 0, 0]],
+      );
+      q.dispose(), k.dispose(), v.dispose();
+      await check({
+        dtype: "f32",
+        variant: "fused",
+        lead: [2],
+        K: 16,
+        N: [3, 2, 5],
+        norm: true,
+        biases: [false, false, false],
+        seed: 3,
+      });
+    } finally {
+      delete limits.maxStorageBuffersPerShaderStage;
+    }
+    assert.ok(gpu.limits.maxStorageBuffersPerShaderStage >= 8);
+  },
+});
