@@ -4,9 +4,8 @@
  * (the layer's input norm), and its CPU reference {@linkcode linearQkvReference}.
  *
  * Variants:
- * - `unfused` (the readable chain): `linear` three times (each with the same `norm`, so on a
- *   GPU each fuses the norm into its own `gemv16` dispatch; on a CPU adapter the norm is a
- *   separate `rmsNorm` dispatch per linear).
+ * - `unfused` (the readable chain): `rmsNorm` once (with `norm`), then `linear` three times:
+ *   the dispatches of today's layer, so prefill (M > 8) costs what it did.
  * - `fused`: the `gemv16_qkv` kernel of `shaders/gemv.wgsl` (launcher in ./gemv.ts), for
  *   decode-sized M ≤ 8 with K a whole number of 16-byte words (K % 8 = 0 in f16, 4 in f32):
  *   workgroups take 4 rows each of `[wq; wk; wv]` as if concatenated (16-byte loads, 64 lanes
@@ -154,10 +153,11 @@ export function linearQkv(
   }
   const fused = variant === "fused" || (variant === "auto" && fits && !x.gpu.adapter.cpu);
   if (!fused) {
+    using h = norm ? rmsNorm(x, norm.weight, norm.eps) : undefined;
     return {
-      q: linear(x, wq, { bias: qBias, norm }),
-      k: linear(x, wk, { bias: kBias, norm }),
-      v: linear(x, wv, { bias: vBias, norm }),
+      q: linear(h ?? x, wq, { bias: qBias }),
+      k: linear(h ?? x, wk, { bias: kBias }),
+      v: linear(h ?? x, wv, { bias: vBias }),
     };
   }
   if (norm && !normFusable(norm, dtype)) {
