@@ -27,7 +27,8 @@ import type { FloatDType } from "../tensor/dtype.ts";
 import { linear } from "../ops/matmul.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
 import { ropeInvFreq, type RopeScaling as HfRopeScaling } from "../ops/rope.ts";
-import { headsNormRope } from "../ops/heads_rope.ts";
+import { headsNormRopeQK } from "../ops/heads_rope_qk.ts";
+import { linearQkv } from "../ops/linear_qkv.ts";
 import { linearSwiglu } from "../ops/linear_swiglu.ts";
 import { attention } from "../ops/attention.ts";
 import { swapAxes12 } from "../ops/layout.ts";
@@ -196,31 +197,36 @@ export class Transformer {
     // checkpoint (no dms_* field) keeps every channel and never evicts
     const useNeuron = cfg.isDms && !dms.separateAlpha;
 
-    // --- projections: q:[B, T, Hq, D], k, v:[B, T, Hkv, D]
-    const h = rmsNorm(x, w.inputNorm, eps);
-    const q = as(linear(h, w.qProj, { bias: w.qBias }), [B, T, Hq, D]);
-    const k = as(linear(h, w.kProj, { bias: w.kBias }), [B, T, Hkv, D]);
-    const v = as(linear(h, w.vProj, { bias: w.vBias }), [B, T, Hkv, D]);
-    h.dispose();
+    // --- input RMSNorm and the q, k, v projections in one dispatch (decode):
+    // q:[B, T, Hq, D], k, v:[B, T, Hkv, D]
+    const p = linearQkv(x, w.qProj, w.kProj, w.vProj, {
+      norm: { weight: w.inputNorm, eps },
+      qBias: w.qBias,
+      kBias: w.kBias,
+      vBias: w.vBias,
+    });
+    const q = as(p.q, [B, T, Hq, D]), k = as(p.k, [B, T, Hkv, D]), v = as(p.v, [B, T, Hkv, D]);
 
     // --- q_norm/k_norm, the borrowed neuron (SPEC §1a: read and zeroed before RoPE, zeroed
-    // again after), the attention layout [B, H, T, D] and RoPE: one dispatch each for q and k
+    // again after), the attention layout [B, H, T, D] and RoPE for q and k in one dispatch; in
+    // inference with per-head alpha also the hard decisions (SPEC §2)
     const qkNorm = w.qNorm && w.kNorm;
-    const qf = headsNormRope(q, opts.positions, this.#invFreq, {
-      norm: qkNorm ? { weight: w.qNorm!, eps } : undefined,
-      neuron: useNeuron ? { kvHeads: Hkv } : undefined,
+    const decideHere = useNeuron && opts.mode === "inference" && !dms.disableEviction &&
+      dms.alphaPer === "head";
+    const qk = headsNormRopeQK(q, k, opts.positions, this.#invFreq, {
+      qNorm: qkNorm ? { weight: w.qNorm!, eps } : undefined,
+      kNorm: qkNorm ? { weight: w.kNorm!, eps } : undefined,
+      neuron: useNeuron,
+      decide: decideHere ? { alphaScale: dms.alphaScale, alphaOffset: dms.alphaOffset } : undefined,
     });
-    const kr = headsNormRope(k, opts.positions, this.#invFreq, {
-      norm: qkNorm ? { weight: w.kNorm!, eps } : undefined,
-    }).out;
-    const qr = qf.out;
+    const qr = qk.q, kr = qk.k;
     const vh = toHeads(v);
     q.dispose();
     k.dispose();
     v.dispose();
 
     // --- DMS decision logit (SPEC §1): raw:[B, T, Hkv] f32
-    let raw: Tensor<"f32"> | undefined = qf.raw;
+    let raw: Tensor<"f32"> | undefined = qk.raw;
     if (!useNeuron && opts.mode !== "teacher" && w.alphaProj && w.alphaNorm) {
       const an = rmsNorm(x, w.alphaNorm, eps); // on the pre-norm residual
       const r = linear(an, w.alphaProj, { bias: w.alphaBias }); // [B·T, Hkv]
@@ -253,7 +259,10 @@ export class Transformer {
       dec.farBias.dispose();
     } else {
       let decisions: Tensor<"i32">;
-      if (raw && !dms.disableEviction) {
+      if (qk.decisions) {
+        decisions = qk.decisions;
+        emit(cap, l, { alpha: qk.alpha });
+      } else if (raw && !dms.disableEviction) {
         const d = inferDecisions(raw, {
           alphaScale: dms.alphaScale,
           alphaOffset: dms.alphaOffset,
@@ -288,9 +297,11 @@ export class Transformer {
     aoFlat.dispose();
 
     // --- MLP: down(silu(gate)·up) + x1, gate/up/SiLU in one dispatch, the residual in down's
-    const h2 = rmsNorm(x1, w.postNorm, eps);
-    const a = linearSwiglu(h2, w.gateProj, w.upProj, { gateBias: w.gateBias, upBias: w.upBias });
-    h2.dispose();
+    const a = linearSwiglu(x1, w.gateProj, w.upProj, {
+      norm: { weight: w.postNorm, eps },
+      gateBias: w.gateBias,
+      upBias: w.upBias,
+    });
     const out = linear(a, w.downProj, { bias: w.downBias, residual: x1 });
     a.dispose();
     x1.dispose();
