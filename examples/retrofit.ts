@@ -125,11 +125,14 @@ const length = num("length", a.length, quick ? 64 : 512);
 const pairs = num("pairs", a.pairs, 1);
 const batch = num("batch", a.batch, quick ? 4 : 16);
 const lr = num("lr", a.lr, 1e-4, false);
-const trainable = a.trainable ?? "adapters";
-if (trainable !== "adapters" && trainable !== "all") {
-  console.error(`retrofit: --trainable must be adapters or all, got ${JSON.stringify(trainable)}`);
+const trainableArg = a.trainable ?? "adapters";
+if (trainableArg !== "adapters" && trainableArg !== "all") {
+  console.error(
+    `retrofit: --trainable must be adapters or all, got ${JSON.stringify(trainableArg)}`,
+  );
   Deno.exit(USAGE_EXIT);
 }
+const trainable: "adapters" | "all" = trainableArg;
 const samples = num("samples", a.samples, quick ? 48 : 200);
 const seed = num("seed", a.seed, 1);
 const finalStep = Math.max(1, Math.round(steps * 0.7));

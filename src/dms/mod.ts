@@ -47,3 +47,13 @@ export type { ArrayFor, DType } from "../tensor/dtype.ts";
 export type { BindingDecl, ParamLayout } from "../gpu/shader.ts";
 export type { ParamField } from "../gpu/shader.ts";
 export type { ParamType } from "../gpu/shader.ts";
+export {
+  type HeadNorm,
+  headsNormRopeQK,
+  headsNormRopeQKReference,
+  headsRopeQKBuffers,
+  headsRopeQKFused,
+  type HeadsRopeQKOptions,
+  type HeadsRopeQKReferenceOptions,
+  type HeadsRopeQKResult,
+} from "./heads_rope_qk.ts";

@@ -27,7 +27,7 @@ import type { FloatDType } from "../tensor/dtype.ts";
 import { linear } from "../ops/matmul.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
 import { ropeInvFreq, type RopeScaling as HfRopeScaling } from "../ops/rope.ts";
-import { headsNormRopeQK } from "../ops/heads_rope_qk.ts";
+import { headsNormRopeQK } from "../dms/heads_rope_qk.ts";
 import { linearQkv } from "../ops/linear_qkv.ts";
 import { linearSwiglu } from "../ops/linear_swiglu.ts";
 import { attention } from "../ops/attention.ts";

@@ -105,13 +105,3 @@ export {
   type SampleTargets,
   sampleUniform,
 } from "./sample.ts";
-export {
-  type HeadNorm,
-  headsNormRopeQK,
-  headsNormRopeQKReference,
-  headsRopeQKBuffers,
-  headsRopeQKFused,
-  type HeadsRopeQKOptions,
-  type HeadsRopeQKReferenceOptions,
-  type HeadsRopeQKResult,
-} from "./heads_rope_qk.ts";

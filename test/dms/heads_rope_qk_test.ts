@@ -9,7 +9,7 @@ import {
   headsRopeQKBuffers,
   headsRopeQKFused,
   type HeadsRopeQKOptions,
-} from "../../src/ops/heads_rope_qk.ts";
+} from "../../src/dms/heads_rope_qk.ts";
 import { ropeInvFreq } from "../../src/ops/rope.ts";
 import { inferDecisions } from "../../src/dms/decisions.ts";
 import {

@@ -26,7 +26,7 @@
  * import { getGpu } from "../gpu/device.ts";
  * import { Tensor } from "../tensor/tensor.ts";
  * import { headsNormRopeQK } from "./heads_rope_qk.ts";
- * import { ropeInvFreq } from "./rope.ts";
+ * import { ropeInvFreq } from "../ops/rope.ts";
  * const gpu = await getGpu();
  * const [B, T, Hq, Hkv, D] = [1, 1, 4, 2, 8];
  * using q = Tensor.fromArray(gpu, new Float32Array(B * T * Hq * D).fill(1), [B, T, Hq, D]);
@@ -50,14 +50,14 @@
 import { Gpu } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
-import { output } from "./launch.ts";
+import { output } from "../ops/launch.ts";
 import {
   checkHeadsRopeArgs,
   headsNormRope,
   headsNormRopeReference,
   headsRopeWorkgroupSize,
-} from "./heads_rope.ts";
-import { inferDecisions } from "../dms/decisions.ts";
+} from "../ops/heads_rope.ts";
+import { inferDecisions } from "./decisions.ts";
 
 /** A per-head RMSNorm: gain `[D]` (f32 or f16) and eps. */
 export interface HeadNorm {
