@@ -149,7 +149,10 @@ fn take_neuron_decide(row: u32, li: u32) {
     let r = f32(vals[p.d - 1u]);
     raw[bt * p.kv_heads + g] = r;
     vals[p.d - 1u] = T(0.0);
-    let a = r * p.scale - p.offset;
+    // The select on the always-false p.zero keeps the product rounded before the subtraction
+    // (no fma), as finalize_infer and the reference compute alpha: on the H200 a contracted
+    // alpha missed the threshold case alpha = 0 (test heads_rope_qk, "alpha = 0 keeps").
+    let a = select(r * p.scale, 0.0, p.zero != 0u) - p.offset;
     let i = ((bt / p.seq) * p.kv_heads + g) * p.seq + bt % p.seq;  // [B, Hkv, T]
     alpha[i] = a;
     decisions[i] = select(0, 1, a > 0.0);
