@@ -20,6 +20,7 @@ struct Params {
   scale: f32,     // alpha_scale
   offset: f32,    // initial_alpha_offset
   inv_tau: f32,   // 1 / tau (training)
+  zero: u32,      // always 0 (keeps alpha's product rounded, see alpha_of)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -74,8 +75,13 @@ fn neuron_zero(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   q[((b * p.hq + h * g) * p.t + t) * p.d + p.d - 1u] = T(0.0);
 }
 
+// alpha = scale*raw - offset with the product rounded to f32 before the subtraction, as the
+// reference computes it: the select on the always-false p.zero stops the driver contracting the
+// two into an fma (the H200's Vulkan driver does, and a contracted alpha differs by one ulp,
+// which flips the decision at alpha = 0; heads_rope.wgsl's fused decision computes it the same
+// way, and test/dms/heads_rope_qk_test.ts compares the two bit for bit).
 fn alpha_of(b: u32, t: u32, h: u32) -> f32 {
-  return raw[(b * p.t + t) * p.hkv + h] * p.scale - p.offset;
+  return select(raw[(b * p.t + t) * p.hkv + h] * p.scale, 0.0, p.zero != 0u) - p.offset;
 }
 
 fn src_head(h: u32) -> u32 {

@@ -88,6 +88,7 @@ function params(
     scale: o?.alphaScale ?? 1,
     offset: o?.alphaOffset ?? 0,
     inv_tau: 1 / tau,
+    zero: 0,
   };
 }
 
