@@ -4,7 +4,8 @@
  * the student is evaluated with the DMS cache when the target passes CR 2, 4 and 8 and at the
  * end — compression measured at inference (`get_cr`, SPEC §5.4, and dense/kept) — and the
  * paper's key ablation trains a second student with immediate eviction (window 1) under the same
- * schedule.
+ * schedule, evaluated at the same milestones (so the two are compared along the schedule, not
+ * only at its end).
  *
  * ```sh
  * deno run -A examples/retrofit.ts --quick                 # tiny, 2 CPU cores, < 5 minutes
@@ -239,12 +240,10 @@ teacher.dispose();
 progress("");
 console.log(`\nteacher (dense cache): accuracy ${teacherResult.accuracy.toFixed(3)}`);
 
-const delayed = await run(
-  window,
-  [2, 4, 8, finalCr].filter((c, i, l) => c <= finalCr && l.indexOf(c) === i),
-);
+const milestones = [2, 4, 8, finalCr].filter((c, i, l) => c <= finalCr && l.indexOf(c) === i);
+const delayed = await run(window, milestones);
 progress("");
-const ablation = ablationWindow === null ? null : await run(ablationWindow, []);
+const ablation = ablationWindow === null ? null : await run(ablationWindow, milestones);
 progress("");
 
 const trainedTokens = steps * batch * seqLen;

@@ -142,7 +142,12 @@ Deno.test({
       assert.ok(r[k] >= 0 && r[k] <= 1, `${k} = ${r[k]}`);
     }
     assert.ok(r.compression_ratio >= 1, `compression_ratio = ${r.compression_ratio}`);
-    assert.ok(r.checkpoints.length >= 2 && Array.isArray(r.ablation) && r.ablation.length === 1);
+    assert.ok(r.checkpoints.length >= 2 && Array.isArray(r.ablation));
+    // the ablation is evaluated at the same steps as the delayed-eviction student
+    assert.deepEqual(
+      r.ablation.map((p: { step: number }) => p.step),
+      r.checkpoints.map((p: { step: number }) => p.step),
+    );
     for (const p of [...r.checkpoints, ...r.ablation]) {
       assert.ok(p.accuracy >= 0 && p.accuracy <= 1 && p.compression_ratio >= 1);
     }
