@@ -72,6 +72,10 @@ interface Row {
   readbacksPerToken: number;
   torchEagerTokPerS?: number;
   torchGraphTokPerS?: number;
+  /** GPU span per step of {@linkcode span}'s K steps (shared passes, barriers included). */
+  spanGpuMsPerStep?: number;
+  /** Host time per step to encode and submit those K steps. */
+  spanHostMsPerStep?: number;
   /** One decode step's GPU time per kernel (timestamp queries), largest first. */
   stepKernels?: { kernel: string; ms: number; count: number }[];
 }
@@ -174,8 +178,61 @@ async function runOn(model: Model, ctx: number, policy: "dense" | "dms"): Promis
     }
     row.stepKernels = [...byEntry].map(([kernel, k]) => ({ kernel, ...k }))
       .sort((a, b) => b.ms - a.ms);
+    Object.assign(row, await span(model, cache, ctx));
   }
   return row;
+}
+
+/**
+ * Host or GPU bound? Encodes `K` decode steps the normal way (dispatches sharing compute passes,
+ * no profiling) between two timestamp-only passes, timing the host's encoding (forward, sample,
+ * the submits) on the CPU clock and the GPU's span between the two timestamps. The span holds
+ * the barriers and gaps between dispatches that per-dispatch timestamps miss; when it is no longer
+ * than the host's time the GPU waited for the host. The token and position stay fixed (the
+ * numbers are timing only).
+ */
+async function span(
+  model: Model,
+  cache: ReturnType<typeof createCacheFor>,
+  ctx: number,
+  K = 32,
+): Promise<{ spanGpuMsPerStep: number; spanHostMsPerStep: number }> {
+  const cfg = model.config;
+  using ids = Tensor.fromArray(gpu, [1], [1, 1], "i32");
+  using pos = Tensor.fromArray(gpu, [ctx + N + 8], [1, 1], "i32");
+  await cache.reserve(K + 4);
+  await gpu.sync();
+  const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 });
+  const resolved = gpu.device.createBuffer({
+    size: 16,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  try {
+    gpu.encoder().beginComputePass({
+      timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0 },
+    }).end();
+    const h0 = performance.now();
+    for (let k = 0; k < K; k++) {
+      const l = model.forward(ids, { mode: "inference", positions: pos, cache, logits: "last" })!;
+      const logits = l.reshape([1, cfg.vocabSize]);
+      l.dispose();
+      sample(logits, { out: ids });
+      logits.dispose();
+    }
+    gpu.encoder().beginComputePass({ timestampWrites: { querySet: qs, endOfPassWriteIndex: 1 } })
+      .end();
+    gpu.flush();
+    const hostMs = performance.now() - h0;
+    gpu.encoder().resolveQuerySet(qs, 0, 2, resolved, 0);
+    const t = new BigUint64Array(await gpu.read(resolved, 16));
+    return {
+      spanGpuMsPerStep: Number(t[1] - t[0]) / 1e6 / K,
+      spanHostMsPerStep: hostMs / K,
+    };
+  } finally {
+    qs.destroy();
+    resolved.destroy();
+  }
 }
 
 const g = geometry;
@@ -238,6 +295,18 @@ const head = [
   "ours/graph",
 ];
 console.log(markdownTable(head, body, 2));
+// Host or GPU bound: the GPU's span per step (barriers and gaps included) against the host's
+// encoding time per step, over the same 32 steps (ratios only on a CPU adapter).
+for (const r of rows.filter((x) => x.spanGpuMsPerStep !== undefined)) {
+  const g = r.spanGpuMsPerStep!, h = r.spanHostMsPerStep!;
+  console.log(
+    cpu
+      ? `span, ctx ${r.ctx} ${r.cache}: GPU span / host encoding ${fmt(g / h, 2)}`
+      : `span, ctx ${r.ctx} ${r.cache}: GPU ${fmt(g, 2)} ms/step (kernels alone ${
+        fmt(r.stepGpuMs, 2)
+      }), host ${fmt(h, 2)} ms/step, wall ${fmt(1000 / r.tokPerS, 2)} ms/token`,
+  );
+}
 // Where one decode step's GPU time goes: the kernels that take most of it, per row.
 for (const r of rows.filter((x) => x.stepKernels?.length)) {
   const top = r.stepKernels!.slice(0, 8);
