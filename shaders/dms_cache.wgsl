@@ -9,6 +9,11 @@
 //   decode_update    SPEC §5.2 steps 1-4 for token t (one thread per page): c = ring[t % Wc]
 //                    (token t - Wc); recycle its slot if flagged, else append at len; mark
 //                    token t - 1 with d_t; ring[t % Wc] = (slot, 0). dest[p] = slot.
+//   decode_update_scatter  the same update (one workgroup per page, thread 0), then the
+//                    workgroup writes the new entry at its slot: K and V rows copied as 32-bit
+//                    words (rw per row; the dtype does not matter), meta = (t, 0) — exactly
+//                    decode_update followed by paged_kv.wgsl's scatter, in one dispatch.
+//                    kc, vc:[B, Hkv, 1, D] as words  kpool, vpool:[blocks*bs, D] as words
 //   prefill_marks    chunk marks cm[p, j] = d(j+1) (j < n-1), 0 (j = n-1), 2 (padding), and
 //                    the carry: d(0) marks the previous newest entry (position t0 - 1).
 //   prefill_compact  after attention (one workgroup per page): drops the ring entries that are
@@ -30,6 +35,7 @@ struct Params {
   mb: u32,      // block-table width
   lbase: u32,   // layer * pages
   t0: i32,      // position of the first token of this call
+  rw: u32,      // decode_update_scatter: 32-bit words per K/V row (D * element bytes / 4)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,11 +48,16 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> cm: array<i32>;     // [pages, n]
 @group(0) @binding(8) var<storage, read_write> dest: array<i32>;   // [pages, n]
 @group(0) @binding(9) var<storage, read_write> holes: array<i32>;  // [pages, wc]
+@group(0) @binding(10) var<storage, read> kc: array<u32>;          // [pages, rw] new K rows
+@group(0) @binding(11) var<storage, read> vc: array<u32>;          // [pages, rw] new V rows
+@group(0) @binding(12) var<storage, read_write> kpool: array<u32>; // [blocks*bs, rw]
+@group(0) @binding(13) var<storage, read_write> vpool: array<u32>; // [blocks*bs, rw]
 
 override WG: u32 = 64u;
 
 var<workgroup> scan: array<u32, WG>;
 var<workgroup> sh_len: i32;
+var<workgroup> sh_slot: i32;
 
 fn phys(pg: u32, s: i32) -> u32 {
   let blk = table[(p.lbase + pg) * p.mb + u32(s) / p.bs];
@@ -73,11 +84,8 @@ fn mark_position(pg: u32, pos: i32, d: i32) {
   }
 }
 
-@compute @workgroup_size(WG)
-fn decode_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) tid: u32) {
-  let pg = (wid.y * nwg.x + wid.x) * WG + tid;
-  if (pg >= p.pages) { return; }
+// SPEC §5.2 steps 1-4 for token t = p.t0 on page pg; returns the new entry's slot.
+fn update_page(pg: u32) -> i32 {
   let li = p.lbase + pg;
   let t = p.t0;
   let before = lens[li];
@@ -97,7 +105,34 @@ fn decode_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   ring[c] = slot;
   ring[c + 1u] = 0;
   lens[li] = len;
-  dest[pg] = slot;
+  return slot;
+}
+
+@compute @workgroup_size(WG)
+fn decode_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) tid: u32) {
+  let pg = (wid.y * nwg.x + wid.x) * WG + tid;
+  if (pg >= p.pages) { return; }
+  dest[pg] = update_page(pg);
+}
+
+@compute @workgroup_size(WG)
+fn decode_update_scatter(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) tid: u32) {
+  let pg = wid.y * nwg.x + wid.x;  // one workgroup per page (uniform: the early return is too)
+  if (pg >= p.pages) { return; }
+  if (tid == 0u) { sh_slot = update_page(pg); }
+  let slot = workgroupUniformLoad(&sh_slot);
+  let ph = phys(pg, slot);
+  for (var i = tid; i < p.rw; i += WG) {
+    kpool[ph * p.rw + i] = kc[pg * p.rw + i];
+    vpool[ph * p.rw + i] = vc[pg * p.rw + i];
+  }
+  if (tid == 0u) {
+    kmeta[2u * ph] = p.t0;
+    kmeta[2u * ph + 1u] = 0;
+  }
 }
 
 @compute @workgroup_size(WG)

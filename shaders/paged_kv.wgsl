@@ -12,6 +12,9 @@
 //            k/v row j of the chunk into slot dest[p, j] of page p (through the block table)
 //            and writes meta = (t0 + j, cm[p, j]).
 //            kc, vc:[B, Hkv, n, D]  dest, cm:[pages, n]
+//   append_scatter  the plain append in decode fused with the scatter (one workgroup per page):
+//            slot = len, lens = len + 1, dest[p] = slot, K and V row p copied into the slot, meta
+//            = (t0, 0) — exactly append_slots (decode) followed by scatter with mark 0.
 //   account  one workgroup: sums the live lengths of all layers and pages, updates the live and
 //            peak token counts and, in decode, adds them to the 64-bit KV-read counter.
 //            stats: u32[8] = reads_lo, reads_hi, live, peak, decode_steps, prefill_chunks, -, -
@@ -91,6 +94,28 @@ fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   if (dd == 0u) {
     kmeta[2u * ph] = p.t0 + i32(j);
     kmeta[2u * ph + 1u] = cm[e];
+  }
+}
+
+@compute @workgroup_size(WG)
+fn append_scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) tid: u32) {
+  let pg = wid.y * nwg.x + wid.x;  // one workgroup per page (uniform: the early return is too)
+  if (pg >= p.pages) { return; }
+  let li = p.lbase + pg;
+  if (tid == 0u) { sh_len = lens[li]; }
+  let s = workgroupUniformLoad(&sh_len);
+  let blk = table[li * p.mb + u32(s) / p.bs];
+  let ph = u32(blk) * p.bs + u32(s) % p.bs;
+  for (var dd = tid; dd < p.d; dd += WG) {
+    kpool[ph * p.d + dd] = kc[pg * p.d + dd];
+    vpool[ph * p.d + dd] = vc[pg * p.d + dd];
+  }
+  if (tid == 0u) {
+    lens[li] = s + 1;
+    dest[pg] = s;
+    kmeta[2u * ph] = p.t0;
+    kmeta[2u * ph + 1u] = 0;
   }
 }
 

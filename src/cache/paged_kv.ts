@@ -9,6 +9,7 @@
  *   `test/cache/paged_kv_test.ts`.
  * - {@linkcode scatterEntries}: writes chunk entry j of page p (K, V, position t0 + j and mark)
  *   at the slot a policy chose.
+ * - {@linkcode appendScatter}: the plain append of a decode step and its scatter in one dispatch.
  * - {@linkcode accountStep}: after the last layer of a step, live = Σ lengths, peak, and in
  *   decode the 64-bit KV-read counter (SPEC §8).
  *
@@ -102,6 +103,41 @@ export function scatterEntries(
   };
   const groups = Math.ceil((s.pages * n * s.headDim) / 256);
   run(s, "scatter", 256, bufs, groups, { n, lbase: layer * s.pages, t0 });
+}
+
+/**
+ * The dense policy's decode append fused with the scatter (kernel `append_scatter`, one
+ * workgroup per page): the new entry of page p goes to slot `len`, `lens += 1`, `dest[p] = len`,
+ * its K and V rows are copied there with meta (t0, 0). Leaves the storage exactly as
+ * {@linkcode appendSlots} (decode) then {@linkcode scatterEntries} with mark 0 do, in one
+ * dispatch instead of two; their CPU twins are its twin.
+ *
+ * @param k `[B, Hkv, 1, D]`
+ * @param v `[B, Hkv, 1, D]`
+ * @param t0 Position of the new token.
+ * @param dest `[pages]` i32 slots, written.
+ */
+export function appendScatter(
+  s: PagedKvStorage,
+  layer: number,
+  k: Tensor,
+  v: Tensor,
+  t0: number,
+  dest: GPUBuffer,
+): void {
+  s.checkLayer(layer);
+  const pool = s.pool(layer);
+  const bufs = {
+    1: s.lens,
+    2: s.table,
+    3: dest,
+    5: k.buffer,
+    6: v.buffer,
+    7: pool.meta,
+    8: pool.k,
+    9: pool.v,
+  };
+  run(s, "append_scatter", 64, bufs, s.pages, { n: 1, lbase: layer * s.pages, t0 });
 }
 
 /**

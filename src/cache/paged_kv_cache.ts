@@ -55,6 +55,12 @@ export class PagedKvCache implements KvCache {
   readonly headDim: number;
   /** Storage dtype. */
   readonly dtype: "f32" | "f16";
+  /**
+   * Decode through the policy's fused {@linkcode CachePolicy.decodeAppend} where it has one
+   * (default: one dispatch per layer fewer); false: `decodeUpdate` then `scatterEntries`, the
+   * readable path the fused one equals bit for bit (test/cache/decode_append_test.ts).
+   */
+  fusedDecode = true;
 
   readonly #gpu: Gpu;
   readonly #label: string;
@@ -341,8 +347,10 @@ export class PagedKvCache implements KvCache {
     const { dest, marks } = this.#step1;
     const step: PolicyStep = { layer, n: 1, t0, decisions: d, firstReal: this.#fr, marks, dest };
     this.policy.score?.(step, q);
-    this.policy.decodeUpdate(step);
-    scatterEntries(s, layer, dest, marks, k, v, t0);
+    if (!(this.fusedDecode && this.policy.decodeAppend?.(step, k, v))) {
+      this.policy.decodeUpdate(step);
+      scatterEntries(s, layer, dest, marks, k, v, t0);
+    }
     const extras = this.policy.decodeAttention?.(step);
     return pagedAttention(s, layer, q, { t0, window: this.policy.window, scale, ...extras });
   }

@@ -9,7 +9,8 @@
  *
  * The cache calls, per layer of a step (all recorded on the GPU, nothing read back):
  * - decode (n = 1, no padding): `storage.ensure(+1)` → {@linkcode CachePolicy.decodeUpdate}
- *   (dest[p], marks[p], lens) → `scatterEntries` (./paged_kv.ts) → attention over the pages;
+ *   (dest[p], marks[p], lens) → `scatterEntries` (./paged_kv.ts) → attention over the pages
+ *   (the first two as one dispatch where the policy has {@linkcode CachePolicy.decodeAppend});
  * - prefill chunk: {@linkcode CachePolicy.prefillMarks} (marks[p, j], 2 = padding) → attention
  *   over the pages plus the chunk's own keys with those marks → `storage.ensure(+real tokens)`
  *   → {@linkcode CachePolicy.prefillCompact} (drops, dest[p, j], lens) → `scatterEntries`.
@@ -65,6 +66,16 @@ export interface CachePolicy extends Disposable {
    * `marks[p]`, update `lens` and any marks of older entries. Blocks for len + 1 exist.
    */
   decodeUpdate(step: PolicyStep): void;
+  /**
+   * Optional fused decode: {@linkcode CachePolicy.decodeUpdate} and the new entry's scatter (K,
+   * V, position t0, mark 0) in one dispatch, leaving the storage exactly as the two would.
+   * Returns false when it cannot on this device (the cache then calls `decodeUpdate` and
+   * `scatterEntries`).
+   *
+   * @param k `[B, Hkv, 1, D]` the new keys.
+   * @param v `[B, Hkv, 1, D]` the new values.
+   */
+  decodeAppend?(step: PolicyStep, k: Tensor, v: Tensor): boolean;
   /** Prefill, before attention: write the chunk's marks `[pages, n]` (2 for padding). */
   prefillMarks(step: PolicyStep): void;
   /**

@@ -16,7 +16,8 @@
  * i.e. every stored entry with mark 1 lies in the ring (pos + Wc > newest), and slots
  * 0..len−1 are all live.
  *
- * Decode (n = 1, kernel `decode_update`, then `scatter`, then attention): SPEC §5.2 steps 1–4
+ * Decode (n = 1, kernel `decode_update`, then `scatter`, or both as `decode_update_scatter`,
+ * then attention): SPEC §5.2 steps 1–4
  * literally. c = ring[t % Wc] is token t − Wc; if flagged, the new token overwrites its slot
  * (the eviction, before attention), else it is appended at len; d_t is written as the flag of
  * token t − 1 (if the page is non-empty); ring[t % Wc] = (slot, 0). Block allocation (§5.2 step
@@ -79,6 +80,7 @@ import { dispatchBound } from "../cache/dispatch_bound.ts";
 import { PagedKvCache } from "../cache/paged_kv_cache.ts";
 import type { PagedKvStorage, PageEntries } from "../cache/paged_storage.ts";
 import type { CachePolicy, PolicyStep } from "../cache/policy.ts";
+import type { Tensor } from "../tensor/tensor.ts";
 
 /** Options of {@linkcode createDmsCache}. */
 export interface DmsCacheOptions {
@@ -181,6 +183,24 @@ export class DmsPolicy implements CachePolicy {
     this.#run("decode_update", 64, step, Math.ceil(this.#storage.pages / 64));
   }
 
+  /**
+   * SPEC §5.2 steps 1–4 and the new entry's scatter in one dispatch (kernel
+   * `decode_update_scatter`, one workgroup per page; K/V rows copied as 32-bit words). False
+   * (not fused) when the device binds fewer than 9 storage buffers per stage or a row is not a
+   * whole number of words.
+   */
+  decodeAppend(step: PolicyStep, k: Tensor, v: Tensor): boolean {
+    const s = this.#storage, gpu = s.gpu;
+    const rowBytes = s.headDim * (s.dtype === "f16" ? 2 : 4);
+    if (gpu.device.limits.maxStorageBuffersPerShaderStage < 9 || rowBytes % 4 !== 0) return false;
+    const pool = s.pool(step.layer);
+    this.#run("decode_update_scatter", 64, step, s.pages, {
+      rw: rowBytes / 4,
+      extra: { 10: k.buffer, 11: v.buffer, 12: pool.k, 13: pool.v },
+    });
+    return true;
+  }
+
   /** Chunk marks d(j+1), 0 for the last, 2 for padding, and the carry (kernel `prefill_marks`). */
   prefillMarks(step: PolicyStep): void {
     this.#run("prefill_marks", 64, step, Math.ceil((this.#storage.pages * step.n) / 64));
@@ -226,7 +246,13 @@ export class DmsPolicy implements CachePolicy {
     return this.#s;
   }
 
-  #run(entry: string, wg: number, step: PolicyStep, groups: number): void {
+  #run(
+    entry: string,
+    wg: number,
+    step: PolicyStep,
+    groups: number,
+    fused?: { rw: number; extra: Record<number, GPUBuffer> },
+  ): void {
     const s = this.#storage, gpu = s.gpu, layer = step.layer;
     const params = {
       pages: s.pages,
@@ -238,6 +264,7 @@ export class DmsPolicy implements CachePolicy {
       mb: s.tableWidth,
       lbase: layer * s.pages,
       t0: step.t0,
+      rw: fused?.rw ?? 0,
     };
     const kern = gpu.kernel({ shader: "dms_cache", entry, constants: { WG: wg } });
     const bufs = [
@@ -252,6 +279,7 @@ export class DmsPolicy implements CachePolicy {
       step.dest,
       this.#holes,
     ];
+    for (const [b, buf] of Object.entries(fused?.extra ?? {})) bufs[Number(b)] = buf;
     dispatchBound(gpu, kern, bufs, Gpu.grid(groups), params);
   }
 }

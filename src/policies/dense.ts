@@ -23,10 +23,11 @@
  */
 
 import type { Gpu } from "../gpu/device.ts";
-import { appendMarks, appendSlots } from "../cache/paged_kv.ts";
+import { appendMarks, appendScatter, appendSlots } from "../cache/paged_kv.ts";
 import { PagedKvCache } from "../cache/paged_kv_cache.ts";
 import type { PagedKvStorage } from "../cache/paged_storage.ts";
 import type { CachePolicy, PolicyStep } from "../cache/policy.ts";
+import type { Tensor } from "../tensor/tensor.ts";
 
 /** Options of {@linkcode createDenseCache}. */
 export interface DenseCacheOptions {
@@ -81,6 +82,12 @@ export class DensePolicy implements CachePolicy {
   /** Appends the token at len (its mark stays 0). */
   decodeUpdate(step: PolicyStep): void {
     appendSlots(this.#storage, step.layer, 1, step.firstReal, step.dest, true);
+  }
+
+  /** The same append fused with the scatter (kernel `append_scatter`). */
+  decodeAppend(step: PolicyStep, k: Tensor, v: Tensor): boolean {
+    appendScatter(this.#storage, step.layer, k, v, step.t0, step.dest);
+    return true;
   }
 
   /** Marks real tokens 0 and padding 2. */
