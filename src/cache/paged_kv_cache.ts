@@ -35,6 +35,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { assertShape, fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { AttendOptions, KvCache, KvCacheStats } from "./kv_cache.ts";
 import { pagedAttention } from "./paged_attention.ts";
+import { copySequence } from "./fork.ts";
 import { accountStep, scatterEntries } from "./paged_kv.ts";
 import { PagedKvStorage, type PagedStorageOptions } from "./paged_storage.ts";
 import type { CachePolicy, PolicyStep } from "./policy.ts";
@@ -206,6 +207,52 @@ export class PagedKvCache implements KvCache {
       compressionRatio: frac > 0 ? 1 / (frac / count) : 1,
       compressionRatioDenseOverKept: live > 0 ? dense / live : 1,
     };
+  }
+
+  /**
+   * Makes every sequence of this cache a copy of sequence `row` of `src`: its KV entries
+   * (positions, marks, K and V), the policy's state and the position, so that B chains can be
+   * sampled from one prompt prefilled once (then `generate(model, chains, { cache })` continues
+   * from position `src.tokensSeen`). This cache must be fresh (nothing stored yet) and match `src`
+   * in layers, KV heads, head dim, dtype, block size and policy. The copy's counters start at
+   * zero (reads and peak count from here). One readback of `src`'s lengths (and the DMS ring).
+   *
+   * @example Eight chains from one prefilled prompt
+   * ```ts ignore
+   * using one = createCacheFor(model, 1, "dms");
+   * // ... prefill the prompt but its last token into `one` (generate with maxTokens 0, or forward)
+   * using eight = createCacheFor(model, 8, "dms");
+   * await eight.copySequenceFrom(one);
+   * ```
+   *
+   * @throws {RangeError} A cache that is not fresh, a row outside `src`'s batch, a geometry that
+   *   differs (naming the field), `src` in the middle of a step.
+   * @throws {TypeError} A policy that differs from `src`'s or cannot copy its state.
+   */
+  async copySequenceFrom(src: PagedKvCache, row = 0): Promise<void> {
+    const op = `${this.#label}.copySequenceFrom`;
+    if (this.#seen !== 0 || this.#nextLayer !== 0) {
+      throw new RangeError(`${op}: this cache must be fresh, it has seen ${this.#seen} tokens`);
+    }
+    if (src.#nextLayer !== 0) {
+      throw new RangeError(
+        `${op}: the source is in the middle of a step (layer ${src.#nextLayer})`,
+      );
+    }
+    if (
+      src.policy.name !== this.policy.name || src.policy.window !== this.policy.window ||
+      !this.policy.copySequenceFrom
+    ) {
+      throw new TypeError(
+        `${op}: the ${this.policy.name} policy (window ${this.policy.window}) cannot copy the ` +
+          `state of a ${src.policy.name} cache (window ${src.policy.window})`,
+      );
+    }
+    await copySequence(src.storage, this.storage, row);
+    await this.policy.copySequenceFrom(src.policy, row);
+    this.#seen = src.#seen;
+    this.#pad.fill(src.#pad[row]);
+    this.#started.fill(src.#started[row]);
   }
 
   /** Frees the GPU buffers (storage, policy, step buffers). Idempotent. */

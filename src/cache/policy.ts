@@ -100,6 +100,13 @@ export interface CachePolicy extends Disposable {
    * for Quest). Absent or undefined: plain attention.
    */
   decodeAttention?(step: PolicyStep): Pick<PagedAttentionArgs, "probs" | "chunks"> | undefined;
+  /**
+   * Optional: copies this policy's per-page state of sequence `row` of `src` (a policy of the
+   * same kind and settings, attached to a storage of the same geometry) into every sequence of
+   * its own storage, for `PagedKvCache.copySequenceFrom`. Absent: the cache refuses to
+   * copy (a policy with state it cannot copy, e.g. accumulated scores).
+   */
+  copySequenceFrom?(src: CachePolicy, row: number): Promise<void>;
   /** Frees the policy's GPU buffers. Idempotent. */
   dispose(): void;
 }

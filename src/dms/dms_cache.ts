@@ -212,6 +212,30 @@ export class DmsPolicy implements CachePolicy {
   }
 
   /**
+   * Copies the ring rows of sequence `row` of `src` (a DMS policy with the same window and
+   * eviction setting) into every sequence (one readback of `src`'s ring).
+   */
+  async copySequenceFrom(src: CachePolicy, row: number): Promise<void> {
+    if (!(src instanceof DmsPolicy) || src.cacheWindow !== this.cacheWindow) {
+      throw new TypeError(
+        `DMS policy: can copy only a DMS policy with window ${this.window}, got ${src.name}` +
+          (src instanceof DmsPolicy ? ` with window ${src.window}` : ""),
+      );
+    }
+    const a = src.#storage, b = this.#storage, wc = this.cacheWindow, hkv = b.kvHeads;
+    const words = wc * 2;
+    const from = new Int32Array(await a.gpu.read(src.#ring!, a.layers * a.pages * words * 4));
+    const to = new Int32Array(b.layers * b.pages * words);
+    for (let l = 0; l < b.layers; l++) {
+      for (let p = 0; p < b.pages; p++) {
+        const sp = l * a.pages + row * hkv + (p % hkv);
+        to.set(from.subarray(sp * words, (sp + 1) * words), (l * b.pages + p) * words);
+      }
+    }
+    b.gpu.write(this.#ring!, to);
+  }
+
+  /**
    * Reads the ring of `layer` back: per page, the last Wc positions before `seen` that have an
    * entry, oldest first. One readback; for tests and debugging.
    */

@@ -26,6 +26,7 @@ export const SHADER_FILES: readonly string[] = [
   "matmul_backward",
   "noise",
   "paged_attention",
+  "paged_copy",
   "paged_decode",
   "paged_kv",
   "paged_prefill",

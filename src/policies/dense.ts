@@ -100,6 +100,16 @@ export class DensePolicy implements CachePolicy {
     appendSlots(this.#storage, step.layer, step.n, step.firstReal, step.dest, false);
   }
 
+  /** Nothing to copy: the dense policy keeps no state beyond the storage. */
+  copySequenceFrom(src: CachePolicy): Promise<void> {
+    if (src.name !== this.name) {
+      return Promise.reject(
+        new TypeError(`dense policy: cannot copy a ${src.name} policy's state`),
+      );
+    }
+    return Promise.resolve();
+  }
+
   /** Detaches from the storage. Idempotent. */
   dispose(): void {
     this.#s = undefined;
