@@ -15,32 +15,24 @@
 //
 // NORM = 1 (every entry): x is replaced by rmsNorm(x, gain, eps) before the product, as the
 // rmsnorm kernel computes it: each workgroup first sums the squares of its MR rows of x (256
-// threads over the words, a two-level sum; K <= ~16K elements is a cheap re-read of cached
+// threads over the words, a tree reduction; K <= ~16K elements is a cheap re-read of cached
 // data), keeps rn[r] = inverseSqrt(mean + eps), then every x word read by the main loop becomes
 // gain * (x * rn[r]) rounded to the storage type (f16: through pack2x16float, which NVIDIA's
 // compiler does not fold away as it folds f32(f16(v))), exactly the values the unfused rmsNorm
 // would store. gain:[K] has the storage type of x.
 //
-// Layout (every entry): a workgroup of 256 threads serves COLS = 256 / LANES weight rows
-// ("slots"), LANES lanes per row (LANES a pipeline constant: 8, 16, 32 or 64, the launcher picks
-// it from K). Lane l reads the row as vec4<u32> words (8 f16 or 4 f32 per 16-byte load): words
-// l, l + LANES, ... (LANES lanes read 16 * LANES contiguous bytes per load), four words in
-// flight per step and the next four requested before the current ones are used; the first four
-// are requested before the NORM prologue so their latency overlaps it. x is read the same way
-// (it stays in cache: every row reuses it). f32 accumulators for the MR rows in registers, then
-// the partial sums go to workgroup memory: one barrier, lanes 0..7 of each slot add every 8th
-// partial (a second barrier, when LANES > 8), and the thread that stores a result adds the 8.
-// Barriers per dispatch: 1-2, plus 3 for the NORM prologue.
-// `gemv16`: slot s of workgroup g takes row g * COLS + s of w.
-// `gemv16_swiglu`: slots 0 .. COLS/2 - 1 take gate rows g * COLS/2 + s, the other half the same
-// rows of up (same x words); the gate slot's lane 0 adds its up partner's partials (128 threads
-// further on) and stores silu(g) * u (one dispatch instead of gate, up and swiglu).
-// `gemv16_qkv`: the slots take the rows of [wq; wk; wv] as if concatenated (COLS per
+// `gemv16`: one workgroup of 256 threads per 4 output columns n; 64 lanes per column read the
+// weight row w[n, :] as vec4<u32> words (8 f16 or 4 f32 per 16-byte load), lane l taking words
+// l, l + 64, ... (each warp reads 512 contiguous bytes per load), two words in flight per step;
+// x is read the same way (it stays in cache: every column reuses it). f32 accumulators for the
+// MR rows in registers, then a tree reduction over the 64 lanes in workgroup memory.
+// `gemv16_swiglu`: the same loop, but the 4 slots of a workgroup are 2 columns of gate and the
+// same 2 columns of up; after the reduction the gate slot's lane 0 reads its up partner's sum
+// and stores silu(g) * u (one dispatch instead of gate, up and swiglu).
+// `gemv16_qkv`: the same loop over the rows of [wq; wk; wv] as if concatenated (4 per
 // workgroup, each slot picking its matrix), each sum stored into its own output: one dispatch
 // instead of three. The bias entry binds 11 storage buffers (more than WebGPU's default 8): the
 // launcher checks the device's limit.
-// The main loop is shared, so every entry statically uses w, w2 and w3: the launcher binds w in
-// the place of a matrix an entry does not read.
 
 struct Params {
   m: u32,        // rows of x
@@ -73,14 +65,14 @@ struct Params {
 @group(0) @binding(11) var<storage, read_write> y2: array<T>;    // [M, N2] (qkv)
 @group(0) @binding(12) var<storage, read_write> y3: array<T>;    // [M, N3] (qkv)
 
-override LANES: u32 = 64u; // lanes per weight row: 8, 16, 32 or 64 (the launcher picks it from K)
-override COLS: u32 = 256u / LANES; // weight rows (slots) per workgroup
+const LANES: u32 = 64u;
+const COLS: u32 = 4u;
 override EPV: u32 = 8u;  // elements per 16-byte word: 8 (f16) or 4 (f32)
 override MR: u32 = 1u;   // rows of x this pipeline handles (p.m <= MR <= 8)
 override NORM: u32 = 0u; // 1: RMSNorm prologue (x -> gain * x * rn[r], rounded to T)
 
-var<workgroup> red: array<f32, MR * 256u>; // [MR][256]: per-thread partial sums, then per-slot
-var<workgroup> rn: array<f32, MR>;         // NORM: inverseSqrt(mean(x[r]^2) + eps) per row
+var<workgroup> red: array<f32, 2048>; // [MR][256] partial sums
+var<workgroup> rn: array<f32, 8>;     // NORM: inverseSqrt(mean(x[r]^2) + eps) per row
 
 // Sum of squares of the EPV elements of a word.
 fn sqw(a: vec4<u32>) -> f32 {
@@ -97,8 +89,6 @@ fn sqw(a: vec4<u32>) -> f32 {
 }
 
 // NORM: fills rn[r] for the MR rows of x (every thread calls it, in uniform control flow).
-// Three barriers: the 256 per-thread sums of squares of each row, 32 sums of 8 of them, then
-// one thread per row adds the 32.
 fn norm_prologue(tid: u32) {
   if (NORM == 0u) { return; }
   for (var r = 0u; r < MR; r++) {
@@ -107,19 +97,13 @@ fn norm_prologue(tid: u32) {
     red[r * 256u + tid] = ss;
   }
   workgroupBarrier();
-  if (tid < MR * 32u) {
-    // thread (r, j) adds red[r][j + 32 i], i < 8, into red[r][j] (no other thread reads it)
-    let b = (tid / 32u) * 256u + tid % 32u;
-    var s = 0.0;
-    for (var i = 0u; i < 8u; i++) { s += red[b + 32u * i]; }
-    red[b] = s;
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (tid < s) {
+      for (var r = 0u; r < MR; r++) { red[r * 256u + tid] += red[r * 256u + tid + s]; }
+    }
+    workgroupBarrier();
   }
-  workgroupBarrier();
-  if (tid < MR) {
-    var s = 0.0;
-    for (var j = 0u; j < 32u; j++) { s += red[tid * 256u + j]; }
-    rn[tid] = inverseSqrt(s / f32(p.kw * EPV) + p.eps);
-  }
+  if (tid < MR) { rn[tid] = inverseSqrt(red[tid * 256u] / f32(p.kw * EPV) + p.eps); }
   workgroupBarrier();
 }
 
@@ -152,91 +136,49 @@ fn dotw(a: vec4<u32>, b: vec4<u32>) -> f32 {
   return dot(bitcast<vec4<f32>>(a), bitcast<vec4<f32>>(b));
 }
 
-// Word i of row `row` of the matrix `src` picks (0: w, 1: w2, 2: w3).
-fn wword(src: u32, row: u32, i: u32) -> vec4<u32> {
-  let j = row * p.kw + i;
-  if (src == 1u) { return w2[j]; }
-  if (src == 2u) { return w3[j]; }
-  return w[j];
-}
-
-// Words i, i + LANES, i + 2 LANES, i + 3 LANES of a row, each index clamped to the row's last
-// word (accum4 skips those past it): four loads without branches.
-fn fetch4(src: u32, row: u32, i: u32) -> array<vec4<u32>, 4> {
-  let last = p.kw - 1u;
-  return array<vec4<u32>, 4>(
-    wword(src, row, min(i, last)),
-    wword(src, row, min(i + LANES, last)),
-    wword(src, row, min(i + 2u * LANES, last)),
-    wword(src, row, min(i + 3u * LANES, last)),
-  );
-}
-
-// acc[r] += the products of ws (words i + j LANES of a weight row, j < 4, those < kw) with row r
-// of x, for the MR rows.
-fn accum4(acc: ptr<function, array<f32, 8>>, ws: array<vec4<u32>, 4>, i: u32) {
-  for (var j = 0u; j < 4u; j++) {
-    let k = i + j * LANES;
-    if (k < p.kw) {
-      for (var r = 0u; r < MR; r++) { (*acc)[r] += dotw(ws[j], xword(r, k)); }
-    }
-  }
-}
-
-// The prologue, main loop and first reduction step of every entry (all threads call it, in
-// uniform control flow): lane `lane` of a slot that takes row `row` of matrix `src` (when
-// `live`) accumulates its words' products with the MR rows of x; afterwards the slot's
-// partial sums for row r of x are red[r * 256 + t0 + l], l < 8, t0 its lane 0 (slot_sum).
-fn slot_partials(src: u32, row: u32, live: bool, lane: u32, tid: u32) {
-  var cur: array<vec4<u32>, 4>;
-  if (live) { cur = fetch4(src, row, lane); }
-  norm_prologue(tid);
-  var acc: array<f32, 8>;
-  for (var r = 0u; r < 8u; r++) { acc[r] = 0.0; }
-  if (live) {
-    for (var i = lane; i < p.kw; i += 4u * LANES) {
-      var nxt: array<vec4<u32>, 4>;
-      if (i + 4u * LANES < p.kw) { nxt = fetch4(src, row, i + 4u * LANES); }
-      accum4(&acc, cur, i);
-      cur = nxt;
-    }
-  }
-  for (var r = 0u; r < MR; r++) { red[r * 256u + tid] = acc[r]; }
+// Tree reduction of red[r * 256 + tid] over the 64 lanes of each slot (all threads call it).
+fn reduce_lanes(tid: u32, lane: u32) {
   workgroupBarrier();
-  if (LANES > 8u) {
-    if (lane < 8u) {
-      // lane l adds partials l, l + 8, ... into partial l (no other thread reads it)
-      for (var r = 0u; r < MR; r++) {
-        let b = r * 256u + tid;
-        var s = 0.0;
-        for (var j = 0u; j < LANES; j += 8u) { s += red[b + j]; }
-        red[b] = s;
-      }
+  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      for (var r = 0u; r < MR; r++) { red[r * 256u + tid] += red[r * 256u + tid + s]; }
     }
     workgroupBarrier();
   }
 }
 
-// Row r's sum for the slot whose lane 0 is thread t0 (after slot_partials).
-fn slot_sum(r: u32, t0: u32) -> f32 {
-  var s = 0.0;
-  for (var l = 0u; l < 8u; l++) { s += red[r * 256u + t0 + l]; }
-  return s;
-}
-
 @compute @workgroup_size(256)
 fn gemv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
+  norm_prologue(tid);
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LANES;
   let col = wg * COLS + tid / LANES;
-  slot_partials(0u, col, col < p.n, lane, tid);
+  var acc: array<f32, 8>;
+  for (var r = 0u; r < 8u; r++) { acc[r] = 0.0; }
+  if (col < p.n) {
+    let wrow = col * p.kw;
+    var i = lane;
+    for (; i + LANES < p.kw; i += 2u * LANES) {
+      let w0 = w[wrow + i];
+      let w1 = w[wrow + i + LANES];
+      for (var r = 0u; r < MR; r++) {
+        acc[r] += dotw(w0, xword(r, i)) + dotw(w1, xword(r, i + LANES));
+      }
+    }
+    if (i < p.kw) {
+      let w0 = w[wrow + i];
+      for (var r = 0u; r < MR; r++) { acc[r] += dotw(w0, xword(r, i)); }
+    }
+  }
+  for (var r = 0u; r < MR; r++) { red[r * 256u + tid] = acc[r]; }
+  reduce_lanes(tid, lane);
   if (lane == 0u && col < p.n) {
     var b = 0.0;
     if (p.hasBias == 1u) { b = f32(bias[col]); }
     for (var r = 0u; r < MR; r++) {
       if (r < p.m) {
-        var v = slot_sum(r, tid) + b;
+        var v = red[r * 256u + tid] + b;
         if (p.hasRes == 1u) { v += f32(res[p.offR + r * p.n + col]); }
         y[p.offY + r * p.ldy + col] = T(v);
       }
@@ -249,17 +191,43 @@ fn sigmoid(v: f32) -> f32 {
   return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
 }
 
-// Slots s < COLS/2: gate row g * COLS/2 + s; the others: the same rows of up (same x words).
+// Slots 0, 1: gate rows col0, col0 + 1; slots 2, 3: up rows col0, col0 + 1 (same x words).
 @compute @workgroup_size(256)
 fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) tid: u32) {
+  norm_prologue(tid);
   let wg = wid.y * nwg.x + wid.x;
-  let half = COLS / 2u;
   let lane = tid % LANES;
   let slot = tid / LANES;
-  let isUp = slot >= half;
-  let col = wg * half + slot % half;
-  slot_partials(select(0u, 1u, isUp), col, col < p.n, lane, tid);
+  let isUp = slot >= 2u;
+  let col = wg * 2u + slot % 2u;
+  var acc: array<f32, 8>;
+  for (var r = 0u; r < 8u; r++) { acc[r] = 0.0; }
+  if (col < p.n) {
+    let wrow = col * p.kw;
+    var i = lane;
+    for (; i + LANES < p.kw; i += 2u * LANES) {
+      var w0: vec4<u32>;
+      var w1: vec4<u32>;
+      if (isUp) {
+        w0 = w2[wrow + i];
+        w1 = w2[wrow + i + LANES];
+      } else {
+        w0 = w[wrow + i];
+        w1 = w[wrow + i + LANES];
+      }
+      for (var r = 0u; r < MR; r++) {
+        acc[r] += dotw(w0, xword(r, i)) + dotw(w1, xword(r, i + LANES));
+      }
+    }
+    if (i < p.kw) {
+      var w0: vec4<u32>;
+      if (isUp) { w0 = w2[wrow + i]; } else { w0 = w[wrow + i]; }
+      for (var r = 0u; r < MR; r++) { acc[r] += dotw(w0, xword(r, i)); }
+    }
+  }
+  for (var r = 0u; r < MR; r++) { red[r * 256u + tid] = acc[r]; }
+  reduce_lanes(tid, lane);
   if (lane == 0u && !isUp && col < p.n) {
     var bg = 0.0;
     var bu = 0.0;
@@ -267,8 +235,8 @@ fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (p.hasBias2 == 1u) { bu = f32(bias2[col]); }
     for (var r = 0u; r < MR; r++) {
       if (r < p.m) {
-        let g = slot_sum(r, tid) + bg;
-        let u = slot_sum(r, tid + 128u) + bu; // the up partner: half * LANES = 128 threads on
+        let g = red[r * 256u + tid] + bg;
+        let u = red[r * 256u + tid + 2u * LANES] + bu;
         y[p.offY + r * p.ldy + col] = T(g * sigmoid(g) * u);
       }
     }
@@ -282,9 +250,16 @@ struct QkvSlot {
   valid: bool,
 }
 
-// Prologue, main loop and reduction of gemv16_qkv / gemv16_qkv_bias; `valid` is set for lane 0
-// of a slot with a row, whose sums slot_sum(r, tid) gives.
+fn qkv_word(src: u32, i: u32) -> vec4<u32> {
+  if (src == 1u) { return w2[i]; }
+  if (src == 2u) { return w3[i]; }
+  return w[i];
+}
+
+// Prologue, main loop and reduction of gemv16_qkv / gemv16_qkv_bias: afterwards slot sums are
+// in red[r * 256 + tid] for lane 0 of each slot.
 fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
+  norm_prologue(tid);
   let lane = tid % LANES;
   var c = wg * COLS + tid / LANES; // column of [y | y2 | y3]
   var src = 0u;
@@ -297,7 +272,25 @@ fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
     }
   }
   let valid = src < 2u || c < p.n3;
-  slot_partials(src, c, valid, lane, tid);
+  var acc: array<f32, 8>;
+  for (var r = 0u; r < 8u; r++) { acc[r] = 0.0; }
+  if (valid) {
+    let wrow = c * p.kw;
+    var i = lane;
+    for (; i + LANES < p.kw; i += 2u * LANES) {
+      let w0 = qkv_word(src, wrow + i);
+      let w1 = qkv_word(src, wrow + i + LANES);
+      for (var r = 0u; r < MR; r++) {
+        acc[r] += dotw(w0, xword(r, i)) + dotw(w1, xword(r, i + LANES));
+      }
+    }
+    if (i < p.kw) {
+      let w0 = qkv_word(src, wrow + i);
+      for (var r = 0u; r < MR; r++) { acc[r] += dotw(w0, xword(r, i)); }
+    }
+  }
+  for (var r = 0u; r < MR; r++) { red[r * 256u + tid] = acc[r]; }
+  reduce_lanes(tid, lane);
   return QkvSlot(src, c, valid && lane == 0u);
 }
 
@@ -318,7 +311,7 @@ fn gemv16_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
   let s = qkv_sums(wid.y * nwg.x + wid.x, tid);
   if (s.valid) {
     for (var r = 0u; r < MR; r++) {
-      if (r < p.m) { qkv_store(s, r, slot_sum(r, tid)); }
+      if (r < p.m) { qkv_store(s, r, red[r * 256u + tid]); }
     }
   }
 }
@@ -333,7 +326,7 @@ fn gemv16_qkv_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if (s.src == 1u && p.hasBias2 == 1u) { b = f32(bias2[s.col]); }
     if (s.src == 2u && p.hasBias3 == 1u) { b = f32(bias3[s.col]); }
     for (var r = 0u; r < MR; r++) {
-      if (r < p.m) { qkv_store(s, r, slot_sum(r, tid) + b); }
+      if (r < p.m) { qkv_store(s, r, red[r * 256u + tid] + b); }
     }
   }
 }

@@ -5,19 +5,15 @@
  * `linearSwiglu` share; {@linkcode gemv} is the plain `x·wᵀ` over it.
  *
  * Kernels (`shaders/gemv.wgsl`):
- * - `gemv16`: a workgroup of 256 threads serves 256 / `LANES` weight rows, `LANES` lanes per
- *   row (8, 16, 32 or 64, a pipeline constant: {@linkcode gemvLanes}), each load a
- *   `vec4<u32>` word (8 f16 or 4 f32), four words in flight per lane and the next four
- *   requested before the current ones are used, x read as words too (shared by every row, so
- *   it stays in cache); the partial sums meet in workgroup memory behind one or two barriers
- *   (lanes 0..7 of a row add every 8th partial, the storing thread adds those 8).
+ * - `gemv16`: 4 output columns per workgroup of 256 threads, 64 lanes per weight row, each
+ *   load a `vec4<u32>` word (8 f16 or 4 f32), two words in flight per lane and step, x read as
+ *   words too (shared by every column, so it stays in cache), tree reduction over the lanes.
  *   Needs K to be a whole number of words (K % 8 = 0 in f16, K % 4 = 0 in f32):
- *   {@linkcode gemvApplies}. No split-K. The readable baseline is
- *   `linear(..., { variant: "naive" })` in ./matmul.ts; matmul's `gemv_t` (4-element loads) is
- *   the other decode kernel; `bench/kernels.ts` times all three at the model's shapes and
- *   `bench/gemv_sweep.ts` times each `LANES` at the Qwen3 decode shapes. H200 (µs, M = 1, f16
- *   unless noted; `gemv_t` vs `gemv16` with 64 lanes, before `LANES` became a constant):
- *   1×1024×2048 10 vs 9; 1×3072×1024 16 vs 10 (f32 13 vs 9);
+ *   {@linkcode gemvApplies}. No split-K: N / 4 workgroups (≥ 256 for the model's N ≥ 1024)
+ *   already cover the GPU. The readable baseline is `linear(..., { variant: "naive" })` in
+ *   ./matmul.ts; matmul's `gemv_t` (4-element loads) is the other decode kernel;
+ *   `bench/kernels.ts` times all three at the model's shapes. H200 (µs, M = 1, f16 unless
+ *   noted; `gemv_t` vs `gemv16`): 1×1024×2048 10 vs 9; 1×3072×1024 16 vs 10 (f32 13 vs 9);
  *   1×12288×4096 77 vs 48; but 1×1024×32768 (an LM-head chunk) 47 vs 54, and M = 4 / 8
  *   151 / 267 vs 160 / 298. So `linear`'s `auto` routes
  *   M = 1 with N ≤ {@linkcode GEMV16_AUTO_MAX_N} here on GPUs (see ./matmul_launch.ts).
@@ -33,10 +29,6 @@
  * sums the squares of its rows of x, then scales the words of x as it reads them, rounding each
  * normed value to the storage dtype as the `rmsNorm` op's output is), one dispatch fewer per
  * norm. {@linkcode normFusable} says when the weight can be read that way.
- *
- * Lanes per row: {@linkcode dispatchGemv16} takes `lanes` from {@linkcode gemvLanes} (K and the
- * number of weight rows) unless {@linkcode Gemv16Dispatch.lanes} sets it (benchmarks: see
- * `bench/gemv_sweep.ts`); every value gives the same results up to f32 summation order.
  *
  * @example y = x·wᵀ for one row
  * ```ts
@@ -66,42 +58,6 @@ export const GEMV16_MAX_M = 8;
  * 1×1024×32768 f16 `gemv_t` was faster on the H200 (47 vs 54 µs), at N ≤ 4096 `gemv16` was.
  */
 export const GEMV16_AUTO_MAX_N = 16384;
-
-/** Lanes per weight row of the GEMV kernels (`LANES` in `shaders/gemv.wgsl`). */
-export type GemvLanes = 8 | 16 | 32 | 64;
-
-/** Every {@linkcode GemvLanes} value, fewest lanes first. */
-export const GEMV_LANES: readonly GemvLanes[] = [8, 16, 32, 64];
-
-/**
- * Fewest workgroups {@linkcode gemvLanes} aims for: about two per SM of an H100/H200 (132),
- * so that small N still spreads over the GPU.
- */
-export const GEMV_MIN_GROUPS = 256;
-
-/**
- * The lanes per weight row {@linkcode dispatchGemv16} uses for K inner elements in `dtype` over
- * `rows` weight rows (N; gate and up together for SwiGLU, q, k and v together for QKV).
- *
- * Decode GEMVs at K ≤ 4096 are latency-bound: with 64 lanes a K = 1024 f16 row is 128 words,
- * two loads per lane, then the reduction. Fewer lanes give each lane more loads in flight and
- * each workgroup more rows. The rule: the fewest lanes that leave each lane at most 8 words,
- * provided that still makes at least {@linkcode GEMV_MIN_GROUPS} workgroups (else more lanes,
- * up to 64). Qwen3-0.6B (K 1024 → 16 lanes; o_proj K 2048, N 1024 → 64 (32 would make 128
- * workgroups); down_proj K 3072 → 64); Qwen3-8B (K 4096, 12288) → 64.
- *
- * @param K Inner size (a whole number of 16-byte words).
- * @param dtype Storage dtype (8 f16 or 4 f32 per word).
- * @param rows Weight rows the dispatch covers.
- * @returns 8, 16, 32 or 64.
- */
-export function gemvLanes(K: number, dtype: FloatDType, rows: number): GemvLanes {
-  const words = K / (dtype === "f16" ? 8 : 4);
-  for (const l of GEMV_LANES) {
-    if (words <= 8 * l && Math.ceil((rows * l) / 256) >= GEMV_MIN_GROUPS) return l;
-  }
-  return 64;
-}
 
 /** Whether {@linkcode gemv} takes `x:[M, K]` in `dtype` (M ≤ 8, K a whole number of 16-byte words). */
 export function gemvApplies(M: number, K: number, dtype: FloatDType): boolean {
@@ -189,50 +145,41 @@ export interface Gemv16Dispatch {
   y2?: Binding;
   /** QKV: `[M, N3]`, rows N3 apart. */
   y3?: Binding;
-  /** Lanes per weight row (benchmarks); default {@linkcode gemvLanes} of K, dtype and the rows. */
-  lanes?: GemvLanes;
 }
 
 /**
  * Encodes one dispatch of `shaders/gemv.wgsl`. Shapes are the caller's to validate; unused
  * optional bindings are filled with `w` (the gain with `x`).
- *
- * @throws {RangeError} When `d.lanes` is not one of {@linkcode GEMV_LANES}.
  */
 export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
   const EPV = d.dtype === "f16" ? 8 : 4;
-  const N2 = d.N2 ?? 0, N3 = d.N3 ?? 0;
-  const rows = d.entry === "gemv16" ? d.N : d.entry === "gemv16_swiglu" ? 2 * d.N : d.N + N2 + N3;
-  const lanes = d.lanes ?? gemvLanes(d.K, d.dtype, rows);
-  if (!GEMV_LANES.includes(lanes)) {
-    throw new RangeError(`dispatchGemv16: lanes must be 8, 16, 32 or 64, got ${lanes}`);
-  }
   const k = gpu.kernel({
     shader: "gemv",
     entry: d.entry,
     defines: { T: d.dtype },
-    constants: { EPV, MR: d.M, NORM: d.norm ? 1 : 0, LANES: lanes },
+    constants: { EPV, MR: d.M, NORM: d.norm ? 1 : 0 },
   });
   const gain = d.norm?.gain ?? d.x;
-  // Every entry reads w, w2 and w3 (the main loop is shared): w stands in for those unused.
-  const ws = [d.x, gain, d.w, d.w2 ?? d.w, d.w3 ?? d.w];
-  let buffers: Binding[];
+  const N2 = d.N2 ?? 0, N3 = d.N3 ?? 0;
+  let buffers: Binding[], groups: number;
   switch (d.entry) {
     case "gemv16":
-      buffers = [...ws, d.bias ?? d.w, d.res ?? d.w, d.y];
+      buffers = [d.x, gain, d.w, d.bias ?? d.w, d.res ?? d.w, d.y];
+      groups = Math.ceil(d.N / 4);
       break;
     case "gemv16_swiglu":
-      buffers = [...ws, d.bias ?? d.w, d.bias2 ?? d.w, d.y];
+      buffers = [d.x, gain, d.w, d.w2 ?? d.w, d.bias ?? d.w, d.bias2 ?? d.w, d.y];
+      groups = Math.ceil(d.N / 2);
       break;
     default: {
+      const ws = [d.x, gain, d.w, d.w2 ?? d.w, d.w3 ?? d.w];
       const ys = [d.y, d.y2 ?? d.y, d.y3 ?? d.y];
       buffers = d.entry === "gemv16_qkv"
         ? [...ws, ...ys]
         : [...ws, d.bias ?? d.w, d.bias2 ?? d.w, d.bias3 ?? d.w, ...ys];
+      groups = Math.ceil((d.N + N2 + N3) / 4);
     }
   }
-  // 256 / lanes rows per workgroup (SwiGLU: half of them gate, half up)
-  const groups = Math.ceil((rows * lanes) / 256);
   gpu.dispatch(k, buffers, Gpu.grid(groups), {
     m: d.M,
     n: d.N,

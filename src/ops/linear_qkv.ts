@@ -8,9 +8,8 @@
  *   the dispatches of today's layer, so prefill (M > 8) costs what it did.
  * - `fused`: the `gemv16_qkv` kernel of `shaders/gemv.wgsl` (launcher in ./gemv.ts), for
  *   decode-sized M ≤ 8 with K a whole number of 16-byte words (K % 8 = 0 in f16, 4 in f32):
- *   workgroups take 256 / L rows each of `[wq; wk; wv]` as if concatenated (16-byte loads, L
- *   lanes per row with L from `gemvLanes` in ./gemv.ts, f32 accumulation) and store each sum
- *   into its own output; with `norm`, each
+ *   workgroups take 4 rows each of `[wq; wk; wv]` as if concatenated (16-byte loads, 64 lanes
+ *   per row, f32 accumulation) and store each sum into its own output; with `norm`, each
  *   workgroup first computes its rows' RMS and scales x as it reads it. One dispatch instead
  *   of four (rmsNorm and three linears): decode is dispatch-bound (issue #10, ≥ 5 µs per
  *   dispatch on the H200). Biases use the `gemv16_qkv_bias` entry, which binds 11 storage

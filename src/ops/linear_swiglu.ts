@@ -8,9 +8,8 @@
  *   (./silu.ts): three dispatches and two `[M, F]` intermediates rounded to the storage dtype.
  * - `fused`: the `gemv16_swiglu` kernel of `shaders/gemv.wgsl` (launcher in ./gemv.ts), for
  *   decode-sized M ≤ 8 with K a whole number of 16-byte words (K % 8 = 0 in f16, 4 in f32):
- *   each workgroup streams 128 / L rows of `gate` and the same rows of `up` against the same x
- *   words (16-byte loads, L lanes per row with L from `gemvLanes` in ./gemv.ts: 16 at
- *   Qwen3-0.6B's K 1024, f32 accumulation), reduces, and stores
+ *   each workgroup streams 2 rows of `gate` and the same 2 rows of `up` against the same x
+ *   words (16-byte loads, 64 lanes per row, f32 accumulation), reduces, and stores
  *   `silu(g) ⊙ u` rounded once: one dispatch instead of three. Decode is dispatch-bound
  *   (issue #10: each dispatch costs ≥ 5 µs of GPU time on the H200 however small), so this
  *   saves two dispatches per layer and token.
