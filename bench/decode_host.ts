@@ -12,7 +12,9 @@
  * [--policies dense,dms]`. On lavapipe the prefill of `--ctx 2048 --head-dim 128` takes minutes;
  * `--ctx 512` measures the same per-step host work.
  * Prints the median and mean host ms per step for dense and DMS, and the `reserve()` time per
- * 32 tokens (amortised per step).
+ * 32 tokens (amortised per step), and where the step's host time goes (inside `gpu.dispatch`,
+ * inside `gpu.flush`, the rest in the ops' JS) with the bind groups and buffers WebGPU created
+ * per step (mean over all steps, the first included).
  *
  * @module
  */
@@ -78,6 +80,7 @@ async function run(policy: "dense" | "dms") {
   using posT = Tensor.empty(gpu, [1, 1], "i32");
   const steps: number[] = [];
   let reserveMs = 0;
+  const split = instrument();
   counters.reset();
   for (let s = 0; s < N; s++) {
     if (s % EVERY === 0) {
@@ -97,6 +100,7 @@ async function run(policy: "dense" | "dms") {
     steps.push(performance.now() - t0);
   }
   const dispatches = counters.dispatches / N, submits = counters.submits / N;
+  const where = split.done(N);
   await gpu.sync();
   model.dispose();
   const warm = steps.slice(Math.min(8, N >> 2));
@@ -107,6 +111,51 @@ async function run(policy: "dense" | "dms") {
     reservePerStep: reserveMs / N,
     dispatches,
     submits,
+    ...where,
+  };
+}
+
+/**
+ * Where the host time of the steps goes: the time inside `gpu.dispatch` (bind-group lookup,
+ * uniform write, the WebGPU calls), inside `gpu.flush` (finish + submit), and how many bind
+ * groups and buffers WebGPU had to create (wrappers installed for the timed steps only).
+ */
+function instrument() {
+  const dispatch = gpu.dispatch, flush = gpu.flush;
+  const dev = gpu.device;
+  const createBindGroup = dev.createBindGroup, createBuffer = dev.createBuffer;
+  let dispatchMs = 0, flushMs = 0, groups = 0, buffers = 0;
+  gpu.dispatch = function (...args: Parameters<typeof dispatch>) {
+    const t = performance.now();
+    dispatch.apply(this, args);
+    dispatchMs += performance.now() - t;
+  };
+  gpu.flush = function () {
+    const t = performance.now();
+    flush.apply(this);
+    flushMs += performance.now() - t;
+  };
+  dev.createBindGroup = function (d: GPUBindGroupDescriptor) {
+    groups++;
+    return createBindGroup.call(this, d);
+  };
+  dev.createBuffer = function (d: GPUBufferDescriptor) {
+    buffers++;
+    return createBuffer.call(this, d);
+  };
+  return {
+    done(steps: number) {
+      gpu.dispatch = dispatch;
+      gpu.flush = flush;
+      dev.createBindGroup = createBindGroup;
+      dev.createBuffer = createBuffer;
+      return {
+        dispatchMs: dispatchMs / steps,
+        flushMs: flushMs / steps,
+        bindGroups: groups / steps,
+        buffers: buffers / steps,
+      };
+    },
   };
 }
 
@@ -116,6 +165,9 @@ for (const p of values.policies.split(",") as ("dense" | "dms")[]) {
   console.log(
     `${r.policy.padEnd(5)} host ms/step: median ${fmt(r.median, 3)}, mean ${fmt(r.mean, 3)}; ` +
       `reserve ms/step ${fmt(r.reservePerStep, 3)}; dispatches/step ${fmt(r.dispatches)}, ` +
-      `submits/step ${fmt(r.submits, 2)}`,
+      `submits/step ${fmt(r.submits, 2)}\n` +
+      `      per step: ${fmt(r.dispatchMs, 3)} ms in gpu.dispatch, ${fmt(r.flushMs, 3)} ms in ` +
+      `gpu.flush (finish + submit), the rest in the ops' own JS; ${fmt(r.bindGroups, 1)} bind ` +
+      `groups and ${fmt(r.buffers, 1)} buffers created`,
   );
 }
