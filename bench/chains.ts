@@ -13,7 +13,7 @@
  * marked) with W = ctx/CR − 1, so each page holds ctx/CR entries while decoding.
  *
  * Usage: `deno run -A bench/chains.ts [--contexts 8192,32768] [--batches 8,16,32,64]
- * [--tokens 64] [--cr 8] [--budget-gb 16] [--max-seconds 150] [--quick] [--json FILE]`. Rows
+ * [--tokens 64] [--cr 8] [--caches dense,dms] [--budget-gb 16] [--max-seconds 150] [--quick] [--json FILE]`. Rows
  * still to run when `--max-seconds` is spent are listed as skipped. CPU adapter / `--quick`:
  * 2 layers, hidden 128, contexts 128, batches 2,4, 48 tokens, budget 1 MB.
  *
@@ -35,6 +35,7 @@ const { values } = parseArgs({
   options: {
     contexts: { type: "string" },
     batches: { type: "string" },
+    caches: { type: "string", default: "dense,dms" },
     tokens: { type: "string" },
     cr: { type: "string", default: "8" },
     "budget-gb": { type: "string" },
@@ -54,6 +55,9 @@ const nums = (s: string | undefined, d: string) => (s ?? d).split(",").map(Numbe
 const contexts = nums(values.contexts, small ? "128" : "8192,32768");
 const batches = nums(values.batches, small ? "2,4" : "8,16,32,64");
 const N = Number(values.tokens ?? (small ? 48 : 64));
+const caches = values.caches.split(",").filter((c): c is "dense" | "dms" =>
+  c === "dense" || c === "dms"
+);
 const CR = Number(values.cr);
 const budget = Number(values["budget-gb"] ?? (small ? 0.001 : 16)) * 1e9;
 const deadline = performance.now() + Number(values["max-seconds"]) * 1000;
@@ -169,7 +173,7 @@ console.log(
 const rows: Row[] = [];
 const prefillMs: { ctx: number; cache: string; ms: number }[] = [];
 for (const ctx of contexts) {
-  for (const cache of ["dense", "dms"] as const) {
+  for (const cache of caches) {
     if (performance.now() > deadline) {
       for (const B of batches) {
         rows.push({ ctx, cache, B, tokPerS: NaN, peakKvBytes: NaN, cr: NaN, skipped: "time" });

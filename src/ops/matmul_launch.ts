@@ -25,7 +25,8 @@ import { rmsNorm } from "./rmsnorm.ts";
 /**
  * Kernel choice: `auto` picks `gemv16` for a linear with M = 1, N ≤ `GEMV16_AUTO_MAX_N` and K
  * a whole number of 16-byte words, `gemv` for other M ≤ {@linkcode GEMV_MAX_M} (`naive` for
- * M ≤ 8 on a CPU adapter), `tiled` otherwise. `gemv16` (`shaders/gemv.wgsl`, linear only:
+ * M ≤ 8 on a CPU adapter), `gemv16` in blocks of 8 rows for 8 < M ≤
+ * {@linkcode GEMV16_BATCH_MAX_M} on GPUs (same N and K rules), `tiled` otherwise. `gemv16` (`shaders/gemv.wgsl`, linear only:
  * K a multiple of 8 in f16, 4 in f32) runs in blocks of ≤ 8 rows. A linear with an RMSNorm
  * prologue (`norm`) and M ≤ 8 takes `gemv16` on GPUs under the same N and K rules whatever M
  * (the fused norm saves a dispatch, worth more than `gemv`'s edge over `gemv16` at M 2..8).
@@ -34,6 +35,12 @@ export type MatmulVariant = "auto" | "naive" | "tiled" | "gemv" | "gemv16";
 
 /** Largest M (rows of `a` per batch) for which `auto` picks the GEMV kernel. */
 export const GEMV_MAX_M = 8;
+
+/**
+ * Largest M for which `auto` on a GPU runs a linear as `gemv16` in blocks of 8 rows instead of
+ * `tiled` (decode of a batch of chains); see `pickVariant`.
+ */
+export const GEMV16_BATCH_MAX_M = 64;
 
 /** Adapters that run shaders on the CPU (see the module doc: `auto` avoids `gemv` there). */
 const CPU_RASTERISER = /llvmpipe|lavapipe|swiftshader|softpipe/i;
@@ -233,7 +240,15 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
     return "gemv16";
   }
   if (l.variant !== "auto") return l.variant;
-  if (l.M > GEMV_MAX_M) return "tiled";
+  if (l.M > GEMV_MAX_M) {
+    // A small batch of decode rows (parallel chains): gemv16 in blocks of 8 rows re-reads the
+    // weights M/8 times but keeps its parallelism; the 64×64 tiles of `tiled` leave most of a
+    // tile empty and give N/64 workgroups (H200, Qwen3-0.6B shapes: the decode step at B = 16
+    // took 7× the B = 4 step with `tiled`; bench/skinny.ts compares the two).
+    return !cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= GEMV16_BATCH_MAX_M
+      ? "gemv16"
+      : "tiled";
+  }
   if (cpu) return "naive";
   const oneRow = l.M === 1 || (l.norm !== undefined && l.batch === 1);
   return oneRow && g16 && l.N <= GEMV16_AUTO_MAX_N ? "gemv16" : "gemv";

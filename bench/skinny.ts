@@ -1,0 +1,94 @@
+/**
+ * Linear layers at the row counts of a decode batch (parallel chains, B = 4–64): `tiled`
+ * (64×64 tiles) against `gemv16` in blocks of 8 rows, and `gemv` (the matmul shader's GEMV) up
+ * to M = 8, at the Qwen3-0.6B shapes in f16 (q/k/v stacked, gate, down, the LM head). GPU time
+ * per call from timestamp queries (`gpu.profile`, the median of 5 samples of 8 calls each after
+ * a warm-up), the weights cycled over copies that together exceed the 60 MB L2 so every call
+ * reads them from HBM. This is what `linear`'s `auto` routing for 8 < M ≤ 64 rests on
+ * (src/ops/matmul_launch.ts).
+ *
+ * Usage: `deno run -A bench/skinny.ts [--rows 4,8,16,32,64] [--json FILE]`. On a CPU adapter:
+ * small shapes, ratios only.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { getGpu } from "../src/gpu/device.ts";
+import { linear, type MatmulVariant } from "../src/ops/matmul.ts";
+import { randomTensor } from "../src/tensor/random.ts";
+import { writeTextFileAtomic } from "../src/io/atomic.ts";
+import { fmt, isCpuAdapter, markdownTable, median } from "./_common.ts";
+
+const { values } = parseArgs({
+  options: { rows: { type: "string" }, json: { type: "string" } },
+});
+const gpu = await getGpu();
+const cpu = isCpuAdapter(gpu);
+const dtype = gpu.hasF16 ? "f16" : "f32";
+const rows = (values.rows ?? (cpu ? "4,16" : "4,8,16,32,64")).split(",").map(Number);
+const shapes = cpu ? [{ name: "small", K: 64, N: 96 }] : [
+  { name: "q/k/v", K: 1024, N: 4096 },
+  { name: "gate", K: 1024, N: 3072 },
+  { name: "down", K: 3072, N: 1024 },
+  { name: "LM head", K: 1024, N: 151936 },
+];
+
+interface Row {
+  shape: string;
+  M: number;
+  variant: string;
+  us: number;
+}
+const out: Row[] = [];
+for (const s of shapes) {
+  const bytes = s.N * s.K * (dtype === "f16" ? 2 : 4);
+  const copies = cpu ? 1 : Math.max(1, Math.ceil(128e6 / bytes));
+  const ws = Array.from(
+    { length: copies },
+    (_, i) => randomTensor(gpu, [s.N, s.K], { seed: i + 1, lo: -0.05, hi: 0.05, dtype }),
+  );
+  try {
+    for (const M of rows) {
+      using x = randomTensor(gpu, [M, s.K], { seed: 99, lo: -1, hi: 1, dtype });
+      const variants: MatmulVariant[] = M <= 8 ? ["gemv", "gemv16", "tiled"] : ["gemv16", "tiled"];
+      for (const variant of variants) {
+        let i = 0;
+        const call = () => linear(x, ws[i++ % copies], { variant }).dispose();
+        for (let k = 0; k < 8; k++) call();
+        await gpu.sync();
+        const samples: number[] = [];
+        for (let r = 0; r < 5; r++) {
+          const ms = await gpu.profile(() => {
+            for (let k = 0; k < 8; k++) call();
+          });
+          samples.push((ms / 8) * 1000);
+        }
+        out.push({ shape: `${s.name} ${s.K}×${s.N}`, M, variant, us: median(samples) });
+      }
+    }
+  } finally {
+    for (const w of ws) w.dispose();
+  }
+}
+const best = (r: Row) =>
+  Math.min(...out.filter((o) => o.shape === r.shape && o.M === r.M).map((o) => o.us));
+console.log(`device: ${gpu.description}; ${dtype}; linear x:[M, K] · w:[N, K]ᵀ`);
+console.log(markdownTable(
+  ["shape", "M", "variant", cpu ? "time / best" : "µs per call", "× best"],
+  out.map((r) => [
+    r.shape,
+    `${r.M}`,
+    r.variant,
+    cpu ? "-" : fmt(r.us, 1),
+    fmt(r.us / best(r), 2),
+  ]),
+  2,
+));
+if (values.json) {
+  await writeTextFileAtomic(
+    values.json,
+    JSON.stringify({ device: gpu.description, dtype, rows: out }, null, 2) + "\n",
+  );
+  console.log(`wrote ${values.json}`);
+}
