@@ -26,7 +26,8 @@
  *
  * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`
  * (and `gemv16` for a linear with M = 1 and N ≤ 16384 whose K is whole 16-byte words, and for
- * such a linear with 8 < M ≤ {@linkcode GEMV16_BATCH_MAX_M}, in blocks of 8 rows);
+ * such a linear with 8 < M ≤ 32, or ≤ {@linkcode GEMV16_BATCH_MAX_M} when K ≥ 2048, in blocks
+ * of 8 rows);
  * on a CPU rasteriser (lavapipe, llvmpipe, SwiftShader) it picks `naive` for M ≤ 8 instead:
  * there `gemv_t` took ~5 ms per dispatch and kept ~0.9 MB of host memory per dispatch that was
  * never returned (a model's decode on lavapipe grew by ~13 MB per token until the OOM killer

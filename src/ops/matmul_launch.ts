@@ -25,8 +25,8 @@ import { rmsNorm } from "./rmsnorm.ts";
 /**
  * Kernel choice: `auto` picks `gemv16` for a linear with M = 1, N ≤ `GEMV16_AUTO_MAX_N` and K
  * a whole number of 16-byte words, `gemv` for other M ≤ {@linkcode GEMV_MAX_M} (`naive` for
- * M ≤ 8 on a CPU adapter), `gemv16` in blocks of 8 rows for 8 < M ≤
- * {@linkcode GEMV16_BATCH_MAX_M} on GPUs (same N and K rules), `tiled` otherwise. `gemv16` (`shaders/gemv.wgsl`, linear only:
+ * M ≤ 8 on a CPU adapter), `gemv16` in blocks of 8 rows for 8 < M ≤ 32 on GPUs (≤
+ * {@linkcode GEMV16_BATCH_MAX_M} when K ≥ 2048; same N and K rules), `tiled` otherwise. `gemv16` (`shaders/gemv.wgsl`, linear only:
  * K a multiple of 8 in f16, 4 in f32) runs in blocks of ≤ 8 rows. A linear with an RMSNorm
  * prologue (`norm`) and M ≤ 8 takes `gemv16` on GPUs under the same N and K rules whatever M
  * (the fused norm saves a dispatch, worth more than `gemv`'s edge over `gemv16` at M 2..8).
@@ -38,7 +38,8 @@ export const GEMV_MAX_M = 8;
 
 /**
  * Largest M for which `auto` on a GPU runs a linear as `gemv16` in blocks of 8 rows instead of
- * `tiled` (decode of a batch of chains); see `pickVariant`.
+ * `tiled` (decode of a batch of chains): this many rows when K ≥ 2048, half as many below (the
+ * H200 measurements are in `pickVariant`).
  */
 export const GEMV16_BATCH_MAX_M = 64;
 
@@ -243,11 +244,12 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
   if (l.M > GEMV_MAX_M) {
     // A small batch of decode rows (parallel chains): gemv16 in blocks of 8 rows re-reads the
     // weights M/8 times but keeps its parallelism; the 64×64 tiles of `tiled` leave most of a
-    // tile empty and give N/64 workgroups (H200, Qwen3-0.6B shapes: the decode step at B = 16
-    // took 7× the B = 4 step with `tiled`; bench/skinny.ts compares the two).
-    return !cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= GEMV16_BATCH_MAX_M
-      ? "gemv16"
-      : "tiled";
+    // tile empty and give N/64 workgroups, for a time that grows with K but hardly with M.
+    // H200, f16, bench/skinny.ts: at K = 1024 (q/k/v, gate) gemv16 took 87 / 174 / 348 µs at
+    // M = 16 / 32 / 64 against 203 / 216 / 238 for tiled; at K = 3072 (down) 72 / 143 / 286
+    // against 592 / 631 / 695. So: gemv16 up to M = 32, and up to 64 from K = 2048 on.
+    const most = l.K >= 2048 ? GEMV16_BATCH_MAX_M : GEMV16_BATCH_MAX_M / 2;
+    return !cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= most ? "gemv16" : "tiled";
   }
   if (cpu) return "naive";
   const oneRow = l.M === 1 || (l.norm !== undefined && l.batch === 1);
