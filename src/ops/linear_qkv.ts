@@ -117,15 +117,16 @@ export function linearQkv(
     "linearQkv",
     ...[x, wq, wk, wv, qBias, kBias, vBias].filter((t) => t !== undefined),
   ) as FloatDType;
-  const shapes = `x ${fmtShape(x.shape)}, wq ${fmtShape(wq.shape)}, wk ${fmtShape(wk.shape)}, wv ${
-    fmtShape(wv.shape)
-  }`;
+  const shapes = () =>
+    `x ${fmtShape(x.shape)}, wq ${fmtShape(wq.shape)}, wk ${fmtShape(wk.shape)}, wv ${
+      fmtShape(wv.shape)
+    }`;
   const K = x.shape[x.rank - 1];
   if (
     x.rank < 1 || [wq, wk, wv].some((w) => w.rank !== 2 || w.shape[1] !== K)
   ) {
     throw new RangeError(
-      `linearQkv: expected x:[..., K], wq:[Nq, K], wk:[Nk, K], wv:[Nv, K], got ${shapes}`,
+      `linearQkv: expected x:[..., K], wq:[Nq, K], wk:[Nk, K], wv:[Nv, K], got ${shapes()}`,
     );
   }
   const Nq = wq.shape[0], Nk = wk.shape[0], Nv = wv.shape[0];
@@ -148,7 +149,7 @@ export function linearQkv(
       `linearQkv: variant fused needs M <= ${LINEAR_QKV_FUSED_MAX_M} rows, K a multiple of ` +
         `${dtype === "f16" ? 8 : 4}` +
         (hasBias ? ` and ${LINEAR_QKV_BIAS_BINDINGS} storage buffers per stage` : "") +
-        `, got ${shapes} (${dtype}, ${bindings} storage buffers per stage)`,
+        `, got ${shapes()} (${dtype}, ${bindings} storage buffers per stage)`,
     );
   }
   const fused = variant === "fused" || (variant === "auto" && fits && !x.gpu.adapter.cpu);

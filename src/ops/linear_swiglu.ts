@@ -113,17 +113,18 @@ export function linearSwiglu(
     "linearSwiglu",
     ...[x, gate, up, gateBias, upBias].filter((t) => t !== undefined),
   ) as FloatDType;
-  const shapes = `x ${fmtShape(x.shape)}, gate ${fmtShape(gate.shape)}, up ${fmtShape(up.shape)}`;
+  const shapes = () =>
+    `x ${fmtShape(x.shape)}, gate ${fmtShape(gate.shape)}, up ${fmtShape(up.shape)}`;
   if (x.rank < 1 || gate.rank !== 2 || up.rank !== 2) {
     throw new RangeError(
-      `linearSwiglu: expected x:[..., K], gate:[F, K], up:[F, K], got ${shapes}`,
+      `linearSwiglu: expected x:[..., K], gate:[F, K], up:[F, K], got ${shapes()}`,
     );
   }
   const K = x.shape[x.rank - 1];
   const [F, kg] = gate.shape;
   if (kg !== K || up.shape[0] !== F || up.shape[1] !== K) {
     throw new RangeError(
-      `linearSwiglu: gate and up must both be [F, K=${K}] for x, got ${shapes}`,
+      `linearSwiglu: gate and up must both be [F, K=${K}] for x, got ${shapes()}`,
     );
   }
   for (const [name, b] of [["gateBias", gateBias], ["upBias", upBias]] as const) {
@@ -139,7 +140,7 @@ export function linearSwiglu(
   if (variant === "fused" && !fits) {
     throw new RangeError(
       `linearSwiglu: variant fused needs M <= ${LINEAR_SWIGLU_FUSED_MAX_M} rows and K a ` +
-        `multiple of ${dtype === "f16" ? 8 : 4}, got ${shapes} (${dtype})`,
+        `multiple of ${dtype === "f16" ? 8 : 4}, got ${shapes()} (${dtype})`,
     );
   }
   const fused = variant === "fused" || (variant === "auto" && fits && !x.gpu.adapter.cpu);

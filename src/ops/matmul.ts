@@ -145,21 +145,21 @@ function geometry(
   bShape: readonly number[],
   transB: boolean,
 ): Geometry {
-  const both = `a ${fmtShape(aShape)} and b ${fmtShape(bShape)}${transB ? " (transB)" : ""}`;
+  const both = () => `a ${fmtShape(aShape)} and b ${fmtShape(bShape)}${transB ? " (transB)" : ""}`;
   if (aShape.length < 2 || bShape.length < 2) {
-    throw new RangeError(`${op}: a and b need rank >= 2, got ${both}`);
+    throw new RangeError(`${op}: a and b need rank >= 2, got ${both()}`);
   }
   numel(aShape);
   numel(bShape);
   const [M, K] = aShape.slice(-2);
   const [kb, N] = transB ? [bShape.at(-1)!, bShape.at(-2)!] : bShape.slice(-2);
   if (K !== kb) {
-    throw new RangeError(`${op}: inner dimensions differ (K=${K} vs ${kb}) for ${both}`);
+    throw new RangeError(`${op}: inner dimensions differ (K=${K} vs ${kb}) for ${both()}`);
   }
   const ba = aShape.slice(0, -2), bb = bShape.slice(0, -2);
   if (ba.length && bb.length && (ba.length !== bb.length || ba.some((d, i) => d !== bb[i]))) {
     throw new RangeError(
-      `${op}: batch dimensions differ for ${both} (they must be equal, or present on one side only)`,
+      `${op}: batch dimensions differ for ${both()} (they must be equal, or present on one side only)`,
     );
   }
   const batchShape = ba.length ? ba : bb;
@@ -286,14 +286,14 @@ export function linear(x: Tensor, w: Tensor, opts: LinearOptions = {}): Tensor<F
     "linear",
     ...[x, w, bias, given, residual].filter((t) => t !== undefined),
   ) as FloatDType;
-  const both = `x ${fmtShape(x.shape)} and w ${fmtShape(w.shape)}`;
+  const both = () => `x ${fmtShape(x.shape)} and w ${fmtShape(w.shape)}`;
   if (x.rank < 1 || w.rank !== 2) {
-    throw new RangeError(`linear: expected x:[..., K] and w:[N, K], got ${both}`);
+    throw new RangeError(`linear: expected x:[..., K] and w:[N, K], got ${both()}`);
   }
   const K = x.shape[x.rank - 1];
   const [N, kw] = w.shape;
   if (K !== kw) {
-    throw new RangeError(`linear: inner dimensions differ (K=${K} vs ${kw}) for ${both}`);
+    throw new RangeError(`linear: inner dimensions differ (K=${K} vs ${kw}) for ${both()}`);
   }
   if (bias && (bias.rank !== 1 || bias.shape[0] !== N)) {
     throw new RangeError(
