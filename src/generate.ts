@@ -33,6 +33,7 @@
 import { Tensor } from "./tensor/tensor.ts";
 import type { Transformer } from "./model/transformer.ts";
 import type { KvCache, KvCacheStats } from "./cache/kv_cache.ts";
+import type { PagedKvCache } from "./cache/paged_kv_cache.ts";
 import { createDmsCache } from "./dms/dms_cache.ts";
 import { createDenseCache } from "./policies/dense.ts";
 import { createStreamingLlmCache } from "./policies/streaming_llm.ts";
@@ -118,13 +119,16 @@ export interface GenerateResult {
   stats: KvCacheStats;
 }
 
-/** Creates the cache a model generates with. */
+/**
+ * Creates the cache a model generates with: `policy` on the paged storage, sized for `model`
+ * (a {@linkcode PagedKvCache}, so `copySequenceFrom` can fan one prefilled prompt out to chains).
+ */
 export function createCacheFor(
   model: Transformer,
   batch: number,
   policy: CachePolicyName,
   options: CachePolicyOptions = {},
-): KvCache {
+): PagedKvCache {
   const c = model.config;
   const base = {
     layers: c.numLayers,
