@@ -70,6 +70,7 @@ import { Tensor } from "../tensor/tensor.ts";
 import { dispatchBound } from "./dispatch_bound.ts";
 import { flashDecodeShape, pagedDecodeFlash } from "./paged_decode.ts";
 import { FLASH_MIN_QUERIES, pagedPrefillAttention } from "./paged_prefill.ts";
+import { pagedAttentionSimple, simpleAttentionFor } from "./paged_simple.ts";
 import type { PagedKvStorage } from "./paged_storage.ts";
 
 /** Arguments of {@linkcode pagedAttention}. */
@@ -171,6 +172,10 @@ export function pagedAttention(
   const fit = Math.max(1, Math.min(Math.floor(rowsMax / G), Math.floor((wg * ACC) / (G * D))));
   const qb = Math.min(fit, 2 ** Math.ceil(Math.log2(n)));
   checkExtras(args, decode, G);
+  const forced = args.decodeKernel !== undefined || args.prefillKernel !== undefined;
+  if (!forced && !args.probs && !args.chunks && simpleAttentionFor(s)) {
+    return pagedAttentionSimple(s, layer, q, args); // OpenGL CPU adapters (./paged_simple.ts)
+  }
   if (args.chunk && n >= FLASH_MIN_QUERIES && (args.prefillKernel ?? "flash") === "flash") {
     const out = pagedPrefillAttention(s, layer, q, { ...args, chunk: args.chunk });
     if (out) return out;

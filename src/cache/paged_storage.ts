@@ -71,9 +71,10 @@ export interface PagedStorageOptions {
    * Decode attention kernel: `"split"` (default; split-K over each page's entries, 16-byte K/V
    * rows shared by all query heads of a group; needs headDim % 8 == 0 in f16 or % 4 == 0 in f32
    * and at most 8 query heads per KV head, else `"tiled"` is used) or `"tiled"` (the readable
-   * `partial` kernel that prefill uses too).
+   * `partial` kernel that prefill uses too), or `"simple"`: the barrier-free per-query kernel
+   * (`./paged_simple.ts`) for decode and prefill alike, what OpenGL CPU adapters get anyway.
    */
-  decodeKernel?: "split" | "tiled";
+  decodeKernel?: "split" | "tiled" | "simple";
 }
 
 /** One page's entries in slot order, from {@linkcode PagedKvStorage.snapshot}. */
@@ -141,7 +142,7 @@ export class PagedKvStorage {
   /** Keys per attention partition (a multiple of 32), or undefined: chosen from the lengths. */
   readonly partitionKeys: number | undefined;
   /** Decode attention kernel, see {@linkcode PagedStorageOptions.decodeKernel}. */
-  readonly decodeKernel: "split" | "tiled";
+  readonly decodeKernel: "split" | "tiled" | "simple";
   #disposed = false;
 
   /** Allocates the pools (one block per page up front) and the zeroed lengths. */
@@ -172,9 +173,9 @@ export class PagedKvStorage {
       }
       this.partitionKeys = Math.ceil(o.partitionKeys / KT) * KT;
     }
-    if (o.decodeKernel !== undefined && o.decodeKernel !== "split" && o.decodeKernel !== "tiled") {
+    if (o.decodeKernel !== undefined && !["split", "tiled", "simple"].includes(o.decodeKernel)) {
       throw new TypeError(
-        `PagedKvStorage: decodeKernel must be "split" or "tiled", got ${o.decodeKernel}`,
+        `PagedKvStorage: decodeKernel must be "split", "tiled" or "simple", got ${o.decodeKernel}`,
       );
     }
     this.decodeKernel = o.decodeKernel ?? "split";

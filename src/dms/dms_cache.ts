@@ -112,7 +112,7 @@ export interface DmsCacheOptions {
   /** Keys per attention partition (rounded up to 32); default chosen from the lengths. For tests and benchmarks. */
   partitionKeys?: number;
   /** Decode attention kernel, `"split"` (default) or `"tiled"`; see `PagedStorageOptions`. */
-  decodeKernel?: "split" | "tiled";
+  decodeKernel?: "split" | "tiled" | "simple";
 }
 
 /** One page's state from {@linkcode DmsCache.inspect}. */

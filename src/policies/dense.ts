@@ -48,7 +48,7 @@ export interface DenseCacheOptions {
   /** Keys per attention partition (rounded up to 32); default chosen from the lengths. */
   partitionKeys?: number;
   /** Decode attention kernel, `"split"` (default) or `"tiled"`; see `PagedStorageOptions`. */
-  decodeKernel?: "split" | "tiled";
+  decodeKernel?: "split" | "tiled" | "simple";
 }
 
 /**
