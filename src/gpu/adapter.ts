@@ -69,9 +69,9 @@ export function summarizeAdapter(
  */
 export function slowAdapterHint(adapter: AdapterSummary): string | undefined {
   if (!adapter.cpuGl) return undefined;
-  return `note: WebGPU runs on ${adapter.description} through OpenGL, which compiles the ` +
-    `kernels slowly (minutes); for Mesa's Vulkan CPU driver (seconds), run as root: ` +
-    VULKAN_CPU_DRIVER_INSTALL;
+  return `note: WebGPU runs on ${adapter.description} through OpenGL: f32 only, and kernels ` +
+    `with workgroup barriers compile for minutes (attention avoids them here, the tests do ` +
+    `not); for Mesa's Vulkan CPU driver, run as root: ` + VULKAN_CPU_DRIVER_INSTALL;
 }
 
 /** Options for `getGpu` / `Gpu.create` in ./device.ts, and for {@linkcode requestDevice}. */
