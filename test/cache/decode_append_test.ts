@@ -86,7 +86,7 @@ for (const dtype of FLOAT_DTYPES) {
     fn: async () => {
       await fc.assert(
         fc.asyncProperty(arbCase, async (c) => await run(c, dtype)),
-        fcParams(25),
+        fcParams(15),
       );
     },
   });

@@ -75,7 +75,7 @@ for (const dtype of FLOAT_DTYPES) {
             assertClose(got, ref, TOL[dtype], `simple vs default kernels, ${what}`);
           }
         }),
-        fcParams(30),
+        fcParams(20),
       );
     },
   });
