@@ -32,7 +32,15 @@ export interface AdapterSummary {
    * WebGPU falls back to on Linux without a Vulkan driver): f32 only, and every kernel with
    * workgroup barriers takes seconds to minutes to compile on first use. Detected as a CPU
    * adapter without `shader-f16` (Mesa's Vulkan CPU driver, lavapipe, offers it), or as a CPU
-   * adapter with `DENO_WEBGPU_BACKEND=gl` set.
+   * adapter with `DENO_WEBGPU_BACKEND=gl` set, or forced with {@linkcode GpuOptions.cpuGl}.
+   *
+   * Kernels route to their barrier-free variants here (the first dispatch of each pipeline is
+   * where llvmpipe GL compiles it; seconds measured with an empty shader cache by
+   * `bench/first_dispatch.ts`): paged attention to `paged_simple` (the flash kernels: 182 s
+   * prefill, 146 s decode), sampling to the `naive` twin (0.3-0.5 s against 7-13 s for the
+   * `fast` kernel at WG 32, 164 s at WG 256 under top-k/top-p, 5 s for `split`), and products
+   * of at most 2^24 multiply-adds with more than 8 rows to the `naive` matmul (0.03 s against
+   * 2.7-5 s for `tiled`).
    */
   readonly cpuGl: boolean;
 }
@@ -70,14 +78,21 @@ export function summarizeAdapter(
 export function slowAdapterHint(adapter: AdapterSummary): string | undefined {
   if (!adapter.cpuGl) return undefined;
   return `note: WebGPU runs on ${adapter.description} through OpenGL: f32 only, and kernels ` +
-    `with workgroup barriers compile for minutes (attention avoids them here, the tests do ` +
-    `not); for Mesa's Vulkan CPU driver, run as root: ` + VULKAN_CPU_DRIVER_INSTALL;
+    `with workgroup barriers compile for minutes (attention, sampling and small products ` +
+    `avoid them here, the tests do not); for Mesa's Vulkan CPU driver, run as root: ` +
+    VULKAN_CPU_DRIVER_INSTALL;
 }
 
 /** Options for `getGpu` / `Gpu.create` in ./device.ts, and for {@linkcode requestDevice}. */
 export interface GpuOptions {
   /** Wrap every dispatch in validation/out-of-memory error scopes and raise errors with the kernel's name. Default: `DMS_DEBUG=1` in the environment. */
   debug?: boolean;
+  /**
+   * Treat the adapter as a CPU driver reached through OpenGL ({@linkcode AdapterSummary.cpuGl}),
+   * so that kernels take their barrier-free routes, or not. Default: detected. The tests force
+   * it on lavapipe (Vulkan) to run the OpenGL route where CI runs.
+   */
+  cpuGl?: boolean;
   /** Request `shader-f16` when the adapter offers it. Default true. */
   allowF16?: boolean;
   /** Adapter power preference. */
@@ -96,7 +111,7 @@ export interface GpuOptions {
 /**
  * Requests an adapter and a device with the adapter's own limits (those the kernels use),
  * `shader-f16` when offered and allowed, and `timestamp-query` when offered. Of `options`, only
- * `powerPreference` and `allowF16` apply here.
+ * `powerPreference`, `allowF16` and `cpuGl` apply here.
  *
  * @throws {Error} When WebGPU is missing or no adapter exists, saying how to get one.
  */
@@ -132,7 +147,9 @@ export async function requestDevice(
     maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
   };
   const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
-  return { device, adapter: summarizeAdapter(adapter.info, adapter.features) };
+  const summary = summarizeAdapter(adapter.info, adapter.features);
+  const cpuGl = options.cpuGl ?? summary.cpuGl;
+  return { device, adapter: { ...summary, cpuGl } };
 }
 
 /**

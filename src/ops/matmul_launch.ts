@@ -26,7 +26,8 @@ import { rmsNorm } from "./rmsnorm.ts";
  * Kernel choice: `auto` picks `gemv16` for a linear with M = 1, N ≤ `GEMV16_AUTO_MAX_N` and K
  * a whole number of 16-byte words, `gemv` for other M ≤ {@linkcode GEMV_MAX_M} (`naive` for
  * M ≤ 8 on a CPU adapter), `gemv16` in blocks of 8 rows for 8 < M ≤ 32 on GPUs (≤
- * {@linkcode GEMV16_BATCH_MAX_M} when K ≥ 2048; same N and K rules), `tiled` otherwise. `gemv16` (`shaders/gemv.wgsl`, linear only:
+ * {@linkcode GEMV16_BATCH_MAX_M} when K ≥ 2048; same N and K rules), `naive` on an OpenGL CPU
+ * adapter for products of at most {@linkcode GL_NAIVE_MAX_MACS} multiply-adds, `tiled` otherwise. `gemv16` (`shaders/gemv.wgsl`, linear only:
  * K a multiple of 8 in f16, 4 in f32) runs in blocks of ≤ 8 rows. A linear with an RMSNorm
  * prologue (`norm`) and M ≤ 8 takes `gemv16` on GPUs under the same N and K rules whatever M
  * (the fused norm saves a dispatch, worth more than `gemv`'s edge over `gemv16` at M 2..8).
@@ -42,6 +43,18 @@ export const GEMV_MAX_M = 8;
  * H200 measurements are in `pickVariant`).
  */
 export const GEMV16_BATCH_MAX_M = 64;
+
+/**
+ * Largest product (M·N·K multiply-adds per batch) that `auto` runs as `naive` instead of `tiled`
+ * on a CPU driver reached through OpenGL (`gpu.adapter.cpuGl`). llvmpipe GL compiles a kernel at
+ * its first dispatch; `tiled` (two workgroup barriers, 256 threads) took 2.7-5 s there with an
+ * empty shader cache, `naive` 0.03-0.08 s. `naive` runs slower: at 256×1024×1024 (2^28) 0.5 s
+ * against 0.12 s a call, 1.4 ns more per multiply-add, so at 2^24 it loses ~25 ms a call, and a
+ * run needs well over a hundred such calls before the compile of `tiled` pays; the demo's
+ * products (240×64×192) are 2^21-2^22. Larger products keep `tiled`, whose compile the work
+ * amortises.
+ */
+export const GL_NAIVE_MAX_MACS = 2 ** 24;
 
 /** Adapters that run shaders on the CPU (see the module doc: `auto` avoids `gemv` there). */
 const CPU_RASTERISER = /llvmpipe|lavapipe|swiftshader|softpipe/i;
@@ -241,6 +254,9 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
     return "gemv16";
   }
   if (l.variant !== "auto") return l.variant;
+  if (l.M > GEMV_MAX_M && l.a.gpu.adapter.cpuGl && l.M * l.N * l.K <= GL_NAIVE_MAX_MACS) {
+    return "naive";
+  }
   if (l.M > GEMV_MAX_M) {
     // A small batch of decode rows (parallel chains): gemv16 in blocks of 8 rows re-reads the
     // weights M/8 times but keeps its parallelism; the 64×64 tiles of `tiled` leave most of a

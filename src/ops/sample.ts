@@ -54,6 +54,13 @@
  *   above; 1 to 3 passes on typical rows. A test checks both against the
  *   reference on the same rows. Greedy and temperature-only rows (no top-k
  *   below V, no top-p below 1) with V >= 16384 are routed to `"split"`.
+ *   On a CPU driver reached through OpenGL (`gpu.adapter.cpuGl`) the default
+ *   is `"naive"` instead: llvmpipe GL compiles a kernel at its first dispatch,
+ *   with a coroutine per workgroup barrier, and took 7-13 s for `"fast"` at
+ *   WG 32 (V <= 256), 164 s at WG 256 under top-k + top-p, 5 s for `"split"`,
+ *   against 0.3-0.5 s for `"naive"`, which then ran as fast or faster there
+ *   (V = 151936: greedy 0.01 s, top-k 50 + top-p 0.9 0.06 s, B = 4;
+ *   `bench/first_dispatch.ts`, `MESA_SHADER_CACHE_DISABLE=true`).
  * - `"split"` (`shaders/sample_split.wgsl`), greedy and temperature only
  *   (a RangeError otherwise): many workgroups per row. Pass 1, one workgroup
  *   per chunk of 2048 logits (each read once): the chunk's max, its first
@@ -140,8 +147,9 @@ const NAIVE_WG = 64;
 /** Where {@linkcode sample} writes, which draw it uses, and which kernel runs. */
 export interface SampleTargets {
   /**
-   * Kernel variant: `"fast"` (default), the readable `"naive"` twin, or `"split"` (greedy and
-   * temperature only; the default takes it for V >= 16384). All give the same tokens.
+   * Kernel variant: `"fast"` (default; `"naive"` on an OpenGL CPU adapter, see the module
+   * header), the readable `"naive"` twin, or `"split"` (greedy and temperature only; `"fast"`
+   * takes it for V >= 16384). All give the same tokens.
    */
   kernel?: SampleKernel;
   /**
@@ -209,7 +217,7 @@ export function sample(logits: Tensor, opts: SampleOptions & SampleTargets = {})
   if (!(topP > 0 && topP <= 1)) {
     throw new RangeError(`sample(): topP must be in (0, 1], got ${topP}`);
   }
-  const variant = opts.kernel ?? "fast";
+  const variant = opts.kernel ?? (logits.gpu.adapter.cpuGl ? "naive" : "fast");
   if (variant !== "fast" && variant !== "naive" && variant !== "split") {
     throw new RangeError(`sample(): kernel must be "fast", "naive" or "split", got ${variant}`);
   }
