@@ -20,6 +20,7 @@ import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { pagedAttention } from "../src/cache/paged_attention.ts";
+import { widePrefillShape } from "../src/cache/paged_prefill.ts";
 import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
 import { scatterEntries } from "../src/cache/paged_kv.ts";
 import { createDmsCache } from "../src/dms/dms_cache.ts";
@@ -64,8 +65,10 @@ interface Row {
   cache: string;
   check: string;
   flashMs: number;
+  wideMs?: number;
   tiledMs?: number;
   flashTflops: number;
+  wideTflops?: number;
   tiledTflops?: number;
 }
 
@@ -109,6 +112,8 @@ async function run(dtype: Dt, ctx: number, cr?: number): Promise<Row> {
   };
   const tiled = ctx <= tiledMax;
   if (tiled) row.tiledMs = 0;
+  const wide = widePrefillShape(G, D, gpu.limits.maxComputeWorkgroupStorageSize) !== undefined;
+  if (wide) row.wideMs = 0;
   let worst = 0, bad = 0;
   using firstReal = Tensor.zeros(gpu, [1], "i32");
   for (let t0 = 0, c = 0; t0 < ctx; t0 += chunk, c++) {
@@ -135,6 +140,20 @@ async function run(dtype: Dt, ctx: number, cr?: number): Promise<Row> {
     const a = { t0, window: cache.policy.window, scale: 1 / Math.sqrt(D), chunk: { k, v, marks } };
     const f = await gpuMs(() => pagedAttention(s, 0, q, { ...a, prefillKernel: "flash" }));
     row.flashMs += f.ms;
+    if (wide) {
+      const w = await gpuMs(() => pagedAttention(s, 0, q, { ...a, prefillKernel: "wide" }));
+      row.wideMs! += w.ms;
+      if (c < 2) {
+        const [x, y] = [await w.out.toArray(), await f.out.toArray()];
+        const tol = AGREE[dtype];
+        for (let i = 0; i < x.length; i++) {
+          const e = Math.abs(x[i] - y[i]);
+          if (!(e <= tol.atol + tol.rtol * Math.abs(y[i]))) bad++;
+          if (!(e <= worst)) worst = e;
+        }
+      }
+      w.out.dispose();
+    }
     if (tiled) {
       const t = await gpuMs(() => pagedAttention(s, 0, q, { ...a, prefillKernel: "tiled" }));
       row.tiledMs! += t.ms;
@@ -156,10 +175,15 @@ async function run(dtype: Dt, ctx: number, cr?: number): Promise<Row> {
     gpu.release(marks);
     gpu.release(dest);
   }
-  row.check = !tiled ? "-" : bad ? `FAIL (${bad} off, max ${worst.toExponential(2)})` : "ok";
+  row.check = !tiled && !wide
+    ? "-"
+    : bad
+    ? `FAIL (${bad} off, max ${worst.toExponential(2)})`
+    : "ok";
   const flops = 4 * HKV * G * D * (ctx * ctx) / 2;
   row.flashTflops = flops / (row.flashMs * 1e-3) / 1e12;
   if (row.tiledMs) row.tiledTflops = flops / (row.tiledMs * 1e-3) / 1e12;
+  if (row.wideMs) row.wideTflops = flops / (row.wideMs * 1e-3) / 1e12;
   return row;
 }
 
@@ -174,18 +198,23 @@ for (const dtype of dtypes) {
     for (const cr of [undefined, ...crs]) {
       const r = await run(dtype, ctx, cr);
       rows.push(r);
-      console.error(`  ${dtype} ${ctx} ${r.cache}: flash ${fmt(r.flashMs)} ms, ${r.check}`);
+      console.error(
+        `  ${dtype} ${ctx} ${r.cache}: flash ${fmt(r.flashMs)} ms, wide ${fmt(r.wideMs)} ms, ` +
+          r.check,
+      );
     }
   }
 }
 console.log(markdownTable(
-  cpu ? ["dtype", "ctx", "cache", "check", "tiled / flash time"] : [
+  cpu ? ["dtype", "ctx", "cache", "check", "tiled / flash time", "flash / wide time"] : [
     "dtype",
     "ctx",
     "cache",
     "check",
     "flash ms",
     "flash TFLOP/s",
+    "wide ms",
+    "wide TFLOP/s",
     "tiled ms",
     "tiled TFLOP/s",
     "tiled / flash",
@@ -195,8 +224,16 @@ console.log(markdownTable(
     `${r.ctx}`,
     r.cache,
     r.check,
-    ...(cpu ? [] : [fmt(r.flashMs), fmt(r.flashTflops, 2), fmt(r.tiledMs), fmt(r.tiledTflops, 2)]),
+    ...(cpu ? [] : [
+      fmt(r.flashMs),
+      fmt(r.flashTflops, 2),
+      fmt(r.wideMs),
+      fmt(r.wideTflops, 2),
+      fmt(r.tiledMs),
+      fmt(r.tiledTflops, 2),
+    ]),
     fmt(r.tiledMs ? r.tiledMs / r.flashMs : NaN, 2),
+    ...(cpu ? [fmt(r.wideMs ? r.flashMs / r.wideMs : NaN, 2)] : []),
   ]),
   4,
 ));

@@ -89,10 +89,11 @@ export interface PagedAttentionArgs {
    */
   decodeKernel?: "flash" | "split" | "tiled";
   /**
-   * Prefill kernel: `"flash"` (default; `pagedPrefillAttention` in ./paged_prefill.ts, for chunks
-   * of at least `FLASH_MIN_QUERIES` queries whose shape it takes) or `"tiled"` (`partial`).
+   * Prefill kernel, for chunks of at least `FLASH_MIN_QUERIES` queries whose shape it takes
+   * (`pagedPrefillAttention` in ./paged_prefill.ts): `"wide"` (64-key tiles) or `"flash"`
+   * (32-key tiles); by default the wide kernel where it fits, else flash. `"tiled"`: `partial`.
    */
-  prefillKernel?: "flash" | "tiled";
+  prefillKernel?: "flash" | "wide" | "tiled";
   /** Prefill: the chunk's own keys, appended virtually after each page's entries. */
   chunk?: {
     /** `[B, Hkv, n, D]` */
@@ -176,8 +177,11 @@ export function pagedAttention(
   if (!forced && !args.probs && !args.chunks && simpleAttentionFor(s)) {
     return pagedAttentionSimple(s, layer, q, args); // OpenGL CPU adapters (./paged_simple.ts)
   }
-  if (args.chunk && n >= FLASH_MIN_QUERIES && (args.prefillKernel ?? "flash") === "flash") {
-    const out = pagedPrefillAttention(s, layer, q, { ...args, chunk: args.chunk });
+  if (args.chunk && n >= FLASH_MIN_QUERIES && args.prefillKernel !== "tiled") {
+    const variant = args.prefillKernel === "flash" || args.prefillKernel === "wide"
+      ? args.prefillKernel
+      : undefined;
+    const out = pagedPrefillAttention(s, layer, q, { ...args, chunk: args.chunk, variant });
     if (out) return out;
   }
   const kind = decode && !args.chunk ? decodeKernelFor(s, G, D, args) : "tiled";

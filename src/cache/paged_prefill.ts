@@ -46,6 +46,12 @@ export interface PagedPrefillArgs {
   window: number;
   /** Softmax scale. */
   scale: number;
+  /**
+   * Kernel: `"wide"` (64-key tiles, 4 × 4 register blocks; needs D ≤ 128, D % 4 = 0 and
+   * ~30 KB of workgroup memory) or `"flash"` (32-key tiles). Default: `"wide"` where the shape
+   * fits it, else `"flash"`.
+   */
+  variant?: "wide" | "flash";
   /** The chunk's own keys, appended virtually after each page's entries. */
   chunk: {
     /** `[B, Hkv, n, D]` */
@@ -78,6 +84,26 @@ export function flashPrefillShape(
 }
 
 /**
+ * Override constants of the `wide` kernel for G, D, or undefined when the shape does not fit it
+ * (G > 64, D > 128 or not a multiple of 4, or more workgroup memory than `maxShared` bytes):
+ * chunks of 32 channels and slices of 32 V keys where ~39 KB fit, else 16 and 16 (~30 KB).
+ */
+export function widePrefillShape(
+  G: number,
+  D: number,
+  maxShared: number,
+): Record<string, number> | undefined {
+  if (!(G >= 1 && G <= ROWS) || !(D >= 4 && D <= 128 && D % 4 === 0)) return undefined;
+  for (const step of [32, 16]) {
+    const WSTAGE = Math.max(2 * step * 17, step * D / 4);
+    // wst + wps (1024 vec4) + wred (256 vec4) + 4 key arrays of 64 + 64 row positions + len
+    const bytes = 16 * WSTAGE + 16 * 1024 + 16 * 256 + 4 * 4 * 64 + 4 * ROWS + 4;
+    if (bytes <= maxShared) return { SDK: step, VH: step, DC4: Math.ceil(D / 64), WSTAGE };
+  }
+  return undefined;
+}
+
+/**
  * Prefill attention of the chunk's queries `q` over each page's live entries of `layer` and the
  * chunk's own keys, through the `flash` kernel. Records the dispatch and returns the output, or
  * undefined when the shape does not fit the kernel (the caller then runs the tiled path).
@@ -107,7 +133,9 @@ export function pagedPrefillAttention(
         `[${k.shape}] and [${v.shape}]`,
     );
   }
-  const c = flashPrefillShape(G, D, gpu.limits.maxComputeWorkgroupStorageSize);
+  const maxShared = gpu.limits.maxComputeWorkgroupStorageSize;
+  const wide = args.variant === "flash" ? undefined : widePrefillShape(G, D, maxShared);
+  const c = wide ?? (args.variant === "wide" ? undefined : flashPrefillShape(G, D, maxShared));
   if (!c) return undefined;
   const bq = Math.floor(ROWS / G);
   const nqt = Math.ceil(n / bq);
@@ -128,7 +156,7 @@ export function pagedPrefillAttention(
   ];
   const kernel = gpu.kernel({
     shader: "paged_prefill",
-    entry: "flash",
+    entry: wide ? "wide" : "flash",
     defines: { T: s.dtype },
     constants: c,
   });

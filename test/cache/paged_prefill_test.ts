@@ -13,6 +13,7 @@ import {
   flashPrefillShape,
   type PageContents,
   pagedPrefillReference,
+  widePrefillShape,
 } from "../../src/cache/paged_prefill.ts";
 import { createDmsCache } from "../../src/dms/dms_cache.ts";
 import { createDenseCache } from "../../src/policies/dense.ts";
@@ -75,12 +76,20 @@ async function check(c: Case, pre: number, n: number, B: number, seed: number, p
   const marks = gpu.alloc(cm.byteLength, "test chunk marks");
   gpu.write(marks, cm);
   const args = { t0: pre, window, scale: 1 / Math.sqrt(D), chunk: { k, v, marks } };
-  using flash = pagedAttention(s, 0, q, { ...args, prefillKernel: "flash" });
   using tiled = pagedAttention(s, 0, q, { ...args, prefillKernel: "tiled" });
-  const [a, b] = [await flash.toArray(), await tiled.toArray()];
-  gpu.release(marks);
+  const b = await tiled.toArray();
   const label = JSON.stringify({ ...c, pre, n, B, seed, pEvict });
-  assertClose(a, b, AGREE[c.dtype], `flash vs tiled ${label}`);
+  const outs: [string, ArrayLike<number>][] = [];
+  const variants = widePrefillShape(c.G, D, gpu.limits.maxComputeWorkgroupStorageSize)
+    ? ["flash", "wide"] as const
+    : ["flash"] as const;
+  for (const kernel of variants) {
+    using out = pagedAttention(s, 0, q, { ...args, prefillKernel: kernel });
+    const a = await out.toArray();
+    assertClose(a, b, AGREE[c.dtype], `${kernel} vs tiled ${label}`);
+    outs.push([kernel, a]);
+  }
+  gpu.release(marks);
   // The CPU twin over the pages as stored: K/V rows of each entry taken from the problem by
   // position (the cache stores exactly those rows, rounded to the storage dtype).
   const round = (x: ArrayLike<number>) => (f16 ? roundToF16(Float32Array.from(x)) : x);
@@ -99,12 +108,14 @@ async function check(c: Case, pre: number, n: number, B: number, seed: number, p
     window,
     scale: 1 / Math.sqrt(D),
   });
-  assertClose(a, want, TOL[c.dtype], `flash vs CPU twin ${label}`);
+  for (const [kernel, a] of outs) {
+    assertClose(a, want, TOL[c.dtype], `${kernel} vs CPU twin ${label}`);
+  }
 }
 
 Deno.test({
   name:
-    "The flash prefill kernel agrees with the tiled kernel and its CPU twin on the same pages (f32/f16, G 1..8, D 8..136, dense and DMS)",
+    "The flash and wide prefill kernels agree with the tiled kernel and the CPU twin on the same pages (f32/f16, G 1..8, D 8..136, dense and DMS)",
   ...GPU_TEST,
   fn: async () => {
     const cases = CASES.filter((c) => FLOAT_DTYPES.includes(c.dtype));
@@ -113,6 +124,12 @@ Deno.test({
         flashPrefillShape(c.G, c.D, gpu.limits.maxComputeWorkgroupStorageSize),
         `the flash kernel must take ${JSON.stringify(c)} on this device`,
       );
+      if (c.D <= 128) {
+        assert.ok(
+          widePrefillShape(c.G, c.D, gpu.limits.maxComputeWorkgroupStorageSize),
+          `the wide kernel must take ${JSON.stringify(c)} on this device`,
+        );
+      }
     }
     await fc.assert(
       fc.asyncProperty(
