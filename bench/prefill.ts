@@ -112,7 +112,8 @@ async function run(dtype: Dt, ctx: number, cr?: number): Promise<Row> {
   };
   const tiled = ctx <= tiledMax;
   if (tiled) row.tiledMs = 0;
-  const wide = widePrefillShape(G, D, gpu.limits.maxComputeWorkgroupStorageSize) !== undefined;
+  const wide =
+    widePrefillShape(dtype, G, D, gpu.limits.maxComputeWorkgroupStorageSize) !== undefined;
   if (wide) row.wideMs = 0;
   let worst = 0, bad = 0;
   using firstReal = Tensor.zeros(gpu, [1], "i32");

@@ -30,6 +30,7 @@ export const SHADER_FILES: readonly string[] = [
   "paged_decode",
   "paged_kv",
   "paged_prefill",
+  "paged_prefill_wide",
   "paged_simple",
   "quest",
   "random",

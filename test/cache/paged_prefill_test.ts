@@ -80,7 +80,7 @@ async function check(c: Case, pre: number, n: number, B: number, seed: number, p
   const b = await tiled.toArray();
   const label = JSON.stringify({ ...c, pre, n, B, seed, pEvict });
   const outs: [string, ArrayLike<number>][] = [];
-  const variants = widePrefillShape(c.G, D, gpu.limits.maxComputeWorkgroupStorageSize)
+  const variants = widePrefillShape(c.dtype, c.G, D, gpu.limits.maxComputeWorkgroupStorageSize)
     ? ["flash", "wide"] as const
     : ["flash"] as const;
   for (const kernel of variants) {
@@ -126,7 +126,7 @@ Deno.test({
       );
       if (c.D <= 128) {
         assert.ok(
-          widePrefillShape(c.G, c.D, gpu.limits.maxComputeWorkgroupStorageSize),
+          widePrefillShape(c.dtype, c.G, c.D, gpu.limits.maxComputeWorkgroupStorageSize),
           `the wide kernel must take ${JSON.stringify(c)} on this device`,
         );
       }
