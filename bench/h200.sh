@@ -5,7 +5,7 @@
 #   run(command: "bash bench/h200.sh", timeout_s: 600)
 #
 # It sources .gpu/setup.sh (Vulkan loader, NVIDIA ICD, deno on PATH), then runs each section of
-# bench/main.ts under its own time limit (about 7.5 minutes in all), appending the markdown to
+# bench/main.ts under its own time limit (about 8 minutes in all), appending the markdown to
 # $OUT/bench.md and writing $OUT/<section>.json (6 files back; the device tool returns at most 8).
 # A section that hits its limit is reported in bench.md and the others still run. The twins
 # (bench/torch_attention.py, bench/torch_generate.py, the torch part of bench/kernels.ts) run
@@ -39,8 +39,9 @@ section attention 110 --contexts 4096,32768,131072 --batches 1,4,32 --crs 2,4,8 
 # (b) prefill attention TFLOP/s: flash vs the tiled path (tiled only at 4K: it is ~13 s at 32K).
 section prefill 60 --contexts 4096,32768 --tiled-max 4096
 # (c) matmul / GEMV at the model's shapes, incl. weights past the 60 MB L2 (--reps 10 overran 70 s
-# on 2026-12-03: the host-side random weights of the 8B shapes are slow to make).
-section kernels 90 --reps 3
+# on 2026-12-03: the host-side random weights of the 8B shapes are slow to make), and the GEMM rows
+# (tiled vs tiled128 / tiled128x64 at 512, 2048, 4096 x 4096 x 4096; ~30 s more, hence 130).
+section kernels 130 --reps 3
 # (d, e) end to end at 2K, B = 1, dense and DMS at forced CR 8; dispatches/syncs per token; the
 # PyTorch twin. (32K: 70 / 90 tok/s on 2026-12-03, but its four 28-layer prefills fill the limit
 # before the twin runs: `--contexts 32768 --no-torch` on its own.)

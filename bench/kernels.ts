@@ -9,13 +9,16 @@
  * kernels. When PyTorch with CUDA is importable by `python3`, the same
  * shapes and dtypes run there too (CUDA events) and print side by side.
  *
- * Usage: `deno task bench [--quick] [--reps N] [--json out.json]`
+ * Usage: `deno task bench [--quick] [--reps N] [--gemm] [--no-torch] [--json out.json]`
  * (PyTorch needs `--allow-run`, `--json` needs `--allow-write`:
  * `deno run -A bench/kernels.ts --json bench.json`).
  *
  * Sizes: on a CPU adapter ("llvmpipe") small shapes that finish in well
  * under a minute; otherwise prefill 512×4096×4096, decode 1×4096×4096 and a
- * 64M-element add. `--quick` shrinks both.
+ * 64M-element add. `--quick` shrinks both. The `GEMM` rows time `tiled` against
+ * `tiled128` and `tiled128x64` at M×4096×4096, M = 512, 2048, 4096 (512 only with
+ * `--quick`), and print TFLOP/s and the speed-up over `tiled` per shape; `--gemm` runs
+ * only those rows.
  *
  * @module
  */
@@ -80,6 +83,8 @@ const { values: args } = parseArgs({
     quick: { type: "boolean", default: false },
     json: { type: "string" },
     reps: { type: "string" },
+    gemm: { type: "boolean", default: false },
+    "no-torch": { type: "boolean", default: false },
   },
 });
 
@@ -102,7 +107,7 @@ const size = cpu
     : { pre: [512, 4096, 4096], dec: [1, 4096, 4096], add: 1 << 26 });
 
 const cases: Case[] = [];
-for (const dtype of dtypes) {
+for (const dtype of args.gemm ? [] : dtypes) {
   const [pm, pk, pn] = size.pre, [dm, dk, dn] = size.dec;
   cases.push(
     { name: "prefill x·wᵀ", kind: "linear", dtype, M: pm, K: pk, N: pn, variant: "tiled" },
@@ -127,11 +132,28 @@ const modelShapes: [string, number, number, number][] = cpu
     ["8B gate M=4", 4, 4096, 12288],
     ["8B gate M=8", 8, 4096, 12288],
   ];
-if (!quick || cpu) {
+if ((!quick || cpu) && !args.gemm) {
   for (const dtype of dtypes) {
     for (const [name, M, K, N] of modelShapes) {
       cases.push({ name: `decode ${name}`, kind: "linear", dtype, M, K, N, variant: "gemv" });
       cases.push({ name: `decode ${name}`, kind: "linear", dtype, M, K, N, variant: "gemv16" });
+    }
+  }
+}
+
+// Prefill-sized GEMMs x·wᵀ ([M, K, N]), the 64×64 tiles of `tiled` against the 128×128 and
+// 128×64 tiles of shaders/matmul_big.wgsl (the `largeTiles` switch of the auto route waits on
+// these). `--gemm` runs only these rows.
+const GEMM_VARIANTS: MatmulVariant[] = ["tiled", "tiled128", "tiled128x64"];
+const gemmShapes: [number, number, number][] = cpu
+  ? [[128, 256, 256], [256, 256, 512]]
+  : quick
+  ? [[512, 4096, 4096]]
+  : [[512, 4096, 4096], [2048, 4096, 4096], [4096, 4096, 4096]];
+for (const dtype of dtypes) {
+  for (const [M, K, N] of gemmShapes) {
+    for (const variant of GEMM_VARIANTS) {
+      cases.push({ name: "GEMM x·wᵀ", kind: "linear", dtype, M, K, N, variant });
     }
   }
 }
@@ -227,6 +249,15 @@ function spotCheck(
   return "ok";
 }
 
+let lastData: { key: string; x: Float32Array; w: Float32Array } | undefined;
+
+/** x:[M, K] and w:[N, K] of a linear case, kept for the next case of the same shape. */
+function hostData(M: number, K: number, N: number): { x: Float32Array; w: Float32Array } {
+  const key = `${M}x${K}x${N}`;
+  if (lastData?.key !== key) lastData = { key, x: random(M * K, 3), w: random(N * K, 4) };
+  return lastData;
+}
+
 async function runCase(c: Case): Promise<Row> {
   const bpe = bytesPer(c.dtype);
   if (c.kind === "add") {
@@ -251,7 +282,7 @@ async function runCase(c: Case): Promise<Row> {
     };
   }
   const { M, K, N } = c;
-  const x = random(M * K, 3), w = random(N * K, 4);
+  const { x, w } = hostData(M, K, N);
   using tx = Tensor.fromArray(gpu, x, [M, K], c.dtype);
   using tw = Tensor.fromArray(gpu, w, [N, K], c.dtype);
   using out = Tensor.empty(gpu, [M, N], c.dtype);
@@ -322,10 +353,14 @@ async function torchTimes(): Promise<Record<string, number> | undefined> {
     }
     return undefined;
   }
-  const jobs = cases.filter((c) => c.variant !== "naive" && c.variant !== "gemv16").map((c) => ({
-    key: key(c),
-    ...c,
-  }));
+  const jobs = [
+    ...new Map(
+      cases.filter((c) => c.variant !== "naive" && c.variant !== "gemv16").map((c) => [key(c), {
+        key: key(c),
+        ...c,
+      }]),
+    ).values(),
+  ];
   const out = await py(["-c", TORCH_SCRIPT, JSON.stringify({ jobs, reps, warmup })]);
   return out ? JSON.parse(out.split("\n").at(-1)!) : undefined;
 }
@@ -386,7 +421,7 @@ console.log(
   }; median of ${reps} samples (each ~${SAMPLE_MS} ms of back-to-back dispatches) ` +
     `after ${warmup} warm-up`,
 );
-const torch = await torchTimes();
+const torch = args["no-torch"] ? undefined : await torchTimes();
 const rows: Row[] = [];
 for (const c of cases) {
   const r = await runCase(c);
@@ -407,6 +442,26 @@ for (const dtype of dtypes) {
       `${dtype}: decode GEMV streams at ${(100 * dec.gbps / str.gbps).toFixed(0)}% of the add's ` +
         `${str.gbps.toFixed(1)} GB/s`,
     );
+  }
+}
+for (const dtype of dtypes) {
+  for (const [M, K, N] of gemmShapes) {
+    const of = (v: MatmulVariant) =>
+      rows.find((r) =>
+        r.name.startsWith("GEMM") && r.dtype === dtype && r.shape === `${M}×${K}×${N}` &&
+        r.variant === v
+      );
+    const base = of("tiled");
+    if (!base) continue;
+    const cells = GEMM_VARIANTS.map((v) => {
+      const r = of(v);
+      if (!r) return `${v} -`;
+      const speed = cpu
+        ? `${r.gflops.toFixed(1)} GFLOP/s`
+        : `${(r.gflops / 1e3).toFixed(2)} TFLOP/s`;
+      return `${v} ${speed} (${(base.ms / r.ms).toFixed(2)}×)`;
+    });
+    console.log(`GEMM ${dtype} ${M}×${K}×${N}: ${cells.join(", ")}`);
   }
 }
 const failed = rows.filter((r) => r.check !== "ok");

@@ -24,6 +24,7 @@ export const SHADER_FILES: readonly string[] = [
   "loss",
   "matmul",
   "matmul_backward",
+  "matmul_big",
   "noise",
   "paged_attention",
   "paged_copy",

@@ -4,7 +4,7 @@
  * `gemv16` for one row, and the CPU-rasteriser rule) and splits the rows of `a` and the output into blocks whose bound
  * windows fit the device's `maxStorageBufferBindingSize`. The variants, what each changed and
  * their speeds are in the header of `matmul.ts`, beside the CPU references; the kernels are in
- * `shaders/matmul.wgsl`.
+ * `shaders/matmul.wgsl` and (`tiled128`, `tiled128x64`) `shaders/matmul_big.wgsl`.
  *
  * @module
  */
@@ -27,12 +27,37 @@ import { rmsNorm } from "./rmsnorm.ts";
  * a whole number of 16-byte words, `gemv` for other M ≤ {@linkcode GEMV_MAX_M} (`naive` for
  * M ≤ 8 on a CPU adapter), `gemv16` in blocks of 8 rows for 8 < M ≤ 32 on GPUs (≤
  * {@linkcode GEMV16_BATCH_MAX_M} when K ≥ 2048; same N and K rules), `naive` on an OpenGL CPU
- * adapter for products of at most {@linkcode GL_NAIVE_MAX_MACS} multiply-adds, `tiled` otherwise. `gemv16` (`shaders/gemv.wgsl`, linear only:
+ * adapter for products of at most {@linkcode GL_NAIVE_MAX_MACS} multiply-adds, `tiled` otherwise
+ * (or, on a GPU with M ≥ 128 and N ≥ 128, the kernel {@linkcode matmulAuto} names: `tiled` by
+ * default). `tiled128` / `tiled128x64` (`shaders/matmul_big.wgsl`): 128×128 / 128×64 tiles. `gemv16` (`shaders/gemv.wgsl`, linear only:
  * K a multiple of 8 in f16, 4 in f32) runs in blocks of ≤ 8 rows. A linear with an RMSNorm
  * prologue (`norm`) and M ≤ 8 takes `gemv16` on GPUs under the same N and K rules whatever M
  * (the fused norm saves a dispatch, worth more than `gemv`'s edge over `gemv16` at M 2..8).
  */
-export type MatmulVariant = "auto" | "naive" | "tiled" | "gemv" | "gemv16";
+export type MatmulVariant =
+  | "auto"
+  | "naive"
+  | "tiled"
+  | "tiled128"
+  | "tiled128x64"
+  | "gemv"
+  | "gemv16";
+
+/**
+ * Switches of the `auto` route that wait on GPU measurements; tests and benchmarks may set them.
+ * `largeTiles`: the kernel `auto` takes instead of `tiled` when M ≥ 128 and N ≥ 128 on a GPU (not
+ * a CPU adapter). Default `tiled` (unchanged routing) until the H200 numbers of `tiled128` /
+ * `tiled128x64` (`shaders/matmul_big.wgsl`) are in.
+ *
+ * @example Prefer the 128×128 tiles for large products
+ * ```ts
+ * import { matmulAuto } from "./matmul_launch.ts";
+ * matmulAuto.largeTiles = "tiled128";
+ * ```
+ */
+export const matmulAuto: { largeTiles: "tiled" | "tiled128" | "tiled128x64" } = {
+  largeTiles: "tiled",
+};
 
 /** Largest M (rows of `a` per batch) for which `auto` picks the GEMV kernel. */
 export const GEMV_MAX_M = 8;
@@ -159,15 +184,18 @@ export function launch(l: Launch): void {
   }
   const norm = l.norm && { gain: window(l.norm.weight, 0, l.K).binding, eps: l.norm.eps };
   if (variant === "gemv16") rowsPer = Math.min(rowsPer, GEMV16_MAX_M);
-  const entry = variant === "gemv" ? (l.transB ? "gemv_t" : "gemv") : variant;
+  const big = variant === "tiled128" || variant === "tiled128x64";
+  const entry = variant === "gemv" ? (l.transB ? "gemv_t" : "gemv") : big ? "tiled128" : variant;
   const kernelFor = (rows: number) =>
     gpu.kernel({
-      shader: "matmul",
+      shader: big ? "matmul_big" : "matmul",
       entry,
       defines: { T: dtype },
       // GEMV: rows of a per workgroup, a pipeline constant so its loops unroll into registers.
       constants: variant === "gemv"
         ? { ROWS: Math.min(GEMV_MAX_M, rows) }
+        : big
+        ? { TRANS_B: l.transB ? 1 : 0, WIDE: variant === "tiled128" ? 1 : 0 }
         : { TRANS_B: l.transB ? 1 : 0 },
     });
   const bWin = window(l.b, 0, l.b.size);
@@ -204,6 +232,8 @@ export function launch(l: Launch): void {
       ? Math.ceil((l.batch * rows * l.N) / 256)
       : variant === "tiled"
       ? Math.ceil(l.N / 64) * Math.ceil(rows / 64) * l.batch
+      : big
+      ? Math.ceil(l.N / (variant === "tiled128" ? 128 : 64)) * Math.ceil(rows / 128) * l.batch
       : Math.ceil(l.N / 8) * Math.ceil(rows / gemvRows) * l.batch;
     const params = {
       M: rows,
@@ -265,7 +295,8 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
     // M = 16 / 32 / 64 against 203 / 216 / 238 for tiled; at K = 3072 (down) 72 / 143 / 286
     // against 592 / 631 / 695. So: gemv16 up to M = 32, and up to 64 from K = 2048 on.
     const most = l.K >= 2048 ? GEMV16_BATCH_MAX_M : GEMV16_BATCH_MAX_M / 2;
-    return !cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= most ? "gemv16" : "tiled";
+    if (!cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= most) return "gemv16";
+    return !cpu && l.M >= 128 && l.N >= 128 ? matmulAuto.largeTiles : "tiled";
   }
   if (cpu) return "naive";
   const oneRow = l.M === 1 || (l.norm !== undefined && l.batch === 1);
