@@ -13,7 +13,9 @@
  * marked) with W = ctx/CR − 1, so each page holds ctx/CR entries while decoding.
  *
  * Usage: `deno run -A bench/chains.ts [--contexts 8192,32768] [--batches 8,16,32,64]
- * [--tokens 64] [--cr 8] [--caches dense,dms] [--budget-gb 16] [--max-seconds 150] [--quick] [--json FILE]`. Rows
+ * [--tokens 64] [--cr 8] [--caches dense,dms] [--budget-gb 16] [--max-seconds 150] [--profile]
+ * [--quick] [--json FILE]`. `--profile`: after each row, one more decode step of the B chains
+ * with timestamp queries, its GPU time by kernel (where the step's time goes). Rows
  * still to run when `--max-seconds` is spent are listed as skipped. CPU adapter / `--quick`:
  * 2 layers, hidden 128, contexts 128, batches 2,4, 48 tokens, budget 1 MB.
  *
@@ -28,6 +30,8 @@ import { createModel, type Model } from "../src/model/model.ts";
 import { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
 import type { KvCache } from "../src/cache/kv_cache.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
+import { sample } from "../src/ops/sample.ts";
+import type { KernelTime } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { fmt, isCpuAdapter, markdownTable } from "./_common.ts";
 
@@ -41,6 +45,7 @@ const { values } = parseArgs({
     "budget-gb": { type: "string" },
     "max-seconds": { type: "string", default: "150" },
     dtype: { type: "string" },
+    profile: { type: "boolean", default: false },
     quick: { type: "boolean", default: false },
     json: { type: "string" },
   },
@@ -74,6 +79,9 @@ interface Row {
   cr: number;
   /** Copying the prefilled prompt into the B sequences (`copySequenceFrom`), ms. */
   copyMs?: number;
+  /** `--profile`: one decode step's GPU time (timestamp queries), ms, and its largest kernels. */
+  stepGpuMs?: number;
+  stepKernels?: { kernel: string; ms: number; count: number }[];
   skipped?: string;
 }
 
@@ -155,7 +163,7 @@ async function run(
     if (!tFirst) tFirst = performance.now();
   }
   const decoded = count - B * Math.min(every, N);
-  return {
+  const row: Row = {
     ctx,
     cache,
     B,
@@ -164,6 +172,41 @@ async function run(
     cr: stats.compressionRatioDenseOverKept,
     copyMs,
   };
+  if (values.profile && gpu.hasTimestamps) Object.assign(row, await profileStep(model, kv, B, ctx));
+  return row;
+}
+
+/** One decode step of the B chains under timestamp queries: GPU ms and the time by kernel. */
+async function profileStep(model: Model, kv: PagedKvCache, B: number, ctx: number) {
+  const V = model.config.vocabSize;
+  await kv.reserve(1);
+  using ids = Tensor.zeros(gpu, [B, 1], "i32");
+  using pos = Tensor.fromArray(gpu, Array.from({ length: B }, () => ctx + N), [B, 1], "i32");
+  const perKernel = new Map<string, KernelTime>();
+  const stepGpuMs = await gpu.profile(
+    () => {
+      const l = model.forward(ids, {
+        mode: "inference",
+        positions: pos,
+        cache: kv,
+        logits: "last",
+      })!;
+      const logits = l.reshape([B, V]);
+      l.dispose();
+      sample(logits, { out: ids.reshape([B]) });
+      logits.dispose();
+    },
+    2048,
+    perKernel,
+  );
+  const byEntry = new Map<string, KernelTime>();
+  for (const [label, k] of perKernel) {
+    const name = label.split(" ")[0], e = byEntry.get(name) ?? { ms: 0, count: 0 };
+    byEntry.set(name, { ms: e.ms + k.ms, count: e.count + k.count });
+  }
+  const stepKernels = [...byEntry].map(([kernel, k]) => ({ kernel, ...k }))
+    .sort((a, b) => b.ms - a.ms).slice(0, 8);
+  return { stepGpuMs, stepKernels };
 }
 
 console.log(
@@ -205,6 +248,18 @@ for (const ctx of contexts) {
       model.dispose();
     }
   }
+}
+for (const r of ok0()) {
+  console.log(
+    `\nstep GPU time, ctx ${r.ctx} ${r.cache} B=${r.B}: ${fmt(r.stepGpuMs!)} ms\n` +
+      markdownTable(
+        ["kernel", "dispatches", "ms"],
+        r.stepKernels!.map((k) => [k.kernel, `${k.count}`, fmt(k.ms)]),
+      ),
+  );
+}
+function ok0(): Row[] {
+  return rows.filter((r) => r.stepKernels?.length);
 }
 for (const p of prefillMs) {
   console.log(`prefill once, ctx ${p.ctx} ${p.cache}: ${cpu ? "-" : `${fmt(p.ms / 1000, 1)} s`}`);
