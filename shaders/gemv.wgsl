@@ -11,7 +11,7 @@
 //   gemv16_qkv:    x:[M, K]  w = wq:[N, K]  w2 = wk:[N2, K]  w3 = wv:[N3, K]
 //                  -> y = x·wqᵀ [M, N] (rows ldy apart), y2 = x·wkᵀ [M, N2], y3 = x·wvᵀ [M, N3]
 //   gemv16_qkv_bias: the same + bias:[N], bias2:[N2], bias3:[N3] (each when hasBias*)
-//   (M <= MR <= 8; K a multiple of EPV)
+//   (M <= MR <= 16; K a multiple of EPV)
 //
 // NORM = 1 (every entry): x is replaced by rmsNorm(x, gain, eps) before the product, as the
 // rmsnorm kernel computes it: each workgroup first sums the squares of its MR rows of x (256
@@ -68,11 +68,11 @@ struct Params {
 const LANES: u32 = 64u;
 const COLS: u32 = 4u;
 override EPV: u32 = 8u;  // elements per 16-byte word: 8 (f16) or 4 (f32)
-override MR: u32 = 1u;   // rows of x this pipeline handles (p.m <= MR <= 8)
+override MR: u32 = 1u;   // rows of x this pipeline handles (p.m <= MR <= 16)
 override NORM: u32 = 0u; // 1: RMSNorm prologue (x -> gain * x * rn[r], rounded to T)
 
-var<workgroup> red: array<f32, 2048>; // [MR][256] partial sums
-var<workgroup> rn: array<f32, 8>;     // NORM: inverseSqrt(mean(x[r]^2) + eps) per row
+var<workgroup> red: array<f32, 4096>; // [MR][256] partial sums
+var<workgroup> rn: array<f32, 16>;    // NORM: inverseSqrt(mean(x[r]^2) + eps) per row
 
 // Sum of squares of the EPV elements of a word.
 fn sqw(a: vec4<u32>) -> f32 {
@@ -124,16 +124,75 @@ fn xword(r: u32, i: u32) -> vec4<u32> {
   return bitcast<vec4<u32>>(bitcast<vec4<f32>>(g) * (bitcast<vec4<f32>>(a) * s));
 }
 
-// Dot of two 16-byte words as EPV elements each.
-fn dotw(a: vec4<u32>, b: vec4<u32>) -> f32 {
-  if (EPV == 8u) {
-    var s = 0.0;
-    for (var i = 0u; i < 4u; i++) {
-      s += dot(unpack2x16float(a[i]), unpack2x16float(b[i]));
-    }
-    return s;
-  }
-  return dot(bitcast<vec4<f32>>(a), bitcast<vec4<f32>>(b));
+// Accumulators of the MR (<= 16) rows in four named vec4 registers (rows 0..3, 4..7, ...): an
+// array<f32, 8> indexed in the row loops lived in local memory (naga bounds every loop, so the
+// driver did not unroll them) and made M = 8 five times slower than M = 1 per weight byte.
+struct Acc16 {
+  a: vec4<f32>,
+  b: vec4<f32>,
+  c: vec4<f32>,
+  d: vec4<f32>,
+}
+
+fn lo4(x: vec4<u32>) -> vec4<f32> {
+  if (EPV == 8u) { return vec4<f32>(unpack2x16float(x.x), unpack2x16float(x.y)); }
+  return bitcast<vec4<f32>>(x);
+}
+
+fn hi4(x: vec4<u32>) -> vec4<f32> {
+  if (EPV == 8u) { return vec4<f32>(unpack2x16float(x.z), unpack2x16float(x.w)); }
+  return vec4<f32>(0.0);
+}
+
+// Row r of x (word i) dotted with a weight word unpacked once into wl, wh.
+fn xdot(wl: vec4<f32>, wh: vec4<f32>, r: u32, i: u32) -> f32 {
+  let xv = xword(r, i);
+  if (EPV == 8u) { return dot(wl, lo4(xv)) + dot(wh, hi4(xv)); }
+  return dot(wl, lo4(xv));
+}
+
+// acc + x[r, word i] · wv for each of the MR rows (constant guards: no loop, no array).
+fn acc_word(acc: Acc16, wv: vec4<u32>, i: u32) -> Acc16 {
+  let wl = lo4(wv);
+  let wh = hi4(wv);
+  var o = acc;
+  o.a.x += xdot(wl, wh, 0u, i);
+  if (MR > 1u) { o.a.y += xdot(wl, wh, 1u, i); }
+  if (MR > 2u) { o.a.z += xdot(wl, wh, 2u, i); }
+  if (MR > 3u) { o.a.w += xdot(wl, wh, 3u, i); }
+  if (MR > 4u) { o.b.x += xdot(wl, wh, 4u, i); }
+  if (MR > 5u) { o.b.y += xdot(wl, wh, 5u, i); }
+  if (MR > 6u) { o.b.z += xdot(wl, wh, 6u, i); }
+  if (MR > 7u) { o.b.w += xdot(wl, wh, 7u, i); }
+  if (MR > 8u) { o.c.x += xdot(wl, wh, 8u, i); }
+  if (MR > 9u) { o.c.y += xdot(wl, wh, 9u, i); }
+  if (MR > 10u) { o.c.z += xdot(wl, wh, 10u, i); }
+  if (MR > 11u) { o.c.w += xdot(wl, wh, 11u, i); }
+  if (MR > 12u) { o.d.x += xdot(wl, wh, 12u, i); }
+  if (MR > 13u) { o.d.y += xdot(wl, wh, 13u, i); }
+  if (MR > 14u) { o.d.z += xdot(wl, wh, 14u, i); }
+  if (MR > 15u) { o.d.w += xdot(wl, wh, 15u, i); }
+  return o;
+}
+
+// The partial sums of the MR rows -> red[r * 256 + tid].
+fn acc_store(acc: Acc16, tid: u32) {
+  red[tid] = acc.a.x;
+  if (MR > 1u) { red[256u + tid] = acc.a.y; }
+  if (MR > 2u) { red[512u + tid] = acc.a.z; }
+  if (MR > 3u) { red[768u + tid] = acc.a.w; }
+  if (MR > 4u) { red[1024u + tid] = acc.b.x; }
+  if (MR > 5u) { red[1280u + tid] = acc.b.y; }
+  if (MR > 6u) { red[1536u + tid] = acc.b.z; }
+  if (MR > 7u) { red[1792u + tid] = acc.b.w; }
+  if (MR > 8u) { red[2048u + tid] = acc.c.x; }
+  if (MR > 9u) { red[2304u + tid] = acc.c.y; }
+  if (MR > 10u) { red[2560u + tid] = acc.c.z; }
+  if (MR > 11u) { red[2816u + tid] = acc.c.w; }
+  if (MR > 12u) { red[3072u + tid] = acc.d.x; }
+  if (MR > 13u) { red[3328u + tid] = acc.d.y; }
+  if (MR > 14u) { red[3584u + tid] = acc.d.z; }
+  if (MR > 15u) { red[3840u + tid] = acc.d.w; }
 }
 
 // Tree reduction of red[r * 256 + tid] over the 64 lanes of each slot (all threads call it).
@@ -154,24 +213,19 @@ fn gemv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LANES;
   let col = wg * COLS + tid / LANES;
-  var acc: array<f32, 8>;
-  for (var r = 0u; r < 8u; r++) { acc[r] = 0.0; }
+  var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (col < p.n) {
     let wrow = col * p.kw;
     var i = lane;
     for (; i + LANES < p.kw; i += 2u * LANES) {
       let w0 = w[wrow + i];
       let w1 = w[wrow + i + LANES];
-      for (var r = 0u; r < MR; r++) {
-        acc[r] += dotw(w0, xword(r, i)) + dotw(w1, xword(r, i + LANES));
-      }
+      acc = acc_word(acc, w0, i);
+      acc = acc_word(acc, w1, i + LANES);
     }
-    if (i < p.kw) {
-      let w0 = w[wrow + i];
-      for (var r = 0u; r < MR; r++) { acc[r] += dotw(w0, xword(r, i)); }
-    }
+    if (i < p.kw) { acc = acc_word(acc, w[wrow + i], i); }
   }
-  for (var r = 0u; r < MR; r++) { red[r * 256u + tid] = acc[r]; }
+  acc_store(acc, tid);
   reduce_lanes(tid, lane);
   if (lane == 0u && col < p.n) {
     var b = 0.0;
@@ -201,8 +255,7 @@ fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let slot = tid / LANES;
   let isUp = slot >= 2u;
   let col = wg * 2u + slot % 2u;
-  var acc: array<f32, 8>;
-  for (var r = 0u; r < 8u; r++) { acc[r] = 0.0; }
+  var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (col < p.n) {
     let wrow = col * p.kw;
     var i = lane;
@@ -216,17 +269,16 @@ fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         w0 = w[wrow + i];
         w1 = w[wrow + i + LANES];
       }
-      for (var r = 0u; r < MR; r++) {
-        acc[r] += dotw(w0, xword(r, i)) + dotw(w1, xword(r, i + LANES));
-      }
+      acc = acc_word(acc, w0, i);
+      acc = acc_word(acc, w1, i + LANES);
     }
     if (i < p.kw) {
       var w0: vec4<u32>;
       if (isUp) { w0 = w2[wrow + i]; } else { w0 = w[wrow + i]; }
-      for (var r = 0u; r < MR; r++) { acc[r] += dotw(w0, xword(r, i)); }
+      acc = acc_word(acc, w0, i);
     }
   }
-  for (var r = 0u; r < MR; r++) { red[r * 256u + tid] = acc[r]; }
+  acc_store(acc, tid);
   reduce_lanes(tid, lane);
   if (lane == 0u && !isUp && col < p.n) {
     var bg = 0.0;
@@ -272,24 +324,19 @@ fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
     }
   }
   let valid = src < 2u || c < p.n3;
-  var acc: array<f32, 8>;
-  for (var r = 0u; r < 8u; r++) { acc[r] = 0.0; }
+  var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (valid) {
     let wrow = c * p.kw;
     var i = lane;
     for (; i + LANES < p.kw; i += 2u * LANES) {
       let w0 = qkv_word(src, wrow + i);
       let w1 = qkv_word(src, wrow + i + LANES);
-      for (var r = 0u; r < MR; r++) {
-        acc[r] += dotw(w0, xword(r, i)) + dotw(w1, xword(r, i + LANES));
-      }
+      acc = acc_word(acc, w0, i);
+      acc = acc_word(acc, w1, i + LANES);
     }
-    if (i < p.kw) {
-      let w0 = qkv_word(src, wrow + i);
-      for (var r = 0u; r < MR; r++) { acc[r] += dotw(w0, xword(r, i)); }
-    }
+    if (i < p.kw) { acc = acc_word(acc, qkv_word(src, wrow + i), i); }
   }
-  for (var r = 0u; r < MR; r++) { red[r * 256u + tid] = acc[r]; }
+  acc_store(acc, tid);
   reduce_lanes(tid, lane);
   return QkvSlot(src, c, valid && lane == 0u);
 }

@@ -1,5 +1,5 @@
 /**
- * Decode-time GEMV with 16-byte loads: `y = x·wᵀ` for M ≤ 8 rows of `x` (Hugging Face
+ * Decode-time GEMV with 16-byte loads: `y = x·wᵀ` for M ≤ 16 rows of `x` (Hugging Face
  * `nn.Linear` layout), f32 accumulation on f32 or f16 storage, and its CPU reference.
  * {@linkcode dispatchGemv16} is the launcher `linear` (bias, residual, output columns) and
  * `linearSwiglu` share; {@linkcode gemv} is the plain `x·wᵀ` over it.
@@ -51,7 +51,7 @@ import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, output, sameDtype } from "./launch.ts";
 
 /** Most rows of `x` {@linkcode gemv} takes. */
-export const GEMV16_MAX_M = 8;
+export const GEMV16_MAX_M = 16;
 
 /**
  * Widest N (rows of `w`) for which `linear`'s `auto` picks `gemv16` at M = 1 on a GPU: at
@@ -59,7 +59,7 @@ export const GEMV16_MAX_M = 8;
  */
 export const GEMV16_AUTO_MAX_N = 16384;
 
-/** Whether {@linkcode gemv} takes `x:[M, K]` in `dtype` (M ≤ 8, K a whole number of 16-byte words). */
+/** Whether {@linkcode gemv} takes `x:[M, K]` in `dtype` (M ≤ 16, K a whole number of 16-byte words). */
 export function gemvApplies(M: number, K: number, dtype: FloatDType): boolean {
   return M >= 1 && M <= GEMV16_MAX_M && K > 0 && K % (dtype === "f16" ? 8 : 4) === 0;
 }
@@ -202,7 +202,7 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
  * `y = x·wᵀ` through the `gemv16` kernel; with `opts.norm`, `rmsNorm(x, weight, eps)·wᵀ` in the
  * same dispatch.
  *
- * @param x `[M, K]`, M ≤ 8.
+ * @param x `[M, K]`, M ≤ 16.
  * @param w `[N, K]`, same dtype.
  * @param opts `norm`: the RMSNorm prologue (its weight `[K]` in x's dtype).
  * @returns `[M, N]` in the dtype of `x`.

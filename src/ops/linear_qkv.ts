@@ -5,9 +5,9 @@
  *
  * Variants:
  * - `unfused` (the readable chain): `rmsNorm` once (with `norm`), then `linear` three times:
- *   the dispatches of today's layer, so prefill (M > 8) costs what it did.
+ *   the dispatches of today's layer, so prefill (M > 16) costs what it did.
  * - `fused`: the `gemv16_qkv` kernel of `shaders/gemv.wgsl` (launcher in ./gemv.ts), for
- *   decode-sized M ≤ 8 with K a whole number of 16-byte words (K % 8 = 0 in f16, 4 in f32):
+ *   decode-sized M ≤ 16 with K a whole number of 16-byte words (K % 8 = 0 in f16, 4 in f32):
  *   workgroups take 4 rows each of `[wq; wk; wv]` as if concatenated (16-byte loads, 64 lanes
  *   per row, f32 accumulation) and store each sum into its own output; with `norm`, each
  *   workgroup first computes its rows' RMS and scales x as it reads it. One dispatch instead
@@ -53,7 +53,7 @@ import { linear } from "./matmul.ts";
 import { rmsNorm } from "./rmsnorm.ts";
 
 /** Most rows of `x` the fused kernel takes (decode: one row per sequence of a small batch). */
-export const LINEAR_QKV_FUSED_MAX_M = 8;
+export const LINEAR_QKV_FUSED_MAX_M = 16;
 
 /** Storage buffers the `gemv16_qkv_bias` entry binds (x, gain, 3 weights, 3 biases, 3 outputs). */
 export const LINEAR_QKV_BIAS_BINDINGS = 11;
@@ -100,7 +100,7 @@ export interface QkvProjections {
  * @returns Three new tensors.
  * @throws {TypeError} When the dtypes are not one float dtype (the norm weight may differ).
  * @throws {RangeError} When shapes disagree (naming them), or `fused` is forced where it does
- * not apply (M > 8, K not whole 16-byte words, biases over the device's storage-buffer limit).
+ * not apply (M > 16, K not whole 16-byte words, biases over the device's storage-buffer limit).
  */
 export function linearQkv(
   x: Tensor,

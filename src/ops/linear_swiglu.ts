@@ -7,7 +7,7 @@
  * - `unfused` (the readable chain): `linear(x, gate)`, `linear(x, up)`, then `swiglu`
  *   (./silu.ts): three dispatches and two `[M, F]` intermediates rounded to the storage dtype.
  * - `fused`: the `gemv16_swiglu` kernel of `shaders/gemv.wgsl` (launcher in ./gemv.ts), for
- *   decode-sized M ≤ 8 with K a whole number of 16-byte words (K % 8 = 0 in f16, 4 in f32):
+ *   decode-sized M ≤ 16 with K a whole number of 16-byte words (K % 8 = 0 in f16, 4 in f32):
  *   each workgroup streams 2 rows of `gate` and the same 2 rows of `up` against the same x
  *   words (16-byte loads, 64 lanes per row, f32 accumulation), reduces, and stores
  *   `silu(g) ⊙ u` rounded once: one dispatch instead of three. Decode is dispatch-bound
@@ -53,7 +53,7 @@ import { rmsNorm } from "./rmsnorm.ts";
 import { swiglu } from "./silu.ts";
 
 /** Most rows of `x` the fused kernel takes (decode: one row per sequence of a small batch). */
-export const LINEAR_SWIGLU_FUSED_MAX_M = 8;
+export const LINEAR_SWIGLU_FUSED_MAX_M = 16;
 
 /** `fused`: one `gemv16_swiglu` dispatch; `unfused`: two linears and `swiglu`. */
 export type LinearSwigluVariant = "auto" | "fused" | "unfused";
@@ -82,7 +82,7 @@ export interface LinearSwigluOptions {
  * @returns A new tensor `[..., F]` of x's dtype.
  * @throws {TypeError} When the dtypes are not one float dtype.
  * @throws {RangeError} When shapes disagree (naming them), or `fused` is forced where it does
- * not apply (M > 8, K not whole 16-byte words).
+ * not apply (M > 16, K not whole 16-byte words).
  *
  * @example With biases
  * ```ts
