@@ -142,7 +142,7 @@ if ((!quick || cpu) && !args.gemm) {
 }
 
 // Prefill-sized GEMMs x·wᵀ ([M, K, N]), the 64×64 tiles of `tiled` against the 128×128 and
-// 128×64 tiles of shaders/matmul_big.wgsl (the `largeTiles` switch of the auto route waits on
+// 128×64 tiles of shaders/matmul_big.wgsl (the `largeTiles` switch of the auto route rests on
 // these). `--gemm` runs only these rows.
 const GEMM_VARIANTS: MatmulVariant[] = ["tiled", "tiled128", "tiled128x64"];
 const gemmShapes: [number, number, number][] = cpu

@@ -14,10 +14,10 @@
  * | `naive` | one thread per output, a plain loop over K | the definition; kept for agreement tests | 512×4096×4096: 0.34 / 0.28 TFLOP/s |
  * | `tiled` v1 (gone) | 64×64 tile per workgroup, 4×4 outputs per thread in an `array<f32, 16>` | each loaded element reused 64× | 0.45 TFLOP/s: the indexed arrays stayed in memory |
  * | `tiled` | same tiles, accumulators in four `vec4` registers, tiles staged as `vec4` rows (16 FMAs per two 16-byte reads) | 30× over v1 | 13.5 / 13.7 TFLOP/s (cuBLAS: 44 f32, 316-368 f16 on tensor cores) |
- * | `tiled128` | 128×128 tile per workgroup of 256 threads, 8×8 outputs per thread in 16 `vec4` registers, A and B staged k-major (XOR-swizzled, no padding: 16 KiB), the next K step loaded into registers during the FMAs | 64 FMAs per four 16-byte reads (`tiled`: 16 per two) | lavapipe 256×256×512: 9.2 / 9.4 GFLOP/s (`tiled` 5.7 / 5.7); H200: to be measured (`deno run -A bench/kernels.ts --gemm`) |
- * | `tiled128x64` | same, 128×64 tiles (8×4 per thread; the pipeline constant `WIDE` = 0): twice the workgroups of `tiled128` for mid sizes (512×4096×4096: 256 against 128 on 132 SMs) | lavapipe 256×256×512: 7.0 / 7.0 GFLOP/s; H200: to be measured |
+ * | `tiled128` | 128×128 tile per workgroup of 256 threads, 8×8 outputs per thread in 16 `vec4` registers, A and B staged k-major (XOR-swizzled, no padding: 16 KiB), the next K step loaded into registers during the FMAs | 64 FMAs per four 16-byte reads (`tiled`: 16 per two) | lavapipe 256×256×512: 9.2 / 9.4 GFLOP/s (`tiled` 5.7 / 5.7); H200 x·wᵀ, K = N = 4096, M = 512 / 2048 / 4096: 24.7 / 29.3 / 29.5 TFLOP/s f32, 18.2 / 26.5 / 26.9 f16 (`tiled` 13.7 / 13.3 / 15.4 and 13.5 / 15.3 / 16.2; cuBLAS 45-49 f32, 342-686 f16 on tensor cores) |
+ * | `tiled128x64` | same, 128×64 tiles (8×4 per thread; the pipeline constant `WIDE` = 0): twice the workgroups of `tiled128` for mid sizes (512×4096×4096: 256 against 128 on 132 SMs) | lavapipe 256×256×512: 7.0 / 7.0 GFLOP/s; H200 (same shapes): 22.2 / 24.2 / 24.6 f32, 19.6 / 22.6 / 22.9 f16 |
  * | `gemv`  | M ≤ 8 (`ROWS` rows per workgroup, a pipeline constant): 8 columns × 32 K-lanes per workgroup, coalesced rows of `w`, workgroup-memory tree reduction | memory-bound decode streams the weight once, 512 workgroups for N = 4096 | 1×4096×4096: 1.9 / 1.6 TB/s (the streaming add: 2.7-3.0 TB/s; cuBLAS 1.3 / 0.8-1.0) |
- * | `gemv16` | linear only (`shaders/gemv.wgsl`, ./gemv.ts): 4 columns × 64 lanes per workgroup, 16-byte loads | 8 f16 per load | H200 M = 1: 1×3072×1024 f16 10 µs (`gemv` 16), 1×12288×4096 48 (77); 1×1024×32768 54 (47) |
+ * | `gemv16` | linear only (`shaders/gemv.wgsl`, ./gemv.ts): 4 columns × 64 lanes per workgroup, 16-byte loads, M ≤ 16 rows in named vec4 accumulators | 8 f16 per load | H200 M = 1: 1×3072×1024 f16 10 µs (`gemv` 16), 1×12288×4096 48 (77); 1×1024×32768 54 (47) |
  *
  * Every kernel ends in the same epilogue: `+ bias[n]` and, for {@linkcode linear} with
  * `residual`, `+ residual[m, n]`, rounded once to the storage dtype: the residual add of a
@@ -29,10 +29,10 @@
  *
  * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`
  * (or, on a GPU with M ≥ 128 and N ≥ 128, the kernel that {@linkcode matmulAuto}`.largeTiles`
- * names: `tiled` until the H200 measurements of `tiled128*` are in)
+ * names, `tiled128` by default, when the product has at least 128 such tiles)
  * (and `gemv16` for a linear with M = 1 and N ≤ 16384 whose K is whole 16-byte words, and for
  * such a linear with 8 < M ≤ 32, or ≤ {@linkcode GEMV16_BATCH_MAX_M} when K ≥ 2048, in blocks
- * of 8 rows);
+ * of 16 rows);
  * on a CPU rasteriser (lavapipe, llvmpipe, SwiftShader) it picks `naive` for M ≤ 8 instead:
  * there `gemv_t` took ~5 ms per dispatch and kept ~0.9 MB of host memory per dispatch that was
  * never returned (a model's decode on lavapipe grew by ~13 MB per token until the OOM killer
@@ -70,7 +70,13 @@ import { assertFloat, output, sameDtype } from "./launch.ts";
 import { launch, type MatmulVariant } from "./matmul_launch.ts";
 import { checkNorm, type RmsNormPrologue } from "./gemv.ts";
 
-export { GEMV16_BATCH_MAX_M, GEMV_MAX_M, matmulAuto, type MatmulVariant } from "./matmul_launch.ts";
+export {
+  GEMV16_BATCH_MAX_M,
+  GEMV_MAX_M,
+  LARGE_TILES_MIN,
+  matmulAuto,
+  type MatmulVariant,
+} from "./matmul_launch.ts";
 
 /** Options of {@linkcode matmul}. */
 export interface MatmulOptions {

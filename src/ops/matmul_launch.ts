@@ -25,14 +25,15 @@ import { rmsNorm } from "./rmsnorm.ts";
 /**
  * Kernel choice: `auto` picks `gemv16` for a linear with M = 1, N ≤ `GEMV16_AUTO_MAX_N` and K
  * a whole number of 16-byte words, `gemv` for other M ≤ {@linkcode GEMV_MAX_M} (`naive` for
- * M ≤ 8 on a CPU adapter), `gemv16` in blocks of 8 rows for 8 < M ≤ 32 on GPUs (≤
+ * M ≤ 8 on a CPU adapter), `gemv16` in blocks of 16 rows for 8 < M ≤ 32 on GPUs (≤
  * {@linkcode GEMV16_BATCH_MAX_M} when K ≥ 2048; same N and K rules), `naive` on an OpenGL CPU
  * adapter for products of at most {@linkcode GL_NAIVE_MAX_MACS} multiply-adds, `tiled` otherwise
- * (or, on a GPU with M ≥ 128 and N ≥ 128, the kernel {@linkcode matmulAuto} names: `tiled` by
- * default). `tiled128` / `tiled128x64` (`shaders/matmul_big.wgsl`): 128×128 / 128×64 tiles. `gemv16` (`shaders/gemv.wgsl`, linear only:
- * K a multiple of 8 in f16, 4 in f32) runs in blocks of ≤ 8 rows. A linear with an RMSNorm
- * prologue (`norm`) and M ≤ 8 takes `gemv16` on GPUs under the same N and K rules whatever M
- * (the fused norm saves a dispatch, worth more than `gemv`'s edge over `gemv16` at M 2..8).
+ * — or, on a GPU, when the product has at least {@linkcode LARGE_TILES_MIN} tiles of 128×128
+ * (M, N ≥ 128), the kernel {@linkcode matmulAuto} names: `tiled128` by default.
+ * `tiled128` / `tiled128x64` (`shaders/matmul_big.wgsl`): 128×128 / 128×64 tiles. `gemv16`
+ * (`shaders/gemv.wgsl`, linear only: K a multiple of 8 in f16, 4 in f32) runs in blocks of ≤ 16
+ * rows. A linear with an RMSNorm prologue (`norm`) and M ≤ 16 takes `gemv16` on GPUs under the
+ * same N and K rules whatever M (the fused norm saves a dispatch).
  */
 export type MatmulVariant =
   | "auto"
@@ -44,20 +45,30 @@ export type MatmulVariant =
   | "gemv16";
 
 /**
- * Switches of the `auto` route that wait on GPU measurements; tests and benchmarks may set them.
- * `largeTiles`: the kernel `auto` takes instead of `tiled` when M ≥ 128 and N ≥ 128 on a GPU (not
- * a CPU adapter). Default `tiled` (unchanged routing) until the H200 numbers of `tiled128` /
- * `tiled128x64` (`shaders/matmul_big.wgsl`) are in.
+ * Switches of the `auto` route; tests and benchmarks may set them. `largeTiles`: the kernel
+ * `auto` takes instead of `tiled` on a GPU (not a CPU adapter) for a product of at least
+ * {@linkcode LARGE_TILES_MIN} tiles of 128×128. Default `tiled128`: on the H200 (bench/kernels.ts
+ * `--gemm`, x·wᵀ, K = N = 4096) it ran 24.7 / 29.3 / 29.5 TFLOP/s f32 at M = 512 / 2048 / 4096
+ * against 13.7 / 13.3 / 15.4 for `tiled`, and 18.2 / 26.5 / 26.9 f16 against 13.5 / 15.3 / 16.2
+ * (`tiled128x64`: 22.2 / 24.2 / 24.6 f32, 19.6 / 22.6 / 22.9 f16).
  *
- * @example Prefer the 128×128 tiles for large products
+ * @example Back to the 64×64 tiles everywhere
  * ```ts
  * import { matmulAuto } from "./matmul_launch.ts";
- * matmulAuto.largeTiles = "tiled128";
+ * matmulAuto.largeTiles = "tiled";
  * ```
  */
 export const matmulAuto: { largeTiles: "tiled" | "tiled128" | "tiled128x64" } = {
-  largeTiles: "tiled",
+  largeTiles: "tiled128",
 };
+
+/**
+ * Fewest 128×128 output tiles (over the batch) for which `auto` takes
+ * {@linkcode matmulAuto}`.largeTiles`: 512×4096 (128 tiles, about one per SM of an H200) is the
+ * smallest product measured, where `tiled128` was already 1.8× `tiled` in f32; with fewer tiles
+ * `tiled`'s 4× more workgroups may matter more (not measured).
+ */
+export const LARGE_TILES_MIN = 128;
 
 /** Largest M (rows of `a` per batch) for which `auto` picks the GEMV kernel. */
 export const GEMV_MAX_M = 8;
@@ -288,7 +299,7 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
     return "naive";
   }
   if (l.M > GEMV_MAX_M) {
-    // A small batch of decode rows (parallel chains): gemv16 in blocks of 8 rows re-reads the
+    // A small batch of decode rows (parallel chains): gemv16 in blocks of 16 rows re-reads the
     // weights M/8 times but keeps its parallelism; the 64×64 tiles of `tiled` leave most of a
     // tile empty and give N/64 workgroups, for a time that grows with K but hardly with M.
     // H200, f16, bench/skinny.ts: at K = 1024 (q/k/v, gate) gemv16 took 87 / 174 / 348 µs at
@@ -296,7 +307,9 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
     // against 592 / 631 / 695. So: gemv16 up to M = 32, and up to 64 from K = 2048 on.
     const most = l.K >= 2048 ? GEMV16_BATCH_MAX_M : GEMV16_BATCH_MAX_M / 2;
     if (!cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= most) return "gemv16";
-    return !cpu && l.M >= 128 && l.N >= 128 ? matmulAuto.largeTiles : "tiled";
+    const tiles128 = Math.ceil(l.M / 128) * Math.ceil(l.N / 128) * l.batch;
+    const large = !cpu && l.M >= 128 && l.N >= 128 && tiles128 >= LARGE_TILES_MIN;
+    return large ? matmulAuto.largeTiles : "tiled";
   }
   if (cpu) return "naive";
   const oneRow = l.M === 1 || (l.norm !== undefined && l.batch === 1);
