@@ -71,7 +71,9 @@ override EPV: u32 = 8u;  // elements per 16-byte word: 8 (f16) or 4 (f32)
 override MR: u32 = 1u;   // rows of x this pipeline handles (p.m <= MR <= 16)
 override NORM: u32 = 0u; // 1: RMSNorm prologue (x -> gain * x * rn[r], rounded to T)
 
-var<workgroup> red: array<f32, 4096>; // [MR][256] partial sums
+override RED: u32 = 4096u; // 256 * MR: workgroup memory sized to the rows (the launcher sets it)
+
+var<workgroup> red: array<f32, RED>; // [MR][256] partial sums
 var<workgroup> rn: array<f32, 16>;    // NORM: inverseSqrt(mean(x[r]^2) + eps) per row
 
 // Sum of squares of the EPV elements of a word.

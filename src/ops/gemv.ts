@@ -157,7 +157,7 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
     shader: "gemv",
     entry: d.entry,
     defines: { T: d.dtype },
-    constants: { EPV, MR: d.M, NORM: d.norm ? 1 : 0 },
+    constants: { EPV, MR: d.M, NORM: d.norm ? 1 : 0, RED: 256 * d.M },
   });
   const gain = d.norm?.gain ?? d.x;
   const N2 = d.N2 ?? 0, N3 = d.N3 ?? 0;

@@ -25,8 +25,8 @@ import { rmsNorm } from "./rmsnorm.ts";
 /**
  * Kernel choice: `auto` picks `gemv16` for a linear with M = 1, N ≤ `GEMV16_AUTO_MAX_N` and K
  * a whole number of 16-byte words, `gemv` for other M ≤ {@linkcode GEMV_MAX_M} (`naive` for
- * M ≤ 8 on a CPU adapter), `gemv16` in blocks of 16 rows for 8 < M ≤ 32 on GPUs (≤
- * {@linkcode GEMV16_BATCH_MAX_M} when K ≥ 2048; same N and K rules), `naive` on an OpenGL CPU
+ * M ≤ 8 on a CPU adapter; `gemv16` on GPUs for M ≤ 8 whose K is whole words), `gemv16` in
+ * blocks of 16 rows for 8 < M ≤ {@linkcode GEMV16_BATCH_MAX_M} on GPUs (same N and K rules), `naive` on an OpenGL CPU
  * adapter for products of at most {@linkcode GL_NAIVE_MAX_MACS} multiply-adds, `tiled` otherwise
  * — or, on a GPU, when the product has at least {@linkcode LARGE_TILES_MIN} tiles of 128×128
  * (M, N ≥ 128), the kernel {@linkcode matmulAuto} names: `tiled128` by default.
@@ -74,9 +74,8 @@ export const LARGE_TILES_MIN = 128;
 export const GEMV_MAX_M = 8;
 
 /**
- * Largest M for which `auto` on a GPU runs a linear as `gemv16` in blocks of 8 rows instead of
- * `tiled` (decode of a batch of chains): this many rows when K ≥ 2048, half as many below (the
- * H200 measurements are in `pickVariant`).
+ * Largest M for which `auto` on a GPU runs a linear as `gemv16` in blocks of 16 rows instead of
+ * `tiled` (decode of a batch of chains; the H200 measurements are in `pickVariant`).
  */
 export const GEMV16_BATCH_MAX_M = 64;
 
@@ -300,18 +299,20 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
   }
   if (l.M > GEMV_MAX_M) {
     // A small batch of decode rows (parallel chains): gemv16 in blocks of 16 rows re-reads the
-    // weights M/8 times but keeps its parallelism; the 64×64 tiles of `tiled` leave most of a
+    // weights M/16 times but keeps its parallelism; the 64×64 tiles of `tiled` leave most of a
     // tile empty and give N/64 workgroups, for a time that grows with K but hardly with M.
-    // H200, f16, bench/skinny.ts: at K = 1024 (q/k/v, gate) gemv16 took 87 / 174 / 348 µs at
-    // M = 16 / 32 / 64 against 203 / 216 / 238 for tiled; at K = 3072 (down) 72 / 143 / 286
-    // against 592 / 631 / 695. So: gemv16 up to M = 32, and up to 64 from K = 2048 on.
-    const most = l.K >= 2048 ? GEMV16_BATCH_MAX_M : GEMV16_BATCH_MAX_M / 2;
-    if (!cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= most) return "gemv16";
+    // H200, f16, bench/skinny.ts, 2026-12-04 (named-register gemv16): at K = 1024 (q/k/v N 4096)
+    // gemv16 took 46 / 92 / 184 µs at M = 16 / 32 / 64 against 208 / 221 / 244 for tiled; at
+    // K = 3072 (down) 45 / 90 / 180 against 1348 / 1443 / 1614. So: gemv16 up to M = 64.
+    if (!cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= GEMV16_BATCH_MAX_M) return "gemv16";
     const tiles128 = Math.ceil(l.M / 128) * Math.ceil(l.N / 128) * l.batch;
     const large = !cpu && l.M >= 128 && l.N >= 128 && tiles128 >= LARGE_TILES_MIN;
     return large ? matmulAuto.largeTiles : "tiled";
   }
   if (cpu) return "naive";
-  const oneRow = l.M === 1 || (l.norm !== undefined && l.batch === 1);
-  return oneRow && g16 && l.N <= GEMV16_AUTO_MAX_N ? "gemv16" : "gemv";
+  // H200, f16, bench/skinny.ts (2026-12-04): gemv16 beat gemv at every M = 2..8 of the model's
+  // shapes (down 3072×1024: 9.5 / 19.4 / 28.7 µs at M = 2 / 4 / 8 against 27.6 / 73.5 / 125;
+  // q/k/v 15.7 / 19.6 / 28.6 against 16.5 / 22.7 / 35.9). At M = 1 they tie on q/k/v and gate,
+  // and gemv16 wins on down (8.9 vs 20.5). The LM head (N > GEMV16_AUTO_MAX_N) keeps gemv.
+  return g16 && l.N <= GEMV16_AUTO_MAX_N ? "gemv16" : "gemv";
 }
