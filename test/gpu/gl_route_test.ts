@@ -30,7 +30,8 @@ async function glRoute(): Promise<{ gl: Gpu; labels: Set<string> }> {
 }
 
 /** Kernels with workgroup barriers that compiled for seconds or minutes on llvmpipe GL. */
-const SLOW_ON_GL = /^(sample|sample_split|matmul:tiled|paged_prefill|paged_decode)\b/;
+const SLOW_ON_GL =
+  /^(sample|sample_split|matmul:tiled|matmul_big|paged_prefill|paged_prefill_wide|paged_decode)\b/;
 
 function seeded(n: number, seed: number): number[] {
   let s = seed >>> 0;
