@@ -31,7 +31,8 @@
  * (or, on a GPU with M ≥ 128 and N ≥ 128, the kernel that {@linkcode matmulAuto}`.largeTiles`
  * names, `tiled128` by default, when the product has at least 128 such tiles)
  * (and, on GPUs, `gemv16` for a linear with M ≤ 8 and N ≤ 16384 whose K is whole 16-byte
- * words, and for such a linear with 8 < M ≤ {@linkcode GEMV16_BATCH_MAX_M} in blocks of 16 rows);
+ * words, and for such a linear with 8 < M ≤ 64, or ≤ {@linkcode GEMV16_BATCH_MAX_M} when
+ * K ≥ 2048, in blocks of 16 rows);
  * on a CPU rasteriser (lavapipe, llvmpipe, SwiftShader) it picks `naive` for M ≤ 8 instead:
  * there `gemv_t` took ~5 ms per dispatch and kept ~0.9 MB of host memory per dispatch that was
  * never returned (a model's decode on lavapipe grew by ~13 MB per token until the OOM killer

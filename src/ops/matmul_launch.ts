@@ -26,7 +26,8 @@ import { rmsNorm } from "./rmsnorm.ts";
  * Kernel choice: `auto` picks `gemv16` for a linear with M = 1, N ≤ `GEMV16_AUTO_MAX_N` and K
  * a whole number of 16-byte words, `gemv` for other M ≤ {@linkcode GEMV_MAX_M} (`naive` for
  * M ≤ 8 on a CPU adapter; `gemv16` on GPUs for M ≤ 8 whose K is whole words), `gemv16` in
- * blocks of 16 rows for 8 < M ≤ {@linkcode GEMV16_BATCH_MAX_M} on GPUs (same N and K rules), `naive` on an OpenGL CPU
+ * blocks of 16 rows for 8 < M ≤ 64 on GPUs (≤ {@linkcode GEMV16_BATCH_MAX_M} when K ≥ 2048;
+ * same N and K rules), `naive` on an OpenGL CPU
  * adapter for products of at most {@linkcode GL_NAIVE_MAX_MACS} multiply-adds, `tiled` otherwise
  * — or, on a GPU, when the product has at least {@linkcode LARGE_TILES_MIN} tiles of 128×128
  * (M, N ≥ 128), the kernel {@linkcode matmulAuto} names: `tiled128` by default.
@@ -75,9 +76,10 @@ export const GEMV_MAX_M = 8;
 
 /**
  * Largest M for which `auto` on a GPU runs a linear as `gemv16` in blocks of 16 rows instead of
- * `tiled` (decode of a batch of chains; the H200 measurements are in `pickVariant`).
+ * `tiled` (decode of a batch of chains): this many rows when K ≥ 2048, half as many below (the
+ * H200 measurements are in `pickVariant`).
  */
-export const GEMV16_BATCH_MAX_M = 64;
+export const GEMV16_BATCH_MAX_M = 128;
 
 /**
  * Largest product (M·N·K multiply-adds per batch) that `auto` runs as `naive` instead of `tiled`
@@ -302,9 +304,11 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
     // weights M/16 times but keeps its parallelism; the 64×64 tiles of `tiled` leave most of a
     // tile empty and give N/64 workgroups, for a time that grows with K but hardly with M.
     // H200, f16, bench/skinny.ts, 2026-12-04 (named-register gemv16): at K = 1024 (q/k/v N 4096)
-    // gemv16 took 46 / 92 / 184 µs at M = 16 / 32 / 64 against 208 / 221 / 244 for tiled; at
-    // K = 3072 (down) 45 / 90 / 180 against 1348 / 1443 / 1614. So: gemv16 up to M = 64.
-    if (!cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= GEMV16_BATCH_MAX_M) return "gemv16";
+    // gemv16 took 46 / 92 / 184 / 276 / 368 µs at M = 16 / 32 / 64 / 96 / 128 against 208 / 221 /
+    // 244 / 214 / 229 for tiled; at K = 3072 (down) 45 / 90 / 82-180 / 122 / 163 against 1348 /
+    // 1443 / 710-1614 / 640 / 685. So: gemv16 up to M = 64, and up to 128 from K = 2048 on.
+    const most = l.K >= 2048 ? GEMV16_BATCH_MAX_M : GEMV16_BATCH_MAX_M / 2;
+    if (!cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= most) return "gemv16";
     const tiles128 = Math.ceil(l.M / 128) * Math.ceil(l.N / 128) * l.batch;
     const large = !cpu && l.M >= 128 && l.N >= 128 && tiles128 >= LARGE_TILES_MIN;
     return large ? matmulAuto.largeTiles : "tiled";
