@@ -6,6 +6,7 @@
  */
 
 import type { Gpu } from "../src/gpu/device.ts";
+import type { KernelTime } from "../src/gpu/profiling.ts";
 
 /** Whether the adapter is a CPU rasteriser (lavapipe / llvmpipe / SwiftShader). */
 export function isCpuAdapter(gpu: Gpu): boolean {
@@ -133,4 +134,19 @@ export async function runPython(script: string, cfg: unknown): Promise<Record<st
     throw new Error(`${script}: ${err}`);
   }
   return JSON.parse(text.split("\n").at(-1)!);
+}
+
+/**
+ * Per-kernel times of `gpu.profile` summed by entry point (labels are
+ * "shader:entry {defines} {constants}"), largest first.
+ */
+export function byEntryPoint(
+  perKernel: Map<string, KernelTime>,
+): { kernel: string; ms: number; count: number }[] {
+  const byEntry = new Map<string, KernelTime>();
+  for (const [label, k] of perKernel) {
+    const name = label.split(" ")[0], e = byEntry.get(name) ?? { ms: 0, count: 0 };
+    byEntry.set(name, { ms: e.ms + k.ms, count: e.count + k.count });
+  }
+  return [...byEntry].map(([kernel, k]) => ({ kernel, ...k })).sort((a, b) => b.ms - a.ms);
 }

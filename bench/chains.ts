@@ -33,7 +33,7 @@ import { Tensor } from "../src/tensor/tensor.ts";
 import { sample } from "../src/ops/sample.ts";
 import type { KernelTime } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
-import { fmt, isCpuAdapter, markdownTable } from "./_common.ts";
+import { byEntryPoint, fmt, isCpuAdapter, markdownTable } from "./_common.ts";
 
 const { values } = parseArgs({
   options: {
@@ -199,13 +199,7 @@ async function profileStep(model: Model, kv: PagedKvCache, B: number, ctx: numbe
     2048,
     perKernel,
   );
-  const byEntry = new Map<string, KernelTime>();
-  for (const [label, k] of perKernel) {
-    const name = label.split(" ")[0], e = byEntry.get(name) ?? { ms: 0, count: 0 };
-    byEntry.set(name, { ms: e.ms + k.ms, count: e.count + k.count });
-  }
-  const stepKernels = [...byEntry].map(([kernel, k]) => ({ kernel, ...k }))
-    .sort((a, b) => b.ms - a.ms).slice(0, 8);
+  const stepKernels = byEntryPoint(perKernel).slice(0, 8);
   return { stepGpuMs, stepKernels };
 }
 

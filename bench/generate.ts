@@ -32,7 +32,15 @@ import { sample } from "../src/ops/sample.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import type { KernelTime } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
-import { countGpu, fmt, isCpuAdapter, markdownTable, runPython, torchCuda } from "./_common.ts";
+import {
+  byEntryPoint,
+  countGpu,
+  fmt,
+  isCpuAdapter,
+  markdownTable,
+  runPython,
+  torchCuda,
+} from "./_common.ts";
 
 const { values } = parseArgs({
   options: {
@@ -170,14 +178,7 @@ async function runOn(model: Model, ctx: number, policy: "dense" | "dms"): Promis
       2048,
       perKernel,
     );
-    // labels are "shader:entry {defines} {constants}": sum the variants of an entry point
-    const byEntry = new Map<string, KernelTime>();
-    for (const [label, k] of perKernel) {
-      const name = label.split(" ")[0], e = byEntry.get(name) ?? { ms: 0, count: 0 };
-      byEntry.set(name, { ms: e.ms + k.ms, count: e.count + k.count });
-    }
-    row.stepKernels = [...byEntry].map(([kernel, k]) => ({ kernel, ...k }))
-      .sort((a, b) => b.ms - a.ms);
+    row.stepKernels = byEntryPoint(perKernel);
     Object.assign(row, await span(model, cache, ctx));
   }
   return row;

@@ -23,9 +23,8 @@
  * `residual`, `+ residual[m, n]`, rounded once to the storage dtype: the residual add of a
  * transformer block rides along in the projection's dispatch instead of a separate `add`.
  *
- * GEMV time grows with M (x is re-read per row: M = 4 and 8 stream w at 0.87 and
- * 0.5 TB/s in f32), but stays far below `tiled` up to M = 8. On lavapipe
- * (CPU) the kernels run at 1-3 GFLOP/s; `tiled` is ~1.5-3× `naive` there.
+ * GEMV time grows with M (x is re-read per row) but stays far below `tiled` up to M = 64
+ * (bench/skinny.ts). On lavapipe the kernels run at 1-3 GFLOP/s, `tiled` ~1.5-3× `naive`.
  *
  * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`
  * (or, on a GPU with M ≥ 128 and N ≥ 128, the kernel that {@linkcode matmulAuto}`.largeTiles`
