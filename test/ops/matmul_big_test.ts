@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { roundToF16 } from "../../src/tensor/dtype.ts";
 import {
@@ -17,7 +18,15 @@ import {
   matmulReference,
   type MatmulVariant,
 } from "../../src/ops/matmul.ts";
-import { assertClose, FLOAT_DTYPES, gpu, GPU_TEST, randomArray, type Tolerance } from "../_util.ts";
+import {
+  assertClose,
+  fcParams,
+  FLOAT_DTYPES,
+  gpu,
+  GPU_TEST,
+  randomArray,
+  type Tolerance,
+} from "../_util.ts";
 
 type Dt = "f32" | "f16";
 const BIG: MatmulVariant[] = ["tiled128", "tiled128x64"];
@@ -194,5 +203,34 @@ Deno.test({
       await check(dtype, [150, 37], [9, 37], true, 25, 2000);
       await check(dtype, [150, 37], [37, 9], false, 26, 2000);
     }
+  },
+});
+
+Deno.test({
+  name: "property: tiled128 / tiled128x64 equal the reference and naive for random sizes, " +
+    "layouts and batch broadcasts",
+  ...GPU_TEST,
+  fn: async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          dtype: fc.constantFrom(...FLOAT_DTYPES),
+          M: fc.integer({ min: 1, max: 260 }),
+          K: fc.integer({ min: 1, max: 140 }),
+          N: fc.integer({ min: 1, max: 260 }),
+          B: fc.integer({ min: 1, max: 2 }),
+          batch: fc.constantFrom("none", "both", "a", "b"),
+          transB: fc.boolean(),
+          seed: fc.integer({ min: 0, max: 1 << 20 }),
+        }),
+        async ({ dtype, M, K, N, B, batch, transB, seed }) => {
+          const bb = transB ? [N, K] : [K, N];
+          const aShape = batch === "both" || batch === "a" ? [B, M, K] : [M, K];
+          const bShape = batch === "both" || batch === "b" ? [B, ...bb] : bb;
+          await check(dtype, aShape, bShape, transB, seed);
+        },
+      ),
+      fcParams(8),
+    );
   },
 });
