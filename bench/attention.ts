@@ -24,7 +24,9 @@
  *
  * Usage: `deno run -A bench/attention.ts [--contexts 4096,32768] [--batches 1,4] [--crs 2,4,8]
  * [--dtypes f16,f32] [--window 512] [--block 256] [--partition-keys N] [--reps N] [--no-torch]
- * [--no-old] [--quick] [--json out.json]`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
+ * [--no-old] [--other] [--quick] [--json out.json]`. `--other` also validates and times the flash
+ * variant that is not the default (`decode_online` / `decode_fast`, see src/cache/paged_decode.ts):
+ * columns `other µs` and `this/other`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
  * chosen from the length bound). Defaults on a CPU adapter (llvmpipe): contexts 256,1024, batches
  * 1,2, window 32, block 32 (well under 2 minutes); otherwise contexts 4096,32768,131072, batches
  * 1,4,16 (`--quick`: 4096,32768 and 1,4), window 512, block 256. Shapes whose K pool exceeds the
@@ -37,6 +39,7 @@ import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { decodeKernelFor, pagedAttention } from "../src/cache/paged_attention.ts";
+import { FLASH_DECODE_DEFAULT, pagedDecodeFlash } from "../src/cache/paged_decode.ts";
 import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
 import { scatterEntries } from "../src/cache/paged_kv.ts";
 import { createDmsCache } from "../src/dms/dms_cache.ts";
@@ -60,6 +63,7 @@ const { values: args } = parseArgs({
     reps: { type: "string" },
     "no-torch": { type: "boolean", default: false },
     "no-old": { type: "boolean", default: false },
+    other: { type: "boolean", default: false },
     quick: { type: "boolean", default: false },
     json: { type: "string" },
   },
@@ -109,6 +113,8 @@ interface Row {
   gbps: number;
   /** The v2 split kernel's median µs (decodeKernel "split"). */
   oldUs?: number;
+  /** The other flash-decoding variant's median µs (see `--other`). */
+  otherUs?: number;
   torchUs?: number;
   skipped?: string;
 }
@@ -277,23 +283,32 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   const a = { t0: ctx, window: cache.policy.window, scale: 1 / Math.sqrt(D) };
   row.kernel = decodeKernelFor(s, G, D, {});
   const fast = () => pagedAttention(s, 0, q, a);
+  const variant = FLASH_DECODE_DEFAULT === "online" ? "twoPass" : "online";
+  const other = () => pagedDecodeFlash(s, 0, q, { ...a, variant })!;
+  const withOther = args.other && row.kernel === "flash";
   {
-    using f = fast();
     using t = pagedAttention(s, 0, q, { ...a, decodeKernel: "tiled" });
-    const [x, y] = [await f.toArray(), await t.toArray()];
-    const tol = AGREE[dtype];
-    let worst = 0, bad = 0;
-    for (let i = 0; i < x.length; i++) {
-      const e = Math.abs(x[i] - y[i]);
-      if (!(e <= tol.atol + tol.rtol * Math.abs(y[i]))) bad++;
-      if (!(e <= worst)) worst = e;
+    const y = await t.toArray();
+    const checks: string[] = [];
+    for (const run of withOther ? [fast, other] : [fast]) {
+      using f = run();
+      const x = await f.toArray();
+      const tol = AGREE[dtype];
+      let worst = 0, bad = 0;
+      for (let i = 0; i < x.length; i++) {
+        const e = Math.abs(x[i] - y[i]);
+        if (!(e <= tol.atol + tol.rtol * Math.abs(y[i]))) bad++;
+        if (!(e <= worst)) worst = e;
+      }
+      checks.push(bad ? `FAIL (${bad} off, max ${worst.toExponential(2)})` : "ok");
     }
-    row.check = bad ? `FAIL (${bad} off, max ${worst.toExponential(2)})` : "ok";
+    row.check = checks.every((c) => c === "ok") ? "ok" : checks.join(" / ");
   }
   const { us, minUs } = await time(fast);
   row.us = us;
   row.minUs = minUs;
   row.gbps = bytes / (us * 1e-6) / 1e9;
+  if (withOther) row.otherUs = (await time(other)).us;
   // The old kernel on dense rows and the highest forced CR only (the section's time limit).
   if (!args["no-old"] && row.kernel !== "split" && (!cr || cr === Math.max(...crs))) {
     const old = () => pagedAttention(s, 0, q, { ...a, decodeKernel: "split" });
@@ -367,6 +382,8 @@ function table(rows: Row[]): string {
     "GB/s",
     "old µs",
     "new/old",
+    "other µs",
+    "this/other",
     "torch µs",
     "torch GB/s",
     "ours/torch",
@@ -394,6 +411,8 @@ function table(rows: Row[]): string {
       fmt(r.gbps),
       fmt(r.oldUs),
       fmt(r.oldUs ? r.us / r.oldUs : undefined, 2),
+      fmt(r.otherUs),
+      fmt(r.otherUs ? r.us / r.otherUs : undefined, 2),
       fmt(r.torchUs),
       fmt(r.torchUs ? denseBytes / (r.torchUs * 1e-6) / 1e9 : undefined),
       fmt(r.torchUs ? r.us / r.torchUs : undefined, 2),
@@ -439,7 +458,8 @@ for (const { ctx, B, dtype } of shapes) {
 }
 console.log(table(rows));
 console.log(
-  "kernel: flash = decode_fast + combine (src/cache/paged_decode.ts); old µs: the v2 split " +
+  `kernel: flash = ${FLASH_DECODE_DEFAULT} flash-decoding + combine (src/cache/paged_decode.ts); ` +
+    "other µs: the other flash variant (--other); old µs: the v2 split " +
     "kernel (decode + merge_split) on the same pages; new/old: the routed kernel's time over it. " +
     "ours/torch: our time over PyTorch SDPA dense (target <= 1.2 for dense at 32K); torch/ours: " +
     "speed-up over it (target >= 5 for DMS at CR 8); dense/this: our dense time over this row's " +

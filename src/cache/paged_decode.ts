@@ -59,8 +59,19 @@ const PSMAX = 512;
 /** Output vec4 columns per `combine` workgroup, at most. */
 const CW = 8;
 
-/** Override constants of `decode_fast` / `combine` for one shape (see the WGSL header). */
+/** Override constants of `decode_fast` / `decode_online` for one shape (see the WGSL headers). */
 export type FlashDecodeShape = Record<string, number>;
+
+/**
+ * The flash-decoding kernel: `"online"` (`decode_online`, shaders/paged_decode_online.wgsl: one
+ * pass over a split, K and V of a block read together, an online softmax per thread) or
+ * `"twoPass"` (`decode_fast`, shaders/paged_decode.wgsl: all scores of a split, its max through a
+ * tree, then the values).
+ */
+export type FlashDecodeVariant = "online" | "twoPass";
+
+/** The variant {@linkcode pagedDecodeFlash} runs unless told. */
+export const FLASH_DECODE_DEFAULT: FlashDecodeVariant = "twoPass";
 
 /**
  * The kernel's constants for storage `dtype`, `G` query heads per KV head and head dim `D`,
@@ -73,23 +84,27 @@ export function flashDecodeShape(
   G: number,
   D: number,
   maxShared: number,
+  variant: FlashDecodeVariant = FLASH_DECODE_DEFAULT,
 ): FlashDecodeShape | undefined {
   const EPV = dtype === "f16" ? 8 : 4;
   if (!Number.isInteger(G) || G < 1 || G > 8 || D % EPV !== 0) return undefined;
   const L = D / EPV;
   if (![4, 8, 16, 32, 64].includes(L)) return undefined;
   const GV = Math.ceil(G / 4), KP = WG / L, D4 = D / 4, NV = EPV / 4;
+  const online = variant === "online";
   // More loads in flight where registers allow (G > 4 holds twice the state).
   for (const J of GV === 2 ? [2, 1] : [4, 2, 1]) {
     const KB = J * KP;
     if (KB * GV > WG) continue;
-    for (let ps = Math.min(PSMAX / GV, 2 * WG); ps >= KB; ps /= 2) {
-      if (ps % KB !== 0) continue;
+    // Two-pass: a split's scores stay in workgroup memory (PSMAX · GV vec4); online: a block's.
+    for (let ps = online ? 2 * WG : Math.min(PSMAX / GV, 2 * WG); ps >= KB; ps /= 2) {
+      if (ps % KB !== 0 || ps > PSMAX) continue;
       const SCR = Math.max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG);
-      const bytes = 4 + 4 * ps + 16 * ps * GV + 16 * SCR;
+      const scores = online ? KB * GV : ps * GV;
+      const bytes = 4 + 4 * ps + 16 * scores + 16 * SCR;
       const combine = WG * (4 + 4 + 16);
       if (Math.max(bytes, combine) > maxShared) continue;
-      return {
+      const shape: FlashDecodeShape = {
         WG,
         GQ: G,
         GV,
@@ -103,10 +118,11 @@ export function flashDecodeShape(
         KB,
         PSMAX: ps,
         KMIN: Math.min(KMIN, ps),
-        SPN: ps * GV,
         SCR,
-        CW: Math.min(CW, D4),
       };
+      if (online) shape.SPB = KB * GV;
+      else shape.SPN = ps * GV;
+      return shape;
     }
   }
   return undefined;
@@ -141,6 +157,8 @@ export interface FlashDecodeArgs {
   window: number;
   /** Softmax scale. */
   scale: number;
+  /** Kernel variant (default {@linkcode FLASH_DECODE_DEFAULT}). */
+  variant?: FlashDecodeVariant;
 }
 
 /**
@@ -165,7 +183,9 @@ export function pagedDecodeFlash(
       `pagedDecodeFlash: q must be [B, G·${s.kvHeads}, 1, ${s.headDim}], got [${q.shape}]`,
     );
   }
-  const c = flashDecodeShape(s.dtype, G, D, gpu.limits.maxComputeWorkgroupStorageSize);
+  const variant = args.variant ?? FLASH_DECODE_DEFAULT;
+  const maxShared = gpu.limits.maxComputeWorkgroupStorageSize;
+  const c = flashDecodeShape(s.dtype, G, D, maxShared, variant);
   if (!c) return undefined;
   let maxLen = 1;
   for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
@@ -189,20 +209,30 @@ export function pagedDecodeFlash(
   };
   const bufs = [undefined, s.lens, s.table, pool.meta, pool.k, pool.v, q.buffer, po, pml];
   bufs[9] = out.buffer;
-  const spec = { shader: "paged_decode", defines: { T: s.dtype }, constants: c };
+  const online = variant === "online";
   dispatchBound(
     gpu,
-    gpu.kernel({ ...spec, entry: "decode_fast" }),
+    gpu.kernel({
+      shader: online ? "paged_decode_online" : "paged_decode",
+      entry: online ? "decode_online" : "decode_fast",
+      defines: { T: s.dtype },
+      constants: c,
+    }),
     bufs,
     Gpu.grid(s.pages * np),
     params,
   );
-  const nch = c.D4 / c.CW;
+  const CW_ = Math.min(CW, c.D4);
   dispatchBound(
     gpu,
-    gpu.kernel({ ...spec, entry: "combine" }),
+    gpu.kernel({
+      shader: "paged_decode",
+      entry: "combine",
+      defines: { T: s.dtype },
+      constants: { WG, GQ: G, DD: D, D4: c.D4, CW: CW_ },
+    }),
     bufs,
-    Gpu.grid(s.pages * G * nch),
+    Gpu.grid(s.pages * G * (c.D4 / CW_)),
     params,
   );
   gpu.release(po);

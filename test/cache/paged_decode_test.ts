@@ -14,6 +14,7 @@ import {
   flashDecodeReference,
   flashDecodeShape,
   flashDecodeSplits,
+  type FlashDecodeVariant,
   pagedDecodeFlash,
 } from "../../src/cache/paged_decode.ts";
 import { createDmsCache } from "../../src/dms/dms_cache.ts";
@@ -37,6 +38,8 @@ interface Case {
   /** Left padding of sequence 0 (mark 2 entries). */
   pad: number;
   seed: number;
+  /** Kernel variant. */
+  variant: FlashDecodeVariant;
 }
 
 /** Fills a cache with a problem in chunks, then decodes one query with the flash kernel. */
@@ -62,7 +65,7 @@ async function check(c: Case): Promise<void> {
   const args = { t0: c.T, window: cache.policy.window, scale: 1 / Math.sqrt(c.D) };
   const label = JSON.stringify(c);
   assert.equal(decodeKernelFor(s, c.G, c.D, {}), "flash", label);
-  using fast = pagedDecodeFlash(s, 0, q, args);
+  using fast = pagedDecodeFlash(s, 0, q, { ...args, variant: c.variant });
   if (!fast) throw new Error(`no flash kernel for ${label}`);
   const got = await fast.toArray();
   // The pages as stored: entries by slot, K/V by position from the problem.
@@ -81,11 +84,14 @@ async function check(c: Case): Promise<void> {
   // The twin with the kernel's own splits.
   let maxLen = 1;
   for (const b of s.bounds(0)) maxLen = Math.max(maxLen, b);
-  const shape = flashDecodeShape(c.dtype, c.G, D, gpu.limits.maxComputeWorkgroupStorageSize)!;
+  const maxShared = gpu.limits.maxComputeWorkgroupStorageSize;
+  const shape = flashDecodeShape(c.dtype, c.G, D, maxShared, c.variant)!;
   const { np, ps } = flashDecodeSplits(maxLen, s.pages, shape, s.partitionKeys);
   const twin = flashDecodeReference(qq, pages, { ...args, G: c.G, D, np, ps, kmin: shape.KMIN });
   assertClose(got, twin, TOL[c.dtype], `flash vs CPU twin ${label}`);
 }
+
+const VARIANTS: readonly FlashDecodeVariant[] = ["online", "twoPass"];
 
 const caseArb = fc.record({
   dtype: fc.constantFrom(...(gpu.hasF16 ? ["f32", "f16"] as const : ["f32"] as const)),
@@ -99,6 +105,7 @@ const caseArb = fc.record({
   split: fc.constantFrom(undefined, 32, 64, 200),
   pad: fc.constantFrom(0, 0, 3, 20),
   seed: fc.integer({ min: 0, max: 1 << 30 }),
+  variant: fc.constantFrom("online" as const, "twoPass" as const),
 });
 
 Deno.test({
@@ -106,7 +113,7 @@ Deno.test({
     "pagedDecodeFlash agrees with the f64 oracle and its CPU twin (G 1..8, D 64/128, DMS marks, ragged pages, padding, B 1..3, one and many splits)",
   ...GPU_TEST,
   fn: async () => {
-    await fc.assert(fc.asyncProperty(caseArb, check), fcParams(12));
+    await fc.assert(fc.asyncProperty(caseArb, check), fcParams(16));
   },
 });
 
@@ -115,11 +122,12 @@ Deno.test({
   ...GPU_TEST,
   fn: async () => {
     const base = { G: 4, D: 128, B: 1, dms: false, pEvict: 0, blockSize: 16, pad: 0, seed: 5 };
-    for (const dtype of gpu.hasF16 ? ["f32", "f16"] as const : ["f32"] as const) {
-      await check({ ...base, dtype, T: 1 });
-      await check({ ...base, dtype, T: 1300 }); // several adaptive splits of >= 128 keys
-      await check({ ...base, dtype, T: 300, dms: true, pEvict: 1, G: 8 }); // all marked
-      await check({ ...base, dtype, T: 40, pad: 40, B: 2 }); // sequence 0 is all padding
+    const dtypes = gpu.hasF16 ? ["f32", "f16"] as const : ["f32"] as const;
+    for (const [dtype, variant] of dtypes.flatMap((d) => VARIANTS.map((v) => [d, v] as const))) {
+      await check({ ...base, dtype, variant, T: 1 });
+      await check({ ...base, dtype, variant, T: 1300 }); // several adaptive splits
+      await check({ ...base, dtype, variant, T: 300, dms: true, pEvict: 1, G: 8 }); // all marked
+      await check({ ...base, dtype, variant, T: 40, pad: 40, B: 2 }); // sequence 0 is all padding
     }
   },
 });

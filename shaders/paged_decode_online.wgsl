@@ -1,0 +1,401 @@
+// Single-pass flash-decoding over the paged KV cache (SPEC §5.1 visibility): `decode_online`.
+// Launcher, CPU twin and notes: src/cache/paged_decode.ts; the splits merge with `combine` of
+// shaders/paged_decode.wgsl (same po / pml layout). The two-pass `decode_fast` beside it reads
+// all of a split's keys, takes the split's max through a tree, then reads the values; here
+// every block of KB keys is read once, K and V together, with an online softmax per thread:
+//
+//   q:[B, Hq, 1, D]  pools kw, vw:[entries, D/EPV] 16-byte words
+//   po:[pages, np, G, D/4] unnormalised split outputs   pml:[pages, np, G] (max m, sum l)
+//
+// One workgroup of WG threads per (page, split). Lane c = tid % L owns word c of a row, key row
+// r = tid / L (the L lanes of a row read L consecutive 16-byte words: coalesced), KP = WG / L
+// rows per pass, J passes per block (KB = J·KP keys). Per block:
+//   1) every lane's partial q·k of its J words for every head -> scr; the next block's K words
+//      are requested; barrier;
+//   2) KB·GV reducers sum a key's L partials -> sp (NEG where invisible or past the split);
+//      barrier;
+//   3) every thread reads the scores of its J keys, raises its own running max m (per head),
+//      rescales its accumulators by exp(m_old − m), adds p·v with the V words requested a
+//      block earlier, then requests the next block's V words.
+// No max tree and no second pass over the split; 2 barriers per block; K and V loads of the
+// next block in flight during the current one. At the end, the rows' maxima meet in workgroup
+// memory (M = max over rows), each thread scales its state by exp(m − M), and the KP rows'
+// partial outputs are summed as in decode_fast.
+// Per-thread state as in decode_fast: matrices with column g = head g, constant indices only
+// (WGSL has no unroll; an array indexed in a loop would live in local memory).
+
+struct Params {
+  pages: u32,  // B * Hkv
+  hkv: u32,    // KV heads
+  np: u32,     // splits per page
+  ps: u32,     // keys per split; 0: max(KMIN, ceil(len / np)) of each page's own length
+  bs: u32,     // block size
+  mb: u32,     // block-table width (blocks per page)
+  lbase: u32,  // layer * pages: this layer's rows of lens and table
+  t0: i32,     // query position
+  window: i32, // W: a marked key is visible for distances 0..W
+  scale: f32,  // softmax scale
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> lens: array<i32>;            // [layers, pages]
+@group(0) @binding(2) var<storage, read> table: array<i32>;           // [layers, pages, mb]
+@group(0) @binding(3) var<storage, read> kmeta: array<i32>;           // [entries, 2] (pos, mark)
+@group(0) @binding(4) var<storage, read> kw: array<vec4<u32>>;        // K [entries, L]
+@group(0) @binding(5) var<storage, read> vw: array<vec4<u32>>;        // V [entries, L]
+@group(0) @binding(6) var<storage, read> q: array<T>;                 // [B, Hq, 1, D]
+@group(0) @binding(7) var<storage, read_write> po: array<vec4<f32>>;  // [pages, np, G, D4]
+@group(0) @binding(8) var<storage, read_write> pml: array<vec2<f32>>; // [pages, np, G]
+
+override WG: u32 = 256u;    // threads per workgroup
+override GQ: u32 = 4u;      // query heads per KV head, 1..8
+override GV: u32 = 1u;      // ceil(GQ / 4): head quads
+override EPV: u32 = 8u;     // elements per 16-byte word: 8 (f16) or 4 (f32)
+override NV: u32 = 2u;      // vec4<f32> per word: EPV / 4
+override DD: u32 = 128u;    // head dim D
+override D4: u32 = 32u;     // D / 4
+override L: u32 = 16u;      // words per row, D / EPV (divides WG)
+override KP: u32 = 16u;     // keys per pass, WG / L
+override J: u32 = 4u;       // passes per block (loads of K and of V in flight per lane): 1, 2, 4
+override KB: u32 = 64u;     // keys per block, J * KP (KB * GV <= WG)
+override PSMAX: u32 = 512u; // keys per split, at most (<= 2 * WG)
+override KMIN: u32 = 256u;  // keys per split, at least, when the split size adapts
+override SPB: u32 = 64u;    // KB * GV
+override SCR: u32 = 1088u;  // max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG)
+const NEG: f32 = -3.40282346e38;
+const NOKEY: u32 = 0xffffffffu;
+
+var<workgroup> sh_len: i32;
+var<workgroup> kph: array<u32, PSMAX>;      // entry of each key of the split, NOKEY: invisible
+var<workgroup> sp: array<vec4<f32>, SPB>;   // [KB, GV] this block's scores
+var<workgroup> scr: array<vec4<f32>, SCR>;  // partial dots / row maxima / output partials
+
+var<private> qa0: mat4x4<f32>;
+var<private> qb0: mat4x4<f32>;
+var<private> qa1: mat4x4<f32>;
+var<private> qb1: mat4x4<f32>;
+var<private> aa0: mat4x4<f32>;
+var<private> ab0: mat4x4<f32>;
+var<private> aa1: mat4x4<f32>;
+var<private> ab1: mat4x4<f32>;
+var<private> ls0: vec4<f32>;  // Σ p per head (heads 0..3), relative to ms0
+var<private> ls1: vec4<f32>;  // heads 4..7
+var<private> ms0: vec4<f32>;  // this thread's running max per head (heads 0..3)
+var<private> ms1: vec4<f32>;
+
+fn lo4(x: vec4<u32>) -> vec4<f32> {
+  if (EPV == 8u) { return vec4<f32>(unpack2x16float(x.x), unpack2x16float(x.y)); }
+  return bitcast<vec4<f32>>(x);
+}
+
+fn hi4(x: vec4<u32>) -> vec4<f32> {
+  return vec4<f32>(unpack2x16float(x.z), unpack2x16float(x.w));
+}
+
+// Channels 4h..4h+3 of word c of head g's query, scaled (0 for g >= GQ).
+fn qv(base: u32, g: u32, c: u32, h: u32) -> vec4<f32> {
+  if (g >= GQ) { return vec4<f32>(0.0); }
+  let o = base + g * DD + c * EPV + 4u * h;
+  return vec4<f32>(f32(q[o]), f32(q[o + 1u]), f32(q[o + 2u]), f32(q[o + 3u])) * p.scale;
+}
+
+// Word c of key kk of the split from pool `which` (0: K, 1: V); zero past the split or for an
+// invisible key (not read).
+fn word(which: u32, kk: u32, cnt: u32, c: u32) -> vec4<u32> {
+  var x = vec4<u32>(0u);
+  if (kk < cnt) {
+    let e = kph[kk];
+    if (e != NOKEY) {
+      if (which == 0u) { x = kw[e * L + c]; } else { x = vw[e * L + c]; }
+    }
+  }
+  return x;
+}
+
+// Entry of key i of the split that starts at slot ks (clamped into the split: cnt >= 1).
+fn entry(pg: u32, ks: u32, cnt: u32, i: u32) -> u32 {
+  let s = ks + min(i, cnt - 1u);
+  return u32(table[(p.lbase + pg) * p.mb + s / p.bs]) * p.bs + s % p.bs;
+}
+
+// Whether entry e is visible to the query (SPEC §5.1).
+fn seen(e: u32) -> bool {
+  let kp = kmeta[2u * e];
+  let mk = kmeta[2u * e + 1u];
+  return p.t0 >= 0 && kp <= p.t0 && mk != 2 && (mk == 0 || p.t0 - kp <= p.window);
+}
+
+// Lane c's partial dots of key row (jj, r) of the block with every head -> scr.
+fn spart(jj: u32, r: u32, c: u32, x: vec4<u32>) {
+  let lo = lo4(x);
+  var s = lo * qa0;
+  if (EPV == 8u) { s += hi4(x) * qb0; }
+  let o = ((jj * KP + r) * (L + 1u) + c) * GV;
+  scr[o] = s;
+  if (GV == 2u) {
+    var t = lo * qa1;
+    if (EPV == 8u) { t += hi4(x) * qb1; }
+    scr[o + 1u] = t;
+  }
+}
+
+// Scores of this thread's key rows jj = 0..J-1 of the block for head quad gv.
+fn srow(jj: u32, r: u32, gv: u32) -> vec4<f32> {
+  if (jj >= J) { return vec4<f32>(NEG); }
+  return sp[(jj * KP + r) * GV + gv];
+}
+
+fn pexp(s: vec4<f32>, m: vec4<f32>) -> vec4<f32> {
+  return select(vec4<f32>(0.0), exp(s - m), s > vec4<f32>(NEG));
+}
+
+fn scale_cols(a: mat4x4<f32>, f: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(a[0] * f.x, a[1] * f.y, a[2] * f.z, a[3] * f.w);
+}
+
+// Heads 0..3: online softmax update with the block's scores of this thread's J rows and the
+// value words y0..y3 of those rows.
+fn update0(r: u32, y0: vec4<u32>, y1: vec4<u32>, y2: vec4<u32>, y3: vec4<u32>) {
+  let s0 = srow(0u, r, 0u);
+  let s1 = srow(1u, r, 0u);
+  let s2 = srow(2u, r, 0u);
+  let s3 = srow(3u, r, 0u);
+  let m = max(max(ms0, max(s0, s1)), max(s2, s3));
+  let al = exp(ms0 - m);
+  ms0 = m;
+  let p0 = pexp(s0, m);
+  let p1 = pexp(s1, m);
+  let p2 = pexp(s2, m);
+  let p3 = pexp(s3, m);
+  ls0 = ls0 * al + ((p0 + p1) + (p2 + p3));
+  let l0 = lo4(y0);
+  let l1 = lo4(y1);
+  let l2 = lo4(y2);
+  let l3 = lo4(y3);
+  aa0 = scale_cols(aa0, al) + mat4x4<f32>(l0 * p0.x, l0 * p0.y, l0 * p0.z, l0 * p0.w);
+  if (J > 1u) { aa0 += mat4x4<f32>(l1 * p1.x, l1 * p1.y, l1 * p1.z, l1 * p1.w); }
+  if (J > 2u) {
+    aa0 += mat4x4<f32>(l2 * p2.x, l2 * p2.y, l2 * p2.z, l2 * p2.w);
+    aa0 += mat4x4<f32>(l3 * p3.x, l3 * p3.y, l3 * p3.z, l3 * p3.w);
+  }
+  if (EPV == 8u) {
+    let h0 = hi4(y0);
+    let h1 = hi4(y1);
+    let h2 = hi4(y2);
+    let h3 = hi4(y3);
+    ab0 = scale_cols(ab0, al) + mat4x4<f32>(h0 * p0.x, h0 * p0.y, h0 * p0.z, h0 * p0.w);
+    if (J > 1u) { ab0 += mat4x4<f32>(h1 * p1.x, h1 * p1.y, h1 * p1.z, h1 * p1.w); }
+    if (J > 2u) {
+      ab0 += mat4x4<f32>(h2 * p2.x, h2 * p2.y, h2 * p2.z, h2 * p2.w);
+      ab0 += mat4x4<f32>(h3 * p3.x, h3 * p3.y, h3 * p3.z, h3 * p3.w);
+    }
+  }
+}
+
+// Heads 4..7 (GV = 2, J <= 2).
+fn update1(r: u32, y0: vec4<u32>, y1: vec4<u32>) {
+  let s0 = srow(0u, r, 1u);
+  let s1 = srow(1u, r, 1u);
+  let m = max(ms1, max(s0, s1));
+  let al = exp(ms1 - m);
+  ms1 = m;
+  let p0 = pexp(s0, m);
+  let p1 = pexp(s1, m);
+  ls1 = ls1 * al + (p0 + p1);
+  let l0 = lo4(y0);
+  let l1 = lo4(y1);
+  aa1 = scale_cols(aa1, al) + mat4x4<f32>(l0 * p0.x, l0 * p0.y, l0 * p0.z, l0 * p0.w);
+  if (J > 1u) { aa1 += mat4x4<f32>(l1 * p1.x, l1 * p1.y, l1 * p1.z, l1 * p1.w); }
+  if (EPV == 8u) {
+    let h0 = hi4(y0);
+    let h1 = hi4(y1);
+    ab1 = scale_cols(ab1, al) + mat4x4<f32>(h0 * p0.x, h0 * p0.y, h0 * p0.z, h0 * p0.w);
+    if (J > 1u) { ab1 += mat4x4<f32>(h1 * p1.x, h1 * p1.y, h1 * p1.z, h1 * p1.w); }
+  }
+}
+
+// Heads g0 and g0 + 1: sum the KP key rows' partial outputs through scr -> po (and, with
+// g0 = 0, the sums l of every head -> pml, with the split maxima).
+fn outputs(g0: u32, tid: u32, c: u32, r: u32, a0: vec4<f32>, b0: vec4<f32>, a1: vec4<f32>,
+           b1: vec4<f32>, rbase: u32, mA: vec4<f32>, mB: vec4<f32>) {
+  workgroupBarrier();
+  let o = r * D4 + c * NV;
+  let hs = KP * D4;  // one head's partials
+  scr[o] = a0;
+  if (EPV == 8u) { scr[o + 1u] = b0; }
+  if (g0 + 1u < GQ) {
+    scr[hs + o] = a1;
+    if (EPV == 8u) { scr[hs + o + 1u] = b1; }
+  }
+  if (g0 == 0u && c == 0u) {
+    scr[2u * hs + r * GV] = ls0;
+    if (GV == 2u) { scr[2u * hs + r * GV + 1u] = ls1; }
+  }
+  workgroupBarrier();
+  if (tid < 2u * D4) {
+    let gi = tid / D4;
+    let col = tid % D4;
+    let g = g0 + gi;
+    if (g < GQ) {
+      var s0 = vec4<f32>(0.0);
+      var s1 = vec4<f32>(0.0);
+      var s2 = vec4<f32>(0.0);
+      var s3 = vec4<f32>(0.0);
+      let base = gi * hs + col;
+      for (var rr = 0u; rr < KP; rr += 4u) {
+        s0 += scr[base + rr * D4];
+        s1 += scr[base + (rr + 1u) * D4];
+        s2 += scr[base + (rr + 2u) * D4];
+        s3 += scr[base + (rr + 3u) * D4];
+      }
+      po[(rbase + g) * D4 + col] = (s0 + s1) + (s2 + s3);
+    }
+  } else if (g0 == 0u && tid < 2u * D4 + GQ) {
+    let g = tid - 2u * D4;
+    var l = 0.0;
+    for (var rr = 0u; rr < KP; rr++) { l += scr[2u * hs + rr * GV + g / 4u][g % 4u]; }
+    let m = select(mA, mB, g >= 4u)[g % 4u];
+    pml[rbase + g] = vec2<f32>(m, l);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) tid: u32) {
+  let w = wid.y * nwg.x + wid.x;
+  if (w >= p.pages * p.np) { return; }
+  let pi = w % p.np;
+  let pg = w / p.np;
+  if (tid == 0u) { sh_len = lens[p.lbase + pg]; }
+  let len = u32(workgroupUniformLoad(&sh_len));
+  var ps = p.ps;
+  if (ps == 0u) { ps = max(KMIN, (len + p.np - 1u) / p.np); }
+  ps = min(ps, PSMAX);
+  let ks = min(pi * ps, len);
+  let cnt = min(ps, len - ks);
+  let rbase = (pg * p.np + pi) * GQ;  // this split's rows of po and pml
+  if (cnt == 0u) {
+    if (tid < GQ) { pml[rbase + tid] = vec2<f32>(NEG, 0.0); }
+    return;
+  }
+  let e0 = entry(pg, ks, cnt, tid);
+  let e1 = entry(pg, ks, cnt, tid + WG);
+  let c = tid % L;
+  let r = tid / L;
+  let qbase = pg * GQ * DD;  // (b * Hq + h * G) * D
+  qa0 = mat4x4<f32>(qv(qbase, 0u, c, 0u), qv(qbase, 1u, c, 0u), qv(qbase, 2u, c, 0u),
+                    qv(qbase, 3u, c, 0u));
+  if (EPV == 8u) {
+    qb0 = mat4x4<f32>(qv(qbase, 0u, c, 1u), qv(qbase, 1u, c, 1u), qv(qbase, 2u, c, 1u),
+                      qv(qbase, 3u, c, 1u));
+  }
+  if (GV == 2u) {
+    qa1 = mat4x4<f32>(qv(qbase, 4u, c, 0u), qv(qbase, 5u, c, 0u), qv(qbase, 6u, c, 0u),
+                      qv(qbase, 7u, c, 0u));
+    if (EPV == 8u) {
+      qb1 = mat4x4<f32>(qv(qbase, 4u, c, 1u), qv(qbase, 5u, c, 1u), qv(qbase, 6u, c, 1u),
+                        qv(qbase, 7u, c, 1u));
+    }
+  }
+  ms0 = vec4<f32>(NEG);
+  ms1 = vec4<f32>(NEG);
+  // Locate the split's keys (PSMAX <= 2 * WG: two per thread); invisible ones (SPEC §5.1)
+  // become NOKEY and are never read.
+  let v0 = seen(e0);
+  let v1 = seen(e1);
+  if (tid < cnt) { kph[tid] = select(NOKEY, e0, v0); }
+  if (tid + WG < cnt) { kph[tid + WG] = select(NOKEY, e1, v1); }
+  workgroupBarrier();
+
+  var x0 = word(0u, r, cnt, c);
+  var x1 = vec4<u32>(0u);
+  var x2 = vec4<u32>(0u);
+  var x3 = vec4<u32>(0u);
+  var y0 = word(1u, r, cnt, c);
+  var y1 = vec4<u32>(0u);
+  var y2 = vec4<u32>(0u);
+  var y3 = vec4<u32>(0u);
+  if (J > 1u) {
+    x1 = word(0u, KP + r, cnt, c);
+    y1 = word(1u, KP + r, cnt, c);
+  }
+  if (J > 2u) {
+    x2 = word(0u, 2u * KP + r, cnt, c);
+    x3 = word(0u, 3u * KP + r, cnt, c);
+    y2 = word(1u, 2u * KP + r, cnt, c);
+    y3 = word(1u, 3u * KP + r, cnt, c);
+  }
+  for (var k0 = 0u; k0 < cnt; k0 += KB) {
+    // 1. Partial dots, then the next block's K words.
+    spart(0u, r, c, x0);
+    if (J > 1u) { spart(1u, r, c, x1); }
+    if (J > 2u) {
+      spart(2u, r, c, x2);
+      spart(3u, r, c, x3);
+    }
+    let n1 = k0 + KB + r;
+    x0 = word(0u, n1, cnt, c);
+    if (J > 1u) { x1 = word(0u, n1 + KP, cnt, c); }
+    if (J > 2u) {
+      x2 = word(0u, n1 + 2u * KP, cnt, c);
+      x3 = word(0u, n1 + 3u * KP, cnt, c);
+    }
+    workgroupBarrier();
+    // 2. A key's L partials -> its scores (NEG: invisible or past the split).
+    if (tid < KB * GV) {
+      let kb = tid / GV;
+      let kk = k0 + kb;
+      let base = kb * (L + 1u) * GV + tid % GV;
+      var s0 = vec4<f32>(0.0);
+      var s1 = vec4<f32>(0.0);
+      var s2 = vec4<f32>(0.0);
+      var s3 = vec4<f32>(0.0);
+      for (var l = 0u; l < L; l += 4u) {
+        s0 += scr[base + l * GV];
+        s1 += scr[base + (l + 1u) * GV];
+        s2 += scr[base + (l + 2u) * GV];
+        s3 += scr[base + (l + 3u) * GV];
+      }
+      var vis = false;
+      if (kk < cnt) { vis = kph[kk] != NOKEY; }
+      sp[tid] = select(vec4<f32>(NEG), (s0 + s1) + (s2 + s3), vis);
+    }
+    workgroupBarrier();
+    // 3. Online softmax and P·V with the value words in flight since the last block.
+    update0(r, y0, y1, y2, y3);
+    if (GV == 2u) { update1(r, y0, y1); }
+    y0 = word(1u, n1, cnt, c);
+    if (J > 1u) { y1 = word(1u, n1 + KP, cnt, c); }
+    if (J > 2u) {
+      y2 = word(1u, n1 + 2u * KP, cnt, c);
+      y3 = word(1u, n1 + 3u * KP, cnt, c);
+    }
+  }
+
+  // 4. The rows' maxima -> M per head; every thread's state rescaled to M.
+  if (c == 0u) {
+    scr[r * GV] = ms0;
+    if (GV == 2u) { scr[r * GV + 1u] = ms1; }
+  }
+  workgroupBarrier();
+  var mA = vec4<f32>(NEG);
+  var mB = vec4<f32>(NEG);
+  for (var rr = 0u; rr < KP; rr++) {
+    mA = max(mA, scr[rr * GV]);
+    if (GV == 2u) { mB = max(mB, scr[rr * GV + 1u]); }
+  }
+  let f0 = exp(ms0 - mA);
+  aa0 = scale_cols(aa0, f0);
+  ab0 = scale_cols(ab0, f0);
+  ls0 *= f0;
+  if (GV == 2u) {
+    let f1 = exp(ms1 - mB);
+    aa1 = scale_cols(aa1, f1);
+    ab1 = scale_cols(ab1, f1);
+    ls1 *= f1;
+  }
+  outputs(0u, tid, c, r, aa0[0], ab0[0], aa0[1], ab0[1], rbase, mA, mB);
+  if (GQ > 2u) { outputs(2u, tid, c, r, aa0[2], ab0[2], aa0[3], ab0[3], rbase, mA, mB); }
+  if (GQ > 4u) { outputs(4u, tid, c, r, aa1[0], ab1[0], aa1[1], ab1[1], rbase, mA, mB); }
+  if (GQ > 6u) { outputs(6u, tid, c, r, aa1[2], ab1[2], aa1[3], ab1[3], rbase, mA, mB); }
+}
