@@ -42,6 +42,7 @@ export {
   type FlashDecodeArgs,
   flashDecodeReference,
   type FlashDecodeReferenceOptions,
+  type FlashDecodeVariant,
   pagedDecodeFlash,
 } from "./paged_decode.ts";
 export type { Gpu } from "../gpu/device.ts";
