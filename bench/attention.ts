@@ -26,7 +26,8 @@
  * [--dtypes f16,f32] [--window 512] [--block 256] [--partition-keys N] [--reps N] [--no-torch]
  * [--no-old] [--other] [--quick] [--json out.json]`. `--other` also validates and times the flash
  * variant that is not the default (`decode_online` / `decode_fast`, see src/cache/paged_decode.ts):
- * columns `other µs` and `this/other`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
+ * columns `other µs` and `this/other`; `--other-variant online|twoPass`, `--other-threads N` and
+ * `--other-loads J` choose it and its tuning (a sweep). `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
  * chosen from the length bound). Defaults on a CPU adapter (llvmpipe): contexts 256,1024, batches
  * 1,2, window 32, block 32 (well under 2 minutes); otherwise contexts 4096,32768,131072, batches
  * 1,4,16 (`--quick`: 4096,32768 and 1,4), window 512, block 256. Shapes whose K pool exceeds the
@@ -64,6 +65,9 @@ const { values: args } = parseArgs({
     "no-torch": { type: "boolean", default: false },
     "no-old": { type: "boolean", default: false },
     other: { type: "boolean", default: false },
+    "other-variant": { type: "string" },
+    "other-threads": { type: "string" },
+    "other-loads": { type: "string" },
     quick: { type: "boolean", default: false },
     json: { type: "string" },
   },
@@ -283,8 +287,20 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   const a = { t0: ctx, window: cache.policy.window, scale: 1 / Math.sqrt(D) };
   row.kernel = decodeKernelFor(s, G, D, {});
   const fast = () => pagedAttention(s, 0, q, a);
-  const variant = FLASH_DECODE_DEFAULT === "online" ? "twoPass" : "online";
-  const other = () => pagedDecodeFlash(s, 0, q, { ...a, variant })!;
+  const variant = args["other-variant"] === "online" || args["other-variant"] === "twoPass"
+    ? args["other-variant"]
+    : FLASH_DECODE_DEFAULT === "online"
+    ? "twoPass"
+    : "online";
+  const tuning = {
+    threads: args["other-threads"] ? Number(args["other-threads"]) : undefined,
+    loads: args["other-loads"] ? Number(args["other-loads"]) : undefined,
+  };
+  const other = () => {
+    const out = pagedDecodeFlash(s, 0, q, { ...a, variant, tuning });
+    if (!out) throw new Error(`--other: no ${variant} kernel for ${JSON.stringify(tuning)}`);
+    return out;
+  };
   const withOther = args.other && row.kernel === "flash";
   {
     using t = pagedAttention(s, 0, q, { ...a, decodeKernel: "tiled" });

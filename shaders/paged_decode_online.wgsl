@@ -56,7 +56,7 @@ override DD: u32 = 128u;    // head dim D
 override D4: u32 = 32u;     // D / 4
 override L: u32 = 16u;      // words per row, D / EPV (divides WG)
 override KP: u32 = 16u;     // keys per pass, WG / L
-override J: u32 = 4u;       // passes per block (loads of K and of V in flight per lane): 1, 2, 4
+override J: u32 = 4u;       // passes per block (loads of K and of V in flight per lane): 1, 2, 4, 8
 override KB: u32 = 64u;     // keys per block, J * KP (KB * GV <= WG)
 override PSMAX: u32 = 512u; // keys per split, at most (<= 2 * WG)
 override KMIN: u32 = 256u;  // keys per split, at least, when the split size adapts
@@ -112,6 +112,26 @@ fn word(which: u32, kk: u32, cnt: u32, c: u32) -> vec4<u32> {
   return x;
 }
 
+// Four word rows of one pool: rows kk0 + (jb + i)·KP of the split, i = 0..3 (zero for
+// jb + i >= J).
+struct W4 {
+  w0: vec4<u32>,
+  w1: vec4<u32>,
+  w2: vec4<u32>,
+  w3: vec4<u32>,
+}
+
+fn words4(which: u32, jb: u32, kk0: u32, cnt: u32, c: u32) -> W4 {
+  var x: W4;
+  x.w0 = word(which, kk0 + jb * KP, cnt, c);
+  if (jb + 1u < J) { x.w1 = word(which, kk0 + (jb + 1u) * KP, cnt, c); }
+  if (jb + 2u < J) {
+    x.w2 = word(which, kk0 + (jb + 2u) * KP, cnt, c);
+    x.w3 = word(which, kk0 + (jb + 3u) * KP, cnt, c);
+  }
+  return x;
+}
+
 // Entry of key i of the split that starts at slot ks (clamped into the split: cnt >= 1).
 fn entry(pg: u32, ks: u32, cnt: u32, i: u32) -> u32 {
   let s = ks + min(i, cnt - 1u);
@@ -139,6 +159,16 @@ fn spart(jj: u32, r: u32, c: u32, x: vec4<u32>) {
   }
 }
 
+// spart of the (up to) four rows jb..jb+3.
+fn spart4(jb: u32, r: u32, c: u32, x: W4) {
+  spart(jb, r, c, x.w0);
+  if (jb + 1u < J) { spart(jb + 1u, r, c, x.w1); }
+  if (jb + 2u < J) {
+    spart(jb + 2u, r, c, x.w2);
+    spart(jb + 3u, r, c, x.w3);
+  }
+}
+
 // Scores of this thread's key rows jj = 0..J-1 of the block for head quad gv.
 fn srow(jj: u32, r: u32, gv: u32) -> vec4<f32> {
   if (jj >= J) { return vec4<f32>(NEG); }
@@ -153,13 +183,13 @@ fn scale_cols(a: mat4x4<f32>, f: vec4<f32>) -> mat4x4<f32> {
   return mat4x4<f32>(a[0] * f.x, a[1] * f.y, a[2] * f.z, a[3] * f.w);
 }
 
-// Heads 0..3: online softmax update with the block's scores of this thread's J rows and the
-// value words y0..y3 of those rows.
-fn update0(r: u32, y0: vec4<u32>, y1: vec4<u32>, y2: vec4<u32>, y3: vec4<u32>) {
-  let s0 = srow(0u, r, 0u);
-  let s1 = srow(1u, r, 0u);
-  let s2 = srow(2u, r, 0u);
-  let s3 = srow(3u, r, 0u);
+// Heads 0..3: online softmax update with the block's scores of this thread's rows jb..jb+3
+// and their value words y.
+fn update0(r: u32, jb: u32, y: W4) {
+  let s0 = srow(jb, r, 0u);
+  let s1 = srow(jb + 1u, r, 0u);
+  let s2 = srow(jb + 2u, r, 0u);
+  let s3 = srow(jb + 3u, r, 0u);
   let m = max(max(ms0, max(s0, s1)), max(s2, s3));
   let al = exp(ms0 - m);
   ms0 = m;
@@ -168,24 +198,24 @@ fn update0(r: u32, y0: vec4<u32>, y1: vec4<u32>, y2: vec4<u32>, y3: vec4<u32>) {
   let p2 = pexp(s2, m);
   let p3 = pexp(s3, m);
   ls0 = ls0 * al + ((p0 + p1) + (p2 + p3));
-  let l0 = lo4(y0);
-  let l1 = lo4(y1);
-  let l2 = lo4(y2);
-  let l3 = lo4(y3);
+  let l0 = lo4(y.w0);
+  let l1 = lo4(y.w1);
+  let l2 = lo4(y.w2);
+  let l3 = lo4(y.w3);
   aa0 = scale_cols(aa0, al) + mat4x4<f32>(l0 * p0.x, l0 * p0.y, l0 * p0.z, l0 * p0.w);
-  if (J > 1u) { aa0 += mat4x4<f32>(l1 * p1.x, l1 * p1.y, l1 * p1.z, l1 * p1.w); }
-  if (J > 2u) {
+  if (jb + 1u < J) { aa0 += mat4x4<f32>(l1 * p1.x, l1 * p1.y, l1 * p1.z, l1 * p1.w); }
+  if (jb + 2u < J) {
     aa0 += mat4x4<f32>(l2 * p2.x, l2 * p2.y, l2 * p2.z, l2 * p2.w);
     aa0 += mat4x4<f32>(l3 * p3.x, l3 * p3.y, l3 * p3.z, l3 * p3.w);
   }
   if (EPV == 8u) {
-    let h0 = hi4(y0);
-    let h1 = hi4(y1);
-    let h2 = hi4(y2);
-    let h3 = hi4(y3);
+    let h0 = hi4(y.w0);
+    let h1 = hi4(y.w1);
+    let h2 = hi4(y.w2);
+    let h3 = hi4(y.w3);
     ab0 = scale_cols(ab0, al) + mat4x4<f32>(h0 * p0.x, h0 * p0.y, h0 * p0.z, h0 * p0.w);
-    if (J > 1u) { ab0 += mat4x4<f32>(h1 * p1.x, h1 * p1.y, h1 * p1.z, h1 * p1.w); }
-    if (J > 2u) {
+    if (jb + 1u < J) { ab0 += mat4x4<f32>(h1 * p1.x, h1 * p1.y, h1 * p1.z, h1 * p1.w); }
+    if (jb + 2u < J) {
       ab0 += mat4x4<f32>(h2 * p2.x, h2 * p2.y, h2 * p2.z, h2 * p2.w);
       ab0 += mat4x4<f32>(h3 * p3.x, h3 * p3.y, h3 * p3.z, h3 * p3.w);
     }
@@ -193,7 +223,9 @@ fn update0(r: u32, y0: vec4<u32>, y1: vec4<u32>, y2: vec4<u32>, y3: vec4<u32>) {
 }
 
 // Heads 4..7 (GV = 2, J <= 2).
-fn update1(r: u32, y0: vec4<u32>, y1: vec4<u32>) {
+fn update1(r: u32, y: W4) {
+  let y0 = y.w0;
+  let y1 = y.w1;
   let s0 = srow(0u, r, 1u);
   let s1 = srow(1u, r, 1u);
   let m = max(ms1, max(s0, s1));
@@ -307,39 +339,21 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   if (tid + WG < cnt) { kph[tid + WG] = select(NOKEY, e1, v1); }
   workgroupBarrier();
 
-  var x0 = word(0u, r, cnt, c);
-  var x1 = vec4<u32>(0u);
-  var x2 = vec4<u32>(0u);
-  var x3 = vec4<u32>(0u);
-  var y0 = word(1u, r, cnt, c);
-  var y1 = vec4<u32>(0u);
-  var y2 = vec4<u32>(0u);
-  var y3 = vec4<u32>(0u);
-  if (J > 1u) {
-    x1 = word(0u, KP + r, cnt, c);
-    y1 = word(1u, KP + r, cnt, c);
-  }
-  if (J > 2u) {
-    x2 = word(0u, 2u * KP + r, cnt, c);
-    x3 = word(0u, 3u * KP + r, cnt, c);
-    y2 = word(1u, 2u * KP + r, cnt, c);
-    y3 = word(1u, 3u * KP + r, cnt, c);
+  var xa = words4(0u, 0u, r, cnt, c);
+  var ya = words4(1u, 0u, r, cnt, c);
+  var xb: W4;
+  var yb: W4;
+  if (J > 4u) {
+    xb = words4(0u, 4u, r, cnt, c);
+    yb = words4(1u, 4u, r, cnt, c);
   }
   for (var k0 = 0u; k0 < cnt; k0 += KB) {
     // 1. Partial dots, then the next block's K words.
-    spart(0u, r, c, x0);
-    if (J > 1u) { spart(1u, r, c, x1); }
-    if (J > 2u) {
-      spart(2u, r, c, x2);
-      spart(3u, r, c, x3);
-    }
+    spart4(0u, r, c, xa);
+    if (J > 4u) { spart4(4u, r, c, xb); }
     let n1 = k0 + KB + r;
-    x0 = word(0u, n1, cnt, c);
-    if (J > 1u) { x1 = word(0u, n1 + KP, cnt, c); }
-    if (J > 2u) {
-      x2 = word(0u, n1 + 2u * KP, cnt, c);
-      x3 = word(0u, n1 + 3u * KP, cnt, c);
-    }
+    xa = words4(0u, 0u, n1, cnt, c);
+    if (J > 4u) { xb = words4(0u, 4u, n1, cnt, c); }
     workgroupBarrier();
     // 2. A key's L partials -> its scores (NEG: invisible or past the split).
     if (tid < KB * GV) {
@@ -362,14 +376,11 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
     workgroupBarrier();
     // 3. Online softmax and P·V with the value words in flight since the last block.
-    update0(r, y0, y1, y2, y3);
-    if (GV == 2u) { update1(r, y0, y1); }
-    y0 = word(1u, n1, cnt, c);
-    if (J > 1u) { y1 = word(1u, n1 + KP, cnt, c); }
-    if (J > 2u) {
-      y2 = word(1u, n1 + 2u * KP, cnt, c);
-      y3 = word(1u, n1 + 3u * KP, cnt, c);
-    }
+    update0(r, 0u, ya);
+    if (J > 4u) { update0(r, 4u, yb); }
+    if (GV == 2u) { update1(r, ya); }
+    ya = words4(1u, 0u, n1, cnt, c);
+    if (J > 4u) { yb = words4(1u, 4u, n1, cnt, c); }
   }
 
   // 4. The rows' maxima -> M per head; every thread's state rescaled to M.

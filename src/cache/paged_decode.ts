@@ -42,7 +42,9 @@ import { Tensor } from "../tensor/tensor.ts";
 import { dispatchBound } from "./dispatch_bound.ts";
 import type { PagedKvStorage } from "./paged_storage.ts";
 
-/** Threads per `decode_fast` workgroup. */
+/** Threads per `decode_fast` / `decode_online` workgroup unless tuned. */
+const THREADS = 256;
+/** Threads per `combine` workgroup. */
 const WG = 256;
 /**
  * Splits: about this many workgroups in all (from the CPU's length bound), and adaptive splits
@@ -74,10 +76,23 @@ export type FlashDecodeVariant = "online" | "twoPass";
 export const FLASH_DECODE_DEFAULT: FlashDecodeVariant = "twoPass";
 
 /**
+ * Tuning knobs of the flash-decoding kernels (benchmarks sweep them; the defaults come from
+ * those sweeps): threads per workgroup and 16-byte loads in flight per lane and pool.
+ */
+export interface FlashDecodeTuning {
+  /** Threads per workgroup: 128, 256 or 512 (default 256). */
+  threads?: number;
+  /** Loads in flight per lane (J): 1, 2, 4, or 8 for `"online"`; default the most that fit. */
+  loads?: number;
+}
+
+/**
  * The kernel's constants for storage `dtype`, `G` query heads per KV head and head dim `D`,
  * or undefined where it does not apply: G > 8, or rows that are not 4..64 whole 16-byte words
- * of a power-of-two count (D = 32..512 in f16, 16..256 in f32), or workgroup memory over
- * `maxShared` bytes.
+ * of a power-of-two count (D = 32..512 in f16, 16..256 in f32) with at least 4 rows per pass,
+ * or an output reduction that needs more threads than the workgroup has (2·D/4 + G: D = 512
+ * in f16 needs 512 threads), or workgroup memory over `maxShared` bytes, or `tuning.loads`
+ * that does not fit.
  */
 export function flashDecodeShape(
   dtype: "f32" | "f16",
@@ -85,27 +100,33 @@ export function flashDecodeShape(
   D: number,
   maxShared: number,
   variant: FlashDecodeVariant = FLASH_DECODE_DEFAULT,
+  tuning: FlashDecodeTuning = {},
 ): FlashDecodeShape | undefined {
+  const threads = tuning.threads ?? THREADS;
+  if (![128, 256, 512].includes(threads)) {
+    throw new RangeError(`flashDecodeShape: threads must be 128, 256 or 512, got ${threads}`);
+  }
   const EPV = dtype === "f16" ? 8 : 4;
   if (!Number.isInteger(G) || G < 1 || G > 8 || D % EPV !== 0) return undefined;
   const L = D / EPV;
-  if (![4, 8, 16, 32, 64].includes(L)) return undefined;
-  const GV = Math.ceil(G / 4), KP = WG / L, D4 = D / 4, NV = EPV / 4;
+  if (![4, 8, 16, 32, 64].includes(L) || L > threads / 4) return undefined;
+  const GV = Math.ceil(G / 4), KP = threads / L, D4 = D / 4, NV = EPV / 4;
   const online = variant === "online";
   // More loads in flight where registers allow (G > 4 holds twice the state).
-  for (const J of GV === 2 ? [2, 1] : [4, 2, 1]) {
+  const loads = GV === 2 ? [2, 1] : online ? [8, 4, 2, 1] : [4, 2, 1];
+  for (const J of tuning.loads ? loads.filter((j) => j === tuning.loads) : loads) {
     const KB = J * KP;
-    if (KB * GV > WG) continue;
+    if (KB * GV > threads || 2 * D4 + G > threads) continue;
     // Two-pass: a split's scores stay in workgroup memory (PSMAX · GV vec4); online: a block's.
-    for (let ps = online ? 2 * WG : Math.min(PSMAX / GV, 2 * WG); ps >= KB; ps /= 2) {
+    for (let ps = online ? 2 * threads : Math.min(PSMAX / GV, 2 * threads); ps >= KB; ps /= 2) {
       if (ps % KB !== 0 || ps > PSMAX) continue;
-      const SCR = Math.max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG);
+      const SCR = Math.max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, threads);
       const scores = online ? KB * GV : ps * GV;
       const bytes = 4 + 4 * ps + 16 * scores + 16 * SCR;
       const combine = WG * (4 + 4 + 16);
       if (Math.max(bytes, combine) > maxShared) continue;
       const shape: FlashDecodeShape = {
-        WG,
+        WG: threads,
         GQ: G,
         GV,
         EPV,
@@ -159,6 +180,8 @@ export interface FlashDecodeArgs {
   scale: number;
   /** Kernel variant (default {@linkcode FLASH_DECODE_DEFAULT}). */
   variant?: FlashDecodeVariant;
+  /** Tuning knobs (benchmarks). */
+  tuning?: FlashDecodeTuning;
 }
 
 /**
@@ -185,7 +208,7 @@ export function pagedDecodeFlash(
   }
   const variant = args.variant ?? FLASH_DECODE_DEFAULT;
   const maxShared = gpu.limits.maxComputeWorkgroupStorageSize;
-  const c = flashDecodeShape(s.dtype, G, D, maxShared, variant);
+  const c = flashDecodeShape(s.dtype, G, D, maxShared, variant, args.tuning);
   if (!c) return undefined;
   let maxLen = 1;
   for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);

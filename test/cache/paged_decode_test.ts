@@ -14,6 +14,7 @@ import {
   flashDecodeReference,
   flashDecodeShape,
   flashDecodeSplits,
+  type FlashDecodeTuning,
   type FlashDecodeVariant,
   pagedDecodeFlash,
 } from "../../src/cache/paged_decode.ts";
@@ -40,6 +41,8 @@ interface Case {
   seed: number;
   /** Kernel variant. */
   variant: FlashDecodeVariant;
+  /** Threads per workgroup and loads per lane (dropped where the shape does not take them). */
+  tuning?: FlashDecodeTuning;
 }
 
 /** Fills a cache with a problem in chunks, then decodes one query with the flash kernel. */
@@ -65,7 +68,13 @@ async function check(c: Case): Promise<void> {
   const args = { t0: c.T, window: cache.policy.window, scale: 1 / Math.sqrt(c.D) };
   const label = JSON.stringify(c);
   assert.equal(decodeKernelFor(s, c.G, c.D, {}), "flash", label);
-  using fast = pagedDecodeFlash(s, 0, q, { ...args, variant: c.variant });
+  const maxShared = gpu.limits.maxComputeWorkgroupStorageSize;
+  let tuning = c.tuning ?? {};
+  // Tunings that do not fit this shape or device: fewer knobs.
+  for (const t of [{ threads: tuning.threads }, {}]) {
+    if (!flashDecodeShape(c.dtype, c.G, c.D, maxShared, c.variant, tuning)) tuning = t;
+  }
+  using fast = pagedDecodeFlash(s, 0, q, { ...args, variant: c.variant, tuning });
   if (!fast) throw new Error(`no flash kernel for ${label}`);
   const got = await fast.toArray();
   // The pages as stored: entries by slot, K/V by position from the problem.
@@ -84,8 +93,7 @@ async function check(c: Case): Promise<void> {
   // The twin with the kernel's own splits.
   let maxLen = 1;
   for (const b of s.bounds(0)) maxLen = Math.max(maxLen, b);
-  const maxShared = gpu.limits.maxComputeWorkgroupStorageSize;
-  const shape = flashDecodeShape(c.dtype, c.G, D, maxShared, c.variant)!;
+  const shape = flashDecodeShape(c.dtype, c.G, D, maxShared, c.variant, tuning)!;
   const { np, ps } = flashDecodeSplits(maxLen, s.pages, shape, s.partitionKeys);
   const twin = flashDecodeReference(qq, pages, { ...args, G: c.G, D, np, ps, kmin: shape.KMIN });
   assertClose(got, twin, TOL[c.dtype], `flash vs CPU twin ${label}`);
@@ -106,6 +114,10 @@ const caseArb = fc.record({
   pad: fc.constantFrom(0, 0, 3, 20),
   seed: fc.integer({ min: 0, max: 1 << 30 }),
   variant: fc.constantFrom("online" as const, "twoPass" as const),
+  tuning: fc.record({
+    threads: fc.constantFrom(128, 256, 512),
+    loads: fc.constantFrom(undefined, 1, 2, 4, 8),
+  }),
 });
 
 Deno.test({
@@ -128,6 +140,10 @@ Deno.test({
       await check({ ...base, dtype, variant, T: 1300 }); // several adaptive splits
       await check({ ...base, dtype, variant, T: 300, dms: true, pEvict: 1, G: 8 }); // all marked
       await check({ ...base, dtype, variant, T: 40, pad: 40, B: 2 }); // sequence 0 is all padding
+      for (const threads of [128, 512]) {
+        const tuning = { threads, loads: variant === "online" ? 8 : 4 };
+        await check({ ...base, dtype, variant, T: 1300, dms: true, pEvict: 0.5, tuning });
+      }
     }
   },
 });
