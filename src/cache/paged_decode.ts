@@ -15,24 +15,31 @@
  * l = Σp, o = Σ p·v; then the splits merge by log-sum-exp: out = Σ e^{m_i−M} o_i / Σ e^{m_i−M} l_i
  * (a split without a visible key weighs 0; a row with none is 0).
  *
- * Kernels (`shaders/paged_decode.wgsl`):
- * - `decode_fast`, one workgroup of 256 threads per (page, split), all G query heads of the
- *   page at once so that each K/V word is read once; rows read as 16-byte words (8 f16 or 4
- *   f32), L = D/EPV consecutive lanes per row (coalesced), J loads in flight per lane with the
- *   next block's loads issued before the current block's barriers; f32 math.
- * - `combine`: one workgroup per (page, head, 8 output vec4 columns), online merge per thread,
- *   then a tree.
+ * Kernels:
+ * - `decode_online` (the default, `shaders/paged_decode_online.wgsl`): one workgroup per (page,
+ *   split), all G query heads of the page at once so that each K/V word is read once; rows read
+ *   as 16-byte words (8 f16 or 4 f32), L = D/EPV consecutive lanes per row (coalesced). One
+ *   pass per split: each block of keys has its K and V words requested a block ahead, partial
+ *   dots meet in workgroup memory (2 barriers per block), and every thread keeps its own online
+ *   softmax (running max, rescaled sums) over its rows; the rows merge once at the end.
+ * - `decode_fast` (`shaders/paged_decode.wgsl`, variant `"twoPass"`): all scores of the split
+ *   first, the split's max through a tree, then a second pass over the values.
+ * - `combine` (`shaders/paged_decode.wgsl`): one workgroup per (page, head, 8 output vec4
+ *   columns), online merge of the splits per thread, then a tree.
  *
- * Versions (H200 numbers come from `bench/h200.sh`; on lavapipe `bench/attention.ts` prints
- * the ratio to the v2 `decode` kernel of ./paged_attention.ts):
- * - v1 (this): v2 kept its per-thread state in arrays indexed inside loops, and naga (wgpu 25+)
- *   bounds every loop with a 64-bit counter, so drivers do not unroll them and such arrays go
- *   to local memory (gfx-rs/wgpu#7698): v2 ran at ~350 GB/s whatever the dtype or batch. Here
- *   the per-thread state is mat4x4 registers indexed by constants only (column g = head g:
- *   q·k of 4 heads is `lo * qa`, the P·V update adds `mat4x4(lo * p.x, ...)`), loads are
- *   straight-line code. H200 (2026-12-03): 3.0–4.5× the v2 kernel's speed, 1.1–1.7 TB/s dense
- *   f16 at 32K–128K; splits now target ~512 workgroups of ≥ 256 keys (a sweep, see
- *   {@linkcode TARGET_WORKGROUPS}).
+ * Versions (H200 numbers come from `bench/h200.sh` and `bench/attention.ts`; on lavapipe
+ * `bench/attention.ts` prints ratios):
+ * - v2 (`decode` in ./paged_attention.ts) kept its per-thread state in arrays indexed inside
+ *   loops, and naga (wgpu 25+) bounds every loop with a 64-bit counter, so drivers do not
+ *   unroll them and such arrays go to local memory (gfx-rs/wgpu#7698): ~350 GB/s whatever the
+ *   dtype or batch.
+ * - `decode_fast` (2026-12-03): per-thread state in mat4x4 registers indexed by constants only
+ *   (column g = head g: q·k of 4 heads is `lo * qa`, the P·V update adds `mat4x4(lo * p.x,
+ *   ...)`), straight-line loads: 3.0–4.5× v2, 1.1–1.7 TB/s dense f16 at 32K–128K.
+ * - `decode_online` (2026-12-04): the same per-thread layout in one pass. At 256 threads it
+ *   equals `decode_fast` in f16 (within 2%) and is 1.3–1.5× faster in f32; with 128 threads
+ *   per workgroup where there are many splits ({@linkcode flashDecodeThreads}) dense 32K f16
+ *   runs at 1.6 TB/s (B = 1) and 2.2 TB/s (B = 4).
  *
  * @module
  */
@@ -73,14 +80,14 @@ export type FlashDecodeShape = Record<string, number>;
 export type FlashDecodeVariant = "online" | "twoPass";
 
 /** The variant {@linkcode pagedDecodeFlash} runs unless told. */
-export const FLASH_DECODE_DEFAULT: FlashDecodeVariant = "twoPass";
+export const FLASH_DECODE_DEFAULT: FlashDecodeVariant = "online";
 
 /**
  * Tuning knobs of the flash-decoding kernels (benchmarks sweep them; the defaults come from
  * those sweeps): threads per workgroup and 16-byte loads in flight per lane and pool.
  */
 export interface FlashDecodeTuning {
-  /** Threads per workgroup: 128, 256 or 512 (default 256). */
+  /** Threads per workgroup: 128, 256 or 512 (default: {@linkcode flashDecodeThreads}). */
   threads?: number;
   /** Loads in flight per lane (J): 1, 2, 4, or 8 for `"online"`; default the most that fit. */
   loads?: number;
@@ -170,6 +177,61 @@ export function flashDecodeSplits(
   return { np, ps: 0 };
 }
 
+/**
+ * Threads per workgroup where not tuned: 128 when the pages' splits of 256 keys (from the CPU's
+ * length bound) number at least {@linkcode SMALL_WORKGROUPS_FROM}, else 256. H200 sweep (f16,
+ * Hkv 8, G 4, D 128, `bench/attention.ts --other-threads`): 128 threads took dense 32K B = 1 from
+ * 100 to 85 µs, B = 4 from 335 to 247, DMS CR 8 32K B = 4 from 82 to 62-64, 4K B = 4 from 69 to
+ * 58; but 4K B = 1 (128 splits) from 23 to 26 µs. 512 threads were slower everywhere.
+ */
+export function flashDecodeThreads(pages: number, maxLen: number): number {
+  return pages * Math.ceil(Math.max(1, maxLen) / 256) >= SMALL_WORKGROUPS_FROM ? 128 : 256;
+}
+
+/** See {@linkcode flashDecodeThreads}. */
+const SMALL_WORKGROUPS_FROM = 512;
+
+/** What {@linkcode pagedDecodeFlash} launches for a layer: kernel constants and splits. */
+export interface FlashDecodePlan {
+  /** The kernel variant. */
+  variant: FlashDecodeVariant;
+  /** Override constants ({@linkcode flashDecodeShape}). */
+  shape: FlashDecodeShape;
+  /** Splits per page. */
+  np: number;
+  /** Keys per split; 0: adaptive per page. */
+  ps: number;
+}
+
+/**
+ * The kernel and splits {@linkcode pagedDecodeFlash} uses for `layer` of `s` with `G` query
+ * heads per KV head, or undefined where no flash kernel takes the shape. Untuned threads come
+ * from {@linkcode flashDecodeThreads}, falling back to more threads where the shape needs them.
+ */
+export function flashDecodePlan(
+  s: PagedKvStorage,
+  layer: number,
+  G: number,
+  variant: FlashDecodeVariant = FLASH_DECODE_DEFAULT,
+  tuning: FlashDecodeTuning = {},
+): FlashDecodePlan | undefined {
+  const maxShared = s.gpu.limits.maxComputeWorkgroupStorageSize;
+  let maxLen = 1;
+  for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
+  const first = tuning.threads ?? flashDecodeThreads(s.pages, maxLen);
+  const tries = tuning.threads ? [first] : [first, ...[256, 512].filter((t) => t > first)];
+  for (const threads of tries) {
+    const shape = flashDecodeShape(s.dtype, G, s.headDim, maxShared, variant, {
+      ...tuning,
+      threads,
+    });
+    if (shape) {
+      return { variant, shape, ...flashDecodeSplits(maxLen, s.pages, shape, s.partitionKeys) };
+    }
+  }
+  return undefined;
+}
+
 /** Arguments of {@linkcode pagedDecodeFlash}. */
 export interface FlashDecodeArgs {
   /** Position of the query. */
@@ -206,13 +268,9 @@ export function pagedDecodeFlash(
       `pagedDecodeFlash: q must be [B, G·${s.kvHeads}, 1, ${s.headDim}], got [${q.shape}]`,
     );
   }
-  const variant = args.variant ?? FLASH_DECODE_DEFAULT;
-  const maxShared = gpu.limits.maxComputeWorkgroupStorageSize;
-  const c = flashDecodeShape(s.dtype, G, D, maxShared, variant, args.tuning);
-  if (!c) return undefined;
-  let maxLen = 1;
-  for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
-  const { np, ps } = flashDecodeSplits(maxLen, s.pages, c, s.partitionKeys);
+  const plan = flashDecodePlan(s, layer, G, args.variant, args.tuning);
+  if (!plan) return undefined;
+  const { shape: c, np, ps, variant } = plan;
   const rows = s.pages * np * G;
   const po = gpu.alloc(rows * D * 4, "flash decode o");
   const pml = gpu.alloc(rows * 8, "flash decode m,l");

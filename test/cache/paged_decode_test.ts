@@ -11,9 +11,9 @@ import fc from "fast-check";
 import { decodeKernelFor, pagedAttentionReference } from "../../src/cache/paged_attention.ts";
 import {
   type DecodePage,
+  flashDecodePlan,
   flashDecodeReference,
-  flashDecodeShape,
-  flashDecodeSplits,
+  flashDecodeThreads,
   type FlashDecodeTuning,
   type FlashDecodeVariant,
   pagedDecodeFlash,
@@ -68,11 +68,10 @@ async function check(c: Case): Promise<void> {
   const args = { t0: c.T, window: cache.policy.window, scale: 1 / Math.sqrt(c.D) };
   const label = JSON.stringify(c);
   assert.equal(decodeKernelFor(s, c.G, c.D, {}), "flash", label);
-  const maxShared = gpu.limits.maxComputeWorkgroupStorageSize;
-  let tuning = c.tuning ?? {};
   // Tunings that do not fit this shape or device: fewer knobs.
+  let tuning = c.tuning ?? {};
   for (const t of [{ threads: tuning.threads }, {}]) {
-    if (!flashDecodeShape(c.dtype, c.G, c.D, maxShared, c.variant, tuning)) tuning = t;
+    if (!flashDecodePlan(s, 0, c.G, c.variant, tuning)) tuning = t;
   }
   using fast = pagedDecodeFlash(s, 0, q, { ...args, variant: c.variant, tuning });
   if (!fast) throw new Error(`no flash kernel for ${label}`);
@@ -91,10 +90,7 @@ async function check(c: Case): Promise<void> {
   const oracle = flashDecodeReference(qq, pages, { ...args, G: c.G, D, np: 1, ps: 1 << 30 });
   assertClose(got, oracle, TOL[c.dtype], `flash vs f64 oracle ${label}`);
   // The twin with the kernel's own splits.
-  let maxLen = 1;
-  for (const b of s.bounds(0)) maxLen = Math.max(maxLen, b);
-  const shape = flashDecodeShape(c.dtype, c.G, D, maxShared, c.variant, tuning)!;
-  const { np, ps } = flashDecodeSplits(maxLen, s.pages, shape, s.partitionKeys);
+  const { shape, np, ps } = flashDecodePlan(s, 0, c.G, c.variant, tuning)!;
   const twin = flashDecodeReference(qq, pages, { ...args, G: c.G, D, np, ps, kmin: shape.KMIN });
   assertClose(got, twin, TOL[c.dtype], `flash vs CPU twin ${label}`);
 }
@@ -218,4 +214,14 @@ Deno.test({
     assert.equal(decodeKernelFor(s, 4, 64, { decodeKernel: "tiled" }), "tiled");
     assert.equal(decodeKernelFor(s, 4, 60, {}), "tiled"); // rows not whole 16-byte words
   },
+});
+
+Deno.test("flashDecodeThreads: 128 threads from 512 splits of 256 keys, else 256 (both sides)", () => {
+  assert.equal(flashDecodeThreads(8, 4096), 256); // 128 splits
+  assert.equal(flashDecodeThreads(32, 4096), 128); // 512 splits
+  assert.equal(flashDecodeThreads(32, 3841), 128); // 32 * 16 = 512
+  assert.equal(flashDecodeThreads(32, 3840), 256); // 32 * 15 = 480
+  assert.equal(flashDecodeThreads(16, 8192), 128); // 16 * 32 = 512
+  assert.equal(flashDecodeThreads(16, 8192 - 256), 256); // 16 * 31 = 496
+  assert.equal(flashDecodeThreads(1, 0), 256);
 });
