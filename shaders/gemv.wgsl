@@ -25,9 +25,7 @@
 // weight row w[n, :] as vec4<u32> words (8 f16 or 4 f32 per 16-byte load), lane l taking words
 // l, l + 64, ... (each warp reads 512 contiguous bytes per load), two words in flight per step;
 // x is read the same way (it stays in cache: every column reuses it). f32 accumulators for the
-// MR rows in registers, then a tree reduction over the 64 lanes in workgroup memory. Each lane's
-// first two weight words are requested before the NORM prologue (whose barriers would otherwise
-// hold them back until the norm is known; at K <= 1024 in f16 they are all of a lane's words).
+// MR rows in registers, then a tree reduction over the 64 lanes in workgroup memory.
 // `gemv16_swiglu`: the same loop, but the 4 slots of a workgroup are 2 columns of gate and the
 // same 2 columns of up; after the reduction the gate slot's lane 0 reads its up partner's sum
 // and stores silu(g) * u (one dispatch instead of gate, up and swiglu).
@@ -213,36 +211,21 @@ fn reduce_lanes(tid: u32, lane: u32) {
 @compute @workgroup_size(256)
 fn gemv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
+  norm_prologue(tid);
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LANES;
   let col = wg * COLS + tid / LANES;
-  let wrow = col * p.kw;
-  // The first two weight words are requested before the norm prologue's barriers.
-  var f0 = vec4<u32>(0u);
-  var f1 = vec4<u32>(0u);
-  if (col < p.n) {
-    if (lane < p.kw) { f0 = w[wrow + lane]; }
-    if (lane + LANES < p.kw) { f1 = w[wrow + lane + LANES]; }
-  }
-  norm_prologue(tid);
   var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (col < p.n) {
+    let wrow = col * p.kw;
     var i = lane;
     for (; i + LANES < p.kw; i += 2u * LANES) {
-      var w0 = f0;
-      var w1 = f1;
-      if (i != lane) {
-        w0 = w[wrow + i];
-        w1 = w[wrow + i + LANES];
-      }
+      let w0 = w[wrow + i];
+      let w1 = w[wrow + i + LANES];
       acc = acc_word(acc, w0, i);
       acc = acc_word(acc, w1, i + LANES);
     }
-    if (i < p.kw) {
-      var w0 = f0;
-      if (i != lane) { w0 = w[wrow + i]; }
-      acc = acc_word(acc, w0, i);
-    }
+    if (i < p.kw) { acc = acc_word(acc, w[wrow + i], i); }
   }
   acc_store(acc, tid);
   reduce_lanes(tid, lane);
@@ -264,46 +247,36 @@ fn sigmoid(v: f32) -> f32 {
   return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
 }
 
-// Word i of the gate (w) or up (w2) weights.
-fn gu_word(isUp: bool, i: u32) -> vec4<u32> {
-  if (isUp) { return w2[i]; }
-  return w[i];
-}
-
 // Slots 0, 1: gate rows col0, col0 + 1; slots 2, 3: up rows col0, col0 + 1 (same x words).
 @compute @workgroup_size(256)
 fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) tid: u32) {
+  norm_prologue(tid);
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LANES;
   let slot = tid / LANES;
   let isUp = slot >= 2u;
   let col = wg * 2u + slot % 2u;
-  let wrow = col * p.kw;
-  // The first two weight words are requested before the norm prologue's barriers.
-  var f0 = vec4<u32>(0u);
-  var f1 = vec4<u32>(0u);
-  if (col < p.n) {
-    if (lane < p.kw) { f0 = gu_word(isUp, wrow + lane); }
-    if (lane + LANES < p.kw) { f1 = gu_word(isUp, wrow + lane + LANES); }
-  }
-  norm_prologue(tid);
   var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (col < p.n) {
+    let wrow = col * p.kw;
     var i = lane;
     for (; i + LANES < p.kw; i += 2u * LANES) {
-      var w0 = f0;
-      var w1 = f1;
-      if (i != lane) {
-        w0 = gu_word(isUp, wrow + i);
-        w1 = gu_word(isUp, wrow + i + LANES);
+      var w0: vec4<u32>;
+      var w1: vec4<u32>;
+      if (isUp) {
+        w0 = w2[wrow + i];
+        w1 = w2[wrow + i + LANES];
+      } else {
+        w0 = w[wrow + i];
+        w1 = w[wrow + i + LANES];
       }
       acc = acc_word(acc, w0, i);
       acc = acc_word(acc, w1, i + LANES);
     }
     if (i < p.kw) {
-      var w0 = f0;
-      if (i != lane) { w0 = gu_word(isUp, wrow + i); }
+      var w0: vec4<u32>;
+      if (isUp) { w0 = w2[wrow + i]; } else { w0 = w[wrow + i]; }
       acc = acc_word(acc, w0, i);
     }
   }
@@ -340,6 +313,7 @@ fn qkv_word(src: u32, i: u32) -> vec4<u32> {
 // Prologue, main loop and reduction of gemv16_qkv / gemv16_qkv_bias: afterwards slot sums are
 // in red[r * 256 + tid] for lane 0 of each slot.
 fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
+  norm_prologue(tid);
   let lane = tid % LANES;
   var c = wg * COLS + tid / LANES; // column of [y | y2 | y3]
   var src = 0u;
@@ -352,33 +326,17 @@ fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
     }
   }
   let valid = src < 2u || c < p.n3;
-  let wrow = c * p.kw;
-  // The first two weight words are requested before the norm prologue's barriers.
-  var f0 = vec4<u32>(0u);
-  var f1 = vec4<u32>(0u);
-  if (valid) {
-    if (lane < p.kw) { f0 = qkv_word(src, wrow + lane); }
-    if (lane + LANES < p.kw) { f1 = qkv_word(src, wrow + lane + LANES); }
-  }
-  norm_prologue(tid);
   var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (valid) {
+    let wrow = c * p.kw;
     var i = lane;
     for (; i + LANES < p.kw; i += 2u * LANES) {
-      var w0 = f0;
-      var w1 = f1;
-      if (i != lane) {
-        w0 = qkv_word(src, wrow + i);
-        w1 = qkv_word(src, wrow + i + LANES);
-      }
+      let w0 = qkv_word(src, wrow + i);
+      let w1 = qkv_word(src, wrow + i + LANES);
       acc = acc_word(acc, w0, i);
       acc = acc_word(acc, w1, i + LANES);
     }
-    if (i < p.kw) {
-      var w0 = f0;
-      if (i != lane) { w0 = qkv_word(src, wrow + i); }
-      acc = acc_word(acc, w0, i);
-    }
+    if (i < p.kw) { acc = acc_word(acc, qkv_word(src, wrow + i), i); }
   }
   acc_store(acc, tid);
   reduce_lanes(tid, lane);
