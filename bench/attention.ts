@@ -26,8 +26,8 @@
  * [--dtypes f16,f32] [--window 512] [--block 256] [--partition-keys N] [--reps N] [--no-torch]
  * [--no-old] [--other] [--quick] [--json out.json]`. `--other` also validates and times the flash
  * variant that is not the default (`decode_online` / `decode_fast`, see src/cache/paged_decode.ts):
- * columns `other µs` and `this/other`; `--other-variant online|twoPass`, `--other-threads N` and
- * `--other-loads J` choose it and its tuning (a sweep). `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
+ * columns `other µs` and `this/other`; `--other-variant online|twoPass`, `--other-threads N`,
+ * `--other-loads J` and `--other-min-keys N` choose it and its tuning (a sweep). `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
  * chosen from the length bound). Defaults on a CPU adapter (llvmpipe): contexts 256,1024, batches
  * 1,2, window 32, block 32 (well under 2 minutes); otherwise contexts 4096,32768,131072, batches
  * 1,4,16 (`--quick`: 4096,32768 and 1,4), window 512, block 256. Shapes whose K pool exceeds the
@@ -68,6 +68,7 @@ const { values: args } = parseArgs({
     "other-variant": { type: "string" },
     "other-threads": { type: "string" },
     "other-loads": { type: "string" },
+    "other-min-keys": { type: "string" },
     quick: { type: "boolean", default: false },
     json: { type: "string" },
   },
@@ -295,6 +296,7 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   const tuning = {
     threads: args["other-threads"] ? Number(args["other-threads"]) : undefined,
     loads: args["other-loads"] ? Number(args["other-loads"]) : undefined,
+    minKeys: args["other-min-keys"] ? Number(args["other-min-keys"]) : undefined,
   };
   const other = () => {
     const out = pagedDecodeFlash(s, 0, q, { ...a, variant, tuning });

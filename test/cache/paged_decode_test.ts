@@ -113,6 +113,7 @@ const caseArb = fc.record({
   tuning: fc.record({
     threads: fc.constantFrom(128, 256, 512),
     loads: fc.constantFrom(undefined, 1, 2, 4, 8),
+    minKeys: fc.constantFrom(undefined, 32, 100),
   }),
 });
 
