@@ -42,6 +42,7 @@ export {
   type FlashDecodeArgs,
   flashDecodeReference,
   type FlashDecodeReferenceOptions,
+  type FlashDecodeTuning,
   type FlashDecodeVariant,
   pagedDecodeFlash,
 } from "./paged_decode.ts";

@@ -38,8 +38,8 @@
  *   ...)`), straight-line loads: 3.0–4.5× v2, 1.1–1.7 TB/s dense f16 at 32K–128K.
  * - `decode_online` (2026-12-04): the same per-thread layout in one pass. At 256 threads it
  *   equals `decode_fast` in f16 (within 2%) and is 1.3–1.5× faster in f32; with 128 threads
- *   per workgroup where there are many splits ({@linkcode flashDecodeThreads}) dense 32K f16
- *   runs at 1.6 TB/s (B = 1) and 2.2 TB/s (B = 4).
+ *   per workgroup and splits of 128–256 keys (`THREADS`, `KMIN` below) dense
+ *   32K f16 runs at 1.6 TB/s (B = 1) and 2.2 TB/s (B = 4).
  *
  * @module
  */
@@ -49,20 +49,25 @@ import { Tensor } from "../tensor/tensor.ts";
 import { dispatchBound } from "./dispatch_bound.ts";
 import type { PagedKvStorage } from "./paged_storage.ts";
 
-/** Threads per `decode_fast` / `decode_online` workgroup unless tuned. */
-const THREADS = 256;
+/**
+ * Threads per flash-decoding workgroup unless tuned or the shape needs more. H200 sweeps (f16,
+ * Hkv 8, G 4, D 128, `bench/attention.ts --other-threads/--other-min-keys`, 2026-12-04): 128
+ * threads against 256 took dense 32K B = 1 from 100 to 85 µs, B = 4 from 335 to 247, DMS CR 8
+ * 32K B = 4 from 82 to 63, 4K B = 4 from 69 to 58; 512 threads were slower everywhere.
+ */
+const THREADS = 128;
 /** Threads per `combine` workgroup. */
 const WG = 256;
 /**
  * Splits: about this many workgroups in all (from the CPU's length bound), and adaptive splits
- * take at least KMIN keys of a page's true length. H200 sweep (f16, Hkv 8, G 4, D 128, fixed
- * keys per split 64/128/256/512): longer splits won everywhere but at 4K, B=1, where 256 did
- * (a split's fixed cost is a few µs); 512 / 256 beat the former 1024 / 128 on every measured
- * row: dense 32K B=1 118 -> 98.5 µs, 4K B=4 86 -> 68, DMS CR 8 32K B=4 97 -> 89.
+ * take at least KMIN keys of a page's true length. With 128 threads (splits of at most 256
+ * keys), KMIN 128 against 256 took the small caches down: DMS CR 8 32K B = 1 33 -> 26 µs, 4K
+ * B = 4 30 -> 24, dense 4K B = 1 23.5 -> 22.5; the large ones stayed (their splits are full);
+ * 64 was no better (DMS 32K B = 4 72 µs).
  */
 const TARGET_WORKGROUPS = 512;
 /** See {@linkcode TARGET_WORKGROUPS}. */
-const KMIN = 256;
+const KMIN = 128;
 /** Keys per split at most (its scores live in workgroup memory). */
 const PSMAX = 512;
 /** Output vec4 columns per `combine` workgroup, at most. */
@@ -87,11 +92,11 @@ export const FLASH_DECODE_DEFAULT: FlashDecodeVariant = "online";
  * those sweeps): threads per workgroup and 16-byte loads in flight per lane and pool.
  */
 export interface FlashDecodeTuning {
-  /** Threads per workgroup: 128, 256 or 512 (default: {@linkcode flashDecodeThreads}). */
+  /** Threads per workgroup: 128, 256 or 512 (default 128, more where the shape needs them). */
   threads?: number;
   /** Loads in flight per lane (J): 1, 2, 4, or 8 for `"online"`; default the most up to 4 that fit. */
   loads?: number;
-  /** Adaptive splits take at least this many keys (default 256; capped by the split maximum). */
+  /** Adaptive splits take at least this many keys (default 128; capped by the split maximum). */
   minKeys?: number;
 }
 
@@ -180,20 +185,6 @@ export function flashDecodeSplits(
   return { np, ps: 0 };
 }
 
-/**
- * Threads per workgroup where not tuned: 128 when the pages' splits of 256 keys (from the CPU's
- * length bound) number at least {@linkcode SMALL_WORKGROUPS_FROM}, else 256. H200 sweep (f16,
- * Hkv 8, G 4, D 128, `bench/attention.ts --other-threads`): 128 threads took dense 32K B = 1 from
- * 100 to 85 µs, B = 4 from 335 to 247, DMS CR 8 32K B = 4 from 82 to 62-64, 4K B = 4 from 69 to
- * 58; but 4K B = 1 (128 splits) from 23 to 26 µs. 512 threads were slower everywhere.
- */
-export function flashDecodeThreads(pages: number, maxLen: number): number {
-  return pages * Math.ceil(Math.max(1, maxLen) / 256) >= SMALL_WORKGROUPS_FROM ? 128 : 256;
-}
-
-/** See {@linkcode flashDecodeThreads}. */
-const SMALL_WORKGROUPS_FROM = 512;
-
 /** What {@linkcode pagedDecodeFlash} launches for a layer: kernel constants and splits. */
 export interface FlashDecodePlan {
   /** The kernel variant. */
@@ -208,8 +199,9 @@ export interface FlashDecodePlan {
 
 /**
  * The kernel and splits {@linkcode pagedDecodeFlash} uses for `layer` of `s` with `G` query
- * heads per KV head, or undefined where no flash kernel takes the shape. Untuned threads come
- * from {@linkcode flashDecodeThreads}, falling back to more threads where the shape needs them.
+ * heads per KV head, or undefined where no flash kernel takes the shape. Untuned, the
+ * workgroups have 128 threads, or 256 / 512 where the shape needs them (2·D/4 + G threads sum
+ * the outputs: D = 256 in f16).
  */
 export function flashDecodePlan(
   s: PagedKvStorage,
@@ -221,8 +213,7 @@ export function flashDecodePlan(
   const maxShared = s.gpu.limits.maxComputeWorkgroupStorageSize;
   let maxLen = 1;
   for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
-  const first = tuning.threads ?? flashDecodeThreads(s.pages, maxLen);
-  const tries = tuning.threads ? [first] : [first, ...[256, 512].filter((t) => t > first)];
+  const tries = tuning.threads ? [tuning.threads] : [THREADS, 256, 512];
   for (const threads of tries) {
     const shape = flashDecodeShape(s.dtype, G, s.headDim, maxShared, variant, {
       ...tuning,

@@ -13,7 +13,6 @@ import {
   type DecodePage,
   flashDecodePlan,
   flashDecodeReference,
-  flashDecodeThreads,
   type FlashDecodeTuning,
   type FlashDecodeVariant,
   pagedDecodeFlash,
@@ -215,14 +214,4 @@ Deno.test({
     assert.equal(decodeKernelFor(s, 4, 64, { decodeKernel: "tiled" }), "tiled");
     assert.equal(decodeKernelFor(s, 4, 60, {}), "tiled"); // rows not whole 16-byte words
   },
-});
-
-Deno.test("flashDecodeThreads: 128 threads from 512 splits of 256 keys, else 256 (both sides)", () => {
-  assert.equal(flashDecodeThreads(8, 4096), 256); // 128 splits
-  assert.equal(flashDecodeThreads(32, 4096), 128); // 512 splits
-  assert.equal(flashDecodeThreads(32, 3841), 128); // 32 * 16 = 512
-  assert.equal(flashDecodeThreads(32, 3840), 256); // 32 * 15 = 480
-  assert.equal(flashDecodeThreads(16, 8192), 128); // 16 * 32 = 512
-  assert.equal(flashDecodeThreads(16, 8192 - 256), 256); // 16 * 31 = 496
-  assert.equal(flashDecodeThreads(1, 0), 256);
 });
