@@ -1,6 +1,6 @@
 /**
  * Decode attention benchmark over the paged KV cache: one decode step of one layer
- * (`pagedAttention` as routed: the flash-decoding `decode_fast` + `combine` of
+ * (`pagedAttention` as routed: the flash-decoding `decode_online` + `combine` of
  * src/cache/paged_decode.ts; the `kernel` column names what ran) for a dense cache and for DMS
  * caches at forced compression ratios, Qwen3-8B attention heads (Hkv = 8, G = 4, D = 128), in
  * f16 and f32, against PyTorch's SDPA dense decode on a contiguous cache (bench/torch_attention.py,
