@@ -191,30 +191,33 @@ fn outputs(g0: u32, tid: u32, c: u32, r: u32, a0: vec4<f32>, b0: vec4<f32>, a1: 
     if (GV == 2u) { scr[2u * hs + r * GV + 1u] = ls1; }
   }
   workgroupBarrier();
-  if (tid < 2u * D4) {
-    let gi = tid / D4;
-    let col = tid % D4;
-    let g = g0 + gi;
-    if (g < GQ) {
-      var s0 = vec4<f32>(0.0);
-      var s1 = vec4<f32>(0.0);
-      var s2 = vec4<f32>(0.0);
-      var s3 = vec4<f32>(0.0);
-      let base = gi * hs + col;
-      for (var rr = 0u; rr < KP; rr += 4u) {
-        s0 += scr[base + rr * D4];
-        s1 += scr[base + (rr + 1u) * D4];
-        s2 += scr[base + (rr + 2u) * D4];
-        s3 += scr[base + (rr + 3u) * D4];
+  // 2·D4 column sums and GQ head sums, WG threads at a time.
+  for (var t = tid; t < 2u * D4 + GQ; t += WG) {
+    if (t < 2u * D4) {
+      let gi = t / D4;
+      let col = t % D4;
+      let g = g0 + gi;
+      if (g < GQ) {
+        var s0 = vec4<f32>(0.0);
+        var s1 = vec4<f32>(0.0);
+        var s2 = vec4<f32>(0.0);
+        var s3 = vec4<f32>(0.0);
+        let base = gi * hs + col;
+        for (var rr = 0u; rr < KP; rr += 4u) {
+          s0 += scr[base + rr * D4];
+          s1 += scr[base + (rr + 1u) * D4];
+          s2 += scr[base + (rr + 2u) * D4];
+          s3 += scr[base + (rr + 3u) * D4];
+        }
+        po[(rbase + g) * D4 + col] = (s0 + s1) + (s2 + s3);
       }
-      po[(rbase + g) * D4 + col] = (s0 + s1) + (s2 + s3);
+    } else if (g0 == 0u) {
+      let g = t - 2u * D4;
+      var l = 0.0;
+      for (var rr = 0u; rr < KP; rr++) { l += scr[2u * hs + rr * GV + g / 4u][g % 4u]; }
+      let m = select(mA, mB, g >= 4u)[g % 4u];
+      pml[rbase + g] = vec2<f32>(m, l);
     }
-  } else if (g0 == 0u && tid < 2u * D4 + GQ) {
-    let g = tid - 2u * D4;
-    var l = 0.0;
-    for (var rr = 0u; rr < KP; rr++) { l += scr[2u * hs + rr * GV + g / 4u][g % 4u]; }
-    let m = select(mA, mB, g >= 4u)[g % 4u];
-    pml[rbase + g] = vec2<f32>(m, l);
   }
 }
 

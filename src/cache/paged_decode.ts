@@ -92,7 +92,7 @@ export const FLASH_DECODE_DEFAULT: FlashDecodeVariant = "online";
  * those sweeps): threads per workgroup and 16-byte loads in flight per lane and pool.
  */
 export interface FlashDecodeTuning {
-  /** Threads per workgroup: 128, 256 or 512 (default 128, more where the shape needs them). */
+  /** Threads per workgroup: 64, 128, 256 or 512 (default 128, 256 where the shape needs it). */
   threads?: number;
   /** Loads in flight per lane (J): 1, 2, 4, or 8 for `"online"`; default the most up to 4 that fit. */
   loads?: number;
@@ -103,10 +103,9 @@ export interface FlashDecodeTuning {
 /**
  * The kernel's constants for storage `dtype`, `G` query heads per KV head and head dim `D`,
  * or undefined where it does not apply: G > 8, or rows that are not 4..64 whole 16-byte words
- * of a power-of-two count (D = 32..512 in f16, 16..256 in f32) with at least 4 rows per pass,
- * or an output reduction that needs more threads than the workgroup has (2·D/4 + G: D = 512
- * in f16 needs 512 threads), or workgroup memory over `maxShared` bytes, or `tuning.loads`
- * that does not fit.
+ * of a power-of-two count (D = 32..512 in f16, 16..256 in f32) with at least 4 rows per pass
+ * (threads / (D / EPV) ≥ 4), or workgroup memory over `maxShared` bytes, or `tuning.loads`
+ * that does not fit. Untuned threads: 128, or 256 where 128 do not fit.
  */
 export function flashDecodeShape(
   dtype: "f32" | "f16",
@@ -116,9 +115,17 @@ export function flashDecodeShape(
   variant: FlashDecodeVariant = FLASH_DECODE_DEFAULT,
   tuning: FlashDecodeTuning = {},
 ): FlashDecodeShape | undefined {
-  const threads = tuning.threads ?? THREADS;
-  if (![128, 256, 512].includes(threads)) {
-    throw new RangeError(`flashDecodeShape: threads must be 128, 256 or 512, got ${threads}`);
+  if (tuning.threads === undefined) {
+    // Untuned: 128 threads, or 256 where the rows need more lanes (D = 512 in f16, 256 in f32).
+    for (const threads of [THREADS, 256]) {
+      const c = flashDecodeShape(dtype, G, D, maxShared, variant, { ...tuning, threads });
+      if (c) return c;
+    }
+    return undefined;
+  }
+  const threads = tuning.threads;
+  if (![64, 128, 256, 512].includes(threads)) {
+    throw new RangeError(`flashDecodeShape: threads must be 64, 128, 256 or 512, got ${threads}`);
   }
   const EPV = dtype === "f16" ? 8 : 4;
   if (!Number.isInteger(G) || G < 1 || G > 8 || D % EPV !== 0) return undefined;
@@ -131,7 +138,7 @@ export function flashDecodeShape(
   const loads = tuning.loads === 8 && online && GV === 1 ? [8] : GV === 2 ? [2, 1] : [4, 2, 1];
   for (const J of tuning.loads ? loads.filter((j) => j === tuning.loads) : loads) {
     const KB = J * KP;
-    if (KB * GV > threads || 2 * D4 + G > threads) continue;
+    if (KB * GV > threads) continue;
     // Two-pass: a split's scores stay in workgroup memory (PSMAX · GV vec4); online: a block's.
     for (let ps = online ? 2 * threads : Math.min(PSMAX / GV, 2 * threads); ps >= KB; ps /= 2) {
       if (ps % KB !== 0 || ps > PSMAX) continue;
@@ -199,9 +206,7 @@ export interface FlashDecodePlan {
 
 /**
  * The kernel and splits {@linkcode pagedDecodeFlash} uses for `layer` of `s` with `G` query
- * heads per KV head, or undefined where no flash kernel takes the shape. Untuned, the
- * workgroups have 128 threads, or 256 / 512 where the shape needs them (2·D/4 + G threads sum
- * the outputs: D = 256 in f16).
+ * heads per KV head, or undefined where no flash kernel takes the shape.
  */
 export function flashDecodePlan(
   s: PagedKvStorage,
@@ -213,17 +218,9 @@ export function flashDecodePlan(
   const maxShared = s.gpu.limits.maxComputeWorkgroupStorageSize;
   let maxLen = 1;
   for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
-  const tries = tuning.threads ? [tuning.threads] : [THREADS, 256, 512];
-  for (const threads of tries) {
-    const shape = flashDecodeShape(s.dtype, G, s.headDim, maxShared, variant, {
-      ...tuning,
-      threads,
-    });
-    if (shape) {
-      return { variant, shape, ...flashDecodeSplits(maxLen, s.pages, shape, s.partitionKeys) };
-    }
-  }
-  return undefined;
+  const shape = flashDecodeShape(s.dtype, G, s.headDim, maxShared, variant, tuning);
+  if (!shape) return undefined;
+  return { variant, shape, ...flashDecodeSplits(maxLen, s.pages, shape, s.partitionKeys) };
 }
 
 /** Arguments of {@linkcode pagedDecodeFlash}. */

@@ -110,7 +110,7 @@ const caseArb = fc.record({
   seed: fc.integer({ min: 0, max: 1 << 30 }),
   variant: fc.constantFrom("online" as const, "twoPass" as const),
   tuning: fc.record({
-    threads: fc.constantFrom(128, 256, 512),
+    threads: fc.constantFrom(64, 128, 256, 512),
     loads: fc.constantFrom(undefined, 1, 2, 4, 8),
     minKeys: fc.constantFrom(undefined, 32, 100),
   }),
@@ -136,7 +136,10 @@ Deno.test({
       await check({ ...base, dtype, variant, T: 1300 }); // several adaptive splits
       await check({ ...base, dtype, variant, T: 300, dms: true, pEvict: 1, G: 8 }); // all marked
       await check({ ...base, dtype, variant, T: 40, pad: 40, B: 2 }); // sequence 0 is all padding
-      for (const threads of [128, 512]) {
+      // More output sums (2·D/4 + G) than threads: D 256 at 128 threads, D 512 (f16) at 256.
+      await check({ ...base, dtype, variant, T: 300, D: 256, G: 8, dms: true, pEvict: 0.5 });
+      if (dtype === "f16") await check({ ...base, dtype, variant, T: 300, D: 512, G: 8 });
+      for (const threads of [64, 128, 512]) {
         const tuning = { threads, loads: variant === "online" ? 8 : 4 };
         await check({ ...base, dtype, variant, T: 1300, dms: true, pEvict: 0.5, tuning });
       }
