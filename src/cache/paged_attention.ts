@@ -7,9 +7,10 @@
  * never visible. Shapes: `q:[B, Hq, n, D]`, pages `[B·Hkv]` of `[len, D]` keys/values →
  * `out:[B, Hq, n, D]`.
  *
- * Decode without policy extras runs `pagedDecodeFlash` ({@linkcode ./paged_decode.ts},
- * `shaders/paged_decode_online.wgsl` + `combine` of `shaders/paged_decode.wgsl`) where its shape allows ({@linkcode decodeKernelFor} names the
- * kernel a call gets); the kernels below are the readable variant and serve the extras.
+ * Decode without policy extras runs `pagedDecodeFlash` ({@linkcode ./paged_decode.ts}:
+ * `shaders/paged_decode_online.wgsl`, then `combine` of `shaders/paged_decode.wgsl`) where its
+ * shape allows ({@linkcode decodeKernelFor} names the kernel a call gets); the kernels below
+ * are the readable variant and serve the extras.
  *
  * Kernels (`shaders/paged_attention.wgsl`):
  * - `partial`: one workgroup per (page, block of `qb` queries, key partition). Its R = qb·G
@@ -19,7 +20,8 @@
  *   prefill chunk's own keys are read straight from the k/v tensors as virtual entries
  *   len..len+n-1 (positions t0..t0+n-1, marks from the policy), so nothing has to be written
  *   before attention and dropped after it. With one partition the kernel writes the output.
- * - `decode` (decode only; the default, `decodeKernel: "split"`, when rows are 16-byte words:
+ * - `decode` (decode only; the fallback of `decodeKernel: "split"` where the flash kernel does not
+ *   fit, and `decodeKernel: "split"` per call, when rows are 16-byte words:
  *   headDim % 8 = 0 in f16, % 4 = 0 in f32, and G ≤ 8): split-K flash-decoding, one workgroup
  *   of 256 threads per (page, split). All G query heads of the page share each K/V word, read
  *   once, coalesced, as `vec4<u32>` (8 f16 or 4 f32 per load), f32 math: scores in blocks,

@@ -37,7 +37,7 @@
  *   (column g = head g: q·k of 4 heads is `lo * qa`, the P·V update adds `mat4x4(lo * p.x,
  *   ...)`), straight-line loads: 3.0–4.5× v2, 1.1–1.7 TB/s dense f16 at 32K–128K.
  * - `decode_online` (2026-12-04): the same per-thread layout in one pass. At 256 threads it
- *   equals `decode_fast` in f16 (within 2%) and is 1.3–1.5× faster in f32; with 128 threads
+ *   equals `decode_fast` in f16 (within 2%) and is 1.1–1.5× faster in f32; with 128 threads
  *   per workgroup and splits of 128–256 keys (`THREADS`, `KMIN` below) dense
  *   32K f16 runs at 1.6 TB/s (B = 1) and 2.2 TB/s (B = 4).
  *
@@ -124,6 +124,11 @@ export function flashDecodeShape(
     return undefined;
   }
   const threads = tuning.threads;
+  if (tuning.minKeys !== undefined && !(Number.isInteger(tuning.minKeys) && tuning.minKeys >= 1)) {
+    throw new RangeError(
+      `flashDecodeShape: minKeys must be an integer >= 1, got ${tuning.minKeys}`,
+    );
+  }
   if (![64, 128, 256, 512].includes(threads)) {
     throw new RangeError(`flashDecodeShape: threads must be 64, 128, 256 or 512, got ${threads}`);
   }
@@ -238,8 +243,8 @@ export interface FlashDecodeArgs {
 }
 
 /**
- * Decode attention of `q` over each page's live entries of `layer` (`decode_fast`, then
- * `combine`). Records the dispatches; returns the output, or undefined when the shape does not
+ * Decode attention of `q` over each page's live entries of `layer` (the plan's variant,
+ * by default `decode_online`, then `combine`). Records the dispatches; returns the output, or undefined when the shape does not
  * fit the kernel ({@linkcode flashDecodeShape}).
  *
  * @param q `[B, Hq, 1, D]` in the storage dtype, Hq = G·Hkv.

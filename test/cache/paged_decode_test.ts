@@ -13,6 +13,7 @@ import {
   type DecodePage,
   flashDecodePlan,
   flashDecodeReference,
+  flashDecodeShape,
   type FlashDecodeTuning,
   type FlashDecodeVariant,
   pagedDecodeFlash,
@@ -217,4 +218,18 @@ Deno.test({
     assert.equal(decodeKernelFor(s, 4, 64, { decodeKernel: "tiled" }), "tiled");
     assert.equal(decodeKernelFor(s, 4, 60, {}), "tiled"); // rows not whole 16-byte words
   },
+});
+
+Deno.test("flashDecodeShape names a bad tuning: threads, minKeys", () => {
+  assert.throws(
+    () => flashDecodeShape("f16", 4, 128, 1 << 15, "online", { threads: 96 }),
+    /threads/,
+  );
+  for (const minKeys of [0, -4, 2.5]) {
+    assert.throws(
+      () => flashDecodeShape("f16", 4, 128, 1 << 15, "online", { minKeys }),
+      /minKeys must be an integer >= 1/,
+    );
+  }
+  assert.equal(flashDecodeShape("f16", 4, 128, 1 << 15, "online", { minKeys: 64 })?.KMIN, 64);
 });
