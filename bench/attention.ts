@@ -25,9 +25,9 @@
  * Usage: `deno run -A bench/attention.ts [--contexts 4096,32768] [--batches 1,4] [--crs 2,4,8]
  * [--dtypes f16,f32] [--window 512] [--block 256] [--partition-keys N] [--reps N] [--no-torch]
  * [--no-old] [--other] [--quick] [--json out.json]`. `--other` also validates and times the flash
- * variant that is not the default (`decode_online` / `decode_fast`, see src/cache/paged_decode.ts):
- * columns `other µs` and `this/other`; `--other-variant online|twoPass`, `--other-threads N`,
- * `--other-loads J` and `--other-min-keys N` choose it and its tuning (a sweep). `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
+ * kernel under another tuning (src/cache/paged_decode.ts `FlashDecodeTuning`), chosen with
+ * `--other-threads N`, `--other-loads J` and `--other-min-keys N` (a sweep): columns `other µs`
+ * and `this/other`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
  * chosen from the length bound). Defaults on a CPU adapter (llvmpipe): contexts 256,1024, batches
  * 1,2, window 32, block 32 (well under 2 minutes); otherwise contexts 4096,32768,131072, batches
  * 1,4,16 (`--quick`: 4096,32768 and 1,4), window 512, block 256. Shapes whose K pool exceeds the
@@ -40,7 +40,7 @@ import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { decodeKernelFor, pagedAttention } from "../src/cache/paged_attention.ts";
-import { FLASH_DECODE_DEFAULT, pagedDecodeFlash } from "../src/cache/paged_decode.ts";
+import { pagedDecodeFlash } from "../src/cache/paged_decode.ts";
 import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
 import { scatterEntries } from "../src/cache/paged_kv.ts";
 import { createDmsCache } from "../src/dms/dms_cache.ts";
@@ -65,7 +65,6 @@ const { values: args } = parseArgs({
     "no-torch": { type: "boolean", default: false },
     "no-old": { type: "boolean", default: false },
     other: { type: "boolean", default: false },
-    "other-variant": { type: "string" },
     "other-threads": { type: "string" },
     "other-loads": { type: "string" },
     "other-min-keys": { type: "string" },
@@ -118,7 +117,7 @@ interface Row {
   gbps: number;
   /** The v2 split kernel's median µs (decodeKernel "split"). */
   oldUs?: number;
-  /** The other flash-decoding variant's median µs (see `--other`). */
+  /** The flash kernel's median µs under the `--other-*` tuning (see `--other`). */
   otherUs?: number;
   torchUs?: number;
   skipped?: string;
@@ -288,19 +287,14 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   const a = { t0: ctx, window: cache.policy.window, scale: 1 / Math.sqrt(D) };
   row.kernel = decodeKernelFor(s, G, D, {});
   const fast = () => pagedAttention(s, 0, q, a);
-  const variant = args["other-variant"] === "online" || args["other-variant"] === "twoPass"
-    ? args["other-variant"]
-    : FLASH_DECODE_DEFAULT === "online"
-    ? "twoPass"
-    : "online";
   const tuning = {
     threads: args["other-threads"] ? Number(args["other-threads"]) : undefined,
     loads: args["other-loads"] ? Number(args["other-loads"]) : undefined,
     minKeys: args["other-min-keys"] ? Number(args["other-min-keys"]) : undefined,
   };
   const other = () => {
-    const out = pagedDecodeFlash(s, 0, q, { ...a, variant, tuning });
-    if (!out) throw new Error(`--other: no ${variant} kernel for ${JSON.stringify(tuning)}`);
+    const out = pagedDecodeFlash(s, 0, q, { ...a, tuning });
+    if (!out) throw new Error(`--other: no flash kernel for ${JSON.stringify(tuning)}`);
     return out;
   };
   const withOther = args.other && row.kernel === "flash";
@@ -476,8 +470,8 @@ for (const { ctx, B, dtype } of shapes) {
 }
 console.log(table(rows));
 console.log(
-  `kernel: flash = ${FLASH_DECODE_DEFAULT} flash-decoding + combine (src/cache/paged_decode.ts); ` +
-    "other µs: the other flash variant (--other); old µs: the v2 split " +
+  "kernel: flash = decode_online + combine (src/cache/paged_decode.ts); " +
+    "other µs: the same under the --other-* tuning (--other); old µs: the v2 split " +
     "kernel (decode + merge_split) on the same pages; new/old: the routed kernel's time over it. " +
     "ours/torch: our time over PyTorch SDPA dense (target <= 1.2 for dense at 32K); torch/ours: " +
     "speed-up over it (target >= 5 for DMS at CR 8); dense/this: our dense time over this row's " +

@@ -1,6 +1,6 @@
-// Flash-decoding over the paged KV cache: the fast decode attention (one query per sequence,
-// SPEC §5.1 visibility). Launcher, CPU twin and version notes: src/cache/paged_decode.ts. The
-// readable kernels (`partial`, and the v2 `decode`) stay in shaders/paged_attention.wgsl.
+// Flash-decoding over the paged KV cache (SPEC §5.1 visibility): `decode_online`, then
+// `combine`. Launcher, CPU twin and version notes: src/cache/paged_decode.ts. The readable
+// kernels (`partial`, and the v2 `decode`) stay in shaders/paged_attention.wgsl.
 //
 // A page pg = b*Hkv + h holds lens[pg] live entries; slot s lives at entry
 // table[pg, s / bs] * bs + s % bs of this layer's pool, with (position, mark) in kmeta.
@@ -8,21 +8,25 @@
 //   q:[B, Hq, 1, D]  pools kw, vw:[entries, D/EPV] 16-byte words  -> out:[B, Hq, 1, D]
 //   po:[pages, np, G, D/4] unnormalised split outputs   pml:[pages, np, G] (max m, sum l)
 //
-// decode_fast: one workgroup of WG threads per (page, split); all G query heads of the page
-//   share every K/V word, read once as vec4<u32> (8 f16 or 4 f32), f32 math.
-//   Lane layout (both phases): lane c = tid % L owns word c of a row, key row r = tid / L, so
-//   the L lanes of a row read L consecutive 16-byte words (coalesced) and KP = WG / L keys are
-//   read per pass; every lane keeps J loads in flight and the next block's loads are issued
-//   before the barriers of the current one.
+// decode_online: one workgroup of WG threads per (page, split); all G query heads of the page
+//   share every K/V word, read once as vec4<u32> (8 f16 or 4 f32), f32 math. Lane c = tid % L
+//   owns word c of a row, key row r = tid / L (the L lanes of a row read L consecutive 16-byte
+//   words: coalesced), KP = WG / L rows per pass, J passes per block (KB = J·KP keys). Every
+//   block of keys is read once, K and V together. Per block:
+//   1) every lane's partial q·k of its J words for every head -> scr; the next block's K words
+//      are requested; barrier;
+//   2) KB·GV reducers sum a key's L partials -> sp (NEG where invisible or past the split);
+//      barrier;
+//   3) every thread reads the scores of its J keys, raises its own running max m (per head),
+//      rescales its accumulators by exp(m_old − m), adds p·v with the V words requested a
+//      block earlier, then requests the next block's V words.
+//   At the end, the rows' maxima meet in workgroup memory (M = max over rows), each thread
+//   scales its state by exp(m − M), and the KP rows' partial outputs are summed -> po, pml.
 //   No loops over registers: WGSL has no unroll, and naga bounds every loop (a 64-bit counter)
 //   so drivers do not unroll them either; an array indexed in a loop would live in local
 //   memory. The per-thread state is therefore matrices (column g = head g), used with
 //   constant indices only: q·k for 4 heads is `lo * qa + hi * qb` (vec4 × mat4x4), and the
 //   P·V update adds mat4x4(lo * p.x, lo * p.y, ...). Heads 4..7 use the second set.
-//   1) scores: partial dots per lane -> scr, one thread per (key, head quad) sums the L lanes
-//      into sp (NEG where invisible) and keeps its running max; 2) max over the split (tree in
-//      scr), p = exp(s - m) in place; 3) P·V, no barriers; 4) per head pair, the KP row
-//      partials summed through scr -> po, and the sums l -> pml.
 // combine: one workgroup per (page, head, CW output vec4 columns): every thread merges its
 //   splits online (max-subtracted), then a tree merges the threads' states. A split with
 //   l = 0 weighs 0 (SPEC §9.7); a row with no visible key is 0.
@@ -60,11 +64,11 @@ override DD: u32 = 128u;    // head dim D
 override D4: u32 = 32u;     // D / 4
 override L: u32 = 16u;      // words per row, D / EPV (divides WG)
 override KP: u32 = 16u;     // keys per pass, WG / L
-override J: u32 = 4u;       // loads in flight per lane: 1, 2 or 4
-override KB: u32 = 64u;     // keys per block, J * KP
-override PSMAX: u32 = 512u; // keys per split, at most (a multiple of KB)
+override J: u32 = 4u;       // passes per block (loads of K and of V in flight per lane): 1, 2, 4, 8
+override KB: u32 = 64u;     // keys per block, J * KP (KB * GV <= WG)
+override PSMAX: u32 = 512u; // keys per split, at most (<= 2 * WG)
 override KMIN: u32 = 128u;  // keys per split, at least, when the split size adapts
-override SPN: u32 = 512u;   // PSMAX * GV
+override SPB: u32 = 64u;    // KB * GV
 override SCR: u32 = 1088u;  // max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG)
 override CW: u32 = 8u;      // combine: vec4 columns per workgroup (divides D4)
 const NEG: f32 = -3.40282346e38;
@@ -72,11 +76,9 @@ const NOKEY: u32 = 0xffffffffu;
 
 var<workgroup> sh_len: i32;
 var<workgroup> kph: array<u32, PSMAX>;      // entry of each key of the split, NOKEY: invisible
-var<workgroup> sp: array<vec4<f32>, SPN>;   // [key, GV] scores, then probabilities
-var<workgroup> scr: array<vec4<f32>, SCR>;  // partial dots / max tree / output partials
+var<workgroup> sp: array<vec4<f32>, SPB>;   // [KB, GV] this block's scores
+var<workgroup> scr: array<vec4<f32>, SCR>;  // partial dots / row maxima / output partials
 
-// Per-thread state (registers): scaled q of this lane's word, column g = head g (qb: the word's
-// upper 4 channels in f16; *1: heads 4..7), and the P·V accumulators in the same layout.
 var<private> qa0: mat4x4<f32>;
 var<private> qb0: mat4x4<f32>;
 var<private> qa1: mat4x4<f32>;
@@ -85,8 +87,10 @@ var<private> aa0: mat4x4<f32>;
 var<private> ab0: mat4x4<f32>;
 var<private> aa1: mat4x4<f32>;
 var<private> ab1: mat4x4<f32>;
-var<private> ls0: vec4<f32>;  // Σ p per head (heads 0..3)
+var<private> ls0: vec4<f32>;  // Σ p per head (heads 0..3), relative to ms0
 var<private> ls1: vec4<f32>;  // heads 4..7
+var<private> ms0: vec4<f32>;  // this thread's running max per head (heads 0..3)
+var<private> ms1: vec4<f32>;
 
 fn lo4(x: vec4<u32>) -> vec4<f32> {
   if (EPV == 8u) { return vec4<f32>(unpack2x16float(x.x), unpack2x16float(x.y)); }
@@ -104,21 +108,35 @@ fn qv(base: u32, g: u32, c: u32, h: u32) -> vec4<f32> {
   return vec4<f32>(f32(q[o]), f32(q[o + 1u]), f32(q[o + 2u]), f32(q[o + 3u])) * p.scale;
 }
 
-// Word c of key kk of the split (zero past the split or for an invisible key: not read).
-fn kword(kk: u32, cnt: u32, c: u32) -> vec4<u32> {
+// Word c of key kk of the split from pool `which` (0: K, 1: V); zero past the split or for an
+// invisible key (not read).
+fn word(which: u32, kk: u32, cnt: u32, c: u32) -> vec4<u32> {
   var x = vec4<u32>(0u);
   if (kk < cnt) {
     let e = kph[kk];
-    if (e != NOKEY) { x = kw[e * L + c]; }
+    if (e != NOKEY) {
+      if (which == 0u) { x = kw[e * L + c]; } else { x = vw[e * L + c]; }
+    }
   }
   return x;
 }
 
-fn vword(kk: u32, cnt: u32, c: u32) -> vec4<u32> {
-  var x = vec4<u32>(0u);
-  if (kk < cnt) {
-    let e = kph[kk];
-    if (e != NOKEY) { x = vw[e * L + c]; }
+// Four word rows of one pool: rows kk0 + (jb + i)·KP of the split, i = 0..3 (zero for
+// jb + i >= J).
+struct W4 {
+  w0: vec4<u32>,
+  w1: vec4<u32>,
+  w2: vec4<u32>,
+  w3: vec4<u32>,
+}
+
+fn words4(which: u32, jb: u32, kk0: u32, cnt: u32, c: u32) -> W4 {
+  var x: W4;
+  x.w0 = word(which, kk0 + jb * KP, cnt, c);
+  if (jb + 1u < J) { x.w1 = word(which, kk0 + (jb + 1u) * KP, cnt, c); }
+  if (jb + 2u < J) {
+    x.w2 = word(which, kk0 + (jb + 2u) * KP, cnt, c);
+    x.w3 = word(which, kk0 + (jb + 3u) * KP, cnt, c);
   }
   return x;
 }
@@ -150,31 +168,95 @@ fn spart(jj: u32, r: u32, c: u32, x: vec4<u32>) {
   }
 }
 
-// o[g, word c] += p[kk, g] * v[kk, word c] for every head; l[g] += p[kk, g].
-fn vacc(kk: u32, cnt: u32, x: vec4<u32>) {
-  let ok = kk < cnt;
-  let i = min(kk, PSMAX - 1u) * GV;
-  let pv = select(vec4<f32>(0.0), sp[i], ok);
-  let lo = lo4(x);
-  aa0 += mat4x4<f32>(lo * pv.x, lo * pv.y, lo * pv.z, lo * pv.w);
-  ls0 += pv;
-  if (EPV == 8u) {
-    let hi = hi4(x);
-    ab0 += mat4x4<f32>(hi * pv.x, hi * pv.y, hi * pv.z, hi * pv.w);
+// spart of the (up to) four rows jb..jb+3.
+fn spart4(jb: u32, r: u32, c: u32, x: W4) {
+  spart(jb, r, c, x.w0);
+  if (jb + 1u < J) { spart(jb + 1u, r, c, x.w1); }
+  if (jb + 2u < J) {
+    spart(jb + 2u, r, c, x.w2);
+    spart(jb + 3u, r, c, x.w3);
   }
-  if (GV == 2u) {
-    let pw = select(vec4<f32>(0.0), sp[i + 1u], ok);
-    aa1 += mat4x4<f32>(lo * pw.x, lo * pw.y, lo * pw.z, lo * pw.w);
-    ls1 += pw;
-    if (EPV == 8u) {
-      let hi = hi4(x);
-      ab1 += mat4x4<f32>(hi * pw.x, hi * pw.y, hi * pw.z, hi * pw.w);
+}
+
+// Scores of this thread's key rows jj = 0..J-1 of the block for head quad gv.
+fn srow(jj: u32, r: u32, gv: u32) -> vec4<f32> {
+  if (jj >= J) { return vec4<f32>(NEG); }
+  return sp[(jj * KP + r) * GV + gv];
+}
+
+fn pexp(s: vec4<f32>, m: vec4<f32>) -> vec4<f32> {
+  return select(vec4<f32>(0.0), exp(s - m), s > vec4<f32>(NEG));
+}
+
+fn scale_cols(a: mat4x4<f32>, f: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(a[0] * f.x, a[1] * f.y, a[2] * f.z, a[3] * f.w);
+}
+
+// Heads 0..3: online softmax update with the block's scores of this thread's rows jb..jb+3
+// and their value words y.
+fn update0(r: u32, jb: u32, y: W4) {
+  let s0 = srow(jb, r, 0u);
+  let s1 = srow(jb + 1u, r, 0u);
+  let s2 = srow(jb + 2u, r, 0u);
+  let s3 = srow(jb + 3u, r, 0u);
+  let m = max(max(ms0, max(s0, s1)), max(s2, s3));
+  let al = exp(ms0 - m);
+  ms0 = m;
+  let p0 = pexp(s0, m);
+  let p1 = pexp(s1, m);
+  let p2 = pexp(s2, m);
+  let p3 = pexp(s3, m);
+  ls0 = ls0 * al + ((p0 + p1) + (p2 + p3));
+  let l0 = lo4(y.w0);
+  let l1 = lo4(y.w1);
+  let l2 = lo4(y.w2);
+  let l3 = lo4(y.w3);
+  aa0 = scale_cols(aa0, al) + mat4x4<f32>(l0 * p0.x, l0 * p0.y, l0 * p0.z, l0 * p0.w);
+  if (jb + 1u < J) { aa0 += mat4x4<f32>(l1 * p1.x, l1 * p1.y, l1 * p1.z, l1 * p1.w); }
+  if (jb + 2u < J) {
+    aa0 += mat4x4<f32>(l2 * p2.x, l2 * p2.y, l2 * p2.z, l2 * p2.w);
+    aa0 += mat4x4<f32>(l3 * p3.x, l3 * p3.y, l3 * p3.z, l3 * p3.w);
+  }
+  if (EPV == 8u) {
+    let h0 = hi4(y.w0);
+    let h1 = hi4(y.w1);
+    let h2 = hi4(y.w2);
+    let h3 = hi4(y.w3);
+    ab0 = scale_cols(ab0, al) + mat4x4<f32>(h0 * p0.x, h0 * p0.y, h0 * p0.z, h0 * p0.w);
+    if (jb + 1u < J) { ab0 += mat4x4<f32>(h1 * p1.x, h1 * p1.y, h1 * p1.z, h1 * p1.w); }
+    if (jb + 2u < J) {
+      ab0 += mat4x4<f32>(h2 * p2.x, h2 * p2.y, h2 * p2.z, h2 * p2.w);
+      ab0 += mat4x4<f32>(h3 * p3.x, h3 * p3.y, h3 * p3.z, h3 * p3.w);
     }
   }
 }
 
+// Heads 4..7 (GV = 2, J <= 2).
+fn update1(r: u32, y: W4) {
+  let y0 = y.w0;
+  let y1 = y.w1;
+  let s0 = srow(0u, r, 1u);
+  let s1 = srow(1u, r, 1u);
+  let m = max(ms1, max(s0, s1));
+  let al = exp(ms1 - m);
+  ms1 = m;
+  let p0 = pexp(s0, m);
+  let p1 = pexp(s1, m);
+  ls1 = ls1 * al + (p0 + p1);
+  let l0 = lo4(y0);
+  let l1 = lo4(y1);
+  aa1 = scale_cols(aa1, al) + mat4x4<f32>(l0 * p0.x, l0 * p0.y, l0 * p0.z, l0 * p0.w);
+  if (J > 1u) { aa1 += mat4x4<f32>(l1 * p1.x, l1 * p1.y, l1 * p1.z, l1 * p1.w); }
+  if (EPV == 8u) {
+    let h0 = hi4(y0);
+    let h1 = hi4(y1);
+    ab1 = scale_cols(ab1, al) + mat4x4<f32>(h0 * p0.x, h0 * p0.y, h0 * p0.z, h0 * p0.w);
+    if (J > 1u) { ab1 += mat4x4<f32>(h1 * p1.x, h1 * p1.y, h1 * p1.z, h1 * p1.w); }
+  }
+}
+
 // Heads g0 and g0 + 1: sum the KP key rows' partial outputs through scr -> po (and, with
-// g0 = 0, the sums l of every head -> pml, with the split maxima m).
+// g0 = 0, the sums l of every head -> pml, with the split maxima).
 fn outputs(g0: u32, tid: u32, c: u32, r: u32, a0: vec4<f32>, b0: vec4<f32>, a1: vec4<f32>,
            b1: vec4<f32>, rbase: u32, mA: vec4<f32>, mB: vec4<f32>) {
   workgroupBarrier();
@@ -222,8 +304,8 @@ fn outputs(g0: u32, tid: u32, c: u32, r: u32, a0: vec4<f32>, b0: vec4<f32>, a1: 
 }
 
 @compute @workgroup_size(WG)
-fn decode_fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) tid: u32) {
+fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) tid: u32) {
   let w = wid.y * nwg.x + wid.x;
   if (w >= p.pages * p.np) { return; }
   let pi = w % p.np;
@@ -259,40 +341,33 @@ fn decode_fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                         qv(qbase, 7u, c, 1u));
     }
   }
-  // Locate the split's keys (PSMAX <= 2 * WG: two per thread, every lookup in flight with
-  // the q loads); invisible ones (SPEC §5.1) become NOKEY and are never read.
+  ms0 = vec4<f32>(NEG);
+  ms1 = vec4<f32>(NEG);
+  // Locate the split's keys (PSMAX <= 2 * WG: two per thread); invisible ones (SPEC §5.1)
+  // become NOKEY and are never read.
   let v0 = seen(e0);
   let v1 = seen(e1);
   if (tid < cnt) { kph[tid] = select(NOKEY, e0, v0); }
   if (tid + WG < cnt) { kph[tid + WG] = select(NOKEY, e1, v1); }
   workgroupBarrier();
 
-  // 1. Scores in blocks of KB keys (two barriers each); the next block's loads fly meanwhile.
-  var x0 = kword(r, cnt, c);
-  var x1 = vec4<u32>(0u);
-  var x2 = vec4<u32>(0u);
-  var x3 = vec4<u32>(0u);
-  if (J > 1u) { x1 = kword(KP + r, cnt, c); }
-  if (J > 2u) {
-    x2 = kword(2u * KP + r, cnt, c);
-    x3 = kword(3u * KP + r, cnt, c);
+  var xa = words4(0u, 0u, r, cnt, c);
+  var ya = words4(1u, 0u, r, cnt, c);
+  var xb: W4;
+  var yb: W4;
+  if (J > 4u) {
+    xb = words4(0u, 4u, r, cnt, c);
+    yb = words4(1u, 4u, r, cnt, c);
   }
-  var mloc = vec4<f32>(NEG);
   for (var k0 = 0u; k0 < cnt; k0 += KB) {
-    spart(0u, r, c, x0);
-    if (J > 1u) { spart(1u, r, c, x1); }
-    if (J > 2u) {
-      spart(2u, r, c, x2);
-      spart(3u, r, c, x3);
-    }
-    let n0 = k0 + KB + r;
-    x0 = kword(n0, cnt, c);
-    if (J > 1u) { x1 = kword(n0 + KP, cnt, c); }
-    if (J > 2u) {
-      x2 = kword(n0 + 2u * KP, cnt, c);
-      x3 = kword(n0 + 3u * KP, cnt, c);
-    }
+    // 1. Partial dots, then the next block's K words.
+    spart4(0u, r, c, xa);
+    if (J > 4u) { spart4(4u, r, c, xb); }
+    let n1 = k0 + KB + r;
+    xa = words4(0u, 0u, n1, cnt, c);
+    if (J > 4u) { xb = words4(0u, 4u, n1, cnt, c); }
     workgroupBarrier();
+    // 2. A key's L partials -> its scores (NEG: invisible or past the split).
     if (tid < KB * GV) {
       let kb = tid / GV;
       let kk = k0 + kb;
@@ -307,61 +382,41 @@ fn decode_fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         s2 += scr[base + (l + 2u) * GV];
         s3 += scr[base + (l + 3u) * GV];
       }
-      let s = (s0 + s1) + (s2 + s3);
-      if (kk < cnt) {
-        let vis = kph[kk] != NOKEY;
-        sp[kk * GV + tid % GV] = select(vec4<f32>(NEG), s, vis);
-        if (vis) { mloc = max(mloc, s); }
-      }
+      var vis = false;
+      if (kk < cnt) { vis = kph[kk] != NOKEY; }
+      sp[tid] = select(vec4<f32>(NEG), (s0 + s1) + (s2 + s3), vis);
     }
     workgroupBarrier();
+    // 3. Online softmax and P·V with the value words in flight since the last block.
+    update0(r, 0u, ya);
+    if (J > 4u) { update0(r, 4u, yb); }
+    if (GV == 2u) { update1(r, ya); }
+    ya = words4(1u, 0u, n1, cnt, c);
+    if (J > 4u) { yb = words4(1u, 4u, n1, cnt, c); }
   }
 
-  // 2. Max per head over the split (tree over the KB * GV reducers), p = exp(s - m) in place.
-  if (tid < KB * GV) { scr[tid] = mloc; }
-  workgroupBarrier();
-  for (var st = KB * GV / 2u; st >= GV; st = st / 2u) {
-    if (tid < st) { scr[tid] = max(scr[tid], scr[tid + st]); }
-    workgroupBarrier();
+  // 4. The rows' maxima -> M per head; every thread's state rescaled to M.
+  if (c == 0u) {
+    scr[r * GV] = ms0;
+    if (GV == 2u) { scr[r * GV + 1u] = ms1; }
   }
-  let mA = scr[0];
+  workgroupBarrier();
+  var mA = vec4<f32>(NEG);
   var mB = vec4<f32>(NEG);
-  if (GV == 2u) { mB = scr[1]; }
-  for (var i = tid; i < cnt * GV; i += WG) {
-    let s = sp[i];
-    let m = select(mA, mB, i % GV == 1u);
-    sp[i] = select(vec4<f32>(0.0), exp(s - m), s > vec4<f32>(NEG));
+  for (var rr = 0u; rr < KP; rr++) {
+    mA = max(mA, scr[rr * GV]);
+    if (GV == 2u) { mB = max(mB, scr[rr * GV + 1u]); }
   }
-  workgroupBarrier();
-
-  // 3. P·V: same lanes, J value loads in flight, no barriers.
-  var y0 = vword(r, cnt, c);
-  var y1 = vec4<u32>(0u);
-  var y2 = vec4<u32>(0u);
-  var y3 = vec4<u32>(0u);
-  if (J > 1u) { y1 = vword(KP + r, cnt, c); }
-  if (J > 2u) {
-    y2 = vword(2u * KP + r, cnt, c);
-    y3 = vword(3u * KP + r, cnt, c);
+  let f0 = exp(ms0 - mA);
+  aa0 = scale_cols(aa0, f0);
+  ab0 = scale_cols(ab0, f0);
+  ls0 *= f0;
+  if (GV == 2u) {
+    let f1 = exp(ms1 - mB);
+    aa1 = scale_cols(aa1, f1);
+    ab1 = scale_cols(ab1, f1);
+    ls1 *= f1;
   }
-  for (var k0 = 0u; k0 < cnt; k0 += KB) {
-    let n0 = k0 + r;
-    vacc(n0, cnt, y0);
-    if (J > 1u) { vacc(n0 + KP, cnt, y1); }
-    if (J > 2u) {
-      vacc(n0 + 2u * KP, cnt, y2);
-      vacc(n0 + 3u * KP, cnt, y3);
-    }
-    let n1 = n0 + KB;
-    y0 = vword(n1, cnt, c);
-    if (J > 1u) { y1 = vword(n1 + KP, cnt, c); }
-    if (J > 2u) {
-      y2 = vword(n1 + 2u * KP, cnt, c);
-      y3 = vword(n1 + 3u * KP, cnt, c);
-    }
-  }
-
-  // 4. Per head pair: the KP rows' partials summed -> po; l and m -> pml.
   outputs(0u, tid, c, r, aa0[0], ab0[0], aa0[1], ab0[1], rbase, mA, mB);
   if (GQ > 2u) { outputs(2u, tid, c, r, aa0[2], ab0[2], aa0[3], ab0[3], rbase, mA, mB); }
   if (GQ > 4u) { outputs(4u, tid, c, r, aa1[0], ab1[0], aa1[1], ab1[1], rbase, mA, mB); }

@@ -2,7 +2,7 @@
 // loop over the page's live entries (then, in prefill, the chunk's own keys) with an online
 // softmax. The readable kernel, and the one OpenGL CPU adapters run: Mesa's llvmpipe GL driver
 // compiles each workgroup barrier into a coroutine and took minutes for the flash kernels
-// (paged_prefill.wgsl's flash 182 s, paged_decode.wgsl's decode_fast 146 s on two cores).
+// (paged_prefill.wgsl's flash 182 s, paged_decode.wgsl's decode_fast, since replaced, 146 s on two cores).
 // Launcher: src/cache/paged_simple.ts; the rule is paged_attention.wgsl's (SPEC §5.1):
 //   query at position qp sees key (pos, mark) iff pos <= qp, mark != 2 (padding) and
 //   (mark == 0 or qp - pos <= window).

@@ -43,7 +43,6 @@ export {
   flashDecodeReference,
   type FlashDecodeReferenceOptions,
   type FlashDecodeTuning,
-  type FlashDecodeVariant,
   pagedDecodeFlash,
 } from "./paged_decode.ts";
 export type { Gpu } from "../gpu/device.ts";

@@ -8,8 +8,7 @@
  * `out:[B, Hq, n, D]`.
  *
  * Decode without policy extras runs `pagedDecodeFlash` ({@linkcode ./paged_decode.ts}:
- * `shaders/paged_decode_online.wgsl`, then `combine` of `shaders/paged_decode.wgsl`) where its
- * shape allows ({@linkcode decodeKernelFor} names the kernel a call gets); the kernels below
+ * `decode_online`, then `combine`, in `shaders/paged_decode.wgsl`) where its shape allows ({@linkcode decodeKernelFor} names the kernel a call gets); the kernels below
  * are the readable variant and serve the extras.
  *
  * Kernels (`shaders/paged_attention.wgsl`):

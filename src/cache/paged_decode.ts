@@ -16,14 +16,12 @@
  * (a split without a visible key weighs 0; a row with none is 0).
  *
  * Kernels:
- * - `decode_online` (the default, `shaders/paged_decode_online.wgsl`): one workgroup per (page,
+ * - `decode_online` (`shaders/paged_decode.wgsl`): one workgroup per (page,
  *   split), all G query heads of the page at once so that each K/V word is read once; rows read
  *   as 16-byte words (8 f16 or 4 f32), L = D/EPV consecutive lanes per row (coalesced). One
  *   pass per split: each block of keys has its K and V words requested a block ahead, partial
  *   dots meet in workgroup memory (2 barriers per block), and every thread keeps its own online
  *   softmax (running max, rescaled sums) over its rows; the rows merge once at the end.
- * - `decode_fast` (`shaders/paged_decode.wgsl`, variant `"twoPass"`): all scores of the split
- *   first, the split's max through a tree, then a second pass over the values.
  * - `combine` (`shaders/paged_decode.wgsl`): one workgroup per (page, head, 8 output vec4
  *   columns), online merge of the splits per thread, then a tree.
  *
@@ -36,8 +34,9 @@
  * - `decode_fast` (2026-12-03): per-thread state in mat4x4 registers indexed by constants only
  *   (column g = head g: q·k of 4 heads is `lo * qa`, the P·V update adds `mat4x4(lo * p.x,
  *   ...)`), straight-line loads: 3.0–4.5× v2, 1.1–1.7 TB/s dense f16 at 32K–128K.
- * - `decode_online` (2026-12-04): the same per-thread layout in one pass. At 256 threads it
- *   equals `decode_fast` in f16 (within 2%) and is 1.1–1.5× faster in f32; with 128 threads
+ * - `decode_online` (2026-12-04): the same per-thread layout in one pass (no max tree, no
+ *   second pass over the values). At 256 threads it equalled `decode_fast` in f16 (within 2%)
+ *   and was 1.1–1.5× faster in f32, so `decode_fast` was removed; with 128 threads
  *   per workgroup and splits of 128–256 keys (`THREADS`, `KMIN` below) dense
  *   32K f16 runs at 1.6 TB/s (B = 1) and 2.2 TB/s (B = 4).
  *
@@ -68,24 +67,13 @@ const WG = 256;
 const TARGET_WORKGROUPS = 512;
 /** See {@linkcode TARGET_WORKGROUPS}. */
 const KMIN = 128;
-/** Keys per split at most (its scores live in workgroup memory). */
+/** Keys per split at most (their entries live in workgroup memory, two per thread). */
 const PSMAX = 512;
 /** Output vec4 columns per `combine` workgroup, at most. */
 const CW = 8;
 
-/** Override constants of `decode_fast` / `decode_online` for one shape (see the WGSL headers). */
+/** Override constants of `decode_online` for one shape (see the WGSL header). */
 export type FlashDecodeShape = Record<string, number>;
-
-/**
- * The flash-decoding kernel: `"online"` (`decode_online`, shaders/paged_decode_online.wgsl: one
- * pass over a split, K and V of a block read together, an online softmax per thread) or
- * `"twoPass"` (`decode_fast`, shaders/paged_decode.wgsl: all scores of a split, its max through a
- * tree, then the values).
- */
-export type FlashDecodeVariant = "online" | "twoPass";
-
-/** The variant {@linkcode pagedDecodeFlash} runs unless told. */
-export const FLASH_DECODE_DEFAULT: FlashDecodeVariant = "online";
 
 /**
  * Tuning knobs of the flash-decoding kernels (benchmarks sweep them; the defaults come from
@@ -94,7 +82,7 @@ export const FLASH_DECODE_DEFAULT: FlashDecodeVariant = "online";
 export interface FlashDecodeTuning {
   /** Threads per workgroup: 64, 128, 256 or 512 (default 128, 256 where the shape needs it). */
   threads?: number;
-  /** Loads in flight per lane (J): 1, 2, 4, or 8 for `"online"`; default the most up to 4 that fit. */
+  /** Loads in flight per lane (J): 1, 2, 4 or 8; default the most up to 4 that fit. */
   loads?: number;
   /** Adaptive splits take at least this many keys (default 128; capped by the split maximum). */
   minKeys?: number;
@@ -112,13 +100,12 @@ export function flashDecodeShape(
   G: number,
   D: number,
   maxShared: number,
-  variant: FlashDecodeVariant = FLASH_DECODE_DEFAULT,
   tuning: FlashDecodeTuning = {},
 ): FlashDecodeShape | undefined {
   if (tuning.threads === undefined) {
     // Untuned: 128 threads, or 256 where the rows need more lanes (D = 512 in f16, 256 in f32).
     for (const threads of [THREADS, 256]) {
-      const c = flashDecodeShape(dtype, G, D, maxShared, variant, { ...tuning, threads });
+      const c = flashDecodeShape(dtype, G, D, maxShared, { ...tuning, threads });
       if (c) return c;
     }
     return undefined;
@@ -137,19 +124,16 @@ export function flashDecodeShape(
   const L = D / EPV;
   if (![4, 8, 16, 32, 64].includes(L) || L > threads / 4) return undefined;
   const GV = Math.ceil(G / 4), KP = threads / L, D4 = D / 4, NV = EPV / 4;
-  const online = variant === "online";
   // More loads in flight where registers allow (G > 4 holds twice the state).
-  // J = 8 (online only) on request: slower on the H200 (dense 32K f16 B = 4 282 vs 247 µs).
-  const loads = tuning.loads === 8 && online && GV === 1 ? [8] : GV === 2 ? [2, 1] : [4, 2, 1];
+  // J = 8 on request only: slower on the H200 (dense 32K f16 B = 4 282 vs 247 µs).
+  const loads = tuning.loads === 8 && GV === 1 ? [8] : GV === 2 ? [2, 1] : [4, 2, 1];
   for (const J of tuning.loads ? loads.filter((j) => j === tuning.loads) : loads) {
     const KB = J * KP;
     if (KB * GV > threads) continue;
-    // Two-pass: a split's scores stay in workgroup memory (PSMAX · GV vec4); online: a block's.
-    for (let ps = online ? 2 * threads : Math.min(PSMAX / GV, 2 * threads); ps >= KB; ps /= 2) {
-      if (ps % KB !== 0 || ps > PSMAX) continue;
+    for (let ps = Math.min(PSMAX, 2 * threads); ps >= KB; ps /= 2) {
+      if (ps % KB !== 0) continue;
       const SCR = Math.max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, threads);
-      const scores = online ? KB * GV : ps * GV;
-      const bytes = 4 + 4 * ps + 16 * scores + 16 * SCR;
+      const bytes = 4 + 4 * ps + 16 * KB * GV + 16 * SCR;
       const combine = WG * (4 + 4 + 16);
       if (Math.max(bytes, combine) > maxShared) continue;
       const shape: FlashDecodeShape = {
@@ -167,9 +151,8 @@ export function flashDecodeShape(
         PSMAX: ps,
         KMIN: Math.min(tuning.minKeys ?? KMIN, ps),
         SCR,
+        SPB: KB * GV,
       };
-      if (online) shape.SPB = KB * GV;
-      else shape.SPN = ps * GV;
       return shape;
     }
   }
@@ -199,8 +182,6 @@ export function flashDecodeSplits(
 
 /** What {@linkcode pagedDecodeFlash} launches for a layer: kernel constants and splits. */
 export interface FlashDecodePlan {
-  /** The kernel variant. */
-  variant: FlashDecodeVariant;
   /** Override constants ({@linkcode flashDecodeShape}). */
   shape: FlashDecodeShape;
   /** Splits per page. */
@@ -217,15 +198,14 @@ export function flashDecodePlan(
   s: PagedKvStorage,
   layer: number,
   G: number,
-  variant: FlashDecodeVariant = FLASH_DECODE_DEFAULT,
   tuning: FlashDecodeTuning = {},
 ): FlashDecodePlan | undefined {
   const maxShared = s.gpu.limits.maxComputeWorkgroupStorageSize;
   let maxLen = 1;
   for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
-  const shape = flashDecodeShape(s.dtype, G, s.headDim, maxShared, variant, tuning);
+  const shape = flashDecodeShape(s.dtype, G, s.headDim, maxShared, tuning);
   if (!shape) return undefined;
-  return { variant, shape, ...flashDecodeSplits(maxLen, s.pages, shape, s.partitionKeys) };
+  return { shape, ...flashDecodeSplits(maxLen, s.pages, shape, s.partitionKeys) };
 }
 
 /** Arguments of {@linkcode pagedDecodeFlash}. */
@@ -236,15 +216,13 @@ export interface FlashDecodeArgs {
   window: number;
   /** Softmax scale. */
   scale: number;
-  /** Kernel variant (default {@linkcode FLASH_DECODE_DEFAULT}). */
-  variant?: FlashDecodeVariant;
   /** Tuning knobs (benchmarks). */
   tuning?: FlashDecodeTuning;
 }
 
 /**
- * Decode attention of `q` over each page's live entries of `layer` (the plan's variant,
- * by default `decode_online`, then `combine`). Records the dispatches; returns the output, or undefined when the shape does not
+ * Decode attention of `q` over each page's live entries of `layer` (`decode_online`,
+ * then `combine`). Records the dispatches; returns the output, or undefined when the shape does not
  * fit the kernel ({@linkcode flashDecodeShape}).
  *
  * @param q `[B, Hq, 1, D]` in the storage dtype, Hq = G·Hkv.
@@ -264,9 +242,9 @@ export function pagedDecodeFlash(
       `pagedDecodeFlash: q must be [B, G·${s.kvHeads}, 1, ${s.headDim}], got [${q.shape}]`,
     );
   }
-  const plan = flashDecodePlan(s, layer, G, args.variant, args.tuning);
+  const plan = flashDecodePlan(s, layer, G, args.tuning);
   if (!plan) return undefined;
-  const { shape: c, np, ps, variant } = plan;
+  const { shape: c, np, ps } = plan;
   const rows = s.pages * np * G;
   const po = gpu.alloc(rows * D * 4, "flash decode o");
   const pml = gpu.alloc(rows * 8, "flash decode m,l");
@@ -286,12 +264,11 @@ export function pagedDecodeFlash(
   };
   const bufs = [undefined, s.lens, s.table, pool.meta, pool.k, pool.v, q.buffer, po, pml];
   bufs[9] = out.buffer;
-  const online = variant === "online";
   dispatchBound(
     gpu,
     gpu.kernel({
-      shader: online ? "paged_decode_online" : "paged_decode",
-      entry: online ? "decode_online" : "decode_fast",
+      shader: "paged_decode",
+      entry: "decode_online",
       defines: { T: s.dtype },
       constants: c,
     }),

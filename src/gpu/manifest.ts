@@ -29,7 +29,6 @@ export const SHADER_FILES: readonly string[] = [
   "paged_attention",
   "paged_copy",
   "paged_decode",
-  "paged_decode_online",
   "paged_kv",
   "paged_prefill",
   "paged_prefill_wide",

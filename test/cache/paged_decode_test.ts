@@ -15,7 +15,6 @@ import {
   flashDecodeReference,
   flashDecodeShape,
   type FlashDecodeTuning,
-  type FlashDecodeVariant,
   pagedDecodeFlash,
 } from "../../src/cache/paged_decode.ts";
 import { createDmsCache } from "../../src/dms/dms_cache.ts";
@@ -39,8 +38,6 @@ interface Case {
   /** Left padding of sequence 0 (mark 2 entries). */
   pad: number;
   seed: number;
-  /** Kernel variant. */
-  variant: FlashDecodeVariant;
   /** Threads per workgroup and loads per lane (dropped where the shape does not take them). */
   tuning?: FlashDecodeTuning;
 }
@@ -71,9 +68,9 @@ async function check(c: Case): Promise<void> {
   // Tunings that do not fit this shape or device: fewer knobs.
   let tuning = c.tuning ?? {};
   for (const t of [{ threads: tuning.threads }, {}]) {
-    if (!flashDecodePlan(s, 0, c.G, c.variant, tuning)) tuning = t;
+    if (!flashDecodePlan(s, 0, c.G, tuning)) tuning = t;
   }
-  using fast = pagedDecodeFlash(s, 0, q, { ...args, variant: c.variant, tuning });
+  using fast = pagedDecodeFlash(s, 0, q, { ...args, tuning });
   if (!fast) throw new Error(`no flash kernel for ${label}`);
   const got = await fast.toArray();
   // The pages as stored: entries by slot, K/V by position from the problem.
@@ -90,12 +87,10 @@ async function check(c: Case): Promise<void> {
   const oracle = flashDecodeReference(qq, pages, { ...args, G: c.G, D, np: 1, ps: 1 << 30 });
   assertClose(got, oracle, TOL[c.dtype], `flash vs f64 oracle ${label}`);
   // The twin with the kernel's own splits.
-  const { shape, np, ps } = flashDecodePlan(s, 0, c.G, c.variant, tuning)!;
+  const { shape, np, ps } = flashDecodePlan(s, 0, c.G, tuning)!;
   const twin = flashDecodeReference(qq, pages, { ...args, G: c.G, D, np, ps, kmin: shape.KMIN });
   assertClose(got, twin, TOL[c.dtype], `flash vs CPU twin ${label}`);
 }
-
-const VARIANTS: readonly FlashDecodeVariant[] = ["online", "twoPass"];
 
 const caseArb = fc.record({
   dtype: fc.constantFrom(...(gpu.hasF16 ? ["f32", "f16"] as const : ["f32"] as const)),
@@ -109,7 +104,6 @@ const caseArb = fc.record({
   split: fc.constantFrom(undefined, 32, 64, 200),
   pad: fc.constantFrom(0, 0, 3, 20),
   seed: fc.integer({ min: 0, max: 1 << 30 }),
-  variant: fc.constantFrom("online" as const, "twoPass" as const),
   tuning: fc.record({
     threads: fc.constantFrom(64, 128, 256, 512),
     loads: fc.constantFrom(undefined, 1, 2, 4, 8),
@@ -132,17 +126,17 @@ Deno.test({
   fn: async () => {
     const base = { G: 4, D: 128, B: 1, dms: false, pEvict: 0, blockSize: 16, pad: 0, seed: 5 };
     const dtypes = gpu.hasF16 ? ["f32", "f16"] as const : ["f32"] as const;
-    for (const [dtype, variant] of dtypes.flatMap((d) => VARIANTS.map((v) => [d, v] as const))) {
-      await check({ ...base, dtype, variant, T: 1 });
-      await check({ ...base, dtype, variant, T: 1300 }); // several adaptive splits
-      await check({ ...base, dtype, variant, T: 300, dms: true, pEvict: 1, G: 8 }); // all marked
-      await check({ ...base, dtype, variant, T: 40, pad: 40, B: 2 }); // sequence 0 is all padding
+    for (const dtype of dtypes) {
+      await check({ ...base, dtype, T: 1 });
+      await check({ ...base, dtype, T: 1300 }); // several adaptive splits
+      await check({ ...base, dtype, T: 300, dms: true, pEvict: 1, G: 8 }); // all marked
+      await check({ ...base, dtype, T: 40, pad: 40, B: 2 }); // sequence 0 is all padding
       // More output sums (2·D/4 + G) than threads: D 256 at 128 threads, D 512 (f16) at 256.
-      await check({ ...base, dtype, variant, T: 300, D: 256, G: 8, dms: true, pEvict: 0.5 });
-      if (dtype === "f16") await check({ ...base, dtype, variant, T: 300, D: 512, G: 8 });
+      await check({ ...base, dtype, T: 300, D: 256, G: 8, dms: true, pEvict: 0.5 });
+      if (dtype === "f16") await check({ ...base, dtype, T: 300, D: 512, G: 8 });
       for (const threads of [64, 128, 512]) {
-        const tuning = { threads, loads: variant === "online" ? 8 : 4 };
-        await check({ ...base, dtype, variant, T: 1300, dms: true, pEvict: 0.5, tuning });
+        const tuning = { threads, loads: 8 };
+        await check({ ...base, dtype, T: 1300, dms: true, pEvict: 0.5, tuning });
       }
     }
   },
@@ -222,14 +216,14 @@ Deno.test({
 
 Deno.test("flashDecodeShape names a bad tuning: threads, minKeys", () => {
   assert.throws(
-    () => flashDecodeShape("f16", 4, 128, 1 << 15, "online", { threads: 96 }),
+    () => flashDecodeShape("f16", 4, 128, 1 << 15, { threads: 96 }),
     /threads/,
   );
   for (const minKeys of [0, -4, 2.5]) {
     assert.throws(
-      () => flashDecodeShape("f16", 4, 128, 1 << 15, "online", { minKeys }),
+      () => flashDecodeShape("f16", 4, 128, 1 << 15, { minKeys }),
       /minKeys must be an integer >= 1/,
     );
   }
-  assert.equal(flashDecodeShape("f16", 4, 128, 1 << 15, "online", { minKeys: 64 })?.KMIN, 64);
+  assert.equal(flashDecodeShape("f16", 4, 128, 1 << 15, { minKeys: 64 })?.KMIN, 64);
 });
