@@ -5,8 +5,8 @@
 #   run(command: "bash bench/h200.sh", timeout_s: 600)
 #
 # It sources .gpu/setup.sh (Vulkan loader, NVIDIA ICD, deno on PATH), then runs each section of
-# bench/main.ts under its own time limit (about 8 minutes in all), appending the markdown to
-# $OUT/bench.md and writing $OUT/<section>.json (6 files back; the device tool returns at most 8).
+# bench/main.ts under its own time limit (about 9 minutes in all), appending the markdown to
+# $OUT/bench.md and writing $OUT/<section>.json (7 files back; the device tool returns at most 8).
 # A section that hits its limit is reported in bench.md and the others still run. The twins
 # (bench/torch_attention.py, bench/torch_generate.py, the torch part of bench/kernels.ts) run
 # when `python3 -c "import torch"` works there; torch_generate.py also needs transformers.
@@ -23,14 +23,29 @@ md="$OUT/bench.md"
   echo
 } | tee -a "$md"
 
+# The SM clock, sampled every 200 ms while the sections run: the H200 drops it from 1980 to 345
+# MHz after ~3.5 s of light load (bench/dispatch_floor.ts), so each section reports how its samples
+# spread (setup phases, Python start-up included, idle at the low clock by design).
+clocks=/tmp/bench-clocks.csv
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=clocks.sm --format=csv,noheader,nounits -lms 200 >"$clocks" 2>/dev/null &
+  trap 'kill $! 2>/dev/null' EXIT
+fi
+
 section() { # name seconds args...
   local name=$1 limit=$2
   shift 2
   local t=$SECONDS
+  local from=$(wc -l <"$clocks" 2>/dev/null || echo 0)
   timeout "$limit" deno run -A bench/main.ts --full --sections "$name" --json "$OUT/$name.json" \
     -- "$@" 2>&1 | tee -a "$md"
   local rc=${PIPESTATUS[0]}
   echo "section $name: exit $rc after $((SECONDS - t)) s (limit $limit s)" | tee -a "$md"
+  if [ -s "$clocks" ]; then
+    tail -n +"$((from + 1))" "$clocks" | awk -v n="$name" '{if ($1 >= 1900) hi++}
+      END {if (NR) printf "section %s: SM clock samples: %d, %d %% at >= 1900 MHz\n", n, NR, 100 * hi / NR}' |
+      tee -a "$md"
+  fi
   echo | tee -a "$md"
 }
 
@@ -49,4 +64,7 @@ section e2e 110 --contexts 2048 --tokens 256
 # (f) parallel chains at 2K from one prompt, B 8 and 64, within a 2 GB KV budget (dense fits B = 8,
 # DMS at CR 8 fits 64). At 8K only dense B = 8 finished within 75 s on 2026-12-03.
 section chains 80 --contexts 2048 --batches 8,64 --tokens 64 --budget-gb 2 --max-seconds 60
+# (e) what a dispatch costs the GPU (with and without a barrier, tiny and 1-64 MB kernels) and the
+# decode step's GEMVs in the same back-to-back regime; the PyTorch CUDA-graph twin.
+section floor 60
 echo "total $SECONDS s" | tee -a "$md"

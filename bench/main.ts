@@ -11,8 +11,9 @@
  * | `kernels` (c) | kernels.ts | matmul / GEMV at the model's shapes, sizes past the 60 MB L2; PyTorch twin |
  * | `e2e` (d, e) | generate.ts | end-to-end decode tok/s at 2K and 32K, B = 1, dense and DMS at forced CR 8; dispatches, submits and readbacks per token; PyTorch eager and CUDA-graph twin |
  * | `chains` (f) | chains.ts | parallel chains B = 8–64 from one prompt at 8K–32K, tok/s, peak KV bytes, largest batch in a fixed KV budget |
+ * | `floor` (e) | dispatch_floor.ts | GPU µs per dispatch in one pass (with and without a barrier; tiny and 1–64 MB memory-bound kernels) and the decode step's GEMVs in the same regime; PyTorch CUDA-graph twin |
  *
- * Usage: `deno task bench [--sections attention,prefill,kernels,e2e,chains] [--quick] [--full]
+ * Usage: `deno task bench [--sections attention,prefill,kernels,e2e,chains,floor] [--quick] [--full]
  * [--no-torch] [--json FILE]` (letters a–f work too; e is part of e2e). On a CPU adapter
  * (lavapipe) every section runs at its small sizes (`--quick`) and only ratios are printed
  * (absolute times of a CPU rasteriser say nothing about a GPU): the sections' own tables are
@@ -38,6 +39,7 @@ const SECTIONS = {
   kernels: "kernels.ts",
   e2e: "generate.ts",
   chains: "chains.ts",
+  floor: "dispatch_floor.ts",
 } as const;
 type Section = keyof typeof SECTIONS;
 const LETTERS: Record<string, Section> = {
@@ -73,7 +75,7 @@ try {
     args: Deno.args,
     allowPositionals: true,
     options: {
-      sections: { type: "string", default: "attention,prefill,kernels,e2e,chains" },
+      sections: { type: "string", default: "attention,prefill,kernels,e2e,chains,floor" },
       quick: { type: "boolean", default: false },
       full: { type: "boolean", default: false },
       "no-torch": { type: "boolean", default: false },
@@ -173,6 +175,17 @@ function ratios(s: Section, doc: Json): string {
         ];
       }),
       4,
+    );
+  }
+  if (s === "floor") {
+    const rows = doc.rows as Json[], ops = doc.opRows as Json[];
+    const plain = ops.find((o) => o.op.startsWith("gemv16"));
+    return markdownTable(
+      ["case", "same buffer / own buffers"],
+      rows.map((r) => [r.kernel, fmt(r.dependent / r.independent, 2)]),
+    ) + "\n\n" + markdownTable(
+      ["decode GEMV", "time / plain gemv16 of 4K×K"],
+      ops.map((o) => [o.op, fmt(o.us / plain.us, 2)]),
     );
   }
   if (s === "prefill") {

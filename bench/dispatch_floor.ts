@@ -1,0 +1,340 @@
+/**
+ * What one dispatch costs the GPU when nothing else does: N dispatches recorded in one compute
+ * pass, timed by the pass's begin/end timestamps, median of `--reps`. It separates the fixed cost
+ * of a dispatch (and of the barrier WebGPU puts between two dispatches that touch the same
+ * storage buffer) from the time a memory-bound kernel needs for its bytes, so the decode step's
+ * GPU span (~230 dispatches a token, bench/generate.ts) can be split into the two.
+ *
+ * Cases (each dispatch of a case runs the same kernel):
+ * - `tiny`: the first of 1 or 1024 workgroups of 64 threads adds 1 to 64 words of a buffer (the
+ *   others only start and end), every dispatch the same buffer (a read-write hazard: WebGPU
+ *   orders them with a barrier) or each dispatch its own buffer (no hazard, no barrier);
+ * - `stream S MB dependent / independent`: 1024 workgroups of 256 threads read S MB as 16-byte
+ *   words (a read-only input shared by all dispatches), sum them in a tree in workgroup memory
+ *   and write one sum per workgroup, into one
+ *   output buffer for all dispatches (a barrier each) or into one buffer per dispatch.
+ *
+ * The PyTorch twin (bench/torch_dispatch_floor.py) times the same two shapes on CUDA: N tiny
+ * in-place adds and N sums over S MB, captured as one CUDA graph, when `python3` has torch with
+ * CUDA (`--no-torch` skips it).
+ *
+ * Timing: each case records its N dispatches in one pass per sample; 20 untimed samples then
+ * `--reps` timed ones run back to back (see `time`), so the GPU's clock is up when timed.
+ *
+ * Usage: `deno run -A bench/dispatch_floor.ts [--dispatches 256] [--sizes 1,4,16,64] [--reps 5]
+ * [--quick] [--no-torch] [--json FILE]`. On a CPU adapter (lavapipe) or with `--quick` the sizes
+ * default to 1 MB; on a CPU adapter the GEMVs are 8× smaller and the times say nothing about a
+ * GPU (`deno task bench` prints ratios there).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { getGpu } from "../src/gpu/device.ts";
+import { writeTextFileAtomic } from "../src/io/atomic.ts";
+import { Tensor } from "../src/tensor/tensor.ts";
+import { gemv } from "../src/ops/gemv.ts";
+import { linear } from "../src/ops/matmul.ts";
+import { linearQkv } from "../src/ops/linear_qkv.ts";
+import { linearSwiglu } from "../src/ops/linear_swiglu.ts";
+import {
+  fmt,
+  isCpuAdapter,
+  markdownTable,
+  median,
+  random,
+  runPython,
+  torchCuda,
+} from "./_common.ts";
+
+const { values } = parseArgs({
+  options: {
+    dispatches: { type: "string", default: "256" },
+    sizes: { type: "string" },
+    reps: { type: "string", default: "5" },
+    quick: { type: "boolean", default: false },
+    "no-torch": { type: "boolean", default: false },
+    json: { type: "string" },
+  },
+});
+const gpu = await getGpu();
+if (!gpu.hasTimestamps) {
+  console.log(`dispatch_floor: ${gpu.description} has no timestamp-query; nothing measured`);
+  Deno.exit(0);
+}
+const device = gpu.device;
+const cpu = isCpuAdapter(gpu);
+const N = Number(values.dispatches), REPS = Number(values.reps), WARM = cpu ? 1 : 20;
+const sizes = (values.sizes ?? (cpu || values.quick ? "1" : "1,4,16,64")).split(",").map(Number);
+for (
+  const [name, v] of [["--dispatches", N], ["--reps", REPS], ...sizes.map((s) => ["--sizes", s])]
+) {
+  if (!(Number.isInteger(v) && (v as number) >= 1)) {
+    console.error(`dispatch_floor: ${name} must be whole numbers >= 1, got ${v}`);
+    Deno.exit(2);
+  }
+}
+
+const WG = 1024, THREADS = 256;
+const module = device.createShaderModule({
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> words: array<u32>;
+@compute @workgroup_size(64)
+fn tiny(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i: u32) {
+  if (wg.x == 0u) { words[i] = words[i] + 1u; }
+}
+
+struct Params { vecs_per_wg: u32 }
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> sums: array<u32>;
+@group(0) @binding(2) var<uniform> p: Params;
+var<workgroup> part: array<u32, ${THREADS}>;
+@compute @workgroup_size(${THREADS})
+fn stream(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i: u32) {
+  var acc = 0u;
+  let base = wg.x * p.vecs_per_wg;
+  for (var j = i; j < p.vecs_per_wg; j += ${THREADS}u) {
+    let w = src[base + j];
+    acc += w.x ^ w.y ^ w.z ^ w.w;
+  }
+  part[i] = acc;
+  for (var h = ${THREADS / 2}u; h > 0u; h >>= 1u) {
+    workgroupBarrier();
+    if (i < h) { part[i] += part[i + h]; }
+  }
+  if (i == 0u) { sums[wg.x] = part[0]; }
+}`,
+});
+const pipe = (entryPoint: string) =>
+  device.createComputePipeline({ layout: "auto", compute: { module, entryPoint } });
+const tinyPipe = pipe("tiny"), streamPipe = pipe("stream");
+const storage = (size: number) =>
+  device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+
+/**
+ * Median GPU µs per dispatch of `N` dispatches `record` puts in one timestamped pass. The passes
+ * run back to back (`WARM` untimed, then `REPS` timed, one submit each, one readback at the end):
+ * an H200 lowers its SM clock from 1980 to 345 MHz after ~3.5 s of light load (a readback per
+ * small pass is light load) and small kernels then take 4-5x as long; back-to-back work keeps
+ * the clock up.
+ */
+async function time(record: (pass: GPUComputePassEncoder, i: number) => void): Promise<number> {
+  const qs = device.createQuerySet({ type: "timestamp", count: 2 * REPS });
+  const resolve = device.createBuffer({
+    size: 16 * REPS,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  const read = device.createBuffer({
+    size: 16 * REPS,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  for (let r = -WARM; r < REPS; r++) {
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass(
+      r < 0 ? {} : {
+        timestampWrites: {
+          querySet: qs,
+          beginningOfPassWriteIndex: 2 * r,
+          endOfPassWriteIndex: 2 * r + 1,
+        },
+      },
+    );
+    for (let i = 0; i < N; i++) record(pass, i);
+    pass.end();
+    if (r === REPS - 1) {
+      enc.resolveQuerySet(qs, 0, 2 * REPS, resolve, 0);
+      enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * REPS);
+    }
+    device.queue.submit([enc.finish()]);
+  }
+  await read.mapAsync(GPUMapMode.READ);
+  const t = new BigUint64Array(read.getMappedRange().slice(0));
+  read.unmap();
+  const us = Array.from({ length: REPS }, (_, r) => Number(t[2 * r + 1] - t[2 * r]) / 1e3 / N);
+  qs.destroy();
+  resolve.destroy();
+  read.destroy();
+  return median(us);
+}
+
+interface Row {
+  kernel: string;
+  mb: number;
+  dependent: number;
+  independent: number;
+  torch?: number;
+}
+const rows: Row[] = [];
+
+{
+  const shared = storage(256);
+  const own = Array.from({ length: N }, () => storage(256));
+  const bg = (b: GPUBuffer) =>
+    device.createBindGroup({
+      layout: tinyPipe.getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer: b } }],
+    });
+  const sharedBg = bg(shared), ownBg = own.map(bg);
+  const run = (groups: (i: number) => GPUBindGroup, workgroups: number) =>
+    time((pass, i) => {
+      pass.setPipeline(tinyPipe);
+      pass.setBindGroup(0, groups(i));
+      pass.dispatchWorkgroups(workgroups);
+    });
+  for (const workgroups of [1, WG]) {
+    rows.push({
+      kernel: `tiny, ${workgroups} workgroup${workgroups > 1 ? "s" : ""}`,
+      mb: 0,
+      dependent: await run(() => sharedBg, workgroups),
+      independent: await run((i) => ownBg[i], workgroups),
+    });
+  }
+  for (const b of [shared, ...own]) b.destroy();
+}
+
+for (const mb of sizes) {
+  const bytes = mb * 1024 * 1024, vecsPerWg = Math.ceil(bytes / 16 / WG);
+  const src = storage(vecsPerWg * WG * 16);
+  const uni = device.createBuffer({
+    size: 16,
+    usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+  });
+  device.queue.writeBuffer(uni, 0, new Uint32Array([vecsPerWg, 0, 0, 0]));
+  const outs = Array.from({ length: N + 1 }, () => storage(WG * 4));
+  const groups = outs.map((o) =>
+    device.createBindGroup({
+      layout: streamPipe.getBindGroupLayout(0),
+      entries: [
+        { binding: 0, resource: { buffer: src } },
+        { binding: 1, resource: { buffer: o } },
+        { binding: 2, resource: { buffer: uni } },
+      ],
+    })
+  );
+  const run = (g: (i: number) => GPUBindGroup) =>
+    time((pass, i) => {
+      pass.setPipeline(streamPipe);
+      pass.setBindGroup(0, g(i));
+      pass.dispatchWorkgroups(WG);
+    });
+  rows.push({
+    kernel: `stream ${mb} MB, ${WG} workgroups`,
+    mb,
+    dependent: await run(() => groups[N]),
+    independent: await run((i) => groups[i]),
+  });
+  for (const b of [src, uni, ...outs]) b.destroy();
+}
+
+// The decode step's GEMVs (Qwen3-0.6B shapes, M = 1), each `N` times in the same back-to-back
+// regime (every output disposed at once, so the pool hands the next call the same buffer: a
+// barrier each, as in a decode step), beside the plain gemv16 of the same bytes.
+interface OpRow {
+  op: string;
+  mb: number;
+  us: number;
+}
+const opRows: OpRow[] = [];
+{
+  const dtype = gpu.hasF16 ? "f16" : "f32", bytes = dtype === "f16" ? 2 : 4;
+  const K = cpu ? 128 : 1024, F = 3 * K, Q = 2 * K, N2 = K;
+  const t = (shape: number[], seed: number) =>
+    Tensor.fromArray(gpu, random(shape[0] * (shape[1] ?? 1), seed, -0.05, 0.05), shape, dtype);
+  using x = t([1, K], 1), gain = t([K], 2), res = t([1, K], 3), a2 = t([1, Q], 4);
+  using a3 = t([1, F], 5), wq = t([Q, K], 6), wk = t([N2, K], 7), wv = t([N2, K], 8);
+  using gate = t([F, K], 9), up = t([F, K], 10), wo = t([K, Q], 11), wd = t([K, F], 12);
+  using w4 = t([4 * K, K], 13);
+  const norm = { weight: gain, eps: 1e-6 };
+  const mb = (...ws: Tensor[]) => ws.reduce((n, w) => n + w.shape[0] * w.shape[1], 0) * bytes / 1e6;
+  const ops: [string, number, () => void][] = [
+    [`norm + q/k/v (gemv16_qkv) ${Q}+${N2}+${N2}×${K}`, mb(wq, wk, wv), () => {
+      const r = linearQkv(x, wq, wk, wv, { norm, variant: "fused" });
+      r.q.dispose();
+      r.k.dispose();
+      r.v.dispose();
+    }],
+    [
+      `norm + SwiGLU (gemv16_swiglu) 2×${F}×${K}`,
+      mb(gate, up),
+      () => linearSwiglu(x, gate, up, { norm, variant: "fused" }).dispose(),
+    ],
+    [
+      `o + residual (gemv16) ${K}×${Q}`,
+      mb(wo),
+      () => linear(a2, wo, { residual: res, variant: "gemv16" }).dispose(),
+    ],
+    [
+      `down + residual (gemv16) ${K}×${F}`,
+      mb(wd),
+      () => linear(a3, wd, { residual: res, variant: "gemv16" }).dispose(),
+    ],
+    [`gemv16 ${4 * K}×${K}`, mb(w4), () => gemv(x, w4).dispose()],
+    [`norm + gemv16 ${4 * K}×${K}`, mb(w4), () => gemv(x, w4, { norm }).dispose()],
+  ];
+  for (const [op, m, fn] of ops) opRows.push({ op, mb: m, us: await timeOps(fn) });
+}
+
+/** {@linkcode time} for library ops: `N` calls of `fn` per timestamped sample, back to back. */
+async function timeOps(fn: () => void): Promise<number> {
+  const qs = device.createQuerySet({ type: "timestamp", count: 2 * REPS });
+  const resolve = device.createBuffer({
+    size: 16 * REPS,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  for (let r = -WARM; r < REPS; r++) {
+    const begin = { querySet: qs, beginningOfPassWriteIndex: 2 * r };
+    const end = { querySet: qs, endOfPassWriteIndex: 2 * r + 1 };
+    if (r >= 0) gpu.encoder().beginComputePass({ timestampWrites: begin }).end();
+    for (let i = 0; i < N; i++) fn();
+    if (r >= 0) gpu.encoder().beginComputePass({ timestampWrites: end }).end();
+    gpu.flush();
+  }
+  gpu.encoder().resolveQuerySet(qs, 0, 2 * REPS, resolve, 0);
+  const t = new BigUint64Array(await gpu.read(resolve, 16 * REPS));
+  qs.destroy();
+  resolve.destroy();
+  return median(Array.from({ length: REPS }, (_, r) => Number(t[2 * r + 1] - t[2 * r]) / 1e3 / N));
+}
+
+let torchNote = "";
+if (!values["no-torch"] && !cpu && await torchCuda()) {
+  try {
+    const t = await runPython("torch_dispatch_floor.py", { dispatches: N, sizes, reps: REPS });
+    const us = t.us as Record<string, number>;
+    for (const r of rows) r.torch = r.mb === 0 ? us.tiny : us[String(r.mb)];
+    torchNote = ` PyTorch ${t.torch}, ${t.device}: one CUDA graph of the same ${N} kernels.`;
+  } catch (e) {
+    torchNote = ` PyTorch twin failed: ${(e as Error).message}`;
+  }
+}
+
+const gbs = (r: Row, us: number | undefined) =>
+  r.mb && us ? ` (${fmt(r.mb * 1.048576e6 / (us * 1e3))} GB/s)` : "";
+console.log(
+  `\nGPU µs per dispatch, ${N} dispatches in one compute pass, median of ${REPS}; ` +
+    `${gpu.description}.${torchNote}\n`,
+);
+console.log(markdownTable(
+  ["kernel", "same buffer (barrier each)", "own buffers (no barrier)", "PyTorch CUDA graph"],
+  rows.map((r) => [
+    r.kernel,
+    fmt(r.dependent, 2) + gbs(r, r.dependent),
+    fmt(r.independent, 2) + gbs(r, r.independent),
+    fmt(r.torch, 2) + gbs(r, r.torch),
+  ]),
+));
+console.log(
+  `\nThe decode step's GEMVs (M = 1), ${N} calls in one pass, each output disposed at once ` +
+    `(a barrier each, as in a decode step), same timing:\n`,
+);
+console.log(markdownTable(
+  ["op", "weights MB", "µs per call", "GB/s"],
+  opRows.map((r) => [r.op, fmt(r.mb, 2), fmt(r.us, 2), fmt(r.mb * 1e3 / r.us)]),
+));
+if (values.json) {
+  await writeTextFileAtomic(
+    values.json,
+    JSON.stringify({ device: gpu.description, dispatches: N, reps: REPS, rows, opRows }, null, 2),
+  );
+}
+gpu.device.destroy();

@@ -1,0 +1,63 @@
+"""PyTorch twin of bench/dispatch_floor.ts: N kernels captured as one CUDA graph.
+
+`tiny`: N in-place adds on a 64-element int32 tensor (one small kernel each);
+`S` MB: N sums over S MB of int32 (one memory-bound reduction each, into one output).
+Prints one JSON line: {"us": {"tiny": µs per kernel, "1": ..., ...}, "torch", "device"}.
+"""
+
+import json
+import sys
+
+import torch
+
+
+def per_kernel_us(fn, n, reps):
+    """Median µs per kernel of `fn` (which launches n kernels) replayed as a CUDA graph."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()  # warm up outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) * 1e3 / n)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    cfg = json.loads(sys.argv[1])
+    n, reps = cfg["dispatches"], cfg["reps"]
+    dev = torch.device("cuda")
+    out = {}
+    words = torch.zeros(64, dtype=torch.int32, device=dev)
+
+    def tiny():
+        for _ in range(n):
+            words.add_(1)
+
+    out["tiny"] = per_kernel_us(tiny, n, reps)
+    for mb in cfg["sizes"]:
+        src = torch.ones(mb * 1024 * 1024 // 4, dtype=torch.int32, device=dev)
+        dst = torch.zeros((), dtype=torch.int32, device=dev)
+
+        def stream():
+            for _ in range(n):
+                torch.sum(src, 0, dtype=torch.int32, out=dst)
+
+        out[str(mb)] = per_kernel_us(stream, n, reps)
+    print(json.dumps({"us": out, "torch": torch.__version__, "device": torch.cuda.get_device_name()}))
+
+
+if __name__ == "__main__":
+    main()
