@@ -2,7 +2,8 @@
  * Generation: prefill then decode, with the whole loop on the GPU. Sampling
  * runs on the GPU and writes the next token straight into the next step's
  * input buffer and into a token log; the CPU reads the log back every
- * `readbackEvery` tokens (Deno pays ~11 ms per readback), checks EOS, and
+ * `readbackEvery` tokens (Deno pays ~11 ms per readback; the cache's lengths and counters come
+ * back in the same readback: `KvCache.reserveAndRead`), checks EOS, and
  * streams tokens out as an async iterator. A batch of independent sequences
  * (left-padded prompts) decodes together.
  *
@@ -253,7 +254,12 @@ export async function* generate(
         pending++;
         const finished = step >= opts.maxTokens;
         if (pending === every || finished) {
-          const rows = await log.toArray();
+          // One readback a chunk: the sampled tokens, with the cache's lengths and counters (its
+          // room for the next chunk and the accounting).
+          const { bytes: [logBytes], stats } = await cache.reserveAndRead(finished ? 0 : every, [
+            { buffer: log.buffer, size: B * every * 4 },
+          ]);
+          const rows = new Int32Array(logBytes);
           const chunkOut: number[][] = prompts.map(() => []);
           for (let b = 0; b < B; b++) {
             for (let i = 0; i < pending && !done[b]; i++) {
@@ -266,12 +272,11 @@ export async function* generate(
           }
           pending = 0;
           if (done.every((d) => d)) {
-            final = await cache.stats();
+            final = stats;
             yield { tokens: chunkOut, done: [...done], stats: final };
             break;
           }
           yield { tokens: chunkOut, done: [...done] };
-          await cache.reserve(every);
         }
         posT.write(Array.from({ length: B }, () => start + P + step - 1));
         const l = model.forward(next, {

@@ -190,3 +190,52 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "generation reads back once per chunk of readbackEvery tokens, the last chunk's " +
+    "accounting included, with the DMS and the dense cache",
+  ...GPU_TEST,
+  fn: async () => {
+    for (const dms of [true, false]) {
+      const model = createModel(gpu, tinyConfig(dms), { seed: 2 });
+      const orig = gpu.readMany;
+      let reads = 0;
+      gpu.readMany = (...a: Parameters<typeof orig>) => {
+        reads++;
+        return orig.apply(gpu, a);
+      };
+      try {
+        // EOS off: chunks after 8, 16, 24, 32 and 37 tokens. (The prefill's reserve may read the
+        // lengths once before the first chunk: the tiny DMS pool is one 2-entry block a page.)
+        const gen = generate(model, [[3, 4, 5], [6, 7, 8]], {
+          maxTokens: 37,
+          readbackEvery: 8,
+          eosTokenIds: [],
+        });
+        const seen: number[] = [];
+        let res: GenerateResult;
+        while (true) {
+          const r = await gen.next();
+          if (r.done) {
+            res = r.value;
+            break;
+          }
+          seen.push(reads);
+        }
+        assert.equal(seen.length, 5);
+        assert.ok(seen[0] <= 2, `${seen[0]} readbacks up to the first chunk (dms ${dms})`);
+        assert.deepEqual(
+          seen.map((r) => r - seen[0]),
+          [0, 1, 2, 3, 4],
+          `one readback a chunk (dms ${dms})`,
+        );
+        assert.equal(reads, seen[4], `no readback after the last chunk (dms ${dms})`);
+        assert.equal(res.tokens[0].length, 37);
+        assert.equal(res.stats.tokensSeen, 3 + 36, "the last sampled token is not in the cache");
+      } finally {
+        gpu.readMany = orig;
+        model.dispose();
+      }
+    }
+  },
+});

@@ -8,7 +8,8 @@
  * @example One model step through any cache
  * ```ts
  * import type { KvCache } from "./kv_cache.ts";
- * import type { Tensor } from "../tensor/tensor.ts";
+ * import type { ReadRange } from "../gpu/readback.ts";
+import type { Tensor } from "../tensor/tensor.ts";
  * declare const cache: KvCache;
  * declare const q: Tensor, k: Tensor, v: Tensor, d: Tensor; // q:[B,Hq,n,D] k,v:[B,Hkv,n,D] d:[B,Hkv,n]
  * await cache.reserve(64);                       // every 64 tokens: at most one readback
@@ -22,6 +23,7 @@
  * @module
  */
 
+import type { ReadRange } from "../gpu/readback.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /** Options of {@linkcode KvCache.attend}. */
@@ -114,6 +116,21 @@ export interface KvCache extends Disposable {
 
   /** Reads the lengths and the GPU counters back (one readback) and returns the accounting. */
   stats(): Promise<KvCacheStats>;
+
+  /**
+   * {@linkcode KvCache.reserve} and {@linkcode KvCache.stats} in one readback, together with
+   * byte ranges the caller reads anyway: generation reads its sampled tokens this way, so a chunk
+   * of decode steps costs one readback whatever the cache needs. Call it between steps, with
+   * nothing encoded while it waits.
+   *
+   * @param steps Room to make on every page, as in `reserve` (0: none).
+   * @param extra Ranges to read back in the same readback.
+   * @returns The bytes of `extra` in order, and the accounting as of the readback.
+   */
+  reserveAndRead(
+    steps: number,
+    extra: readonly ReadRange[],
+  ): Promise<{ bytes: ArrayBuffer[]; stats: KvCacheStats }>;
 
   /** Frees the GPU buffers. */
   dispose(): void;

@@ -47,6 +47,7 @@ export {
 } from "./paged_decode.ts";
 export type { Gpu } from "../gpu/device.ts";
 export type { KernelTime } from "../gpu/profiling.ts";
+export type { ReadRange } from "../gpu/readback.ts";
 export { Tensor } from "../tensor/tensor.ts";
 export type { MemoryStats } from "../gpu/buffers.ts";
 export type { ParamValues } from "../gpu/params.ts";

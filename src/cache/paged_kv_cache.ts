@@ -32,6 +32,7 @@
  */
 
 import type { Gpu } from "../gpu/device.ts";
+import type { ReadRange } from "../gpu/readback.ts";
 import { assertShape, fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { AttendOptions, KvCache, KvCacheStats } from "./kv_cache.ts";
 import { pagedAttention } from "./paged_attention.ts";
@@ -176,8 +177,32 @@ export class PagedKvCache implements KvCache {
 
   /** See {@linkcode KvCache.stats}. One readback. Call between steps (after the last layer). */
   async stats(): Promise<KvCacheStats> {
+    const { lens, counters } = await this.storage.readCounters();
+    return this.#statsFrom(lens, counters);
+  }
+
+  /**
+   * See {@linkcode KvCache.reserveAndRead}: `extra`, the lengths and the counters in one
+   * readback; the accounting is taken before any block is allocated.
+   */
+  async reserveAndRead(
+    steps: number,
+    extra: readonly ReadRange[],
+  ): Promise<{ bytes: ArrayBuffer[]; stats: KvCacheStats }> {
     const s = this.storage;
-    const { lens, counters } = await s.readCounters();
+    if (!Number.isInteger(steps) || steps < 0) {
+      throw new RangeError(`reserveAndRead: steps must be an integer >= 0, got ${steps}`);
+    }
+    const bytes = await s.gpu.readMany([...extra, ...s.counterRanges()]);
+    const lens = new Int32Array(bytes[extra.length]);
+    const stats = this.#statsFrom(lens, new Uint32Array(bytes[extra.length + 1]));
+    s.reserveFrom(lens, steps);
+    return { bytes: bytes.slice(0, extra.length), stats };
+  }
+
+  /** The accounting from the lengths `[layers · pages]` and the GPU counters. */
+  #statsFrom(lens: Int32Array, counters: Uint32Array): KvCacheStats {
+    const s = this.storage;
     const pages = s.pages;
     const lengths: number[][] = [];
     let live = 0, frac = 0, dense = 0;

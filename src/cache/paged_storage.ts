@@ -46,6 +46,7 @@
  */
 
 import type { Gpu } from "../gpu/device.ts";
+import type { ReadRange } from "../gpu/readback.ts";
 import { bytesPer } from "../tensor/dtype.ts";
 import { BlockTable } from "./block_table.ts";
 
@@ -285,17 +286,46 @@ export class PagedKvStorage {
    * back (one readback for all layers) only when some bound says a new block would be needed.
    */
   async reserve(steps: number): Promise<void> {
+    if (!this.needsLengths(steps)) return;
+    this.reserveFrom(await this.readLengths(), steps);
+  }
+
+  /**
+   * Whether {@linkcode PagedKvStorage.reserve} would read the lengths back for `steps`: some
+   * page's CPU bound plus `steps` exceeds its blocks.
+   *
+   * @throws {RangeError} When `steps` is not an integer >= 0.
+   */
+  needsLengths(steps: number): boolean {
     if (!Number.isInteger(steps) || steps < 0) {
       throw new RangeError(`reserve: steps must be an integer >= 0, got ${steps}`);
     }
     const bs = this.blockSize;
-    let short = false;
-    for (let i = 0; i < this.#bound.length && !short; i++) {
-      short = this.#bound[i] + steps > this.#table.blocks[i] * bs;
+    for (let i = 0; i < this.#bound.length; i++) {
+      if (this.#bound[i] + steps > this.#table.blocks[i] * bs) return true;
     }
-    if (!short) return;
-    const lens = await this.readLengths();
+    return false;
+  }
+
+  /**
+   * {@linkcode PagedKvStorage.reserve} from lengths already read back: every bound becomes the
+   * true length, then pages get blocks for `steps` more entries. `lens` must be the lengths after
+   * every step encoded so far (read back with nothing encoded since).
+   *
+   * @param lens `[layers · pages]` (as {@linkcode PagedKvStorage.readLengths} returns them).
+   * @throws {RangeError} When `steps` is not an integer >= 0 or `lens` has the wrong length.
+   */
+  reserveFrom(lens: Int32Array, steps: number): void {
+    if (!Number.isInteger(steps) || steps < 0) {
+      throw new RangeError(`reserve: steps must be an integer >= 0, got ${steps}`);
+    }
+    if (lens.length !== this.#bound.length) {
+      throw new RangeError(
+        `reserveFrom: expected ${this.#bound.length} lengths (layers · pages), got ${lens.length}`,
+      );
+    }
     for (let i = 0; i < lens.length; i++) this.#bound[i] = lens[i];
+    if (!this.needsLengths(steps)) return;
     for (let l = 0; l < this.layers; l++) {
       const base = l * this.pages;
       this.#ensureLayer(
@@ -303,6 +333,14 @@ export class PagedKvStorage {
         Array.from({ length: this.pages }, (_, p) => this.#bound[base + p] + steps),
       );
     }
+  }
+
+  /** The ranges {@linkcode PagedKvStorage.readCounters} reads: the lengths, then the counters. */
+  counterRanges(): [ReadRange, ReadRange] {
+    return [
+      { buffer: this.lens, size: this.layers * this.pages * 4 },
+      { buffer: this.counters, size: STATS_WORDS * 4 },
+    ];
   }
 
   /** Reads every layer's page lengths back: `[layers · pages]`, page-major within a layer. */
@@ -313,10 +351,7 @@ export class PagedKvStorage {
 
   /** Reads the lengths and the counters back with one readback. */
   async readCounters(): Promise<{ lens: Int32Array; counters: Uint32Array }> {
-    const [a, b] = await this.gpu.readMany([
-      { buffer: this.lens, size: this.layers * this.pages * 4 },
-      { buffer: this.counters, size: STATS_WORDS * 4 },
-    ]);
+    const [a, b] = await this.gpu.readMany(this.counterRanges());
     return { lens: new Int32Array(a), counters: new Uint32Array(b) };
   }
 

@@ -23,6 +23,7 @@
 import type { AttendOptions, KvCache, KvCacheStats } from "../cache/kv_cache.ts";
 import { PagedKvCache } from "../cache/paged_kv_cache.ts";
 import type { Gpu } from "../gpu/device.ts";
+import type { ReadRange } from "../gpu/readback.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /** The lengths after every step of a run. */
@@ -188,6 +189,13 @@ export class TracedKvCache implements KvCache {
   /** See {@linkcode KvCache.stats}. */
   stats(): Promise<KvCacheStats> {
     return this.inner.stats();
+  }
+  /** See {@linkcode KvCache.reserveAndRead}. */
+  reserveAndRead(
+    steps: number,
+    extra: readonly ReadRange[],
+  ): Promise<{ bytes: ArrayBuffer[]; stats: KvCacheStats }> {
+    return this.inner.reserveAndRead(steps, extra);
   }
 
   /** Reads the recorded lengths back (one readback). */

@@ -32,3 +32,4 @@ export {
 } from "./device.ts";
 export type { BindingDecl, ParamField, ParamLayout, ParamType } from "./shader.ts";
 export type { KernelTime } from "./profiling.ts";
+export type { ReadRange } from "./readback.ts";

@@ -110,6 +110,58 @@ Deno.test({
 
 Deno.test({
   name:
+    "DmsCache.reserveAndRead() reads the caller's ranges, the lengths and the counters in one " +
+    "readback every call, reserves like reserve() and returns what stats() returns",
+  ...GPU_TEST,
+  fn: async () => {
+    const T = 48, D = 4;
+    const pr = makeProblem({ B: 1, Hkv: 2, G: 1, D, T, seed: 3, pEvict: 1 });
+    const opts = {
+      layers: 1,
+      batch: 1,
+      kvHeads: 2,
+      headDim: D,
+      window: 2,
+      blockSize: 1,
+      preallocateTokens: 1,
+    };
+    using cache = createDmsCache(gpu, opts);
+    using marker = Tensor.fromArray(gpu, [7, -8, 9], [3], "i32");
+    const orig = gpu.readMany;
+    let reads = 0, calls = 0;
+    gpu.readMany = (...a: Parameters<typeof orig>) => {
+      reads++;
+      return orig.apply(gpu, a);
+    };
+    try {
+      await feed(cache, [pr], Array(T).fill(1), {
+        after: async (t0) => {
+          if ((t0 + 1) % 8 !== 0) return;
+          calls++;
+          const before = reads;
+          const got = await cache.reserveAndRead(8, [{ buffer: marker.buffer, size: 12 }]);
+          assert.equal(reads - before, 1, `one readback at t0 = ${t0}`);
+          assert.deepEqual([...new Int32Array(got.bytes[0])], [7, -8, 9]);
+          assert.equal(got.stats.tokensSeen, t0 + 1);
+          assert.deepEqual(got.stats.lengths, [[Math.min(3, t0 + 1), Math.min(3, t0 + 1)]]);
+        },
+      });
+    } finally {
+      gpu.readMany = orig;
+    }
+    assert.equal(calls, T / 8);
+    for (const b of cache.storage.blocksOf(0)) {
+      assert.ok(b <= 3 + 8 + 8, `with reserveAndRead(): ${b} blocks`);
+    }
+    const last = await cache.reserveAndRead(0, []);
+    assert.deepEqual(last.bytes, []);
+    assert.deepEqual(last.stats, await cache.stats());
+    await assert.rejects(() => cache.reserveAndRead(1.5, []), /steps must be an integer >= 0/);
+  },
+});
+
+Deno.test({
+  name:
     "DmsCache accounting: KV reads, live and peak tokens, bytes, get_cr and dense/kept match the oracle",
   ...GPU_TEST,
   fn: async () => {
