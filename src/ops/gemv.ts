@@ -26,8 +26,9 @@
  *
  * Every entry takes an RMSNorm prologue ({@linkcode RmsNormPrologue}, the `NORM` pipeline
  * constant): `x` is replaced by `rmsNorm(x, weight, eps)` inside the dispatch (each workgroup
- * sums the squares of its rows of x, then scales the words of x as it reads them, rounding each
- * normed value to the storage dtype as the `rmsNorm` op's output is), one dispatch fewer per
+ * sums the squares of its rows of x, then scales the words of x, once into workgroup memory where
+ * they fit ({@linkcode gemvNormStagedWords}) or as it reads them, rounding each normed value to
+ * the storage dtype as the `rmsNorm` op's output is), one dispatch fewer per
  * norm. {@linkcode normFusable} says when the weight can be read that way.
  *
  * @example y = x·wᵀ for one row
@@ -97,6 +98,30 @@ export function normFusable(norm: RmsNormPrologue, dtype: FloatDType): boolean {
   return norm.weight.dtype === dtype;
 }
 
+/**
+ * Words (16 bytes) of workgroup memory in which the `gemv16` kernels' RMSNorm prologue stages the
+ * normed rows of `x:[M, K]`: `M·K / (8 in f16, 4 in f32)` when they fit beside the kernel's other
+ * workgroup arrays (`256·M` f32 partial sums and 16 row scales) within `maxWorkgroupBytes`, else
+ * 1 (not staged: every lane renormalises the words it reads; the same values either way). Staged,
+ * the H200 took 11.5 µs instead of 13.3 for Qwen3-0.6B's q/k/v at M = 1 (f16) and 14.2 instead
+ * of 17.3 for its SwiGLU (`bench/dispatch_floor.ts`); staging the plain x as well was slower.
+ *
+ * @param M Rows of x (1..16).
+ * @param K Inner size (a whole number of words).
+ * @param dtype Storage dtype.
+ * @param maxWorkgroupBytes The device's `maxComputeWorkgroupStorageSize`.
+ * @returns Words to stage (the `XS` pipeline constant).
+ */
+export function gemvNormStagedWords(
+  M: number,
+  K: number,
+  dtype: FloatDType,
+  maxWorkgroupBytes: number,
+): number {
+  const words = (M * K) / (dtype === "f16" ? 8 : 4);
+  return words * 16 + 256 * M * 4 + 16 * 4 <= maxWorkgroupBytes ? words : 1;
+}
+
 /** One dispatch of `shaders/gemv.wgsl` over bound windows (element offsets inside them). */
 export interface Gemv16Dispatch {
   /** Kernel: `gemv16` (`res + x·wᵀ + bias`), `gemv16_swiglu` or `gemv16_qkv(_bias)`. */
@@ -153,11 +178,14 @@ export interface Gemv16Dispatch {
  */
 export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
   const EPV = d.dtype === "f16" ? 8 : 4;
+  const XS = d.norm
+    ? gemvNormStagedWords(d.M, d.K, d.dtype, gpu.limits.maxComputeWorkgroupStorageSize)
+    : 1;
   const k = gpu.kernel({
     shader: "gemv",
     entry: d.entry,
     defines: { T: d.dtype },
-    constants: { EPV, MR: d.M, NORM: d.norm ? 1 : 0, RED: 256 * d.M },
+    constants: { EPV, MR: d.M, NORM: d.norm ? 1 : 0, RED: 256 * d.M, XS },
   });
   const gain = d.norm?.gain ?? d.x;
   const N2 = d.N2 ?? 0, N3 = d.N3 ?? 0;

@@ -9,7 +9,12 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { roundToF16 } from "../../src/tensor/dtype.ts";
-import { gemv, gemvReference, rmsNormRowsReference } from "../../src/ops/gemv.ts";
+import {
+  gemv,
+  gemvNormStagedWords,
+  gemvReference,
+  rmsNormRowsReference,
+} from "../../src/ops/gemv.ts";
 import { linear, linearReference, type MatmulVariant } from "../../src/ops/matmul.ts";
 import { linearSwiglu, linearSwigluReference } from "../../src/ops/linear_swiglu.ts";
 import { rmsNorm } from "../../src/ops/rmsnorm.ts";
@@ -190,6 +195,46 @@ Deno.test({
     for (const name of ["q", "k", "v"] as const) {
       using o = qkv[name];
       assertClose(await o.toArray(), got, t, `linearQkv norm f16 ${name} vs gemv`);
+    }
+  },
+});
+
+Deno.test({
+  name: "the norm prologue stages the normed rows in workgroup memory where they fit and " +
+    "renormalises each word read where they do not: gemv, q/k/v and SwiGLU agree either way",
+  ...GPU_TEST,
+  fn: async () => {
+    const limit = gpu.limits.maxComputeWorkgroupStorageSize;
+    for (const dtype of FLOAT_DTYPES) {
+      const epv = dtype === "f16" ? 8 : 4;
+      // M = 1 with K = 64 words fits any device (1 KB + 1 KB); M = 16 with enough words that
+      // the staged rows alone exceed the limit does not.
+      const big = Math.ceil(limit / 16 / 16) + 3;
+      for (const [M, words, staged] of [[1, 64, true], [16, big, false]] as const) {
+        const K = words * epv, N = 6;
+        assert.equal(gemvNormStagedWords(M, K, dtype, limit) > 1, staged, `[${M}, ${K}] staged`);
+        const x = data(M * K, M + K, dtype), g = data(K, K, dtype);
+        const w = data(N * K, 5, dtype), w2 = data(N * K, 6, dtype), w3 = data(3 * K, 7, dtype);
+        using tx = Tensor.fromArray(gpu, x, [M, K], dtype);
+        using tg = Tensor.fromArray(gpu, g, [K], dtype);
+        using tw = Tensor.fromArray(gpu, w, [N, K], dtype);
+        using tw2 = Tensor.fromArray(gpu, w2, [N, K], dtype);
+        using tw3 = Tensor.fromArray(gpu, w3, [3, K], dtype);
+        const norm = { weight: tg, eps: EPS };
+        const xn = normedStored(x, g, dtype), label = `${dtype} [${M}, ${K}] staged ${staged}`;
+        const t = chainTol(dtype, K);
+        using y = gemv(tx, tw, { norm });
+        assertClose(await y.toArray(), gemvReference(xn, w, M, K, N), t, `gemv ${label}`);
+        const qkv = linearQkv(tx, tw, tw2, tw3, { norm, variant: "fused" });
+        using q = qkv.q, k = qkv.k, v = qkv.v;
+        assertClose(await q.toArray(), gemvReference(xn, w, M, K, N), t, `q ${label}`);
+        assertClose(await k.toArray(), gemvReference(xn, w2, M, K, N), t, `k ${label}`);
+        assertClose(await v.toArray(), gemvReference(xn, w3, M, K, 3), t, `v ${label}`);
+        using s = linearSwiglu(tx, tw, tw2, { norm, variant: "fused" });
+        const ref = linearSwigluReference(xn, [M, K], w, w2, N);
+        const ts = { atol: t.atol * Math.sqrt(K), rtol: t.rtol };
+        assertClose(await s.toArray(), ref, ts, `swiglu ${label}`);
+      }
     }
   },
 });
