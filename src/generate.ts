@@ -255,21 +255,22 @@ export async function* generate(
         const finished = step >= opts.maxTokens;
         if (pending === every || finished) {
           // One readback a chunk: the sampled tokens, with the cache's lengths and counters (its
-          // room for the next chunk and the accounting).
-          const { bytes: [logBytes], stats } = await cache.reserveAndRead(finished ? 0 : every, [
-            { buffer: log.buffer, size: B * every * 4 },
-          ]);
-          const rows = new Int32Array(logBytes);
+          // room for the rest of the generation, none once every sequence is done, and the
+          // accounting).
           const chunkOut: number[][] = prompts.map(() => []);
-          for (let b = 0; b < B; b++) {
-            for (let i = 0; i < pending && !done[b]; i++) {
-              const t = rows[b * every + i];
-              chunkOut[b].push(t);
-              all[b].push(t);
-              if (eos.has(t)) done[b] = true;
+          const { stats } = await cache.reserveAndRead((bytes) => {
+            const rows = new Int32Array(bytes[0]);
+            for (let b = 0; b < B; b++) {
+              for (let i = 0; i < pending && !done[b]; i++) {
+                const t = rows[b * every + i];
+                chunkOut[b].push(t);
+                all[b].push(t);
+                if (eos.has(t)) done[b] = true;
+              }
+              if (finished) done[b] = true;
             }
-            if (finished) done[b] = true;
-          }
+            return done.every((d) => d) ? 0 : Math.min(every, opts.maxTokens - step);
+          }, [{ buffer: log.buffer, size: B * every * 4 }]);
           pending = 0;
           if (done.every((d) => d)) {
             final = stats;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { parseConfig } from "../src/model/config.ts";
 import { createModel } from "../src/model/model.ts";
-import { generate, type GenerateResult } from "../src/generate.ts";
+import { createCacheFor, generate, type GenerateResult } from "../src/generate.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import { fcParams, gpu, GPU_TEST } from "./_util.ts";
 
@@ -236,6 +236,29 @@ Deno.test({
         gpu.readMany = orig;
         model.dispose();
       }
+    }
+  },
+});
+
+Deno.test({
+  name: "generation that ends at EOS reserves no room past its end (the pools stay as the " +
+    "final accounting reports them)",
+  ...GPU_TEST,
+  fn: async () => {
+    const model = createModel(gpu, tinyConfig(true), { seed: 3 });
+    try {
+      // Every token is EOS: both sequences finish in the first chunk of 8.
+      using cache = createCacheFor(model, 2, "dms", { preallocateTokens: 2 });
+      const res = await run(generate(model, [[3, 4, 5], [6, 7, 8]], {
+        maxTokens: 64,
+        readbackEvery: 8,
+        eosTokenIds: Array.from({ length: 64 }, (_, t) => t),
+        cache,
+      }));
+      assert.deepEqual(res.tokens.map((t) => t.length), [1, 1]);
+      assert.equal((await cache.stats()).allocatedBytes, res.stats.allocatedBytes);
+    } finally {
+      model.dispose();
     }
   },
 });

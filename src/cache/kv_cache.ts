@@ -8,8 +8,7 @@
  * @example One model step through any cache
  * ```ts
  * import type { KvCache } from "./kv_cache.ts";
- * import type { ReadRange } from "../gpu/readback.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+ * import type { Tensor } from "../tensor/tensor.ts";
  * declare const cache: KvCache;
  * declare const q: Tensor, k: Tensor, v: Tensor, d: Tensor; // q:[B,Hq,n,D] k,v:[B,Hkv,n,D] d:[B,Hkv,n]
  * await cache.reserve(64);                       // every 64 tokens: at most one readback
@@ -121,14 +120,18 @@ export interface KvCache extends Disposable {
    * {@linkcode KvCache.reserve} and {@linkcode KvCache.stats} in one readback, together with
    * byte ranges the caller reads anyway: generation reads its sampled tokens this way, so a chunk
    * of decode steps costs one readback whatever the cache needs. Call it between steps, with
-   * nothing encoded while it waits.
+   * nothing encoded while it waits. (Added to the interface on 2026-12-04: a cache implemented
+   * outside this package needs it too.)
    *
-   * @param steps Room to make on every page, as in `reserve` (0: none).
+   * @param steps Room to make on every page, as in `reserve` (0: none), or a function of the
+   *   `extra` bytes that returns it (generation reserves 0 once the tokens read show every
+   *   sequence finished).
    * @param extra Ranges to read back in the same readback.
-   * @returns The bytes of `extra` in order, and the accounting as of the readback.
+   * @returns The bytes of `extra` in order, and the accounting as of the readback (before any
+   *   block is allocated).
    */
   reserveAndRead(
-    steps: number,
+    steps: number | ((extra: ArrayBuffer[]) => number),
     extra: readonly ReadRange[],
   ): Promise<{ bytes: ArrayBuffer[]; stats: KvCacheStats }>;
 

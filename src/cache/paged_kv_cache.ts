@@ -186,18 +186,23 @@ export class PagedKvCache implements KvCache {
    * readback; the accounting is taken before any block is allocated.
    */
   async reserveAndRead(
-    steps: number,
+    steps: number | ((extra: ArrayBuffer[]) => number),
     extra: readonly ReadRange[],
   ): Promise<{ bytes: ArrayBuffer[]; stats: KvCacheStats }> {
     const s = this.storage;
-    if (!Number.isInteger(steps) || steps < 0) {
-      throw new RangeError(`reserveAndRead: steps must be an integer >= 0, got ${steps}`);
-    }
-    const bytes = await s.gpu.readMany([...extra, ...s.counterRanges()]);
-    const lens = new Int32Array(bytes[extra.length]);
-    const stats = this.#statsFrom(lens, new Uint32Array(bytes[extra.length + 1]));
-    s.reserveFrom(lens, steps);
-    return { bytes: bytes.slice(0, extra.length), stats };
+    const check = (n: number) => {
+      if (!Number.isInteger(n) || n < 0) {
+        throw new RangeError(`reserveAndRead: steps must be an integer >= 0, got ${n}`);
+      }
+      return n;
+    };
+    if (typeof steps === "number") check(steps);
+    const all = await s.gpu.readMany([...extra, ...s.counterRanges()]);
+    const bytes = all.slice(0, extra.length);
+    const lens = new Int32Array(all[extra.length]);
+    const stats = this.#statsFrom(lens, new Uint32Array(all[extra.length + 1]));
+    s.reserveFrom(lens, check(typeof steps === "number" ? steps : steps(bytes)));
+    return { bytes, stats };
   }
 
   /** The accounting from the lengths `[layers · pages]` and the GPU counters. */

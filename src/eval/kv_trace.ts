@@ -192,7 +192,7 @@ export class TracedKvCache implements KvCache {
   }
   /** See {@linkcode KvCache.reserveAndRead}. */
   reserveAndRead(
-    steps: number,
+    steps: number | ((extra: ArrayBuffer[]) => number),
     extra: readonly ReadRange[],
   ): Promise<{ bytes: ArrayBuffer[]; stats: KvCacheStats }> {
     return this.inner.reserveAndRead(steps, extra);

@@ -139,11 +139,21 @@ Deno.test({
           if ((t0 + 1) % 8 !== 0) return;
           calls++;
           const before = reads;
-          const got = await cache.reserveAndRead(8, [{ buffer: marker.buffer, size: 12 }]);
+          // Every other call passes the steps as a function of the bytes read.
+          let seen: number[] | undefined;
+          const steps = calls % 2 ? 8 : (bytes: ArrayBuffer[]) => {
+            seen = [...new Int32Array(bytes[0])];
+            return 8;
+          };
+          const got = await cache.reserveAndRead(steps, [{ buffer: marker.buffer, size: 12 }]);
           assert.equal(reads - before, 1, `one readback at t0 = ${t0}`);
           assert.deepEqual([...new Int32Array(got.bytes[0])], [7, -8, 9]);
+          if (calls % 2 === 0) assert.deepEqual(seen, [7, -8, 9]);
           assert.equal(got.stats.tokensSeen, t0 + 1);
           assert.deepEqual(got.stats.lengths, [[Math.min(3, t0 + 1), Math.min(3, t0 + 1)]]);
+          const { allocatedBytes: _a, ...now } = await cache.stats();
+          const { allocatedBytes: _b, ...read } = got.stats;
+          assert.deepEqual(read, now, `the accounting read with the bytes at t0 = ${t0}`);
         },
       });
     } finally {
@@ -157,6 +167,7 @@ Deno.test({
     assert.deepEqual(last.bytes, []);
     assert.deepEqual(last.stats, await cache.stats());
     await assert.rejects(() => cache.reserveAndRead(1.5, []), /steps must be an integer >= 0/);
+    await assert.rejects(() => cache.reserveAndRead(() => -1, []), /steps must be an integer >= 0/);
   },
 });
 
