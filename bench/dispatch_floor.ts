@@ -14,9 +14,13 @@
  *   and write one sum per workgroup, into one
  *   output buffer for all dispatches (a barrier each) or into one buffer per dispatch.
  *
- * The PyTorch twin (bench/torch_dispatch_floor.py) times the same two shapes on CUDA: N tiny
- * in-place adds and N sums over S MB, captured as one CUDA graph, when `python3` has torch with
- * CUDA (`--no-torch` skips it).
+ * The stream cases rotate over copies of their input summing to >= 128 MB (more than the H200's
+ * 60 MB L2), so every dispatch reads HBM as a decode step's GEMVs do.
+ *
+ * The PyTorch twin (bench/torch_dispatch_floor.py) times the same work on CUDA, captured as one
+ * CUDA graph: N in-place adds on 64 words (beside the 1-workgroup row) and N sums over S MB with
+ * the same rotation (`torch.sum` reduces to one scalar: not the same kernel), when `python3` has
+ * torch with CUDA (`--no-torch` skips it).
  *
  * Timing: each case records its N dispatches in one pass per sample; 20 untimed samples then
  * `--reps` timed ones run back to back (see `time`), so the GPU's clock is up when timed.
@@ -64,7 +68,11 @@ if (!gpu.hasTimestamps) {
 }
 const device = gpu.device;
 const cpu = isCpuAdapter(gpu);
-const N = Number(values.dispatches), REPS = Number(values.reps), WARM = cpu ? 1 : 20;
+const N = Number(values.dispatches), REPS = Number(values.reps);
+/** Untimed work before each case's timed samples, in ms of wall time (the GPU busy meanwhile). */
+const WARM_MS = cpu ? 0 : 150;
+/** The stream cases and the GEMVs rotate over copies of their inputs summing to at least this. */
+const ROTATE_MB = cpu ? 1 : 128;
 const sizes = (values.sizes ?? (cpu || values.quick ? "1" : "1,4,16,64")).split(",").map(Number);
 for (
   const [name, v] of [["--dispatches", N], ["--reps", REPS], ...sizes.map((s) => ["--sizes", s])]
@@ -112,11 +120,24 @@ const storage = (size: number) =>
   device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
 
 /**
- * Median GPU µs per dispatch of `N` dispatches `record` puts in one timestamped pass. The passes
- * run back to back (`WARM` untimed, then `REPS` timed, one submit each, one readback at the end):
- * an H200 lowers its SM clock from 1980 to 345 MHz after ~3.5 s of light load (a readback per
- * small pass is light load) and small kernels then take 4-5x as long; back-to-back work keeps
- * the clock up.
+ * Untimed work before a timed sample: `submitOne` (which submits one untimed sample) four times
+ * per round, each round waited for, until `WARM_MS` of wall time have passed (at least one round):
+ * the GPU stays busy and its clock comes up before the timed samples.
+ */
+async function warm(submitOne: () => void): Promise<void> {
+  const t0 = performance.now();
+  do {
+    for (let i = 0; i < 4; i++) submitOne();
+    await device.queue.onSubmittedWorkDone();
+  } while (performance.now() - t0 < WARM_MS);
+}
+
+/**
+ * Median GPU µs per dispatch of `N` dispatches `record` puts in one timestamped pass. Untimed
+ * passes run back to back for `WARM_MS` first (see {@linkcode warm}), then `REPS` timed ones, one
+ * submit each, one readback at the end: an H200 lowers its SM clock from 1980 to 345 MHz after
+ * ~3.5 s of light load (a readback per small pass is light load) and small kernels then take
+ * 4-5x as long; back-to-back work keeps the clock up.
  */
 async function time(record: (pass: GPUComputePassEncoder, i: number) => void): Promise<number> {
   const qs = device.createQuerySet({ type: "timestamp", count: 2 * REPS });
@@ -128,7 +149,7 @@ async function time(record: (pass: GPUComputePassEncoder, i: number) => void): P
     size: 16 * REPS,
     usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
   });
-  for (let r = -WARM; r < REPS; r++) {
+  const submit = (r: number) => {
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass(
       r < 0 ? {} : {
@@ -146,7 +167,9 @@ async function time(record: (pass: GPUComputePassEncoder, i: number) => void): P
       enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * REPS);
     }
     device.queue.submit([enc.finish()]);
-  }
+  };
+  await warm(() => submit(-1));
+  for (let r = 0; r < REPS; r++) submit(r);
   await read.mapAsync(GPUMapMode.READ);
   const t = new BigUint64Array(read.getMappedRange().slice(0));
   read.unmap();
@@ -194,23 +217,29 @@ const rows: Row[] = [];
 
 for (const mb of sizes) {
   const bytes = mb * 1024 * 1024, vecsPerWg = Math.ceil(bytes / 16 / WG);
-  const src = storage(vecsPerWg * WG * 16);
+  // Enough copies that consecutive dispatches never find their bytes in the 60 MB L2: a decode
+  // step streams its weights from HBM once a token.
+  const srcs = Array.from(
+    { length: Math.max(2, Math.ceil(ROTATE_MB / mb)) },
+    () => storage(vecsPerWg * WG * 16),
+  );
   const uni = device.createBuffer({
     size: 16,
     usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
   });
   device.queue.writeBuffer(uni, 0, new Uint32Array([vecsPerWg, 0, 0, 0]));
   const outs = Array.from({ length: N + 1 }, () => storage(WG * 4));
-  const groups = outs.map((o) =>
+  const group = (i: number, o: GPUBuffer) =>
     device.createBindGroup({
       layout: streamPipe.getBindGroupLayout(0),
       entries: [
-        { binding: 0, resource: { buffer: src } },
+        { binding: 0, resource: { buffer: srcs[i % srcs.length] } },
         { binding: 1, resource: { buffer: o } },
         { binding: 2, resource: { buffer: uni } },
       ],
-    })
-  );
+    });
+  const own = outs.slice(0, N).map((o, i) => group(i, o));
+  const shared = Array.from({ length: N }, (_, i) => group(i, outs[N]));
   const run = (g: (i: number) => GPUBindGroup) =>
     time((pass, i) => {
       pass.setPipeline(streamPipe);
@@ -220,15 +249,16 @@ for (const mb of sizes) {
   rows.push({
     kernel: `stream ${mb} MB, ${WG} workgroups`,
     mb,
-    dependent: await run(() => groups[N]),
-    independent: await run((i) => groups[i]),
+    dependent: await run((i) => shared[i]),
+    independent: await run((i) => own[i]),
   });
-  for (const b of [src, uni, ...outs]) b.destroy();
+  for (const b of [...srcs, uni, ...outs]) b.destroy();
 }
 
 // The decode step's GEMVs (Qwen3-0.6B shapes, M = 1), each `N` times in the same back-to-back
 // regime (every output disposed at once, so the pool hands the next call the same buffer: a
-// barrier each, as in a decode step), beside the plain gemv16 of the same bytes.
+// barrier each, as in a decode step), beside the plain gemv16 of the same bytes. Each op rotates
+// over copies of its weights summing to >= ROTATE_MB, so they come from HBM as in a decode step.
 interface OpRow {
   op: string;
   mb: number;
@@ -236,57 +266,77 @@ interface OpRow {
 }
 const opRows: OpRow[] = [];
 {
-  const dtype = gpu.hasF16 ? "f16" : "f32", bytes = dtype === "f16" ? 2 : 4;
+  const dtype: "f16" | "f32" = gpu.hasF16 ? "f16" : "f32", bytes = dtype === "f16" ? 2 : 4;
   const K = cpu ? 128 : 1024, F = 3 * K, Q = 2 * K, N2 = K;
   const t = (shape: number[], seed: number) =>
     Tensor.fromArray(gpu, random(shape[0] * (shape[1] ?? 1), seed, -0.05, 0.05), shape, dtype);
   using x = t([1, K], 1), gain = t([K], 2), res = t([1, K], 3), a2 = t([1, Q], 4);
-  using a3 = t([1, F], 5), wq = t([Q, K], 6), wk = t([N2, K], 7), wv = t([N2, K], 8);
-  using gate = t([F, K], 9), up = t([F, K], 10), wo = t([K, Q], 11), wd = t([K, F], 12);
-  using w4 = t([4 * K, K], 13);
+  using a3 = t([1, F], 5);
   const norm = { weight: gain, eps: 1e-6 };
-  const mb = (...ws: Tensor[]) => ws.reduce((n, w) => n + w.shape[0] * w.shape[1], 0) * bytes / 1e6;
-  const ops: [string, number, () => void][] = [
-    [`norm + q/k/v (gemv16_qkv) ${Q}+${N2}+${N2}×${K}`, mb(wq, wk, wv), () => {
+  /** Copies of seeded weights of these shapes, enough sets to reach ROTATE_MB. */
+  const sets = (shapes: number[][], seed: number): Tensor<"f16" | "f32">[][] => {
+    const first = shapes.map((sh, i) => t(sh, seed + i));
+    const mb = first.reduce((n, w) => n + w.size * bytes, 0) / 1e6;
+    const out = [first];
+    for (let c = 1; c < Math.max(2, Math.ceil(ROTATE_MB / mb)); c++) {
+      out.push(first.map((w) => {
+        const copy = Tensor.empty(gpu, w.shape, dtype) as Tensor<"f16" | "f32">;
+        gpu.encoder().copyBufferToBuffer(w.buffer, 0, copy.buffer, 0, w.size * bytes);
+        return copy;
+      }));
+    }
+    return out;
+  };
+  const qkv = sets([[Q, K], [N2, K], [N2, K]], 6), mlp = sets([[F, K], [F, K]], 9);
+  const wo = sets([[K, Q]], 11), wd = sets([[K, F]], 12), w4 = sets([[4 * K, K]], 13);
+  const mb = (s: Tensor<"f16" | "f32">[][]) => s[0].reduce((n, w) => n + w.size, 0) * bytes / 1e6;
+  const at = (s: Tensor<"f16" | "f32">[][], i: number) => s[i % s.length];
+  const ops: [string, number, (i: number) => void][] = [
+    [`norm + q/k/v (gemv16_qkv) ${Q}+${N2}+${N2}×${K}`, mb(qkv), (i) => {
+      const [wq, wk, wv] = at(qkv, i);
       const r = linearQkv(x, wq, wk, wv, { norm, variant: "fused" });
       r.q.dispose();
       r.k.dispose();
       r.v.dispose();
     }],
-    [
-      `norm + SwiGLU (gemv16_swiglu) 2×${F}×${K}`,
-      mb(gate, up),
-      () => linearSwiglu(x, gate, up, { norm, variant: "fused" }).dispose(),
-    ],
+    [`norm + SwiGLU (gemv16_swiglu) 2×${F}×${K}`, mb(mlp), (i) => {
+      const [gate, up] = at(mlp, i);
+      linearSwiglu(x, gate, up, { norm, variant: "fused" }).dispose();
+    }],
     [
       `o + residual (gemv16) ${K}×${Q}`,
       mb(wo),
-      () => linear(a2, wo, { residual: res, variant: "gemv16" }).dispose(),
+      (i) => linear(a2, at(wo, i)[0], { residual: res, variant: "gemv16" }).dispose(),
     ],
     [
       `down + residual (gemv16) ${K}×${F}`,
       mb(wd),
-      () => linear(a3, wd, { residual: res, variant: "gemv16" }).dispose(),
+      (i) => linear(a3, at(wd, i)[0], { residual: res, variant: "gemv16" }).dispose(),
     ],
-    [`gemv16 ${4 * K}×${K}`, mb(w4), () => gemv(x, w4).dispose()],
-    [`norm + gemv16 ${4 * K}×${K}`, mb(w4), () => gemv(x, w4, { norm }).dispose()],
+    [`gemv16 ${4 * K}×${K}`, mb(w4), (i) => gemv(x, at(w4, i)[0]).dispose()],
+    [`norm + gemv16 ${4 * K}×${K}`, mb(w4), (i) => gemv(x, at(w4, i)[0], { norm }).dispose()],
   ];
   for (const [op, m, fn] of ops) opRows.push({ op, mb: m, us: await timeOps(fn) });
+  for (const s of [qkv, mlp, wo, wd, w4]) s.flat().forEach((w) => w.dispose());
 }
 
 /** {@linkcode time} for library ops: `N` calls of `fn` per timestamped sample, back to back. */
-async function timeOps(fn: () => void): Promise<number> {
+async function timeOps(fn: (i: number) => void): Promise<number> {
   const qs = device.createQuerySet({ type: "timestamp", count: 2 * REPS });
   const resolve = device.createBuffer({
     size: 16 * REPS,
     usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
   });
-  for (let r = -WARM; r < REPS; r++) {
+  await warm(() => {
+    for (let i = 0; i < N; i++) fn(i);
+    gpu.flush();
+  });
+  for (let r = 0; r < REPS; r++) {
     const begin = { querySet: qs, beginningOfPassWriteIndex: 2 * r };
     const end = { querySet: qs, endOfPassWriteIndex: 2 * r + 1 };
-    if (r >= 0) gpu.encoder().beginComputePass({ timestampWrites: begin }).end();
-    for (let i = 0; i < N; i++) fn();
-    if (r >= 0) gpu.encoder().beginComputePass({ timestampWrites: end }).end();
+    gpu.encoder().beginComputePass({ timestampWrites: begin }).end();
+    for (let i = 0; i < N; i++) fn(i);
+    gpu.encoder().beginComputePass({ timestampWrites: end }).end();
     gpu.flush();
   }
   gpu.encoder().resolveQuerySet(qs, 0, 2 * REPS, resolve, 0);
@@ -301,8 +351,12 @@ if (!values["no-torch"] && !cpu && await torchCuda()) {
   try {
     const t = await runPython("torch_dispatch_floor.py", { dispatches: N, sizes, reps: REPS });
     const us = t.us as Record<string, number>;
-    for (const r of rows) r.torch = r.mb === 0 ? us.tiny : us[String(r.mb)];
-    torchNote = ` PyTorch ${t.torch}, ${t.device}: one CUDA graph of the same ${N} kernels.`;
+    for (const r of rows) {
+      r.torch = r.mb ? us[String(r.mb)] : r.kernel.startsWith("tiny, 1 ") ? us.tiny : undefined;
+    }
+    torchNote =
+      ` PyTorch ${t.torch}, ${t.device}: ${N} kernels of the same work as one CUDA graph ` +
+      `(in-place adds on 64 words; sums over the same rotating bytes, into one scalar).`;
   } catch (e) {
     torchNote = ` PyTorch twin failed: ${(e as Error).message}`;
   }

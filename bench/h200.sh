@@ -29,14 +29,16 @@ md="$OUT/bench.md"
 clocks=/tmp/bench-clocks.csv
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=clocks.sm --format=csv,noheader,nounits -lms 200 >"$clocks" 2>/dev/null &
-  trap 'kill $! 2>/dev/null' EXIT
+  clock_pid=$!
+  trap 'kill "$clock_pid" 2>/dev/null' EXIT
 fi
 
 section() { # name seconds args...
   local name=$1 limit=$2
   shift 2
   local t=$SECONDS
-  local from=$(wc -l <"$clocks" 2>/dev/null || echo 0)
+  local from=0
+  [ -f "$clocks" ] && from=$(wc -l <"$clocks")
   timeout "$limit" deno run -A bench/main.ts --full --sections "$name" --json "$OUT/$name.json" \
     -- "$@" 2>&1 | tee -a "$md"
   local rc=${PIPESTATUS[0]}
@@ -64,7 +66,7 @@ section e2e 110 --contexts 2048 --tokens 256
 # (f) parallel chains at 2K from one prompt, B 8 and 64, within a 2 GB KV budget (dense fits B = 8,
 # DMS at CR 8 fits 64). At 8K only dense B = 8 finished within 75 s on 2026-12-03.
 section chains 80 --contexts 2048 --batches 8,64 --tokens 64 --budget-gb 2 --max-seconds 60
-# (e) what a dispatch costs the GPU (with and without a barrier, tiny and 1-64 MB kernels) and the
+# What a dispatch costs the GPU (with and without a barrier, tiny and 1-64 MB kernels) and the
 # decode step's GEMVs in the same back-to-back regime; the PyTorch CUDA-graph twin.
 section floor 60
 echo "total $SECONDS s" | tee -a "$md"

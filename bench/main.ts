@@ -11,7 +11,7 @@
  * | `kernels` (c) | kernels.ts | matmul / GEMV at the model's shapes, sizes past the 60 MB L2; PyTorch twin |
  * | `e2e` (d, e) | generate.ts | end-to-end decode tok/s at 2K and 32K, B = 1, dense and DMS at forced CR 8; dispatches, submits and readbacks per token; PyTorch eager and CUDA-graph twin |
  * | `chains` (f) | chains.ts | parallel chains B = 8–64 from one prompt at 8K–32K, tok/s, peak KV bytes, largest batch in a fixed KV budget |
- * | `floor` (e) | dispatch_floor.ts | GPU µs per dispatch in one pass (with and without a barrier; tiny and 1–64 MB memory-bound kernels) and the decode step's GEMVs in the same regime; PyTorch CUDA-graph twin |
+ * | `floor` | dispatch_floor.ts | GPU µs per dispatch in one pass (with and without a barrier; tiny and 1–64 MB memory-bound kernels) and the decode step's GEMVs in the same regime; PyTorch CUDA-graph twin |
  *
  * Usage: `deno task bench [--sections attention,prefill,kernels,e2e,chains,floor] [--quick] [--full]
  * [--no-torch] [--json FILE]` (letters a–f work too; e is part of e2e). On a CPU adapter

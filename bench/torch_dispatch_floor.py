@@ -1,7 +1,8 @@
 """PyTorch twin of bench/dispatch_floor.ts: N kernels captured as one CUDA graph.
 
 `tiny`: N in-place adds on a 64-element int32 tensor (one small kernel each);
-`S` MB: N sums over S MB of int32 (one memory-bound reduction each, into one output).
+`S` MB: N sums over S MB of int32 (one memory-bound reduction each, into one output), over
+copies summing to >= 128 MB read in turn (as bench/dispatch_floor.ts rotates its inputs).
 Prints one JSON line: {"us": {"tiny": µs per kernel, "1": ..., ...}, "torch", "device"}.
 """
 
@@ -48,12 +49,14 @@ def main():
 
     out["tiny"] = per_kernel_us(tiny, n, reps)
     for mb in cfg["sizes"]:
-        src = torch.ones(mb * 1024 * 1024 // 4, dtype=torch.int32, device=dev)
+        # copies summing to >= 128 MB, read in turn: every sum reads HBM, not the 60 MB L2
+        srcs = [torch.ones(mb * 1024 * 1024 // 4, dtype=torch.int32, device=dev)
+                for _ in range(max(2, -(-128 // mb)))]
         dst = torch.zeros((), dtype=torch.int32, device=dev)
 
         def stream():
-            for _ in range(n):
-                torch.sum(src, 0, dtype=torch.int32, out=dst)
+            for i in range(n):
+                torch.sum(srcs[i % len(srcs)], 0, dtype=torch.int32, out=dst)
 
         out[str(mb)] = per_kernel_us(stream, n, reps)
     print(json.dumps({"us": out, "torch": torch.__version__, "device": torch.cuda.get_device_name()}))
