@@ -110,6 +110,11 @@ export interface GenerateChunk {
   done: boolean[];
   /** The cache's accounting, on the last chunk only (so `for await` reaches it too). */
   stats?: KvCacheStats;
+  /**
+   * The cache's accounting as of this chunk's readback, on every chunk (read with the tokens: no
+   * readback of its own). On the last chunk it equals `stats`.
+   */
+  cacheStats: KvCacheStats;
 }
 
 /** What {@linkcode generate} returns when it finishes. */
@@ -274,10 +279,10 @@ export async function* generate(
           pending = 0;
           if (done.every((d) => d)) {
             final = stats;
-            yield { tokens: chunkOut, done: [...done], stats: final };
+            yield { tokens: chunkOut, done: [...done], stats: final, cacheStats: stats };
             break;
           }
-          yield { tokens: chunkOut, done: [...done] };
+          yield { tokens: chunkOut, done: [...done], cacheStats: stats };
         }
         posT.write(Array.from({ length: B }, () => start + P + step - 1));
         const l = model.forward(next, {

@@ -323,7 +323,7 @@ async function* run(
       tokens.push(...chunk.tokens[0]);
       stats = chunk.stats ?? stats;
       if (o.trace) {
-        const s = chunk.stats ?? await cache.stats();
+        const s = chunk.cacheStats;
         trace.push({
           policy,
           tokensSeen: s.tokensSeen,

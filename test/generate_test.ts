@@ -213,6 +213,8 @@ Deno.test({
           eosTokenIds: [],
         });
         const seen: number[] = [];
+        let sampled = 0;
+        const res0 = (c: { tokens: number[][] }) => (sampled += c.tokens[0].length);
         let res: GenerateResult;
         while (true) {
           const r = await gen.next();
@@ -221,6 +223,8 @@ Deno.test({
             break;
           }
           seen.push(reads);
+          // 3 prompt tokens, then every sampled token but the last is in the cache
+          assert.equal(r.value.cacheStats.tokensSeen, 3 + res0(r.value) - 1);
         }
         assert.equal(seen.length, 5);
         assert.ok(seen[0] <= 2, `${seen[0]} readbacks up to the first chunk (dms ${dms})`);

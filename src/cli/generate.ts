@@ -148,7 +148,7 @@ async function run(args: string[]): Promise<number> {
       tokens.push(...ts);
       stats = chunk.stats ?? stats;
       if (json) {
-        const s = chunk.stats ?? await cache.stats();
+        const s = chunk.cacheStats;
         trace.push({
           policy,
           tokensSeen: s.tokensSeen,
