@@ -10,7 +10,7 @@
  *   others only start and end), every dispatch the same buffer (a read-write hazard: WebGPU
  *   orders them with a barrier) or each dispatch its own buffer (no hazard, no barrier);
  * - `stream S MB dependent / independent`: 1024 workgroups of 256 threads read S MB as 16-byte
- *   words (a read-only input shared by all dispatches), sum them in a tree in workgroup memory
+ *   words (read-only inputs, see the rotation below), sum them in a tree in workgroup memory
  *   and write one sum per workgroup, into one
  *   output buffer for all dispatches (a barrier each) or into one buffer per dispatch.
  *
@@ -22,8 +22,9 @@
  * the same rotation (`torch.sum` reduces to one scalar: not the same kernel), when `python3` has
  * torch with CUDA (`--no-torch` skips it).
  *
- * Timing: each case records its N dispatches in one pass per sample; 20 untimed samples then
- * `--reps` timed ones run back to back (see `time`), so the GPU's clock is up when timed.
+ * Timing: each case records its N dispatches in one pass per sample; untimed samples for 300 ms
+ * (`warm`), then `--reps` timed ones back to back (see `time`), so the GPU's clock is up when
+ * timed. `--dispatches` stays below 1024 so that a sample is one submit.
  *
  * Usage: `deno run -A bench/dispatch_floor.ts [--dispatches 256] [--sizes 1,4,16,64] [--reps 5]
  * [--quick] [--no-torch] [--json FILE]`. On a CPU adapter (lavapipe) or with `--quick` the sizes
@@ -70,10 +71,14 @@ const device = gpu.device;
 const cpu = isCpuAdapter(gpu);
 const N = Number(values.dispatches), REPS = Number(values.reps);
 /** Untimed work before each case's timed samples, in ms of wall time (the GPU busy meanwhile). */
-const WARM_MS = cpu ? 0 : 150;
+const WARM_MS = cpu ? 0 : 300;
 /** The stream cases and the GEMVs rotate over copies of their inputs summing to at least this. */
 const ROTATE_MB = cpu ? 1 : 128;
 const sizes = (values.sizes ?? (cpu || values.quick ? "1" : "1,4,16,64")).split(",").map(Number);
+if (N >= 1024) {
+  console.error(`dispatch_floor: --dispatches must be below 1024 (one submit a sample), got ${N}`);
+  Deno.exit(2);
+}
 for (
   const [name, v] of [["--dispatches", N], ["--reps", REPS], ...sizes.map((s) => ["--sizes", s])]
 ) {
@@ -120,15 +125,20 @@ const storage = (size: number) =>
   device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
 
 /**
- * Untimed work before a timed sample: `submitOne` (which submits one untimed sample) four times
- * per round, each round waited for, until `WARM_MS` of wall time have passed (at least one round):
- * the GPU stays busy and its clock comes up before the timed samples.
+ * Untimed work before a timed sample: rounds of `submitOne` (which submits one untimed sample),
+ * each round waited for, until `WARM_MS` of wall time have passed (at least one round): the GPU
+ * stays busy and its clock comes up before the timed samples.
  */
 async function warm(submitOne: () => void): Promise<void> {
+  // Rounds double until one takes >= 40 ms, so the ~11 ms a wait costs in Deno leaves the GPU
+  // busy most of the time (light load is what lowers the clock).
   const t0 = performance.now();
+  let n = 4;
   do {
-    for (let i = 0; i < 4; i++) submitOne();
+    const r0 = performance.now();
+    for (let i = 0; i < n; i++) submitOne();
     await device.queue.onSubmittedWorkDone();
+    if (performance.now() - r0 < 40) n *= 2;
   } while (performance.now() - t0 < WARM_MS);
 }
 

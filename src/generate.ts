@@ -10,7 +10,7 @@
  * The KV cache decides what attention sees: {@linkcode createCacheFor} builds
  * the DMS cache from the model's `dms_*` config, or the dense cache (same
  * paged storage, nothing evicted). Accounting (KV reads, peak KV tokens,
- * compression ratio) comes from the cache at the end.
+ * compression ratio) comes from the cache with every chunk (`cacheStats`) and at the end.
  *
  * Multi-turn: pass the same cache object to the next `generate` call and it
  * continues where the last one stopped (prefill → decode → prefill → decode,
@@ -112,7 +112,8 @@ export interface GenerateChunk {
   stats?: KvCacheStats;
   /**
    * The cache's accounting as of this chunk's readback, on every chunk (read with the tokens: no
-   * readback of its own). On the last chunk it equals `stats`.
+   * readback of its own), taken before the room for the next chunk is reserved (so its
+   * `allocatedBytes` may trail a later `cache.stats()`). On the last chunk it equals `stats`.
    */
   cacheStats: KvCacheStats;
 }

@@ -99,8 +99,15 @@ export function normFusable(norm: RmsNormPrologue, dtype: FloatDType): boolean {
 }
 
 /**
+ * Most rows of x whose normed copy the `gemv16` prologue stages in workgroup memory: measured at
+ * M = 1 only; larger staged arrays cost occupancy (and the zero-fill WebGPU does), unmeasured.
+ */
+export const GEMV_NORM_STAGED_MAX_M = 4;
+
+/**
  * Words (16 bytes) of workgroup memory in which the `gemv16` kernels' RMSNorm prologue stages the
- * normed rows of `x:[M, K]`: `M·K / (8 in f16, 4 in f32)` when they fit beside the kernel's other
+ * normed rows of `x:[M, K]`: `M·K / (8 in f16, 4 in f32)` for M ≤ {@linkcode GEMV_NORM_STAGED_MAX_M}
+ * when they fit beside the kernel's other
  * workgroup arrays (`256·M` f32 partial sums and 16 row scales) within `maxWorkgroupBytes`, else
  * 1 (not staged: every lane renormalises the words it reads; the same values either way). Staged,
  * the H200 took 11.5 µs instead of 13.3 for Qwen3-0.6B's q/k/v at M = 1 (f16) and 14.2 instead
@@ -119,6 +126,7 @@ export function gemvNormStagedWords(
   maxWorkgroupBytes: number,
 ): number {
   const words = (M * K) / (dtype === "f16" ? 8 : 4);
+  if (M > GEMV_NORM_STAGED_MAX_M) return 1;
   return words * 16 + 256 * M * 4 + 16 * 4 <= maxWorkgroupBytes ? words : 1;
 }
 
@@ -128,7 +136,7 @@ export interface Gemv16Dispatch {
   entry: "gemv16" | "gemv16_swiglu" | "gemv16_qkv" | "gemv16_qkv_bias";
   /** Storage dtype of every tensor. */
   dtype: FloatDType;
-  /** Rows of x (≤ 8). */
+  /** Rows of x (≤ 16). */
   M: number;
   /** Output columns (rows of `w`). */
   N: number;
