@@ -36,6 +36,7 @@ import type { ReadRange } from "../gpu/readback.ts";
 import { assertShape, fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { AttendOptions, KvCache, KvCacheStats } from "./kv_cache.ts";
 import { pagedAttention } from "./paged_attention.ts";
+import { accountingFrom } from "./accounting.ts";
 import { copySequence } from "./fork.ts";
 import { accountStep, scatterEntries } from "./paged_kv.ts";
 import { PagedKvStorage, type PagedStorageOptions } from "./paged_storage.ts";
@@ -208,35 +209,17 @@ export class PagedKvCache implements KvCache {
   /** The accounting from the lengths `[layers · pages]` and the GPU counters. */
   #statsFrom(lens: Int32Array, counters: Uint32Array): KvCacheStats {
     const s = this.storage;
-    const pages = s.pages;
-    const lengths: number[][] = [];
-    let live = 0, frac = 0, dense = 0;
-    const seen = this.#seen;
-    for (let l = 0; l < this.layers; l++) {
-      const row: number[] = [];
-      for (let p = 0; p < pages; p++) {
-        const len = lens[l * pages + p];
-        row.push(len);
-        live += len;
-        frac += len / Math.max(seen, 1);
-        dense += seen - this.#pad[Math.floor(p / this.kvHeads)];
-      }
-      lengths.push(row);
-    }
-    const count = this.layers * pages;
-    return {
-      tokensSeen: seen,
-      lengths,
-      liveTokens: live,
-      peakTokens: counters[3],
-      readTokens: counters[0] + counters[1] * 2 ** 32,
-      decodeSteps: counters[4],
-      liveBytes: live * s.bytesPerToken,
-      peakBytes: counters[3] * s.bytesPerToken,
+    return accountingFrom({
+      lens,
+      counters,
+      seen: this.#seen,
+      pad: this.#pad,
+      layers: this.layers,
+      pages: s.pages,
+      kvHeads: this.kvHeads,
+      bytesPerToken: s.bytesPerToken,
       allocatedBytes: s.allocatedBytes,
-      compressionRatio: frac > 0 ? 1 / (frac / count) : 1,
-      compressionRatioDenseOverKept: live > 0 ? dense / live : 1,
-    };
+    });
   }
 
   /**

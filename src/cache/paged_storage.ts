@@ -49,34 +49,9 @@ import type { Gpu } from "../gpu/device.ts";
 import type { ReadRange } from "../gpu/readback.ts";
 import { bytesPer } from "../tensor/dtype.ts";
 import { BlockTable } from "./block_table.ts";
+import { checkStorageOptions, type PagedStorageOptions } from "./paged_options.ts";
 
-/** Options of {@linkcode PagedKvStorage}. */
-export interface PagedStorageOptions {
-  /** Decoder layers (one pool and one set of pages each). */
-  layers: number;
-  /** Sequences B. */
-  batch: number;
-  /** KV heads Hkv. */
-  kvHeads: number;
-  /** Head dim D. */
-  headDim: number;
-  /** Entries per block (`dms_paged_attention_block_size`). */
-  blockSize: number;
-  /** Storage dtype, default f32. */
-  dtype?: "f32" | "f16";
-  /** Tokens per page the initial pool is sized for (SPEC: `dms_preallocate_for_tokens`, 4096). */
-  preallocateTokens?: number;
-  /** Keys per attention partition (a multiple of 32); default: chosen from the page lengths. */
-  partitionKeys?: number;
-  /**
-   * Decode attention kernel: `"split"` (default; split-K over each page's entries, 16-byte K/V
-   * rows shared by all query heads of a group; needs headDim % 8 == 0 in f16 or % 4 == 0 in f32
-   * and at most 8 query heads per KV head, else `"tiled"` is used) or `"tiled"` (the readable
-   * `partial` kernel that prefill uses too), or `"simple"`: the barrier-free per-query kernel
-   * (`./paged_simple.ts`) for decode and prefill alike, what OpenGL CPU adapters get anyway.
-   */
-  decodeKernel?: "split" | "tiled" | "simple";
-}
+export type { PagedStorageOptions } from "./paged_options.ts";
 
 /** One page's entries in slot order, from {@linkcode PagedKvStorage.snapshot}. */
 export interface PageEntries {
@@ -149,36 +124,8 @@ export class PagedKvStorage {
   /** Allocates the pools (one block per page up front) and the zeroed lengths. */
   constructor(gpu: Gpu, options: PagedStorageOptions) {
     const o = options;
-    for (const key of ["layers", "batch", "kvHeads", "headDim", "blockSize"] as const) {
-      const x = o[key];
-      if (!Number.isInteger(x) || x < 1) {
-        throw new RangeError(`PagedKvStorage: ${key} must be an integer >= 1, got ${x}`);
-      }
-    }
-    const dtype = o.dtype ?? "f32";
-    if (dtype !== "f32" && dtype !== "f16") {
-      throw new TypeError(`PagedKvStorage: dtype must be f32 or f16, got ${dtype}`);
-    }
-    if (dtype === "f16" && !gpu.hasF16) {
-      throw new TypeError("PagedKvStorage: dtype f16 needs the shader-f16 feature");
-    }
-    const pre = o.preallocateTokens ?? 4096;
-    if (!Number.isInteger(pre) || pre < 0) {
-      throw new RangeError(`PagedKvStorage: preallocateTokens must be an integer >= 0, got ${pre}`);
-    }
-    if (o.partitionKeys !== undefined) {
-      if (!Number.isInteger(o.partitionKeys) || o.partitionKeys < 1) {
-        throw new RangeError(
-          `PagedKvStorage: partitionKeys must be an integer >= 1, got ${o.partitionKeys}`,
-        );
-      }
-      this.partitionKeys = Math.ceil(o.partitionKeys / KT) * KT;
-    }
-    if (o.decodeKernel !== undefined && !["split", "tiled", "simple"].includes(o.decodeKernel)) {
-      throw new TypeError(
-        `PagedKvStorage: decodeKernel must be "split", "tiled" or "simple", got ${o.decodeKernel}`,
-      );
-    }
+    const { dtype, pre, partitionKeys } = checkStorageOptions(gpu, o);
+    if (partitionKeys !== undefined) this.partitionKeys = Math.ceil(partitionKeys / KT) * KT;
     this.decodeKernel = o.decodeKernel ?? "split";
     this.gpu = gpu;
     this.layers = o.layers;
