@@ -29,10 +29,15 @@ function tinyConfig(dms: boolean, window = 4) {
   }, "tiny");
 }
 
-async function run(gen: AsyncGenerator<unknown, GenerateResult>): Promise<GenerateResult> {
+/** Drains a generation, handing each chunk to `onChunk`; returns its result. */
+async function run<C>(
+  gen: AsyncGenerator<C, GenerateResult>,
+  onChunk: (chunk: C) => void = () => {},
+): Promise<GenerateResult> {
   while (true) {
     const r = await gen.next();
     if (r.done) return r.value;
+    onChunk(r.value);
   }
 }
 
@@ -117,16 +122,9 @@ Deno.test({
               sampling: { temperature: 1.2, topK: 20, topP: 0.95, seed },
             };
             const chunks: number[][] = [];
-            const gen = generate(model, [[3, 4, 5]], opts);
-            let res: GenerateResult;
-            while (true) {
-              const r = await gen.next();
-              if (r.done) {
-                res = r.value;
-                break;
-              }
-              chunks.push(r.value.tokens[0]);
-            }
+            const res = await run(generate(model, [[3, 4, 5]], opts), (c) => {
+              chunks.push(c.tokens[0]);
+            });
             assert.deepEqual(chunks.flat(), res.tokens[0]);
             const again = await run(generate(model, [[3, 4, 5]], opts));
             assert.deepEqual(again.tokens[0], res.tokens[0]);
@@ -214,18 +212,12 @@ Deno.test({
         });
         const seen: number[] = [];
         let sampled = 0;
-        const res0 = (c: { tokens: number[][] }) => (sampled += c.tokens[0].length);
-        let res: GenerateResult;
-        while (true) {
-          const r = await gen.next();
-          if (r.done) {
-            res = r.value;
-            break;
-          }
+        const res = await run(gen, (c) => {
           seen.push(reads);
+          sampled += c.tokens[0].length;
           // 3 prompt tokens, then every sampled token but the last is in the cache
-          assert.equal(r.value.cacheStats.tokensSeen, 3 + res0(r.value) - 1);
-        }
+          assert.equal(c.cacheStats.tokensSeen, 3 + sampled - 1);
+        });
         assert.equal(seen.length, 5);
         assert.ok(seen[0] <= 2, `${seen[0]} readbacks up to the first chunk (dms ${dms})`);
         assert.deepEqual(

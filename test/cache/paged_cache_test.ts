@@ -52,6 +52,19 @@ Deno.test({
   },
 });
 
+/** One layer, one sequence, 2 KV heads, W = 2 (Wc = 3), 1-entry blocks, a 1-token pool. */
+function dmsW2(headDim: number) {
+  return {
+    layers: 1,
+    batch: 1,
+    kvHeads: 2,
+    headDim,
+    window: 2,
+    blockSize: 1,
+    preallocateTokens: 1,
+  };
+}
+
 Deno.test({
   name:
     "DmsCache.reserve() reads lengths back only when blocks would run out, and pools follow the true lengths",
@@ -60,15 +73,7 @@ Deno.test({
     // W = 2 and every decision 1: each page keeps exactly Wc = 3 entries.
     const T = 48, D = 4;
     const pr = makeProblem({ B: 1, Hkv: 2, G: 1, D, T, seed: 3, pEvict: 1 });
-    const opts = {
-      layers: 1,
-      batch: 1,
-      kvHeads: 2,
-      headDim: D,
-      window: 2,
-      blockSize: 1,
-      preallocateTokens: 1,
-    };
+    const opts = dmsW2(D);
     using lazy = createDmsCache(gpu, opts);
     using reserved = createDmsCache(gpu, opts);
     await feed(lazy, [pr], Array(T).fill(1));
@@ -116,15 +121,7 @@ Deno.test({
   fn: async () => {
     const T = 48, D = 4;
     const pr = makeProblem({ B: 1, Hkv: 2, G: 1, D, T, seed: 3, pEvict: 1 });
-    const opts = {
-      layers: 1,
-      batch: 1,
-      kvHeads: 2,
-      headDim: D,
-      window: 2,
-      blockSize: 1,
-      preallocateTokens: 1,
-    };
+    const opts = dmsW2(D);
     using cache = createDmsCache(gpu, opts);
     using marker = Tensor.fromArray(gpu, [7, -8, 9], [3], "i32");
     const orig = gpu.readMany;
