@@ -47,6 +47,8 @@ import {
 } from "./pipelines.ts";
 import { type KernelTime, TimestampRecorder } from "./profiling.ts";
 import { readRanges } from "./readback.ts";
+import { DeviceErrors } from "./errors.ts";
+import { replayDispatches, type StepTrace, StepTracer, type TraceDelta } from "./step_trace.ts";
 
 export {
   type AdapterSummary,
@@ -57,6 +59,7 @@ export {
 export { align, type MemoryStats } from "./buffers.ts";
 export type { ParamValues } from "./params.ts";
 export type { Binding, Kernel, KernelSpec } from "./pipelines.ts";
+export type { StepTrace, TracedDispatch, TraceDelta } from "./step_trace.ts";
 
 const MAX_PENDING_DISPATCHES = 1024;
 const MAX_WORKGROUPS_PER_DIM = 65535;
@@ -103,11 +106,9 @@ export class Gpu {
   #offset = new Uint32Array(1);
   #bufferId: (b: GPUBuffer) => number;
   #pending = 0;
-  #errors: Promise<GPUError | null>[] = [];
-  #errorLabels: string[] = [];
+  #errors: DeviceErrors;
   #profile: TimestampRecorder | undefined;
-  #lost: string | undefined;
-  #uncaptured: string | undefined;
+  #tracer = new StepTracer();
 
   private constructor(
     device: GPUDevice,
@@ -124,23 +125,18 @@ export class Gpu {
     this.hasTimestamps = device.features.has("timestamp-query");
     this.debug = debug;
     this.limits = device.limits;
-    this.#pipelines = new PipelineCache(device, (p, label) => this.#track(p, label));
-    this.#groups = new BindGroupCache(device, (p, label) => this.#track(p, label));
+    this.#errors = new DeviceErrors(device);
+    this.#pipelines = new PipelineCache(device, (p, label) => this.#errors.track(p, label));
+    this.#groups = new BindGroupCache(device, (p, label) => this.#errors.track(p, label));
     this.#uniforms = new UniformArenas(device);
     this.#pool = new BufferPool(device, poolLimit, {
       flush: () => this.flush(),
-      destroyed: (id) => this.#groups.evict(id),
+      destroyed: (id) => {
+        this.#groups.evict(id);
+        this.#tracer.destroyed();
+      },
     }, memoryLimit);
     this.#bufferId = (b) => this.#pool.id(b);
-    device.lost.then((info) => {
-      this.#lost = `GPU device lost (${info.reason || "unknown reason"}): ${info.message}`;
-    });
-    // Outside debug mode nothing scopes a dispatch, and an invalid one silently does nothing
-    // (its output stays zero): keep the first such error and raise it at the next sync/read.
-    // Bind groups carry the kernel's label, so the message names the kernel.
-    device.addEventListener("uncapturederror", (ev) => {
-      this.#uncaptured ??= (ev as GPUUncapturedErrorEvent).error.message;
-    });
   }
 
   /** Live GPU bytes the pool may hold (see {@linkcode GpuOptions.memoryLimitBytes}). */
@@ -191,7 +187,7 @@ export class Gpu {
     workgroups: readonly number[],
     params?: ParamValues,
   ): void {
-    this.#checkAlive();
+    this.#errors.checkAlive();
     const x = workgroups[0], y = workgroups[1] ?? 1, z = workgroups[2] ?? 1;
     if (!(validCount(x) && validCount(y) && validCount(z))) {
       const bad = [x, y, z].find((n) => !validCount(n));
@@ -209,24 +205,38 @@ export class Gpu {
     if (kernel.bindings.length - (kernel.params ? 1 : 0) !== buffers.length) {
       throw new TypeError(bufferCountMessage(kernel, buffers.length));
     }
-    if (x === 0 || y === 0 || z === 0) return;
+    const uniform = arena >= 0 ? this.#uniforms.buffer(arena) : undefined;
+    const group = x && y && z
+      ? this.#groups.get(kernel, buffers, arena, uniform, this.#bufferId)
+      : undefined; // nothing to run, but the uniform slot is taken (a trace keeps it)
+    if (this.#tracer.active) {
+      const params = arena >= 0 ? this.#uniforms.block(arena, dynamicOffset) : new Uint8Array(0);
+      const { label, pipeline } = kernel, offset = dynamicOffset, workgroups = [x, y, z] as const;
+      this.#tracer.record({ label, pipeline, group, arena, offset, params, workgroups });
+    }
+    if (group) this.#encode(kernel.label, kernel.pipeline, group, dynamicOffset, x, y, z);
+  }
+
+  /** Encodes one dispatch (a pass of its own when profiling or debugging, else the shared one). */
+  #encode(
+    label: string,
+    pipeline: GPUComputePipeline,
+    group: GPUBindGroup,
+    dynamicOffset: number,
+    x: number,
+    y: number,
+    z: number,
+  ): void {
     if (this.debug) {
       this.device.pushErrorScope("validation");
       this.device.pushErrorScope("out-of-memory");
     }
-    const group = this.#groups.get(
-      kernel,
-      buffers,
-      arena,
-      arena >= 0 ? this.#uniforms.buffer(arena) : undefined,
-      this.#bufferId,
-    );
     const prof = this.#profile;
     if (prof || this.debug) {
       // One pass per dispatch: timestamps are per pass, and error scopes must see the dispatch.
-      const timestampWrites = prof?.next(kernel.label);
-      const pass = this.encoder().beginComputePass({ label: kernel.label, timestampWrites });
-      pass.setPipeline(kernel.pipeline);
+      const timestampWrites = prof?.next(label);
+      const pass = this.encoder().beginComputePass({ label, timestampWrites });
+      pass.setPipeline(pipeline);
       pass.setBindGroup(0, group, dynamicOffset >= 0 ? [dynamicOffset] : []);
       pass.dispatchWorkgroups(x, y, z);
       pass.end();
@@ -238,9 +248,9 @@ export class Gpu {
         pass = this.#pass = this.#rawEncoder().beginComputePass();
         this.#passPipeline = undefined;
       }
-      if (this.#passPipeline !== kernel.pipeline) {
-        pass.setPipeline(kernel.pipeline);
-        this.#passPipeline = kernel.pipeline;
+      if (this.#passPipeline !== pipeline) {
+        pass.setPipeline(pipeline);
+        this.#passPipeline = pipeline;
       }
       if (dynamicOffset >= 0) {
         // The typed-array overload: no sequence<> conversion of a fresh array per dispatch.
@@ -252,10 +262,57 @@ export class Gpu {
       pass.dispatchWorkgroups(x, y, z);
     }
     if (this.debug) {
-      this.#track(this.device.popErrorScope(), kernel.label);
-      this.#track(this.device.popErrorScope(), kernel.label);
+      this.#errors.track(this.device.popErrorScope(), label);
+      this.#errors.track(this.device.popErrorScope(), label);
     }
     if (++this.#pending >= MAX_PENDING_DISPATCHES) this.flush();
+  }
+
+  /**
+   * Starts a step trace: every dispatch until {@linkcode Gpu.endTrace} is kept with its
+   * pipeline, bind group, uniform block and grid (see `step_trace.ts`), so that it can be
+   * replayed with {@linkcode Gpu.replay}. A copy, clear or write in between, a submit, debug mode
+   * or profiling leave the trace unclean (not replayable).
+   */
+  beginTrace(): void {
+    this.#tracer.begin(this.#uniforms.slots, !this.debug && !this.#profile);
+  }
+
+  /** Ends the trace {@linkcode Gpu.beginTrace} started and returns it. */
+  endTrace(): StepTrace {
+    return this.#tracer.end();
+  }
+
+  /**
+   * Whether {@linkcode Gpu.replay} takes `trace` now: it is clean, no pooled buffer has been
+   * destroyed since it began (one it binds might be), and the uniform batch is at its first slot.
+   */
+  canReplay(trace: StepTrace): boolean {
+    return this.#tracer.refusal(trace, this.#uniforms.slots) === undefined;
+  }
+
+  /**
+   * Encodes the dispatches of `trace` again: the same pipelines, bind groups and grids, the
+   * uniform blocks as traced with `delta · times` added to the words that change per step. The
+   * buffers the trace binds must still hold what the step expects (the caller's to know: none
+   * may have been freed and reused since; a destroyed one is caught); no op code runs.
+   *
+   * @throws {Error} When {@linkcode Gpu.canReplay} says no: an unclean trace, a pooled buffer
+   *   destroyed since, or a uniform batch not at the trace's first slot (flush first, as before
+   *   the traced step).
+   */
+  replay(trace: StepTrace, delta?: TraceDelta, times = 1): void {
+    this.#errors.checkAlive();
+    const refusal = this.#tracer.refusal(trace, this.#uniforms.slots);
+    if (refusal) throw new Error(refusal);
+    this.#tracer.dirty();
+    replayDispatches(
+      trace,
+      delta,
+      times,
+      (d) => this.#uniforms.pushBlock(d.params, d.arena, d.offset),
+      (d) => this.#encode(d.label, d.pipeline, d.group!, d.offset, ...d.workgroups),
+    );
   }
 
   /**
@@ -264,6 +321,7 @@ export class Gpu {
    * {@linkcode Gpu.flush} submits it.
    */
   encoder(): GPUCommandEncoder {
+    this.#tracer.dirty();
     this.#endPass();
     return this.#rawEncoder();
   }
@@ -284,6 +342,7 @@ export class Gpu {
   flush(): void {
     this.#endPass();
     if (!this.#encoder) return;
+    this.#tracer.dirty();
     // Upload this batch's uniform blocks (queued before the submit that reads them, and after
     // every earlier submit that read the previous contents).
     this.#uniforms.upload();
@@ -297,12 +356,13 @@ export class Gpu {
   async sync(): Promise<void> {
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
-    await this.#raiseErrors();
+    await this.#errors.raise();
   }
 
   /** Writes bytes into a buffer (submitting pending work first, so earlier dispatches see the old contents). */
   write(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
-    this.#checkAlive();
+    this.#errors.checkAlive();
+    this.#tracer.dirty();
     this.flush();
     writePadded(this.device.queue, buffer, data, offset);
   }
@@ -314,16 +374,16 @@ export class Gpu {
   async readMany(
     ranges: readonly { buffer: GPUBuffer; offset?: number; size: number }[],
   ): Promise<ArrayBuffer[]> {
-    this.#checkAlive();
+    this.#errors.checkAlive();
     return await readRanges(this.device, ranges, {
       encoder: () => this.encoder(),
       flush: () => this.flush(),
-      raiseErrors: () => this.#raiseErrors(),
+      raiseErrors: () => this.#errors.raise(),
       mapFailed: async (e) => {
         // A destroyed or lost device fails the map: say so rather than "validation error".
-        const lost = await this.#lostWithin(LOST_GRACE_MS);
+        const lost = await this.#errors.lostWithin(LOST_GRACE_MS);
         if (lost) throw new Error(`${lost} (while reading results back)`, { cause: e });
-        await this.#raiseErrors();
+        await this.#errors.raise();
         throw e;
       },
     });
@@ -341,7 +401,7 @@ export class Gpu {
    * @throws {RangeError} When the size exceeds the device's `maxBufferSize`.
    */
   alloc(bytes: number, label?: string): GPUBuffer {
-    this.#checkAlive();
+    this.#errors.checkAlive();
     return this.#pool.alloc(bytes, label);
   }
 
@@ -403,46 +463,6 @@ export class Gpu {
     if (count <= MAX_WORKGROUPS_PER_DIM) return [Math.max(1, count), 1];
     const y = Math.ceil(count / MAX_WORKGROUPS_PER_DIM);
     return [Math.ceil(count / y), y];
-  }
-
-  #track(p: Promise<GPUError | null>, label: string): void {
-    this.#errors.push(p);
-    this.#errorLabels.push(label);
-  }
-
-  async #raiseErrors(): Promise<void> {
-    const errs = await Promise.all(this.#errors);
-    const labels = this.#errorLabels;
-    this.#errors = [];
-    this.#errorLabels = [];
-    const uncaptured = this.#uncaptured;
-    this.#uncaptured = undefined;
-    const i = errs.findIndex((e) => e);
-    if (i >= 0) throw new Error(`GPU error in ${labels[i]}: ${errs[i]!.message}`);
-    if (uncaptured !== undefined) {
-      throw new Error(
-        `GPU error: ${uncaptured} (results since the last sync are invalid; ` +
-          `DMS_DEBUG=1 scopes each dispatch)`,
-      );
-    }
-  }
-
-  #checkAlive(): void {
-    if (this.#lost) throw new Error(this.#lost);
-  }
-
-  /** The loss message if the device is lost now or within `ms` milliseconds, else undefined. */
-  async #lostWithin(ms: number): Promise<string | undefined> {
-    if (!this.#lost) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.device.lost,
-        new Promise((r) => (timer = setTimeout(r, ms))),
-      ]);
-      clearTimeout(timer);
-      await Promise.resolve(); // let the `lost` handler of the constructor run first
-    }
-    return this.#lost;
   }
 }
 

@@ -33,3 +33,10 @@ export {
 export type { BindingDecl, ParamField, ParamLayout, ParamType } from "./shader.ts";
 export type { KernelTime } from "./profiling.ts";
 export type { ReadRange } from "./readback.ts";
+export {
+  sameDelta,
+  type StepTrace,
+  type TracedDispatch,
+  type TraceDelta,
+  traceDelta,
+} from "./step_trace.ts";

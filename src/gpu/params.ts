@@ -146,6 +146,38 @@ export class UniformArenas {
     return { arena, offset };
   }
 
+  /** Slots taken since the last upload (the next dispatch's slot). */
+  get slots(): number {
+    return this.#slots;
+  }
+
+  /** A copy of the uniform block at `offset` of arena `a` as staged (for step traces). */
+  block(a: number, offset: number): Uint8Array {
+    return this.#staging[a].slice(offset, offset + UNIFORM_BYTES);
+  }
+
+  /**
+   * Takes the next slot for a replayed dispatch and writes `bytes` (a traced block) into it;
+   * returns the slot's words for patching.
+   *
+   * @throws {Error} When the slot is not at `arena`, `offset` where the trace had it.
+   */
+  pushBlock(bytes: Uint8Array, arena: number, offset: number): Int32Array {
+    const slot = this.#slots;
+    const a = Math.floor(slot / ARENA_SLOTS);
+    const o = (slot % ARENA_SLOTS) * UNIFORM_BYTES;
+    if (a !== arena || o !== offset) {
+      throw new Error(
+        `replay: uniform slot ${slot} is at arena ${a} offset ${o}, the trace had arena ` +
+          `${arena} offset ${offset}`,
+      );
+    }
+    this.#ensure(a);
+    this.#staging[a].set(bytes, o);
+    this.#slots++;
+    return new Int32Array(this.#staging[a].buffer, o, UNIFORM_BYTES / 4);
+  }
+
   /** The GPU buffer of arena `a`. */
   buffer(a: number): GPUBuffer {
     return this.#arenas[a];
