@@ -42,6 +42,8 @@ import { createH2oCache } from "./policies/h2o.ts";
 import { createTovaCache } from "./policies/tova.ts";
 import { createQuestCache } from "./policies/quest.ts";
 import { sample, type SampleOptions } from "./ops/sample.ts";
+import type { Gpu } from "./gpu/device.ts";
+import { sameDelta, type StepTrace, type TraceDelta, traceDelta } from "./gpu/step_trace.ts";
 
 /** Every cache policy name {@linkcode createCacheFor} knows (the CLI's `--policy` choices). */
 export const CACHE_POLICY_NAMES: readonly ["dms", "dense", "streaming", "h2o", "tova", "quest"] = [
@@ -100,6 +102,15 @@ export interface GenerateOptions {
   readbackEvery?: number;
   /** Prefill chunk length (default: the config's `dms_chunked_prefill`, else the whole prompt). */
   prefillChunk?: number;
+  /**
+   * Replay decode steps (default true): within a chunk of `readbackEvery` tokens, once three
+   * consecutive decode steps encoded the same dispatches but for uniform words that grow by the
+   * same amount each step (the position, the sampling step, the log column), the next steps are
+   * re-encoded from the last one's trace (`Gpu.replay`) without running the model's or the
+   * cache's JavaScript, while the cache agrees (`KvCache.replayDecodeStep`: no new block, a
+   * replay-safe policy). The tokens are the same either way; false encodes every step.
+   */
+  replay?: boolean;
 }
 
 /** One streamed chunk: the new tokens of each sequence since the last chunk. */
@@ -249,13 +260,25 @@ export async function* generate(
     }
     // --- decode, GPU-resident: sample -> next ids -> forward -> sample ...
     const posT = Tensor.empty(gpu, [B, 1], "i32");
+    const replayer = opts.replay !== false && cache.replayDecodeStep
+      ? new StepReplayer(gpu)
+      : undefined;
+    let tracing = false;
     try {
       let step = 0, pending = 0;
-      let logits = last!.reshape([B, cfg.vocabSize]) as Tensor<"f32">;
+      let logits: Tensor<"f32"> | undefined = last!.reshape([B, cfg.vocabSize]) as Tensor<"f32">;
       last!.dispose();
       while (true) {
-        sample(logits, { ...opts.sampling, step, out: next, log, logColumn: pending });
-        logits.dispose();
+        // A replayed step's trace holds its sampling too (and it made no logits tensor).
+        if (logits) {
+          sample(logits, { ...opts.sampling, step, out: next, log, logColumn: pending });
+          logits.dispose();
+          logits = undefined;
+        }
+        if (tracing) {
+          replayer!.add(gpu.endTrace());
+          tracing = false;
+        }
         step++;
         pending++;
         const finished = step >= opts.maxTokens;
@@ -278,6 +301,7 @@ export async function* generate(
             return done.every((d) => d) ? 0 : Math.min(every, opts.maxTokens - step);
           }, [{ buffer: log.buffer, size: B * every * 4 }]);
           pending = 0;
+          replayer?.reset(); // new blocks, new lengths: trace the chunk's first steps again
           if (done.every((d) => d)) {
             final = stats;
             yield { tokens: chunkOut, done: [...done], stats: final, cacheStats: stats };
@@ -285,7 +309,15 @@ export async function* generate(
           }
           yield { tokens: chunkOut, done: [...done], cacheStats: stats };
         }
-        posT.write(Array.from({ length: B }, () => start + P + step - 1));
+        posT.write(Array.from({ length: B }, () => start + P + step - 1)); // flushes: slot 0
+        if (replayer?.ready && cache.replayDecodeStep!()) {
+          replayer.replay();
+          continue;
+        }
+        if (replayer) {
+          gpu.beginTrace(); // forward and the sampling at the top of the loop
+          tracing = true;
+        }
         const l = model.forward(next, {
           mode: "inference",
           positions: posT,
@@ -296,6 +328,7 @@ export async function* generate(
         l.dispose();
       }
     } finally {
+      if (tracing) gpu.endTrace();
       posT.dispose();
     }
     return { tokens: all, stats: final ?? await cache.stats() };
@@ -303,5 +336,48 @@ export async function* generate(
     next.dispose();
     log.dispose();
     if (ownCache) cache.dispose();
+  }
+}
+
+/**
+ * The replay state of {@linkcode generate}'s decode loop: the last traced step, the per-step
+ * change of its uniforms, and whether three consecutive traces agreed on that change (then the
+ * following steps are replayed from the last trace: `Gpu.replay` with `delta · k`).
+ */
+class StepReplayer {
+  #gpu: Gpu;
+  #last: StepTrace | undefined;
+  #delta: TraceDelta | undefined;
+  #verified = false;
+  #times = 0;
+
+  constructor(gpu: Gpu) {
+    this.#gpu = gpu;
+  }
+
+  /** Whether the next step may be replayed (if the cache agrees). */
+  get ready(): boolean {
+    return this.#verified && this.#gpu.canReplay(this.#last!);
+  }
+
+  /** Takes the trace of a step encoded by the ops. */
+  add(t: StepTrace): void {
+    const d = this.#last && t.clean ? traceDelta(this.#last, t) : undefined;
+    this.#verified = d !== undefined && this.#delta !== undefined && sameDelta(d, this.#delta);
+    this.#delta = d;
+    this.#last = t.clean ? t : undefined;
+    this.#times = 0;
+  }
+
+  /** Encodes the next step from the last trace. */
+  replay(): void {
+    this.#gpu.replay(this.#last!, this.#delta, ++this.#times);
+  }
+
+  /** Forgets the traces (at a chunk boundary). */
+  reset(): void {
+    this.#last = this.#delta = undefined;
+    this.#verified = false;
+    this.#times = 0;
   }
 }

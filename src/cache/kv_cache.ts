@@ -135,6 +135,18 @@ export interface KvCache extends Disposable {
     extra: readonly ReadRange[],
   ): Promise<{ bytes: ArrayBuffer[]; stats: KvCacheStats }>;
 
+  /**
+   * Optional, for generation's replayed decode steps (`generate`'s `replay`): called instead of
+   * `attend` for every layer of a decode step whose GPU work `generate` replays from a trace of
+   * the previous decode step (`Gpu.replay`, with the uniform words that change per step, such as
+   * the position, patched). Advances what the cache keeps on the CPU by that step and returns
+   * true, or returns false and changes nothing when the step would encode differently from the
+   * previous one (a new block, another kernel plan, a policy with CPU-side state per step, a
+   * previous step that was not a plain decode step); `generate` then runs the step through
+   * `attend`.
+   */
+  replayDecodeStep?(): boolean;
+
   /** Frees the GPU buffers. */
   dispose(): void;
 }

@@ -198,8 +198,10 @@ export function pagedAttention(
   }
   const R = qb * G;
   const nqb = Math.ceil(n / qb);
+  // Decode plans its grid from the blocks (stable between allocations), prefill from the bounds.
   let maxLen = 0;
-  for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
+  if (decode && !args.chunk) maxLen = s.planLength(layer);
+  else for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
   const maxKeys = Math.max(1, maxLen + nc);
   const tiles = Math.ceil(maxKeys / KT);
   let ps: number;

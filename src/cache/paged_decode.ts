@@ -201,8 +201,7 @@ export function flashDecodePlan(
   tuning: FlashDecodeTuning = {},
 ): FlashDecodePlan | undefined {
   const maxShared = s.gpu.limits.maxComputeWorkgroupStorageSize;
-  let maxLen = 1;
-  for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
+  const maxLen = s.planLength(layer);
   const shape = flashDecodeShape(s.dtype, G, s.headDim, maxShared, tuning);
   if (!shape) return undefined;
   return { shape, ...flashDecodeSplits(maxLen, s.pages, shape, s.partitionKeys) };

@@ -171,6 +171,21 @@ export class PagedKvCache implements KvCache {
     return out;
   }
 
+  /**
+   * See {@linkcode KvCache.replayDecodeStep}: true (and the step's CPU side done: each page's
+   * bound + 1, the position + 1) when the last step was a plain decode step, the policy is
+   * replay-safe and every page's blocks hold one more entry (no allocation, so the kernels'
+   * grids stay: `PagedKvStorage.planLength`); else false, nothing changed.
+   */
+  replayDecodeStep(): boolean {
+    if (this.#disposed || this.#nextLayer !== 0 || this.#seen === 0) return false;
+    if (this.#stepPrefill || this.#stepN !== 1 || !this.policy.replaySafe) return false;
+    if (this.storage.needsLengths(1)) return false;
+    for (let l = 0; l < this.layers; l++) this.storage.ensure(l, 1);
+    this.#seen += 1;
+    return true;
+  }
+
   /** See {@linkcode KvCache.reserve}: room for `steps` more tokens per page, at most one readback. */
   reserve(steps: number): Promise<void> {
     return this.storage.reserve(steps);

@@ -111,8 +111,7 @@ export function decodeSplit(
   const [B, Hq, , D] = q.shape;
   const c = splitDecodeShape(s.dtype, G, D, gpu.limits.maxComputeWorkgroupStorageSize);
   if (!c) return undefined;
-  let maxLen = 1;
-  for (const b of s.bounds(layer)) maxLen = Math.max(maxLen, b);
+  const maxLen = s.planLength(layer);
   // Fixed partitions when asked for (capped at the kernel's maximum), else np from the bound
   // (about SPLIT_TARGET_WORKGROUPS in all, within [maxLen / max, maxLen / min] per page) and
   // ps = 0: each split takes max(KMIN, ceil(len / np)) of the page's true length, so the

@@ -182,6 +182,19 @@ export class PagedKvStorage {
     return this.#pools[layer].blocks;
   }
 
+  /**
+   * The longest page a decode kernel of `layer` plans its grid for: the most entries any page's
+   * blocks hold (≥ every bound, ≥ 1). It changes only when blocks are allocated, so consecutive
+   * decode steps between allocations launch the same grids (what replaying a step relies on:
+   * `KvCache.replayDecodeStep`); the kernels read each page's true length on the GPU.
+   */
+  planLength(layer: number): number {
+    const base = layer * this.pages, have = this.#table.blocks;
+    let most = 1;
+    for (let p = 0; p < this.pages; p++) most = Math.max(most, have[base + p] * this.blockSize);
+    return most;
+  }
+
   /** The CPU's upper bound of each page's length in a layer. */
   bounds(layer: number): Float64Array {
     return this.#bound.subarray(layer * this.pages, (layer + 1) * this.pages);

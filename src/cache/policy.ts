@@ -59,6 +59,12 @@ export interface CachePolicy extends Disposable {
   readonly window: number;
   /** Whether `KvCache.attend`'s decisions are required (else ignored). */
   readonly usesDecisions: boolean;
+  /**
+   * True when a decode step's dispatches depend on nothing the policy keeps on the CPU (every
+   * step of its decode path is the same dispatches but for the position): the cache may then
+   * replay them (`KvCache.replayDecodeStep`). Absent: false.
+   */
+  readonly replaySafe?: boolean;
   /** Called once by the cache: allocate per-layer, per-page state for `storage`. */
   attach(storage: PagedKvStorage): void;
   /**

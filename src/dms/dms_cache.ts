@@ -155,6 +155,8 @@ export class DmsPolicy implements CachePolicy {
   readonly evict: boolean;
   /** Whether decisions are required: when `evict` is true. */
   readonly usesDecisions: boolean;
+  /** The ring and the decisions live on the GPU: every decode step is the same dispatches. */
+  readonly replaySafe = true;
   #s: PagedKvStorage | undefined;
   #ring: GPUBuffer | undefined;
   #holes: GPUBuffer | undefined;
@@ -192,7 +194,7 @@ export class DmsPolicy implements CachePolicy {
   decodeAppend(step: PolicyStep, k: Tensor, v: Tensor): boolean {
     const s = this.#storage, gpu = s.gpu;
     const rowBytes = s.headDim * (s.dtype === "f16" ? 2 : 4);
-    if (gpu.device.limits.maxStorageBuffersPerShaderStage < 9 || rowBytes % 4 !== 0) return false;
+    if (gpu.limits.maxStorageBuffersPerShaderStage < 9 || rowBytes % 4 !== 0) return false;
     const pool = s.pool(step.layer);
     this.#run("decode_update_scatter", 64, step, s.pages, {
       rw: rowBytes / 4,

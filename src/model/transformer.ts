@@ -84,6 +84,7 @@ export class Transformer {
   /** The device. */
   readonly gpu: Gpu;
   readonly #invFreq: Tensor<"f32">;
+  #zeros: Tensor<"i32"> | undefined;
 
   /** Wraps weights; see `createModel` / `loadModel` in `model.ts` for the usual entry points. */
   constructor(gpu: Gpu, config: ModelConfig, weights: ModelWeights, dtype: FloatDType) {
@@ -160,12 +161,31 @@ export class Transformer {
    */
   dispose(): void {
     this.#invFreq.dispose();
+    this.#zeros?.dispose();
+  }
+
+  /**
+   * All-zero decisions `[B, Hkv, T]` i32 (no eviction) for a model that makes none, kept from
+   * step to step (caches only read them), so that a decode step clears no buffer (replayable:
+   * src/gpu/step_trace.ts).
+   */
+  #noDecisions(shape: readonly number[]): Tensor<"i32"> {
+    const z = this.#zeros;
+    if (z && z.shape.length === shape.length && z.shape.every((d, i) => d === shape[i])) return z;
+    z?.dispose();
+    return (this.#zeros = Tensor.zeros(this.gpu, shape, "i32"));
   }
 
   #embed(ids: Tensor<"i32">): Tensor<FloatDType> {
     const cfg = this.config;
+    const chunks = this.weights.embed.chunks;
+    // One chunk: the op's own output (ids outside the table read as zeros, as below); no clear,
+    // so a decode step records dispatches only (replayable: src/gpu/step_trace.ts).
+    if (chunks.length === 1 && chunks[0].rowStart === 0) {
+      return as(embedding(ids, chunks[0].tensor), [ids.size, cfg.hiddenSize]);
+    }
     const out = Tensor.zeros(this.gpu, [ids.size, cfg.hiddenSize], this.dtype);
-    for (const c of this.weights.embed.chunks) {
+    for (const c of chunks) {
       embedding(ids, c.tensor, { rowOffset: c.rowStart, out });
     }
     return out;
@@ -270,13 +290,15 @@ export class Transformer {
         });
         decisions = d.decisions;
         emit(cap, l, { alpha: d.alpha });
-      } else {
+      } else if (cap) {
         decisions = Tensor.zeros(this.gpu, [B, Hkv, T], "i32");
+      } else {
+        decisions = this.#noDecisions([B, Hkv, T]); // shared: not disposed below
       }
       raw?.dispose();
       att = opts.cache!.attend(l, qr, kr, vh, decisions, { keyMask: opts.keyMask });
       if (cap) cap("decisions", l, decisions);
-      else decisions.dispose();
+      else if (decisions !== this.#zeros) decisions.dispose();
     }
     if (cap) {
       cap("q", l, qr);

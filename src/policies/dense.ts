@@ -72,6 +72,8 @@ export class DensePolicy implements CachePolicy {
   readonly window = 0;
   /** false: decisions are ignored. */
   readonly usesDecisions = false;
+  /** Its decode step keeps no CPU state: the same dispatches every step (append, attention). */
+  readonly replaySafe = true;
   #s: PagedKvStorage | undefined;
 
   /** Remembers the storage (the dense policy keeps no state of its own). */

@@ -1,0 +1,134 @@
+/**
+ * Replayed decode steps (`generate`'s `replay`, src/gpu/step_trace.ts,
+ * `KvCache.replayDecodeStep`): a generation whose steps are mostly replayed from traces yields the
+ * tokens, the accounting and the cache contents of one whose every step runs the ops, and greedy
+ * replayed generation equals recomputing each step from scratch without a cache.
+ */
+import assert from "node:assert/strict";
+import { parseConfig } from "../src/model/config.ts";
+import { createModel, type Model } from "../src/model/model.ts";
+import { createCacheFor, generate, type GenerateOptions } from "../src/generate.ts";
+import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
+import { Tensor } from "../src/tensor/tensor.ts";
+import { gpu, GPU_TEST } from "./_util.ts";
+
+function config(dms: boolean) {
+  return parseConfig({
+    model_type: "qwen3",
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 8,
+    intermediate_size: 48,
+    vocab_size: 64,
+    max_position_embeddings: 512,
+    // W = 9 with 8-entry blocks: tokens leave the cache, and blocks fill every 8 tokens, so
+    // replays stop at new blocks and resume.
+    ...(dms
+      ? {
+        dms_window_size: 9,
+        dms_paged_attention_block_size: 8,
+        dms_alpha_scale: 3,
+        dms_initial_alpha_offset: 0,
+      }
+      : {}),
+  }, "tiny");
+}
+
+/** Runs a generation to its end, counting the steps replayed (`gpu.replay` calls). */
+async function generated(model: Model, cache: PagedKvCache, opts: Partial<GenerateOptions>) {
+  const orig = gpu.replay;
+  let replays = 0;
+  gpu.replay = (...a: Parameters<typeof orig>) => {
+    replays++;
+    return orig.apply(gpu, a);
+  };
+  try {
+    const gen = generate(model, [[1, 2, 3, 4, 5, 6, 7], [8, 9]], {
+      maxTokens: 45,
+      readbackEvery: 16,
+      eosTokenIds: [],
+      cache,
+      ...opts,
+    });
+    let r;
+    while (!(r = await gen.next()).done);
+    return { ...r.value, replays };
+  } finally {
+    gpu.replay = orig;
+  }
+}
+
+/** The logits of one more decode step through `cache` (its contents decide them). */
+async function nextLogits(model: Model, cache: PagedKvCache): Promise<number[]> {
+  using ids = Tensor.fromArray(gpu, [11, 12], [2, 1], "i32");
+  using pos = Tensor.fromArray(gpu, [cache.tokensSeen, cache.tokensSeen - 5], [2, 1], "i32");
+  await cache.reserve(1);
+  using l = model.forward(ids, { mode: "inference", positions: pos, cache, logits: "last" })!;
+  return [...await l.toArray()];
+}
+
+Deno.test({
+  name: "replayed decode steps give the tokens, accounting and cache contents of encoded ones " +
+    "(dense and DMS, a left-padded batch, seeded sampling)",
+  ...GPU_TEST,
+  fn: async () => {
+    for (const policy of ["dense", "dms"] as const) {
+      const model = createModel(gpu, config(policy === "dms"), { seed: 4 });
+      try {
+        using plain = createCacheFor(model, 2, policy);
+        using fast = createCacheFor(model, 2, policy);
+        const sampling = { temperature: 1.5, seed: 7 };
+        const a = await generated(model, plain, { replay: false, sampling });
+        const b = await generated(model, fast, { sampling });
+        assert.equal(a.replays, 0);
+        // 45 tokens in chunks of 16: the first steps of a chunk are traced, the rest replayed
+        // (DMS: not across a new block).
+        assert.ok(b.replays >= (policy === "dms" ? 10 : 25), `${policy}: ${b.replays} replays`);
+        assert.deepEqual(b.tokens, a.tokens, policy);
+        assert.ok(new Set(a.tokens.flat()).size > 5, "the sampled tokens vary");
+        assert.deepEqual(b.stats, a.stats, `${policy}: accounting`);
+        assert.deepEqual(await nextLogits(model, fast), await nextLogits(model, plain), policy);
+      } finally {
+        model.dispose();
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "greedy generation with replayed steps equals recomputing every step without a cache",
+  ...GPU_TEST,
+  fn: async () => {
+    const model = createModel(gpu, config(false), { seed: 3 });
+    try {
+      const prompt = [5, 9, 2, 33, 7];
+      using cache = createCacheFor(model, 1, "dense");
+      const orig = gpu.replay;
+      let replays = 0;
+      gpu.replay = (...a: Parameters<typeof orig>) => (replays++, orig.apply(gpu, a));
+      const gen = generate(model, [prompt], { maxTokens: 24, readbackEvery: 12, cache });
+      let r;
+      try {
+        while (!(r = await gen.next()).done);
+      } finally {
+        gpu.replay = orig;
+      }
+      assert.ok(replays >= 12, `${replays} replays`);
+      const seq = [...prompt];
+      for (let i = 0; i < 24; i++) {
+        using ids = Tensor.fromArray(gpu, seq, [1, seq.length], "i32");
+        using pos = Tensor.fromArray(gpu, seq.map((_, j) => j), [1, seq.length], "i32");
+        using lg = model.forward(ids, { mode: "teacher", positions: pos, logits: "last" })!;
+        const l = await lg.toArray();
+        let best = 0;
+        for (let v = 1; v < l.length; v++) if (l[v] > l[best]) best = v;
+        seq.push(best);
+      }
+      assert.deepEqual(r.value.tokens[0], seq.slice(prompt.length));
+    } finally {
+      model.dispose();
+    }
+  },
+});
