@@ -59,13 +59,18 @@ export interface Counters {
   submits: number;
   readbacks: number;
   syncs: number;
+  /** Steps replayed from traces (`gpu.replay` calls). */
+  replays: number;
+  /** Dispatches those replays encoded (not counted in `dispatches`). */
+  replayedDispatches: number;
   /** Zeroes the counts. */
   reset(): void;
 }
 
 /**
- * Counts what crosses the CPU–GPU line by wrapping this Gpu instance's `dispatch`, `readMany`
- * and `sync` and its queue's `submit` (benchmark instrumentation; the library is unchanged).
+ * Counts what crosses the CPU–GPU line by wrapping this Gpu instance's `dispatch`, `replay`,
+ * `readMany` and `sync` and its queue's `submit` (benchmark instrumentation; the library is
+ * unchanged).
  */
 export function countGpu(gpu: Gpu): Counters {
   const c: Counters = {
@@ -73,14 +78,24 @@ export function countGpu(gpu: Gpu): Counters {
     submits: 0,
     readbacks: 0,
     syncs: 0,
+    replays: 0,
+    replayedDispatches: 0,
     reset() {
       c.dispatches =
         c.submits =
         c.readbacks =
         c.syncs =
+        c.replays =
+        c.replayedDispatches =
           0;
     },
   };
+  const replay = gpu.replay.bind(gpu);
+  gpu.replay = ((...a: Parameters<Gpu["replay"]>) => {
+    c.replays++;
+    c.replayedDispatches += a[0].dispatches.filter((d) => d.group).length;
+    return replay(...a);
+  }) as Gpu["replay"];
   const dispatch = gpu.dispatch.bind(gpu);
   gpu.dispatch = ((...a: Parameters<Gpu["dispatch"]>) => {
     c.dispatches++;

@@ -14,7 +14,8 @@
  *
  * Usage: `deno run -A bench/chains.ts [--contexts 8192,32768] [--batches 8,16,32,64]
  * [--tokens 64] [--cr 8] [--caches dense,dms] [--budget-gb 16] [--max-seconds 150] [--profile]
- * [--quick] [--json FILE]`. `--profile`: after each row, one more decode step of the B chains
+ * [--no-replay] [--quick] [--json FILE]`. `--no-replay`: every decode step encoded by the ops
+ * (`GenerateOptions.replay` false). `--profile`: after each row, one more decode step of the B chains
  * with timestamp queries, its GPU time by kernel (where the step's time goes). Rows
  * still to run when `--max-seconds` is spent are listed as skipped. CPU adapter / `--quick`:
  * 2 layers, hidden 128, contexts 128, batches 2,4, 48 tokens, budget 1 MB.
@@ -46,6 +47,7 @@ const { values } = parseArgs({
     "max-seconds": { type: "string", default: "150" },
     dtype: { type: "string" },
     profile: { type: "boolean", default: false },
+    "no-replay": { type: "boolean", default: false },
     quick: { type: "boolean", default: false },
     json: { type: "string" },
   },
@@ -151,6 +153,7 @@ async function run(
     eosTokenIds: [],
     readbackEvery: every,
     sampling: { temperature: 1, seed: 7 },
+    replay: !values["no-replay"],
   });
   let tFirst = 0, count = 0, stats;
   while (true) {

@@ -17,7 +17,10 @@
  * so decode attention reads 1/CR of the dense cache's entries (the measured CR is printed).
  *
  * Usage: `deno run -A bench/generate.ts [--contexts 2048,32768] [--tokens 256] [--cr 8]
- * [--readback-every 32] [--no-torch] [--quick] [--json FILE]`. On a CPU adapter (lavapipe) or
+ * [--readback-every 32] [--replay both|on|off] [--no-torch] [--quick] [--json FILE]`.
+ * `--replay both` (default) times generation with replayed decode steps (`GenerateOptions.replay`,
+ * the tok/s column) and again with every step encoded by the ops (tok/s encoded), each with a
+ * fresh cache after its own prefill. On a CPU adapter (lavapipe) or
  * with `--quick`: 2 layers, hidden 128, 4/2 heads × 32, vocab 1000, contexts 256,1024, 96 tokens.
  *
  * @module
@@ -50,6 +53,7 @@ const { values } = parseArgs({
     "readback-every": { type: "string", default: "32" },
     dtype: { type: "string" },
     "no-torch": { type: "boolean", default: false },
+    replay: { type: "string", default: "both" },
     quick: { type: "boolean", default: false },
     json: { type: "string" },
   },
@@ -66,6 +70,9 @@ const CR = Number(values.cr);
 const every = Number(values["readback-every"]);
 const dtype = (values.dtype as "f32" | "f16" | undefined) ?? (gpu.hasF16 ? "f16" : "f32");
 const counters = countGpu(gpu);
+if (!["on", "off", "both"].includes(values.replay!)) {
+  throw new RangeError(`--replay must be on, off or both, got ${values.replay}`);
+}
 
 /** One result row. */
 interface Row {
@@ -74,6 +81,10 @@ interface Row {
   cr: number;
   prefillMs: number;
   tokPerS: number;
+  /** Decode tokens/s with every step encoded by the ops (`replay: false`); `--replay both`. */
+  tokPerSEncoded?: number;
+  /** Decode steps replayed from traces per generated token (`replay: true`). */
+  replayedPerToken?: number;
   stepGpuMs: number;
   dispatchesPerToken: number;
   submitsPerToken: number;
@@ -121,6 +132,21 @@ async function run(ctx: number, policy: "dense" | "dms"): Promise<Row> {
 }
 
 async function runOn(model: Model, ctx: number, policy: "dense" | "dms"): Promise<Row> {
+  const replay = values.replay !== "off";
+  const row = await decode(model, ctx, policy, replay, true);
+  if (values.replay === "both") {
+    row.tokPerSEncoded = (await decode(model, ctx, policy, false, false)).tokPerS;
+  }
+  return row;
+}
+
+async function decode(
+  model: Model,
+  ctx: number,
+  policy: "dense" | "dms",
+  replay: boolean,
+  profile: boolean,
+): Promise<Row> {
   const cfg = model.config;
   const prompt = Array.from({ length: ctx }, (_, i) => (i * 7919) % cfg.vocabSize);
   using cache = createCacheFor(model, 1, policy);
@@ -133,6 +159,7 @@ async function runOn(model: Model, ctx: number, policy: "dense" | "dms"): Promis
     eosTokenIds: [],
     readbackEvery: every,
     prefillChunk: 4096,
+    replay,
   });
   let stats;
   while (true) {
@@ -157,12 +184,13 @@ async function runOn(model: Model, ctx: number, policy: "dense" | "dms"): Promis
     prefillMs: tFirst - t0,
     tokPerS: decoded > 0 ? decoded / ((t1 - tFirst) / 1000) : NaN,
     stepGpuMs: NaN,
-    dispatchesPerToken: per(counters.dispatches),
+    dispatchesPerToken: per(counters.dispatches + counters.replayedDispatches),
     submitsPerToken: per(counters.submits),
     readbacksPerToken: per(counters.readbacks),
+    replayedPerToken: per(counters.replays),
   };
   // One decode step's kernels (timestamp queries), after the run, at the cache's length.
-  if (gpu.hasTimestamps) {
+  if (profile && gpu.hasTimestamps) {
     using ids = Tensor.fromArray(gpu, [1], [1, 1], "i32");
     using pos = Tensor.fromArray(gpu, [ctx + N], [1, 1], "i32");
     await cache.reserve(4);
@@ -275,8 +303,9 @@ const body = rows.map((r) => [
   `${r.ctx}`,
   r.cache,
   fmt(r.cr, 2),
-  ...(cpu ? [] : [fmt(r.prefillMs), fmt(r.tokPerS), fmt(r.stepGpuMs, 2)]),
+  ...(cpu ? [] : [fmt(r.prefillMs), fmt(r.tokPerS), fmt(r.tokPerSEncoded), fmt(r.stepGpuMs, 2)]),
   fmt(dense(r).tokPerS ? r.tokPerS / dense(r).tokPerS : NaN, 2),
+  fmt(r.replayedPerToken, 2),
   fmt(r.dispatchesPerToken),
   fmt(r.submitsPerToken, 2),
   fmt(r.readbacksPerToken, 3),
@@ -287,8 +316,9 @@ const head = [
   "ctx",
   "cache",
   "CR",
-  ...(cpu ? [] : ["prefill ms", "tok/s", "step GPU ms"]),
+  ...(cpu ? [] : ["prefill ms", "tok/s", "tok/s encoded", "step GPU ms"]),
   "this/dense",
+  "replayed/tok",
   "dispatches/tok",
   "submits/tok",
   "readbacks/tok",
