@@ -37,7 +37,7 @@ struct Params {
   vocab: u32,
   out_offset: u32,      // token of row r goes to out[out_offset + r]
   log_cols: u32,        // sample_log: log is [rows, log_cols] ...
-  log_col: u32,         // ... and column log_col receives the tokens
+  log_col: u32,         // ... and column log_col mod log_cols receives the tokens
   top_k: u32,           // 0 or >= vocab: off; 1: greedy
   inv_temp: f32,        // 1 / temperature; 0: greedy
   top_p: f32,           // >= 1: off
@@ -560,6 +560,6 @@ fn sample_log(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
   let token = run(row, lid.x);
   if (lid.x == 0u) {
     out[p.out_offset + row] = i32(token);
-    log[row * p.log_cols + p.log_col] = i32(token);
+    log[row * p.log_cols + p.log_col % p.log_cols] = i32(token);
   }
 }

@@ -26,7 +26,7 @@ struct Params {
   chunks: u32,          // ceil(vocab / CHUNK): part is [rows, chunks]
   out_offset: u32,      // token of row r goes to out[out_offset + r]
   log_cols: u32,        // finish_log: log is [rows, log_cols] ...
-  log_col: u32,         // ... and column log_col receives the tokens
+  log_col: u32,         // ... and column log_col mod log_cols receives the tokens
   inv_temp: f32,        // 1 / temperature; 0: greedy
   seed: u32,
   step: u32,            // added to step_buf[0] when step_from_buffer != 0
@@ -282,6 +282,6 @@ fn finish_log(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
   let token = finish_row(row, lid.x);
   if (lid.x == 0u) {
     out[p.out_offset + row] = i32(token);
-    log[row * p.log_cols + p.log_col] = i32(token);
+    log[row * p.log_cols + p.log_col % p.log_cols] = i32(token);
   }
 }

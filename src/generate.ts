@@ -103,11 +103,11 @@ export interface GenerateOptions {
   /** Prefill chunk length (default: the config's `dms_chunked_prefill`, else the whole prompt). */
   prefillChunk?: number;
   /**
-   * Replay decode steps (default true): within a chunk of `readbackEvery` tokens, once three
-   * consecutive decode steps encoded the same dispatches but for uniform words that grow by the
-   * same amount each step (the position, the sampling step, the log column), the next steps are
-   * re-encoded from the last one's trace (`Gpu.replay`) without running the model's or the
-   * cache's JavaScript, while the cache agrees (`KvCache.replayDecodeStep`: no new block, a
+   * Replay decode steps (default true): once three consecutive decode steps encoded the same
+   * dispatches but for uniform words that grow by the same amount each step (the position, the
+   * sampling step, the token log's column), the next steps are re-encoded from the last one's
+   * trace (`Gpu.replay`) without running the model's or the cache's JavaScript, across readbacks,
+   * while the cache agrees (`KvCache.replayDecodeStep`: no new block since the traced step, a
    * replay-safe policy). The tokens are the same either way; false encodes every step.
    */
   replay?: boolean;
@@ -271,7 +271,9 @@ export async function* generate(
       while (true) {
         // A replayed step's trace holds its sampling too (and it made no logits tensor).
         if (logits) {
-          sample(logits, { ...opts.sampling, step, out: next, log, logColumn: pending });
+          // The log is a ring of `every` columns: column step mod every (chunks start at
+          // multiples of every), so every uniform of a decode step grows by 1 a step.
+          sample(logits, { ...opts.sampling, step, out: next, log, logColumn: step });
           logits.dispose();
           logits = undefined;
         }
@@ -301,7 +303,6 @@ export async function* generate(
             return done.every((d) => d) ? 0 : Math.min(every, opts.maxTokens - step);
           }, [{ buffer: log.buffer, size: B * every * 4 }]);
           pending = 0;
-          replayer?.reset(); // new blocks, new lengths: trace the chunk's first steps again
           if (done.every((d) => d)) {
             final = stats;
             yield { tokens: chunkOut, done: [...done], stats: final, cacheStats: stats };
@@ -372,12 +373,5 @@ class StepReplayer {
   /** Encodes the next step from the last trace. */
   replay(): void {
     this.#gpu.replay(this.#last!, this.#delta, ++this.#times);
-  }
-
-  /** Forgets the traces (at a chunk boundary). */
-  reset(): void {
-    this.#last = this.#delta = undefined;
-    this.#verified = false;
-    this.#times = 0;
   }
 }

@@ -74,6 +74,7 @@ export class PagedKvCache implements KvCache {
   readonly #pad: Float64Array;
   #seen = 0;
   #nextLayer = 0;
+  #blocksAtStep = -1; // storage.blocksAllocated after the last step run through attend()
   #stepN = 0;
   #stepPrefill = false;
   #stepMask: Int32Array | undefined;
@@ -174,13 +175,18 @@ export class PagedKvCache implements KvCache {
   /**
    * See {@linkcode KvCache.replayDecodeStep}: true (and the step's CPU side done: each page's
    * bound + 1, the position + 1) when the last step was a plain decode step, the policy is
-   * replay-safe and every page's blocks hold one more entry (no allocation, so the kernels'
-   * grids stay: `PagedKvStorage.planLength`); else false, nothing changed.
+   * replay-safe, no block was allocated since that step (a readback's `reserveAndRead` may have
+   * added some) and every page's blocks hold one more entry: the buffers, the block tables and
+   * the kernels' grids (`PagedKvStorage.planLength`) are those of the traced step; else false,
+   * nothing changed.
    */
   replayDecodeStep(): boolean {
     if (this.#disposed || this.#nextLayer !== 0 || this.#seen === 0) return false;
     if (this.#stepPrefill || this.#stepN !== 1 || !this.policy.replaySafe) return false;
-    if (this.storage.needsLengths(1)) return false;
+    // No block since the last encoded step (a readback's reserve may have added some), none now.
+    if (this.storage.blocksAllocated !== this.#blocksAtStep || this.storage.needsLengths(1)) {
+      return false;
+    }
     for (let l = 0; l < this.layers; l++) this.storage.ensure(l, 1);
     this.#seen += 1;
     return true;
@@ -406,6 +412,7 @@ export class PagedKvCache implements KvCache {
 
   #endStep(): void {
     accountStep(this.storage, !this.#stepPrefill);
+    this.#blocksAtStep = this.storage.blocksAllocated;
     const n = this.#stepN;
     for (let b = 0; b < this.batch; b++) {
       const f = this.#frHost[b];

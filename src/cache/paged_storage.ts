@@ -112,6 +112,7 @@ export class PagedKvStorage {
 
   #pools: Pool[] = [];
   #table: BlockTable; // rows [layers, pages]
+  #allocated = 0; // blocks allocated so far (blocksAllocated)
   #bound: Float64Array; // [layers, pages] upper bound of the length
   /** A 16-byte scratch buffer bound where a kernel's unused read_write binding needs one. */
   readonly dummy: GPUBuffer;
@@ -180,6 +181,14 @@ export class PagedKvStorage {
   /** Blocks in the pool of a layer (allocated capacity). */
   poolBlocks(layer: number): number {
     return this.#pools[layer].blocks;
+  }
+
+  /**
+   * Blocks allocated so far, all layers (a version of the block tables and pools: a decode step
+   * encoded before and one after a change of it may differ in buffers and grids).
+   */
+  get blocksAllocated(): number {
+    return this.#allocated;
   }
 
   /**
@@ -430,6 +439,7 @@ export class PagedKvStorage {
   }
 
   #allocBlock(layer: number, page: number): void {
+    this.#allocated++;
     const pool = this.#pools[layer];
     if (pool.used >= pool.blocks) this.#grow(layer, pool.used + 1);
     this.#table.push(layer * this.pages + page, this.#pools[layer].used++);

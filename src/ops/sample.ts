@@ -161,9 +161,12 @@ export interface SampleTargets {
   out?: Tensor;
   /** First element of `out` written (default 0). */
   outOffset?: number;
-  /** i32 `[B, C]` token log; column `logColumn` receives this step's tokens. */
+  /** i32 `[B, C]` token log; column `logColumn mod C` receives this step's tokens. */
   log?: Tensor;
-  /** Column of `log` (default 0). */
+  /**
+   * Column of `log`, taken modulo C (default 0): a ring, so that a caller can pass the step
+   * itself (`generate` does: its uniforms then change by the same amount every step).
+   */
   logColumn?: number;
 }
 
@@ -270,10 +273,11 @@ export function sample(logits: Tensor, opts: SampleOptions & SampleTargets = {})
   }
   if (
     log &&
-    (log.rank !== 2 || log.shape[0] !== B || !(Number.isInteger(col) && col >= 0 && col < cols))
+    (log.rank !== 2 || log.shape[0] !== B || cols < 1 ||
+      !(Number.isInteger(col) && col >= 0 && col <= 0xffffffff))
   ) {
     throw new RangeError(
-      `sample() log: must be i32 [${B}, C] with 0 <= logColumn < C, got ${log.dtype}${
+      `sample() log: must be i32 [${B}, C >= 1] with an integer logColumn in 0..2^32-1, got ${log.dtype}${
         fmtShape(log.shape)
       } column ${col}`,
     );

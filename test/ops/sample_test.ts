@@ -171,7 +171,8 @@ Deno.test({
       using out = Tensor.fromArray(gpu, [-1, -1, -1, -1], [4], "i32");
       using log = Tensor.fromArray(gpu, [-1, -1, -1, -1, -1, -1], [2, 3], "i32");
       const opts = { temperature: 1, topK: 20, topP: 0.9, seed: 9 };
-      sample(t, { ...opts, step: stepT, out, outOffset: 1, log, logColumn: 2, kernel });
+      // column 8 of a 3-column log is column 8 mod 3 = 2 (a ring)
+      sample(t, { ...opts, step: stepT, out, outOffset: 1, log, logColumn: 8, kernel });
       const [o, g] = await readTensors([out, log]);
       assert.equal(o[0], -1);
       assert.equal(o[3], -1);
@@ -434,6 +435,7 @@ Deno.test({
     });
     assert.throws(() => sample(t, { out: small, outOffset: 2 }), /do not fit in \[3\]/);
     assert.throws(() => sample(t, { outOffset: 1 }), /needs an out tensor/);
-    assert.throws(() => sample(t, { log, logColumn: 3 }), /logColumn/);
+    assert.throws(() => sample(t, { log, logColumn: -1 }), /logColumn/);
+    assert.throws(() => sample(t, { log, logColumn: 1.5 }), /logColumn/);
   },
 });
