@@ -68,6 +68,7 @@ export class BufferPool {
   #sizes = new WeakMap<GPUBuffer, number>(); // GPUBuffer.size is a native call: remember it
   #maxBufferSize: number;
   #nextId = 0;
+  #allocs = 0;
   #live = 0;
   #liveCount = 0;
   #peak = 0;
@@ -85,6 +86,11 @@ export class BufferPool {
     this.#hooks = hooks;
     this.#cap = capBytes;
     this.#maxBufferSize = device.limits.maxBufferSize; // device.limits builds a new object
+  }
+
+  /** Buffers handed out so far (a version: a freed buffer may be someone else's after it). */
+  get allocations(): number {
+    return this.#allocs;
   }
 
   /** Live bytes this pool may hold. */
@@ -139,6 +145,7 @@ export class BufferPool {
       this.id(buf);
       this.#sizes.set(buf, size);
     }
+    this.#allocs++;
     this.#live += size;
     this.#liveCount++;
     if (this.#live > this.#peak) this.#peak = this.#live;

@@ -280,30 +280,31 @@ export class Gpu {
 
   /** Ends the trace {@linkcode Gpu.beginTrace} started and returns it. */
   endTrace(): StepTrace {
-    return this.#tracer.end();
+    return this.#tracer.end(this.#pool.allocations);
   }
 
   /**
    * Whether {@linkcode Gpu.replay} takes `trace` now: it is clean, no pooled buffer has been
-   * destroyed since it began (one it binds might be), and the uniform batch is at its first slot.
+   * destroyed since it began nor handed out since it ended (one it binds might be: freed by the
+   * traced step, it may hold someone else's data now), and the uniform batch is at its first slot.
    */
   canReplay(trace: StepTrace): boolean {
-    return this.#tracer.refusal(trace, this.#uniforms.slots) === undefined;
+    return this.#tracer.refusal(trace, this.#uniforms.slots, this.#pool.allocations) === undefined;
   }
 
   /**
    * Encodes the dispatches of `trace` again: the same pipelines, bind groups and grids, the
-   * uniform blocks as traced with `delta · times` added to the words that change per step. The
-   * buffers the trace binds must still hold what the step expects (the caller's to know: none
-   * may have been freed and reused since; a destroyed one is caught); no op code runs.
+   * uniform blocks as traced with `delta · times` added to the words that change per step; no op
+   * code runs. A buffer the trace binds that was destroyed, or a pooled buffer handed out since
+   * the trace ended, makes it refuse; buffers outside the pool are the caller's to keep.
    *
    * @throws {Error} When {@linkcode Gpu.canReplay} says no: an unclean trace, a pooled buffer
-   *   destroyed since, or a uniform batch not at the trace's first slot (flush first, as before
-   *   the traced step).
+   *   destroyed or handed out since, or a uniform batch not at the trace's first slot (flush
+   *   first, as before the traced step).
    */
   replay(trace: StepTrace, delta?: TraceDelta, times = 1): void {
     this.#errors.checkAlive();
-    const refusal = this.#tracer.refusal(trace, this.#uniforms.slots);
+    const refusal = this.#tracer.refusal(trace, this.#uniforms.slots, this.#pool.allocations);
     if (refusal) throw new Error(refusal);
     this.#tracer.dirty();
     replayDispatches(

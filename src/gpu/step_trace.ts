@@ -143,6 +143,7 @@ export function applyDelta(
 export class StepTracer {
   #current: { dispatches: TracedDispatch[]; firstSlot: number; clean: boolean } | undefined;
   #began = new WeakMap<StepTrace, number>();
+  #ended = new WeakMap<StepTrace, number>();
   #destroyed = 0;
 
   /** Starts a trace at uniform slot `firstSlot` (unclean from the start when `clean` is false). */
@@ -151,11 +152,16 @@ export class StepTracer {
     this.#began.set(this.#current, this.#destroyed);
   }
 
-  /** Ends the current trace and returns it. */
-  end(): StepTrace {
+  /**
+   * Ends the current trace and returns it.
+   *
+   * @param allocations The buffer pool's allocation count now (`BufferPool.allocations`).
+   */
+  end(allocations: number): StepTrace {
     const t = this.#current;
     if (!t) throw new Error("endTrace: no trace was begun (beginTrace)");
     this.#current = undefined;
+    this.#ended.set(t, allocations);
     return t;
   }
 
@@ -179,11 +185,19 @@ export class StepTracer {
     this.#destroyed++;
   }
 
-  /** Why `trace` cannot be replayed with the uniform batch at `slot`, or undefined when it can. */
-  refusal(trace: StepTrace, slot: number): string | undefined {
+  /**
+   * Why `trace` cannot be replayed with the uniform batch at `slot` and the pool at
+   * `allocations`, or undefined when it can.
+   */
+  refusal(trace: StepTrace, slot: number, allocations: number): string | undefined {
     if (!trace.clean) return "replay: the trace is not clean (see Gpu.beginTrace)";
     if (this.#began.get(trace) !== this.#destroyed) {
       return "replay: a pooled buffer was destroyed since the trace began";
+    }
+    if (this.#ended.get(trace) !== allocations) {
+      // The step's temporaries went back to the pool when it ended; one handed out since may
+      // hold someone else's data, which a replay would overwrite.
+      return "replay: a pooled buffer was handed out since the trace ended";
     }
     if (slot !== trace.firstSlot) {
       return `replay: the trace starts at uniform slot ${trace.firstSlot}, the batch is at slot ` +

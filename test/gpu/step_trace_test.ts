@@ -50,7 +50,7 @@ Deno.test({
 
 Deno.test({
   name: "traces that differ in a buffer or a grid have no delta; a copy, a write, a destroyed " +
-    "buffer or another uniform slot make a trace unreplayable",
+    "buffer, a buffer handed out by the pool or another uniform slot make a trace unreplayable",
   ...GPU_TEST,
   fn: async () => {
     const a = gpu.alloc(256), b = gpu.alloc(256), out = gpu.alloc(256), other = gpu.alloc(256);
@@ -85,6 +85,13 @@ Deno.test({
       gpu.trim(); // destroys the pooled buffers, `other` among them
       assert.ok(!gpu.canReplay(t), "a pooled buffer was destroyed since the trace");
       assert.throws(() => gpu.replay(t), /destroyed/);
+
+      const u = traced(a, b, out, 4);
+      gpu.flush();
+      assert.ok(gpu.canReplay(u));
+      gpu.release(gpu.alloc(64)); // the pool hands a buffer out (and takes it back)
+      assert.ok(!gpu.canReplay(u), "a pooled buffer was handed out since the trace ended");
+      assert.throws(() => gpu.replay(u), /handed out/);
     } finally {
       for (const x of [a, b, out]) gpu.release(x);
     }
