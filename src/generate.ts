@@ -103,12 +103,22 @@ export interface GenerateOptions {
   /** Prefill chunk length (default: the config's `dms_chunked_prefill`, else the whole prompt). */
   prefillChunk?: number;
   /**
+   * Decode steps encoded while a chunk's readback waits (default 4; 0: none): Deno resolves a
+   * readback ~10 ms after it is submitted, and these steps keep the GPU busy meanwhile. They are
+   * the next chunk's first steps, limited by the room the cache has without a new block; when the
+   * readback shows every sequence finished they were computed for nothing (the cache holds them,
+   * like the steps of the last chunk after an EOS).
+   */
+  readbackOverlap?: number;
+  /**
    * Replay decode steps (default true): once three consecutive decode steps encoded the same
    * dispatches but for uniform words that grow by the same amount each step (the position, the
    * sampling step, the token log's column), the next steps are re-encoded from the last one's
    * trace (`Gpu.replay`) without running the model's or the cache's JavaScript, across readbacks,
    * while the cache agrees (`KvCache.replayDecodeStep`: no new block since the traced step, a
-   * replay-safe policy). The tokens are the same either way; false encodes every step.
+   * replay-safe policy) and the GPU does (`Gpu.canReplay`: no pooled buffer destroyed or handed
+   * out since the trace, as a caller's tensors made between chunks would be; three steps are
+   * traced again then). The tokens are the same either way; false encodes every step.
    */
   replay?: boolean;
 }
@@ -263,70 +273,80 @@ export async function* generate(
     const replayer = opts.replay !== false && cache.replayDecodeStep
       ? new StepReplayer(gpu)
       : undefined;
+    const overlap = opts.readbackOverlap ?? 4;
+    if (!(Number.isInteger(overlap) && overlap >= 0)) {
+      throw new RangeError(`generate: readbackOverlap must be an integer >= 0, got ${overlap}`);
+    }
     let tracing = false;
+    // Decode step `step`: the last sampled token through the model at its position, then
+    // sampling with RNG step `step` into log column `step` (a ring of `every` columns; chunks
+    // start at multiples of every), so that every uniform of a step grows by 1 a step: replayed
+    // from the last trace when the replayer and the cache agree.
+    const decodeStep = (step: number) => {
+      posT.write(Array.from({ length: B }, () => start + P + step - 1)); // flushes: slot 0
+      if (replayer?.ready && cache.replayDecodeStep!()) return replayer.replay();
+      if (replayer) {
+        gpu.beginTrace();
+        tracing = true;
+      }
+      const l = model.forward(next, { mode: "inference", positions: posT, cache, logits: "last" })!;
+      const logits = l.reshape([B, cfg.vocabSize]) as Tensor<"f32">;
+      l.dispose();
+      sample(logits, { ...opts.sampling, step, out: next, log, logColumn: step });
+      logits.dispose();
+      if (replayer) {
+        replayer.add(gpu.endTrace());
+        tracing = false;
+      }
+    };
     try {
-      let step = 0, pending = 0;
-      let logits: Tensor<"f32"> | undefined = last!.reshape([B, cfg.vocabSize]) as Tensor<"f32">;
+      const first = last!.reshape([B, cfg.vocabSize]) as Tensor<"f32">;
       last!.dispose();
+      sample(first, { ...opts.sampling, step: 0, out: next, log, logColumn: 0 });
+      first.dispose();
+      let step = 1, pending = 1;
       while (true) {
-        // A replayed step's trace holds its sampling too (and it made no logits tensor).
-        if (logits) {
-          // The log is a ring of `every` columns: column step mod every (chunks start at
-          // multiples of every), so every uniform of a decode step grows by 1 a step.
-          sample(logits, { ...opts.sampling, step, out: next, log, logColumn: step });
-          logits.dispose();
-          logits = undefined;
-        }
-        if (tracing) {
-          replayer!.add(gpu.endTrace());
-          tracing = false;
-        }
-        step++;
-        pending++;
         const finished = step >= opts.maxTokens;
         if (pending === every || finished) {
           // One readback a chunk: the sampled tokens, with the cache's lengths and counters (its
           // room for the rest of the generation, none once every sequence is done, and the
-          // accounting).
+          // accounting). While it waits (~10 ms in Deno), the next chunk's first steps run.
           const chunkOut: number[][] = prompts.map(() => []);
-          const { stats } = await cache.reserveAndRead((bytes) => {
-            const rows = new Int32Array(bytes[0]);
-            for (let b = 0; b < B; b++) {
-              for (let i = 0; i < pending && !done[b]; i++) {
-                const t = rows[b * every + i];
-                chunkOut[b].push(t);
-                all[b].push(t);
-                if (eos.has(t)) done[b] = true;
+          let ahead = 0;
+          const { stats } = await cache.reserveAndRead(
+            (bytes) => {
+              const rows = new Int32Array(bytes[0]);
+              for (let b = 0; b < B; b++) {
+                for (let i = 0; i < pending && !done[b]; i++) {
+                  const t = rows[b * every + i];
+                  chunkOut[b].push(t);
+                  all[b].push(t);
+                  if (eos.has(t)) done[b] = true;
+                }
+                if (finished) done[b] = true;
               }
-              if (finished) done[b] = true;
-            }
-            return done.every((d) => d) ? 0 : Math.min(every, opts.maxTokens - step);
-          }, [{ buffer: log.buffer, size: B * every * 4 }]);
-          pending = 0;
+              return done.every((d) => d) ? 0 : Math.min(every, opts.maxTokens - step - ahead);
+            },
+            [{ buffer: log.buffer, size: B * every * 4 }],
+            finished || overlap === 0 ? undefined : (room) => {
+              ahead = Math.min(overlap, room, every - 1, opts.maxTokens - step);
+              for (let i = 0; i < ahead; i++) decodeStep(step + i);
+              return ahead;
+            },
+          );
           if (done.every((d) => d)) {
             final = stats;
             yield { tokens: chunkOut, done: [...done], stats: final, cacheStats: stats };
             break;
           }
           yield { tokens: chunkOut, done: [...done], cacheStats: stats };
-        }
-        posT.write(Array.from({ length: B }, () => start + P + step - 1)); // flushes: slot 0
-        if (replayer?.ready && cache.replayDecodeStep!()) {
-          replayer.replay();
+          step += ahead;
+          pending = ahead;
           continue;
         }
-        if (replayer) {
-          gpu.beginTrace(); // forward and the sampling at the top of the loop
-          tracing = true;
-        }
-        const l = model.forward(next, {
-          mode: "inference",
-          positions: posT,
-          cache,
-          logits: "last",
-        })!;
-        logits = l.reshape([B, cfg.vocabSize]) as Tensor<"f32">;
-        l.dispose();
+        decodeStep(step);
+        step++;
+        pending++;
       }
     } finally {
       if (tracing) gpu.endTrace();

@@ -36,8 +36,16 @@ function config(dms: boolean) {
   }, "tiny");
 }
 
-/** Runs a generation to its end, counting the steps replayed (`gpu.replay` calls). */
-async function generated(model: Model, cache: PagedKvCache, opts: Partial<GenerateOptions>) {
+/**
+ * Runs a generation to its end, counting the steps replayed (`gpu.replay` calls); `chunks`
+ * receives every chunk.
+ */
+async function generated(
+  model: Model,
+  cache: PagedKvCache,
+  opts: Partial<GenerateOptions> & { prompts?: number[][] },
+  chunks: unknown[] = [],
+) {
   const orig = gpu.replay;
   let replays = 0;
   gpu.replay = (...a: Parameters<typeof orig>) => {
@@ -45,7 +53,7 @@ async function generated(model: Model, cache: PagedKvCache, opts: Partial<Genera
     return orig.apply(gpu, a);
   };
   try {
-    const gen = generate(model, [[1, 2, 3, 4, 5, 6, 7], [8, 9]], {
+    const gen = generate(model, opts.prompts ?? [[1, 2, 3, 4, 5, 6, 7], [8, 9]], {
       maxTokens: 45,
       readbackEvery: 16,
       eosTokenIds: [],
@@ -53,7 +61,7 @@ async function generated(model: Model, cache: PagedKvCache, opts: Partial<Genera
       ...opts,
     });
     let r;
-    while (!(r = await gen.next()).done);
+    while (!(r = await gen.next()).done) chunks.push(r.value);
     return { ...r.value, replays };
   } finally {
     gpu.replay = orig;
@@ -93,6 +101,78 @@ Deno.test({
       } finally {
         model.dispose();
       }
+    }
+  },
+});
+
+Deno.test({
+  name: "tensors made between chunks survive replays, and two generations interleaved chunk by " +
+    "chunk give what each gives alone (a replay never writes into a pooled buffer handed out " +
+    "since its trace)",
+  ...GPU_TEST,
+  fn: async () => {
+    const model = createModel(gpu, config(false), { seed: 6 });
+    const held: Tensor[] = [];
+    try {
+      const opts = { maxTokens: 40, readbackEvery: 8, eosTokenIds: [] };
+      const alone = async (p: number[]) => {
+        using c = createCacheFor(model, 1, "dense");
+        return (await generated(model, c, { ...opts, replay: false, prompts: [p] })).tokens;
+      };
+      using c1 = createCacheFor(model, 1, "dense");
+      using c2 = createCacheFor(model, 1, "dense");
+      const g1 = generate(model, [[1, 2, 3]], { ...opts, cache: c1 });
+      const g2 = generate(model, [[4, 5, 6, 7]], { ...opts, cache: c2 });
+      const out1: number[] = [], out2: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const a = await g1.next(), b = await g2.next();
+        if (!a.done) out1.push(...a.value.tokens[0]);
+        if (!b.done) out2.push(...b.value.tokens[0]);
+        // small tensors, of the sizes a step's temporaries have, kept to the end
+        for (const n of [32, 64, 48, 16]) {
+          held.push(Tensor.fromArray(gpu, Array.from({ length: n }, (_, j) => i * 1000 + j), [n]));
+        }
+      }
+      assert.deepEqual([out1], await alone([1, 2, 3]));
+      assert.deepEqual([out2], await alone([4, 5, 6, 7]));
+      for (const [k, t] of held.entries()) {
+        const i = Math.floor(k / 4), v = await t.toArray();
+        assert.deepEqual([...v], Array.from({ length: v.length }, (_, j) => i * 1000 + j), `${k}`);
+      }
+    } finally {
+      for (const t of held) t.dispose();
+      model.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "a policy with CPU state per step (Quest) is not replayed, and generates what it does " +
+    "without replay; steps encoded while a readback waits change nothing either",
+  ...GPU_TEST,
+  fn: async () => {
+    const model = createModel(gpu, config(false), { seed: 5 });
+    try {
+      const quest = { chunk: 4, budget: 12 };
+      using q1 = createCacheFor(model, 2, "quest", quest);
+      using q2 = createCacheFor(model, 2, "quest", quest);
+      const opts = { maxTokens: 60, readbackEvery: 16, sampling: { temperature: 1.5, seed: 3 } };
+      const a = await generated(model, q1, { ...opts, replay: false });
+      const b = await generated(model, q2, opts);
+      assert.equal(b.replays, 0, "Quest keeps CPU state per step: no replay");
+      assert.deepEqual(b.tokens, a.tokens);
+      assert.deepEqual(b.stats, a.stats);
+      for (const policy of ["dense", "dms"] as const) {
+        using c1 = createCacheFor(model, 2, policy);
+        using c2 = createCacheFor(model, 2, policy);
+        const chunks: unknown[][] = [[], []];
+        const x = await generated(model, c1, { ...opts, readbackOverlap: 0 }, chunks[0]);
+        const y = await generated(model, c2, { ...opts, readbackOverlap: 5 }, chunks[1]);
+        assert.deepEqual(y.tokens, x.tokens, policy);
+        assert.deepEqual(chunks[1], chunks[0], `${policy}: the chunks and their accounting`);
+      }
+    } finally {
+      model.dispose();
     }
   },
 });

@@ -129,10 +129,17 @@ export interface KvCache extends Disposable {
    * @param extra Ranges to read back in the same readback.
    * @returns The bytes of `extra` in order, and the accounting as of the readback (before any
    *   block is allocated).
+   * @param during Optional: called once the readback is on its way (copies submitted) and before
+   *   waiting for it, with the decode steps every page has room for without a new block; it may
+   *   encode up to that many decode steps (so the GPU works while the readback waits for Deno's
+   *   ~10 ms poll) and returns how many it encoded. The lengths read are then raised by that many
+   *   before the room is reserved; the accounting is as of the readback. A cache may ignore it
+   *   (never call it).
    */
   reserveAndRead(
     steps: number | ((extra: ArrayBuffer[]) => number),
     extra: readonly ReadRange[],
+    during?: (room: number) => number,
   ): Promise<{ bytes: ArrayBuffer[]; stats: KvCacheStats }>;
 
   /**

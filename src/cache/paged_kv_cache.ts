@@ -205,11 +205,14 @@ export class PagedKvCache implements KvCache {
 
   /**
    * See {@linkcode KvCache.reserveAndRead}: `extra`, the lengths and the counters in one
-   * readback; the accounting is taken before any block is allocated.
+   * readback; the accounting is taken as of the readback, before any block is allocated.
+   * `during` may encode as many decode steps as every page has room for
+   * (`PagedKvStorage.decodeRoom`).
    */
   async reserveAndRead(
     steps: number | ((extra: ArrayBuffer[]) => number),
     extra: readonly ReadRange[],
+    during?: (room: number) => number,
   ): Promise<{ bytes: ArrayBuffer[]; stats: KvCacheStats }> {
     const s = this.storage;
     const check = (n: number) => {
@@ -219,21 +222,35 @@ export class PagedKvCache implements KvCache {
       return n;
     };
     if (typeof steps === "number") check(steps);
-    const all = await s.gpu.readMany([...extra, ...s.counterRanges()]);
+    const seen = this.#seen;
+    // readMany records the copies and submits before it first waits: steps `during` encodes
+    // come after them in the queue.
+    const reading = s.gpu.readMany([...extra, ...s.counterRanges()]);
+    let since = 0;
+    if (during) {
+      const room = s.decodeRoom();
+      since = during(room);
+      if (!Number.isInteger(since) || since < 0 || since > room) {
+        throw new RangeError(
+          `reserveAndRead: during() must return the steps it encoded, 0..${room}, got ${since}`,
+        );
+      }
+    }
+    const all = await reading;
     const bytes = all.slice(0, extra.length);
     const lens = new Int32Array(all[extra.length]);
-    const stats = this.#statsFrom(lens, new Uint32Array(all[extra.length + 1]));
-    s.reserveFrom(lens, check(typeof steps === "number" ? steps : steps(bytes)));
+    const stats = this.#statsFrom(lens, new Uint32Array(all[extra.length + 1]), seen);
+    s.reserveFrom(lens, check(typeof steps === "number" ? steps : steps(bytes)), since);
     return { bytes, stats };
   }
 
-  /** The accounting from the lengths `[layers · pages]` and the GPU counters. */
-  #statsFrom(lens: Int32Array, counters: Uint32Array): KvCacheStats {
+  /** The accounting from the lengths `[layers · pages]` and the GPU counters (`seen` positions). */
+  #statsFrom(lens: Int32Array, counters: Uint32Array, seen = this.#seen): KvCacheStats {
     const s = this.storage;
     return accountingFrom({
       lens,
       counters,
-      seen: this.#seen,
+      seen,
       pad: this.#pad,
       layers: this.layers,
       pages: s.pages,

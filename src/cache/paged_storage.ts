@@ -183,6 +183,16 @@ export class PagedKvStorage {
     return this.#pools[layer].blocks;
   }
 
+  /** Decode steps every page of every layer has room for without a new block (bounds vs blocks). */
+  decodeRoom(): number {
+    const bs = this.blockSize, have = this.#table.blocks;
+    let room = Infinity;
+    for (let i = 0; i < this.#bound.length; i++) {
+      room = Math.min(room, have[i] * bs - this.#bound[i]);
+    }
+    return Math.max(0, room === Infinity ? 0 : room);
+  }
+
   /**
    * Blocks allocated so far, all layers (a version of the block tables and pools: a decode step
    * encoded before and one after a change of it may differ in buffers and grids).
@@ -279,12 +289,14 @@ export class PagedKvStorage {
   /**
    * {@linkcode PagedKvStorage.reserve} from lengths already read back: every bound becomes the
    * true length, then pages get blocks for `steps` more entries. `lens` must be the lengths after
-   * every step encoded so far (read back with nothing encoded since).
+   * every step encoded so far but the last `since` decode steps (each adds at most one entry a
+   * page: the bounds become `lens + since`).
    *
    * @param lens `[layers · pages]` (as {@linkcode PagedKvStorage.readLengths} returns them).
+   * @param since Decode steps encoded after the lengths were read (default 0).
    * @throws {RangeError} When `steps` is not an integer >= 0 or `lens` has the wrong length.
    */
-  reserveFrom(lens: Int32Array, steps: number): void {
+  reserveFrom(lens: Int32Array, steps: number, since = 0): void {
     if (!Number.isInteger(steps) || steps < 0) {
       throw new RangeError(`reserve: steps must be an integer >= 0, got ${steps}`);
     }
@@ -293,7 +305,7 @@ export class PagedKvStorage {
         `reserveFrom: expected ${this.#bound.length} lengths (layers · pages), got ${lens.length}`,
       );
     }
-    for (let i = 0; i < lens.length; i++) this.#bound[i] = lens[i];
+    for (let i = 0; i < lens.length; i++) this.#bound[i] = lens[i] + since;
     if (!this.needsLengths(steps)) return;
     for (let l = 0; l < this.layers; l++) {
       const base = l * this.pages;
