@@ -39,8 +39,9 @@
  *     block), softmax in 2 barriers, P·V with 8 independent loads per thread in flight, heads
  *     summed 2 per round; register arrays capped at 16 q words, 8 loads, 16 accumulators
  *     (G = 8 uses 16 lanes per key to fit); splits of ≤ 512 keys (256 for G > 4), about 512
- *     workgroups from the CPU's bound, and each split takes max(128, ceil(len / np)) of the
- *     true length, so the splits a loose bound adds (DMS after eviction) exit after one length
+ *     workgroups from the blocks a page holds (`PagedKvStorage.planLength`), and each split takes
+ *     max(128, ceil(len / np)) of the true length, so the splits the blocks' spare room or a
+ *     loose bound adds (DMS after eviction) exit after one length
  *     read and the live ones keep ≥ one full block: work follows the live entries. Workgroup
  *     memory ≤ the device's limit (J shrinks to fit; 30 KB for f16 G 4 D 128).
  *   `partial` stays as the readable variant and the fallback (`decodeKernel: "tiled"`, per

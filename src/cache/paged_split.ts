@@ -112,10 +112,10 @@ export function decodeSplit(
   const c = splitDecodeShape(s.dtype, G, D, gpu.limits.maxComputeWorkgroupStorageSize);
   if (!c) return undefined;
   const maxLen = s.planLength(layer);
-  // Fixed partitions when asked for (capped at the kernel's maximum), else np from the bound
-  // (about SPLIT_TARGET_WORKGROUPS in all, within [maxLen / max, maxLen / min] per page) and
-  // ps = 0: each split takes max(KMIN, ceil(len / np)) of the page's true length, so the
-  // splits a loose bound adds (DMS after eviction) stay empty and cost one length read.
+  // Fixed partitions when asked for (capped at the kernel's maximum), else np from the blocks'
+  // room (about SPLIT_TARGET_WORKGROUPS in all, within [maxLen / max, maxLen / min] per page)
+  // and ps = 0: each split takes max(KMIN, ceil(len / np)) of the page's true length, so the
+  // splits the spare room adds (DMS after eviction) stay empty and cost one length read.
   let ps = 0, np: number;
   if (s.partitionKeys) {
     ps = Math.min(c.PSMAX, s.partitionKeys);

@@ -162,6 +162,7 @@ export class Transformer {
   dispose(): void {
     this.#invFreq.dispose();
     this.#zeros?.dispose();
+    this.#zeros = undefined;
   }
 
   /**
