@@ -33,10 +33,11 @@
 
 import type { Gpu } from "../gpu/device.ts";
 import type { ReadRange } from "../gpu/readback.ts";
-import { assertShape, fmtShape, type Tensor } from "../tensor/tensor.ts";
+import type { Tensor } from "../tensor/tensor.ts";
 import type { AttendOptions, KvCache, KvCacheStats } from "./kv_cache.ts";
 import { pagedAttention } from "./paged_attention.ts";
 import { accountingFrom } from "./accounting.ts";
+import { checkAttendDecisions, checkAttendInputs } from "./_attend_checks.ts";
 import { copySequence } from "./fork.ts";
 import { accountStep, scatterEntries } from "./paged_kv.ts";
 import { PagedKvStorage, type PagedStorageOptions } from "./paged_storage.ts";
@@ -150,13 +151,13 @@ export class PagedKvCache implements KvCache {
           `expected layer ${this.#nextLayer}, got ${layer}`,
       );
     }
-    const n = this.#checkInputs(op, q, k, v);
+    const n = checkAttendInputs(op, this, q, k, v);
     if (layer > 0 && n !== this.#stepN) {
       throw new RangeError(
         `${op}: layer ${layer} got n = ${n} tokens, but layer 0 of this step got ${this.#stepN}`,
       );
     }
-    this.#checkDecisions(op, n, decisions);
+    checkAttendDecisions(op, this, this.policy, n, decisions);
     if (layer === 0) {
       this.#beginStep(op, n, options.keyMask);
     } else {
@@ -321,59 +322,6 @@ export class PagedKvCache implements KvCache {
   /** `using cache = ...` disposes at the end of the scope. */
   [Symbol.dispose](): void {
     this.dispose();
-  }
-
-  /** Checks q/k/v shapes and dtypes against the storage; returns n. */
-  #checkInputs(op: string, q: Tensor, k: Tensor, v: Tensor): number {
-    for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
-      if (t.dtype !== this.dtype) {
-        throw new TypeError(
-          `${op}: ${name} must be ${this.dtype} like the cache, got ${t.dtype}${fmtShape(t.shape)}`,
-        );
-      }
-      if (t.rank !== 4) {
-        throw new RangeError(
-          `${op}: ${name} must have rank 4 [B, H, n, D], got ${fmtShape(t.shape)}`,
-        );
-      }
-    }
-    const n = k.shape[2];
-    if (n < 1) throw new RangeError(`${op}: k has no tokens (${fmtShape(k.shape)})`);
-    assertShape(k, [this.batch, this.kvHeads, n, this.headDim], `${op}: k`);
-    assertShape(v, [this.batch, this.kvHeads, n, this.headDim], `${op}: v`);
-    const Hq = q.shape[1];
-    if (Hq < 1 || Hq % this.kvHeads !== 0) {
-      throw new RangeError(
-        `${op}: q has ${Hq} heads, not a positive multiple of the ${this.kvHeads} KV heads (${
-          fmtShape(q.shape)
-        })`,
-      );
-    }
-    assertShape(q, [this.batch, Hq, n, this.headDim], `${op}: q`);
-    return n;
-  }
-
-  #checkDecisions(op: string, n: number, decisions: Tensor | undefined): void {
-    const B = this.batch, Hkv = this.kvHeads;
-    if (decisions) {
-      if (decisions.dtype !== "i32") {
-        throw new TypeError(
-          `${op}: decisions must be i32, got ${decisions.dtype}${fmtShape(decisions.shape)}`,
-        );
-      }
-      const want = [B, Hkv, n];
-      if (decisions.rank !== 3 || decisions.shape.some((x, i) => x !== want[i])) {
-        throw new RangeError(
-          `${op}: decisions: expected shape ${fmtShape(want)} [B, Hkv, n], got ${
-            fmtShape(decisions.shape)
-          }`,
-        );
-      }
-    } else if (this.policy.usesDecisions) {
-      throw new TypeError(
-        `${op}: decisions [${B}, ${Hkv}, ${n}] i32 are required by the ${this.policy.name} policy`,
-      );
-    }
   }
 
   #beginStep(op: string, n: number, keyMask: ArrayLike<number> | undefined): void {
