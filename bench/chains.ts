@@ -14,8 +14,10 @@
  *
  * Usage: `deno run -A bench/chains.ts [--contexts 8192,32768] [--batches 8,16,32,64]
  * [--tokens 64] [--cr 8] [--caches dense,dms] [--budget-gb 16] [--max-seconds 150] [--profile]
- * [--no-replay] [--quick] [--json FILE]`. `--no-replay`: every decode step encoded by the ops
- * (`GenerateOptions.replay` false). `--profile`: after each row, one more decode step of the B chains
+ * [--no-replay] [--overlap 8] [--quick] [--json FILE]`. `--no-replay`: every decode step encoded
+ * by the ops (`GenerateOptions.replay` false); `--overlap`: `GenerateOptions.readbackOverlap`
+ * (decode steps encoded while a readback waits; the bench passes its own caches, for which
+ * generate's default is 0). `--profile`: after each row, one more decode step of the B chains
  * with timestamp queries, its GPU time by kernel (where the step's time goes). Rows
  * still to run when `--max-seconds` is spent are listed as skipped. CPU adapter / `--quick`:
  * 2 layers, hidden 128, contexts 128, batches 2,4, 48 tokens, budget 1 MB.
@@ -48,6 +50,7 @@ const { values } = parseArgs({
     dtype: { type: "string" },
     profile: { type: "boolean", default: false },
     "no-replay": { type: "boolean", default: false },
+    overlap: { type: "string", default: "8" },
     quick: { type: "boolean", default: false },
     json: { type: "string" },
   },
@@ -154,6 +157,7 @@ async function run(
     readbackEvery: every,
     sampling: { temperature: 1, seed: 7 },
     replay: !values["no-replay"],
+    readbackOverlap: Number(values.overlap),
   });
   let tFirst = 0, count = 0, stats;
   while (true) {

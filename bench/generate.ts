@@ -17,9 +17,9 @@
  * so decode attention reads 1/CR of the dense cache's entries (the measured CR is printed).
  *
  * Usage: `deno run -A bench/generate.ts [--contexts 2048,32768] [--tokens 256] [--cr 8]
- * [--readback-every 32] [--replay both|on|off] [--overlap N] [--no-torch] [--quick]
+ * [--readback-every 32] [--replay both|on|off] [--overlap 8] [--no-torch] [--quick]
  * [--json FILE]`. `--overlap`: `GenerateOptions.readbackOverlap` (decode steps encoded while a
- * chunk's readback waits; default generate's).
+ * chunk's readback waits; the bench passes its own caches, for which generate's default is 0).
  * `--replay both` (default) times generation with replayed decode steps (`GenerateOptions.replay`,
  * the tok/s column) and again with every step encoded by the ops (tok/s encoded), each with a
  * fresh cache after its own prefill. On a CPU adapter (lavapipe) or
@@ -56,7 +56,7 @@ const { values } = parseArgs({
     dtype: { type: "string" },
     "no-torch": { type: "boolean", default: false },
     replay: { type: "string", default: "both" },
-    overlap: { type: "string" },
+    overlap: { type: "string", default: "8" },
     quick: { type: "boolean", default: false },
     json: { type: "string" },
   },
@@ -163,7 +163,7 @@ async function decode(
     readbackEvery: every,
     prefillChunk: 4096,
     replay,
-    readbackOverlap: values.overlap === undefined ? undefined : Number(values.overlap),
+    readbackOverlap: Number(values.overlap),
   });
   let stats;
   while (true) {

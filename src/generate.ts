@@ -103,12 +103,14 @@ export interface GenerateOptions {
   /** Prefill chunk length (default: the config's `dms_chunked_prefill`, else the whole prompt). */
   prefillChunk?: number;
   /**
-   * Decode steps encoded while a chunk's readback waits (default 8; 0: none): Deno resolves a
-   * readback ~10 ms after it is submitted, and these steps keep the GPU busy meanwhile (H200,
-   * Qwen3-0.6B geometry, 2K: 396 / 433 / 468 tok/s with 0 / 4 / 8 at 32 tokens a chunk). They are
-   * the next chunk's first steps, limited by the room the cache has without a new block; when the
-   * readback shows every sequence finished they were computed for nothing (the cache holds them,
-   * like the steps of the last chunk after an EOS).
+   * Decode steps encoded while a chunk's readback waits: Deno resolves a readback ~10 ms after it
+   * is submitted, and these steps keep the GPU busy meanwhile (H200, Qwen3-0.6B geometry, 2K: 396
+   * / 433 / 468 tok/s with 0 / 4 / 8 at 32 tokens a chunk). They are the next chunk's first steps,
+   * within the room the cache's blocks have, and each reserve makes room for them (a DMS pool may
+   * end up that many entries a page larger). When the readback shows every sequence finished,
+   * they were computed for nothing and the cache holds them (past the result's `stats`), so a
+   * cache you pass in for another turn would continue after them. Default: 8 when `generate`
+   * makes the cache, 0 when you pass one (its contents after an EOS stay as without overlap).
    */
   readbackOverlap?: number;
   /**
@@ -199,7 +201,8 @@ export function createCacheFor(
  * chunks of new tokens; the iterator's return value holds all tokens and the
  * cache accounting.
  *
- * @throws {RangeError} For an empty prompt, a token id outside the vocabulary or maxTokens < 1.
+ * @throws {RangeError} For an empty prompt, a token id outside the vocabulary, maxTokens < 1 or a
+ *   readbackOverlap that is not an integer >= 0.
  */
 export async function* generate(
   model: Transformer,
@@ -211,6 +214,10 @@ export async function* generate(
   if (B === 0) throw new RangeError("generate: no prompts");
   if (!(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) {
     throw new RangeError(`generate: maxTokens must be an integer >= 1, got ${opts.maxTokens}`);
+  }
+  const overlap = opts.readbackOverlap ?? (typeof opts.cache === "object" ? 0 : 8);
+  if (!(Number.isInteger(overlap) && overlap >= 0)) {
+    throw new RangeError(`generate: readbackOverlap must be an integer >= 0, got ${overlap}`);
   }
   prompts.forEach((p, b) => {
     if (!p.length) throw new RangeError(`generate: prompt ${b} is empty`);
@@ -274,10 +281,6 @@ export async function* generate(
     const replayer = opts.replay !== false && cache.replayDecodeStep
       ? new StepReplayer(gpu)
       : undefined;
-    const overlap = opts.readbackOverlap ?? 8;
-    if (!(Number.isInteger(overlap) && overlap >= 0)) {
-      throw new RangeError(`generate: readbackOverlap must be an integer >= 0, got ${overlap}`);
-    }
     let tracing = false;
     // Decode step `step`: the last sampled token through the model at its position, then
     // sampling with RNG step `step` into log column `step` (a ring of `every` columns; chunks
@@ -332,6 +335,7 @@ export async function* generate(
             finished || overlap === 0 ? undefined : (room) => {
               ahead = Math.min(overlap, room, every - 1, opts.maxTokens - step);
               for (let i = 0; i < ahead; i++) decodeStep(step + i);
+              if (ahead > 0) gpu.flush(); // each step submits the one before: submit the last too
               return ahead;
             },
           );

@@ -178,6 +178,28 @@ Deno.test({
 });
 
 Deno.test({
+  name: "readback overlap: off by default for a cache passed in (after an early EOS the cache " +
+    "ends where the result's accounting does), and when asked for, its steps are in the cache",
+  ...GPU_TEST,
+  fn: async () => {
+    const model = createModel(gpu, config(false), { seed: 2 });
+    try {
+      // Every token is EOS: both sequences finish at the first readback (a chunk of 8).
+      const opts = { maxTokens: 40, readbackEvery: 8, eosTokenIds: [...Array(64).keys()] };
+      for (const overlap of [undefined, 4]) {
+        using cache = createCacheFor(model, 2, "dense");
+        const r = await generated(model, cache, { ...opts, readbackOverlap: overlap });
+        assert.deepEqual(r.tokens.map((t) => t.length), [1, 1]);
+        assert.equal(r.stats.tokensSeen, 7 + 7, "the prompt's 7 (padded) + the chunk's 8 - 1");
+        assert.equal(cache.tokensSeen, r.stats.tokensSeen + (overlap ?? 0), `overlap ${overlap}`);
+      }
+    } finally {
+      model.dispose();
+    }
+  },
+});
+
+Deno.test({
   name: "greedy generation with replayed steps equals recomputing every step without a cache",
   ...GPU_TEST,
   fn: async () => {

@@ -230,7 +230,12 @@ export class PagedKvCache implements KvCache {
     let since = 0;
     if (during) {
       const room = s.decodeRoom();
-      since = during(room);
+      try {
+        since = during(room);
+      } catch (e) {
+        await reading.catch(() => {}); // no unhandled rejection of the readback
+        throw e;
+      }
       if (!Number.isInteger(since) || since < 0 || since > room) {
         throw new RangeError(
           `reserveAndRead: during() must return the steps it encoded, 0..${room}, got ${since}`,
