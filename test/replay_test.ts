@@ -10,6 +10,7 @@ import { createModel, type Model } from "../src/model/model.ts";
 import { createCacheFor, generate, type GenerateOptions } from "../src/generate.ts";
 import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
+import { type StepTrace, traceDelta } from "../src/gpu/step_trace.ts";
 import { gpu, GPU_TEST } from "./_util.ts";
 
 function config(dms: boolean) {
@@ -195,6 +196,80 @@ Deno.test({
       }
     } finally {
       model.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "every decode step between block allocations is the first one's trace plus k times one " +
+    "delta (what replaying assumes after checking three), across readbacks, dense and DMS",
+  ...GPU_TEST,
+  fn: async () => {
+    for (const dms of [false, true]) {
+      const cfg = parseConfig({
+        model_type: "qwen3",
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 8,
+        intermediate_size: 48,
+        vocab_size: 64,
+        max_position_embeddings: 512,
+        // one 62-entry block a page holds the whole run: no allocation after the prefill
+        ...(dms
+          ? {
+            dms_window_size: 63,
+            dms_paged_attention_block_size: 62,
+            dms_alpha_scale: 3,
+            dms_initial_alpha_offset: 0,
+          }
+          : {}),
+      }, "tiny");
+      const model = createModel(gpu, cfg, { seed: 9 });
+      try {
+        using cache = createCacheFor(model, 2, dms ? "dms" : "dense", { preallocateTokens: 62 });
+        cache.replayDecodeStep = () => false; // every step encoded by the ops, and traced
+        const traces: StepTrace[] = [];
+        const end = gpu.endTrace;
+        gpu.endTrace = () => {
+          const t = end.apply(gpu);
+          traces.push(t);
+          return t;
+        };
+        try {
+          await generated(model, cache, {
+            maxTokens: 40,
+            readbackEvery: 8,
+            readbackOverlap: 3,
+            sampling: { temperature: 1.5, seed: 1 },
+          });
+        } finally {
+          gpu.endTrace = end;
+        }
+        assert.ok(traces.length >= 38, `${traces.length} traced steps`);
+        // The first decode step after the prefill makes what later steps reuse (the zero
+        // decisions of a model without them, step buffers): linear from the next one on.
+        const first = traces.findIndex((t, i) =>
+          i + 1 < traces.length && traceDelta(t, traces[i + 1])
+        );
+        assert.ok(first >= 0 && first <= 1, `dms=${dms}: steps agree from step ${first} on`);
+        const base = traces[first], d = traceDelta(base, traces[first + 1])!;
+        assert.ok(d.delta.length > 0, "the position, the sampling step and the log column");
+        for (let k = 2; first + k < traces.length; k++) {
+          const dk = traceDelta(base, traces[first + k]);
+          assert.ok(dk, `dms=${dms}: step ${first + k} launches what step ${first} did`);
+          assert.deepEqual([...dk.dispatch], [...d.dispatch], `dms=${dms} step ${first + k}`);
+          assert.deepEqual([...dk.word], [...d.word], `dms=${dms} step ${first + k}`);
+          assert.deepEqual(
+            [...dk.delta],
+            [...d.delta].map((x) => x * k),
+            `dms=${dms} step ${first + k}`,
+          );
+        }
+      } finally {
+        model.dispose();
+      }
     }
   },
 });
