@@ -3,8 +3,8 @@ import fc from "fast-check";
 import { parseConfig } from "../src/model/config.ts";
 import { createModel } from "../src/model/model.ts";
 import { createCacheFor, generate, type GenerateResult } from "../src/generate.ts";
-import { Tensor } from "../src/tensor/tensor.ts";
 import { fcParams, gpu, GPU_TEST } from "./_util.ts";
+import { greedyByFullForward } from "./_greedy.ts";
 
 function tinyConfig(dms: boolean, window = 4) {
   return parseConfig({
@@ -39,25 +39,6 @@ async function run<C>(
     if (r.done) return r.value;
     onChunk(r.value);
   }
-}
-
-/** Greedy continuation recomputed from scratch with teacher-mode full forwards (no cache). */
-async function greedyByFullForward(
-  model: ReturnType<typeof createModel>,
-  prompt: number[],
-  n: number,
-): Promise<number[]> {
-  const seq = [...prompt];
-  for (let i = 0; i < n; i++) {
-    using ids = Tensor.fromArray(gpu, seq, [1, seq.length], "i32");
-    using pos = Tensor.fromArray(gpu, seq.map((_, j) => j), [1, seq.length], "i32");
-    using lg = model.forward(ids, { mode: "teacher", positions: pos, logits: "last" })!;
-    const l = await lg.toArray();
-    let best = 0;
-    for (let v = 1; v < l.length; v++) if (l[v] > l[best]) best = v;
-    seq.push(best);
-  }
-  return seq.slice(prompt.length);
 }
 
 Deno.test({

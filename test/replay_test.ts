@@ -12,8 +12,14 @@ import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import { type StepTrace, traceDelta } from "../src/gpu/step_trace.ts";
 import { gpu, GPU_TEST } from "./_util.ts";
+import { greedyByFullForward } from "./_greedy.ts";
 
-function config(dms: boolean) {
+/**
+ * The tiny test model; with `dms`, window W and blocks of `block` entries (by default W = 9 with
+ * 8-entry blocks: tokens leave the cache, and blocks fill every 8 tokens, so replays stop at new
+ * blocks and resume).
+ */
+function config(dms: boolean, window = 9, block = 8) {
   return parseConfig({
     model_type: "qwen3",
     hidden_size: 32,
@@ -24,12 +30,10 @@ function config(dms: boolean) {
     intermediate_size: 48,
     vocab_size: 64,
     max_position_embeddings: 512,
-    // W = 9 with 8-entry blocks: tokens leave the cache, and blocks fill every 8 tokens, so
-    // replays stop at new blocks and resume.
     ...(dms
       ? {
-        dms_window_size: 9,
-        dms_paged_attention_block_size: 8,
+        dms_window_size: window,
+        dms_paged_attention_block_size: block,
         dms_alpha_scale: 3,
         dms_initial_alpha_offset: 0,
       }
@@ -206,26 +210,8 @@ Deno.test({
   ...GPU_TEST,
   fn: async () => {
     for (const dms of [false, true]) {
-      const cfg = parseConfig({
-        model_type: "qwen3",
-        hidden_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: 8,
-        intermediate_size: 48,
-        vocab_size: 64,
-        max_position_embeddings: 512,
-        // one 62-entry block a page holds the whole run: no allocation after the prefill
-        ...(dms
-          ? {
-            dms_window_size: 63,
-            dms_paged_attention_block_size: 62,
-            dms_alpha_scale: 3,
-            dms_initial_alpha_offset: 0,
-          }
-          : {}),
-      }, "tiny");
+      // one 62-entry block a page holds the whole run: no allocation after the prefill
+      const cfg = config(dms, 63, 62);
       const model = createModel(gpu, cfg, { seed: 9 });
       try {
         using cache = createCacheFor(model, 2, dms ? "dms" : "dense", { preallocateTokens: 62 });
@@ -293,17 +279,7 @@ Deno.test({
         gpu.replay = orig;
       }
       assert.ok(replays >= 12, `${replays} replays`);
-      const seq = [...prompt];
-      for (let i = 0; i < 24; i++) {
-        using ids = Tensor.fromArray(gpu, seq, [1, seq.length], "i32");
-        using pos = Tensor.fromArray(gpu, seq.map((_, j) => j), [1, seq.length], "i32");
-        using lg = model.forward(ids, { mode: "teacher", positions: pos, logits: "last" })!;
-        const l = await lg.toArray();
-        let best = 0;
-        for (let v = 1; v < l.length; v++) if (l[v] > l[best]) best = v;
-        seq.push(best);
-      }
-      assert.deepEqual(r.value.tokens[0], seq.slice(prompt.length));
+      assert.deepEqual(r.value.tokens[0], await greedyByFullForward(model, prompt, 24));
     } finally {
       model.dispose();
     }
