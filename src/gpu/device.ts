@@ -6,7 +6,9 @@
  * slow one), `pipelines.ts` (kernels, pipeline and bind group caches), `params.ts`
  * (uniform packing by field name, uniform arenas), `buffers.ts` (buffer pool,
  * live/peak bytes), `readback.ts` (batched reads), `profiling.ts` (timestamp
- * queries); their public names are re-exported here.
+ * queries), `command_stream.ts` (the encoder and the compute pass dispatches share),
+ * `errors.ts` (error scopes, uncaptured errors, device loss), `step_trace.ts` (traced
+ * steps and their replay); their public names are re-exported here.
  *
  * @example Acquire the device and inspect it
  * ```ts
@@ -48,6 +50,7 @@ import {
 import { type KernelTime, TimestampRecorder } from "./profiling.ts";
 import { readRanges } from "./readback.ts";
 import { DeviceErrors } from "./errors.ts";
+import { CommandStream } from "./command_stream.ts";
 import { replayDispatches, type StepTrace, StepTracer, type TraceDelta } from "./step_trace.ts";
 
 export {
@@ -100,10 +103,7 @@ export class Gpu {
   #groups: BindGroupCache;
   #uniforms: UniformArenas;
   #pool: BufferPool;
-  #encoder: GPUCommandEncoder | undefined;
-  #pass: GPUComputePassEncoder | undefined;
-  #passPipeline: GPUComputePipeline | undefined;
-  #offset = new Uint32Array(1);
+  #stream: CommandStream;
   #bufferId: (b: GPUBuffer) => number;
   #pending = 0;
   #errors: DeviceErrors;
@@ -126,6 +126,7 @@ export class Gpu {
     this.debug = debug;
     this.limits = device.limits;
     this.#errors = new DeviceErrors(device);
+    this.#stream = new CommandStream(device);
     this.#pipelines = new PipelineCache(device, (p, label) => this.#errors.track(p, label));
     this.#groups = new BindGroupCache(device, (p, label) => this.#errors.track(p, label));
     this.#uniforms = new UniformArenas(device);
@@ -241,25 +242,7 @@ export class Gpu {
       pass.dispatchWorkgroups(x, y, z);
       pass.end();
     } else {
-      // Consecutive dispatches share one compute pass (storage writes of a dispatch are visible
-      // to the next one in the same pass); copies and clears end it (see encoder()).
-      let pass = this.#pass;
-      if (!pass) {
-        pass = this.#pass = this.#rawEncoder().beginComputePass();
-        this.#passPipeline = undefined;
-      }
-      if (this.#passPipeline !== pipeline) {
-        pass.setPipeline(pipeline);
-        this.#passPipeline = pipeline;
-      }
-      if (dynamicOffset >= 0) {
-        // The typed-array overload: no sequence<> conversion of a fresh array per dispatch.
-        this.#offset[0] = dynamicOffset;
-        pass.setBindGroup(0, group, this.#offset, 0, 1);
-      } else {
-        pass.setBindGroup(0, group);
-      }
-      pass.dispatchWorkgroups(x, y, z);
+      this.#stream.dispatch(pipeline, group, dynamicOffset, x, y, z); // the shared pass
     }
     if (this.debug) {
       this.#errors.track(this.device.popErrorScope(), label);
@@ -323,32 +306,17 @@ export class Gpu {
    */
   encoder(): GPUCommandEncoder {
     this.#tracer.dirty();
-    this.#endPass();
-    return this.#rawEncoder();
-  }
-
-  #rawEncoder(): GPUCommandEncoder {
-    if (!this.#encoder) this.#encoder = this.device.createCommandEncoder();
-    return this.#encoder;
-  }
-
-  #endPass(): void {
-    if (this.#pass) {
-      this.#pass.end();
-      this.#pass = undefined;
-    }
+    return this.#stream.encoder();
   }
 
   /** Submits everything recorded so far. */
   flush(): void {
-    this.#endPass();
-    if (!this.#encoder) return;
+    if (!this.#stream.recording) return;
     this.#tracer.dirty();
     // Upload this batch's uniform blocks (queued before the submit that reads them, and after
     // every earlier submit that read the previous contents).
     this.#uniforms.upload();
-    const cb = this.#encoder.finish();
-    this.#encoder = undefined;
+    const cb = this.#stream.finish()!;
     this.#pending = 0;
     this.device.queue.submit([cb]);
   }
