@@ -24,7 +24,8 @@
  *
  * Usage: `deno run -A bench/attention.ts [--contexts 4096,32768] [--batches 1,4] [--crs 2,4,8]
  * [--dtypes f16,f32] [--window 512] [--block 256] [--partition-keys N] [--reps N] [--no-torch]
- * [--no-old] [--other] [--quick] [--json out.json]`. `--other` also validates and times the flash
+ * [--no-old] [--other] [--quick] [--g 4] [--json out.json]`. `--g` sets the query heads per KV
+ * head (2 for Qwen3-0.6B). `--other` also validates and times the flash
  * kernel under another tuning (src/cache/paged_decode.ts `FlashDecodeTuning`), chosen with
  * `--other-threads N`, `--other-loads J` and `--other-min-keys N` (a sweep): columns `other µs`
  * and `this/other`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
@@ -49,7 +50,7 @@ import { Tensor } from "../src/tensor/tensor.ts";
 import { bytesPer } from "../src/tensor/dtype.ts";
 
 type Dt = "f32" | "f16";
-const [HKV, G, D] = [8, 4, 128];
+const [HKV, D] = [8, 128];
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -69,11 +70,18 @@ const { values: args } = parseArgs({
     "other-loads": { type: "string" },
     "other-min-keys": { type: "string" },
     quick: { type: "boolean", default: false },
+    g: { type: "string" },
     json: { type: "string" },
   },
 });
 
 const gpu = await getGpu();
+/** Query heads per KV head: 4 (Qwen3-8B) unless `--g` (2: Qwen3-0.6B). */
+const G = Number(args.g ?? 4);
+if (!Number.isInteger(G) || G < 1 || G > 8) {
+  console.error(`attention: --g must be an integer 1..8, got ${args.g}`);
+  Deno.exit(2);
+}
 const cpu = /llvmpipe/i.test(gpu.description);
 const list = (s: string | undefined, dflt: number[]) => (s ? s.split(",").map(Number) : dflt);
 const quick = args.quick || cpu;

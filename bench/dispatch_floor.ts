@@ -38,7 +38,7 @@ import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
-import { gemv } from "../src/ops/gemv.ts";
+import { gemv, gemvTuning } from "../src/ops/gemv.ts";
 import { linear } from "../src/ops/matmul.ts";
 import { linearQkv } from "../src/ops/linear_qkv.ts";
 import { linearSwiglu } from "../src/ops/linear_swiglu.ts";
@@ -327,6 +327,12 @@ const opRows: OpRow[] = [];
     [`norm + gemv16 ${4 * K}×${K}`, mb(w4), (i) => gemv(x, at(w4, i)[0], { norm }).dispose()],
   ];
   for (const [op, m, fn] of ops) opRows.push({ op, mb: m, us: await timeOps(fn) });
+  // The normed ones again without the prologue's prefetch (gemvTuning.normPrefetch), same run.
+  gemvTuning.normPrefetch = false;
+  for (const [op, m, fn] of ops.filter(([op]) => op.startsWith("norm"))) {
+    opRows.push({ op: `${op}, no prefetch`, mb: m, us: await timeOps(fn) });
+  }
+  gemvTuning.normPrefetch = true;
   for (const s of [qkv, mlp, wo, wd, w4]) s.flat().forEach((w) => w.dispose());
 }
 

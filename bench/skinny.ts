@@ -7,8 +7,10 @@
  * reads them from HBM. This is what `linear`'s `auto` routing for 8 < M ≤ 64 rests on
  * (src/ops/matmul_launch.ts).
  *
- * Usage: `deno run -A bench/skinny.ts [--rows 4,8,16,32,64] [--json FILE]`. On a CPU adapter:
- * small shapes, ratios only.
+ * `gemv16wide` (./src/ops/gemv.ts: 8–64 lanes a weight row, `--lanes 8,16,32`) is timed for M ≤ 16.
+ *
+ * Usage: `deno run -A bench/skinny.ts [--rows 4,8,16,32,64] [--shapes lm,down] [--lanes 16]
+ * [--json FILE]`. On a CPU adapter: small shapes, ratios only.
  *
  * @module
  */
@@ -16,23 +18,32 @@
 import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { linear, type MatmulVariant } from "../src/ops/matmul.ts";
+import { gemvTuning } from "../src/ops/gemv.ts";
 import { randomTensor } from "../src/tensor/random.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { fmt, isCpuAdapter, markdownTable, median } from "./_common.ts";
 
 const { values } = parseArgs({
-  options: { rows: { type: "string" }, json: { type: "string" } },
+  options: {
+    rows: { type: "string" },
+    shapes: { type: "string" },
+    lanes: { type: "string" },
+    json: { type: "string" },
+  },
 });
 const gpu = await getGpu();
 const cpu = isCpuAdapter(gpu);
 const dtype = gpu.hasF16 ? "f16" : "f32";
 const rows = (values.rows ?? (cpu ? "4,16" : "4,8,16,32,64")).split(",").map(Number);
-const shapes = cpu ? [{ name: "small", K: 64, N: 96 }] : [
+const wanted = values.shapes?.split(",");
+const shapes = (cpu ? [{ name: "small", K: 64, N: 96 }] : [
   { name: "q/k/v", K: 1024, N: 4096 },
   { name: "gate", K: 1024, N: 3072 },
   { name: "down", K: 3072, N: 1024 },
   { name: "LM head", K: 1024, N: 151936 },
-];
+]).filter((s) => !wanted || wanted.some((w) => s.name.toLowerCase().startsWith(w.toLowerCase())));
+/** `gemv16wide` lane counts timed for M ≤ 16 (`gemvTuning.wideLanes`). */
+const lanes = (values.lanes ?? "16").split(",").map(Number);
 
 interface Row {
   shape: string;
@@ -51,8 +62,13 @@ for (const s of shapes) {
   try {
     for (const M of rows) {
       using x = randomTensor(gpu, [M, s.K], { seed: 99, lo: -1, hi: 1, dtype });
-      const variants: MatmulVariant[] = M <= 8 ? ["gemv", "gemv16", "tiled"] : ["gemv16", "tiled"];
-      for (const variant of variants) {
+      const base: MatmulVariant[] = M <= 8 ? ["gemv", "gemv16", "tiled"] : ["gemv16", "tiled"];
+      const variants: [MatmulVariant, number][] = [
+        ...base.map((v): [MatmulVariant, number] => [v, 0]),
+        ...(M <= 16 ? lanes.map((l): [MatmulVariant, number] => ["gemv16wide", l]) : []),
+      ];
+      for (const [variant, lw] of variants) {
+        if (lw) gemvTuning.wideLanes = lw;
         let i = 0;
         const call = () => linear(x, ws[i++ % copies], { variant }).dispose();
         for (let k = 0; k < 8; k++) call();
@@ -64,7 +80,8 @@ for (const s of shapes) {
           });
           samples.push((ms / 8) * 1000);
         }
-        out.push({ shape: `${s.name} ${s.K}×${s.N}`, M, variant, us: median(samples) });
+        const name = lw ? `${variant} (${lw} lanes)` : variant;
+        out.push({ shape: `${s.name} ${s.K}×${s.N}`, M, variant: name, us: median(samples) });
       }
     }
   } finally {

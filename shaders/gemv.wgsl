@@ -29,6 +29,7 @@
 // l, l + 64, ... (each warp reads 512 contiguous bytes per load), two words in flight per step;
 // x is read the same way (it stays in cache: every column reuses it). f32 accumulators for the
 // MR rows in registers, then a tree reduction over the 64 lanes in workgroup memory.
+// `gemv16_wide`: LW lanes per column instead of 64 (see the entry point).
 // `gemv16_swiglu`: the same loop, but the 4 slots of a workgroup are 2 columns of gate and the
 // same 2 columns of up; after the reduction the gate slot's lane 0 reads its up partner's sum
 // and stores silu(g) * u (one dispatch instead of gate, up and swiglu).
@@ -75,6 +76,11 @@ override MR: u32 = 1u;   // rows of x this pipeline handles (p.m <= MR <= 16)
 override NORM: u32 = 0u; // 1: RMSNorm prologue (x -> gain * x * rn[r], rounded to T)
 
 override RED: u32 = 4096u; // 256 * MR: workgroup memory sized to the rows (the launcher sets it)
+// NORM: 1 = the first pair of weight words of every lane, and (staged, MR * K / EPV <= 256) each
+// thread's word of x and of the gain, are requested before the prologue's reductions, so their
+// memory latency overlaps the prologue instead of following it.
+override PRE: u32 = 0u;
+override LW: u32 = 16u; // gemv16_wide: lanes per column (divides 256; 256 / LW columns a workgroup)
 
 var<workgroup> red: array<f32, RED>; // [MR][256] partial sums
 var<workgroup> rn: array<f32, 16>;    // NORM: inverseSqrt(mean(x[r]^2) + eps) per row
@@ -104,11 +110,24 @@ fn sqw(a: vec4<u32>) -> f32 {
 // NORM: fills rn[r] for the MR rows of x (every thread calls it, in uniform control flow).
 fn norm_prologue(tid: u32) {
   if (NORM == 0u) { return; }
+  if (PRE == 1u && MR == 1u && staged() && p.kw <= 256u) {
+    norm_prologue_held(tid);
+    return;
+  }
   for (var r = 0u; r < MR; r++) {
     var ss = 0.0;
     for (var i = tid; i < p.kw; i += 256u) { ss += sqw(x[p.offX + r * p.kw + i]); }
     red[r * 256u + tid] = ss;
   }
+  norm_reduce(tid);
+  if (staged()) {
+    for (var j = tid; j < MR * p.kw; j += 256u) { xs[j] = xnormed(j / p.kw, j % p.kw); }
+    workgroupBarrier();
+  }
+}
+
+// The tree reduction of red[r * 256 + tid] over the 256 threads -> rn[r] (all threads call it).
+fn norm_reduce(tid: u32) {
   workgroupBarrier();
   for (var s = 128u; s > 0u; s >>= 1u) {
     if (tid < s) {
@@ -118,10 +137,23 @@ fn norm_prologue(tid: u32) {
   }
   if (tid < MR) { rn[tid] = inverseSqrt(red[tid * 256u] / f32(p.kw * EPV) + p.eps); }
   workgroupBarrier();
-  if (staged()) {
-    for (var j = tid; j < MR * p.kw; j += 256u) { xs[j] = xnormed(j / p.kw, j % p.kw); }
-    workgroupBarrier();
+}
+
+// NORM, PRE, one row staged, K / EPV <= 256 words: thread i holds word i of x and of the gain
+// from the start; the same sums (one word per thread, the same tree) and the same normed words
+// as the general path, without reading x or the gain again after the reduction.
+fn norm_prologue_held(tid: u32) {
+  let has = tid < p.kw;
+  var a = vec4<u32>(0u);
+  var g = vec4<u32>(0u);
+  if (has) {
+    a = x[p.offX + tid];
+    g = gain[tid];
   }
+  red[tid] = sqw(a); // 0 past the row
+  norm_reduce(tid);
+  if (has) { xs[tid] = normed_word(a, g, rn[0]); }
+  workgroupBarrier();
 }
 
 // Word i of row r of x as the product reads it: with NORM, the normed word (from xs if staged).
@@ -134,9 +166,11 @@ fn xword(r: u32, i: u32) -> vec4<u32> {
 // NORM: word i of row r of x normed, gain * (x * rn[r]) rounded to T (the rmsnorm kernel's
 // expression and rounding), repacked as a word.
 fn xnormed(r: u32, i: u32) -> vec4<u32> {
-  let a = x[p.offX + r * p.kw + i];
-  let g = gain[i];
-  let s = rn[r];
+  return normed_word(x[p.offX + r * p.kw + i], gain[i], rn[r]);
+}
+
+// gain * (a * s) per element, rounded to T, as a word.
+fn normed_word(a: vec4<u32>, g: vec4<u32>, s: f32) -> vec4<u32> {
   if (EPV == 8u) {
     var o: vec4<u32>;
     for (var j = 0u; j < 4u; j++) {
@@ -229,17 +263,35 @@ fn reduce_lanes(tid: u32, lane: u32) {
   }
 }
 
+// Whether a lane requests its first pair of weight words before the RMSNorm prologue (PRE with
+// NORM, a valid row, at least two words per lane); the main loop then starts after them.
+fn prefetch(valid: bool, lane: u32) -> bool {
+  return PRE == 1u && NORM == 1u && valid && lane + LANES < p.kw;
+}
+
 @compute @workgroup_size(256)
 fn gemv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
-  norm_prologue(tid);
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LANES;
   let col = wg * COLS + tid / LANES;
+  let pre = prefetch(col < p.n, lane);
+  var p0 = vec4<u32>(0u);
+  var p1 = vec4<u32>(0u);
+  if (pre) {
+    p0 = w[col * p.kw + lane];
+    p1 = w[col * p.kw + lane + LANES];
+  }
+  norm_prologue(tid);
   var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (col < p.n) {
     let wrow = col * p.kw;
     var i = lane;
+    if (pre) {
+      acc = acc_word(acc, p0, i);
+      acc = acc_word(acc, p1, i + LANES);
+      i += 2u * LANES;
+    }
     for (; i + LANES < p.kw; i += 2u * LANES) {
       let w0 = w[wrow + i];
       let w1 = w[wrow + i + LANES];
@@ -263,6 +315,50 @@ fn gemv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
 }
 
+// gemv16_wide: 256 / LW columns per workgroup, LW lanes per column, four words in flight per
+// lane; after one barrier lane 0 of each column adds its LW partial sums in order. For a large
+// N over a short K (the LM head, 151936 x 1024): gemv16's 4 columns a workgroup make ~38K
+// short workgroups there. Same epilogue as gemv16.
+@compute @workgroup_size(256)
+fn gemv16_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) tid: u32) {
+  norm_prologue(tid);
+  let wg = wid.y * nwg.x + wid.x;
+  let lane = tid % LW;
+  let col = wg * (256u / LW) + tid / LW;
+  var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+  if (col < p.n) {
+    let wrow = col * p.kw;
+    var i = lane;
+    for (; i + 3u * LW < p.kw; i += 4u * LW) {
+      let a0 = w[wrow + i];
+      let a1 = w[wrow + i + LW];
+      let a2 = w[wrow + i + 2u * LW];
+      let a3 = w[wrow + i + 3u * LW];
+      acc = acc_word(acc, a0, i);
+      acc = acc_word(acc, a1, i + LW);
+      acc = acc_word(acc, a2, i + 2u * LW);
+      acc = acc_word(acc, a3, i + 3u * LW);
+    }
+    for (; i < p.kw; i += LW) { acc = acc_word(acc, w[wrow + i], i); }
+  }
+  acc_store(acc, tid);
+  workgroupBarrier();
+  if (lane == 0u && col < p.n) {
+    var b = 0.0;
+    if (p.hasBias == 1u) { b = f32(bias[col]); }
+    for (var r = 0u; r < MR; r++) {
+      if (r < p.m) {
+        var v = 0.0;
+        for (var j = 0u; j < LW; j++) { v += red[r * 256u + tid + j]; }
+        v += b;
+        if (p.hasRes == 1u) { v += f32(res[p.offR + r * p.n + col]); }
+        y[p.offY + r * p.ldy + col] = T(v);
+      }
+    }
+  }
+}
+
 fn sigmoid(v: f32) -> f32 {
   let e = exp(-abs(v));  // <= 1: nothing overflows for any finite v
   return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
@@ -272,16 +368,33 @@ fn sigmoid(v: f32) -> f32 {
 @compute @workgroup_size(256)
 fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) tid: u32) {
-  norm_prologue(tid);
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LANES;
   let slot = tid / LANES;
   let isUp = slot >= 2u;
   let col = wg * 2u + slot % 2u;
+  let pre = prefetch(col < p.n, lane);
+  var p0 = vec4<u32>(0u);
+  var p1 = vec4<u32>(0u);
+  if (pre) {
+    if (isUp) {
+      p0 = w2[col * p.kw + lane];
+      p1 = w2[col * p.kw + lane + LANES];
+    } else {
+      p0 = w[col * p.kw + lane];
+      p1 = w[col * p.kw + lane + LANES];
+    }
+  }
+  norm_prologue(tid);
   var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (col < p.n) {
     let wrow = col * p.kw;
     var i = lane;
+    if (pre) {
+      acc = acc_word(acc, p0, i);
+      acc = acc_word(acc, p1, i + LANES);
+      i += 2u * LANES;
+    }
     for (; i + LANES < p.kw; i += 2u * LANES) {
       var w0: vec4<u32>;
       var w1: vec4<u32>;
@@ -334,7 +447,6 @@ fn qkv_word(src: u32, i: u32) -> vec4<u32> {
 // Prologue, main loop and reduction of gemv16_qkv / gemv16_qkv_bias: afterwards slot sums are
 // in red[r * 256 + tid] for lane 0 of each slot.
 fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
-  norm_prologue(tid);
   let lane = tid % LANES;
   var c = wg * COLS + tid / LANES; // column of [y | y2 | y3]
   var src = 0u;
@@ -347,10 +459,23 @@ fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
     }
   }
   let valid = src < 2u || c < p.n3;
+  let pre = prefetch(valid, lane);
+  var p0 = vec4<u32>(0u);
+  var p1 = vec4<u32>(0u);
+  if (pre) {
+    p0 = qkv_word(src, c * p.kw + lane);
+    p1 = qkv_word(src, c * p.kw + lane + LANES);
+  }
+  norm_prologue(tid);
   var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (valid) {
     let wrow = c * p.kw;
     var i = lane;
+    if (pre) {
+      acc = acc_word(acc, p0, i);
+      acc = acc_word(acc, p1, i + LANES);
+      i += 2u * LANES;
+    }
     for (; i + LANES < p.kw; i += 2u * LANES) {
       let w0 = qkv_word(src, wrow + i);
       let w1 = qkv_word(src, wrow + i + LANES);

@@ -130,10 +130,32 @@ export function gemvNormStagedWords(
   return words * 16 + 256 * M * 4 + 16 * 4 <= maxWorkgroupBytes ? words : 1;
 }
 
+/**
+ * Switches of the `gemv16` kernels that benchmarks flip to measure one choice against the other
+ * in the same run; tests run both. `normPrefetch` (the `PRE` pipeline constant): with an RMSNorm
+ * prologue, every lane requests its first two weight words, and (one staged row) each thread its
+ * word of x and of the gain, before the prologue's reductions, so that their memory latency
+ * overlaps the prologue instead of following it; the same values either way. `wideLanes`: lanes
+ * per weight row of `gemv16_wide` (8, 16, 32 or 64).
+ *
+ * @example The prologue without the prefetch
+ * ```ts
+ * import { gemvTuning } from "./gemv.ts";
+ * gemvTuning.normPrefetch = false;
+ * ```
+ */
+export const gemvTuning: { normPrefetch: boolean; wideLanes: number } = {
+  normPrefetch: true,
+  wideLanes: 16,
+};
+
 /** One dispatch of `shaders/gemv.wgsl` over bound windows (element offsets inside them). */
 export interface Gemv16Dispatch {
-  /** Kernel: `gemv16` (`res + x·wᵀ + bias`), `gemv16_swiglu` or `gemv16_qkv(_bias)`. */
-  entry: "gemv16" | "gemv16_swiglu" | "gemv16_qkv" | "gemv16_qkv_bias";
+  /**
+   * Kernel: `gemv16` (`res + x·wᵀ + bias`), `gemv16_wide` (the same with
+   * {@linkcode gemvTuning}`.wideLanes` lanes per row), `gemv16_swiglu` or `gemv16_qkv(_bias)`.
+   */
+  entry: "gemv16" | "gemv16_wide" | "gemv16_swiglu" | "gemv16_qkv" | "gemv16_qkv_bias";
   /** Storage dtype of every tensor. */
   dtype: FloatDType;
   /** Rows of x (≤ 16). */
@@ -189,19 +211,32 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
   const XS = d.norm
     ? gemvNormStagedWords(d.M, d.K, d.dtype, gpu.limits.maxComputeWorkgroupStorageSize)
     : 1;
+  const LW = gemvTuning.wideLanes;
+  if (d.entry === "gemv16_wide" && ![8, 16, 32, 64].includes(LW)) {
+    throw new RangeError(`gemv16_wide: gemvTuning.wideLanes must be 8, 16, 32 or 64, got ${LW}`);
+  }
   const k = gpu.kernel({
     shader: "gemv",
     entry: d.entry,
     defines: { T: d.dtype },
-    constants: { EPV, MR: d.M, NORM: d.norm ? 1 : 0, RED: 256 * d.M, XS },
+    constants: {
+      EPV,
+      MR: d.M,
+      NORM: d.norm ? 1 : 0,
+      RED: 256 * d.M,
+      XS,
+      PRE: d.norm && gemvTuning.normPrefetch ? 1 : 0,
+      ...(d.entry === "gemv16_wide" ? { LW } : {}),
+    },
   });
   const gain = d.norm?.gain ?? d.x;
   const N2 = d.N2 ?? 0, N3 = d.N3 ?? 0;
   let buffers: Binding[], groups: number;
   switch (d.entry) {
     case "gemv16":
+    case "gemv16_wide":
       buffers = [d.x, gain, d.w, d.bias ?? d.w, d.res ?? d.w, d.y];
-      groups = Math.ceil(d.N / 4);
+      groups = Math.ceil(d.N / (d.entry === "gemv16" ? 4 : 256 / LW));
       break;
     case "gemv16_swiglu":
       buffers = [d.x, gain, d.w, d.w2 ?? d.w, d.bias ?? d.w, d.bias2 ?? d.w, d.y];
@@ -225,7 +260,7 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
     ldy: d.ldy,
     offR: d.offR,
     hasBias: d.bias ? 1 : 0,
-    hasRes: d.entry === "gemv16" && d.res ? 1 : 0,
+    hasRes: (d.entry === "gemv16" || d.entry === "gemv16_wide") && d.res ? 1 : 0,
     hasBias2: d.bias2 ? 1 : 0,
     hasBias3: d.bias3 ? 1 : 0,
     n2: N2,

@@ -43,10 +43,13 @@ export type MatmulVariant =
   | "tiled128"
   | "tiled128x64"
   | "gemv"
-  | "gemv16";
+  | "gemv16"
+  | "gemv16wide";
 
 /**
- * Switches of the `auto` route; tests and benchmarks may set them. `largeTiles`: the kernel
+ * Switches of the `auto` route; tests and benchmarks may set them. `wideGemv`: on a GPU, a
+ * linear with M ≤ {@linkcode GEMV_MAX_M} and N > `GEMV16_AUTO_MAX_N` (the LM head) takes
+ * `gemv16wide` (default; false: `gemv`, the route before it). `largeTiles`: the kernel
  * `auto` takes instead of `tiled` on a GPU (not a CPU adapter) for a product of at least
  * {@linkcode LARGE_TILES_MIN} tiles of 128×128. Default `tiled128`: on the H200 (bench/kernels.ts
  * `--gemm`, x·wᵀ, K = N = 4096) it ran 24.7 / 29.3 / 29.5 TFLOP/s f32 at M = 512 / 2048 / 4096
@@ -59,8 +62,12 @@ export type MatmulVariant =
  * matmulAuto.largeTiles = "tiled";
  * ```
  */
-export const matmulAuto: { largeTiles: "tiled" | "tiled128" | "tiled128x64" } = {
+export const matmulAuto: {
+  largeTiles: "tiled" | "tiled128" | "tiled128x64";
+  wideGemv: boolean;
+} = {
   largeTiles: "tiled128",
+  wideGemv: true,
 };
 
 /**
@@ -189,13 +196,14 @@ export function launch(l: Launch): void {
     }
   }
   const variant = pickVariant(l, CPU_RASTERISER.test(gpu.description));
-  if (l.norm && (variant !== "gemv16" || !normFusable(l.norm, dtype))) {
+  const g16 = variant === "gemv16" || variant === "gemv16wide";
+  if (l.norm && (!g16 || !normFusable(l.norm, dtype))) {
     // Not fusable here: the rmsNorm op, then the same launch on its output.
     using h = rmsNorm(l.a, l.norm.weight, l.norm.eps);
     return launch({ ...l, a: h, norm: undefined });
   }
   const norm = l.norm && { gain: window(l.norm.weight, 0, l.K).binding, eps: l.norm.eps };
-  if (variant === "gemv16") rowsPer = Math.min(rowsPer, GEMV16_MAX_M);
+  if (g16) rowsPer = Math.min(rowsPer, GEMV16_MAX_M);
   const big = variant === "tiled128" || variant === "tiled128x64";
   const entry = variant === "gemv" ? (l.transB ? "gemv_t" : "gemv") : big ? "tiled128" : variant;
   const kernelFor = (rows: number) =>
@@ -219,9 +227,9 @@ export function launch(l: Launch): void {
     const cEnd = cStart + (l.batch - 1) * l.strideC + (rows - 1) * l.ldc + l.N;
     const cWin = window(l.out, cStart, cEnd);
     const rWin = l.residual ? window(l.residual, r0 * l.N, (r0 + rows) * l.N) : undefined;
-    if (variant === "gemv16") {
+    if (g16) {
       dispatchGemv16(gpu, {
-        entry: "gemv16",
+        entry: variant === "gemv16" ? "gemv16" : "gemv16_wide",
         dtype,
         M: rows,
         N: l.N,
@@ -285,15 +293,15 @@ export function launch(l: Launch): void {
  */
 function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
   const g16 = l.transB && l.batch === 1 && gemvApplies(1, l.K, l.dtype);
-  if (l.variant === "gemv16") {
+  if (l.variant === "gemv16" || l.variant === "gemv16wide") {
     if (!g16) {
       throw new RangeError(
-        `${l.op}: variant gemv16 needs x·wᵀ without batch dims and K a multiple of ` +
+        `${l.op}: variant ${l.variant} needs x·wᵀ without batch dims and K a multiple of ` +
           `${l.dtype === "f16" ? 8 : 4} (16-byte words), got K=${l.K} ${l.dtype}, ` +
           `a ${fmtShape(l.a.shape)}, b ${fmtShape(l.b.shape)}`,
       );
     }
-    return "gemv16";
+    return l.variant;
   }
   if (l.variant !== "auto") return l.variant;
   if (l.M > GEMV_MAX_M && l.a.gpu.adapter.cpuGl && l.M * l.N * l.K <= GL_NAIVE_MAX_MACS) {
@@ -317,6 +325,8 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
   // H200, f16, bench/skinny.ts (2026-12-04): gemv16 beat gemv at every M = 2..8 of the model's
   // shapes (down 3072×1024: 9.5 / 19.4 / 28.7 µs at M = 2 / 4 / 8 against 27.6 / 73.5 / 125;
   // q/k/v 15.7 / 19.6 / 28.6 against 16.5 / 22.7 / 35.9). At M = 1 they tie on q/k/v and gate,
-  // and gemv16 wins on down (8.9 vs 20.5). The LM head (N > GEMV16_AUTO_MAX_N) keeps gemv.
-  return g16 && l.N <= GEMV16_AUTO_MAX_N ? "gemv16" : "gemv";
+  // and gemv16 wins on down (8.9 vs 20.5). The LM head (N > GEMV16_AUTO_MAX_N) takes gemv16wide.
+  if (!g16) return "gemv";
+  if (l.N <= GEMV16_AUTO_MAX_N) return "gemv16";
+  return matmulAuto.wideGemv ? "gemv16wide" : "gemv";
 }

@@ -2,7 +2,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { gemv, gemvReference } from "../../src/ops/gemv.ts";
+import { gemv, gemvReference, gemvTuning, rmsNormRowsReference } from "../../src/ops/gemv.ts";
+import { linear, linearReference } from "../../src/ops/matmul.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { roundToF16 } from "../../src/tensor/dtype.ts";
 import { assertClose, fcParams, FLOAT_DTYPES, gpu, GPU_TEST, randomArray } from "../_util.ts";
@@ -38,6 +39,66 @@ Deno.test({
       ),
       fcParams(24),
     );
+  },
+});
+
+Deno.test({
+  name: "linear variant gemv16wide (8, 16, 32, 64 lanes a row) equals x·wᵀ + bias + residual " +
+    "in f64, with and without the RMSNorm prologue, M 1, 3, 16, K words 1..90, N 1..300",
+  ...GPU_TEST,
+  fn: async () => {
+    const saved = gemvTuning.wideLanes;
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.constantFrom(...FLOAT_DTYPES),
+          fc.constantFrom(8, 16, 32, 64),
+          fc.constantFrom(1, 3, 16),
+          fc.integer({ min: 1, max: 90 }),
+          fc.integer({ min: 1, max: 300 }),
+          fc.boolean(),
+          fc.integer({ min: 0, max: 1 << 30 }),
+          async (dtype, lanes, M, words, N, normed, seed) => {
+            gemvTuning.wideLanes = lanes;
+            const K = words * (dtype === "f16" ? 8 : 4);
+            const f = (n: number, s: number) => {
+              const d = randomArray(n, s);
+              return dtype === "f16" ? roundToF16(d) : d;
+            };
+            const x = f(M * K, seed), w = f(N * K, seed + 1), b = f(N, seed + 2);
+            const res = f(M * N, seed + 3), g = f(K, seed + 4);
+            using tx = Tensor.fromArray(gpu, x, [M, K], dtype);
+            using tw = Tensor.fromArray(gpu, w, [N, K], dtype);
+            using tb = Tensor.fromArray(gpu, b, [N], dtype);
+            using tr = Tensor.fromArray(gpu, res, [M, N], dtype);
+            using tg = Tensor.fromArray(gpu, g, [K], dtype);
+            const norm = normed ? { weight: tg, eps: 1e-6 } : undefined;
+            using y = linear(tx, tw, { bias: tb, residual: tr, norm, variant: "gemv16wide" });
+            const xs = normed ? rmsNormRowsReference(x, g, 1e-6) : x;
+            const want = linearReference(xs, [M, K], w, [N, K], b, res);
+            // the normed x is rounded to f16 in f16 (not in the f64 reference): twice the slack
+            const t = tol(dtype, K);
+            const label = `gemv16wide ${lanes} lanes ${dtype} norm ${normed} ${M}x${K}x${N}`;
+            assertClose(
+              await y.toArray(),
+              want,
+              normed ? { atol: 2 * t.atol, rtol: 2 * t.rtol } : t,
+              label,
+            );
+          },
+        ),
+        fcParams(16),
+      );
+      gemvTuning.wideLanes = 12;
+      using x = Tensor.fromArray(gpu, new Float32Array(8), [1, 8]);
+      using w = Tensor.fromArray(gpu, new Float32Array(16), [2, 8]);
+      assert.throws(
+        () => linear(x, w, { variant: "gemv16wide" }),
+        /wideLanes must be 8, 16, 32 or 64, got 12/,
+      );
+    } finally {
+      gemvTuning.wideLanes = saved;
+    }
   },
 });
 
