@@ -270,10 +270,12 @@ Deno.test({
               const qkv = linearQkv(tx, tw, tw2, tw, { norm, variant: "fused" });
               using q = qkv.q, k = qkv.k, v = qkv.v;
               using s = linearSwiglu(tx, tw, tw2, { norm, variant: "fused" });
-              return [y, q, k, v, s].map((t) => t.toArray());
+              const got: Float32Array[] = [];
+              for (const t of [y, q, k, v, s]) got.push(await t.toArray());
+              return got;
             };
-            const on = await Promise.all(await run(true));
-            const off = await Promise.all(await run(false));
+            const on = await run(true);
+            const off = await run(false);
             const label = `${dtype} [${M}, ${K}] N ${N}`;
             for (let i = 0; i < on.length; i++) {
               assert.deepEqual(on[i], off[i], `output ${i} ${label}: prefetch on vs off`);
