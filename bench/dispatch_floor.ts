@@ -38,7 +38,8 @@ import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
-import { gemv, gemvTuning } from "../src/ops/gemv.ts";
+import { gemv } from "../src/ops/gemv.ts";
+import { linearNormOut } from "../src/ops/linear_norm_out.ts";
 import { linear } from "../src/ops/matmul.ts";
 import { linearQkv } from "../src/ops/linear_qkv.ts";
 import { linearSwiglu } from "../src/ops/linear_swiglu.ts";
@@ -323,16 +324,31 @@ const opRows: OpRow[] = [];
       mb(wd),
       (i) => linear(a3, at(wd, i)[0], { residual: res, variant: "gemv16" }).dispose(),
     ],
+    [`q/k/v (gemv16_qkv, x normed before) ${Q}+${N2}+${N2}×${K}`, mb(qkv), (i) => {
+      const [wq, wk, wv] = at(qkv, i);
+      const r = linearQkv(x, wq, wk, wv, { variant: "fused" });
+      r.q.dispose();
+      r.k.dispose();
+      r.v.dispose();
+    }],
+    [`SwiGLU (gemv16_swiglu, x normed before) 2×${F}×${K}`, mb(mlp), (i) => {
+      const [gate, up] = at(mlp, i);
+      linearSwiglu(x, gate, up, { variant: "fused" }).dispose();
+    }],
+    [`o + residual + its norm (gemv16_rn) ${K}×${Q}`, mb(wo), (i) => {
+      const r = linearNormOut(a2, at(wo, i)[0], { residual: res, norm, variant: "fused" });
+      r.y.dispose();
+      r.normed.dispose();
+    }],
+    [`down + residual + its norm (gemv16_rn) ${K}×${F}`, mb(wd), (i) => {
+      const r = linearNormOut(a3, at(wd, i)[0], { residual: res, norm, variant: "fused" });
+      r.y.dispose();
+      r.normed.dispose();
+    }],
     [`gemv16 ${4 * K}×${K}`, mb(w4), (i) => gemv(x, at(w4, i)[0]).dispose()],
     [`norm + gemv16 ${4 * K}×${K}`, mb(w4), (i) => gemv(x, at(w4, i)[0], { norm }).dispose()],
   ];
   for (const [op, m, fn] of ops) opRows.push({ op, mb: m, us: await timeOps(fn) });
-  // The normed ones again without the prologue's prefetch (gemvTuning.normPrefetch), same run.
-  gemvTuning.normPrefetch = false;
-  for (const [op, m, fn] of ops.filter(([op]) => op.startsWith("norm"))) {
-    opRows.push({ op: `${op}, no prefetch`, mb: m, us: await timeOps(fn) });
-  }
-  gemvTuning.normPrefetch = true;
   for (const s of [qkv, mlp, wo, wd, w4]) s.flat().forEach((w) => w.dispose());
 }
 

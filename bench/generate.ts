@@ -18,8 +18,8 @@
  *
  * Usage: `deno run -A bench/generate.ts [--contexts 2048,32768] [--tokens 256] [--cr 8]
  * [--readback-every 32] [--replay both|on|off] [--overlap 8] [--no-torch] [--quick]
- * [--legacy-gemv] [--json FILE]`. `--legacy-gemv`: the LM head on `gemv` and the normed GEMVs
- * without their prologue prefetch (`matmulAuto.wideGemv`, `gemvTuning.normPrefetch` off). `--overlap`: `GenerateOptions.readbackOverlap` (decode steps encoded while a
+ * [--legacy-gemv] [--json FILE]`. `--legacy-gemv`: the LM head on `gemv` (`matmulAuto.wideGemv`
+ * off), the route before `gemv16wide`. `--overlap`: `GenerateOptions.readbackOverlap` (decode steps encoded while a
  * chunk's readback waits; the bench passes its own caches, for which generate's default is 0).
  * `--replay both` (default) times generation with replayed decode steps (`GenerateOptions.replay`,
  * the tok/s column) and again with every step encoded by the ops (tok/s encoded), each with a
@@ -36,7 +36,6 @@ import { parseConfig } from "../src/model/config.ts";
 import { createModel, type Model } from "../src/model/model.ts";
 import { sample } from "../src/ops/sample.ts";
 import { matmulAuto } from "../src/ops/matmul.ts";
-import { gemvTuning } from "../src/ops/gemv.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import type { KernelTime } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
@@ -66,10 +65,8 @@ const { values } = parseArgs({
   },
 });
 if (values["legacy-gemv"]) {
-  // The GEMV choices before 2026-12-05, for an A/B in one lease: the LM head on `gemv`, the
-  // normed GEMVs' prologue without its prefetch.
+  // The GEMV choices before 2026-12-05, for an A/B in one lease: the LM head on `gemv`.
   matmulAuto.wideGemv = false;
-  gemvTuning.normPrefetch = false;
 }
 const gpu = await getGpu();
 const cpu = isCpuAdapter(gpu);

@@ -68,6 +68,8 @@ struct Params {
 @group(0) @binding(10) var<storage, read_write> y: array<T>;
 @group(0) @binding(11) var<storage, read_write> y2: array<T>;    // [M, N2] (qkv)
 @group(0) @binding(12) var<storage, read_write> y3: array<T>;    // [M, N3] (qkv)
+@group(0) @binding(13) var<storage, read_write> cnt: array<atomic<u32>>; // gemv16_rn: [1], 0 at rest
+@group(0) @binding(14) var<storage, read_write> yn: array<T>;            // gemv16_rn: [M, N]
 
 const LANES: u32 = 64u;
 const COLS: u32 = 4u;
@@ -76,11 +78,7 @@ override MR: u32 = 1u;   // rows of x this pipeline handles (p.m <= MR <= 16)
 override NORM: u32 = 0u; // 1: RMSNorm prologue (x -> gain * x * rn[r], rounded to T)
 
 override RED: u32 = 4096u; // 256 * MR: workgroup memory sized to the rows (the launcher sets it)
-// NORM: 1 = the first pair of weight words of every lane, and (staged, MR * K / EPV <= 256) each
-// thread's word of x and of the gain, are requested before the prologue's reductions, so their
-// memory latency overlaps the prologue instead of following it.
-override PRE: u32 = 0u;
-override LW: u32 = 16u; // gemv16_wide: lanes per column (divides 256; 256 / LW columns a workgroup)
+override LW: u32 = 8u; // gemv16_wide: lanes per column (divides 256; 256 / LW columns a workgroup)
 
 var<workgroup> red: array<f32, RED>; // [MR][256] partial sums
 var<workgroup> rn: array<f32, 16>;    // NORM: inverseSqrt(mean(x[r]^2) + eps) per row
@@ -110,24 +108,11 @@ fn sqw(a: vec4<u32>) -> f32 {
 // NORM: fills rn[r] for the MR rows of x (every thread calls it, in uniform control flow).
 fn norm_prologue(tid: u32) {
   if (NORM == 0u) { return; }
-  if (PRE == 1u && MR == 1u && staged() && p.kw <= 256u) {
-    norm_prologue_held(tid);
-    return;
-  }
   for (var r = 0u; r < MR; r++) {
     var ss = 0.0;
     for (var i = tid; i < p.kw; i += 256u) { ss += sqw(x[p.offX + r * p.kw + i]); }
     red[r * 256u + tid] = ss;
   }
-  norm_reduce(tid);
-  if (staged()) {
-    for (var j = tid; j < MR * p.kw; j += 256u) { xs[j] = xnormed(j / p.kw, j % p.kw); }
-    workgroupBarrier();
-  }
-}
-
-// The tree reduction of red[r * 256 + tid] over the 256 threads -> rn[r] (all threads call it).
-fn norm_reduce(tid: u32) {
   workgroupBarrier();
   for (var s = 128u; s > 0u; s >>= 1u) {
     if (tid < s) {
@@ -137,23 +122,10 @@ fn norm_reduce(tid: u32) {
   }
   if (tid < MR) { rn[tid] = inverseSqrt(red[tid * 256u] / f32(p.kw * EPV) + p.eps); }
   workgroupBarrier();
-}
-
-// NORM, PRE, one row staged, K / EPV <= 256 words: thread i holds word i of x and of the gain
-// from the start; the same sums (one word per thread, the same tree) and the same normed words
-// as the general path, without reading x or the gain again after the reduction.
-fn norm_prologue_held(tid: u32) {
-  let has = tid < p.kw;
-  var a = vec4<u32>(0u);
-  var g = vec4<u32>(0u);
-  if (has) {
-    a = x[p.offX + tid];
-    g = gain[tid];
+  if (staged()) {
+    for (var j = tid; j < MR * p.kw; j += 256u) { xs[j] = xnormed(j / p.kw, j % p.kw); }
+    workgroupBarrier();
   }
-  red[tid] = sqw(a); // 0 past the row
-  norm_reduce(tid);
-  if (has) { xs[tid] = normed_word(a, g, rn[0]); }
-  workgroupBarrier();
 }
 
 // Word i of row r of x as the product reads it: with NORM, the normed word (from xs if staged).
@@ -166,11 +138,9 @@ fn xword(r: u32, i: u32) -> vec4<u32> {
 // NORM: word i of row r of x normed, gain * (x * rn[r]) rounded to T (the rmsnorm kernel's
 // expression and rounding), repacked as a word.
 fn xnormed(r: u32, i: u32) -> vec4<u32> {
-  return normed_word(x[p.offX + r * p.kw + i], gain[i], rn[r]);
-}
-
-// gain * (a * s) per element, rounded to T, as a word.
-fn normed_word(a: vec4<u32>, g: vec4<u32>, s: f32) -> vec4<u32> {
+  let a = x[p.offX + r * p.kw + i];
+  let g = gain[i];
+  let s = rn[r];
   if (EPV == 8u) {
     var o: vec4<u32>;
     for (var j = 0u; j < 4u; j++) {
@@ -263,35 +233,71 @@ fn reduce_lanes(tid: u32, lane: u32) {
   }
 }
 
-// Whether a lane requests its first pair of weight words before the RMSNorm prologue (PRE with
-// NORM, a valid row, at least two words per lane); the main loop then starts after them.
-fn prefetch(valid: bool, lane: u32) -> bool {
-  return PRE == 1u && NORM == 1u && valid && lane + LANES < p.kw;
-}
-
 @compute @workgroup_size(256)
 fn gemv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
+  gemv16_body(wid, nwg, tid);
+}
+
+// gemv16_rn: gemv16, then the RMSNorm of the output rows, yn = rmsNorm(y, gain, eps) rounded to
+// T as the rmsnorm kernel stores it (gain: the gain of the output, K = N; no prologue, NORM = 0),
+// so that the next projection needs no norm prologue. The last workgroup to finish does it: each
+// workgroup makes its stores of y visible device-wide (storageBarrier) and counts itself in
+// cnt[0]; the one that counts last reads the stored rows of y, sums their squares (a tree),
+// writes yn and sets cnt[0] back to 0 for the next dispatch. Nothing waits on another workgroup.
+var<workgroup> lastWg: u32;
+
+@compute @workgroup_size(256)
+fn gemv16_rn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) tid: u32) {
+  gemv16_body(wid, nwg, tid);
+  storageBarrier();
+  if (tid == 0u) { lastWg = u32(atomicAdd(&cnt[0], 1u) + 1u == nwg.x * nwg.y); }
+  if (workgroupUniformLoad(&lastWg) == 0u) { return; }
+  storageBarrier();
+  for (var r = 0u; r < MR; r++) {
+    var ss = 0.0;
+    if (r < p.m) {
+      for (var i = tid; i < p.n; i += 256u) {
+        let v = f32(y[p.offY + r * p.ldy + i]);
+        ss += v * v;
+      }
+    }
+    red[r * 256u + tid] = ss;
+  }
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (tid < s) {
+      for (var r = 0u; r < MR; r++) { red[r * 256u + tid] += red[r * 256u + tid + s]; }
+    }
+    workgroupBarrier();
+  }
+  if (tid < MR) { rn[tid] = inverseSqrt(red[tid * 256u] / f32(p.n) + p.eps); }
+  workgroupBarrier();
+  for (var r = 0u; r < p.m; r++) {
+    for (var i = tid; i < p.n; i += 256u) {
+      yn[r * p.n + i] = T(gain_at(i) * (f32(y[p.offY + r * p.ldy + i]) * rn[r]));
+    }
+  }
+  if (tid == 0u) { atomicStore(&cnt[0], 0u); }
+}
+
+// Element i of the gain (words of T).
+fn gain_at(i: u32) -> f32 {
+  let g = gain[i / EPV];
+  if (EPV == 8u) { return unpack2x16float(g[(i % 8u) / 2u])[i % 2u]; }
+  return bitcast<f32>(g[i % 4u]);
+}
+
+fn gemv16_body(wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
+  norm_prologue(tid);
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LANES;
   let col = wg * COLS + tid / LANES;
-  let pre = prefetch(col < p.n, lane);
-  var p0 = vec4<u32>(0u);
-  var p1 = vec4<u32>(0u);
-  if (pre) {
-    p0 = w[col * p.kw + lane];
-    p1 = w[col * p.kw + lane + LANES];
-  }
-  norm_prologue(tid);
   var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (col < p.n) {
     let wrow = col * p.kw;
     var i = lane;
-    if (pre) {
-      acc = acc_word(acc, p0, i);
-      acc = acc_word(acc, p1, i + LANES);
-      i += 2u * LANES;
-    }
     for (; i + LANES < p.kw; i += 2u * LANES) {
       let w0 = w[wrow + i];
       let w1 = w[wrow + i + LANES];
@@ -368,33 +374,16 @@ fn sigmoid(v: f32) -> f32 {
 @compute @workgroup_size(256)
 fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) tid: u32) {
+  norm_prologue(tid);
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LANES;
   let slot = tid / LANES;
   let isUp = slot >= 2u;
   let col = wg * 2u + slot % 2u;
-  let pre = prefetch(col < p.n, lane);
-  var p0 = vec4<u32>(0u);
-  var p1 = vec4<u32>(0u);
-  if (pre) {
-    if (isUp) {
-      p0 = w2[col * p.kw + lane];
-      p1 = w2[col * p.kw + lane + LANES];
-    } else {
-      p0 = w[col * p.kw + lane];
-      p1 = w[col * p.kw + lane + LANES];
-    }
-  }
-  norm_prologue(tid);
   var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (col < p.n) {
     let wrow = col * p.kw;
     var i = lane;
-    if (pre) {
-      acc = acc_word(acc, p0, i);
-      acc = acc_word(acc, p1, i + LANES);
-      i += 2u * LANES;
-    }
     for (; i + LANES < p.kw; i += 2u * LANES) {
       var w0: vec4<u32>;
       var w1: vec4<u32>;
@@ -447,6 +436,7 @@ fn qkv_word(src: u32, i: u32) -> vec4<u32> {
 // Prologue, main loop and reduction of gemv16_qkv / gemv16_qkv_bias: afterwards slot sums are
 // in red[r * 256 + tid] for lane 0 of each slot.
 fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
+  norm_prologue(tid);
   let lane = tid % LANES;
   var c = wg * COLS + tid / LANES; // column of [y | y2 | y3]
   var src = 0u;
@@ -459,23 +449,10 @@ fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
     }
   }
   let valid = src < 2u || c < p.n3;
-  let pre = prefetch(valid, lane);
-  var p0 = vec4<u32>(0u);
-  var p1 = vec4<u32>(0u);
-  if (pre) {
-    p0 = qkv_word(src, c * p.kw + lane);
-    p1 = qkv_word(src, c * p.kw + lane + LANES);
-  }
-  norm_prologue(tid);
   var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
   if (valid) {
     let wrow = c * p.kw;
     var i = lane;
-    if (pre) {
-      acc = acc_word(acc, p0, i);
-      acc = acc_word(acc, p1, i + LANES);
-      i += 2u * LANES;
-    }
     for (; i + LANES < p.kw; i += 2u * LANES) {
       let w0 = qkv_word(src, wrow + i);
       let w1 = qkv_word(src, wrow + i + LANES);

@@ -15,8 +15,11 @@
  * ```
  * x:[T, H] → RMSNorm → q:[T, Hq, D] k,v:[T, Hkv, D] → q_norm/k_norm → alpha (neuron or adapter)
  *   → [Hq, T, D] → RoPE → (zero neuron) → attention / cache → [T, Hq·D] → o_proj → + x
- *   → RMSNorm → down(silu(gate)·up) → + x
+ *   → RMSNorm → down(silu(gate)·up) → + x → (the next layer's RMSNorm)
  * ```
+ * Each residual add comes with the norm that follows it (`linearNormOut`: o_proj with the
+ * post-attention norm, down_proj with the next layer's input norm or the final norm), in the
+ * projection's dispatch during decode; only layer 0 norms its input itself.
  *
  * @module
  */
@@ -30,6 +33,7 @@ import { ropeInvFreq, type RopeScaling as HfRopeScaling } from "../ops/rope.ts";
 import { headsNormRopeQK } from "../dms/heads_rope_qk.ts";
 import { linearQkv } from "../ops/linear_qkv.ts";
 import { linearSwiglu } from "../ops/linear_swiglu.ts";
+import { linearNormOut, type LinearNormOutResult } from "../ops/linear_norm_out.ts";
 import { attention } from "../ops/attention.ts";
 import { swapAxes12 } from "../ops/layout.ts";
 import { embedding } from "../ops/embedding.ts";
@@ -128,28 +132,35 @@ export class Transformer {
       using flat = ids.reshape([B * T]);
       x = this.#embed(flat);
     }
+    // xn: x after the next norm (the next layer's input norm, after the last layer the final
+    // norm), from the projection that made x (`linearNormOut`); none before layer 0.
+    let xn: Tensor<FloatDType> | undefined;
     for (let l = 0; l < cfg.numLayers; l++) {
-      const next = this.#layer(l, x, B, T, opts);
+      const next = this.#layer(l, x, xn, B, T, opts);
       x.dispose();
-      x = next;
+      xn?.dispose();
+      x = next.y;
+      xn = next.normed;
       if (opts.capture) opts.capture("layer_out", l, x.reshape([B, T, cfg.hiddenSize]));
     }
     const want = opts.logits ?? "all";
     if (want === "none") {
       x.dispose();
+      xn?.dispose();
       return undefined;
     }
-    let rows = x, nT = T;
+    // no layer: the final norm of the embeddings
+    let h = xn ?? rmsNorm(x, this.weights.finalNorm, cfg.rmsNormEps), nT = T;
+    x.dispose();
     if (want === "last" && T > 1) {
       using idx = Tensor.fromArray(this.gpu, Array.from({ length: B }, (_, b) => b * T + T - 1), [
         B,
       ], "i32");
-      rows = gatherRows(x, idx);
-      x.dispose();
+      const last = gatherRows(h, idx); // the norm is per row: the rows of the normed stream
+      h.dispose();
+      h = last;
       nT = 1;
     }
-    const h = rmsNorm(rows, this.weights.finalNorm, cfg.rmsNormEps);
-    rows.dispose();
     const logits = this.#lmHead(h);
     h.dispose();
     return as(logits, [B, nT, cfg.vocabSize]) as Tensor<"f32">;
@@ -203,13 +214,19 @@ export class Transformer {
     return f;
   }
 
+  /**
+   * Layer l over the residual stream `x:[B·T, H]`; `xn` is `x` after this layer's input norm
+   * when the previous layer made it. Returns the new stream and it after the next norm (the
+   * next layer's input norm, or the final norm after the last layer).
+   */
   #layer(
     l: number,
     x: Tensor<FloatDType>,
+    xn: Tensor<FloatDType> | undefined,
     B: number,
     T: number,
     opts: ForwardOptions,
-  ): Tensor<FloatDType> {
+  ): LinearNormOutResult {
     const cfg = this.config, w = this.weights.layers[l];
     const Hq = cfg.numHeads, Hkv = cfg.numKvHeads, D = cfg.headDim, eps = cfg.rmsNormEps;
     const dms = cfg.dms;
@@ -218,10 +235,10 @@ export class Transformer {
     // checkpoint (no dms_* field) keeps every channel and never evicts
     const useNeuron = cfg.isDms && !dms.separateAlpha;
 
-    // --- input RMSNorm and the q, k, v projections in one dispatch (decode):
-    // q:[B, T, Hq, D], k, v:[B, T, Hkv, D]
-    const p = linearQkv(x, w.qProj, w.kProj, w.vProj, {
-      norm: { weight: w.inputNorm, eps },
+    // --- input RMSNorm (made by the previous layer's down_proj, else here) and the q, k, v
+    // projections in one dispatch (decode): q:[B, T, Hq, D], k, v:[B, T, Hkv, D]
+    const p = linearQkv(xn ?? x, w.qProj, w.kProj, w.vProj, {
+      norm: xn ? undefined : { weight: w.inputNorm, eps },
       qBias: w.qBias,
       kBias: w.kBias,
       vBias: w.vBias,
@@ -311,23 +328,35 @@ export class Transformer {
       vh.dispose();
     }
 
-    // --- output projection and residual
+    // --- output projection and residual, x1 = x + o_proj(att), and x1's post-attention norm
     const att4 = as(att, [B, Hq, T, D]);
     const ao = toHeads(att4);
     att4.dispose();
     const aoFlat = as(ao, [B * T, Hq * D]);
-    const x1 = linear(aoFlat, w.oProj, { bias: w.oBias, residual: x }); // x + o_proj(att)
+    const o = linearNormOut(aoFlat, w.oProj, {
+      bias: w.oBias,
+      residual: x,
+      norm: { weight: w.postNorm, eps },
+    });
     aoFlat.dispose();
 
-    // --- MLP: down(silu(gate)·up) + x1, gate/up/SiLU in one dispatch, the residual in down's
-    const a = linearSwiglu(x1, w.gateProj, w.upProj, {
-      norm: { weight: w.postNorm, eps },
+    // --- MLP: down(silu(gate)·up) + x1, gate/up/SiLU in one dispatch, the residual in down's,
+    // and the next norm of the result
+    const a = linearSwiglu(o.normed, w.gateProj, w.upProj, {
       gateBias: w.gateBias,
       upBias: w.upBias,
     });
-    const out = linear(a, w.downProj, { bias: w.downBias, residual: x1 });
+    o.normed.dispose();
+    const nextNorm = l + 1 < cfg.numLayers
+      ? this.weights.layers[l + 1].inputNorm
+      : this.weights.finalNorm;
+    const out = linearNormOut(a, w.downProj, {
+      bias: w.downBias,
+      residual: o.y,
+      norm: { weight: nextNorm, eps },
+    });
     a.dispose();
-    x1.dispose();
+    o.y.dispose();
     return out;
   }
 }

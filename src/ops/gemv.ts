@@ -131,23 +131,20 @@ export function gemvNormStagedWords(
 }
 
 /**
- * Switches of the `gemv16` kernels that benchmarks flip to measure one choice against the other
- * in the same run; tests run both. `normPrefetch` (the `PRE` pipeline constant): with an RMSNorm
- * prologue, every lane requests its first two weight words, and (one staged row) each thread its
- * word of x and of the gain, before the prologue's reductions, so that their memory latency
- * overlaps the prologue instead of following it; the same values either way. `wideLanes`: lanes
- * per weight row of `gemv16_wide` (8, 16, 32 or 64).
+ * Lanes per weight row of `gemv16_wide` (`wideLanes`: 4, 8, 16, 32 or 64; 256 / lanes rows a
+ * workgroup), a switch benchmarks sweep. H200, f16, the LM head 151936 × 1024 from HBM
+ * (`bench/skinny.ts --shapes lm --lanes 8,16,32,64`, 2026-12-05): M = 1 80.7 / 90.6 / 144 / 253
+ * µs at 8 / 16 / 32 / 64 lanes, against 179 for `gemv` and 125 for `gemv16` (4 rows of 64 lanes
+ * a workgroup: ~38K short workgroups); M = 4 / 8 / 16 126 / 219 / 539 µs at 8 lanes against 523 /
+ * 935 (`gemv`) and 1462 (M = 16, `gemv16`).
  *
- * @example The prologue without the prefetch
+ * @example Sixteen lanes a row
  * ```ts
  * import { gemvTuning } from "./gemv.ts";
- * gemvTuning.normPrefetch = false;
+ * gemvTuning.wideLanes = 16;
  * ```
  */
-export const gemvTuning: { normPrefetch: boolean; wideLanes: number } = {
-  normPrefetch: true,
-  wideLanes: 16,
-};
+export const gemvTuning: { wideLanes: number } = { wideLanes: 8 };
 
 /** One dispatch of `shaders/gemv.wgsl` over bound windows (element offsets inside them). */
 export interface Gemv16Dispatch {
@@ -155,7 +152,13 @@ export interface Gemv16Dispatch {
    * Kernel: `gemv16` (`res + x·wᵀ + bias`), `gemv16_wide` (the same with
    * {@linkcode gemvTuning}`.wideLanes` lanes per row), `gemv16_swiglu` or `gemv16_qkv(_bias)`.
    */
-  entry: "gemv16" | "gemv16_wide" | "gemv16_swiglu" | "gemv16_qkv" | "gemv16_qkv_bias";
+  entry:
+    | "gemv16"
+    | "gemv16_rn"
+    | "gemv16_wide"
+    | "gemv16_swiglu"
+    | "gemv16_qkv"
+    | "gemv16_qkv_bias";
   /** Storage dtype of every tensor. */
   dtype: FloatDType;
   /** Rows of x (≤ 16). */
@@ -170,6 +173,8 @@ export interface Gemv16Dispatch {
   offX: number;
   /** RMSNorm prologue: `gain:[K]` words of x's dtype, and eps. */
   norm?: { gain: Binding; eps: number };
+  /** `gemv16_rn`: the RMSNorm of the output rows into `yn:[M, N]` (rows N apart), `gain:[N]`. */
+  normOut?: { gain: Binding; eps: number; yn: Binding };
   /** `w:[N, K]` (gate for SwiGLU, wq for QKV). */
   w: Binding;
   /** `up:[N, K]` (SwiGLU), `wk:[N2, K]` (QKV). */
@@ -212,8 +217,10 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
     ? gemvNormStagedWords(d.M, d.K, d.dtype, gpu.limits.maxComputeWorkgroupStorageSize)
     : 1;
   const LW = gemvTuning.wideLanes;
-  if (d.entry === "gemv16_wide" && ![8, 16, 32, 64].includes(LW)) {
-    throw new RangeError(`gemv16_wide: gemvTuning.wideLanes must be 8, 16, 32 or 64, got ${LW}`);
+  if (d.entry === "gemv16_wide" && ![4, 8, 16, 32, 64].includes(LW)) {
+    throw new RangeError(
+      `gemv16_wide: gemvTuning.wideLanes must be 4, 8, 16, 32 or 64, got ${LW}`,
+    );
   }
   const k = gpu.kernel({
     shader: "gemv",
@@ -225,11 +232,13 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
       NORM: d.norm ? 1 : 0,
       RED: 256 * d.M,
       XS,
-      PRE: d.norm && gemvTuning.normPrefetch ? 1 : 0,
       ...(d.entry === "gemv16_wide" ? { LW } : {}),
     },
   });
-  const gain = d.norm?.gain ?? d.x;
+  if (d.entry === "gemv16_rn" && (!d.normOut || d.norm)) {
+    throw new RangeError("gemv16_rn: needs normOut and takes no norm prologue");
+  }
+  const gain = d.norm?.gain ?? d.normOut?.gain ?? d.x;
   const N2 = d.N2 ?? 0, N3 = d.N3 ?? 0;
   let buffers: Binding[], groups: number;
   switch (d.entry) {
@@ -237,6 +246,10 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
     case "gemv16_wide":
       buffers = [d.x, gain, d.w, d.bias ?? d.w, d.res ?? d.w, d.y];
       groups = Math.ceil(d.N / (d.entry === "gemv16" ? 4 : 256 / LW));
+      break;
+    case "gemv16_rn":
+      buffers = [d.x, gain, d.w, d.bias ?? d.w, d.res ?? d.w, d.y, arrivals(gpu), d.normOut!.yn];
+      groups = Math.ceil(d.N / 4);
       break;
     case "gemv16_swiglu":
       buffers = [d.x, gain, d.w, d.w2 ?? d.w, d.bias ?? d.w, d.bias2 ?? d.w, d.y];
@@ -260,13 +273,34 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
     ldy: d.ldy,
     offR: d.offR,
     hasBias: d.bias ? 1 : 0,
-    hasRes: (d.entry === "gemv16" || d.entry === "gemv16_wide") && d.res ? 1 : 0,
+    hasRes: d.res && ["gemv16", "gemv16_rn", "gemv16_wide"].includes(d.entry) ? 1 : 0,
     hasBias2: d.bias2 ? 1 : 0,
     hasBias3: d.bias3 ? 1 : 0,
     n2: N2,
     n3: N3,
-    eps: d.norm?.eps ?? 0,
+    eps: d.norm?.eps ?? d.normOut?.eps ?? 0,
   });
+}
+
+const ARRIVALS = new WeakMap<Gpu, GPUBuffer>();
+
+/**
+ * The `gemv16_rn` arrival counter of a device: 16 bytes, zero when created (WebGPU zeroes new
+ * buffers) and set back to zero by the last workgroup of every dispatch, so dispatches share it
+ * (each one reads and writes it, so WebGPU orders them). Made outside the buffer pool: it lives
+ * as long as the device and is not counted among a caller's buffers.
+ */
+function arrivals(gpu: Gpu): GPUBuffer {
+  let b = ARRIVALS.get(gpu);
+  if (!b) {
+    b = gpu.device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.STORAGE,
+      label: "gemv16_rn arrivals",
+    });
+    ARRIVALS.set(gpu, b);
+  }
+  return b;
 }
 
 /**

@@ -34,7 +34,10 @@ import { rmsNorm } from "./rmsnorm.ts";
  * `tiled128` / `tiled128x64` (`shaders/matmul_big.wgsl`): 128×128 / 128×64 tiles. `gemv16`
  * (`shaders/gemv.wgsl`, linear only: K a multiple of 8 in f16, 4 in f32) runs in blocks of ≤ 16
  * rows. A linear with an RMSNorm prologue (`norm`) and M ≤ 16 takes `gemv16` on GPUs under the
- * same N and K rules whatever M (the fused norm saves a dispatch).
+ * same N and K rules whatever M (the fused norm saves a dispatch). `gemv16wide` (the same kernel
+ * file, 256 / `gemvTuning.wideLanes` weight rows a workgroup): on GPUs the linears with N >
+ * `GEMV16_AUTO_MAX_N` (the LM head) and M ≤ {@linkcode GEMV16_WIDE_MAX_M} unless
+ * {@linkcode matmulAuto}`.wideGemv` is off.
  */
 export type MatmulVariant =
   | "auto"
@@ -77,6 +80,12 @@ export const matmulAuto: {
  * `tiled`'s 4× more workgroups may matter more (not measured).
  */
 export const LARGE_TILES_MIN = 128;
+
+/**
+ * Largest M for which `auto` on a GPU runs a linear with N > `GEMV16_AUTO_MAX_N` (the LM head)
+ * as `gemv16wide` (in blocks of 16 rows above 16).
+ */
+export const GEMV16_WIDE_MAX_M = 16;
 
 /** Largest M (rows of `a` per batch) for which `auto` picks the GEMV kernel. */
 export const GEMV_MAX_M = 8;
@@ -317,6 +326,9 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
     // 1443 / 710-1614 / 640 / 685. So: gemv16 up to M = 64, and up to 128 from K = 2048 on.
     const most = l.K >= 2048 ? GEMV16_BATCH_MAX_M : GEMV16_BATCH_MAX_M / 2;
     if (!cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= most) return "gemv16";
+    // The LM head of a batch: gemv16wide took 539 µs at M = 16 against 1508 for tiled (H200).
+    const wide = matmulAuto.wideGemv && l.N > GEMV16_AUTO_MAX_N && l.M <= GEMV16_WIDE_MAX_M;
+    if (!cpu && g16 && wide) return "gemv16wide";
     const tiles128 = Math.ceil(l.M / 128) * Math.ceil(l.N / 128) * l.batch;
     const large = !cpu && l.M >= 128 && l.N >= 128 && tiles128 >= LARGE_TILES_MIN;
     return large ? matmulAuto.largeTiles : "tiled";

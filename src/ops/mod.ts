@@ -39,6 +39,14 @@ export {
   type LinearSwigluVariant,
 } from "./linear_swiglu.ts";
 export {
+  LINEAR_NORM_OUT_FUSED_MAX_M,
+  linearNormOut,
+  type LinearNormOutOptions,
+  linearNormOutReference,
+  type LinearNormOutResult,
+  type LinearNormOutVariant,
+} from "./linear_norm_out.ts";
+export {
   linearQkv,
   type LinearQkvOptions,
   linearQkvReference,

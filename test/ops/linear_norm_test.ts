@@ -13,7 +13,6 @@ import {
   gemv,
   gemvNormStagedWords,
   gemvReference,
-  gemvTuning,
   rmsNormRowsReference,
 } from "../../src/ops/gemv.ts";
 import { linear, linearReference, type MatmulVariant } from "../../src/ops/matmul.ts";
@@ -236,58 +235,6 @@ Deno.test({
         const ts = { atol: t.atol * Math.sqrt(K), rtol: t.rtol };
         assertClose(await s.toArray(), ref, ts, `swiglu ${label}`);
       }
-    }
-  },
-});
-
-Deno.test({
-  name: "the norm prologue's prefetch (gemvTuning.normPrefetch) changes no bit: gemv, q/k/v " +
-    "and SwiGLU with it on and off, one row (x and gain held in registers) and three, K words " +
-    "1..300 at the edges (one word a lane, the two-word loop and its tail, past the held path's 256)",
-  ...GPU_TEST,
-  fn: async () => {
-    const saved = gemvTuning.normPrefetch;
-    try {
-      await fc.assert(
-        fc.asyncProperty(
-          fc.constantFrom<Dt>(...FLOAT_DTYPES),
-          fc.constantFrom(1, 1, 3),
-          fc.constantFrom(1, 2, 64, 127, 128, 129, 200, 256, 257, 300),
-          fc.integer({ min: 1, max: 9 }),
-          fc.integer({ min: 0, max: 1 << 30 }),
-          async (dtype, M, words, N, seed) => {
-            const K = words * (dtype === "f16" ? 8 : 4);
-            const x = data(M * K, seed, dtype), g = data(K, seed + 1, dtype);
-            const w = data(N * K, seed + 2, dtype), w2 = data(N * K, seed + 3, dtype);
-            using tx = Tensor.fromArray(gpu, x, [M, K], dtype);
-            using tg = Tensor.fromArray(gpu, g, [K], dtype);
-            using tw = Tensor.fromArray(gpu, w, [N, K], dtype);
-            using tw2 = Tensor.fromArray(gpu, w2, [N, K], dtype);
-            const norm = { weight: tg, eps: EPS };
-            const run = async (on: boolean) => {
-              gemvTuning.normPrefetch = on;
-              using y = gemv(tx, tw, { norm });
-              const qkv = linearQkv(tx, tw, tw2, tw, { norm, variant: "fused" });
-              using q = qkv.q, k = qkv.k, v = qkv.v;
-              using s = linearSwiglu(tx, tw, tw2, { norm, variant: "fused" });
-              const got: Float32Array[] = [];
-              for (const t of [y, q, k, v, s]) got.push(await t.toArray());
-              return got;
-            };
-            const on = await run(true);
-            const off = await run(false);
-            const label = `${dtype} [${M}, ${K}] N ${N}`;
-            for (let i = 0; i < on.length; i++) {
-              assert.deepEqual(on[i], off[i], `output ${i} ${label}: prefetch on vs off`);
-            }
-            const xn = normedStored(x, g, dtype);
-            assertClose(on[0], gemvReference(xn, w, M, K, N), chainTol(dtype, K), `gemv ${label}`);
-          },
-        ),
-        fcParams(14),
-      );
-    } finally {
-      gemvTuning.normPrefetch = saved;
     }
   },
 });
