@@ -9,10 +9,13 @@
  * - `unfused` (the readable chain): `linear(x, w, { bias, residual })`, then `rmsNorm(y)`
  *   (./rmsnorm.ts): two dispatches.
  * - `fused`: the `gemv16_rn` kernel of `shaders/gemv.wgsl` (launcher in ./gemv.ts), for
- *   decode-sized M ≤ 16 with K a whole number of 16-byte words: the `gemv16` product, then the
- *   workgroup that finishes last (an arrival count in a 16-byte buffer each dispatch leaves at
- *   0) reads the stored rows of `y` back, sums their squares and writes `normed` as the rmsnorm
- *   kernel stores it (`T(gain·(y·r))`, r in f32). Nothing waits for another workgroup.
+ *   decode-sized M ≤ 16 with K a whole number of 16-byte words (and N even in f16): the `gemv16`
+ *   product; every workgroup also puts its outputs into `normed`'s words with atomic stores;
+ *   the workgroup that finishes last (an arrival count in a 16-byte buffer each dispatch leaves
+ *   at 0) reads the rows back with atomic loads, sums their squares and overwrites them with
+ *   the normed values as the rmsnorm kernel stores them (`T(gain·(y·r))`, r in f32). Nothing
+ *   waits for another workgroup. (Plain loads of `y` in the last workgroup read stale values on
+ *   the H200 under load: the atomics go through the device-coherent cache.)
  *   Measured on the H200 (2026-12-05): see `bench/dispatch_floor.ts`. The norm prologue the next
  *   projection would otherwise run in each of its ~1000 workgroups doubled that GEMV (+5 µs).
  *
@@ -124,13 +127,14 @@ export function linearNormOut(
     );
   }
   const fits = M >= 1 && M <= LINEAR_NORM_OUT_FUSED_MAX_M && gemvApplies(M, K, dtype) &&
-    normFusable(norm, dtype);
+    normFusable(norm, dtype) && (dtype === "f32" || N % 2 === 0);
   const variant = opts.variant ?? "auto";
   if (variant === "fused" && !fits) {
     throw new RangeError(
       `linearNormOut: variant fused needs 1 <= M <= ${LINEAR_NORM_OUT_FUSED_MAX_M} rows, K a ` +
-        `multiple of ${dtype === "f16" ? 8 : 4} and a ${dtype} gain, got x ${
-          fmtShape(x.shape)
+        `multiple of ${dtype === "f16" ? 8 : 4}, ${dtype === "f16" ? "an even N, " : ""}and a ` +
+        `${dtype} gain, got x ${fmtShape(x.shape)} and w ${
+          fmtShape(w.shape)
         } (${dtype}), gain ${norm.weight.dtype}`,
     );
   }

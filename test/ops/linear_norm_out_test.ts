@@ -36,7 +36,8 @@ function normedStored(y: Float32Array, gain: Float32Array, dtype: Dt): Float32Ar
 
 Deno.test({
   name: "linearNormOut fused: y bit for bit as linear's gemv16, normed = rmsNorm(stored y) " +
-    "(f64 and the rmsNorm op), M 1..16, K words 1..40, N 1..300, with and without bias/residual",
+    "(f64 and the rmsNorm op), M 1..16, K words 1..40, N 1..300 (even in f16), with and without " +
+    "bias/residual",
   ...GPU_TEST,
   fn: async () => {
     await fc.assert(
@@ -47,8 +48,9 @@ Deno.test({
         fc.integer({ min: 1, max: 300 }),
         fc.boolean(),
         fc.integer({ min: 0, max: 1 << 30 }),
-        async (dtype, M, words, N, extras, seed) => {
+        async (dtype, M, words, n, extras, seed) => {
           const K = words * (dtype === "f16" ? 8 : 4);
+          const N = dtype === "f16" ? 2 * Math.ceil(n / 2) : n; // f16 fused: N even
           const x = data(M * K, seed, dtype), w = data(N * K, seed + 1, dtype);
           const g = data(N, seed + 2, dtype), b = data(N, seed + 3, dtype);
           const res = data(M * N, seed + 4, dtype);
@@ -148,6 +150,13 @@ Deno.test({
       /variant fused needs 1 <= M <= 16/,
     );
     if (gpu.hasF16) {
+      using h = Tensor.fromArray(gpu, new Float32Array(8), [1, 8], "f16");
+      using w3 = Tensor.fromArray(gpu, new Float32Array(24), [3, 8], "f16");
+      using h3 = Tensor.fromArray(gpu, new Float32Array(3), [3], "f16");
+      assert.throws(
+        () => linearNormOut(h, w3, { norm: { weight: h3, eps: EPS }, variant: "fused" }),
+        /an even N/,
+      );
       using g16 = Tensor.fromArray(gpu, new Float32Array(2), [2], "f16");
       assert.throws(
         () => linearNormOut(x, w, { norm: { weight: g16, eps: EPS }, variant: "fused" }),
