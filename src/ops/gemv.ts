@@ -132,19 +132,25 @@ export function gemvNormStagedWords(
 
 /**
  * Lanes per weight row of `gemv16_wide` (`wideLanes`: 4, 8, 16, 32 or 64; 256 / lanes rows a
- * workgroup), a switch benchmarks sweep. H200, f16, the LM head 151936 × 1024 from HBM
+ * workgroup), a switch benchmarks sweep; unset (the default), {@linkcode wideLanesFor} picks 8,
+ * or 4 from M = 8 rows (M = 8 / 16: 196 / 370 µs at 4 lanes against 219 / 478 at 8). H200, f16, the LM head 151936 × 1024 from HBM
  * (`bench/skinny.ts --shapes lm --lanes 8,16,32,64`, 2026-12-05): M = 1 80.7 / 90.6 / 144 / 253
  * µs at 8 / 16 / 32 / 64 lanes, against 179 for `gemv` and 125 for `gemv16` (4 rows of 64 lanes
  * a workgroup: ~38K short workgroups); M = 4 / 8 / 16 126 / 219 / 539 µs at 8 lanes against 523 /
  * 935 (`gemv`) and 1462 (M = 16, `gemv16`).
  *
- * @example Sixteen lanes a row
+ * @example Sixteen lanes a row whatever M
  * ```ts
  * import { gemvTuning } from "./gemv.ts";
  * gemvTuning.wideLanes = 16;
  * ```
  */
-export const gemvTuning: { wideLanes: number } = { wideLanes: 8 };
+export const gemvTuning: { wideLanes?: number } = {};
+
+/** Lanes a row of `gemv16_wide` for M rows unless {@linkcode gemvTuning} sets them: 8, or 4 from M = 8. */
+export function wideLanesFor(M: number): number {
+  return gemvTuning.wideLanes ?? (M >= 8 ? 4 : 8);
+}
 
 /** One dispatch of `shaders/gemv.wgsl` over bound windows (element offsets inside them). */
 export interface Gemv16Dispatch {
@@ -216,7 +222,7 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
   const XS = d.norm
     ? gemvNormStagedWords(d.M, d.K, d.dtype, gpu.limits.maxComputeWorkgroupStorageSize)
     : 1;
-  const LW = gemvTuning.wideLanes;
+  const LW = wideLanesFor(d.M);
   if (d.entry === "gemv16_wide" && ![4, 8, 16, 32, 64].includes(LW)) {
     throw new RangeError(
       `gemv16_wide: gemvTuning.wideLanes must be 4, 8, 16, 32 or 64, got ${LW}`,
