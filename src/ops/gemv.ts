@@ -23,6 +23,11 @@
  *   `y = silu(x·gateᵀ + bg) ⊙ (x·upᵀ + bu)`; launcher and reference in ./linear_swiglu.ts.
  * - `gemv16_qkv` / `gemv16_qkv_bias`: the same loop over the rows of `[wq; wk; wv]` as if
  *   concatenated, three outputs; launcher and reference in ./linear_qkv.ts.
+ * - `gemv16_wide`: 4–64 lanes a weight row ({@linkcode gemvTuning}), 256 / lanes rows a
+ *   workgroup: a large N over a short K (the LM head: 81 µs on the H200 against 179 for `gemv`).
+ * - `gemv16_rn`: `gemv16`, then the RMSNorm of its output rows by the workgroup that finishes
+ *   last (an arrival count; the rows exchanged through atomics); launcher and reference in
+ *   ./linear_norm_out.ts.
  *
  * Every entry takes an RMSNorm prologue ({@linkcode RmsNormPrologue}, the `NORM` pipeline
  * constant): `x` is replaced by `rmsNorm(x, weight, eps)` inside the dispatch (each workgroup

@@ -18,6 +18,7 @@
  * | `tiled128x64` | same, 128×64 tiles (8×4 per thread; the pipeline constant `WIDE` = 0): twice the workgroups of `tiled128` for mid sizes (512×4096×4096: 256 against 128 on 132 SMs) | lavapipe 256×256×512: 7.0 / 7.0 GFLOP/s; H200 (same shapes): 22.2 / 24.2 / 24.6 f32, 19.6 / 22.6 / 22.9 f16 |
  * | `gemv`  | M ≤ 8 (`ROWS` rows per workgroup, a pipeline constant): 8 columns × 32 K-lanes per workgroup, coalesced rows of `w`, workgroup-memory tree reduction | memory-bound decode streams the weight once, 512 workgroups for N = 4096 | 1×4096×4096: 1.9 / 1.6 TB/s (the streaming add: 2.7-3.0 TB/s; cuBLAS 1.3 / 0.8-1.0) |
  * | `gemv16` | linear only (`shaders/gemv.wgsl`, ./gemv.ts): 4 columns × 64 lanes per workgroup, 16-byte loads, M ≤ 16 rows in named vec4 accumulators | 8 f16 per load | H200 M = 1: 1×3072×1024 f16 10 µs (`gemv` 16), 1×12288×4096 48 (77); 1×1024×32768 54 (47) |
+ * | `gemv16wide` | linear only: the same kernel file, 4–64 lanes per weight row (`gemvTuning.wideLanes`), 256 / lanes rows per workgroup | far fewer, longer workgroups for a large N | H200 LM head 1×1024×151936 f16: 81 µs (`gemv` 179, `gemv16` 125); M = 16: 370 (`tiled` 1230) |
  *
  * Every kernel ends in the same epilogue: `+ bias[n]` and, for {@linkcode linear} with
  * `residual`, `+ residual[m, n]`, rounded once to the storage dtype: the residual add of a
