@@ -113,6 +113,17 @@ fn norm_prologue(tid: u32) {
     for (var i = tid; i < p.kw; i += 256u) { ss += sqw(x[p.offX + r * p.kw + i]); }
     red[r * 256u + tid] = ss;
   }
+  row_scales(tid, p.kw * EPV);
+  if (staged()) {
+    for (var j = tid; j < MR * p.kw; j += 256u) { xs[j] = xnormed(j / p.kw, j % p.kw); }
+    workgroupBarrier();
+  }
+}
+
+// The RMSNorm scales of the MR rows from their partial sums of squares red[r * 256 + tid]: a tree
+// over the 256 threads, then rn[r] = inverseSqrt(mean + eps) over `count` elements (all threads
+// call it; it starts and ends with a barrier).
+fn row_scales(tid: u32, count: u32) {
   workgroupBarrier();
   for (var s = 128u; s > 0u; s >>= 1u) {
     if (tid < s) {
@@ -120,12 +131,8 @@ fn norm_prologue(tid: u32) {
     }
     workgroupBarrier();
   }
-  if (tid < MR) { rn[tid] = inverseSqrt(red[tid * 256u] / f32(p.kw * EPV) + p.eps); }
+  if (tid < MR) { rn[tid] = inverseSqrt(red[tid * 256u] / f32(count) + p.eps); }
   workgroupBarrier();
-  if (staged()) {
-    for (var j = tid; j < MR * p.kw; j += 256u) { xs[j] = xnormed(j / p.kw, j % p.kw); }
-    workgroupBarrier();
-  }
 }
 
 // Word i of row r of x as the product reads it: with NORM, the normed word (from xs if staged).
@@ -297,15 +304,7 @@ fn gemv16_rn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
     red[r * 256u + tid] = ss;
   }
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (tid < s) {
-      for (var r = 0u; r < MR; r++) { red[r * 256u + tid] += red[r * 256u + tid + s]; }
-    }
-    workgroupBarrier();
-  }
-  if (tid < MR) { rn[tid] = inverseSqrt(red[tid * 256u] / f32(p.n) + p.eps); }
-  workgroupBarrier();
+  row_scales(tid, p.n);
   for (var r = 0u; r < p.m; r++) {
     for (var j = tid; j < wpr; j += 256u) {
       let v = word_values(atomicLoad(&yn[r * wpr + j]));

@@ -30,9 +30,9 @@
  * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`
  * (or, on a GPU with M ≥ 128 and N ≥ 128, the kernel that {@linkcode matmulAuto}`.largeTiles`
  * names, `tiled128` by default, when the product has at least 128 such tiles)
- * (and, on GPUs, `gemv16` for a linear with M ≤ 8 and N ≤ 16384 whose K is whole 16-byte
- * words, and for such a linear with 8 < M ≤ 64, or ≤ {@linkcode GEMV16_BATCH_MAX_M} when
- * K ≥ 2048, in blocks of 16 rows);
+ * (and, on GPUs, for a linear whose K is whole 16-byte words: `gemv16` with M ≤ 8 and N ≤ 16384,
+ * or 8 < M ≤ 64 (≤ {@linkcode GEMV16_BATCH_MAX_M} from K = 2048) in blocks of 16 rows;
+ * `gemv16wide` with N > 16384 and M ≤ 16);
  * on a CPU rasteriser (lavapipe, llvmpipe, SwiftShader) it picks `naive` for M ≤ 8 instead:
  * there `gemv_t` took ~5 ms per dispatch and kept ~0.9 MB of host memory per dispatch that was
  * never returned (a model's decode on lavapipe grew by ~13 MB per token until the OOM killer
