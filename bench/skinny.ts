@@ -7,7 +7,8 @@
  * reads them from HBM. This is what `linear`'s `auto` routing for 8 < M ≤ 64 rests on
  * (src/ops/matmul_launch.ts).
  *
- * `gemv16wide` (./src/ops/gemv.ts: 8–64 lanes a weight row, `--lanes 8,16,32`) is timed for M ≤ 16.
+ * `gemv16wide` (./src/ops/gemv.ts: 4–64 lanes a weight row, `--lanes 4,8`) is timed for M ≤ 64
+ * (in blocks of 16 rows above 16).
  *
  * Usage: `deno run -A bench/skinny.ts [--rows 4,8,16,32,64] [--shapes lm,down] [--lanes 16]
  * [--json FILE]`. On a CPU adapter: small shapes, ratios only.
@@ -65,7 +66,7 @@ for (const s of shapes) {
       const base: MatmulVariant[] = M <= 8 ? ["gemv", "gemv16", "tiled"] : ["gemv16", "tiled"];
       const variants: [MatmulVariant, number][] = [
         ...base.map((v): [MatmulVariant, number] => [v, 0]),
-        ...(M <= 16 ? lanes.map((l): [MatmulVariant, number] => ["gemv16wide", l]) : []),
+        ...(M <= 64 ? lanes.map((l): [MatmulVariant, number] => ["gemv16wide", l]) : []),
       ];
       for (const [variant, lw] of variants) {
         if (lw) gemvTuning.wideLanes = lw;
