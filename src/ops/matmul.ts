@@ -32,7 +32,7 @@
  * names, `tiled128` by default, when the product has at least 128 such tiles)
  * (and, on GPUs, for a linear whose K is whole 16-byte words: `gemv16` with M ≤ 8 and N ≤ 16384,
  * or 8 < M ≤ 64 (≤ {@linkcode GEMV16_BATCH_MAX_M} from K = 2048) in blocks of 16 rows;
- * `gemv16wide` with N > 16384 and M ≤ 16);
+ * `gemv16wide` with N > 16384 and M ≤ 32);
  * on a CPU rasteriser (lavapipe, llvmpipe, SwiftShader) it picks `naive` for M ≤ 8 instead:
  * there `gemv_t` took ~5 ms per dispatch and kept ~0.9 MB of host memory per dispatch that was
  * never returned (a model's decode on lavapipe grew by ~13 MB per token until the OOM killer

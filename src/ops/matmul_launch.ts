@@ -85,7 +85,7 @@ export const LARGE_TILES_MIN = 128;
  * Largest M for which `auto` on a GPU runs a linear with N > `GEMV16_AUTO_MAX_N` (the LM head)
  * as `gemv16wide` (in blocks of 16 rows above 16).
  */
-export const GEMV16_WIDE_MAX_M = 16;
+export const GEMV16_WIDE_MAX_M = 32;
 
 /** Largest M (rows of `a` per batch) for which `auto` picks the GEMV kernel. */
 export const GEMV_MAX_M = 8;
@@ -326,7 +326,8 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
     // 1443 / 710-1614 / 640 / 685. So: gemv16 up to M = 64, and up to 128 from K = 2048 on.
     const most = l.K >= 2048 ? GEMV16_BATCH_MAX_M : GEMV16_BATCH_MAX_M / 2;
     if (!cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= most) return "gemv16";
-    // The LM head of a batch: gemv16wide took 539 µs at M = 16 against 1508 for tiled (H200).
+    // The LM head of a batch (H200, 4 lanes a row): gemv16wide took 370 / 741 µs at M = 16 / 32
+    // against 1230 / 1246 for tiled, but 1482 at M = 64 against 1290.
     const wide = matmulAuto.wideGemv && l.N > GEMV16_AUTO_MAX_N && l.M <= GEMV16_WIDE_MAX_M;
     if (!cpu && g16 && wide) return "gemv16wide";
     const tiles128 = Math.ceil(l.M / 128) * Math.ceil(l.N / 128) * l.batch;
