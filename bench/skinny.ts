@@ -2,16 +2,19 @@
  * Linear layers at the row counts of a decode batch (parallel chains, B = 4–64): `tiled`
  * (64×64 tiles) against `gemv16` in blocks of 8 rows, and `gemv` (the matmul shader's GEMV) up
  * to M = 8, at the Qwen3-0.6B shapes in f16 (q/k/v stacked, gate, down, the LM head). GPU time
- * per call from timestamp queries (`gpu.profile`, the median of 5 samples of 8 calls each after
- * a warm-up), the weights cycled over copies that together exceed the 60 MB L2 so every call
+ * per call from timestamp queries (`gpu.profile`, the median of 5 samples of `--calls` calls each
+ * after a warm-up), the weights cycled over copies that together exceed the 60 MB L2 so every call
  * reads them from HBM. This is what `linear`'s `auto` routing for 8 < M ≤ 64 rests on
  * (src/ops/matmul_launch.ts).
  *
  * `gemv16wide` (./src/ops/gemv.ts: 4–64 lanes a weight row, `--lanes 4,8`) is timed for M ≤ 64
- * (in blocks of 16 rows above 16).
+ * (in blocks of 16 rows above 16). `skinny` (./src/ops/skinny.ts: x staged in f32 once a
+ * workgroup, blocks of 16 rows) is timed for every M in the workgroup shapes of `--skinny`
+ * (threads x lanes a slot of 4 columns, `skinnyTuning`; default `auto`, `skinnyShapeFor`).
  *
  * Usage: `deno run -A bench/skinny.ts [--rows 4,8,16,32,64] [--shapes lm,down] [--lanes 16]
- * [--json FILE]`. On a CPU adapter: small shapes, ratios only.
+ * [--skinny auto,128x16,64x8] [--variants skinny,gemv16] [--calls 64] [--json FILE]`. On a CPU adapter: small
+ * shapes, ratios only.
  *
  * @module
  */
@@ -20,6 +23,7 @@ import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { linear, type MatmulVariant } from "../src/ops/matmul.ts";
 import { gemvTuning } from "../src/ops/gemv.ts";
+import { skinnyTuning } from "../src/ops/skinny.ts";
 import { randomTensor } from "../src/tensor/random.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { fmt, isCpuAdapter, markdownTable, median } from "./_common.ts";
@@ -29,6 +33,9 @@ const { values } = parseArgs({
     rows: { type: "string" },
     shapes: { type: "string" },
     lanes: { type: "string" },
+    skinny: { type: "string" },
+    variants: { type: "string" },
+    calls: { type: "string" },
     json: { type: "string" },
   },
 });
@@ -45,6 +52,17 @@ const shapes = (cpu ? [{ name: "small", K: 64, N: 96 }] : [
 ]).filter((s) => !wanted || wanted.some((w) => s.name.toLowerCase().startsWith(w.toLowerCase())));
 /** `gemv16wide` lane counts timed for M ≤ 16 (`gemvTuning.wideLanes`). */
 const lanes = (values.lanes ?? "16").split(",").map(Number);
+/** `skinny` workgroup shapes: threads x lanes a slot of 4 columns, or `auto` (`skinnyShapeFor`). */
+const skinnyShapes = (values.skinny ?? "auto").split(",").map((t) =>
+  t === "auto" ? [-1, -1] : t.split("x").map(Number)
+);
+/**
+ * Calls a sample (default 8 on a CPU adapter, 64 on a GPU): the H200 keeps its SM clock at 345
+ * MHz under light load, so short bursts of small products time the idle clock.
+ */
+const calls = Number(values.calls ?? (cpu ? 8 : 64));
+/** Variants to time (default: all). */
+const only = values.variants?.split(",");
 
 interface Row {
   shape: string;
@@ -64,24 +82,33 @@ for (const s of shapes) {
     for (const M of rows) {
       using x = randomTensor(gpu, [M, s.K], { seed: 99, lo: -1, hi: 1, dtype });
       const base: MatmulVariant[] = M <= 8 ? ["gemv", "gemv16", "tiled"] : ["gemv16", "tiled"];
-      const variants: [MatmulVariant, number][] = [
-        ...base.map((v): [MatmulVariant, number] => [v, 0]),
-        ...(M <= 64 ? lanes.map((l): [MatmulVariant, number] => ["gemv16wide", l]) : []),
-      ];
-      for (const [variant, lw] of variants) {
-        if (lw) gemvTuning.wideLanes = lw;
+      type V = [MatmulVariant, number, number];
+      const variants: V[] = [
+        ...base.map((v): V => [v, 0, 0]),
+        ...(M <= 64 ? lanes.map((l): V => ["gemv16wide", l, 0]) : []),
+        ...skinnyShapes.map(([t, l]): V => ["skinny", l, t]),
+      ].filter(([v]) => !only || only.includes(v));
+      for (const [variant, lw, threads] of variants) {
+        if (variant === "skinny") {
+          skinnyTuning.wg = threads > 0 ? threads : undefined;
+          skinnyTuning.lanes = lw > 0 ? lw : undefined;
+        } else if (lw) gemvTuning.wideLanes = lw;
         let i = 0;
         const call = () => linear(x, ws[i++ % copies], { variant }).dispose();
-        for (let k = 0; k < 8; k++) call();
+        for (let k = 0; k < calls; k++) call();
         await gpu.sync();
         const samples: number[] = [];
         for (let r = 0; r < 5; r++) {
           const ms = await gpu.profile(() => {
-            for (let k = 0; k < 8; k++) call();
+            for (let k = 0; k < calls; k++) call();
           });
-          samples.push((ms / 8) * 1000);
+          samples.push((ms / calls) * 1000);
         }
-        const name = lw ? `${variant} (${lw} lanes)` : variant;
+        const name = threads
+          ? `${variant} (${threads > 0 ? `${threads}x${lw}` : "auto"})`
+          : lw
+          ? `${variant} (${lw} lanes)`
+          : variant;
         out.push({ shape: `${s.name} ${s.K}×${s.N}`, M, variant: name, us: median(samples) });
       }
     }

@@ -46,6 +46,7 @@ export const SHADER_FILES: readonly string[] = [
   "score_evict",
   "silu",
   "silu_backward",
+  "skinny",
   "softmax",
   "streaming_llm",
 ];

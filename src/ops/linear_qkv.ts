@@ -5,16 +5,20 @@
  *
  * Variants:
  * - `unfused` (the readable chain): `rmsNorm` once (with `norm`), then `linear` three times:
- *   the dispatches of today's layer, so prefill (M > 16) costs what it did.
- * - `fused`: the `gemv16_qkv` kernel of `shaders/gemv.wgsl` (launcher in ./gemv.ts), for
- *   decode-sized M ≤ 16 with K a whole number of 16-byte words (K % 8 = 0 in f16, 4 in f32):
- *   workgroups take 4 rows each of `[wq; wk; wv]` as if concatenated (16-byte loads, 64 lanes
- *   per row, f32 accumulation) and store each sum into its own output; with `norm`, each
- *   workgroup first computes its rows' RMS and scales x as it reads it. One dispatch instead
- *   of four (rmsNorm and three linears): decode is dispatch-bound (issue #10, ≥ 5 µs per
- *   dispatch on the H200). Biases use the `gemv16_qkv_bias` entry, which binds 11 storage
- *   buffers: where the device allows fewer per shader stage (`maxStorageBuffersPerShaderStage`;
- *   WebGPU's default is 8), `auto` takes `unfused` and a forced `fused` throws.
+ *   the dispatches of today's layer, so prefill (M > 256) costs what it did.
+ * - `fused`: one dispatch over the rows of `[wq; wk; wv]` as if concatenated, each sum stored
+ *   into its own output, for K a whole number of 16-byte words (K % 8 = 0 in f16, 4 in f32):
+ *   - M < `SKINNY_MIN_M` (8): the `gemv16_qkv` kernel of `shaders/gemv.wgsl` (launcher in
+ *     ./gemv.ts; 4 weight rows a workgroup, 64 lanes a row, f32 accumulation); with `norm`,
+ *     each workgroup first computes its rows' RMS and scales x as it reads it: one dispatch
+ *     instead of four (rmsNorm and three linears), decode being dispatch-bound (issue #10);
+ *   - 8 ≤ M ≤ `SKINNY_MAX_M` (256; a batch of chains): `skinny_qkv` (./skinny.ts: x staged in
+ *     f32 once a workgroup, blocks of 16 rows; H200 at 1024×4096: 22.8 µs at M = 32 against 93
+ *     for `gemv16_qkv` in blocks); `norm` runs as the `rmsNorm` op first.
+ *   Biases use the `_bias` entries, which bind 11 (`gemv16_qkv_bias`) or 10 (`skinny_qkv_bias`)
+ *   storage buffers: where the device allows fewer per shader stage
+ *   (`maxStorageBuffersPerShaderStage`; WebGPU's default is 8), `auto` takes `unfused` and a
+ *   forced `fused` throws.
  *
  * `auto` picks `fused` when it applies on a GPU, `unfused` otherwise (CPU rasterisers such as
  * lavapipe included, as `linear` and `linearSwiglu` do).
@@ -51,9 +55,19 @@ import {
 import { assertFloat, output, sameDtype } from "./launch.ts";
 import { linear } from "./matmul.ts";
 import { rmsNorm } from "./rmsnorm.ts";
+import {
+  dispatchSkinny,
+  SKINNY_MAX_M,
+  SKINNY_MIN_M,
+  SKINNY_QKV_BIAS_BINDINGS,
+  skinnyApplies,
+} from "./skinny.ts";
 
-/** Most rows of `x` the fused kernel takes (decode: one row per sequence of a small batch). */
-export const LINEAR_QKV_FUSED_MAX_M = 16;
+/**
+ * Most rows of `x` the fused kernels take (decode: one row per sequence of a batch):
+ * `gemv16_qkv` below `SKINNY_MIN_M`, `skinny_qkv` from there.
+ */
+export const LINEAR_QKV_FUSED_MAX_M = SKINNY_MAX_M;
 
 /** Storage buffers the `gemv16_qkv_bias` entry binds (x, gain, 3 weights, 3 biases, 3 outputs). */
 export const LINEAR_QKV_BIAS_BINDINGS = 11;
@@ -100,7 +114,7 @@ export interface QkvProjections {
  * @returns Three new tensors.
  * @throws {TypeError} When the dtypes are not one float dtype (the norm weight may differ).
  * @throws {RangeError} When shapes disagree (naming them), or `fused` is forced where it does
- * not apply (M > 16, K not whole 16-byte words, biases over the device's storage-buffer limit).
+ * not apply (M > 256, K not whole 16-byte words, biases over the device's storage-buffer limit).
  */
 export function linearQkv(
   x: Tensor,
@@ -141,14 +155,17 @@ export function linearQkv(
   const M = numel(lead);
   const hasBias = !!(qBias || kBias || vBias);
   const bindings = x.gpu.limits.maxStorageBuffersPerShaderStage;
-  const fits = M <= LINEAR_QKV_FUSED_MAX_M && gemvApplies(Math.max(M, 1), K, dtype) &&
-    (!hasBias || bindings >= LINEAR_QKV_BIAS_BINDINGS);
+  const skinny = M >= SKINNY_MIN_M;
+  const needs = skinny ? SKINNY_QKV_BIAS_BINDINGS : LINEAR_QKV_BIAS_BINDINGS;
+  const fits = M <= LINEAR_QKV_FUSED_MAX_M &&
+    (skinny ? skinnyApplies(M, K, dtype) : gemvApplies(Math.max(M, 1), K, dtype)) &&
+    (!hasBias || bindings >= needs);
   const variant = opts.variant ?? "auto";
   if (variant === "fused" && !fits) {
     throw new RangeError(
       `linearQkv: variant fused needs M <= ${LINEAR_QKV_FUSED_MAX_M} rows, K a multiple of ` +
         `${dtype === "f16" ? 8 : 4}` +
-        (hasBias ? ` and ${LINEAR_QKV_BIAS_BINDINGS} storage buffers per stage` : "") +
+        (hasBias ? ` and ${needs} storage buffers per stage` : "") +
         `, got ${shapes()} (${dtype}, ${bindings} storage buffers per stage)`,
     );
   }
@@ -161,8 +178,9 @@ export function linearQkv(
       v: linear(h ?? x, wv, { bias: vBias }),
     };
   }
-  if (norm && !normFusable(norm, dtype)) {
-    // The norm as its own dispatch (its weight's dtype differs from x's), then the kernel.
+  if (norm && (skinny || !normFusable(norm, dtype))) {
+    // The norm as its own dispatch (skinny_qkv has no prologue; or the weight's dtype differs
+    // from x's), then the kernel.
     using h = rmsNorm(x, norm.weight, norm.eps);
     return linearQkv(h, wq, wk, wv, { qBias, kBias, vBias, variant: "fused" });
   }
@@ -170,8 +188,7 @@ export function linearQkv(
   const k = output(x.gpu, [...lead, Nk], dtype);
   const v = output(x.gpu, [...lead, Nv], dtype);
   if (M === 0 || Nq + Nk + Nv === 0) return { q, k, v };
-  dispatchGemv16(x.gpu, {
-    entry: hasBias ? "gemv16_qkv_bias" : "gemv16_qkv",
+  const common = {
     dtype,
     M,
     N: Nq,
@@ -180,7 +197,6 @@ export function linearQkv(
     K,
     x: x.buffer,
     offX: 0,
-    norm: norm ? { gain: norm.weight.buffer, eps: norm.eps } : undefined,
     w: wq.buffer,
     w2: wk.buffer,
     w3: wv.buffer,
@@ -193,7 +209,16 @@ export function linearQkv(
     y3: v.buffer,
     offY: 0,
     ldy: Nq,
-  });
+  };
+  if (skinny) {
+    dispatchSkinny(x.gpu, { ...common, entry: hasBias ? "skinny_qkv_bias" : "skinny_qkv" });
+  } else {
+    dispatchGemv16(x.gpu, {
+      ...common,
+      entry: hasBias ? "gemv16_qkv_bias" : "gemv16_qkv",
+      norm: norm ? { gain: norm.weight.buffer, eps: norm.eps } : undefined,
+    });
+  }
   return { q, k, v };
 }
 

@@ -6,20 +6,23 @@
  * Variants:
  * - `unfused` (the readable chain): `linear(x, gate)`, `linear(x, up)`, then `swiglu`
  *   (./silu.ts): three dispatches and two `[M, F]` intermediates rounded to the storage dtype.
- * - `fused`: the `gemv16_swiglu` kernel of `shaders/gemv.wgsl` (launcher in ./gemv.ts), for
- *   decode-sized M ≤ 16 with K a whole number of 16-byte words (K % 8 = 0 in f16, 4 in f32):
- *   each workgroup streams 2 rows of `gate` and the same 2 rows of `up` against the same x
- *   words (16-byte loads, 64 lanes per row, f32 accumulation), reduces, and stores
- *   `silu(g) ⊙ u` rounded once: one dispatch instead of three. Decode is dispatch-bound
+ * - `fused`: one dispatch that stores `silu(g) ⊙ u` rounded once, for K a whole number of
+ *   16-byte words (K % 8 = 0 in f16, 4 in f32), instead of three. Decode is dispatch-bound
  *   (issue #10: each dispatch costs ≥ 5 µs of GPU time on the H200 however small), so this
  *   saves two dispatches per layer and token.
+ *   - M < `SKINNY_MIN_M` (8): the `gemv16_swiglu` kernel of `shaders/gemv.wgsl` (launcher in
+ *     ./gemv.ts): each workgroup streams 2 rows of `gate` and the same 2 rows of `up` against
+ *     the same x words (16-byte loads, 64 lanes per row, f32 accumulation);
+ *   - 8 ≤ M ≤ `SKINNY_MAX_M` (256; a batch of chains): `skinny_swiglu` (./skinny.ts: the first
+ *     half of a workgroup's slots read gate rows, the second half the same rows of up).
  *
  * `auto` picks `fused` when it applies on a GPU, `unfused` otherwise, including on CPU
  * rasterisers (lavapipe...), where `linear` also avoids its GEMV kernels (see ./matmul.ts).
  *
  * `norm` (the post-attention RMSNorm): `linearSwiglu(rmsNorm(x, weight, eps), gate, up)`; the
- * `fused` kernel computes the norm in its own dispatch (./gemv.ts) when the weight has x's
- * dtype, otherwise a separate `rmsNorm` dispatch runs first (same values).
+ * `gemv16_swiglu` kernel computes the norm in its own dispatch (./gemv.ts) when the weight has
+ * x's dtype, otherwise (and before `skinny_swiglu`) a separate `rmsNorm` dispatch runs first
+ * (same values).
  *
  * @example One decode row through the MLP's input projections
  * ```ts
@@ -51,11 +54,15 @@ import { assertFloat, output, sameDtype } from "./launch.ts";
 import { linear } from "./matmul.ts";
 import { rmsNorm } from "./rmsnorm.ts";
 import { swiglu } from "./silu.ts";
+import { dispatchSkinny, SKINNY_MAX_M, SKINNY_MIN_M, skinnyApplies } from "./skinny.ts";
 
-/** Most rows of `x` the fused kernel takes (decode: one row per sequence of a small batch). */
-export const LINEAR_SWIGLU_FUSED_MAX_M = 16;
+/**
+ * Most rows of `x` the fused kernels take (decode: one row per sequence of a batch):
+ * `gemv16_swiglu` below `SKINNY_MIN_M`, `skinny_swiglu` from there.
+ */
+export const LINEAR_SWIGLU_FUSED_MAX_M = SKINNY_MAX_M;
 
-/** `fused`: one `gemv16_swiglu` dispatch; `unfused`: two linears and `swiglu`. */
+/** `fused`: one `gemv16_swiglu` or `skinny_swiglu` dispatch; `unfused`: two linears and `swiglu`. */
 export type LinearSwigluVariant = "auto" | "fused" | "unfused";
 
 /** Options of {@linkcode linearSwiglu}. */
@@ -82,7 +89,7 @@ export interface LinearSwigluOptions {
  * @returns A new tensor `[..., F]` of x's dtype.
  * @throws {TypeError} When the dtypes are not one float dtype.
  * @throws {RangeError} When shapes disagree (naming them), or `fused` is forced where it does
- * not apply (M > 16, K not whole 16-byte words).
+ * not apply (M > 256, K not whole 16-byte words).
  *
  * @example With biases
  * ```ts
@@ -135,7 +142,9 @@ export function linearSwiglu(
   checkNorm("linearSwiglu", norm, K);
   const lead = x.shape.slice(0, -1);
   const M = numel(lead);
-  const fits = M <= LINEAR_SWIGLU_FUSED_MAX_M && gemvApplies(Math.max(M, 1), K, dtype);
+  const skinny = M >= SKINNY_MIN_M;
+  const fits = M <= LINEAR_SWIGLU_FUSED_MAX_M &&
+    (skinny ? skinnyApplies(M, K, dtype) : gemvApplies(Math.max(M, 1), K, dtype));
   const variant = opts.variant ?? "auto";
   if (variant === "fused" && !fits) {
     throw new RangeError(
@@ -144,7 +153,7 @@ export function linearSwiglu(
     );
   }
   const fused = variant === "fused" || (variant === "auto" && fits && !x.gpu.adapter.cpu);
-  if (norm && !(fused && normFusable(norm, dtype))) {
+  if (norm && !(fused && !skinny && normFusable(norm, dtype))) {
     // The norm as its own dispatch, then the same variant on its output.
     using h = rmsNorm(x, norm.weight, norm.eps);
     return linearSwiglu(h, gate, up, { gateBias, upBias, variant: fused ? "fused" : "unfused" });
@@ -156,15 +165,13 @@ export function linearSwiglu(
   }
   const y = output(x.gpu, [...lead, F], dtype);
   if (M === 0 || F === 0) return y;
-  dispatchGemv16(x.gpu, {
-    entry: "gemv16_swiglu",
+  const common = {
     dtype,
     M,
     N: F,
     K,
     x: x.buffer,
     offX: 0,
-    norm: norm ? { gain: norm.weight.buffer, eps: norm.eps } : undefined,
     w: gate.buffer,
     w2: up.buffer,
     bias: gateBias?.buffer,
@@ -173,7 +180,16 @@ export function linearSwiglu(
     y: y.buffer,
     offY: 0,
     ldy: F,
-  });
+  };
+  if (skinny) {
+    dispatchSkinny(x.gpu, { ...common, entry: "skinny_swiglu" });
+  } else {
+    dispatchGemv16(x.gpu, {
+      ...common,
+      entry: "gemv16_swiglu",
+      norm: norm ? { gain: norm.weight.buffer, eps: norm.eps } : undefined,
+    });
+  }
   return y;
 }
 

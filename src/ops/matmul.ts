@@ -24,15 +24,16 @@
  * `residual`, `+ residual[m, n]`, rounded once to the storage dtype: the residual add of a
  * transformer block rides along in the projection's dispatch instead of a separate `add`.
  *
- * GEMV time grows with M (x is re-read per row) but stays far below `tiled` up to M = 64
- * (bench/skinny.ts). On lavapipe the kernels run at 1-3 GFLOP/s, `tiled` ~1.5-3× `naive`.
+ * GEMV time grows with M (x is re-read per row); the skinny kernel (./skinny.ts) takes decode
+ * batches of 8–256 rows (bench/skinny.ts). On lavapipe the kernels run at 1-3 GFLOP/s, `tiled`
+ * ~1.5-3× `naive`.
  *
  * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`
  * (or, on a GPU with M ≥ 128 and N ≥ 128, the kernel that {@linkcode matmulAuto}`.largeTiles`
  * names, `tiled128` by default, when the product has at least 128 such tiles)
- * (and, on GPUs, for a linear whose K is whole 16-byte words: `gemv16` with M ≤ 8 and N ≤ 16384,
- * or 8 < M ≤ 64 (≤ {@linkcode GEMV16_BATCH_MAX_M} from K = 2048) in blocks of 16 rows;
- * `gemv16wide` with N > 16384 and M ≤ 32);
+ * (and, on GPUs, for a linear whose K is whole 16-byte words: `skinny` for 8 ≤ M ≤ 256 (from
+ * M = 16 when N < 2048; M ≤ 64 when N > 16384), `gemv16` for smaller M with N ≤ 16384,
+ * `gemv16wide` for smaller M with N > 16384);
  * on a CPU rasteriser (lavapipe, llvmpipe, SwiftShader) it picks `naive` for M ≤ 8 instead:
  * there `gemv_t` took ~5 ms per dispatch and kept ~0.9 MB of host memory per dispatch that was
  * never returned (a model's decode on lavapipe grew by ~13 MB per token until the OOM killer
@@ -70,13 +71,7 @@ import { assertFloat, output, sameDtype } from "./launch.ts";
 import { launch, type MatmulVariant } from "./matmul_launch.ts";
 import { checkNorm, type RmsNormPrologue } from "./gemv.ts";
 
-export {
-  GEMV16_BATCH_MAX_M,
-  GEMV_MAX_M,
-  LARGE_TILES_MIN,
-  matmulAuto,
-  type MatmulVariant,
-} from "./matmul_launch.ts";
+export { GEMV_MAX_M, LARGE_TILES_MIN, matmulAuto, type MatmulVariant } from "./matmul_launch.ts";
 
 /** Options of {@linkcode matmul}. */
 export interface MatmulOptions {

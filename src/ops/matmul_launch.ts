@@ -21,23 +21,29 @@ import {
   type RmsNormPrologue,
 } from "./gemv.ts";
 import { rmsNorm } from "./rmsnorm.ts";
+import {
+  dispatchSkinny,
+  SKINNY_MAX_M,
+  SKINNY_MIN_M,
+  SKINNY_NARROW_N,
+  SKINNY_WIDE_MAX_M,
+} from "./skinny.ts";
 
 /**
- * Kernel choice: `auto` picks `gemv16` for a linear with M = 1, N ≤ `GEMV16_AUTO_MAX_N` and K
- * a whole number of 16-byte words, `gemv` for other M ≤ {@linkcode GEMV_MAX_M} (`naive` for
- * M ≤ 8 on a CPU adapter; `gemv16` on GPUs for M ≤ 8 whose K is whole words), `gemv16` in
- * blocks of 16 rows for 8 < M ≤ 64 on GPUs (≤ {@linkcode GEMV16_BATCH_MAX_M} when K ≥ 2048;
- * same N and K rules), `naive` on an OpenGL CPU
- * adapter for products of at most {@linkcode GL_NAIVE_MAX_MACS} multiply-adds, `tiled` otherwise
- * — or, on a GPU, when the product has at least {@linkcode LARGE_TILES_MIN} tiles of 128×128
- * (M, N ≥ 128), the kernel {@linkcode matmulAuto} names: `tiled128` by default.
- * `tiled128` / `tiled128x64` (`shaders/matmul_big.wgsl`): 128×128 / 128×64 tiles. `gemv16`
- * (`shaders/gemv.wgsl`, linear only: K a multiple of 8 in f16, 4 in f32) runs in blocks of ≤ 16
- * rows. A linear with an RMSNorm prologue (`norm`) and M ≤ 16 takes `gemv16` on GPUs under the
- * same N and K rules whatever M (the fused norm saves a dispatch). `gemv16wide` (the same kernel
- * file, 256 / `gemvTuning.wideLanes` weight rows a workgroup): on GPUs the linears with N >
- * `GEMV16_AUTO_MAX_N` (the LM head) and M ≤ {@linkcode GEMV16_WIDE_MAX_M} unless
- * {@linkcode matmulAuto}`.wideGemv` is off.
+ * Kernel choice. `auto` picks, on a GPU, for a linear (`x·wᵀ`, no batch dims) whose K is a whole
+ * number of 16-byte words: `skinny` (./skinny.ts, blocks of 16 rows) for
+ * {@linkcode SKINNY_MIN_M} ≤ M ≤ {@linkcode SKINNY_MAX_M} (from M = 16 when N <
+ * {@linkcode SKINNY_NARROW_N}; up to {@linkcode SKINNY_WIDE_MAX_M} when N > `GEMV16_AUTO_MAX_N`,
+ * the LM head); below that `gemv16` for N ≤ `GEMV16_AUTO_MAX_N` and `gemv16wide` (256 /
+ * `gemvTuning.wideLanes` weight rows a workgroup) above, unless {@linkcode matmulAuto}`.wideGemv`
+ * is off (then `gemv`). Other products with M ≤ {@linkcode GEMV_MAX_M} take `gemv` (`naive` on a
+ * CPU adapter); larger ones `naive` on an OpenGL CPU adapter up to {@linkcode GL_NAIVE_MAX_MACS}
+ * multiply-adds, else `tiled` — or, on a GPU, when the product has at least
+ * {@linkcode LARGE_TILES_MIN} tiles of 128×128 (M, N ≥ 128), the kernel {@linkcode matmulAuto}
+ * names: `tiled128` by default. `tiled128` / `tiled128x64` (`shaders/matmul_big.wgsl`): 128×128 /
+ * 128×64 tiles. `gemv16` (`shaders/gemv.wgsl`, linear only: K a multiple of 8 in f16, 4 in f32)
+ * runs in blocks of ≤ 16 rows and is the only kernel that fuses an RMSNorm prologue (`norm`):
+ * the others run the `rmsNorm` op first.
  */
 export type MatmulVariant =
   | "auto"
@@ -47,7 +53,8 @@ export type MatmulVariant =
   | "tiled128x64"
   | "gemv"
   | "gemv16"
-  | "gemv16wide";
+  | "gemv16wide"
+  | "skinny";
 
 /**
  * Switches of the `auto` route; tests and benchmarks may set them. `wideGemv`: on a GPU, a
@@ -81,21 +88,8 @@ export const matmulAuto: {
  */
 export const LARGE_TILES_MIN = 128;
 
-/**
- * Largest M for which `auto` on a GPU runs a linear with N > `GEMV16_AUTO_MAX_N` (the LM head)
- * as `gemv16wide` (in blocks of 16 rows above 16).
- */
-export const GEMV16_WIDE_MAX_M = 32;
-
 /** Largest M (rows of `a` per batch) for which `auto` picks the GEMV kernel. */
 export const GEMV_MAX_M = 8;
-
-/**
- * Largest M for which `auto` on a GPU runs a linear as `gemv16` in blocks of 16 rows instead of
- * `tiled` (decode of a batch of chains): this many rows when K ≥ 2048, half as many below (the
- * H200 measurements are in `pickVariant`).
- */
-export const GEMV16_BATCH_MAX_M = 128;
 
 /**
  * Largest product (M·N·K multiply-adds per batch) that `auto` runs as `naive` instead of `tiled`
@@ -236,6 +230,25 @@ export function launch(l: Launch): void {
     const cEnd = cStart + (l.batch - 1) * l.strideC + (rows - 1) * l.ldc + l.N;
     const cWin = window(l.out, cStart, cEnd);
     const rWin = l.residual ? window(l.residual, r0 * l.N, (r0 + rows) * l.N) : undefined;
+    if (variant === "skinny") {
+      dispatchSkinny(gpu, {
+        entry: "skinny",
+        dtype,
+        M: rows,
+        N: l.N,
+        K: l.K,
+        x: aWin.binding,
+        offX: aWin.off,
+        w: bWin.binding,
+        bias: biasWin?.binding,
+        res: rWin?.binding,
+        offR: rWin?.off ?? 0,
+        y: cWin.binding,
+        offY: cWin.off,
+        ldy: l.ldc,
+      });
+      continue;
+    }
     if (g16) {
       dispatchGemv16(gpu, {
         entry: variant === "gemv16" ? "gemv16" : "gemv16_wide",
@@ -302,7 +315,7 @@ export function launch(l: Launch): void {
  */
 function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
   const g16 = l.transB && l.batch === 1 && gemvApplies(1, l.K, l.dtype);
-  if (l.variant === "gemv16" || l.variant === "gemv16wide") {
+  if (l.variant === "gemv16" || l.variant === "gemv16wide" || l.variant === "skinny") {
     if (!g16) {
       throw new RangeError(
         `${l.op}: variant ${l.variant} needs x·wᵀ without batch dims and K a multiple of ` +
@@ -316,20 +329,18 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
   if (l.M > GEMV_MAX_M && l.a.gpu.adapter.cpuGl && l.M * l.N * l.K <= GL_NAIVE_MAX_MACS) {
     return "naive";
   }
+  // A batch of decode rows (parallel chains): the skinny kernel (./skinny.ts) from SKINNY_MIN_M
+  // rows, or 16 for a narrow N, up to SKINNY_MAX_M (SKINNY_WIDE_MAX_M for the LM head). It
+  // replaced gemv16 in blocks of 16 rows (q/k/v 1024×4096 at M = 16 / 32 / 64 / 128: 46.7 /
+  // 93.1 / 186 / 371 µs against 16.3 / 22.8 / 37.2 / 58.8) and the 64×64 tiles of `tiled`
+  // (208–244 µs there whatever M).
+  const wideN = l.N > GEMV16_AUTO_MAX_N;
+  const skinnyRows = l.M >= (l.N >= SKINNY_NARROW_N ? SKINNY_MIN_M : 16) &&
+    l.M <= (wideN ? SKINNY_WIDE_MAX_M : SKINNY_MAX_M);
+  if (!cpu && g16 && skinnyRows) return "skinny";
   if (l.M > GEMV_MAX_M) {
-    // A small batch of decode rows (parallel chains): gemv16 in blocks of 16 rows re-reads the
-    // weights M/16 times but keeps its parallelism; the 64×64 tiles of `tiled` leave most of a
-    // tile empty and give N/64 workgroups, for a time that grows with K but hardly with M.
-    // H200, f16, bench/skinny.ts, 2026-12-04 (named-register gemv16): at K = 1024 (q/k/v N 4096)
-    // gemv16 took 46 / 92 / 184 / 276 / 368 µs at M = 16 / 32 / 64 / 96 / 128 against 208 / 221 /
-    // 244 / 214 / 229 for tiled; at K = 3072 (down) 45 / 90 / 82-180 / 122 / 163 against 1348 /
-    // 1443 / 710-1614 / 640 / 685. So: gemv16 up to M = 64, and up to 128 from K = 2048 on.
-    const most = l.K >= 2048 ? GEMV16_BATCH_MAX_M : GEMV16_BATCH_MAX_M / 2;
-    if (!cpu && g16 && l.N <= GEMV16_AUTO_MAX_N && l.M <= most) return "gemv16";
-    // The LM head of a batch (H200, 4 lanes a row): gemv16wide took 370 / 741 µs at M = 16 / 32
-    // against 1230 / 1246 for tiled, but 1482 at M = 64 against 1290.
-    const wide = matmulAuto.wideGemv && l.N > GEMV16_AUTO_MAX_N && l.M <= GEMV16_WIDE_MAX_M;
-    if (!cpu && g16 && wide) return "gemv16wide";
+    // Under 16 rows with a narrow N: gemv16 (one block).
+    if (!cpu && g16 && !wideN && l.M < 16) return "gemv16";
     const tiles128 = Math.ceil(l.M / 128) * Math.ceil(l.N / 128) * l.batch;
     const large = !cpu && l.M >= 128 && l.N >= 128 && tiles128 >= LARGE_TILES_MIN;
     return large ? matmulAuto.largeTiles : "tiled";

@@ -55,12 +55,20 @@ for (const dtype of FLOAT_DTYPES) {
             kExtra: fc.integer({ min: 0, max: 3 }),
             N: fc.integer({ min: 1, max: 70 }),
             withBias: fc.boolean(),
-            variant: fc.constantFrom<MatmulVariant>("auto", "naive", "tiled", "gemv", "gemv16"),
+            variant: fc.constantFrom<MatmulVariant>(
+              "auto",
+              "naive",
+              "tiled",
+              "gemv",
+              "gemv16",
+              "skinny",
+            ),
             seed: fc.integer(),
           }),
           async ({ B, T, kWords, kExtra, N, withBias, variant, seed }) => {
-            // gemv16 needs whole 16-byte words of K; the others also get ragged K.
-            const K = kWords * words(dtype) + (variant === "gemv16" ? 0 : kExtra);
+            // gemv16 and skinny need whole 16-byte words of K; the others also get ragged K.
+            const whole = variant === "gemv16" || variant === "skinny";
+            const K = kWords * words(dtype) + (whole ? 0 : kExtra);
             const M = B * T;
             const x = data(M * K, seed, dtype), w = data(N * K, seed + 1, dtype);
             const bias = withBias ? data(N, seed + 2, dtype) : undefined;
@@ -100,20 +108,21 @@ for (const dtype of FLOAT_DTYPES) {
 }
 
 Deno.test({
-  name: "linear() variant gemv16 agrees with naive and the reference: M 1..20 (row blocks of " +
-    "8), N not a multiple of 4, bias, out column ranges",
+  name: "linear() variants gemv16 and skinny agree with naive and the reference: M 1..40 (row " +
+    "blocks of 16), N not a multiple of 4, bias, out column ranges",
   ...GPU_TEST,
   fn: async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.constantFrom<Dt>(...FLOAT_DTYPES),
-        fc.integer({ min: 1, max: 20 }),
+        fc.constantFrom<MatmulVariant>("gemv16", "skinny"),
+        fc.integer({ min: 1, max: 40 }),
         fc.integer({ min: 1, max: 40 }),
         fc.integer({ min: 1, max: 70 }),
         fc.integer({ min: 0, max: 5 }),
         fc.boolean(),
         fc.integer(),
-        async (dtype, M, kWords, N, col, withBias, seed) => {
+        async (dtype, variant, M, kWords, N, col, withBias, seed) => {
           const K = kWords * words(dtype);
           const x = data(M * K, seed, dtype), w = data(N * K, seed + 1, dtype);
           const bias = withBias ? data(N, seed + 2, dtype) : undefined;
@@ -122,17 +131,17 @@ Deno.test({
           using tb = bias ? Tensor.fromArray(gpu, bias, [N], dtype) : undefined;
           const ld = N + col + 2;
           using out = Tensor.fromArray(gpu, new Float32Array(M * ld).fill(7), [M, ld], dtype);
-          linear(tx, tw, { bias: tb, out, outColumnOffset: col, variant: "gemv16" });
+          linear(tx, tw, { bias: tb, out, outColumnOffset: col, variant });
           using naive = linear(tx, tw, { bias: tb, variant: "naive" });
           const all = await out.toArray(), cols = new Float32Array(M * N);
           for (let m = 0; m < M; m++) {
             cols.set(all.subarray(m * ld + col, m * ld + col + N), m * N);
             for (let j = 0; j < ld; j++) {
               if (j >= col && j < col + N) continue;
-              assert.equal(all[m * ld + j], 7, `gemv16 wrote column ${j} of row ${m}`);
+              assert.equal(all[m * ld + j], 7, `${variant} wrote column ${j} of row ${m}`);
             }
           }
-          const label = `gemv16 ${dtype} [${M},${K},${N}] col ${col} bias ${withBias}`;
+          const label = `${variant} ${dtype} [${M},${K},${N}] col ${col} bias ${withBias}`;
           assertClose(cols, linearReference(x, [M, K], w, [N, K], bias), tol(dtype, K), label);
           assertClose(cols, await naive.toArray(), tol(dtype, K), `${label} vs naive`);
         },
@@ -147,7 +156,7 @@ Deno.test({
   ...GPU_TEST,
   fn: async () => {
     for (const dtype of FLOAT_DTYPES) {
-      for (const variant of ["auto", "naive", "tiled", "gemv", "gemv16"] as const) {
+      for (const variant of ["auto", "naive", "tiled", "gemv", "gemv16", "skinny"] as const) {
         // 512-byte windows over x:[37, 24], res/out:[37, 5]: 2 rows per dispatch, offsets
         // inside the 256-byte aligned windows (x's in whole 16-byte words, as gemv16 needs).
         const M = 37, K = 24, N = 5;
@@ -169,7 +178,7 @@ Deno.test({
 
 Deno.test({
   name: "linear() rejects a residual of the wrong shape or dtype, residual with out, and " +
-    "gemv16 where K is not whole 16-byte words",
+    "gemv16 and skinny where K is not whole 16-byte words",
   ...GPU_TEST,
   fn: () => {
     const range = (re: RegExp) => (e: unknown) => e instanceof RangeError && re.test(e.message);
@@ -190,6 +199,10 @@ Deno.test({
     assert.throws(
       () => linear(x6, w6, { variant: "gemv16" }),
       range(/gemv16 needs .*K a multiple of 4.*K=6 f32/),
+    );
+    assert.throws(
+      () => linear(x6, w6, { variant: "skinny" }),
+      range(/skinny needs .*K a multiple of 4.*K=6 f32/),
     );
     if (gpu.hasF16) {
       using r16 = Tensor.zeros(gpu, [6, 5], "f16");
