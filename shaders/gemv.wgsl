@@ -229,15 +229,29 @@ fn acc_store(acc: Acc16, tid: u32) {
   if (MR > 15u) { red[3840u + tid] = acc.d.w; }
 }
 
-// Tree reduction of red[r * 256 + tid] over the 64 lanes of each slot (all threads call it).
+// Sum of red[r * 256 + tid] over the 64 lanes of each slot, into lane 0's element: lanes 0..7
+// each add 8 lanes (l, l + 8, ..., l + 56), then lane 0 adds those 8 (two barriers instead of a
+// tree's six; all threads call it).
 fn reduce_lanes(tid: u32, lane: u32) {
   workgroupBarrier();
-  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      for (var r = 0u; r < MR; r++) { red[r * 256u + tid] += red[r * 256u + tid + s]; }
+  if (lane < 8u) {
+    for (var r = 0u; r < MR; r++) {
+      let b = r * 256u + tid;
+      var s = 0.0;
+      for (var j = 0u; j < LANES; j += 8u) { s += red[b + j]; }
+      red[b] = s;
     }
-    workgroupBarrier();
   }
+  workgroupBarrier();
+  if (lane == 0u) {
+    for (var r = 0u; r < MR; r++) {
+      let b = r * 256u + tid;
+      var s = 0.0;
+      for (var j = 0u; j < 8u; j++) { s += red[b + j]; }
+      red[b] = s;
+    }
+  }
+  workgroupBarrier();
 }
 
 @compute @workgroup_size(256)

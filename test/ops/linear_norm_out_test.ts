@@ -98,11 +98,13 @@ Deno.test({
 
 Deno.test({
   name: "linearNormOut fused: five dispatches back to back share the arrival counter, each " +
-    "normed from its own y (the last workgroup resets the count); unfused gives the same values",
+    "normed from its own y (the last workgroup resets the count); unfused gives the same values; " +
+    "N of 512, 1024 and 1026 (128-257 workgroups)",
   ...GPU_TEST,
   fn: async () => {
-    for (const dtype of FLOAT_DTYPES) {
-      const M = 1, K = 64, N = 1024; // 256 workgroups a dispatch
+    const cases = FLOAT_DTYPES.flatMap((d) => [512, 1024, 1026].map((n) => [d, n] as const));
+    for (const [dtype, N] of cases) {
+      const M = 1, K = 64; // 128-257 workgroups a dispatch
       const w = data(N * K, 1, dtype), g = data(N, 2, dtype);
       using tw = Tensor.fromArray(gpu, w, [N, K], dtype);
       using tg = Tensor.fromArray(gpu, g, [N], dtype);
@@ -115,12 +117,13 @@ Deno.test({
         using y = outs[i].y, normed = outs[i].normed;
         const gotY = await y.toArray();
         const t = dtype === "f32" ? { atol: 1e-6, rtol: 1e-5 } : { atol: 1e-3, rtol: 2e-3 };
-        assertClose(await normed.toArray(), normedStored(gotY, g, dtype), t, `${dtype} call ${i}`);
+        const label = `${dtype} N ${N} call ${i}`;
+        assertClose(await normed.toArray(), normedStored(gotY, g, dtype), t, label);
         using tx = Tensor.fromArray(gpu, xs[i], [M, K], dtype);
         const u = linearNormOut(tx, tw, { norm: { weight: tg, eps: EPS }, variant: "unfused" });
         using uy = u.y, un = u.normed;
-        assertClose(await uy.toArray(), gotY, t, `${dtype} unfused y ${i}`);
-        assertClose(await un.toArray(), await normed.toArray(), t, `${dtype} unfused normed ${i}`);
+        assertClose(await uy.toArray(), gotY, t, `${label}: unfused y`);
+        assertClose(await un.toArray(), await normed.toArray(), t, `${label}: unfused normed`);
       }
     }
   },
