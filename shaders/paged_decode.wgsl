@@ -30,6 +30,8 @@
 // combine: one workgroup per (page, head, CW output vec4 columns): every thread merges its
 //   splits online (max-subtracted), then a tree merges the threads' states. A split with
 //   l = 0 weighs 0 (SPEC §9.7); a row with no visible key is 0.
+// DIRECT = 1 (one split a page): decode_online divides its sums by l and stores out itself (0
+//   where l = 0), and no combine runs: one dispatch a layer fewer for short pages.
 
 struct Params {
   pages: u32,  // B * Hkv
@@ -71,6 +73,7 @@ override KMIN: u32 = 128u;  // keys per split, at least, when the split size ada
 override SPB: u32 = 64u;    // KB * GV
 override SCR: u32 = 1088u;  // max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG)
 override CW: u32 = 8u;      // combine: vec4 columns per workgroup (divides D4)
+override DIRECT: u32 = 0u;  // 1: one split a page (np = 1): normalise and store out, no combine
 const NEG: f32 = -3.40282346e38;
 const NOKEY: u32 = 0xffffffffu;
 
@@ -291,9 +294,13 @@ fn outputs(g0: u32, tid: u32, c: u32, r: u32, a0: vec4<f32>, b0: vec4<f32>, a1: 
           s2 += scr[base + (rr + 2u) * D4];
           s3 += scr[base + (rr + 3u) * D4];
         }
-        po[(rbase + g) * D4 + col] = (s0 + s1) + (s2 + s3);
+        if (DIRECT == 1u) {
+          store_row(rbase + g, col, (s0 + s1) + (s2 + s3), head_sum(hs, g));
+        } else {
+          po[(rbase + g) * D4 + col] = (s0 + s1) + (s2 + s3);
+        }
       }
-    } else if (g0 == 0u) {
+    } else if (g0 == 0u && DIRECT == 0u) {
       let g = t - 2u * D4;
       var l = 0.0;
       for (var rr = 0u; rr < KP; rr++) { l += scr[2u * hs + rr * GV + g / 4u][g % 4u]; }
@@ -301,6 +308,25 @@ fn outputs(g0: u32, tid: u32, c: u32, r: u32, a0: vec4<f32>, b0: vec4<f32>, a1: 
       pml[rbase + g] = vec2<f32>(m, l);
     }
   }
+}
+
+// DIRECT: head g's sum l over the KP rows (in scr since the g0 = 0 call of `outputs`), the same
+// order as the pml sum; 0 when no key of the page is visible.
+fn head_sum(hs: u32, g: u32) -> f32 {
+  var l = 0.0;
+  for (var rr = 0u; rr < KP; rr++) { l += scr[2u * hs + rr * GV + g / 4u][g % 4u]; }
+  return l;
+}
+
+// DIRECT: output vec4 column col of query row `row` (= b * Hq + head, the rows of po): o / l,
+// or 0 where l = 0 (no visible key), as `combine` stores it.
+fn store_row(row: u32, col: u32, o: vec4<f32>, l: f32) {
+  let y = select(vec4<f32>(0.0), o / l, l > 0.0);
+  let dst = row * DD + 4u * col;
+  out[dst] = T(y.x);
+  out[dst + 1u] = T(y.y);
+  out[dst + 2u] = T(y.z);
+  out[dst + 3u] = T(y.w);
 }
 
 @compute @workgroup_size(WG)
@@ -319,7 +345,13 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let cnt = min(ps, len - ks);
   let rbase = (pg * p.np + pi) * GQ;  // this split's rows of po and pml
   if (cnt == 0u) {
-    if (tid < GQ) { pml[rbase + tid] = vec2<f32>(NEG, 0.0); }
+    if (DIRECT == 1u) {
+      for (var i = tid; i < GQ * D4; i += WG) {
+        store_row(rbase + i / D4, i % D4, vec4<f32>(0.0), 0.0);
+      }
+    } else if (tid < GQ) {
+      pml[rbase + tid] = vec2<f32>(NEG, 0.0);
+    }
     return;
   }
   let e0 = entry(pg, ks, cnt, tid);

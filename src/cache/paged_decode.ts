@@ -23,7 +23,10 @@
  *   dots meet in workgroup memory (2 barriers per block), and every thread keeps its own online
  *   softmax (running max, rescaled sums) over its rows; the rows merge once at the end.
  * - `combine` (`shaders/paged_decode.wgsl`): one workgroup per (page, head, 8 output vec4
- *   columns), online merge of the splits per thread, then a tree.
+ *   columns), online merge of the splits per thread, then a tree. With one split a page
+ *   (`np = 1`: pages of at most `KMIN` keys, or more with {@linkcode FlashDecodeTuning}`.minKeys`)
+ *   `decode_online` divides by l and stores the output itself (`DIRECT`) and no combine runs: the
+ *   same values (one split's merge is that division), one dispatch fewer.
  *
  * Versions (H200 numbers come from `bench/h200.sh` and `bench/attention.ts`; on lavapipe
  * `bench/attention.ts` prints ratios):
@@ -221,7 +224,7 @@ export interface FlashDecodeArgs {
 
 /**
  * Decode attention of `q` over each page's live entries of `layer` (`decode_online`,
- * then `combine`). Records the dispatches; returns the output, or undefined when the shape does not
+ * then `combine` unless one split covers every page). Records the dispatches; returns the output, or undefined when the shape does not
  * fit the kernel ({@linkcode flashDecodeShape}).
  *
  * @param q `[B, Hq, 1, D]` in the storage dtype, Hq = G·Hkv.
@@ -263,18 +266,25 @@ export function pagedDecodeFlash(
   };
   const bufs = [undefined, s.lens, s.table, pool.meta, pool.k, pool.v, q.buffer, po, pml];
   bufs[9] = out.buffer;
+  // One split a page: decode_online normalises and stores the output itself (no combine).
+  const direct = np === 1;
   dispatchBound(
     gpu,
     gpu.kernel({
       shader: "paged_decode",
       entry: "decode_online",
       defines: { T: s.dtype },
-      constants: c,
+      constants: { ...c, DIRECT: direct ? 1 : 0 },
     }),
     bufs,
     Gpu.grid(s.pages * np),
     params,
   );
+  if (direct) {
+    gpu.release(po);
+    gpu.release(pml);
+    return out;
+  }
   const CW_ = Math.min(CW, c.D4);
   dispatchBound(
     gpu,

@@ -43,7 +43,7 @@ interface Case {
 }
 
 /** Fills a cache with a problem in chunks, then decodes one query with the flash kernel. */
-async function check(c: Case): Promise<void> {
+async function check(c: Case, opts: { skipFlash?: boolean } = {}): Promise<void> {
   const Hkv = 2, W = Math.max(6, c.blockSize - 1);
   const f16 = c.dtype === "f16";
   const pr = makeProblem({ ...c, Hkv, pads: [c.pad, 0], f16 });
@@ -70,6 +70,7 @@ async function check(c: Case): Promise<void> {
   for (const t of [{ threads: tuning.threads }, {}]) {
     if (!flashDecodePlan(s, 0, c.G, tuning)) tuning = t;
   }
+  if (opts.skipFlash) return;
   using fast = pagedDecodeFlash(s, 0, q, { ...args, tuning });
   if (!fast) throw new Error(`no flash kernel for ${label}`);
   const got = await fast.toArray();
@@ -116,7 +117,7 @@ Deno.test({
     "pagedDecodeFlash agrees with the f64 oracle and its CPU twin (G 1..8, D 64/128, DMS marks, ragged pages, padding, B 1..3, one and many splits)",
   ...GPU_TEST,
   fn: async () => {
-    await fc.assert(fc.asyncProperty(caseArb, check), fcParams(16));
+    await fc.assert(fc.asyncProperty(caseArb, (c) => check(c)), fcParams(16));
   },
 });
 
@@ -138,6 +139,48 @@ Deno.test({
         const tuning = { threads, loads: 8 };
         await check({ ...base, dtype, T: 1300, dms: true, pEvict: 0.5, tuning });
       }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "pagedDecodeFlash: one split a page takes one dispatch (decode_online stores the output), " +
+    "more splits two (then combine)",
+  ...GPU_TEST,
+  fn: async () => {
+    const base = { G: 2, D: 64, B: 1, dms: true, pEvict: 0.5, blockSize: 16, pad: 0, seed: 3 };
+    const dispatch = gpu.dispatch;
+    const runs: [number, number | undefined, number][] = [
+      [100, undefined, 1],
+      [1300, undefined, 2],
+      [250, 512, 1],
+    ];
+    for (const [T, minKeys, want] of runs) {
+      let n = 0;
+      gpu.dispatch = function (...args: Parameters<typeof dispatch>) {
+        n++;
+        return dispatch.apply(this, args);
+      };
+      try {
+        // check() also fills the cache: pagedDecodeFlash's dispatches are the difference
+        // from the same check without it (below).
+        await check({ ...base, dtype: "f32", T, tuning: { minKeys } });
+      } finally {
+        gpu.dispatch = dispatch;
+      }
+      const withFlash = n;
+      n = 0;
+      gpu.dispatch = function (...args: Parameters<typeof dispatch>) {
+        n++;
+        return dispatch.apply(this, args);
+      };
+      try {
+        await check({ ...base, dtype: "f32", T, tuning: { minKeys } }, { skipFlash: true });
+      } finally {
+        gpu.dispatch = dispatch;
+      }
+      assert.equal(withFlash - n, want, `T ${T} minKeys ${minKeys}`);
     }
   },
 });
