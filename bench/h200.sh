@@ -5,8 +5,9 @@
 #   run(command: "bash bench/h200.sh", timeout_s: 600)
 #
 # It sources .gpu/setup.sh (Vulkan loader, NVIDIA ICD, deno on PATH), then runs each section of
-# bench/main.ts under its own time limit (about 9 minutes in all), appending the markdown to
-# $OUT/bench.md and writing $OUT/<section>.json (7 files back; the device tool returns at most 8).
+# bench/main.ts under its own time limit (about 10 minutes in all: over one device call's 600 s, so
+# name the sections to run, `bash bench/h200.sh attention prefill`, to split it), appending the markdown to
+# $OUT/bench.md and writing $OUT/<section>.json (8 files back; the device tool returns at most 8).
 # A section that hits its limit is reported in bench.md and the others still run. The twins
 # (bench/torch_attention.py, bench/torch_generate.py, the torch part of bench/kernels.ts) run
 # when `python3 -c "import torch"` works there; torch_generate.py also needs transformers.
@@ -33,9 +34,11 @@ if command -v nvidia-smi >/dev/null; then
   trap 'kill "$clock_pid" 2>/dev/null' EXIT
 fi
 
+wanted=" $* "
 section() { # name seconds args...
   local name=$1 limit=$2
   shift 2
+  [ "$wanted" = "  " ] || [[ "$wanted" == *" $name "* ]] || return 0
   local t=$SECONDS
   local from=0
   [ -f "$clocks" ] && from=$(wc -l <"$clocks")
@@ -59,6 +62,9 @@ section prefill 60 --contexts 4096,32768 --tiled-max 4096
 # on 2026-12-03: the host-side random weights of the 8B shapes are slow to make), and the GEMM rows
 # (tiled vs tiled128 / tiled128x64 at 512, 2048, 4096 x 4096 x 4096; ~30 s more, hence 130).
 section kernels 130 --reps 3
+# (c) linear at decode-batch row counts (parallel chains): gemv16 / tiled / gemv16wide / skinny at
+# M 4-64 of Qwen3-0.6B's shapes, weights past the L2; 256 calls a sample keep the clock up.
+section skinny 60 --calls 256
 # (d, e) end to end at 2K, B = 1, dense and DMS at forced CR 8; dispatches/syncs per token; the
 # PyTorch twin. (32K: 70 / 90 tok/s on 2026-12-03, but its four 28-layer prefills fill the limit
 # before the twin runs: `--contexts 32768 --no-torch` on its own.)

@@ -9,11 +9,12 @@
  * | `attention` (a) | attention.ts | decode attention, dense vs DMS at forced CR 2/4/8, contexts 4K–128K, B 1–32, f16/f32, GB/s of live KV; PyTorch SDPA twin |
  * | `prefill` (b) | prefill.ts | prefill attention through the paged cache, flash kernel vs the tiled path, TFLOP/s |
  * | `kernels` (c) | kernels.ts | matmul / GEMV at the model's shapes, sizes past the 60 MB L2; PyTorch twin |
+ * | `skinny` (c) | skinny.ts | linear at decode-batch row counts (M 4–64, parallel chains): `gemv16`, `tiled`, `gemv16wide`, `skinny`, weights past the L2 |
  * | `e2e` (d, e) | generate.ts | end-to-end decode tok/s at 2K and 32K, B = 1, dense and DMS at forced CR 8; dispatches, submits and readbacks per token; PyTorch eager and CUDA-graph twin |
  * | `chains` (f) | chains.ts | parallel chains B = 8–64 from one prompt at 8K–32K, tok/s, peak KV bytes, largest batch in a fixed KV budget |
  * | `floor` | dispatch_floor.ts | GPU µs per dispatch in one pass (with and without a barrier; tiny and 1–64 MB memory-bound kernels) and the decode step's GEMVs in the same regime; PyTorch CUDA-graph twin |
  *
- * Usage: `deno task bench [--sections attention,prefill,kernels,e2e,chains,floor] [--quick] [--full]
+ * Usage: `deno task bench [--sections attention,prefill,kernels,skinny,e2e,chains,floor] [--quick] [--full]
  * [--no-torch] [--json FILE]` (letters a–f work too; e is part of e2e). On a CPU adapter
  * (lavapipe) every section runs at its small sizes (`--quick`) and only ratios are printed
  * (absolute times of a CPU rasteriser say nothing about a GPU): the sections' own tables are
@@ -37,6 +38,7 @@ const SECTIONS = {
   attention: "attention.ts",
   prefill: "prefill.ts",
   kernels: "kernels.ts",
+  skinny: "skinny.ts",
   e2e: "generate.ts",
   chains: "chains.ts",
   floor: "dispatch_floor.ts",
@@ -75,7 +77,7 @@ try {
     args: Deno.args,
     allowPositionals: true,
     options: {
-      sections: { type: "string", default: "attention,prefill,kernels,e2e,chains,floor" },
+      sections: { type: "string", default: "attention,prefill,kernels,skinny,e2e,chains,floor" },
       quick: { type: "boolean", default: false },
       full: { type: "boolean", default: false },
       "no-torch": { type: "boolean", default: false },
@@ -113,7 +115,7 @@ for (const s of chosen) {
   const json = `${dir}/${s}.json`;
   const flags = [
     ...(quick && !args.full ? ["--quick"] : []),
-    ...(args["no-torch"] && s !== "prefill" && s !== "chains" ? ["--no-torch"] : []),
+    ...(args["no-torch"] && !["prefill", "chains", "skinny"].includes(s) ? ["--no-torch"] : []),
     "--json",
     json,
     ...positionals,
@@ -199,6 +201,19 @@ function ratios(s: Section, doc: Json): string {
         fmt(r.tiledMs / r.flashMs, 2),
       ]),
       3,
+    );
+  }
+  if (s === "skinny") {
+    const rows = doc.rows as Json[];
+    return markdownTable(
+      ["shape", "M", "variant", "time / best of the shape and M"],
+      rows.map((r) => {
+        const best = Math.min(
+          ...rows.filter((x) => x.shape === r.shape && x.M === r.M).map((x) => x.us),
+        );
+        return [r.shape, `${r.M}`, r.variant, fmt(r.us / best, 2)];
+      }),
+      2,
     );
   }
   if (s === "kernels") {

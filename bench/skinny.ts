@@ -13,8 +13,8 @@
  * (threads x lanes a slot of 4 columns, `skinnyTuning`; default `auto`, `skinnyShapeFor`).
  *
  * Usage: `deno run -A bench/skinny.ts [--rows 4,8,16,32,64] [--shapes lm,down] [--lanes 16]
- * [--skinny auto,128x16,64x8] [--variants skinny,gemv16] [--calls 64] [--json FILE]`. On a CPU adapter: small
- * shapes, ratios only.
+ * [--skinny auto,128x16,64x8] [--variants skinny,gemv16] [--calls 64] [--quick] [--json FILE]`. On a CPU
+ * adapter or with `--quick`: one small shape (on a CPU adapter ratios only).
  *
  * @module
  */
@@ -36,15 +36,18 @@ const { values } = parseArgs({
     skinny: { type: "string" },
     variants: { type: "string" },
     calls: { type: "string" },
+    quick: { type: "boolean", default: false },
     json: { type: "string" },
   },
 });
 const gpu = await getGpu();
 const cpu = isCpuAdapter(gpu);
+/** CPU adapter or `--quick`: one small shape (`deno task bench` on lavapipe). */
+const small = cpu || values.quick;
 const dtype = gpu.hasF16 ? "f16" : "f32";
-const rows = (values.rows ?? (cpu ? "4,16" : "4,8,16,32,64")).split(",").map(Number);
+const rows = (values.rows ?? (small ? "4,16" : "4,8,16,32,64")).split(",").map(Number);
 const wanted = values.shapes?.split(",");
-const shapes = (cpu ? [{ name: "small", K: 64, N: 96 }] : [
+const shapes = (small ? [{ name: "small", K: 64, N: 96 }] : [
   { name: "q/k/v", K: 1024, N: 4096 },
   { name: "gate", K: 1024, N: 3072 },
   { name: "down", K: 3072, N: 1024 },
