@@ -30,6 +30,14 @@
 //   The grid covers the q rows [B, T, Hq] (rows 0..q_rows-1) then the k rows [B, T, Hkv];
 //   each workgroup runs the same steps as heads_rope[_norm][_neuron] on its row (the same
 //   functions below), so the result equals two heads_rope dispatches bit for bit.
+//
+// heads_rope_qk[_norm][_neuron]_append: a decode step (T = 1) into a cache whose policy appends
+//   in place (the dense cache), the append fused in: the k row of page pg = b * Hkv + h takes
+//   slot s = lens[pg] (lens[pg] = s + 1; the block was allocated by the host), stores its rotated
+//   row into kpool, copies row pg of v_in into vpool and sets meta = (t0, 0) — what
+//   paged_kv.wgsl's append_scatter does with the rows out_k and v — instead of writing out_k.
+//   The neuron channel of q is zeroed without recording raw (the dense cache takes no
+//   decisions). One dispatch a layer fewer.
 
 struct Params {
   rows: u32,         // B * T * H (heads_rope_qk: B * T * (Hq + Hkv))
@@ -45,6 +53,10 @@ struct Params {
   scale: f32,        // _decide: alpha_scale
   offset: f32,       // _decide: initial_alpha_offset
   zero: u32,         // always 0 (keeps the angle rounded to f32, see rope.wgsl)
+  lbase: u32,        // _append: layer * pages, this layer's rows of lens and table
+  bs: u32,           // _append: block size
+  mb: u32,           // _append: block-table width
+  t0: i32,           // _append: the new entry's position
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -59,6 +71,13 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> raw: array<f32>;
 @group(0) @binding(10) var<storage, read_write> alpha: array<f32>;
 @group(0) @binding(11) var<storage, read_write> decisions: array<i32>;
+// _append (decode, T = 1, a cache that appends in place): page pg = b * Hkv + h = the k row.
+@group(0) @binding(12) var<storage, read> v_in: array<T>;            // [B, 1, Hkv, D]
+@group(0) @binding(13) var<storage, read_write> lens: array<i32>;   // [layers, pages]
+@group(0) @binding(14) var<storage, read> table: array<i32>;        // [layers, pages, mb]
+@group(0) @binding(15) var<storage, read_write> kmeta: array<i32>;  // [blocks * bs, 2]
+@group(0) @binding(16) var<storage, read_write> kpool: array<T>;    // [blocks * bs, D]
+@group(0) @binding(17) var<storage, read_write> vpool: array<T>;    // [blocks * bs, D]
 
 override WG: u32 = 64u;
 const MAX_D: u32 = 256u;
@@ -67,6 +86,7 @@ const MAX_D: u32 = 256u;
 // f32(T(v)) did not: NVIDIA's compiler folds that round trip away, measured on the H200)
 var<workgroup> vals: array<T, MAX_D>;
 var<workgroup> partial: array<f32, 128>;  // sum-of-squares tree (WG <= 128)
+var<workgroup> sh_entry: u32;             // _append: the new entry's row in the pool
 
 fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return wid.y * nwg.x + wid.x;
@@ -227,6 +247,97 @@ fn rotate_store_k(row: u32, li: u32) {
     let v = rope_pair(at.position, j, half);
     out_k[at.base + j] = T(v.x);
     out_k[at.base + j + half] = T(v.y);
+  }
+}
+
+// _append, step 2 without raw: the first head of each group zeroes channel D-1 (SPEC §1a).
+fn drop_neuron(row: u32, li: u32) {
+  if (li == 0u && (row % p.heads) % p.group == 0u) { vals[p.d - 1u] = T(0.0); }
+  workgroupBarrier();
+}
+
+// _append, step 3 for k row pg (T = 1: the row is the page): thread 0 takes slot s = lens[pg]
+// of this layer (lens + 1, meta = (t0, 0)); the rotated row goes to kpool, v_in's row to vpool.
+fn append_k(pg: u32, li: u32) {
+  if (li == 0u) {
+    let r = p.lbase + pg;
+    let s = lens[r];
+    lens[r] = s + 1;
+    let e = u32(table[r * p.mb + u32(s) / p.bs]) * p.bs + u32(s) % p.bs;
+    kmeta[2u * e] = p.t0;
+    kmeta[2u * e + 1u] = 0;
+    sh_entry = e;
+  }
+  let e = workgroupUniformLoad(&sh_entry);
+  let at = row_at(pg, p.kv_heads);
+  let half = p.d / 2u;
+  for (var j = li; j < half; j += WG) {
+    let v = rope_pair(at.position, j, half);
+    kpool[e * p.d + j] = T(v.x);
+    kpool[e * p.d + j + half] = T(v.y);
+  }
+  for (var i = li; i < p.d; i += WG) { vpool[e * p.d + i] = v_in[pg * p.d + i]; }
+}
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk_append(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_plain(row, li);
+    rotate_store(row, li, false);
+  } else {
+    load_plain_k(row - p.q_rows, li);
+    append_k(row - p.q_rows, li);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk_neuron_append(@builtin(workgroup_id) wid: vec3<u32>,
+                               @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_plain(row, li);
+    drop_neuron(row, li);
+    rotate_store(row, li, true);
+  } else {
+    load_plain_k(row - p.q_rows, li);
+    append_k(row - p.q_rows, li);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk_norm_append(@builtin(workgroup_id) wid: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_norm(row, li);
+    rotate_store(row, li, false);
+  } else {
+    load_norm_k(row - p.q_rows, li);
+    append_k(row - p.q_rows, li);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk_norm_neuron_append(@builtin(workgroup_id) wid: vec3<u32>,
+                                    @builtin(num_workgroups) nwg: vec3<u32>,
+                                    @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_norm(row, li);
+    drop_neuron(row, li);
+    rotate_store(row, li, true);
+  } else {
+    load_norm_k(row - p.q_rows, li);
+    append_k(row - p.q_rows, li);
   }
 }
 

@@ -67,6 +67,34 @@ export interface KvCacheStats {
   compressionRatioDenseOverKept: number;
 }
 
+/**
+ * Where a kernel stores a decode step's new entry of one layer itself
+ * ({@linkcode KvCache.decodeAppendTarget}): page p = b·Hkv + h takes slot s = `lens[lbase + p]`
+ * (then `lens[lbase + p] = s + 1`), entry e = `table[(lbase + p)·tableWidth + s / blockSize]
+ * ·blockSize + s % blockSize` of the pools, whose K and V rows (D elements of the storage dtype)
+ * get the key and value and whose meta `(position, mark)` gets `(t0, 0)`.
+ */
+export interface DecodeAppendTarget {
+  /** i32 `[layers, pages]` live entries of each page. */
+  lens: GPUBuffer;
+  /** i32 `[layers, pages, tableWidth]` block of each run of `blockSize` slots. */
+  table: GPUBuffer;
+  /** i32 `[entries, 2]` (position, mark) of this layer's pool. */
+  meta: GPUBuffer;
+  /** `[entries, D]` keys of this layer's pool. */
+  k: GPUBuffer;
+  /** `[entries, D]` values of this layer's pool. */
+  v: GPUBuffer;
+  /** `layer · pages`: this layer's first row of `lens` and `table`. */
+  lbase: number;
+  /** Slots per block. */
+  blockSize: number;
+  /** Blocks per page row of `table`. */
+  tableWidth: number;
+  /** Position of the new token. */
+  t0: number;
+}
+
 /** A per-layer, per-head KV cache with attention through it. */
 export interface KvCache extends Disposable {
   /** Decoder layers. */
@@ -153,6 +181,16 @@ export interface KvCache extends Disposable {
    * `attend`.
    */
   replayDecodeStep?(): boolean;
+
+  /**
+   * Optional: for a decode step (one token a sequence, no key mask) of a cache whose policy
+   * appends every new entry in place (the dense cache), makes room for `layer`'s new entry and
+   * returns where a kernel may store it ({@linkcode DecodeAppendTarget}); the caller's kernel must
+   * store it (key post-RoPE) before `attend(layer, ...)`, which then skips its own append. The
+   * model fuses this into its q/k preparation: one dispatch a layer fewer. Undefined (nothing
+   * changed) when the cache or its policy cannot, or for a storage dtype other than `dtype`.
+   */
+  decodeAppendTarget?(layer: number, dtype: "f32" | "f16"): DecodeAppendTarget | undefined;
 
   /** Frees the GPU buffers. */
   dispose(): void;

@@ -34,7 +34,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { ReadRange } from "../gpu/readback.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import type { AttendOptions, KvCache, KvCacheStats } from "./kv_cache.ts";
+import type { AttendOptions, DecodeAppendTarget, KvCache, KvCacheStats } from "./kv_cache.ts";
 import { pagedAttention } from "./paged_attention.ts";
 import { accountingFrom } from "./accounting.ts";
 import { checkAttendDecisions, checkAttendInputs } from "./_attend_checks.ts";
@@ -61,8 +61,10 @@ export class PagedKvCache implements KvCache {
   readonly dtype: "f32" | "f16";
   /**
    * Decode through the policy's fused {@linkcode CachePolicy.decodeAppend} where it has one
-   * (default: one dispatch per layer fewer); false: `decodeUpdate` then `scatterEntries`, the
-   * readable path the fused one equals bit for bit (test/cache/decode_append_test.ts).
+   * (default: one dispatch per layer fewer), and offer {@linkcode PagedKvCache.decodeAppendTarget}
+   * to the model for a policy that appends in place; false: `decodeUpdate` then
+   * `scatterEntries`, the readable path the fused ones equal bit for bit
+   * (test/cache/decode_append_test.ts, test/model/decode_append_model_test.ts).
    */
   fusedDecode = true;
 
@@ -81,6 +83,7 @@ export class PagedKvCache implements KvCache {
   #stepMask: Int32Array | undefined;
   #frUploaded: Int32Array | undefined;
   #disposed = false;
+  #appended = -1; // the layer whose decode entry a kernel stored (decodeAppendTarget), or -1
 
   /**
    * Allocates the storage and attaches `policy` to it.
@@ -158,6 +161,15 @@ export class PagedKvCache implements KvCache {
       );
     }
     checkAttendDecisions(op, this, this.policy, n, decisions);
+    const appended = this.#appended === layer;
+    if (appended && (n !== 1 || options.keyMask !== undefined)) {
+      throw new RangeError(
+        `${op}: layer ${layer}'s entry was stored through decodeAppendTarget, which is for a ` +
+          `decode step (n = 1, no keyMask), got n = ${n}` +
+          (options.keyMask !== undefined ? " and a keyMask" : ""),
+      );
+    }
+    this.#appended = -1;
     if (layer === 0) {
       this.#beginStep(op, n, options.keyMask);
     } else {
@@ -167,7 +179,7 @@ export class PagedKvCache implements KvCache {
     const dBuf = this.policy.usesDecisions && decisions ? decisions.buffer : this.#step1.dummy;
     const out = this.#stepPrefill
       ? this.#prefill(layer, q, k, v, dBuf, scale)
-      : this.#decode(layer, q, k, v, dBuf, scale);
+      : this.#decode(layer, q, k, v, dBuf, scale, appended);
     if (layer === this.layers - 1) this.#endStep();
     else this.#nextLayer = layer + 1;
     return out;
@@ -191,6 +203,33 @@ export class PagedKvCache implements KvCache {
     for (let l = 0; l < this.layers; l++) this.storage.ensure(l, 1);
     this.#seen += 1;
     return true;
+  }
+
+  /**
+   * See {@linkcode KvCache.decodeAppendTarget}: with {@linkcode PagedKvCache.fusedDecode} and a
+   * policy that appends in place (`CachePolicy.appendsInPlace`: the dense policy), the blocks
+   * for `layer`'s next entry (`storage.ensure(layer, 1)`) and where it goes; the next
+   * `attend(layer, ...)` must be that decode step and skips its append. Undefined when `layer` is
+   * not the next one to attend, or `dtype` is not the storage's.
+   */
+  decodeAppendTarget(layer: number, dtype: "f32" | "f16"): DecodeAppendTarget | undefined {
+    if (this.#disposed || !this.fusedDecode || !this.policy.appendsInPlace) return undefined;
+    if (layer !== this.#nextLayer || dtype !== this.dtype) return undefined;
+    const s = this.storage;
+    s.ensure(layer, 1);
+    this.#appended = layer;
+    const pool = s.pool(layer);
+    return {
+      lens: s.lens,
+      table: s.table,
+      meta: pool.meta,
+      k: pool.k,
+      v: pool.v,
+      lbase: layer * s.pages,
+      blockSize: s.blockSize,
+      tableWidth: s.tableWidth,
+      t0: this.#seen,
+    };
   }
 
   /** See {@linkcode KvCache.reserve}: room for `steps` more tokens per page, at most one readback. */
@@ -393,13 +432,23 @@ export class PagedKvCache implements KvCache {
     this.#nextLayer = 0;
   }
 
-  #decode(layer: number, q: Tensor, k: Tensor, v: Tensor, d: GPUBuffer, scale: number): Tensor {
+  #decode(
+    layer: number,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    d: GPUBuffer,
+    scale: number,
+    appended: boolean,
+  ): Tensor {
     const s = this.storage, t0 = this.#seen;
-    s.ensure(layer, 1);
+    if (!appended) s.ensure(layer, 1);
     const { dest, marks } = this.#step1;
     const step: PolicyStep = { layer, n: 1, t0, decisions: d, firstReal: this.#fr, marks, dest };
     this.policy.score?.(step, q);
-    if (!(this.fusedDecode && this.policy.decodeAppend?.(step, k, v))) {
+    if (appended) {
+      // stored by the caller's kernel (decodeAppendTarget): slot len, mark 0
+    } else if (!(this.fusedDecode && this.policy.decodeAppend?.(step, k, v))) {
       this.policy.decodeUpdate(step);
       scatterEntries(s, layer, dest, marks, k, v, t0);
     }

@@ -65,6 +65,12 @@ export interface CachePolicy extends Disposable {
    * replay them (`KvCache.replayDecodeStep`). Absent: false.
    */
   readonly replaySafe?: boolean;
+  /**
+   * True when a decode step's new entry always goes to slot `len` with mark 0 and nothing else
+   * changes (no eviction, no state of the policy's own): a kernel may then append it
+   * (`KvCache.decodeAppendTarget`). Absent: false.
+   */
+  readonly appendsInPlace?: boolean;
   /** Called once by the cache: allocate per-layer, per-page state for `storage`. */
   attach(storage: PagedKvStorage): void;
   /**

@@ -238,6 +238,10 @@ export function headsNormRopeQK(
     scale: decide?.alphaScale ?? 0,
     offset: decide?.alphaOffset ?? 0,
     zero: 0,
+    lbase: 0, // the `_append` entries' fields (src/dms/heads_rope_append.ts), unused here
+    bs: 0,
+    mb: 0,
+    t0: 0,
   });
   return result;
 }

@@ -30,7 +30,12 @@ import type { FloatDType } from "../tensor/dtype.ts";
 import { linear } from "../ops/matmul.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
 import { ropeInvFreq, type RopeScaling as HfRopeScaling } from "../ops/rope.ts";
-import { headsNormRopeQK } from "../dms/heads_rope_qk.ts";
+import {
+  headsNormRopeQK,
+  type HeadsRopeQKOptions,
+  type HeadsRopeQKResult,
+} from "../dms/heads_rope_qk.ts";
+import { headsNormRopeQKAppend, headsRopeQKAppendFits } from "../dms/heads_rope_append.ts";
 import { linearQkv } from "../ops/linear_qkv.ts";
 import { linearSwiglu } from "../ops/linear_swiglu.ts";
 import { linearNormOut, type LinearNormOutResult } from "../ops/linear_norm_out.ts";
@@ -40,7 +45,7 @@ import { embedding } from "../ops/embedding.ts";
 import { cast } from "../ops/cast.ts";
 import { inferDecisions, trainDecisions } from "../dms/decisions.ts";
 import type { Gpu } from "../gpu/device.ts";
-import type { KvCache } from "../cache/kv_cache.ts";
+import type { DecodeAppendTarget, KvCache } from "../cache/kv_cache.ts";
 import type { ModelConfig } from "./config.ts";
 import type { ChunkedMatrix, ModelWeights } from "./weights.ts";
 
@@ -181,6 +186,25 @@ export class Transformer {
    * step to step (caches only read them), so that a decode step clears no buffer (replayable:
    * src/gpu/step_trace.ts).
    */
+  /**
+   * Where layer `l`'s decode entry goes when the q/k kernel may store it: inference without
+   * capture, one token, no key mask, a cache offering `decodeAppendTarget` and a device taking
+   * the kernel (`headsRopeQKAppendFits`); else undefined, the cache untouched.
+   */
+  #appendTarget(
+    l: number,
+    T: number,
+    opts: ForwardOptions,
+    heads: HeadsRopeQKOptions,
+  ): DecodeAppendTarget | undefined {
+    const cache = opts.cache;
+    if (opts.mode !== "inference" || opts.capture || T !== 1 || opts.keyMask) return undefined;
+    if (!cache?.decodeAppendTarget || !headsRopeQKAppendFits(this.gpu.limits, heads)) {
+      return undefined;
+    }
+    return cache.decodeAppendTarget(l, this.dtype);
+  }
+
   #noDecisions(shape: readonly number[]): Tensor<"i32"> {
     const z = this.#zeros;
     if (z && z.shape.length === shape.length && z.shape.every((d, i) => d === shape[i])) return z;
@@ -251,12 +275,25 @@ export class Transformer {
     const qkNorm = w.qNorm && w.kNorm;
     const decideHere = useNeuron && opts.mode === "inference" && !dms.disableEviction &&
       dms.alphaPer === "head";
-    const qk = headsNormRopeQK(q, k, opts.positions, this.#invFreq, {
+    const heads = {
       qNorm: qkNorm ? { weight: w.qNorm!, eps } : undefined,
       kNorm: qkNorm ? { weight: w.kNorm!, eps } : undefined,
       neuron: useNeuron,
-      decide: decideHere ? { alphaScale: dms.alphaScale, alphaOffset: dms.alphaOffset } : undefined,
-    });
+    };
+    // A decode step into a cache that appends in place (dense): the q/k kernel stores the new
+    // entry too (`attend` then skips its append) and takes no decisions (a dense cache uses none).
+    const target = this.#appendTarget(l, T, opts, heads);
+    const qk: HeadsRopeQKResult = target
+      ? {
+        q: headsNormRopeQKAppend(q, k, v, opts.positions, this.#invFreq, heads, target),
+        k: toHeads(k),
+      }
+      : headsNormRopeQK(q, k, opts.positions, this.#invFreq, {
+        ...heads,
+        decide: decideHere
+          ? { alphaScale: dms.alphaScale, alphaOffset: dms.alphaOffset }
+          : undefined,
+      });
     const qr = qk.q, kr = qk.k;
     const vh = toHeads(v);
     q.dispose();

@@ -162,6 +162,10 @@ export function headsNormRope(
     scale: 0,
     offset: 0,
     zero: 0,
+    lbase: 0, // the `_append` entries' fields (src/dms/heads_rope_append.ts), unused here
+    bs: 0,
+    mb: 0,
+    t0: 0,
   });
   return { out, raw };
 }

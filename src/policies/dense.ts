@@ -74,6 +74,8 @@ export class DensePolicy implements CachePolicy {
   readonly usesDecisions = false;
   /** Its decode step keeps no CPU state: the same dispatches every step (append, attention). */
   readonly replaySafe = true;
+  /** Every decode entry goes to slot len with mark 0: a kernel may append it itself. */
+  readonly appendsInPlace = true;
   #s: PagedKvStorage | undefined;
 
   /** Remembers the storage (the dense policy keeps no state of its own). */
