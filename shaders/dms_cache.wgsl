@@ -14,6 +14,13 @@
 //                    words (rw per row; the dtype does not matter), meta = (t, 0) — exactly
 //                    decode_update followed by paged_kv.wgsl's scatter, in one dispatch.
 //                    kc, vc:[B, Hkv, 1, D] as words  kpool, vpool:[blocks*bs, D] as words
+//   decode_slots     SPEC §5.2 steps 1, 2 and 4 for token t on every layer at once (one thread per
+//                    (layer, page), before the step's first layer): recycle or append, ring[t % Wc]
+//                    = (slot, 0), lens; dest:[layers, pages] = the slots. Step 3 (d_t marks t - 1)
+//                    and the entry's K/V are then written by the model's q/k kernel
+//                    (heads_rope.wgsl, `_dms` entries). Valid for Wc >= 2: the flag that step 1
+//                    reads (of token t - Wc) was set by d_{t-Wc+1}, an earlier step's decision, and
+//                    step 3 writes the entry of t - 1, which no step-1 read of this step touches.
 //   prefill_marks    chunk marks cm[p, j] = d(j+1) (j < n-1), 0 (j = n-1), 2 (padding), and
 //                    the carry: d(0) marks the previous newest entry (position t0 - 1).
 //   prefill_compact  after attention (one workgroup per page): drops the ring entries that are
@@ -36,6 +43,7 @@ struct Params {
   lbase: u32,   // layer * pages
   t0: i32,      // position of the first token of this call
   rw: u32,      // decode_update_scatter: 32-bit words per K/V row (D * element bytes / 4)
+  layers: u32,  // decode_slots: layers of the storage
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -84,27 +92,32 @@ fn mark_position(pg: u32, pos: i32, d: i32) {
   }
 }
 
+// Steps 1, 2 and 4 for token t = p.t0 on row li = layer * pages + page of lens and the ring
+// (its entry of position t at `c`); returns the slot. `update_page` runs step 3 in between.
+fn choose_slot(li: u32, c: u32) -> i32 {
+  let len = lens[li];
+  var slot = len;  // 2. append
+  if (ring[c] >= 0 && ring[c + 1u] == 1) {
+    slot = ring[c];  // 2. recycle: the flagged token t - Wc leaves the cache
+  } else {
+    lens[li] = len + 1;
+  }
+  return slot;
+}
+
 // SPEC §5.2 steps 1-4 for token t = p.t0 on page pg; returns the new entry's slot.
 fn update_page(pg: u32) -> i32 {
   let li = p.lbase + pg;
   let t = p.t0;
   let before = lens[li];
-  var len = before;
-  // 1. c = the entry of token t - Wc (empty ring entries have slot -1, flag 0).
+  // 1. c = the entry of token t - Wc (empty ring entries have slot -1, flag 0); 2.
   let c = ring_at(pg, t);
-  var slot: i32;
-  if (ring[c] >= 0 && ring[c + 1u] == 1) {
-    slot = ring[c];  // 2. recycle: the flagged token t - Wc leaves the cache
-  } else {
-    slot = len;      // 2. append
-    len += 1;
-  }
+  let slot = choose_slot(li, c);
   // 3. d_t marks token t - 1.
   if (before > 0 && t > 0) { mark_position(pg, t - 1, decision(pg)); }
   // 4. ring[t % Wc] = (slot, 0).
   ring[c] = slot;
   ring[c + 1u] = 0;
-  lens[li] = len;
   return slot;
 }
 
@@ -114,6 +127,18 @@ fn decode_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let pg = (wid.y * nwg.x + wid.x) * WG + tid;
   if (pg >= p.pages) { return; }
   dest[pg] = update_page(pg);
+}
+
+@compute @workgroup_size(WG)
+fn decode_slots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) tid: u32) {
+  let li = (wid.y * nwg.x + wid.x) * WG + tid;  // layer * pages + page
+  if (li >= p.layers * p.pages) { return; }
+  let c = (li * p.wc + u32(p.t0) % p.wc) * 2u;  // 1. the entry of token t - Wc
+  let slot = choose_slot(li, c);
+  ring[c] = slot;  // 4. ring[t % Wc] = (slot, 0)
+  ring[c + 1u] = 0;
+  dest[li] = slot;
 }
 
 @compute @workgroup_size(WG)

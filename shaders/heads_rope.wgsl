@@ -38,6 +38,12 @@
 //   paged_kv.wgsl's append_scatter does with the rows out_k and v — instead of writing out_k.
 //   The neuron channel of q is zeroed without recording raw (the dense cache takes no
 //   decisions). One dispatch a layer fewer.
+// heads_rope_qk[_norm]_neuron_dms: the same for the DMS cache, whose decode_slots (dms_cache.wgsl)
+//   chose every layer's slot before the step (SPEC §5.2 steps 1, 2, 4): the k row of page pg
+//   stores its entry at slot slots[lbase + pg] (lens already counted), and runs step 3 first:
+//   it recomputes its KV head's decision d_t from query head h * G exactly as the q row's
+//   workgroup does (the same functions on the same row: bit for bit) and marks the entry of
+//   position t0 - 1 with it (ring flag and meta mark, mark_position of dms_cache.wgsl).
 
 struct Params {
   rows: u32,         // B * T * H (heads_rope_qk: B * T * (Hq + Hkv))
@@ -57,6 +63,7 @@ struct Params {
   bs: u32,           // _append: block size
   mb: u32,           // _append: block-table width
   t0: i32,           // _append: the new entry's position
+  wc: u32,           // _dms: the ring's size Wc = W + 1
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -78,6 +85,8 @@ struct Params {
 @group(0) @binding(15) var<storage, read_write> kmeta: array<i32>;  // [blocks * bs, 2]
 @group(0) @binding(16) var<storage, read_write> kpool: array<T>;    // [blocks * bs, D]
 @group(0) @binding(17) var<storage, read_write> vpool: array<T>;    // [blocks * bs, D]
+@group(0) @binding(18) var<storage, read_write> ring: array<i32>;   // _dms: [layers, pages, Wc, 2]
+@group(0) @binding(19) var<storage, read> slots: array<i32>;        // _dms: [layers, pages]
 
 override WG: u32 = 64u;
 const MAX_D: u32 = 256u;
@@ -268,7 +277,41 @@ fn append_k(pg: u32, li: u32) {
     kmeta[2u * e + 1u] = 0;
     sh_entry = e;
   }
-  let e = workgroupUniformLoad(&sh_entry);
+  store_kv(pg, workgroupUniformLoad(&sh_entry), li);
+}
+
+// _dms: the entry e of slot `slot` of page pg of this layer.
+fn entry_of(pg: u32, slot: i32) -> u32 {
+  let r = p.lbase + pg;
+  return u32(table[r * p.mb + u32(slot) / p.bs]) * p.bs + u32(slot) % p.bs;
+}
+
+// _dms, before the k row is staged: d_t of page pg from its first query head's neuron (vals:
+// that q row, loaded and normed like the q rows), SPEC §5.2 step 3 (d_t marks token t0 - 1),
+// and the new entry's meta; returns the entry (uniform).
+fn dms_mark(pg: u32, li: u32) -> u32 {
+  if (li == 0u) {
+    let r = f32(vals[p.d - 1u]);
+    let a = select(r * p.scale, 0.0, p.zero != 0u) - p.offset;  // take_neuron_decide's alpha
+    let d = select(0, 1, a > 0.0);
+    if (p.t0 > 0) {
+      let c = ((p.lbase + pg) * p.wc + u32(p.t0 - 1) % p.wc) * 2u;
+      let prev = ring[c];
+      if (prev >= 0) {
+        ring[c + 1u] = d;
+        kmeta[2u * entry_of(pg, prev) + 1u] = d;
+      }
+    }
+    let e = entry_of(pg, slots[p.lbase + pg]);
+    kmeta[2u * e] = p.t0;
+    kmeta[2u * e + 1u] = 0;
+    sh_entry = e;
+  }
+  return workgroupUniformLoad(&sh_entry);
+}
+
+// _dms: the rotated k row (vals) and v_in's row of page pg into entry e.
+fn store_kv(pg: u32, e: u32, li: u32) {
   let at = row_at(pg, p.kv_heads);
   let half = p.d / 2u;
   for (var j = li; j < half; j += WG) {
@@ -277,6 +320,49 @@ fn append_k(pg: u32, li: u32) {
     kpool[e * p.d + j + half] = T(v.y);
   }
   for (var i = li; i < p.d; i += WG) { vpool[e * p.d + i] = v_in[pg * p.d + i]; }
+}
+
+// _dms: q row of page pg's first query head (T = 1: b * Hq + h * G).
+fn lead_q_row(pg: u32) -> u32 {
+  return (pg / p.kv_heads) * p.heads + (pg % p.kv_heads) * p.group;
+}
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk_neuron_dms(@builtin(workgroup_id) wid: vec3<u32>,
+                            @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_plain(row, li);
+    drop_neuron(row, li);
+    rotate_store(row, li, true);
+  } else {
+    let pg = row - p.q_rows;
+    load_plain(lead_q_row(pg), li);
+    let e = dms_mark(pg, li);
+    load_plain_k(pg, li);
+    store_kv(pg, e, li);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn heads_rope_qk_norm_neuron_dms(@builtin(workgroup_id) wid: vec3<u32>,
+                                 @builtin(num_workgroups) nwg: vec3<u32>,
+                                 @builtin(local_invocation_index) li: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= p.rows) { return; }
+  if (row < p.q_rows) {
+    load_norm(row, li);
+    drop_neuron(row, li);
+    rotate_store(row, li, true);
+  } else {
+    let pg = row - p.q_rows;
+    load_norm(lead_q_row(pg), li);
+    let e = dms_mark(pg, li);
+    load_norm_k(pg, li);
+    store_kv(pg, e, li);
+  }
 }
 
 @compute @workgroup_size(WG)

@@ -68,11 +68,28 @@ export interface KvCacheStats {
 }
 
 /**
+ * A decode step's slots chosen for every layer before its first one (`CachePolicy.decodeSlots`,
+ * the DMS policy: SPEC §5.2 steps 1, 2 and 4), for a kernel that stores the entries and runs
+ * step 3 (the step's decision d_t marks token t − 1) itself.
+ */
+export interface DecodeSlots {
+  /** i32 `[layers, pages]` the slot of each page's new entry. */
+  dest: GPUBuffer;
+  /** i32 `[layers, pages, cacheWindow, 2]` (slot, flag) of the last Wc positions, by position % Wc. */
+  ring: GPUBuffer;
+  /** Wc = W + 1 (≥ 2). */
+  cacheWindow: number;
+}
+
+/**
  * Where a kernel stores a decode step's new entry of one layer itself
  * ({@linkcode KvCache.decodeAppendTarget}): page p = b·Hkv + h takes slot s = `lens[lbase + p]`
- * (then `lens[lbase + p] = s + 1`), entry e = `table[(lbase + p)·tableWidth + s / blockSize]
- * ·blockSize + s % blockSize` of the pools, whose K and V rows (D elements of the storage dtype)
- * get the key and value and whose meta `(position, mark)` gets `(t0, 0)`.
+ * (then `lens[lbase + p] = s + 1`), or with `slots` s = `slots.dest[lbase + p]` (lens already
+ * counted), entry e = `table[(lbase + p)·tableWidth + s / blockSize]·blockSize + s % blockSize`
+ * of the pools, whose K and V rows (D elements of the storage dtype) get the key and value and
+ * whose meta `(position, mark)` gets `(t0, 0)`. With `slots` the kernel also marks the entry of
+ * position t0 − 1 (ring row `(lbase + p)·Wc + (t0 − 1) % Wc`, if its slot is ≥ 0) with the step's
+ * decision, in the ring and in its meta.
  */
 export interface DecodeAppendTarget {
   /** i32 `[layers, pages]` live entries of each page. */
@@ -93,6 +110,8 @@ export interface DecodeAppendTarget {
   tableWidth: number;
   /** Position of the new token. */
   t0: number;
+  /** The slots of a policy that chooses them per step (DMS); absent: append at `lens`. */
+  slots?: DecodeSlots;
 }
 
 /** A per-layer, per-head KV cache with attention through it. */
@@ -183,14 +202,21 @@ export interface KvCache extends Disposable {
   replayDecodeStep?(): boolean;
 
   /**
-   * Optional: for a decode step (one token a sequence, no key mask) of a cache whose policy
-   * appends every new entry in place (the dense cache), makes room for `layer`'s new entry and
-   * returns where a kernel may store it ({@linkcode DecodeAppendTarget}); the caller's kernel must
-   * store it (key post-RoPE) before `attend(layer, ...)`, which then skips its own append. The
-   * model fuses this into its q/k preparation: one dispatch a layer fewer. Undefined (nothing
-   * changed) when the cache or its policy cannot, or for a storage dtype other than `dtype`.
+   * Optional: for a decode step (one token a sequence, no key mask), makes room for `layer`'s
+   * new entry and returns where a kernel may store it ({@linkcode DecodeAppendTarget}): for a
+   * policy that appends in place (dense), or, when the caller's kernel computes the step's
+   * decisions (`decides`), for a policy that chooses the step's slots up front (DMS: at layer 0
+   * for every layer; the step's other layers must then take this path too). The caller's kernel
+   * must store the entry (key post-RoPE) before `attend(layer, ...)`, which then skips its own
+   * append. The model fuses this into its q/k preparation: one dispatch a layer fewer. Undefined
+   * (nothing changed) when the cache or its policy cannot, or for a storage dtype other than
+   * `dtype`.
    */
-  decodeAppendTarget?(layer: number, dtype: "f32" | "f16"): DecodeAppendTarget | undefined;
+  decodeAppendTarget?(
+    layer: number,
+    dtype: "f32" | "f16",
+    decides: boolean,
+  ): DecodeAppendTarget | undefined;
 
   /** Frees the GPU buffers. */
   dispose(): void;

@@ -34,7 +34,13 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { ReadRange } from "../gpu/readback.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import type { AttendOptions, DecodeAppendTarget, KvCache, KvCacheStats } from "./kv_cache.ts";
+import type {
+  AttendOptions,
+  DecodeAppendTarget,
+  DecodeSlots,
+  KvCache,
+  KvCacheStats,
+} from "./kv_cache.ts";
 import { pagedAttention } from "./paged_attention.ts";
 import { accountingFrom } from "./accounting.ts";
 import { checkAttendDecisions, checkAttendInputs } from "./_attend_checks.ts";
@@ -84,6 +90,7 @@ export class PagedKvCache implements KvCache {
   #frUploaded: Int32Array | undefined;
   #disposed = false;
   #appended = -1; // the layer whose decode entry a kernel stored (decodeAppendTarget), or -1
+  #slots: DecodeSlots | undefined; // this step's slots for every layer (decodeAppendTarget, DMS)
 
   /**
    * Allocates the storage and attaches `policy` to it.
@@ -169,6 +176,13 @@ export class PagedKvCache implements KvCache {
           (options.keyMask !== undefined ? " and a keyMask" : ""),
       );
     }
+    if (this.#slots && !appended) {
+      // The policy chose every layer's slot at layer 0: its own update would run twice.
+      throw new RangeError(
+        `${op}: this step's slots were chosen for every layer (decodeAppendTarget at layer 0), ` +
+          `so layer ${layer}'s entry must be stored through decodeAppendTarget too`,
+      );
+    }
     this.#appended = -1;
     if (layer === 0) {
       this.#beginStep(op, n, options.keyMask);
@@ -206,30 +220,30 @@ export class PagedKvCache implements KvCache {
   }
 
   /**
-   * See {@linkcode KvCache.decodeAppendTarget}: with {@linkcode PagedKvCache.fusedDecode} and a
-   * policy that appends in place (`CachePolicy.appendsInPlace`: the dense policy), the blocks
-   * for `layer`'s next entry (`storage.ensure(layer, 1)`) and where it goes; the next
-   * `attend(layer, ...)` must be that decode step and skips its append. Undefined when `layer` is
-   * not the next one to attend, or `dtype` is not the storage's.
+   * See {@linkcode KvCache.decodeAppendTarget} (with {@linkcode PagedKvCache.fusedDecode}): a
+   * policy that appends in place gets `storage.ensure(layer, 1)`; one with `decodeSlots` (DMS), for
+   * a caller that `decides`, at layer 0 the blocks of every layer and the slot dispatch.
    */
-  decodeAppendTarget(layer: number, dtype: "f32" | "f16"): DecodeAppendTarget | undefined {
-    if (this.#disposed || !this.fusedDecode || !this.policy.appendsInPlace) return undefined;
+  decodeAppendTarget(
+    layer: number,
+    dtype: "f32" | "f16",
+    decides: boolean,
+  ): DecodeAppendTarget | undefined {
+    if (this.#disposed || !this.fusedDecode) return undefined;
     if (layer !== this.#nextLayer || dtype !== this.dtype) return undefined;
-    const s = this.storage;
-    s.ensure(layer, 1);
+    const s = this.storage, policy = this.policy;
+    if (policy.appendsInPlace) {
+      s.ensure(layer, 1);
+    } else {
+      if (!decides || !policy.decodeSlots) return undefined;
+      if (layer === 0) {
+        for (let l = 0; l < this.layers; l++) s.ensure(l, 1);
+        this.#slots = policy.decodeSlots(this.#seen);
+      }
+      if (!this.#slots) return undefined;
+    }
     this.#appended = layer;
-    const pool = s.pool(layer);
-    return {
-      lens: s.lens,
-      table: s.table,
-      meta: pool.meta,
-      k: pool.k,
-      v: pool.v,
-      lbase: layer * s.pages,
-      blockSize: s.blockSize,
-      tableWidth: s.tableWidth,
-      t0: this.#seen,
-    };
+    return appendTarget(s, layer, this.#seen, this.#slots);
   }
 
   /** See {@linkcode KvCache.reserve}: room for `steps` more tokens per page, at most one readback. */
@@ -420,6 +434,7 @@ export class PagedKvCache implements KvCache {
   }
 
   #endStep(): void {
+    this.#slots = undefined;
     accountStep(this.storage, !this.#stepPrefill);
     this.#blocksAtStep = this.storage.blocksAllocated;
     const n = this.#stepN;
@@ -477,6 +492,29 @@ export class PagedKvCache implements KvCache {
     gpu.release(dest);
     return out;
   }
+}
+
+/** Where `layer`'s decode entry at position t0 goes ({@linkcode DecodeAppendTarget}). */
+function appendTarget(
+  s: PagedKvStorage,
+  layer: number,
+  t0: number,
+  slots: DecodeSlots | undefined,
+): DecodeAppendTarget {
+  const pool = s.pool(layer);
+  const { lens, table, blockSize, tableWidth } = s;
+  return {
+    lens,
+    table,
+    meta: pool.meta,
+    k: pool.k,
+    v: pool.v,
+    lbase: layer * s.pages,
+    blockSize,
+    tableWidth,
+    t0,
+    slots,
+  };
 }
 
 function equal(a: Int32Array, b: Int32Array | undefined): boolean {

@@ -30,6 +30,7 @@
  */
 
 import type { Tensor } from "../tensor/tensor.ts";
+import type { DecodeSlots } from "./kv_cache.ts";
 import type { PagedAttentionArgs } from "./paged_attention.ts";
 import type { PagedKvStorage } from "./paged_storage.ts";
 
@@ -71,6 +72,13 @@ export interface CachePolicy extends Disposable {
    * (`KvCache.decodeAppendTarget`). Absent: false.
    */
   readonly appendsInPlace?: boolean;
+  /**
+   * Optional: the slot choice of decode token `t0` for every layer at once, before the step's
+   * first layer (for `KvCache.decodeAppendTarget`; the model's kernel then writes the entries
+   * and whatever else the update does). Undefined (nothing run) where the policy cannot split its
+   * update so.
+   */
+  decodeSlots?(t0: number): DecodeSlots | undefined;
   /** Called once by the cache: allocate per-layer, per-page state for `storage`. */
   attach(storage: PagedKvStorage): void;
   /**

@@ -80,6 +80,7 @@ import { dispatchBound } from "../cache/dispatch_bound.ts";
 import { PagedKvCache } from "../cache/paged_kv_cache.ts";
 import type { PagedKvStorage, PageEntries } from "../cache/paged_storage.ts";
 import type { CachePolicy, PolicyStep } from "../cache/policy.ts";
+import type { DecodeSlots } from "../cache/kv_cache.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /** Options of {@linkcode createDmsCache}. */
@@ -160,6 +161,7 @@ export class DmsPolicy implements CachePolicy {
   #s: PagedKvStorage | undefined;
   #ring: GPUBuffer | undefined;
   #holes: GPUBuffer | undefined;
+  #slots: GPUBuffer | undefined; // decodeSlots: i32 [layers, pages]
 
   /** A DMS policy with window W (taken as 0 when `evict` is false: nothing is marked). */
   constructor(window: number, evict = true) {
@@ -178,6 +180,7 @@ export class DmsPolicy implements CachePolicy {
     this.#ring = gpu.alloc(ring.byteLength, "dms ring");
     gpu.write(this.#ring, ring);
     this.#holes = gpu.alloc(storage.pages * wc * 4, "dms holes");
+    this.#slots = gpu.alloc(storage.layers * storage.pages * 4, "dms decode slots");
   }
 
   /** SPEC §5.2 steps 1–4 (kernel `decode_update`). */
@@ -201,6 +204,28 @@ export class DmsPolicy implements CachePolicy {
       extra: { 10: k.buffer, 11: v.buffer, 12: pool.k, 13: pool.v },
     });
     return true;
+  }
+
+  /**
+   * SPEC §5.2 steps 1, 2 and 4 of decode token `t0` on every layer at once (kernel
+   * `decode_slots`, before the step's first layer): `CachePolicy.decodeSlots`. Undefined (nothing
+   * run) without eviction (Wc = 1: the token that leaves is t − 1, whose flag the step's own
+   * decision sets).
+   */
+  decodeSlots(t0: number): DecodeSlots | undefined {
+    if (!this.evict || this.cacheWindow < 2) return undefined;
+    const s = this.#storage;
+    const step: PolicyStep = {
+      layer: 0,
+      n: 1,
+      t0,
+      decisions: this.#slots!,
+      firstReal: this.#slots!,
+      marks: this.#slots!,
+      dest: this.#slots!,
+    };
+    this.#run("decode_slots", 64, step, Math.ceil((s.layers * s.pages) / 64));
+    return { dest: this.#slots!, ring: this.#ring!, cacheWindow: this.cacheWindow };
   }
 
   /** Chunk marks d(j+1), 0 for the last, 2 for padding, and the carry (kernel `prefill_marks`). */
@@ -259,6 +284,7 @@ export class DmsPolicy implements CachePolicy {
     if (!this.#s) return;
     this.#s.gpu.release(this.#ring!);
     this.#s.gpu.release(this.#holes!);
+    this.#s.gpu.release(this.#slots!);
     this.#s = undefined;
   }
 
@@ -291,6 +317,7 @@ export class DmsPolicy implements CachePolicy {
       lbase: layer * s.pages,
       t0: step.t0,
       rw: fused?.rw ?? 0,
+      layers: s.layers,
     };
     const kern = gpu.kernel({ shader: "dms_cache", entry, constants: { WG: wg } });
     const bufs = [

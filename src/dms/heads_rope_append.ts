@@ -4,7 +4,11 @@
  * for q and k at T = 1 and then, instead of returning k, stores the rotated key and the value of
  * every page into the slot a cache that appends in place (the dense cache) gives them
  * (`KvCache.decodeAppendTarget`), as paged_kv.wgsl's `append_scatter` would inside
- * `KvCache.attend`. One dispatch a layer fewer.
+ * `KvCache.attend`. One dispatch a layer fewer. For the DMS cache (a target with `slots`: its
+ * `decode_slots` chose every layer's slot before the step, SPEC §5.2 steps 1, 2, 4) the kernel
+ * (`heads_rope_qk[_norm]_neuron_dms`) also computes each KV head's decision d_t from its first
+ * query head's neuron, as `headsNormRopeQK`'s `decide` does, and marks the entry of position
+ * t − 1 with it (step 3) before storing the new one.
  *
  * Kernel: `heads_rope_qk[_norm][_neuron]_append` in `shaders/heads_rope.wgsl`: the same q rows as
  * `heads_rope_qk*` (the neuron channel zeroed without recording the raw logit: a dense cache
@@ -48,32 +52,38 @@ import type { HeadsRopeQKOptions } from "./heads_rope_qk.ts";
 
 /**
  * Storage buffers the append kernel binds: q, k, v, positions, invFreq, the q output, the two
- * gains with norms, and the cache's lens, table, meta and K and V pools.
+ * gains with norms, and the cache's lens, table, meta and K and V pools (dense), or its table,
+ * meta, pools, ring and slots (`dms`: a target with `slots`).
  *
  * @param opts Which norms are on (counted when both are given).
- * @returns 11 or 13, compared with the device's `maxStorageBuffersPerShaderStage`.
+ * @param dms Whether the target has `slots` (the DMS cache).
+ * @returns 11 or 13 (dense), 12 or 14 (DMS), compared with `maxStorageBuffersPerShaderStage`.
  */
 export function headsRopeQKAppendBuffers(
   opts: Pick<HeadsRopeQKOptions, "qNorm" | "kNorm">,
+  dms = false,
 ): number {
-  return 11 + (opts.qNorm && opts.kNorm ? 2 : 0);
+  return (dms ? 12 : 11) + (opts.qNorm && opts.kNorm ? 2 : 0);
 }
 
 /**
  * Whether {@linkcode headsNormRopeQKAppend} takes these options on a device with these limits:
- * both or neither norms, no `decide` (a dense cache takes no decisions), and the buffers within
- * the limit. Ask before `KvCache.decodeAppendTarget`, which commits the cache to the append.
+ * both or neither norms, the buffers within the limit, and for a DMS target (`dms`) the neuron
+ * and `decide` (the kernel computes the step's decisions), else no `decide` (a dense cache takes
+ * no decisions). Ask before `KvCache.decodeAppendTarget`, which commits the cache to the append.
  *
  * @param limits The device's limits (`gpu.limits`).
  * @param opts The options of the call.
+ * @param dms Whether the target will have `slots` (the DMS cache).
  * @returns True when the fused append applies.
  */
 export function headsRopeQKAppendFits(
   limits: Pick<GPUSupportedLimits, "maxStorageBuffersPerShaderStage">,
   opts: HeadsRopeQKOptions,
+  dms = false,
 ): boolean {
-  return !opts.qNorm === !opts.kNorm && !opts.decide &&
-    headsRopeQKAppendBuffers(opts) <= limits.maxStorageBuffersPerShaderStage;
+  return !opts.qNorm === !opts.kNorm && (dms ? !!opts.neuron && !!opts.decide : !opts.decide) &&
+    headsRopeQKAppendBuffers(opts, dms) <= limits.maxStorageBuffersPerShaderStage;
 }
 
 /**
@@ -85,7 +95,8 @@ export function headsRopeQKAppendFits(
  * @param v `[B, 1, Hkv, D]` values, q's dtype (copied into the cache as they are).
  * @param positions i32 `[B, 1]` or `[1]`: the RoPE positions.
  * @param invFreq f32 `[D/2]`.
- * @param opts Norms and neuron (no `decide`: see {@linkcode headsRopeQKAppendFits}).
+ * @param opts Norms and neuron; `decide` (with the neuron) exactly when `target` has `slots`
+ *   (see {@linkcode headsRopeQKAppendFits}).
  * @param target From `KvCache.decodeAppendTarget` of a cache with B·Hkv pages of head dim D in
  *   q's dtype.
  * @returns `q:[B, Hq, 1, D]`.
@@ -141,11 +152,22 @@ export function headsNormRopeQKAppend(
       }`,
     );
   }
-  const gpu = q.gpu;
-  if (!headsRopeQKAppendFits(gpu.limits, opts)) {
+  const gpu = q.gpu, dms = target.slots !== undefined;
+  if (!headsRopeQKAppendFits(gpu.limits, opts, dms)) {
     throw new RangeError(
-      `${op}: needs both or neither norms, no decide, and ${headsRopeQKAppendBuffers(opts)} ` +
-        `storage buffers per stage (this device: ${gpu.limits.maxStorageBuffersPerShaderStage})`,
+      `${op}: needs both or neither norms, ` +
+        (dms ? "the neuron and decide (a DMS target)" : "no decide (a dense target)") +
+        `, and ${headsRopeQKAppendBuffers(opts, dms)} storage buffers per stage (this device: ` +
+        `${gpu.limits.maxStorageBuffersPerShaderStage})`,
+    );
+  }
+  if (
+    opts.decide &&
+    !(Number.isFinite(opts.decide.alphaScale) && Number.isFinite(opts.decide.alphaOffset))
+  ) {
+    throw new RangeError(
+      `${op} decide: expected finite alphaScale and alphaOffset, got ${opts.decide.alphaScale}, ` +
+        `${opts.decide.alphaOffset}`,
     );
   }
   const dtype = q.dtype as FloatDType;
@@ -155,7 +177,9 @@ export function headsNormRopeQKAppend(
   const norm = qNorm && kNorm;
   const kernel = gpu.kernel({
     shader: "heads_rope",
-    entry: `heads_rope_qk${norm ? "_norm" : ""}${neuron ? "_neuron" : ""}_append`,
+    entry: `heads_rope_qk${norm ? "_norm" : ""}${neuron ? "_neuron" : ""}${
+      dms ? "_dms" : "_append"
+    }`,
     defines: {
       T: dtype,
       G: norm ? qNorm!.weight.dtype : "f32",
@@ -163,11 +187,14 @@ export function headsNormRopeQKAppend(
     },
     constants: { WG: headsRopeWorkgroupSize(D / 2) },
   });
-  // in @binding order: x, xk, w, wk, pos, inv_freq, out, v_in, lens, table, kmeta, kpool, vpool
+  // in @binding order: x, xk, w, wk, pos, inv_freq, out, v_in, lens (dense), table, kmeta,
+  // kpool, vpool, ring and slots (DMS)
   const buffers = [q.buffer, k.buffer];
   if (norm) buffers.push(qNorm!.weight.buffer, kNorm!.weight.buffer);
   buffers.push(positions.buffer, invFreq.buffer, outQ.buffer, v.buffer);
-  buffers.push(target.lens, target.table, target.meta, target.k, target.v);
+  if (!dms) buffers.push(target.lens);
+  buffers.push(target.table, target.meta, target.k, target.v);
+  if (target.slots) buffers.push(target.slots.ring, target.slots.dest);
   gpu.dispatch(kernel, buffers, Gpu.grid(rows), {
     rows,
     q_rows: qRows,
@@ -179,13 +206,14 @@ export function headsNormRopeQKAppend(
     pos_batched: batched ? 1 : 0,
     eps: norm ? qNorm!.eps : 0,
     eps_k: norm ? kNorm!.eps : 0,
-    scale: 0,
-    offset: 0,
+    scale: opts.decide?.alphaScale ?? 0,
+    offset: opts.decide?.alphaOffset ?? 0,
     zero: 0,
     lbase: target.lbase,
     bs: target.blockSize,
     mb: target.tableWidth,
     t0: target.t0,
+    wc: target.slots?.cacheWindow ?? 0,
   });
   return outQ;
 }

@@ -242,6 +242,7 @@ export function headsNormRopeQK(
     bs: 0,
     mb: 0,
     t0: 0,
+    wc: 0,
   });
   return result;
 }

@@ -189,20 +189,24 @@ export class Transformer {
   /**
    * Where layer `l`'s decode entry goes when the q/k kernel may store it: inference without
    * capture, one token, no key mask, a cache offering `decodeAppendTarget` and a device taking
-   * the kernel (`headsRopeQKAppendFits`); else undefined, the cache untouched.
+   * the kernel (`headsRopeQKAppendFits`; with the per-head decisions `decide` the kernel can
+   * also serve a cache that chooses its slots up front: DMS); else undefined, the cache untouched.
    */
   #appendTarget(
     l: number,
     T: number,
     opts: ForwardOptions,
     heads: HeadsRopeQKOptions,
+    decide: HeadsRopeQKOptions["decide"],
   ): DecodeAppendTarget | undefined {
     const cache = opts.cache;
     if (opts.mode !== "inference" || opts.capture || T !== 1 || opts.keyMask) return undefined;
     if (!cache?.decodeAppendTarget || !headsRopeQKAppendFits(this.gpu.limits, heads)) {
       return undefined;
     }
-    return cache.decodeAppendTarget(l, this.dtype);
+    const decides = decide !== undefined &&
+      headsRopeQKAppendFits(this.gpu.limits, { ...heads, decide }, true);
+    return cache.decodeAppendTarget(l, this.dtype, decides);
   }
 
   #noDecisions(shape: readonly number[]): Tensor<"i32"> {
@@ -280,20 +284,22 @@ export class Transformer {
       kNorm: qkNorm ? { weight: w.kNorm!, eps } : undefined,
       neuron: useNeuron,
     };
-    // A decode step into a cache that appends in place (dense): the q/k kernel stores the new
-    // entry too (`attend` then skips its append) and takes no decisions (a dense cache uses none).
-    const target = this.#appendTarget(l, T, opts, heads);
+    const decide = decideHere
+      ? { alphaScale: dms.alphaScale, alphaOffset: dms.alphaOffset }
+      : undefined;
+    // A decode step: the q/k kernel stores the new entry too (`attend` then skips its append):
+    // into a cache that appends in place (dense: no decisions taken), or into the slots the DMS
+    // cache chose up front, with the step's decisions computed and applied in the kernel.
+    const target = this.#appendTarget(l, T, opts, heads, decide);
     const qk: HeadsRopeQKResult = target
       ? {
-        q: headsNormRopeQKAppend(q, k, v, opts.positions, this.#invFreq, heads, target),
+        q: headsNormRopeQKAppend(q, k, v, opts.positions, this.#invFreq, {
+          ...heads,
+          decide: target.slots ? decide : undefined,
+        }, target),
         k: toHeads(k),
       }
-      : headsNormRopeQK(q, k, opts.positions, this.#invFreq, {
-        ...heads,
-        decide: decideHere
-          ? { alphaScale: dms.alphaScale, alphaOffset: dms.alphaOffset }
-          : undefined,
-      });
+      : headsNormRopeQK(q, k, opts.positions, this.#invFreq, { ...heads, decide });
     const qr = qk.q, kr = qk.k;
     const vh = toHeads(v);
     q.dispose();

@@ -166,6 +166,7 @@ export function headsNormRope(
     bs: 0,
     mb: 0,
     t0: 0,
+    wc: 0,
   });
   return { out, raw };
 }

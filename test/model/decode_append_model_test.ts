@@ -1,10 +1,11 @@
 /**
- * The q/k kernel with the dense cache's append fused in (`headsNormRopeQKAppend`,
- * `KvCache.decodeAppendTarget`): a model's decode steps through a dense cache give the tokens,
- * the logits and the cache contents of the unfused path (`fusedDecode = false`: q/k kernel, then
- * `attend`'s own append) bit for bit, for Qwen3 (q/k norms), Qwen3 with DMS fields (the borrowed
- * neuron) and Llama (no norms), with no append dispatch of their own (`attend`'s fused
- * `append_scatter` was one a layer, the readable path's two); misuse is named.
+ * The q/k kernel with the cache append fused in (`headsNormRopeQKAppend`,
+ * `KvCache.decodeAppendTarget`): a model's decode steps give the tokens, the logits and the cache
+ * contents of the unfused path (`fusedDecode = false`: the q/k kernel, then `attend`'s own update
+ * and scatter) bit for bit — through a dense cache for Qwen3 (q/k norms), Qwen3 with DMS fields
+ * (the borrowed neuron) and Llama (no norms), and through a DMS cache that evicts (the slots of
+ * every layer chosen up front by `decode_slots`, the decisions and the marks of t − 1 in the q/k
+ * kernel) — with no append dispatch a layer of their own; misuse is named.
  */
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/model/config.ts";
@@ -29,7 +30,12 @@ function config(kind: (typeof KINDS)[number]) {
     max_position_embeddings: 512,
     // blocks of 4 entries: decode steps cross block boundaries
     ...(kind === "qwen3 dms"
-      ? { dms_window_size: 6, dms_paged_attention_block_size: 4, dms_alpha_scale: 3 }
+      ? {
+        dms_window_size: 6,
+        dms_paged_attention_block_size: 4,
+        dms_alpha_scale: 3,
+        dms_initial_alpha_offset: 0,
+      }
       : {}),
   }, kind);
 }
@@ -68,29 +74,38 @@ async function step(model: Model, cache: PagedKvCache) {
 }
 
 Deno.test({
-  name: "decode through a dense cache with the append in the q/k kernel equals the unfused path " +
-    "bit for bit (tokens, logits, cache contents), with no append dispatch",
+  name: "decode with the append in the q/k kernel equals the unfused path bit for bit (tokens, " +
+    "logits, cache contents), dense and DMS, with no append dispatch a layer",
   ...GPU_TEST,
   fn: async () => {
     const dtypes = gpu.hasF16 ? ["f32", "f16"] as const : ["f32"] as const;
-    for (const kind of KINDS) {
+    const runs = [
+      ...KINDS.map((kind) => [kind, "dense"] as const),
+      ["qwen3 dms", "dms"] as const,
+    ];
+    for (const [kind, policy] of runs) {
       for (const dtype of dtypes) {
         const model = createModel(gpu, config(kind), { seed: 3, dtype });
         try {
-          using fused = createCacheFor(model, 2, "dense");
-          using plain = createCacheFor(model, 2, "dense");
+          using fused = createCacheFor(model, 2, policy);
+          using plain = createCacheFor(model, 2, policy);
           plain.fusedDecode = false;
-          const label = `${kind} ${dtype}`;
+          const label = `${kind} ${dtype} ${policy}`;
           const a = await run(model, fused), b = await run(model, plain);
           assert.deepEqual(a.tokens, b.tokens, `${label}: tokens`);
           assert.deepEqual(a.stats, b.stats, `${label}: accounting`);
           const sa = await step(model, fused), sb = await step(model, plain);
           assert.deepEqual(sa.logits, sb.logits, `${label}: logits`);
-          // the readable path appends with two dispatches a layer (append_slots, scatter)
-          assert.equal(sb.dispatches - sa.dispatches, 2 * 3, `${label}: no append dispatch`);
+          // the readable path appends with two dispatches a layer (update, scatter); the fused
+          // one with none (DMS: one decode_slots a step)
+          const saved = 2 * 3 - (policy === "dms" ? 1 : 0);
+          assert.equal(sb.dispatches - sa.dispatches, saved, `${label}: append dispatches`);
           for (let l = 0; l < 3; l++) {
             const [x, y] = [await fused.storage.snapshot(l), await plain.storage.snapshot(l)];
             assert.deepEqual(x, y, `${label}: layer ${l} entries`);
+          }
+          if (policy === "dms") {
+            assert.ok(a.stats.compressionRatio > 1.2, `${label}: CR ${a.stats.compressionRatio}`);
           }
         } finally {
           model.dispose();
@@ -101,27 +116,38 @@ Deno.test({
 });
 
 Deno.test({
-  name: "decodeAppendTarget: only for an in-place policy, the next layer and the storage dtype; " +
-    "attend after it must be that decode step",
+  name:
+    "decodeAppendTarget: dense for the next layer in the storage dtype; DMS only for a caller " +
+    "that decides, and then for every layer of the step; attend after it must be that decode step",
   ...GPU_TEST,
   fn: () => {
-    const model = createModel(gpu, config("qwen3"), { seed: 1 });
+    const model = createModel(gpu, config("qwen3 dms"), { seed: 1 });
     try {
-      using dms = createCacheFor(model, 1, "dms");
-      assert.equal(dms.decodeAppendTarget(0, "f32"), undefined, "DMS evicts: no target");
       using dense = createCacheFor(model, 1, "dense");
-      assert.equal(dense.decodeAppendTarget(1, "f32"), undefined, "layer 0 is next");
-      assert.equal(dense.decodeAppendTarget(0, "f16"), undefined, "f32 storage");
+      assert.equal(dense.decodeAppendTarget(1, "f32", false), undefined, "layer 0 is next");
+      assert.equal(dense.decodeAppendTarget(0, "f16", false), undefined, "f32 storage");
       dense.fusedDecode = false;
-      assert.equal(dense.decodeAppendTarget(0, "f32"), undefined, "fusedDecode off");
+      assert.equal(dense.decodeAppendTarget(0, "f32", false), undefined, "fusedDecode off");
       dense.fusedDecode = true;
-      const t = dense.decodeAppendTarget(0, "f32");
-      assert.ok(t);
+      const t = dense.decodeAppendTarget(0, "f32", false);
+      assert.ok(t && !t.slots);
       assert.deepEqual([t.lbase, t.t0, t.blockSize], [0, 0, dense.storage.blockSize]);
-      using q = Tensor.zeros(gpu, [1, 4, 2, 8]), k = Tensor.zeros(gpu, [1, 2, 2, 8]);
+      using q2 = Tensor.zeros(gpu, [1, 4, 2, 8]), k2 = Tensor.zeros(gpu, [1, 2, 2, 8]);
       assert.throws(
-        () => dense.attend(0, q, k, k),
+        () => dense.attend(0, q2, k2, k2),
         /layer 0's entry was stored through decodeAppendTarget.*n = 1, no keyMask\), got n = 2/,
+      );
+      using dms = createCacheFor(model, 1, "dms");
+      assert.equal(dms.decodeAppendTarget(0, "f32", false), undefined, "DMS needs decisions");
+      const d = dms.decodeAppendTarget(0, "f32", true);
+      assert.ok(d?.slots, "DMS: the slots of every layer");
+      assert.equal(d.slots.cacheWindow, 7);
+      using q = Tensor.zeros(gpu, [1, 4, 1, 8]), k = Tensor.zeros(gpu, [1, 2, 1, 8]);
+      using dec = Tensor.zeros(gpu, [1, 2, 1], "i32");
+      dms.attend(0, q, k, k, dec).dispose();
+      assert.throws(
+        () => dms.attend(1, q, k, k, dec),
+        /slots were chosen for every layer .* layer 1's entry must be stored through/,
       );
     } finally {
       model.dispose();
