@@ -92,3 +92,56 @@ export function checkAttendDecisions(
     );
   }
 }
+
+/**
+ * Validates a step's key mask `[B, n]` (0/1, left padding only: no 0 after a row's first 1, nor in
+ * a row that has started, `started[b]`) and writes each row's first real index into `fr` (n for
+ * a row of padding only).
+ *
+ * @returns The mask as i32.
+ * @throws {RangeError} A mask of the wrong length, a value not 0 or 1, or a 0 after a token
+ *   (naming `op`, the row and the index).
+ */
+export function checkLeftPadding(
+  op: string,
+  keyMask: ArrayLike<number>,
+  B: number,
+  n: number,
+  started: Uint8Array,
+  fr: Int32Array,
+): Int32Array {
+  if (keyMask.length !== B * n) {
+    throw new RangeError(
+      `${op}: keyMask: expected ${B * n} values [B, n] = [${B}, ${n}], got ${keyMask.length}`,
+    );
+  }
+  const m = Int32Array.from(keyMask);
+  for (let b = 0; b < B; b++) {
+    let f = n;
+    for (let j = 0; j < n; j++) {
+      const x = m[b * n + j];
+      if (x !== 0 && x !== 1) {
+        throw new RangeError(`${op}: keyMask[${b}, ${j}] must be 0 or 1, got ${x}`);
+      }
+      if (x === 1 && f === n) f = j;
+      if (x === 0 && (f < n || started[b])) {
+        throw new RangeError(
+          `${op}: keyMask row ${b} has a 0 at ${j} after a token; only left padding is supported`,
+        );
+      }
+    }
+    fr[b] = f;
+  }
+  return m;
+}
+
+/** Whether `keyMask` equals the step's mask `m` (undefined: none, or all ones). */
+export function sameMask(
+  m: Int32Array | undefined,
+  keyMask: ArrayLike<number> | undefined,
+): boolean {
+  return m === undefined
+    ? keyMask === undefined || Array.prototype.every.call(keyMask, (x: number) => x === 1)
+    : keyMask !== undefined && keyMask.length === m.length &&
+      Array.prototype.every.call(keyMask, (x: number, i: number) => x === m[i]);
+}

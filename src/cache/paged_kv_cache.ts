@@ -43,7 +43,12 @@ import type {
 } from "./kv_cache.ts";
 import { pagedAttention } from "./paged_attention.ts";
 import { accountingFrom } from "./accounting.ts";
-import { checkAttendDecisions, checkAttendInputs } from "./_attend_checks.ts";
+import {
+  checkAttendDecisions,
+  checkAttendInputs,
+  checkLeftPadding,
+  sameMask,
+} from "./_attend_checks.ts";
 import { copySequence } from "./fork.ts";
 import { accountStep, scatterEntries } from "./paged_kv.ts";
 import { PagedKvStorage, type PagedStorageOptions } from "./paged_storage.ts";
@@ -387,31 +392,7 @@ export class PagedKvCache implements KvCache {
     const fr = this.#frHost;
     fr.fill(0);
     this.#stepMask = undefined;
-    if (keyMask) {
-      if (keyMask.length !== B * n) {
-        throw new RangeError(
-          `${op}: keyMask: expected ${B * n} values [B, n] = [${B}, ${n}], got ${keyMask.length}`,
-        );
-      }
-      const m = Int32Array.from(keyMask);
-      for (let b = 0; b < B; b++) {
-        let f = n;
-        for (let j = 0; j < n; j++) {
-          const x = m[b * n + j];
-          if (x !== 0 && x !== 1) {
-            throw new RangeError(`${op}: keyMask[${b}, ${j}] must be 0 or 1, got ${x}`);
-          }
-          if (x === 1 && f === n) f = j;
-          if (x === 0 && (f < n || this.#started[b])) {
-            throw new RangeError(
-              `${op}: keyMask row ${b} has a 0 at ${j} after a token; only left padding is supported`,
-            );
-          }
-        }
-        fr[b] = f;
-      }
-      this.#stepMask = m;
-    }
+    if (keyMask) this.#stepMask = checkLeftPadding(op, keyMask, B, n, this.#started, fr);
     this.#stepN = n;
     this.#stepPrefill = n > 1 || fr.some((f) => f > 0);
     if (this.#stepPrefill && !equal(fr, this.#frUploaded)) {
@@ -421,12 +402,7 @@ export class PagedKvCache implements KvCache {
   }
 
   #checkSameMask(op: string, layer: number, keyMask: ArrayLike<number> | undefined): void {
-    const m = this.#stepMask;
-    const same = m === undefined
-      ? keyMask === undefined || Array.prototype.every.call(keyMask, (x: number) => x === 1)
-      : keyMask !== undefined && keyMask.length === m.length &&
-        Array.prototype.every.call(keyMask, (x: number, i: number) => x === m[i]);
-    if (!same) {
+    if (!sameMask(this.#stepMask, keyMask)) {
       throw new RangeError(
         `${op}: layer ${layer} got a different keyMask than layer 0 of this step`,
       );
