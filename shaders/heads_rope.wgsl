@@ -41,8 +41,8 @@
 // heads_rope_qk[_norm]_neuron_dms: the same for the DMS cache, whose decode_slots (dms_cache.wgsl)
 //   chose every layer's slot before the step (SPEC §5.2 steps 1, 2, 4): the k row of page pg
 //   stores its entry at slot slots[lbase + pg] (lens already counted), and runs step 3 first:
-//   it recomputes its KV head's decision d_t from query head h * G exactly as the q row's
-//   workgroup does (the same functions on the same row: bit for bit) and marks the entry of
+//   it computes its KV head's decision d_t from query head h * G as the q row's workgroup of
+//   heads_rope_qk*_decide does (the same sums in the same order) and marks the entry of
 //   position t0 - 1 with it (ring flag and meta mark, mark_position of dms_cache.wgsl).
 
 struct Params {
@@ -96,6 +96,8 @@ const MAX_D: u32 = 256u;
 var<workgroup> vals: array<T, MAX_D>;
 var<workgroup> partial: array<f32, 128>;  // sum-of-squares tree (WG <= 128)
 var<workgroup> sh_entry: u32;             // _append: the new entry's row in the pool
+var<workgroup> partial2: array<vec2<f32>, 128>; // _dms: the q and k trees together
+var<workgroup> sh_logit: T;                     // _dms: the neuron of the page's first q head
 
 fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return wid.y * nwg.x + wid.x;
@@ -265,9 +267,10 @@ fn drop_neuron(row: u32, li: u32) {
   workgroupBarrier();
 }
 
-// _append, step 3 for k row pg (T = 1: the row is the page): thread 0 takes slot s = lens[pg]
-// of this layer (lens + 1, meta = (t0, 0)); the rotated row goes to kpool, v_in's row to vpool.
-fn append_k(pg: u32, li: u32) {
+// _append, the k row pg (T = 1: the row is the page): thread 0 takes slot s = lens[pg] of this
+// layer (lens + 1, meta = (t0, 0)) before the row is staged, so that its loads overlap the norm
+// (the entry point then stages the row and calls `store_kv` with the entry in sh_entry).
+fn append_slot(pg: u32, li: u32) {
   if (li == 0u) {
     let r = p.lbase + pg;
     let s = lens[r];
@@ -277,7 +280,6 @@ fn append_k(pg: u32, li: u32) {
     kmeta[2u * e + 1u] = 0;
     sh_entry = e;
   }
-  store_kv(pg, workgroupUniformLoad(&sh_entry), li);
 }
 
 // _dms: the entry e of slot `slot` of page pg of this layer.
@@ -286,28 +288,92 @@ fn entry_of(pg: u32, slot: i32) -> u32 {
   return u32(table[r * p.mb + u32(slot) / p.bs]) * p.bs + u32(slot) % p.bs;
 }
 
-// _dms, before the k row is staged: d_t of page pg from its first query head's neuron (vals:
-// that q row, loaded and normed like the q rows), SPEC §5.2 step 3 (d_t marks token t0 - 1),
-// and the new entry's meta; returns the entry (uniform).
-fn dms_mark(pg: u32, li: u32) -> u32 {
+// _dms, the k row of page pg, in three parts around its staging (the `_dms` entry points):
+// `dms_book` (thread 0 first requests what the bookkeeping reads: the ring entry of t0 - 1, the
+// step's slot and their blocks, so that those loads overlap the norms), `dms_stage` (the k row
+// into vals and the sums of squares of it and of the page's first query head, in load_norm's
+// per-thread order), and `dms_finish`: d_t from that head's neuron (sh_logit: channel D-1 as
+// load_norm stores it; through workgroup memory and a barrier, since NVIDIA's compiler folds an
+// f32(T(v)) round trip away, see `vals`), alpha and the threshold as take_neuron_decide computes
+// them, SPEC §5.2 step 3 (d_t marks t0 - 1: ring flag and meta) and the new entry's meta.
+struct DmsBook {
+  prev: i32,  // slot of position t0 - 1, or -1
+  prevE: u32, // its entry
+  newE: u32,  // the new entry
+}
+
+fn dms_ring_of_prev(pg: u32) -> u32 {
+  return ((p.lbase + pg) * p.wc + u32(p.t0 - 1) % p.wc) * 2u;
+}
+
+fn dms_book(pg: u32, li: u32) -> DmsBook {
+  var b = DmsBook(-1, 0u, 0u);
   if (li == 0u) {
-    let r = f32(vals[p.d - 1u]);
-    let a = select(r * p.scale, 0.0, p.zero != 0u) - p.offset;  // take_neuron_decide's alpha
-    let d = select(0, 1, a > 0.0);
     if (p.t0 > 0) {
-      let c = ((p.lbase + pg) * p.wc + u32(p.t0 - 1) % p.wc) * 2u;
-      let prev = ring[c];
-      if (prev >= 0) {
-        ring[c + 1u] = d;
-        kmeta[2u * entry_of(pg, prev) + 1u] = d;
-      }
+      b.prev = ring[dms_ring_of_prev(pg)];
+      if (b.prev >= 0) { b.prevE = entry_of(pg, b.prev); }
     }
-    let e = entry_of(pg, slots[p.lbase + pg]);
-    kmeta[2u * e] = p.t0;
-    kmeta[2u * e + 1u] = 0;
-    sh_entry = e;
+    b.newE = entry_of(pg, slots[p.lbase + pg]);
+  }
+  return b;
+}
+
+fn dms_stage(pg: u32, li: u32) -> vec2<f32> {
+  let qrow = lead_q_row(pg);
+  var ss = vec2<f32>(0.0);
+  for (var i = li; i < p.d; i += WG) {
+    let a = x[qrow * p.d + i];
+    ss.x += f32(a) * f32(a);
+    let b = xk[pg * p.d + i];
+    vals[i] = b;
+    ss.y += f32(b) * f32(b);
+  }
+  return ss;
+}
+
+// _dms without norms: the neuron as it is.
+fn dms_plain(pg: u32, li: u32) {
+  let last = p.d - 1u;
+  if (li == last % WG) { sh_logit = x[lead_q_row(pg) * p.d + last]; }
+}
+
+// _dms with norms: the k row normed in vals (load_norm_k's expression), the neuron normed.
+fn dms_norm(pg: u32, li: u32, ss: vec2<f32>) {
+  let r = rms_scales(ss, li);
+  for (var i = li; i < p.d; i += WG) { vals[i] = T(f32(wk[i]) * (f32(vals[i]) * r.y)); }
+  let last = p.d - 1u;
+  if (li == last % WG) {
+    sh_logit = T(f32(w[last]) * (f32(x[lead_q_row(pg) * p.d + last]) * r.x));
+  }
+}
+
+fn dms_finish(pg: u32, li: u32, b: DmsBook) -> u32 {
+  workgroupBarrier();
+  if (li == 0u) {
+    let logit = f32(sh_logit);
+    let a = select(logit * p.scale, 0.0, p.zero != 0u) - p.offset;  // take_neuron_decide's alpha
+    let d = select(0, 1, a > 0.0);
+    if (b.prev >= 0) {
+      ring[dms_ring_of_prev(pg) + 1u] = d;
+      kmeta[2u * b.prevE + 1u] = d;
+    }
+    kmeta[2u * b.newE] = p.t0;
+    kmeta[2u * b.newE + 1u] = 0;
+    sh_entry = b.newE;
   }
   return workgroupUniformLoad(&sh_entry);
+}
+
+// rms_scale of two rows at once (x: q, y: k; eps and eps_k): the same tree per component.
+fn rms_scales(ss: vec2<f32>, li: u32) -> vec2<f32> {
+  partial2[li] = ss;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (li < s) { partial2[li] += partial2[li + s]; }
+    workgroupBarrier();
+  }
+  let m = partial2[0] / f32(p.d);
+  return vec2<f32>(inverseSqrt(m.x + p.eps), inverseSqrt(m.y + p.eps_k));
 }
 
 // _dms: the rotated k row (vals) and v_in's row of page pg into entry e.
@@ -339,10 +405,10 @@ fn heads_rope_qk_neuron_dms(@builtin(workgroup_id) wid: vec3<u32>,
     rotate_store(row, li, true);
   } else {
     let pg = row - p.q_rows;
-    load_plain(lead_q_row(pg), li);
-    let e = dms_mark(pg, li);
-    load_plain_k(pg, li);
-    store_kv(pg, e, li);
+    let b = dms_book(pg, li);
+    _ = dms_stage(pg, li);
+    dms_plain(pg, li);
+    store_kv(pg, dms_finish(pg, li, b), li);
   }
 }
 
@@ -358,10 +424,9 @@ fn heads_rope_qk_norm_neuron_dms(@builtin(workgroup_id) wid: vec3<u32>,
     rotate_store(row, li, true);
   } else {
     let pg = row - p.q_rows;
-    load_norm(lead_q_row(pg), li);
-    let e = dms_mark(pg, li);
-    load_norm_k(pg, li);
-    store_kv(pg, e, li);
+    let b = dms_book(pg, li);
+    dms_norm(pg, li, dms_stage(pg, li));
+    store_kv(pg, dms_finish(pg, li, b), li);
   }
 }
 
@@ -375,8 +440,10 @@ fn heads_rope_qk_append(@builtin(workgroup_id) wid: vec3<u32>,
     load_plain(row, li);
     rotate_store(row, li, false);
   } else {
-    load_plain_k(row - p.q_rows, li);
-    append_k(row - p.q_rows, li);
+    let pg = row - p.q_rows;
+    append_slot(pg, li);
+    load_plain_k(pg, li);
+    store_kv(pg, workgroupUniformLoad(&sh_entry), li);
   }
 }
 
@@ -391,8 +458,10 @@ fn heads_rope_qk_neuron_append(@builtin(workgroup_id) wid: vec3<u32>,
     drop_neuron(row, li);
     rotate_store(row, li, true);
   } else {
-    load_plain_k(row - p.q_rows, li);
-    append_k(row - p.q_rows, li);
+    let pg = row - p.q_rows;
+    append_slot(pg, li);
+    load_plain_k(pg, li);
+    store_kv(pg, workgroupUniformLoad(&sh_entry), li);
   }
 }
 
@@ -406,8 +475,10 @@ fn heads_rope_qk_norm_append(@builtin(workgroup_id) wid: vec3<u32>,
     load_norm(row, li);
     rotate_store(row, li, false);
   } else {
-    load_norm_k(row - p.q_rows, li);
-    append_k(row - p.q_rows, li);
+    let pg = row - p.q_rows;
+    append_slot(pg, li);
+    load_norm_k(pg, li);
+    store_kv(pg, workgroupUniformLoad(&sh_entry), li);
   }
 }
 
@@ -422,8 +493,10 @@ fn heads_rope_qk_norm_neuron_append(@builtin(workgroup_id) wid: vec3<u32>,
     drop_neuron(row, li);
     rotate_store(row, li, true);
   } else {
-    load_norm_k(row - p.q_rows, li);
-    append_k(row - p.q_rows, li);
+    let pg = row - p.q_rows;
+    append_slot(pg, li);
+    load_norm_k(pg, li);
+    store_kv(pg, workgroupUniformLoad(&sh_entry), li);
   }
 }
 

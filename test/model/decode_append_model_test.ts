@@ -2,10 +2,11 @@
  * The q/k kernel with the cache append fused in (`headsNormRopeQKAppend`,
  * `KvCache.decodeAppendTarget`): a model's decode steps give the tokens, the logits and the cache
  * contents of the unfused path (`fusedDecode = false`: the q/k kernel, then `attend`'s own update
- * and scatter) bit for bit — through a dense cache for Qwen3 (q/k norms), Qwen3 with DMS fields
- * (the borrowed neuron) and Llama (no norms), and through a DMS cache that evicts (the slots of
- * every layer chosen up front by `decode_slots`, the decisions and the marks of t − 1 in the q/k
- * kernel) — with no append dispatch a layer of their own; misuse is named.
+ * and scatter) bit for bit — through a dense cache for Qwen3 (q/k norms) and Llama (no norms),
+ * each with and without DMS fields (the borrowed neuron), and through a DMS cache that evicts
+ * (the slots of every layer chosen up front by `decode_slots`, the decisions and the marks of
+ * t − 1 in the q/k kernel) for both — with no append dispatch a layer of their own; misuse is
+ * named.
  */
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/model/config.ts";
@@ -15,11 +16,11 @@ import type { PagedKvCache } from "../../src/cache/paged_kv_cache.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { gpu, GPU_TEST } from "../_util.ts";
 
-const KINDS = ["qwen3", "qwen3 dms", "llama"] as const;
+const KINDS = ["qwen3", "qwen3 dms", "llama", "llama dms"] as const;
 
 function config(kind: (typeof KINDS)[number]) {
   return parseConfig({
-    model_type: kind === "llama" ? "llama" : "qwen3",
+    model_type: kind.startsWith("llama") ? "llama" : "qwen3",
     hidden_size: 32,
     num_hidden_layers: 3,
     num_attention_heads: 4,
@@ -29,7 +30,7 @@ function config(kind: (typeof KINDS)[number]) {
     vocab_size: 64,
     max_position_embeddings: 512,
     // blocks of 4 entries: decode steps cross block boundaries
-    ...(kind === "qwen3 dms"
+    ...(kind.endsWith("dms")
       ? {
         dms_window_size: 6,
         dms_paged_attention_block_size: 4,
@@ -82,6 +83,7 @@ Deno.test({
     const runs = [
       ...KINDS.map((kind) => [kind, "dense"] as const),
       ["qwen3 dms", "dms"] as const,
+      ["llama dms", "dms"] as const,
     ];
     for (const [kind, policy] of runs) {
       for (const dtype of dtypes) {
