@@ -18,7 +18,9 @@
  *
  * Usage: `deno run -A bench/generate.ts [--contexts 2048,32768] [--tokens 256] [--cr 8]
  * [--readback-every 32] [--replay both|on|off] [--overlap 8] [--no-torch] [--quick]
- * [--legacy-gemv] [--json FILE]`. `--legacy-gemv`: the LM head on `gemv` (`matmulAuto.wideGemv`
+ * [--legacy-gemv] [--combine fused|dispatch] [--json FILE]`. `--combine`: how decode attention
+ * merges its splits (`flashDecodeDefaults.combine` in src/cache/paged_decode.ts; default by the
+ * split count). `--legacy-gemv`: the LM head on `gemv` (`matmulAuto.wideGemv`
  * off), the route before `gemv16wide`. `--overlap`: `GenerateOptions.readbackOverlap` (decode steps encoded while a
  * chunk's readback waits; the bench passes its own caches, for which generate's default is 0).
  * `--replay both` (default) times generation with replayed decode steps (`GenerateOptions.replay`,
@@ -30,6 +32,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { flashDecodeDefaults } from "../src/cache/paged_decode.ts";
 import { createCacheFor, generate } from "../src/generate.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import { parseConfig } from "../src/model/config.ts";
@@ -58,6 +61,7 @@ const { values } = parseArgs({
     dtype: { type: "string" },
     "no-torch": { type: "boolean", default: false },
     replay: { type: "string", default: "both" },
+    combine: { type: "string" },
     overlap: { type: "string", default: "8" },
     quick: { type: "boolean", default: false },
     "legacy-gemv": { type: "boolean", default: false },
@@ -82,6 +86,12 @@ const dtype = (values.dtype as "f32" | "f16" | undefined) ?? (gpu.hasF16 ? "f16"
 const counters = countGpu(gpu);
 if (!["on", "off", "both"].includes(values.replay!)) {
   throw new RangeError(`--replay must be on, off or both, got ${values.replay}`);
+}
+if (values.combine !== undefined) {
+  if (values.combine !== "fused" && values.combine !== "dispatch") {
+    throw new RangeError(`--combine must be fused or dispatch, got ${values.combine}`);
+  }
+  flashDecodeDefaults.combine = values.combine;
 }
 
 /** One result row. */

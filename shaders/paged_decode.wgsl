@@ -53,9 +53,12 @@ struct Params {
 @group(0) @binding(4) var<storage, read> kw: array<vec4<u32>>;        // K [entries, L]
 @group(0) @binding(5) var<storage, read> vw: array<vec4<u32>>;        // V [entries, L]
 @group(0) @binding(6) var<storage, read> q: array<T>;                 // [B, Hq, 1, D]
-@group(0) @binding(7) var<storage, read_write> po: array<vec4<f32>>;  // [pages, np, G, D4]
-@group(0) @binding(8) var<storage, read_write> pml: array<vec2<f32>>; // [pages, np, G]
+// po and pml are exchanged between workgroups (the fused combine reads them in the same dispatch):
+// as 32-bit words through atomics, past the SM's non-coherent L1 (see gemv.wgsl's gemv16_rn).
+@group(0) @binding(7) var<storage, read_write> po: array<atomic<u32>>;  // [pages, np, G, D4] vec4s
+@group(0) @binding(8) var<storage, read_write> pml: array<atomic<u32>>; // [pages, np, G] (m, l)
 @group(0) @binding(9) var<storage, read_write> out: array<T>;         // [B, Hq, 1, D]
+@group(0) @binding(10) var<storage, read_write> arrived: array<atomic<u32>>; // FUSED: [pages], 0 at rest
 
 override WG: u32 = 256u;    // threads per workgroup
 override GQ: u32 = 4u;      // query heads per KV head, 1..8
@@ -74,6 +77,7 @@ override SPB: u32 = 64u;    // KB * GV
 override SCR: u32 = 1088u;  // max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG)
 override CW: u32 = 8u;      // combine: vec4 columns per workgroup (divides D4)
 override DIRECT: u32 = 0u;  // 1: one split a page (np = 1): normalise and store out, no combine
+override FUSED: u32 = 0u;   // 1: the last split of a page to finish merges the page's splits
 const NEG: f32 = -3.40282346e38;
 const NOKEY: u32 = 0xffffffffu;
 
@@ -94,6 +98,32 @@ var<private> ls0: vec4<f32>;  // Σ p per head (heads 0..3), relative to ms0
 var<private> ls1: vec4<f32>;  // heads 4..7
 var<private> ms0: vec4<f32>;  // this thread's running max per head (heads 0..3)
 var<private> ms1: vec4<f32>;
+
+// Split output vec4 i of po / the (m, l) pair i of pml, through atomics (see the bindings).
+fn put_po(i: u32, v: vec4<f32>) {
+  atomicStore(&po[4u * i], bitcast<u32>(v.x));
+  atomicStore(&po[4u * i + 1u], bitcast<u32>(v.y));
+  atomicStore(&po[4u * i + 2u], bitcast<u32>(v.z));
+  atomicStore(&po[4u * i + 3u], bitcast<u32>(v.w));
+}
+
+fn get_po(i: u32) -> vec4<f32> {
+  return vec4<f32>(
+    bitcast<f32>(atomicLoad(&po[4u * i])),
+    bitcast<f32>(atomicLoad(&po[4u * i + 1u])),
+    bitcast<f32>(atomicLoad(&po[4u * i + 2u])),
+    bitcast<f32>(atomicLoad(&po[4u * i + 3u])),
+  );
+}
+
+fn put_pml(i: u32, v: vec2<f32>) {
+  atomicStore(&pml[2u * i], bitcast<u32>(v.x));
+  atomicStore(&pml[2u * i + 1u], bitcast<u32>(v.y));
+}
+
+fn get_pml(i: u32) -> vec2<f32> {
+  return vec2<f32>(bitcast<f32>(atomicLoad(&pml[2u * i])), bitcast<f32>(atomicLoad(&pml[2u * i + 1u])));
+}
 
 fn lo4(x: vec4<u32>) -> vec4<f32> {
   if (EPV == 8u) { return vec4<f32>(unpack2x16float(x.x), unpack2x16float(x.y)); }
@@ -297,7 +327,7 @@ fn outputs(g0: u32, tid: u32, c: u32, r: u32, a0: vec4<f32>, b0: vec4<f32>, a1: 
         if (DIRECT == 1u) {
           store_row(rbase + g, col, (s0 + s1) + (s2 + s3), head_sum(hs, g));
         } else {
-          po[(rbase + g) * D4 + col] = (s0 + s1) + (s2 + s3);
+          put_po((rbase + g) * D4 + col, (s0 + s1) + (s2 + s3));
         }
       }
     } else if (g0 == 0u && DIRECT == 0u) {
@@ -305,7 +335,7 @@ fn outputs(g0: u32, tid: u32, c: u32, r: u32, a0: vec4<f32>, b0: vec4<f32>, a1: 
       var l = 0.0;
       for (var rr = 0u; rr < KP; rr++) { l += scr[2u * hs + rr * GV + g / 4u][g % 4u]; }
       let m = select(mA, mB, g >= 4u)[g % 4u];
-      pml[rbase + g] = vec2<f32>(m, l);
+      put_pml(rbase + g, vec2<f32>(m, l));
     }
   }
 }
@@ -349,8 +379,9 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
       for (var i = tid; i < GQ * D4; i += WG) {
         store_row(rbase + i / D4, i % D4, vec4<f32>(0.0), 0.0);
       }
-    } else if (tid < GQ) {
-      pml[rbase + tid] = vec2<f32>(NEG, 0.0);
+    } else {
+      if (tid < GQ) { put_pml(rbase + tid, vec2<f32>(NEG, 0.0)); }
+      if (FUSED == 1u) { merge_if_last(pg, tid); }
     }
     return;
   }
@@ -453,6 +484,90 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   if (GQ > 2u) { outputs(2u, tid, c, r, aa0[2], ab0[2], aa0[3], ab0[3], rbase, mA, mB); }
   if (GQ > 4u) { outputs(4u, tid, c, r, aa1[0], ab1[0], aa1[1], ab1[1], rbase, mA, mB); }
   if (GQ > 6u) { outputs(6u, tid, c, r, aa1[2], ab1[2], aa1[3], ab1[3], rbase, mA, mB); }
+  if (FUSED == 1u) { merge_if_last(pg, tid); }
+}
+
+// FUSED: the page's splits meet in the workgroup that finishes last (an arrival count per page,
+// set back to 0 by that workgroup; nothing waits for another workgroup), as `combine` merges them:
+// 1. every (split, head) pair's (m, l) -> scr[i * GQ + g] (one load each, in parallel);
+// 2. thread g < GQ: M = max m over the splits with l > 0, L = sum of e^{m - M} l -> hml[g];
+// 3. weights w = e^{m - M} / L (0 where l = 0) -> scr[..].z;
+// 4. output vec4 (head g, column col): the sum of w · o over the splits, split among H = WG / (G
+//    · D4) threads (at least 1), four splits' loads in flight at a time, the H partial sums added
+//    in order -> out (0 for a head with no visible key). The launcher takes FUSED only where
+//    np · GQ + G · D4 · H vec4s fit in scr.
+var<workgroup> lastSplit: u32;
+var<workgroup> hml: array<vec2<f32>, 8>;  // per head: (M, L)
+
+fn merge_if_last(pg: u32, tid: u32) {
+  workgroupBarrier();  // the last reads of scr by `outputs`
+  storageBarrier();
+  if (tid == 0u) { lastSplit = u32(atomicAdd(&arrived[pg], 1u) + 1u == p.np); }
+  if (workgroupUniformLoad(&lastSplit) == 0u) { return; }
+  storageBarrier();
+  let np = p.np;
+  let rows = pg * np * GQ;  // the page's first row of pml (and of po, times D4)
+  for (var t = tid; t < np * GQ; t += WG) {
+    let ml = get_pml(rows + t);
+    scr[t] = vec4<f32>(ml.x, ml.y, 0.0, 0.0);
+  }
+  workgroupBarrier();
+  if (tid < GQ) {
+    var m = NEG;
+    for (var i = 0u; i < np; i++) {
+      let x = scr[i * GQ + tid];
+      if (x.y > 0.0) { m = max(m, x.x); }
+    }
+    var l = 0.0;
+    for (var i = 0u; i < np; i++) {
+      let x = scr[i * GQ + tid];
+      if (x.y > 0.0) { l += exp(x.x - m) * x.y; }
+    }
+    hml[tid] = vec2<f32>(m, l);
+  }
+  workgroupBarrier();
+  for (var t = tid; t < np * GQ; t += WG) {
+    let x = scr[t];
+    let h = hml[t % GQ];
+    scr[t].z = select(0.0, exp(x.x - h.x) / h.y, x.y > 0.0);
+  }
+  workgroupBarrier();
+  let tasks = GQ * D4;
+  let H = max(1u, WG / tasks);
+  let part = np * GQ;  // partial sums after the weights
+  for (var u = tid; u < tasks * H; u += WG) {
+    let task = u % tasks;
+    let h = u / tasks;
+    let g = task / D4;
+    let col = task % D4;
+    var acc = vec4<f32>(0.0);
+    var i = h;
+    for (; i + 3u * H < np; i += 4u * H) {
+      let o0 = get_po((rows + i * GQ + g) * D4 + col);
+      let o1 = get_po((rows + (i + H) * GQ + g) * D4 + col);
+      let o2 = get_po((rows + (i + 2u * H) * GQ + g) * D4 + col);
+      let o3 = get_po((rows + (i + 3u * H) * GQ + g) * D4 + col);
+      acc += term(o0, i, g) + term(o1, i + H, g);
+      acc += term(o2, i + 2u * H, g) + term(o3, i + 3u * H, g);
+    }
+    for (; i < np; i += H) { acc += term(get_po((rows + i * GQ + g) * D4 + col), i, g); }
+    scr[part + h * tasks + task] = acc;
+  }
+  workgroupBarrier();
+  for (var task = tid; task < tasks; task += WG) {
+    var y = vec4<f32>(0.0);
+    for (var h = 0u; h < H; h++) { y += scr[part + h * tasks + task]; }
+    let g = task / D4;
+    store_row(pg * GQ + g, task % D4, y, select(0.0, 1.0, hml[g].y > 0.0));
+  }
+  if (tid == 0u) { atomicStore(&arrived[pg], 0u); }
+}
+
+// Split i's weighted output o · w for head g (step 4 of merge_if_last); 0 for a split with no
+// visible key, whatever its po holds (an empty split writes none: a select, not a product).
+fn term(o: vec4<f32>, i: u32, g: u32) -> vec4<f32> {
+  let x = scr[i * GQ + g];
+  return select(vec4<f32>(0.0), o * x.z, x.y > 0.0);
 }
 
 var<workgroup> cm: array<f32, WG>;
@@ -495,9 +610,9 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   var a = vec4<f32>(0.0);
   for (var i = tid / CW; i < p.np; i += WG / CW) {
     let r = (pg * p.np + i) * GQ + g;
-    let ml = pml[r];
+    let ml = get_pml(r);
     if (ml.y > 0.0) {
-      let x = po[r * D4 + col];
+      let x = get_po(r * D4 + col);
       if (l > 0.0) {
         let mn = max(m, ml.x);
         let wa = exp(m - mn);

@@ -23,7 +23,11 @@
  *   dots meet in workgroup memory (2 barriers per block), and every thread keeps its own online
  *   softmax (running max, rescaled sums) over its rows; the rows merge once at the end.
  * - `combine` (`shaders/paged_decode.wgsl`): one workgroup per (page, head, 8 output vec4
- *   columns), online merge of the splits per thread, then a tree. With one split a page
+ *   columns), online merge of the splits per thread, then a tree. With the tuning `combine:
+ *   "fused"` the same merge runs inside `decode_online` instead, in the workgroup of the page's
+ *   split that finishes last (an arrival count per page; the splits' outputs exchanged through
+ *   atomics), one dispatch a layer fewer ({@linkcode flashDecodeDefaults} says why it is not the
+ *   default). With one split a page
  *   (`np = 1`: pages of at most `KMIN` keys, or more with {@linkcode FlashDecodeTuning}`.minKeys`)
  *   `decode_online` divides by l and stores the output itself (`DIRECT`) and no combine runs: the
  *   same values (one split's merge is that division), one dispatch fewer.
@@ -89,6 +93,12 @@ export interface FlashDecodeTuning {
   loads?: number;
   /** Adaptive splits take at least this many keys (default 128; capped by the split maximum). */
   minKeys?: number;
+  /**
+   * How the splits of a page merge: `fused`, by the split that finishes last inside
+   * `decode_online`, or `dispatch` (default, {@linkcode flashDecodeDefaults}), the `combine`
+   * kernel after it.
+   */
+  combine?: "fused" | "dispatch";
 }
 
 /**
@@ -114,6 +124,11 @@ export function flashDecodeShape(
     return undefined;
   }
   const threads = tuning.threads;
+  if (tuning.combine !== undefined && tuning.combine !== "fused" && tuning.combine !== "dispatch") {
+    throw new RangeError(
+      `flashDecodeShape: combine must be "fused" or "dispatch", got ${tuning.combine}`,
+    );
+  }
   if (tuning.minKeys !== undefined && !(Number.isInteger(tuning.minKeys) && tuning.minKeys >= 1)) {
     throw new RangeError(
       `flashDecodeShape: minKeys must be an integer >= 1, got ${tuning.minKeys}`,
@@ -266,21 +281,28 @@ export function pagedDecodeFlash(
   };
   const bufs = [undefined, s.lens, s.table, pool.meta, pool.k, pool.v, q.buffer, po, pml];
   bufs[9] = out.buffer;
-  // One split a page: decode_online normalises and stores the output itself (no combine).
+  // One split a page: decode_online normalises and stores the output itself (no combine); more:
+  // the split that finishes last merges them (FUSED) where its workgroup memory holds the weights
+  // and partial sums, else the combine kernel does.
   const direct = np === 1;
+  const H = Math.max(1, Math.floor(c.WG / (G * c.D4)));
+  const combine = args.tuning?.combine ?? flashDecodeDefaults.combine ?? "dispatch";
+  const fused = !direct && combine === "fused" && s.pages <= ARRIVALS &&
+    np * G + G * c.D4 * H <= c.SCR;
+  bufs[10] = arrivals(gpu); // bound always (the entry names it), used with FUSED
   dispatchBound(
     gpu,
     gpu.kernel({
       shader: "paged_decode",
       entry: "decode_online",
       defines: { T: s.dtype },
-      constants: { ...c, DIRECT: direct ? 1 : 0 },
+      constants: { ...c, DIRECT: direct ? 1 : 0, FUSED: fused ? 1 : 0 },
     }),
     bufs,
     Gpu.grid(s.pages * np),
     params,
   );
-  if (direct) {
+  if (direct || fused) {
     gpu.release(po);
     gpu.release(pml);
     return out;
@@ -301,6 +323,47 @@ export function pagedDecodeFlash(
   gpu.release(po);
   gpu.release(pml);
   return out;
+}
+
+/**
+ * Defaults of {@linkcode FlashDecodeTuning} for calls that give none (benchmarks set them:
+ * `bench/generate.ts --combine`). `combine` unset: `dispatch`. The fused merge was measured on the
+ * H200 (f16, G 2, `bench/attention.ts --other-combine dispatch`, 2026-12-04): against the combine
+ * dispatch 17.8 / 19.6 µs dense 2K B = 1 (16 splits), DMS 2K B = 4 19.4 / 26.1, but 75.9 / 64.9
+ * dense 32K B = 1 (64 splits) and DMS 32K B = 4 71.8 / 53.8 (the last split's merge is serial in
+ * the splits); end to end at 2K, B = 1 (`bench/generate.ts --combine`), DMS made 416 and 533
+ * tok/s fused against 561 with the dispatch on one lease (549 on another): not adopted.
+ *
+ * @example Every merge inside decode_online
+ * ```ts
+ * import { flashDecodeDefaults } from "./paged_decode.ts";
+ * flashDecodeDefaults.combine = "fused";
+ * ```
+ */
+export const flashDecodeDefaults: Pick<FlashDecodeTuning, "combine"> = {};
+
+/** Pages the fused merge counts arrivals for, at most (one u32 each). */
+const ARRIVALS = 1 << 16;
+
+const ARRIVAL_BUFFERS = new WeakMap<Gpu, GPUBuffer>();
+
+/**
+ * The fused merge's arrival counters of a device, `[ARRIVALS]` u32: zero when created (WebGPU
+ * zeroes new buffers) and set back to zero by the last split of each page, so every dispatch finds
+ * them at zero (each reads and writes them, so WebGPU orders the dispatches). Made outside the
+ * buffer pool: it lives as long as the device.
+ */
+function arrivals(gpu: Gpu): GPUBuffer {
+  let b = ARRIVAL_BUFFERS.get(gpu);
+  if (!b) {
+    b = gpu.device.createBuffer({
+      size: ARRIVALS * 4,
+      usage: GPUBufferUsage.STORAGE,
+      label: "flash decode arrivals",
+    });
+    ARRIVAL_BUFFERS.set(gpu, b);
+  }
+  return b;
 }
 
 /** One page's live entries in slot order, for {@linkcode flashDecodeReference}. */

@@ -109,6 +109,7 @@ const caseArb = fc.record({
     threads: fc.constantFrom(64, 128, 256, 512),
     loads: fc.constantFrom(undefined, 1, 2, 4, 8),
     minKeys: fc.constantFrom(undefined, 32, 100),
+    combine: fc.constantFrom<"fused" | "dispatch" | undefined>(undefined, "fused"),
   }),
 });
 
@@ -139,6 +140,11 @@ Deno.test({
         const tuning = { threads, loads: 8 };
         await check({ ...base, dtype, T: 1300, dms: true, pEvict: 0.5, tuning });
       }
+      // The fused merge: many splits, empty ones (padding), more outputs than threads.
+      const fused = { combine: "fused" as const };
+      await check({ ...base, dtype, T: 1300, tuning: fused });
+      await check({ ...base, dtype, T: 600, pad: 300, B: 2, split: 64, tuning: fused });
+      await check({ ...base, dtype, T: 300, D: 256, G: 8, dms: true, pEvict: 0.5, tuning: fused });
     }
   },
 });
@@ -151,12 +157,14 @@ Deno.test({
   fn: async () => {
     const base = { G: 2, D: 64, B: 1, dms: true, pEvict: 0.5, blockSize: 16, pad: 0, seed: 3 };
     const dispatch = gpu.dispatch;
-    const runs: [number, number | undefined, number][] = [
-      [100, undefined, 1],
-      [1300, undefined, 2],
-      [250, 512, 1],
+    const runs: [number, FlashDecodeTuning, number][] = [
+      [100, {}, 1],
+      [1300, {}, 2],
+      [1300, { combine: "fused" }, 1],
+      [100, { combine: "dispatch" }, 1],
+      [250, { minKeys: 512 }, 1],
     ];
-    for (const [T, minKeys, want] of runs) {
+    for (const [T, tuning, want] of runs) {
       let n = 0;
       gpu.dispatch = function (...args: Parameters<typeof dispatch>) {
         n++;
@@ -165,7 +173,7 @@ Deno.test({
       try {
         // check() also fills the cache: pagedDecodeFlash's dispatches are the difference
         // from the same check without it (below).
-        await check({ ...base, dtype: "f32", T, tuning: { minKeys } });
+        await check({ ...base, dtype: "f32", T, tuning });
       } finally {
         gpu.dispatch = dispatch;
       }
@@ -176,11 +184,11 @@ Deno.test({
         return dispatch.apply(this, args);
       };
       try {
-        await check({ ...base, dtype: "f32", T, tuning: { minKeys } }, { skipFlash: true });
+        await check({ ...base, dtype: "f32", T, tuning }, { skipFlash: true });
       } finally {
         gpu.dispatch = dispatch;
       }
-      assert.equal(withFlash - n, want, `T ${T} minKeys ${minKeys}`);
+      assert.equal(withFlash - n, want, `T ${T} ${JSON.stringify(tuning)}`);
     }
   },
 });
@@ -257,7 +265,14 @@ Deno.test({
   },
 });
 
-Deno.test("flashDecodeShape names a bad tuning: threads, minKeys", () => {
+Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, combine", () => {
+  assert.throws(
+    () =>
+      flashDecodeShape("f16", 4, 128, 1 << 15, {
+        combine: "later" as unknown as "fused",
+      }),
+    /combine must be "fused" or "dispatch", got later/,
+  );
   assert.throws(
     () => flashDecodeShape("f16", 4, 128, 1 << 15, { threads: 96 }),
     /threads/,
