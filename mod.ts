@@ -84,7 +84,13 @@ export {
 } from "./src/text.ts";
 export type { CompressionPoint, EntryState, EvictionMap } from "./src/plot/data.ts";
 export type { SampleOptions } from "./src/ops/sample.ts";
-export type { AttendOptions, KvCache, KvCacheStats } from "./src/cache/kv_cache.ts";
+export type {
+  AttendOptions,
+  DecodeAppendTarget,
+  DecodeSlots,
+  KvCache,
+  KvCacheStats,
+} from "./src/cache/kv_cache.ts";
 export type { CachePolicy, PolicyStep } from "./src/cache/policy.ts";
 export type {
   DecodeChunkSelection,

@@ -17,7 +17,13 @@
  * @module
  */
 
-export type { AttendOptions, KvCache, KvCacheStats } from "./kv_cache.ts";
+export type {
+  AttendOptions,
+  DecodeAppendTarget,
+  DecodeSlots,
+  KvCache,
+  KvCacheStats,
+} from "./kv_cache.ts";
 export type { CachePolicy, PolicyStep } from "./policy.ts";
 export { PagedKvCache } from "./paged_kv_cache.ts";
 export {

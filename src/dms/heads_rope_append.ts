@@ -32,7 +32,7 @@
  * using v = Tensor.fromArray(gpu, new Float32Array(B * Hkv * D).fill(2), [B, 1, Hkv, D]);
  * using pos = Tensor.fromArray(gpu, [0], [B, 1], "i32");
  * using inv = Tensor.fromArray(gpu, ropeInvFreq(D, 1e6), [D / 2]);
- * const target = cache.decodeAppendTarget(0, "f32")!;
+ * const target = cache.decodeAppendTarget(0, "f32", false)!; // dense: no decisions
  * using qr = headsNormRopeQKAppend(q, k, v, pos, inv, {}, target); // qr:[B, Hq, 1, D]
  * using kv = k.reshape([B, Hkv, 1, D]), vv = v.reshape([B, Hkv, 1, D]); // checked, not read
  * using out = cache.attend(0, qr, kv, vv);

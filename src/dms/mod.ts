@@ -57,3 +57,8 @@ export {
   type HeadsRopeQKReferenceOptions,
   type HeadsRopeQKResult,
 } from "./heads_rope_qk.ts";
+export {
+  headsNormRopeQKAppend,
+  headsRopeQKAppendBuffers,
+  headsRopeQKAppendFits,
+} from "./heads_rope_append.ts";
