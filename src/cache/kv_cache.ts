@@ -141,7 +141,8 @@ export interface KvCache extends Disposable {
    * @param k Keys `[B, Hkv, n, D]`, post-RoPE.
    * @param v Values `[B, Hkv, n, D]`.
    * @param decisions Hard eviction decisions `[B, Hkv, n]` i32 (unshifted: `d[t]` marks token
-   *   t-1, SPEC §2); ignored (and optional) for policies that do not use them.
+   *   t-1, SPEC §2); ignored (and optional) for policies that do not use them, and for a layer
+   *   whose entry a kernel stored ({@linkcode KvCache.decodeAppendTarget}).
    * @returns `[B, Hq, n, D]` in the cache's dtype; padded query rows are 0.
    */
   attend(

@@ -172,8 +172,9 @@ export class PagedKvCache implements KvCache {
         `${op}: layer ${layer} got n = ${n} tokens, but layer 0 of this step got ${this.#stepN}`,
       );
     }
-    checkAttendDecisions(op, this, this.policy, n, decisions);
     const appended = this.#appended === layer;
+    // decisions are read by the append alone: none for an entry a kernel stored
+    if (!appended) checkAttendDecisions(op, this, this.policy, n, decisions);
     if (appended && (n !== 1 || options.keyMask !== undefined)) {
       throw new RangeError(
         `${op}: layer ${layer}'s entry was stored through decodeAppendTarget, which is for a ` +

@@ -308,7 +308,7 @@ export class Transformer {
 
     // --- DMS decision logit (SPEC §1): raw:[B, T, Hkv] f32
     let raw: Tensor<"f32"> | undefined = qk.raw;
-    if (!useNeuron && opts.mode !== "teacher" && w.alphaProj && w.alphaNorm) {
+    if (!useNeuron && opts.mode !== "teacher" && w.alphaProj && w.alphaNorm && !target) {
       const an = rmsNorm(x, w.alphaNorm, eps); // on the pre-norm residual
       const r = linear(an, w.alphaProj, { bias: w.alphaBias }); // [B·T, Hkv]
       an.dispose();
@@ -339,8 +339,11 @@ export class Transformer {
       });
       dec.farBias.dispose();
     } else {
-      let decisions: Tensor<"i32">;
-      if (qk.decisions) {
+      let decisions: Tensor<"i32"> | undefined;
+      if (target) {
+        // the entry was stored by the q/k kernel, which applied the DMS decisions itself (a dense
+        // cache takes none): `attend` reads no decisions
+      } else if (qk.decisions) {
         decisions = qk.decisions;
         emit(cap, l, { alpha: qk.alpha });
       } else if (raw && !dms.disableEviction) {
@@ -358,8 +361,8 @@ export class Transformer {
       }
       raw?.dispose();
       att = opts.cache!.attend(l, qr, kr, vh, decisions, { keyMask: opts.keyMask });
-      if (cap) cap("decisions", l, decisions);
-      else if (decisions !== this.#zeros) decisions.dispose();
+      if (cap) cap("decisions", l, decisions!);
+      else if (decisions !== this.#zeros) decisions?.dispose();
     }
     if (cap) {
       cap("q", l, qr);
