@@ -10,7 +10,8 @@
  * query head's neuron, as `headsNormRopeQK`'s `decide` does, and marks the entry of position
  * t − 1 with it (step 3) before storing the new one.
  *
- * Kernel: `heads_rope_qk[_norm][_neuron]_append` in `shaders/heads_rope.wgsl`: the same q rows as
+ * Kernel: `heads_rope_qk[_norm][_neuron]_append` in `shaders/heads_rope_append.wgsl` (which
+ * includes `shaders/heads_rope.wgsl`, `// #include`): the same q rows as
  * `heads_rope_qk*` (the neuron channel zeroed without recording the raw logit: a dense cache
  * takes no decisions), and each k row, the page b·Hkv + h, takes slot `lens` of its page. Its
  * readable twin is the unfused chain, which the tests compare bit for bit: `headsNormRopeQK`
@@ -176,7 +177,7 @@ export function headsNormRopeQKAppend(
   if (rows === 0) return outQ;
   const norm = qNorm && kNorm;
   const kernel = gpu.kernel({
-    shader: "heads_rope",
+    shader: "heads_rope_append",
     entry: `heads_rope_qk${norm ? "_norm" : ""}${neuron ? "_neuron" : ""}${
       dms ? "_dms" : "_append"
     }`,

@@ -20,6 +20,7 @@ export const SHADER_FILES: readonly string[] = [
   "embedding_backward",
   "gemv",
   "heads_rope",
+  "heads_rope_append",
   "layout",
   "loss",
   "matmul",

@@ -14,6 +14,7 @@ import {
   parseBindings,
   parseParamLayout,
   preprocess,
+  resolveIncludes,
 } from "./shader.ts";
 import { UNIFORM_BYTES } from "./params.ts";
 
@@ -91,7 +92,8 @@ export class PipelineCache {
     const entry = this.#shaders.get(spec.shader);
     if (!entry) throw new Error(`Unknown shader "${spec.shader}" (not in src/gpu/manifest.ts)`);
     if (entry.error) throw entry.error;
-    const code = preprocess(entry.source!, spec.defines);
+    const source = resolveIncludes(entry.source!, (n) => this.#shaders.get(n)?.source);
+    const code = preprocess(source, spec.defines);
     const label = `${spec.shader}:${spec.entry}` +
       (spec.defines ? ` ${JSON.stringify(spec.defines)}` : "") +
       (spec.constants ? ` ${JSON.stringify(spec.constants)}` : "");

@@ -62,6 +62,31 @@ async function readUrl(url: URL): Promise<string> {
 }
 
 /**
+ * Replaces each line `// #include "name"` of a shader with the source of `shaders/<name>.wgsl`
+ * (one level: an included file includes nothing), so that a file of entry points can share the
+ * declarations and helpers of another (`heads_rope_append.wgsl` takes `heads_rope.wgsl`'s). The
+ * including file's bindings must not collide with the included file's.
+ *
+ * @param source WGSL source.
+ * @param lookup The source of a shader by name (loaded with the manifest), or undefined.
+ * @returns The source with its includes expanded.
+ * @throws {Error} For an unknown name or an include inside an included file (naming both).
+ */
+export function resolveIncludes(
+  source: string,
+  lookup: (name: string) => string | undefined,
+): string {
+  return source.replace(/^\/\/ #include "([a-z0-9_]+)"$/gm, (_, name: string) => {
+    const text = lookup(name);
+    if (text === undefined) throw new Error(`#include "${name}": no such shader in the manifest`);
+    if (/^\/\/ #include /m.test(text)) {
+      throw new Error(`#include "${name}": an included shader may not include another`);
+    }
+    return text;
+  });
+}
+
+/**
  * Prepends `enable f16;` (when needed) and one `alias` per define.
  *
  * @param source WGSL source.

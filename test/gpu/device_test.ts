@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Gpu } from "../../src/gpu/device.ts";
 import { SHADER_FILES } from "../../src/gpu/manifest.ts";
-import { parseBindings, preprocess } from "../../src/gpu/shader.ts";
+import { parseBindings, preprocess, resolveIncludes } from "../../src/gpu/shader.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { add, scale } from "../../src/ops/elementwise.ts";
 import type { KernelTime } from "../../src/gpu/profiling.ts";
@@ -18,6 +18,18 @@ Deno.test("the shader manifest lists exactly the .wgsl files in shaders/", () =>
 Deno.test("preprocess() enables f16 only when an alias needs it", () => {
   assert.equal(preprocess("x", { T: "f32" }), "alias T = f32;\nx");
   assert.equal(preprocess("x", { T: "f16" }), "enable f16;\nalias T = f16;\nx");
+});
+
+Deno.test('resolveIncludes() expands `// #include "name"` lines one level deep and names bad ones', () => {
+  const files: Record<string, string> = { core: "fn f() {}", nested: '// #include "core"' };
+  const lookup = (n: string) => files[n];
+  assert.equal(
+    resolveIncludes('// a #include "core" in prose stays\n// #include "core"\nfn g() {}', lookup),
+    '// a #include "core" in prose stays\nfn f() {}\nfn g() {}',
+  );
+  assert.equal(resolveIncludes("fn g() {}", lookup), "fn g() {}");
+  assert.throws(() => resolveIncludes('// #include "gone"', lookup), /#include "gone": no such/);
+  assert.throws(() => resolveIncludes('// #include "nested"', lookup), /may not include another/);
 });
 
 Deno.test("parseBindings() reads binding kinds and rejects gaps", () => {
