@@ -19,6 +19,7 @@ export const SHADER_FILES: readonly string[] = [
   "embedding",
   "embedding_backward",
   "gemv",
+  "gemv_rn",
   "heads_rope",
   "heads_rope_append",
   "layout",

@@ -25,9 +25,9 @@
  *   concatenated, three outputs; launcher and reference in ./linear_qkv.ts.
  * - `gemv16_wide`: 4–64 lanes a weight row ({@linkcode gemvTuning}), 256 / lanes rows a
  *   workgroup: a large N over a short K (the LM head: 81 µs on the H200 against 179 for `gemv`).
- * - `gemv16_rn`: `gemv16`, then the RMSNorm of its output rows by the workgroup that finishes
- *   last (an arrival count; the rows exchanged through atomics); launcher and reference in
- *   ./linear_norm_out.ts.
+ * - `gemv16_rn` (`shaders/gemv_rn.wgsl`, which includes gemv.wgsl): `gemv16`, then the RMSNorm
+ *   of its output rows by the workgroup that finishes last (an arrival count; the rows exchanged
+ *   through atomics); launcher and reference in ./linear_norm_out.ts.
  *
  * Every entry takes an RMSNorm prologue ({@linkcode RmsNormPrologue}, the `NORM` pipeline
  * constant): `x` is replaced by `rmsNorm(x, weight, eps)` inside the dispatch (each workgroup
@@ -234,7 +234,7 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
     );
   }
   const k = gpu.kernel({
-    shader: "gemv",
+    shader: d.entry === "gemv16_rn" ? "gemv_rn" : "gemv",
     entry: d.entry,
     defines: { T: d.dtype },
     constants: {

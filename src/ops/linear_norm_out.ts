@@ -8,7 +8,7 @@
  * Variants:
  * - `unfused` (the readable chain): `linear(x, w, { bias, residual })`, then `rmsNorm(y)`
  *   (./rmsnorm.ts): two dispatches.
- * - `fused`: the `gemv16_rn` kernel of `shaders/gemv.wgsl` (launcher in ./gemv.ts), for
+ * - `fused`: the `gemv16_rn` kernel of `shaders/gemv_rn.wgsl` (launcher in ./gemv.ts), for
  *   decode-sized M ≤ 16 with K a whole number of 16-byte words (and N even in f16): the `gemv16`
  *   product; every workgroup also puts its outputs into `normed`'s words with atomic stores;
  *   the workgroup that finishes last (an arrival count in a 16-byte buffer each dispatch leaves
