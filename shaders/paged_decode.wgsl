@@ -1,6 +1,7 @@
 // Flash-decoding over the paged KV cache (SPEC §5.1 visibility): `decode_online`, then
-// `combine`. Launcher, CPU twin and version notes: src/cache/paged_decode.ts. The readable
-// kernels (`partial`, and the v2 `decode`) stay in shaders/paged_attention.wgsl.
+// `combine` (paged_decode_combine.wgsl, which includes this file). Launcher, CPU twin and version
+// notes: src/cache/paged_decode.ts. The readable kernels (`partial`, and the v2 `decode`) stay in
+// shaders/paged_attention.wgsl.
 //
 // A page pg = b*Hkv + h holds lens[pg] live entries; slot s lives at entry
 // table[pg, s / bs] * bs + s % bs of this layer's pool, with (position, mark) in kmeta.
@@ -568,80 +569,4 @@ fn merge_if_last(pg: u32, tid: u32) {
 fn term(o: vec4<f32>, i: u32, g: u32) -> vec4<f32> {
   let x = scr[i * GQ + g];
   return select(vec4<f32>(0.0), o * x.z, x.y > 0.0);
-}
-
-var<workgroup> cm: array<f32, WG>;
-var<workgroup> cl: array<f32, WG>;
-var<workgroup> ca: array<vec4<f32>, WG>;
-
-// Merges state j into state i of the tree: max-subtracted, l = 0 weighs 0.
-fn merge_into(i: u32, j: u32) {
-  let li = cl[i];
-  let lj = cl[j];
-  if (lj > 0.0) {
-    if (li > 0.0) {
-      let m = max(cm[i], cm[j]);
-      let wi = exp(cm[i] - m);
-      let wj = exp(cm[j] - m);
-      ca[i] = ca[i] * wi + ca[j] * wj;
-      cl[i] = li * wi + lj * wj;
-      cm[i] = m;
-    } else {
-      ca[i] = ca[j];
-      cl[i] = lj;
-      cm[i] = cm[j];
-    }
-  }
-}
-
-@compute @workgroup_size(WG)
-fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) tid: u32) {
-  let nch = D4 / CW;
-  let w = wid.y * nwg.x + wid.x;
-  if (w >= p.pages * GQ * nch) { return; }
-  let ch = w % nch;
-  let g = (w / nch) % GQ;
-  let pg = w / (nch * GQ);
-  let col = ch * CW + tid % CW;
-  // Online merge of this thread's splits i = tid / CW, + WG / CW, ...
-  var m = NEG;
-  var l = 0.0;
-  var a = vec4<f32>(0.0);
-  for (var i = tid / CW; i < p.np; i += WG / CW) {
-    let r = (pg * p.np + i) * GQ + g;
-    let ml = get_pml(r);
-    if (ml.y > 0.0) {
-      let x = get_po(r * D4 + col);
-      if (l > 0.0) {
-        let mn = max(m, ml.x);
-        let wa = exp(m - mn);
-        let wb = exp(ml.x - mn);
-        a = a * wa + x * wb;
-        l = l * wa + ml.y * wb;
-        m = mn;
-      } else {
-        a = x;
-        l = ml.y;
-        m = ml.x;
-      }
-    }
-  }
-  cm[tid] = m;
-  cl[tid] = l;
-  ca[tid] = a;
-  workgroupBarrier();
-  for (var st = WG / 2u; st >= CW; st = st / 2u) {
-    if (tid < st) { merge_into(tid, tid + st); }
-    workgroupBarrier();
-  }
-  if (tid < CW) {
-    let lt = cl[tid];
-    let y = select(vec4<f32>(0.0), ca[tid] / lt, lt > 0.0);
-    let dst = (pg * GQ + g) * DD + 4u * col;
-    out[dst] = T(y.x);
-    out[dst + 1u] = T(y.y);
-    out[dst + 2u] = T(y.z);
-    out[dst + 3u] = T(y.w);
-  }
 }

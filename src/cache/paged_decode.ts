@@ -22,12 +22,12 @@
  *   pass per split: each block of keys has its K and V words requested a block ahead, partial
  *   dots meet in workgroup memory (2 barriers per block), and every thread keeps its own online
  *   softmax (running max, rescaled sums) over its rows; the rows merge once at the end.
- * - `combine` (`shaders/paged_decode.wgsl`): one workgroup per (page, head, 8 output vec4
- *   columns), online merge of the splits per thread, then a tree. With the tuning `combine:
- *   "fused"` the same merge runs inside `decode_online` instead, in the workgroup of the page's
- *   split that finishes last (an arrival count per page; the splits' outputs exchanged through
- *   atomics), one dispatch a layer fewer ({@linkcode flashDecodeDefaults} says why it is not the
- *   default). With one split a page
+ * - `combine` (`shaders/paged_decode_combine.wgsl`, which includes paged_decode.wgsl): one
+ *   workgroup per (page, head, 8 output vec4 columns), online merge of the splits per thread,
+ *   then a tree. With the tuning `combine: "fused"` the same merge runs inside `decode_online`
+ *   instead, in the workgroup of the page's split that finishes last (an arrival count per page;
+ *   the splits' outputs exchanged through atomics), one dispatch a layer fewer
+ *   ({@linkcode flashDecodeDefaults} says why it is not the default). With one split a page
  *   (`np = 1`: pages of at most `KMIN` keys, or more with {@linkcode FlashDecodeTuning}`.minKeys`)
  *   `decode_online` divides by l and stores the output itself (`DIRECT`) and no combine runs: the
  *   same values (one split's merge is that division), one dispatch fewer.
@@ -311,7 +311,7 @@ export function pagedDecodeFlash(
   dispatchBound(
     gpu,
     gpu.kernel({
-      shader: "paged_decode",
+      shader: "paged_decode_combine",
       entry: "combine",
       defines: { T: s.dtype },
       constants: { WG, GQ: G, DD: D, D4: c.D4, CW: CW_ },

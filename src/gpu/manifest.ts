@@ -31,6 +31,7 @@ export const SHADER_FILES: readonly string[] = [
   "paged_attention",
   "paged_copy",
   "paged_decode",
+  "paged_decode_combine",
   "paged_kv",
   "paged_prefill",
   "paged_prefill_wide",
