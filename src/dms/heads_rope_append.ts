@@ -43,13 +43,12 @@
  * @module
  */
 
-import { Gpu } from "../gpu/device.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
 import { output } from "../ops/launch.ts";
-import { checkHeadsRopeArgs, headsRopeWorkgroupSize } from "../ops/heads_rope.ts";
+import { checkHeadsRopeArgs } from "../ops/heads_rope.ts";
 import type { DecodeAppendTarget } from "../cache/kv_cache.ts";
-import type { HeadsRopeQKOptions } from "./heads_rope_qk.ts";
+import { checkDecide, dispatchHeadsRopeQK, type HeadsRopeQKOptions } from "./heads_rope_qk.ts";
 
 /**
  * Storage buffers the append kernel binds: q, k, v, positions, invFreq, the q output, the two
@@ -162,59 +161,21 @@ export function headsNormRopeQKAppend(
         `${gpu.limits.maxStorageBuffersPerShaderStage})`,
     );
   }
-  if (
-    opts.decide &&
-    !(Number.isFinite(opts.decide.alphaScale) && Number.isFinite(opts.decide.alphaOffset))
-  ) {
-    throw new RangeError(
-      `${op} decide: expected finite alphaScale and alphaOffset, got ${opts.decide.alphaScale}, ` +
-        `${opts.decide.alphaOffset}`,
-    );
-  }
-  const dtype = q.dtype as FloatDType;
-  const outQ = output(gpu, [B, Hq, 1, D], dtype);
-  const qRows = B * Hq, rows = qRows + B * Hkv;
-  if (rows === 0) return outQ;
-  const norm = qNorm && kNorm;
-  const kernel = gpu.kernel({
-    shader: "heads_rope_append",
-    entry: `heads_rope_qk${norm ? "_norm" : ""}${neuron ? "_neuron" : ""}${
-      dms ? "_dms" : "_append"
-    }`,
-    defines: {
-      T: dtype,
-      G: norm ? qNorm!.weight.dtype : "f32",
-      GK: norm ? kNorm!.weight.dtype : "f32",
-    },
-    constants: { WG: headsRopeWorkgroupSize(D / 2) },
-  });
-  // in @binding order: x, xk, w, wk, pos, inv_freq, out, v_in, lens (dense), table, kmeta,
-  // kpool, vpool, ring and slots (DMS)
-  const buffers = [q.buffer, k.buffer];
-  if (norm) buffers.push(qNorm!.weight.buffer, kNorm!.weight.buffer);
-  buffers.push(positions.buffer, invFreq.buffer, outQ.buffer, v.buffer);
+  checkDecide(op, opts.decide);
+  const outQ = output(gpu, [B, Hq, 1, D], q.dtype as FloatDType);
+  // in @binding order after the inputs: out, v_in, lens (dense), table, kmeta, kpool, vpool,
+  // ring and slots (DMS)
+  const buffers = [outQ.buffer, v.buffer];
   if (!dms) buffers.push(target.lens);
   buffers.push(target.table, target.meta, target.k, target.v);
   if (target.slots) buffers.push(target.slots.ring, target.slots.dest);
-  gpu.dispatch(kernel, buffers, Gpu.grid(rows), {
-    rows,
-    q_rows: qRows,
-    d: D,
-    heads: Hq,
-    seq: 1,
-    group: neuron ? Hq / Hkv : 1,
-    kv_heads: Hkv,
-    pos_batched: batched ? 1 : 0,
-    eps: norm ? qNorm!.eps : 0,
-    eps_k: norm ? kNorm!.eps : 0,
-    scale: opts.decide?.alphaScale ?? 0,
-    offset: opts.decide?.alphaOffset ?? 0,
-    zero: 0,
-    lbase: target.lbase,
-    bs: target.blockSize,
-    mb: target.tableWidth,
-    t0: target.t0,
-    wc: target.slots?.cacheWindow ?? 0,
+  dispatchHeadsRopeQK(q, k, positions, invFreq, opts, {
+    shader: "heads_rope_append",
+    suffix: dms ? "_dms" : "_append",
+    T: 1,
+    batched,
+    outputs: buffers,
+    append: target,
   });
   return outQ;
 }

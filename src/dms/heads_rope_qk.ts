@@ -58,6 +58,7 @@ import {
   headsRopeWorkgroupSize,
 } from "../ops/heads_rope.ts";
 import { inferDecisions } from "./decisions.ts";
+import type { DecodeAppendTarget } from "../cache/kv_cache.ts";
 
 /** A per-head RMSNorm: gain `[D]` (f32 or f16) and eps. */
 export interface HeadNorm {
@@ -179,11 +180,7 @@ export function headsNormRopeQK(
   if (decide && !neuron) {
     throw new RangeError(`${op} decide: needs neuron (the decisions come from its raw logits)`);
   }
-  if (decide && !(Number.isFinite(decide.alphaScale) && Number.isFinite(decide.alphaOffset))) {
-    throw new RangeError(
-      `${op} decide: expected finite alphaScale and alphaOffset, got ${decide.alphaScale}, ${decide.alphaOffset}`,
-    );
-  }
+  checkDecide(op, decide);
 
   const gpu = q.gpu;
   if (!headsRopeQKFused(gpu.limits, opts)) {
@@ -203,27 +200,75 @@ export function headsNormRopeQK(
   const alpha = decide ? output(gpu, [B, Hkv, T], "f32") : undefined;
   const decisions = decide ? output(gpu, [B, Hkv, T], "i32") : undefined;
   const result = { q: outQ, k: outK, raw, alpha, decisions };
-  const qRows = B * T * Hq, rows = qRows + B * T * Hkv;
-  if (rows === 0) return result;
-  const norm = qNorm && kNorm;
-  const kernel = gpu.kernel({
+  // in @binding order: x, xk, w, wk, pos, inv_freq, out, out_k, raw, alpha, decisions
+  const buffers = [outQ.buffer, outK.buffer];
+  if (raw) buffers.push(raw.buffer);
+  if (alpha && decisions) buffers.push(alpha.buffer, decisions.buffer);
+  dispatchHeadsRopeQK(q, k, positions, invFreq, opts, {
     shader: "heads_rope",
-    entry: `heads_rope_qk${norm ? "_norm" : ""}${neuron ? "_neuron" : ""}${
-      decide ? "_decide" : ""
-    }`,
+    suffix: decide ? "_decide" : "",
+    T,
+    batched,
+    outputs: buffers,
+  });
+  return result;
+}
+
+/**
+ * Throws when `decide`'s numbers are not finite (naming `op`).
+ *
+ * @throws {RangeError} A non-finite alphaScale or alphaOffset.
+ */
+export function checkDecide(op: string, decide: HeadsRopeQKOptions["decide"]): void {
+  if (decide && !(Number.isFinite(decide.alphaScale) && Number.isFinite(decide.alphaOffset))) {
+    throw new RangeError(
+      `${op} decide: expected finite alphaScale and alphaOffset, got ${decide.alphaScale}, ` +
+        `${decide.alphaOffset}`,
+    );
+  }
+}
+
+/**
+ * The dispatch of a `heads_rope_qk*` entry, shared with ./heads_rope_append.ts: the kernel
+ * `heads_rope_qk[_norm][_neuron]<suffix>` of `shader`, the inputs q, k (and the gains with both
+ * norms), positions and invFreq bound first, then `outputs` in @binding order, and the uniforms
+ * (the append's from `append`, zeros without one). q:[B, T, Hq, D], k:[B, T, Hkv, D], checked by
+ * the caller.
+ */
+export function dispatchHeadsRopeQK(
+  q: Tensor,
+  k: Tensor,
+  positions: Tensor,
+  invFreq: Tensor,
+  opts: HeadsRopeQKOptions,
+  run: {
+    shader: "heads_rope" | "heads_rope_append";
+    suffix: string;
+    T: number;
+    batched: boolean;
+    outputs: GPUBuffer[];
+    append?: DecodeAppendTarget;
+  },
+): void {
+  const { qNorm, kNorm, neuron, decide } = opts;
+  const [B, , Hq, D] = q.shape, Hkv = k.shape[2], T = run.T;
+  const qRows = B * T * Hq, rows = qRows + B * T * Hkv;
+  if (rows === 0) return;
+  const gpu = q.gpu, norm = qNorm && kNorm;
+  const kernel = gpu.kernel({
+    shader: run.shader,
+    entry: `heads_rope_qk${norm ? "_norm" : ""}${neuron ? "_neuron" : ""}${run.suffix}`,
     defines: {
-      T: dtype,
+      T: q.dtype,
       G: norm ? qNorm!.weight.dtype : "f32",
       GK: norm ? kNorm!.weight.dtype : "f32",
     },
     constants: { WG: headsRopeWorkgroupSize(D / 2) },
   });
-  // in @binding order: x, xk, w, wk, pos, inv_freq, out, out_k, raw, alpha, decisions
   const buffers = [q.buffer, k.buffer];
   if (norm) buffers.push(qNorm!.weight.buffer, kNorm!.weight.buffer);
-  buffers.push(positions.buffer, invFreq.buffer, outQ.buffer, outK.buffer);
-  if (raw) buffers.push(raw.buffer);
-  if (alpha && decisions) buffers.push(alpha.buffer, decisions.buffer);
+  buffers.push(positions.buffer, invFreq.buffer, ...run.outputs);
+  const a = run.append;
   gpu.dispatch(kernel, buffers, Gpu.grid(rows), {
     rows,
     q_rows: qRows,
@@ -232,19 +277,18 @@ export function headsNormRopeQK(
     seq: T,
     group: neuron ? Hq / Hkv : 1,
     kv_heads: Hkv,
-    pos_batched: batched ? 1 : 0,
+    pos_batched: run.batched ? 1 : 0,
     eps: norm ? qNorm!.eps : 0,
     eps_k: norm ? kNorm!.eps : 0,
     scale: decide?.alphaScale ?? 0,
     offset: decide?.alphaOffset ?? 0,
     zero: 0,
-    lbase: 0, // the `_append` entries' fields (src/dms/heads_rope_append.ts), unused here
-    bs: 0,
-    mb: 0,
-    t0: 0,
-    wc: 0,
+    lbase: a?.lbase ?? 0,
+    bs: a?.blockSize ?? 0,
+    mb: a?.tableWidth ?? 0,
+    t0: a?.t0 ?? 0,
+    wc: a?.slots?.cacheWindow ?? 0,
   });
-  return result;
 }
 
 /** Options for {@linkcode headsNormRopeQKReference}: plain arrays instead of tensors. */

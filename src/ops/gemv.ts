@@ -172,7 +172,7 @@ export interface Gemv16Dispatch {
     | "gemv16_qkv_bias";
   /** Storage dtype of every tensor. */
   dtype: FloatDType;
-  /** Rows of x (≤ 16). */
+  /** Rows of x (≤ 16; `skinny`: any). */
   M: number;
   /** Output columns (rows of `w`). */
   N: number;
@@ -198,7 +198,7 @@ export interface Gemv16Dispatch {
   bias2?: Binding;
   /** v bias `[N3]` (`gemv16_qkv_bias`). */
   bias3?: Binding;
-  /** `res:[M, N]`, rows N apart (gemv16 only). */
+  /** `res:[M, N]`, rows N apart (`gemv16`, `gemv16_wide`, `gemv16_rn`, `skinny`). */
   res?: Binding;
   /** Element offset of `res[0, 0]` in its window. */
   offR: number;

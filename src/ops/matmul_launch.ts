@@ -230,9 +230,8 @@ export function launch(l: Launch): void {
     const cEnd = cStart + (l.batch - 1) * l.strideC + (rows - 1) * l.ldc + l.N;
     const cWin = window(l.out, cStart, cEnd);
     const rWin = l.residual ? window(l.residual, r0 * l.N, (r0 + rows) * l.N) : undefined;
-    if (variant === "skinny") {
-      dispatchSkinny(gpu, {
-        entry: "skinny",
+    if (variant === "skinny" || g16) {
+      const d = {
         dtype,
         M: rows,
         N: l.N,
@@ -246,27 +245,15 @@ export function launch(l: Launch): void {
         y: cWin.binding,
         offY: cWin.off,
         ldy: l.ldc,
-      });
-      continue;
-    }
-    if (g16) {
-      dispatchGemv16(gpu, {
-        entry: variant === "gemv16" ? "gemv16" : "gemv16_wide",
-        dtype,
-        M: rows,
-        N: l.N,
-        K: l.K,
-        x: aWin.binding,
-        offX: aWin.off,
-        norm,
-        w: bWin.binding,
-        bias: biasWin?.binding,
-        res: rWin?.binding,
-        offR: rWin?.off ?? 0,
-        y: cWin.binding,
-        offY: cWin.off,
-        ldy: l.ldc,
-      });
+      };
+      if (variant === "skinny") dispatchSkinny(gpu, { ...d, entry: "skinny" });
+      else {
+        dispatchGemv16(gpu, {
+          ...d,
+          entry: variant === "gemv16" ? "gemv16" : "gemv16_wide",
+          norm,
+        });
+      }
       continue;
     }
     const gemvRows = Math.min(GEMV_MAX_M, rows);

@@ -35,6 +35,7 @@ import type { Binding, Gpu } from "../gpu/device.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, output, sameDtype } from "./launch.ts";
+import type { Gemv16Dispatch } from "./gemv.ts";
 
 /** Rows of x a workgroup of `skinny` takes (its named accumulators); more rows run in blocks. */
 export const SKINNY_BLOCK_M = 16;
@@ -119,52 +120,14 @@ export function skinnyShapeFor(M: number, N: number): { wg: number; lanes: numbe
 /** Threads {@linkcode skinnyShapeFor} aims at over the whole product (about 93 an SM of an H200). */
 export const SKINNY_THREADS = 12288;
 
-/** One dispatch of `shaders/skinny.wgsl` over bound windows (element offsets inside them). */
-export interface SkinnyDispatch {
+/**
+ * One dispatch of `shaders/skinny.wgsl` over bound windows (element offsets inside them): the
+ * fields of `gemv16`'s dispatch ({@linkcode Gemv16Dispatch}: x, the weights, biases, residual and
+ * outputs) but the norms, with M any number of rows (blocks of 16 on the grid's y dimension).
+ */
+export interface SkinnyDispatch extends Omit<Gemv16Dispatch, "entry" | "norm" | "normOut"> {
   /** Kernel: `skinny` (`res + x·wᵀ + bias`), `skinny_swiglu` or `skinny_qkv(_bias)`. */
   entry: "skinny" | "skinny_swiglu" | "skinny_qkv" | "skinny_qkv_bias";
-  /** Storage dtype of every tensor. */
-  dtype: FloatDType;
-  /** Rows of x (blocks of up to 16 rows on the grid's y dimension). */
-  M: number;
-  /** Output columns (rows of `w`). */
-  N: number;
-  /** Inner size: a multiple of 8 in f16, 4 in f32. */
-  K: number;
-  /** `x:[M, K]`. */
-  x: Binding;
-  /** Element offset of `x[0, 0]` in its window (a multiple of 8 in f16, 4 in f32). */
-  offX: number;
-  /** `w:[N, K]` (gate for SwiGLU, wq for QKV). */
-  w: Binding;
-  /** `up:[N, K]` (SwiGLU), `wk:[N2, K]` (QKV). */
-  w2?: Binding;
-  /** `wv:[N3, K]` (QKV). */
-  w3?: Binding;
-  /** `bias:[N]` (gate bias for SwiGLU, q bias for QKV). */
-  bias?: Binding;
-  /** Up bias `[N]` (SwiGLU), k bias `[N2]` (`skinny_qkv_bias`). */
-  bias2?: Binding;
-  /** v bias `[N3]` (`skinny_qkv_bias`). */
-  bias3?: Binding;
-  /** `res:[M, N]`, rows N apart (`skinny` only). */
-  res?: Binding;
-  /** Element offset of `res[0, 0]` in its window. */
-  offR: number;
-  /** Output, rows `ldy` elements apart. */
-  y: Binding;
-  /** Element offset of `y[0, 0]` in its window (includes a column offset). */
-  offY: number;
-  /** Elements between output rows (≥ N). */
-  ldy: number;
-  /** QKV: rows of `w2`, and `y2:[M, N2]`. */
-  N2?: number;
-  /** QKV: rows of `w3`, and `y3:[M, N3]`. */
-  N3?: number;
-  /** QKV: `[M, N2]`, rows N2 apart. */
-  y2?: Binding;
-  /** QKV: `[M, N3]`, rows N3 apart. */
-  y3?: Binding;
 }
 
 /**
