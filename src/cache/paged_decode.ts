@@ -51,6 +51,7 @@
  */
 
 import { Gpu } from "../gpu/device.ts";
+import { deviceCounters } from "../gpu/buffers.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { dispatchBound } from "./dispatch_bound.ts";
 import type { PagedKvStorage } from "./paged_storage.ts";
@@ -289,7 +290,8 @@ export function pagedDecodeFlash(
   const combine = args.tuning?.combine ?? flashDecodeDefaults.combine ?? "dispatch";
   const fused = !direct && combine === "fused" && s.pages <= ARRIVALS &&
     np * G + G * c.D4 * H <= c.SCR;
-  bufs[10] = arrivals(gpu); // bound always (the entry names it), used with FUSED
+  // bound always (the entry names it), used with FUSED (see deviceCounters)
+  bufs[10] = deviceCounters(gpu.device, "flash decode arrivals", ARRIVALS * 4);
   dispatchBound(
     gpu,
     gpu.kernel({
@@ -344,27 +346,6 @@ export const flashDecodeDefaults: Pick<FlashDecodeTuning, "combine"> = {};
 
 /** Pages the fused merge counts arrivals for, at most (one u32 each). */
 const ARRIVALS = 1 << 16;
-
-const ARRIVAL_BUFFERS = new WeakMap<Gpu, GPUBuffer>();
-
-/**
- * The fused merge's arrival counters of a device, `[ARRIVALS]` u32: zero when created (WebGPU
- * zeroes new buffers) and set back to zero by the last split of each page, so every dispatch finds
- * them at zero (each reads and writes them, so WebGPU orders the dispatches). Made outside the
- * buffer pool: it lives as long as the device.
- */
-function arrivals(gpu: Gpu): GPUBuffer {
-  let b = ARRIVAL_BUFFERS.get(gpu);
-  if (!b) {
-    b = gpu.device.createBuffer({
-      size: ARRIVALS * 4,
-      usage: GPUBufferUsage.STORAGE,
-      label: "flash decode arrivals",
-    });
-    ARRIVAL_BUFFERS.set(gpu, b);
-  }
-  return b;
-}
 
 /** One page's live entries in slot order, for {@linkcode flashDecodeReference}. */
 export interface DecodePage {

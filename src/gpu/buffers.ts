@@ -202,3 +202,29 @@ export class BufferPool {
     this.#peak = this.#live;
   }
 }
+
+const COUNTERS = new WeakMap<GPUDevice, Map<string, GPUBuffer>>();
+
+/**
+ * A device's arrival counters named `label` (`bytes` of u32s): zero when created (WebGPU zeroes
+ * new buffers) and, by the kernels' contract, set back to zero by the last workgroup of every
+ * dispatch that counts in them, so successive dispatches share them (each reads and writes them,
+ * so WebGPU orders those dispatches). Made outside the buffer pool: they live as long as the device
+ * and are not counted among a caller's buffers. Used by the "last workgroup finishes the job"
+ * kernels (`gemv16_rn`, the fused flash-decoding merge).
+ *
+ * @param device The device.
+ * @param label Which counters (one buffer per label and device).
+ * @param bytes Their size, a multiple of 4 (the first call for a label sets it).
+ * @returns The buffer.
+ */
+export function deviceCounters(device: GPUDevice, label: string, bytes: number): GPUBuffer {
+  let byLabel = COUNTERS.get(device);
+  if (!byLabel) COUNTERS.set(device, byLabel = new Map());
+  let b = byLabel.get(label);
+  if (!b) {
+    b = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE, label });
+    byLabel.set(label, b);
+  }
+  return b;
+}

@@ -52,6 +52,7 @@
  */
 
 import { type Binding, Gpu } from "../gpu/device.ts";
+import { deviceCounters } from "../gpu/buffers.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
 import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import { assertFloat, output, sameDtype } from "./launch.ts";
@@ -259,7 +260,16 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
       groups = Math.ceil(d.N / (d.entry === "gemv16" ? 4 : 256 / LW));
       break;
     case "gemv16_rn":
-      buffers = [d.x, gain, d.w, d.bias ?? d.w, d.res ?? d.w, d.y, arrivals(gpu), d.normOut!.yn];
+      buffers = [
+        d.x,
+        gain,
+        d.w,
+        d.bias ?? d.w,
+        d.res ?? d.w,
+        d.y,
+        deviceCounters(gpu.device, "gemv16_rn arrivals", 16),
+        d.normOut!.yn,
+      ];
       groups = Math.ceil(d.N / 4);
       break;
     case "gemv16_swiglu":
@@ -293,25 +303,9 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
   });
 }
 
-const ARRIVALS = new WeakMap<Gpu, GPUBuffer>();
-
-/**
- * The `gemv16_rn` arrival counter of a device: 16 bytes, zero when created (WebGPU zeroes new
- * buffers) and set back to zero by the last workgroup of every dispatch, so dispatches share it
- * (each one reads and writes it, so WebGPU orders them). Made outside the buffer pool: it lives
- * as long as the device and is not counted among a caller's buffers.
- */
-function arrivals(gpu: Gpu): GPUBuffer {
-  let b = ARRIVALS.get(gpu);
-  if (!b) {
-    b = gpu.device.createBuffer({
-      size: 16,
-      usage: GPUBufferUsage.STORAGE,
-      label: "gemv16_rn arrivals",
-    });
-    ARRIVALS.set(gpu, b);
-  }
-  return b;
+/** `gemv16_rn`'s arrival counter (one u32, in 16 bytes; see `deviceCounters`). */
+function rnArrivals(gpu: Gpu): GPUBuffer {
+  return deviceCounters(gpu.device, "gemv16_rn arrivals", 16);
 }
 
 /**
