@@ -34,13 +34,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { ReadRange } from "../gpu/readback.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import type {
-  AttendOptions,
-  DecodeAppendTarget,
-  DecodeSlots,
-  KvCache,
-  KvCacheStats,
-} from "./kv_cache.ts";
+import type { AttendOptions, DecodeAppendTarget, KvCache, KvCacheStats } from "./kv_cache.ts";
 import { pagedAttention } from "./paged_attention.ts";
 import { accountingFrom } from "./accounting.ts";
 import {
@@ -50,6 +44,7 @@ import {
   sameMask,
 } from "./_attend_checks.ts";
 import { copySequence } from "./fork.ts";
+import { DecodeAppends } from "./decode_appends.ts";
 import { accountStep, scatterEntries } from "./paged_kv.ts";
 import { PagedKvStorage, type PagedStorageOptions } from "./paged_storage.ts";
 import type { CachePolicy, PolicyStep } from "./policy.ts";
@@ -94,8 +89,7 @@ export class PagedKvCache implements KvCache {
   #stepMask: Int32Array | undefined;
   #frUploaded: Int32Array | undefined;
   #disposed = false;
-  #appended = -1; // the layer whose decode entry a kernel stored (decodeAppendTarget), or -1
-  #slots: DecodeSlots | undefined; // this step's slots for every layer (decodeAppendTarget, DMS)
+  readonly #appends = new DecodeAppends();
 
   /**
    * Allocates the storage and attaches `policy` to it.
@@ -172,24 +166,9 @@ export class PagedKvCache implements KvCache {
         `${op}: layer ${layer} got n = ${n} tokens, but layer 0 of this step got ${this.#stepN}`,
       );
     }
-    const appended = this.#appended === layer;
+    const appended = this.#appends.take(op, layer, n, options.keyMask);
     // decisions are read by the append alone: none for an entry a kernel stored
     if (!appended) checkAttendDecisions(op, this, this.policy, n, decisions);
-    if (appended && (n !== 1 || options.keyMask !== undefined)) {
-      throw new RangeError(
-        `${op}: layer ${layer}'s entry was stored through decodeAppendTarget, which is for a ` +
-          `decode step (n = 1, no keyMask), got n = ${n}` +
-          (options.keyMask !== undefined ? " and a keyMask" : ""),
-      );
-    }
-    if (this.#slots && !appended) {
-      // The policy chose every layer's slot at layer 0: its own update would run twice.
-      throw new RangeError(
-        `${op}: this step's slots were chosen for every layer (decodeAppendTarget at layer 0), ` +
-          `so layer ${layer}'s entry must be stored through decodeAppendTarget too`,
-      );
-    }
-    this.#appended = -1;
     if (layer === 0) {
       this.#beginStep(op, n, options.keyMask);
     } else {
@@ -237,19 +216,7 @@ export class PagedKvCache implements KvCache {
   ): DecodeAppendTarget | undefined {
     if (this.#disposed || !this.fusedDecode) return undefined;
     if (layer !== this.#nextLayer || dtype !== this.dtype) return undefined;
-    const s = this.storage, policy = this.policy;
-    if (policy.appendsInPlace) {
-      s.ensure(layer, 1);
-    } else {
-      if (!decides || !policy.decodeSlots) return undefined;
-      if (layer === 0) {
-        for (let l = 0; l < this.layers; l++) s.ensure(l, 1);
-        this.#slots = policy.decodeSlots(this.#seen);
-      }
-      if (!this.#slots) return undefined;
-    }
-    this.#appended = layer;
-    return appendTarget(s, layer, this.#seen, this.#slots);
+    return this.#appends.target(this.storage, this.policy, layer, this.#seen, decides);
   }
 
   /** See {@linkcode KvCache.reserve}: room for `steps` more tokens per page, at most one readback. */
@@ -411,7 +378,7 @@ export class PagedKvCache implements KvCache {
   }
 
   #endStep(): void {
-    this.#slots = undefined;
+    this.#appends.endStep();
     accountStep(this.storage, !this.#stepPrefill);
     this.#blocksAtStep = this.storage.blocksAllocated;
     const n = this.#stepN;
@@ -469,29 +436,6 @@ export class PagedKvCache implements KvCache {
     gpu.release(dest);
     return out;
   }
-}
-
-/** Where `layer`'s decode entry at position t0 goes ({@linkcode DecodeAppendTarget}). */
-function appendTarget(
-  s: PagedKvStorage,
-  layer: number,
-  t0: number,
-  slots: DecodeSlots | undefined,
-): DecodeAppendTarget {
-  const pool = s.pool(layer);
-  const { lens, table, blockSize, tableWidth } = s;
-  return {
-    lens,
-    table,
-    meta: pool.meta,
-    k: pool.k,
-    v: pool.v,
-    lbase: layer * s.pages,
-    blockSize,
-    tableWidth,
-    t0,
-    slots,
-  };
 }
 
 function equal(a: Int32Array, b: Int32Array | undefined): boolean {
