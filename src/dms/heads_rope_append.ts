@@ -47,7 +47,7 @@ import { fmtShape, type Tensor } from "../tensor/tensor.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
 import { output } from "../ops/launch.ts";
 import { checkHeadsRopeArgs } from "../ops/heads_rope.ts";
-import type { DecodeAppendTarget } from "../cache/kv_cache.ts";
+import type { DecodeAppendTarget, KvCache } from "../cache/kv_cache.ts";
 import { checkDecide, dispatchHeadsRopeQK, type HeadsRopeQKOptions } from "./heads_rope_qk.ts";
 
 /**
@@ -84,6 +84,36 @@ export function headsRopeQKAppendFits(
 ): boolean {
   return !opts.qNorm === !opts.kNorm && (dms ? !!opts.neuron && !!opts.decide : !opts.decide) &&
     headsRopeQKAppendBuffers(opts, dms) <= limits.maxStorageBuffersPerShaderStage;
+}
+
+/**
+ * Where layer `layer`'s decode entry goes when {@linkcode headsNormRopeQKAppend} may store it:
+ * `cache.decodeAppendTarget`, asked only when the device takes the kernel for these options, and
+ * for a cache that chooses its slots up front (DMS) only when the kernel can also take `decide`
+ * (the per-head decisions). Call it for a plain decode step only (one token, no key mask); undefined
+ * leaves the cache untouched.
+ *
+ * @param cache The step's cache.
+ * @param limits The device's limits (`gpu.limits`).
+ * @param layer The layer about to attend.
+ * @param dtype The model's storage dtype.
+ * @param heads Norms and neuron of the q/k preparation.
+ * @param decide The per-head decision parameters, when the model decides there.
+ * @returns The target, or undefined.
+ */
+export function decodeAppendTargetFor(
+  cache: KvCache,
+  limits: Pick<GPUSupportedLimits, "maxStorageBuffersPerShaderStage">,
+  layer: number,
+  dtype: "f32" | "f16",
+  heads: HeadsRopeQKOptions,
+  decide: HeadsRopeQKOptions["decide"],
+): DecodeAppendTarget | undefined {
+  if (!cache.decodeAppendTarget || !headsRopeQKAppendFits(limits, heads)) {
+    return undefined;
+  }
+  const decides = decide !== undefined && headsRopeQKAppendFits(limits, { ...heads, decide }, true);
+  return cache.decodeAppendTarget(layer, dtype, decides);
 }
 
 /**

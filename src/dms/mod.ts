@@ -58,6 +58,7 @@ export {
   type HeadsRopeQKResult,
 } from "./heads_rope_qk.ts";
 export {
+  decodeAppendTargetFor,
   headsNormRopeQKAppend,
   headsRopeQKAppendBuffers,
   headsRopeQKAppendFits,

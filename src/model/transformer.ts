@@ -30,12 +30,8 @@ import type { FloatDType } from "../tensor/dtype.ts";
 import { linear } from "../ops/matmul.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
 import { ropeInvFreq, type RopeScaling as HfRopeScaling } from "../ops/rope.ts";
-import {
-  headsNormRopeQK,
-  type HeadsRopeQKOptions,
-  type HeadsRopeQKResult,
-} from "../dms/heads_rope_qk.ts";
-import { headsNormRopeQKAppend, headsRopeQKAppendFits } from "../dms/heads_rope_append.ts";
+import { headsNormRopeQK, type HeadsRopeQKResult } from "../dms/heads_rope_qk.ts";
+import { decodeAppendTargetFor, headsNormRopeQKAppend } from "../dms/heads_rope_append.ts";
 import { linearQkv } from "../ops/linear_qkv.ts";
 import { linearSwiglu } from "../ops/linear_swiglu.ts";
 import { linearNormOut, type LinearNormOutResult } from "../ops/linear_norm_out.ts";
@@ -45,7 +41,7 @@ import { embedding } from "../ops/embedding.ts";
 import { cast } from "../ops/cast.ts";
 import { inferDecisions, trainDecisions } from "../dms/decisions.ts";
 import type { Gpu } from "../gpu/device.ts";
-import type { DecodeAppendTarget, KvCache } from "../cache/kv_cache.ts";
+import type { KvCache } from "../cache/kv_cache.ts";
 import type { ModelConfig } from "./config.ts";
 import type { ChunkedMatrix, ModelWeights } from "./weights.ts";
 
@@ -186,29 +182,6 @@ export class Transformer {
    * step to step (caches only read them), so that a decode step clears no buffer (replayable:
    * src/gpu/step_trace.ts).
    */
-  /**
-   * Where layer `l`'s decode entry goes when the q/k kernel may store it: inference without
-   * capture, one token, no key mask, a cache offering `decodeAppendTarget` and a device taking
-   * the kernel (`headsRopeQKAppendFits`; with the per-head decisions `decide` the kernel can
-   * also serve a cache that chooses its slots up front: DMS); else undefined, the cache untouched.
-   */
-  #appendTarget(
-    l: number,
-    T: number,
-    opts: ForwardOptions,
-    heads: HeadsRopeQKOptions,
-    decide: HeadsRopeQKOptions["decide"],
-  ): DecodeAppendTarget | undefined {
-    const cache = opts.cache;
-    if (opts.mode !== "inference" || opts.capture || T !== 1 || opts.keyMask) return undefined;
-    if (!cache?.decodeAppendTarget || !headsRopeQKAppendFits(this.gpu.limits, heads)) {
-      return undefined;
-    }
-    const decides = decide !== undefined &&
-      headsRopeQKAppendFits(this.gpu.limits, { ...heads, decide }, true);
-    return cache.decodeAppendTarget(l, this.dtype, decides);
-  }
-
   #noDecisions(shape: readonly number[]): Tensor<"i32"> {
     const z = this.#zeros;
     if (z && z.shape.length === shape.length && z.shape.every((d, i) => d === shape[i])) return z;
@@ -290,7 +263,10 @@ export class Transformer {
     // A decode step: the q/k kernel stores the new entry too (`attend` then skips its append):
     // into a cache that appends in place (dense: no decisions taken), or into the slots the DMS
     // cache chose up front, with the step's decisions computed and applied in the kernel.
-    const target = this.#appendTarget(l, T, opts, heads, decide);
+    const plainDecode = opts.mode === "inference" && !opts.capture && T === 1 && !opts.keyMask;
+    const target = plainDecode && opts.cache
+      ? decodeAppendTargetFor(opts.cache, this.gpu.limits, l, this.dtype, heads, decide)
+      : undefined;
     const qk: HeadsRopeQKResult = target
       ? {
         q: headsNormRopeQKAppend(q, k, v, opts.positions, this.#invFreq, {
