@@ -303,11 +303,6 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
   });
 }
 
-/** `gemv16_rn`'s arrival counter (one u32, in 16 bytes; see `deviceCounters`). */
-function rnArrivals(gpu: Gpu): GPUBuffer {
-  return deviceCounters(gpu.device, "gemv16_rn arrivals", 16);
-}
-
 /**
  * `y = x·wᵀ` through the `gemv16` kernel; with `opts.norm`, `rmsNorm(x, weight, eps)·wᵀ` in the
  * same dispatch.
