@@ -23,6 +23,13 @@
 // memory (XS >= MR * K / EPV words, set by the launcher), the prologue stores them there once (xs)
 // and the main loop reads them from it (H200, f16, M = 1: q/k/v 13.3 -> 11.5 µs, SwiGLU 17.3 ->
 // 14.2); otherwise every lane renormalises the words it reads (same values either way).
+// NORM = 2 (deferred; M <= 4): no prologue. The norm's row scale is applied to the sums instead of
+// to x: y = rn[r] · ((x ⊙ gain)·wᵀ) (+ bias, + res), rn[r] = inverseSqrt(mean(x[r]^2) + eps). The
+// gain multiplies each weight word once, and the squares of x accumulate beside the product in
+// the same lanes (`Acc16.s`), reduced with it: every slot of a workgroup reads the whole row of
+// x in the same order, so every slot sums the same squares in the same order and finds the same
+// rn, and no slot waits for another. The normed x is never rounded to the storage type (NORM = 1
+// and the rmsnorm op round it), so f16 results differ from NORM = 1 by that rounding.
 //
 // `gemv16`: one workgroup of 256 threads per 4 output columns n; 64 lanes per column read the
 // weight row w[n, :] as vec4<u32> words (8 f16 or 4 f32 per 16-byte load), lane l taking words
@@ -73,12 +80,12 @@ const LANES: u32 = 64u;
 const COLS: u32 = 4u;
 override EPV: u32 = 8u;  // elements per 16-byte word: 8 (f16) or 4 (f32)
 override MR: u32 = 1u;   // rows of x this pipeline handles (p.m <= MR <= 16)
-override NORM: u32 = 0u; // 1: RMSNorm prologue (x -> gain * x * rn[r], rounded to T)
+override NORM: u32 = 0u; // 1: RMSNorm prologue (x -> gain * x * rn[r], rounded to T); 2: deferred
 
-override RED: u32 = 4096u; // 256 * MR: workgroup memory sized to the rows (the launcher sets it)
+override RED: u32 = 4096u; // 256 * rows(): workgroup memory sized to the rows (the launcher sets it)
 override LW: u32 = 8u; // gemv16_wide: lanes per column (divides 256; 256 / LW columns a workgroup)
 
-var<workgroup> red: array<f32, RED>; // [MR][256] partial sums
+var<workgroup> red: array<f32, RED>; // [rows()][256] partial sums (NORM = 2: then the squares)
 var<workgroup> rn: array<f32, 16>;    // NORM: inverseSqrt(mean(x[r]^2) + eps) per row
 // NORM: words of xs; the normed rows are staged there when XS >= MR * p.kw (else XS = 1, unused).
 override XS: u32 = 1u;
@@ -87,6 +94,26 @@ var<workgroup> xs: array<vec4<u32>, XS>; // NORM, staged: the normed rows [MR, K
 // Whether the normed rows live in xs (uniform: the same for every thread).
 fn staged() -> bool {
   return NORM == 1u && XS >= MR * p.kw;
+}
+
+// Rows of partial sums in red: the MR products, and with NORM = 2 the MR sums of squares.
+fn rows() -> u32 {
+  if (NORM == 2u) { return 2u * MR; }
+  return MR;
+}
+
+// NORM = 2: a product sum v scaled by its row's rn, from the row's sum of squares ss (the slot's
+// own, `squares_at`); v itself otherwise.
+fn deferred(v: f32, ss: f32) -> f32 {
+  if (NORM != 2u) { return v; }
+  return v * inverseSqrt(ss / f32(p.kw * EPV) + p.eps);
+}
+
+// NORM = 2: the reduced sum of squares of row r at red index t (lane 0 of a slot after
+// reduce_lanes); 0 otherwise.
+fn squares_at(r: u32, t: u32) -> f32 {
+  if (NORM != 2u) { return 0.0; }
+  return red[(MR + r) * 256u + t];
 }
 
 // Sum of squares of the EPV elements of a word.
@@ -105,7 +132,7 @@ fn sqw(a: vec4<u32>) -> f32 {
 
 // NORM: fills rn[r] for the MR rows of x (every thread calls it, in uniform control flow).
 fn norm_prologue(tid: u32) {
-  if (NORM == 0u) { return; }
+  if (NORM != 1u) { return; }
   for (var r = 0u; r < MR; r++) {
     var ss = 0.0;
     for (var i = tid; i < p.kw; i += 256u) { ss += sqw(x[p.offX + r * p.kw + i]); }
@@ -133,9 +160,9 @@ fn row_scales(tid: u32, count: u32) {
   workgroupBarrier();
 }
 
-// Word i of row r of x as the product reads it: with NORM, the normed word (from xs if staged).
+// Word i of row r of x as the product reads it: with NORM = 1, the normed word (from xs if staged).
 fn xword(r: u32, i: u32) -> vec4<u32> {
-  if (NORM == 0u) { return x[p.offX + r * p.kw + i]; }
+  if (NORM != 1u) { return x[p.offX + r * p.kw + i]; }
   if (staged()) { return xs[r * p.kw + i]; }
   return xnormed(r, i);
 }
@@ -159,11 +186,18 @@ fn xnormed(r: u32, i: u32) -> vec4<u32> {
 // Accumulators of the MR (<= 16) rows in four named vec4 registers (rows 0..3, 4..7, ...): an
 // array<f32, 8> indexed in the row loops lived in local memory (naga bounds every loop, so the
 // driver did not unroll them) and made M = 8 five times slower than M = 1 per weight byte.
+// NORM = 2: s holds the sums of squares of rows 0..3 of x.
 struct Acc16 {
   a: vec4<f32>,
   b: vec4<f32>,
   c: vec4<f32>,
   d: vec4<f32>,
+  s: vec4<f32>,
+}
+
+fn acc0() -> Acc16 {
+  let z = vec4<f32>(0.0);
+  return Acc16(z, z, z, z, z);
 }
 
 fn lo4(x: vec4<u32>) -> vec4<f32> {
@@ -183,11 +217,29 @@ fn xdot(wl: vec4<f32>, wh: vec4<f32>, r: u32, i: u32) -> f32 {
   return dot(wl, lo4(xv));
 }
 
-// acc + x[r, word i] · wv for each of the MR rows (constant guards: no loop, no array).
+// Sum of squares of the elements of word i of row r of x.
+fn xsq(r: u32, i: u32) -> f32 {
+  let v = xword(r, i);
+  let l = lo4(v);
+  let h = hi4(v);
+  return dot(l, l) + dot(h, h);
+}
+
+// acc + x[r, word i] · wv for each of the MR rows (constant guards: no loop, no array); with
+// NORM = 2 the weight word times the gain's word i, and the squares of x's words into acc.s.
 fn acc_word(acc: Acc16, wv: vec4<u32>, i: u32) -> Acc16 {
-  let wl = lo4(wv);
-  let wh = hi4(wv);
+  var wl = lo4(wv);
+  var wh = hi4(wv);
   var o = acc;
+  if (NORM == 2u) {
+    let g = gain[i];
+    wl *= lo4(g);
+    wh *= hi4(g);
+    o.s.x += xsq(0u, i);
+    if (MR > 1u) { o.s.y += xsq(1u, i); }
+    if (MR > 2u) { o.s.z += xsq(2u, i); }
+    if (MR > 3u) { o.s.w += xsq(3u, i); }
+  }
   o.a.x += xdot(wl, wh, 0u, i);
   if (MR > 1u) { o.a.y += xdot(wl, wh, 1u, i); }
   if (MR > 2u) { o.a.z += xdot(wl, wh, 2u, i); }
@@ -225,6 +277,12 @@ fn acc_store(acc: Acc16, tid: u32) {
   if (MR > 13u) { red[3328u + tid] = acc.d.y; }
   if (MR > 14u) { red[3584u + tid] = acc.d.z; }
   if (MR > 15u) { red[3840u + tid] = acc.d.w; }
+  if (NORM == 2u) {
+    red[MR * 256u + tid] = acc.s.x;
+    if (MR > 1u) { red[(MR + 1u) * 256u + tid] = acc.s.y; }
+    if (MR > 2u) { red[(MR + 2u) * 256u + tid] = acc.s.z; }
+    if (MR > 3u) { red[(MR + 3u) * 256u + tid] = acc.s.w; }
+  }
 }
 
 // Sum of red[r * 256 + tid] over the 64 lanes of each slot, into lane 0's element: lanes 0..7
@@ -233,7 +291,7 @@ fn acc_store(acc: Acc16, tid: u32) {
 fn reduce_lanes(tid: u32, lane: u32) {
   workgroupBarrier();
   if (lane < 8u) {
-    for (var r = 0u; r < MR; r++) {
+    for (var r = 0u; r < rows(); r++) {
       let b = r * 256u + tid;
       var s = 0.0;
       for (var j = 0u; j < LANES; j += 8u) { s += red[b + j]; }
@@ -242,7 +300,7 @@ fn reduce_lanes(tid: u32, lane: u32) {
   }
   workgroupBarrier();
   if (lane == 0u) {
-    for (var r = 0u; r < MR; r++) {
+    for (var r = 0u; r < rows(); r++) {
       let b = r * 256u + tid;
       var s = 0.0;
       for (var j = 0u; j < 8u; j++) { s += red[b + j]; }
@@ -263,7 +321,7 @@ fn gemv16_body(wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LANES;
   let col = wg * COLS + tid / LANES;
-  var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+  var acc = acc0();
   if (col < p.n) {
     let wrow = col * p.kw;
     var i = lane;
@@ -282,7 +340,7 @@ fn gemv16_body(wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
     if (p.hasBias == 1u) { b = f32(bias[col]); }
     for (var r = 0u; r < MR; r++) {
       if (r < p.m) {
-        var v = red[r * 256u + tid] + b;
+        var v = deferred(red[r * 256u + tid], squares_at(r, tid)) + b;
         if (p.hasRes == 1u) { v += f32(res[p.offR + r * p.n + col]); }
         y[p.offY + r * p.ldy + col] = T(v);
       }
@@ -301,7 +359,7 @@ fn gemv16_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   let wg = wid.y * nwg.x + wid.x;
   let lane = tid % LW;
   let col = wg * (256u / LW) + tid / LW;
-  var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+  var acc = acc0();
   if (col < p.n) {
     let wrow = col * p.kw;
     var i = lane;
@@ -325,8 +383,12 @@ fn gemv16_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     for (var r = 0u; r < MR; r++) {
       if (r < p.m) {
         var v = 0.0;
-        for (var j = 0u; j < LW; j++) { v += red[r * 256u + tid + j]; }
-        v += b;
+        var ss = 0.0;
+        for (var j = 0u; j < LW; j++) {
+          v += red[r * 256u + tid + j];
+          ss += squares_at(r, tid + j);
+        }
+        v = deferred(v, ss) + b;
         if (p.hasRes == 1u) { v += f32(res[p.offR + r * p.n + col]); }
         y[p.offY + r * p.ldy + col] = T(v);
       }
@@ -349,7 +411,7 @@ fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let slot = tid / LANES;
   let isUp = slot >= 2u;
   let col = wg * 2u + slot % 2u;
-  var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+  var acc = acc0();
   if (col < p.n) {
     let wrow = col * p.kw;
     var i = lane;
@@ -381,8 +443,9 @@ fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (p.hasBias2 == 1u) { bu = f32(bias2[col]); }
     for (var r = 0u; r < MR; r++) {
       if (r < p.m) {
-        let g = red[r * 256u + tid] + bg;
-        let u = red[r * 256u + tid + 2u * LANES] + bu;
+        let ss = squares_at(r, tid);
+        let g = deferred(red[r * 256u + tid], ss) + bg;
+        let u = deferred(red[r * 256u + tid + 2u * LANES], ss) + bu;
         y[p.offY + r * p.ldy + col] = T(g * sigmoid(g) * u);
       }
     }
@@ -418,7 +481,7 @@ fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
     }
   }
   let valid = src < 2u || c < p.n3;
-  var acc = Acc16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+  var acc = acc0();
   if (valid) {
     let wrow = c * p.kw;
     var i = lane;
@@ -452,7 +515,7 @@ fn gemv16_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
   let s = qkv_sums(wid.y * nwg.x + wid.x, tid);
   if (s.valid) {
     for (var r = 0u; r < MR; r++) {
-      if (r < p.m) { qkv_store(s, r, red[r * 256u + tid]); }
+      if (r < p.m) { qkv_store(s, r, deferred(red[r * 256u + tid], squares_at(r, tid))); }
     }
   }
 }
@@ -467,7 +530,9 @@ fn gemv16_qkv_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if (s.src == 1u && p.hasBias2 == 1u) { b = f32(bias2[s.col]); }
     if (s.src == 2u && p.hasBias3 == 1u) { b = f32(bias3[s.col]); }
     for (var r = 0u; r < MR; r++) {
-      if (r < p.m) { qkv_store(s, r, red[r * 256u + tid] + b); }
+      if (r < p.m) {
+        qkv_store(s, r, deferred(red[r * 256u + tid], squares_at(r, tid)) + b);
+      }
     }
   }
 }

@@ -19,7 +19,11 @@
  * ```
  * Each residual add comes with the norm that follows it (`linearNormOut`: o_proj with the
  * post-attention norm, down_proj with the next layer's input norm or the final norm), in the
- * projection's dispatch during decode; only layer 0 norms its input itself.
+ * projection's dispatch during decode; only layer 0 norms its input itself. In inference with
+ * at most {@linkcode GEMV_NORM_DEFERRED_MAX_M} rows (decode of B ≤ 4), the norm is instead
+ * deferred into the next projection ({@linkcode RmsNormPrologue}`.deferred`: its row scale
+ * applied to the product's sums, the squares summed beside it), so neither projection waits on
+ * a reduction over the whole row: the normed x is then not rounded to the storage dtype.
  *
  * @module
  */
@@ -34,7 +38,8 @@ import { headsNormRopeQK, type HeadsRopeQKResult } from "../dms/heads_rope_qk.ts
 import { decodeAppendTargetFor, headsNormRopeQKAppend } from "../dms/heads_rope_append.ts";
 import { linearQkv } from "../ops/linear_qkv.ts";
 import { linearSwiglu } from "../ops/linear_swiglu.ts";
-import { linearNormOut, type LinearNormOutResult } from "../ops/linear_norm_out.ts";
+import { linearNormOut } from "../ops/linear_norm_out.ts";
+import { GEMV_NORM_DEFERRED_MAX_M, type RmsNormPrologue } from "../ops/gemv.ts";
 import { attention } from "../ops/attention.ts";
 import { swapAxes12 } from "../ops/layout.ts";
 import { embedding } from "../ops/embedding.ts";
@@ -134,10 +139,12 @@ export class Transformer {
       x = this.#embed(flat);
     }
     // xn: x after the next norm (the next layer's input norm, after the last layer the final
-    // norm), from the projection that made x (`linearNormOut`); none before layer 0.
+    // norm), from the projection that made x (`linearNormOut`); none before layer 0, nor where
+    // the next projection takes the norm deferred (`defer`).
+    const defer = opts.mode === "inference" && B * T <= GEMV_NORM_DEFERRED_MAX_M;
     let xn: Tensor<FloatDType> | undefined;
     for (let l = 0; l < cfg.numLayers; l++) {
-      const next = this.#layer(l, x, xn, B, T, opts);
+      const next = this.#layer(l, x, xn, B, T, opts, defer);
       x.dispose();
       xn?.dispose();
       x = next.y;
@@ -150,9 +157,21 @@ export class Transformer {
       xn?.dispose();
       return undefined;
     }
-    // no layer: the final norm of the embeddings
-    let h = xn ?? rmsNorm(x, this.weights.finalNorm, cfg.rmsNormEps), nT = T;
-    x.dispose();
+    // the final norm: made by the last layer, or deferred into the LM head, or here (no layer:
+    // the embeddings)
+    const finalNorm = { weight: this.weights.finalNorm, eps: cfg.rmsNormEps, deferred: true };
+    let headNorm: RmsNormPrologue | undefined;
+    let h: Tensor<FloatDType>, nT = T;
+    if (xn) {
+      h = xn;
+      x.dispose();
+    } else if (defer) {
+      h = x;
+      headNorm = finalNorm;
+    } else {
+      h = rmsNorm(x, finalNorm.weight, finalNorm.eps);
+      x.dispose();
+    }
     if (want === "last" && T > 1) {
       using idx = Tensor.fromArray(this.gpu, Array.from({ length: B }, (_, b) => b * T + T - 1), [
         B,
@@ -162,7 +181,7 @@ export class Transformer {
       h = last;
       nT = 1;
     }
-    const logits = this.#lmHead(h);
+    const logits = this.#lmHead(h, headNorm);
     h.dispose();
     return as(logits, [B, nT, cfg.vocabSize]) as Tensor<"f32">;
   }
@@ -204,11 +223,12 @@ export class Transformer {
     return out;
   }
 
-  #lmHead(h: Tensor<FloatDType>): Tensor<"f32"> {
+  /** Logits `[rows, V]` of `h:[rows, H]`, after `norm` when given (each chunk applies it). */
+  #lmHead(h: Tensor<FloatDType>, norm?: RmsNormPrologue): Tensor<"f32"> {
     const m: ChunkedMatrix = this.weights.lmHead;
     const rows = h.shape[0];
     const out = Tensor.empty(this.gpu, [rows, m.rows], this.dtype);
-    for (const c of m.chunks) linear(h, c.tensor, { out, outColumnOffset: c.rowStart });
+    for (const c of m.chunks) linear(h, c.tensor, { out, outColumnOffset: c.rowStart, norm });
     if (this.dtype === "f32") return out as Tensor<"f32">;
     const f = cast(out, "f32") as Tensor<"f32">;
     out.dispose();
@@ -217,8 +237,9 @@ export class Transformer {
 
   /**
    * Layer l over the residual stream `x:[B·T, H]`; `xn` is `x` after this layer's input norm
-   * when the previous layer made it. Returns the new stream and it after the next norm (the
-   * next layer's input norm, or the final norm after the last layer).
+   * when the previous layer made it. Returns the new stream and, unless `defer` (the norms go
+   * into the projections that read them), it after the next norm (the next layer's input norm,
+   * or the final norm after the last layer).
    */
   #layer(
     l: number,
@@ -227,7 +248,8 @@ export class Transformer {
     B: number,
     T: number,
     opts: ForwardOptions,
-  ): LinearNormOutResult {
+    defer: boolean,
+  ): { y: Tensor<FloatDType>; normed?: Tensor<FloatDType> } {
     const cfg = this.config, w = this.weights.layers[l];
     const Hq = cfg.numHeads, Hkv = cfg.numKvHeads, D = cfg.headDim, eps = cfg.rmsNormEps;
     const dms = cfg.dms;
@@ -239,7 +261,7 @@ export class Transformer {
     // --- input RMSNorm (made by the previous layer's down_proj, else here) and the q, k, v
     // projections in one dispatch (decode): q:[B, T, Hq, D], k, v:[B, T, Hkv, D]
     const p = linearQkv(xn ?? x, w.qProj, w.kProj, w.vProj, {
-      norm: xn ? undefined : { weight: w.inputNorm, eps },
+      norm: xn ? undefined : { weight: w.inputNorm, eps, deferred: defer },
       qBias: w.qBias,
       kBias: w.kBias,
       vBias: w.vBias,
@@ -355,28 +377,30 @@ export class Transformer {
     const ao = toHeads(att4);
     att4.dispose();
     const aoFlat = as(ao, [B * T, Hq * D]);
-    const o = linearNormOut(aoFlat, w.oProj, {
-      bias: w.oBias,
-      residual: x,
-      norm: { weight: w.postNorm, eps },
-    });
+    const postNorm = { weight: w.postNorm, eps };
+    const o = defer
+      ? { y: linear(aoFlat, w.oProj, { bias: w.oBias, residual: x }), normed: undefined }
+      : linearNormOut(aoFlat, w.oProj, { bias: w.oBias, residual: x, norm: postNorm });
     aoFlat.dispose();
 
     // --- MLP: down(silu(gate)·up) + x1, gate/up/SiLU in one dispatch, the residual in down's,
-    // and the next norm of the result
-    const a = linearSwiglu(o.normed, w.gateProj, w.upProj, {
+    // and the next norm of the result (or, deferred, the post-attention norm in gate/up's)
+    const a = linearSwiglu(o.normed ?? o.y, w.gateProj, w.upProj, {
       gateBias: w.gateBias,
       upBias: w.upBias,
+      norm: o.normed ? undefined : { ...postNorm, deferred: true },
     });
-    o.normed.dispose();
+    o.normed?.dispose();
     const nextNorm = l + 1 < cfg.numLayers
       ? this.weights.layers[l + 1].inputNorm
       : this.weights.finalNorm;
-    const out = linearNormOut(a, w.downProj, {
-      bias: w.downBias,
-      residual: o.y,
-      norm: { weight: nextNorm, eps },
-    });
+    const out = defer
+      ? { y: linear(a, w.downProj, { bias: w.downBias, residual: o.y }) }
+      : linearNormOut(a, w.downProj, {
+        bias: w.downBias,
+        residual: o.y,
+        norm: { weight: nextNorm, eps },
+      });
     a.dispose();
     o.y.dispose();
     return out;

@@ -80,7 +80,22 @@ export interface RmsNormPrologue {
   weight: Tensor;
   /** Added to the mean square (`rms_norm_eps`); finite, >= 0. */
   eps: number;
+  /**
+   * Allow the `gemv16` kernels to apply the norm after the product (for M ≤
+   * {@linkcode GEMV_NORM_DEFERRED_MAX_M} rows; exact everywhere else):
+   * `y = r·((x ⊙ weight)·wᵀ)`, r = 1/sqrt(mean(x²) + eps) per row, the squares summed beside
+   * the product. No prologue, no normed copy of x; but the normed x is not rounded to the
+   * storage dtype as `rmsNorm`'s output is, so f16 results differ from the exact prologue by
+   * that rounding (about 2⁻¹² relative per element of the normed x). Default false.
+   */
+  deferred?: boolean;
 }
+
+/**
+ * Most rows of x for which the `gemv16` kernels defer the norm ({@linkcode RmsNormPrologue}):
+ * the squares of 4 rows fit one vec4 register beside the products.
+ */
+export const GEMV_NORM_DEFERRED_MAX_M = 4;
 
 /**
  * Checks `norm` against x's inner size K.
@@ -183,8 +198,11 @@ export interface Gemv16Dispatch {
   x: Binding;
   /** Element offset of `x[0, 0]` in its window (a multiple of 8 in f16, 4 in f32). */
   offX: number;
-  /** RMSNorm prologue: `gain:[K]` words of x's dtype, and eps. */
-  norm?: { gain: Binding; eps: number };
+  /**
+   * RMSNorm prologue: `gain:[K]` words of x's dtype, and eps; `deferred` (M ≤
+   * {@linkcode GEMV_NORM_DEFERRED_MAX_M}, ignored above): the row scale applied to the sums.
+   */
+  norm?: { gain: Binding; eps: number; deferred?: boolean };
   /** `gemv16_rn`: the RMSNorm of the output rows into `yn:[M, N]` (rows N apart), `gain:[N]`. */
   normOut?: { gain: Binding; eps: number; yn: Binding };
   /** `w:[N, K]` (gate for SwiGLU, wq for QKV). */
@@ -225,7 +243,8 @@ export interface Gemv16Dispatch {
  */
 export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
   const EPV = d.dtype === "f16" ? 8 : 4;
-  const XS = d.norm
+  const deferred = d.norm?.deferred === true && d.M <= GEMV_NORM_DEFERRED_MAX_M;
+  const XS = d.norm && !deferred
     ? gemvNormStagedWords(d.M, d.K, d.dtype, gpu.limits.maxComputeWorkgroupStorageSize)
     : 1;
   const LW = wideLanesFor(d.M);
@@ -241,8 +260,8 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
     constants: {
       EPV,
       MR: d.M,
-      NORM: d.norm ? 1 : 0,
-      RED: 256 * d.M,
+      NORM: deferred ? 2 : d.norm ? 1 : 0,
+      RED: 256 * d.M * (deferred ? 2 : 1),
       XS,
       ...(d.entry === "gemv16_wide" ? { LW } : {}),
     },
@@ -345,7 +364,7 @@ export function gemv<D extends FloatDType>(
     K,
     x: x.buffer,
     offX: 0,
-    norm: norm ? { gain: norm.weight.buffer, eps: norm.eps } : undefined,
+    norm: norm ? { gain: norm.weight.buffer, eps: norm.eps, deferred: norm.deferred } : undefined,
     w: w.buffer,
     offR: 0,
     y: y.buffer,

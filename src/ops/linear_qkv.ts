@@ -216,7 +216,7 @@ export function linearQkv(
     dispatchGemv16(x.gpu, {
       ...common,
       entry: hasBias ? "gemv16_qkv_bias" : "gemv16_qkv",
-      norm: norm ? { gain: norm.weight.buffer, eps: norm.eps } : undefined,
+      norm: norm ? { gain: norm.weight.buffer, eps: norm.eps, deferred: norm.deferred } : undefined,
     });
   }
   return { q, k, v };

@@ -187,7 +187,7 @@ export function linearSwiglu(
     dispatchGemv16(x.gpu, {
       ...common,
       entry: "gemv16_swiglu",
-      norm: norm ? { gain: norm.weight.buffer, eps: norm.eps } : undefined,
+      norm: norm ? { gain: norm.weight.buffer, eps: norm.eps, deferred: norm.deferred } : undefined,
     });
   }
   return y;

@@ -205,7 +205,11 @@ export function launch(l: Launch): void {
     using h = rmsNorm(l.a, l.norm.weight, l.norm.eps);
     return launch({ ...l, a: h, norm: undefined });
   }
-  const norm = l.norm && { gain: window(l.norm.weight, 0, l.K).binding, eps: l.norm.eps };
+  const norm = l.norm && {
+    gain: window(l.norm.weight, 0, l.K).binding,
+    eps: l.norm.eps,
+    deferred: l.norm.deferred,
+  };
   if (g16) rowsPer = Math.min(rowsPer, GEMV16_MAX_M);
   const big = variant === "tiled128" || variant === "tiled128x64";
   const entry = variant === "gemv" ? (l.transB ? "gemv_t" : "gemv") : big ? "tiled128" : variant;
