@@ -38,7 +38,7 @@ import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
-import { gemv } from "../src/ops/gemv.ts";
+import { gemv, gemvTuning } from "../src/ops/gemv.ts";
 import { linearNormOut } from "../src/ops/linear_norm_out.ts";
 import { linear } from "../src/ops/matmul.ts";
 import { linearQkv } from "../src/ops/linear_qkv.ts";
@@ -284,6 +284,7 @@ const opRows: OpRow[] = [];
   using x = t([1, K], 1), gain = t([K], 2), res = t([1, K], 3), a2 = t([1, Q], 4);
   using a3 = t([1, F], 5);
   const norm = { weight: gain, eps: 1e-6 };
+  const deferred = { ...norm, deferred: true };
   /** Copies of seeded weights of these shapes, enough sets to reach ROTATE_MB. */
   const sets = (shapes: number[][], seed: number): Tensor<"f16" | "f32">[][] => {
     const first = shapes.map((sh, i) => t(sh, seed + i));
@@ -345,6 +346,27 @@ const opRows: OpRow[] = [];
       r.y.dispose();
       r.normed.dispose();
     }],
+    ...(["loads", "staged"] as const).flatMap((
+      g,
+    ): [string, number, (i: number) => void][] => [
+      [`deferred norm (gain ${g}) + q/k/v ${Q}+${N2}+${N2}×${K}`, mb(qkv), (i) => {
+        gemvTuning.deferredGain = g;
+        const [wq, wk, wv] = at(qkv, i);
+        const r = linearQkv(x, wq, wk, wv, { norm: deferred, variant: "fused" });
+        r.q.dispose();
+        r.k.dispose();
+        r.v.dispose();
+      }],
+      [`deferred norm (gain ${g}) + SwiGLU 2×${F}×${K}`, mb(mlp), (i) => {
+        gemvTuning.deferredGain = g;
+        const [gate, up] = at(mlp, i);
+        linearSwiglu(x, gate, up, { norm: deferred, variant: "fused" }).dispose();
+      }],
+      [`deferred norm (gain ${g}) + gemv16 ${4 * K}×${K}`, mb(w4), (i) => {
+        gemvTuning.deferredGain = g;
+        gemv(x, at(w4, i)[0], { norm: deferred }).dispose();
+      }],
+    ]),
     [`gemv16 ${4 * K}×${K}`, mb(w4), (i) => gemv(x, at(w4, i)[0]).dispose()],
     [`norm + gemv16 ${4 * K}×${K}`, mb(w4), (i) => gemv(x, at(w4, i)[0], { norm }).dispose()],
   ];

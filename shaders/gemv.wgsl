@@ -89,6 +89,7 @@ var<workgroup> red: array<f32, RED>; // [rows()][256] partial sums (NORM = 2: th
 var<workgroup> rn: array<f32, 16>;    // NORM: inverseSqrt(mean(x[r]^2) + eps) per row
 // NORM: words of xs; the normed rows are staged there when XS >= MR * p.kw (else XS = 1, unused).
 override XS: u32 = 1u;
+override GS: u32 = 0u; // NORM = 2: 1 = the gain staged in xs (XS >= K / EPV words) by the prologue
 var<workgroup> xs: array<vec4<u32>, XS>; // NORM, staged: the normed rows [MR, K / EPV] as words
 
 // Whether the normed rows live in xs (uniform: the same for every thread).
@@ -132,6 +133,10 @@ fn sqw(a: vec4<u32>) -> f32 {
 
 // NORM: fills rn[r] for the MR rows of x (every thread calls it, in uniform control flow).
 fn norm_prologue(tid: u32) {
+  if (NORM == 2u && GS == 1u) {
+    for (var j = tid; j < p.kw; j += 256u) { xs[j] = gain[j]; }
+    workgroupBarrier();
+  }
   if (NORM != 1u) { return; }
   for (var r = 0u; r < MR; r++) {
     var ss = 0.0;
@@ -217,29 +222,55 @@ fn xdot(wl: vec4<f32>, wh: vec4<f32>, r: u32, i: u32) -> f32 {
   return dot(wl, lo4(xv));
 }
 
-// Sum of squares of the elements of word i of row r of x.
-fn xsq(r: u32, i: u32) -> f32 {
+// NORM = 2: word i of the gain, from workgroup memory where the prologue staged it (GS = 1).
+fn gain_word(i: u32) -> vec4<u32> {
+  if (GS == 1u) { return xs[i]; }
+  return gain[i];
+}
+
+// NORM = 2, row r (< 4): (x·(w ⊙ g), x·x) over word i of row r, the word of x read once.
+fn dot_sq(wl: vec4<f32>, wh: vec4<f32>, r: u32, i: u32) -> vec2<f32> {
   let v = xword(r, i);
   let l = lo4(v);
   let h = hi4(v);
-  return dot(l, l) + dot(h, h);
+  return vec2<f32>(dot(wl, l) + dot(wh, h), dot(l, l) + dot(h, h));
 }
 
-// acc + x[r, word i] · wv for each of the MR rows (constant guards: no loop, no array); with
-// NORM = 2 the weight word times the gain's word i, and the squares of x's words into acc.s.
-fn acc_word(acc: Acc16, wv: vec4<u32>, i: u32) -> Acc16 {
-  var wl = lo4(wv);
-  var wh = hi4(wv);
+// NORM = 2: acc + x[r, word i] · (wv ⊙ gain word i) and acc.s + the squares of x's word, rows
+// 0..MR-1 (MR <= 4).
+fn acc_word_deferred(acc: Acc16, wv: vec4<u32>, i: u32) -> Acc16 {
+  let g = gain_word(i);
+  let wl = lo4(wv) * lo4(g);
+  let wh = hi4(wv) * hi4(g);
   var o = acc;
-  if (NORM == 2u) {
-    let g = gain[i];
-    wl *= lo4(g);
-    wh *= hi4(g);
-    o.s.x += xsq(0u, i);
-    if (MR > 1u) { o.s.y += xsq(1u, i); }
-    if (MR > 2u) { o.s.z += xsq(2u, i); }
-    if (MR > 3u) { o.s.w += xsq(3u, i); }
+  let d0 = dot_sq(wl, wh, 0u, i);
+  o.a.x += d0.x;
+  o.s.x += d0.y;
+  if (MR > 1u) {
+    let d = dot_sq(wl, wh, 1u, i);
+    o.a.y += d.x;
+    o.s.y += d.y;
   }
+  if (MR > 2u) {
+    let d = dot_sq(wl, wh, 2u, i);
+    o.a.z += d.x;
+    o.s.z += d.y;
+  }
+  if (MR > 3u) {
+    let d = dot_sq(wl, wh, 3u, i);
+    o.a.w += d.x;
+    o.s.w += d.y;
+  }
+  return o;
+}
+
+// acc + x[r, word i] · wv for each of the MR rows (constant guards: no loop, no array); NORM = 2:
+// acc_word_deferred.
+fn acc_word(acc: Acc16, wv: vec4<u32>, i: u32) -> Acc16 {
+  if (NORM == 2u) { return acc_word_deferred(acc, wv, i); }
+  let wl = lo4(wv);
+  let wh = hi4(wv);
+  var o = acc;
   o.a.x += xdot(wl, wh, 0u, i);
   if (MR > 1u) { o.a.y += xdot(wl, wh, 1u, i); }
   if (MR > 2u) { o.a.z += xdot(wl, wh, 2u, i); }

@@ -54,7 +54,7 @@ Deno.test({
     "normed x, M 1..6 (5, 6: the exact prologue), K words 1..80, biases and residuals (f32/f16)",
   ...GPU_TEST,
   fn: async () => {
-    const saved = gemvTuning.wideLanes;
+    const saved = { ...gemvTuning };
     try {
       await fc.assert(
         fc.asyncProperty(
@@ -64,9 +64,11 @@ Deno.test({
           fc.integer({ min: 1, max: 80 }),
           fc.integer({ min: 1, max: 70 }),
           fc.constantFrom<number | undefined>(undefined, 4, 16, 64),
+          fc.constantFrom<"loads" | "staged">("loads", "staged"),
           fc.integer({ min: 0, max: 1 << 30 }),
-          async (dtype, entry, M, words, N, lanes, seed) => {
+          async (dtype, entry, M, words, N, lanes, gain, seed) => {
             gemvTuning.wideLanes = lanes;
+            gemvTuning.deferredGain = gain;
             const K = words * (dtype === "f16" ? 8 : 4);
             const x = data(M * K, seed, dtype), g = data(K, seed + 1, dtype);
             const w = data(N * K, seed + 2, dtype), w2 = data(N * K, seed + 3, dtype);
@@ -79,7 +81,7 @@ Deno.test({
             using tr = Tensor.fromArray(gpu, res, [M, N], dtype);
             const norm = { weight: tg, eps: EPS, deferred: true };
             const xn = rmsNormRowsReference(x, g, EPS);
-            const label = `${entry} ${dtype} [${M}, ${K}] x [${N}] lanes ${lanes}`;
+            const label = `${entry} ${dtype} [${M}, ${K}] x [${N}] lanes ${lanes} gain ${gain}`;
             const t = tol(dtype, K);
             if (entry === "gemv16" || entry === "gemv16wide") {
               using y = linear(tx, tw, { bias: tb, residual: tr, norm, variant: entry });
@@ -107,10 +109,10 @@ Deno.test({
             }
           },
         ),
-        fcParams(24),
+        fcParams(32),
       );
     } finally {
-      gemvTuning.wideLanes = saved;
+      Object.assign(gemvTuning, saved);
     }
   },
 });
