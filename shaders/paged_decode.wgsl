@@ -314,39 +314,77 @@ fn outputs(g0: u32, tid: u32, c: u32, r: u32, a0: vec4<f32>, b0: vec4<f32>, a1: 
       let col = t % D4;
       let g = g0 + gi;
       if (g < GQ) {
-        var s0 = vec4<f32>(0.0);
-        var s1 = vec4<f32>(0.0);
-        var s2 = vec4<f32>(0.0);
-        var s3 = vec4<f32>(0.0);
-        let base = gi * hs + col;
-        for (var rr = 0u; rr < KP; rr += 4u) {
-          s0 += scr[base + rr * D4];
-          s1 += scr[base + (rr + 1u) * D4];
-          s2 += scr[base + (rr + 2u) * D4];
-          s3 += scr[base + (rr + 3u) * D4];
-        }
+        let sum = strided_sum(gi * hs + col, D4, KP);
         if (DIRECT == 1u) {
-          store_row(rbase + g, col, (s0 + s1) + (s2 + s3), head_sum(hs, g));
+          store_row(rbase + g, col, sum, head_sum(hs, g));
         } else {
-          put_po((rbase + g) * D4 + col, (s0 + s1) + (s2 + s3));
+          put_po((rbase + g) * D4 + col, sum);
         }
       }
     } else if (g0 == 0u && DIRECT == 0u) {
       let g = t - 2u * D4;
-      var l = 0.0;
-      for (var rr = 0u; rr < KP; rr++) { l += scr[2u * hs + rr * GV + g / 4u][g % 4u]; }
       let m = select(mA, mB, g >= 4u)[g % 4u];
-      put_pml(rbase + g, vec2<f32>(m, l));
+      put_pml(rbase + g, vec2<f32>(m, head_sum(hs, g)));
     }
   }
 }
 
-// DIRECT: head g's sum l over the KP rows (in scr since the g0 = 0 call of `outputs`), the same
-// order as the pml sum; 0 when no key of the page is visible.
+// Head g's sum l over the KP rows (in scr since the g0 = 0 call of `outputs`), added in row
+// order (for pml, and DIRECT's division); 0 when no key of the page is visible.
 fn head_sum(hs: u32, g: u32) -> f32 {
-  var l = 0.0;
-  for (var rr = 0u; rr < KP; rr++) { l += scr[2u * hs + rr * GV + g / 4u][g % 4u]; }
+  let b = 2u * hs + g / 4u;
+  let c = g % 4u;
+  var l = scr[b][c] + scr[b + GV][c];
+  l += scr[b + 2u * GV][c];
+  l += scr[b + 3u * GV][c];
+  if (KP > 4u) {
+    l += scr[b + 4u * GV][c];
+    l += scr[b + 5u * GV][c];
+    l += scr[b + 6u * GV][c];
+    l += scr[b + 7u * GV][c];
+  }
+  for (var rr = 8u; rr < KP; rr++) { l += scr[b + rr * GV][c]; }
   return l;
+}
+
+// Sums and maxima over rows of scr written out where short: naga bounds every loop, so drivers
+// do not unroll them and a loop's loads go out one iteration at a time (in gemv.wgsl, writing
+// such sums out took 1.3-2 µs off a dispatch on the H200). n (L or KP: 4..128, a multiple of 4)
+// vec4s scr[base + i * st], i < n, summed as four accumulators (i % 4) in increasing i, then
+// (s0 + s1) + (s2 + s3); terms past 32 in a loop.
+fn strided_sum(base: u32, st: u32, n: u32) -> vec4<f32> {
+  var s = quad(base, st, 0u);
+  if (n > 4u) { s += quad(base, st, 4u); }
+  if (n > 8u) {
+    s += quad(base, st, 8u);
+    s += quad(base, st, 12u);
+  }
+  if (n > 16u) {
+    s += quad(base, st, 16u);
+    s += quad(base, st, 20u);
+    s += quad(base, st, 24u);
+    s += quad(base, st, 28u);
+  }
+  for (var i = 32u; i < n; i += 4u) { s += quad(base, st, i); }
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// scr[base + (i + j) * st], j = 0..3, as the columns of a matrix (added column by column).
+fn quad(base: u32, st: u32, i: u32) -> mat4x4<f32> {
+  let b = base + i * st;
+  return mat4x4<f32>(scr[b], scr[b + st], scr[b + 2u * st], scr[b + 3u * st]);
+}
+
+// Step 4: the maximum over the KP rows of scr[rr * GV + gv] (a row's running maxima).
+fn rows_max(gv: u32) -> vec4<f32> {
+  let q = quad(gv, GV, 0u);
+  var m = max(max(q[0], q[1]), max(q[2], q[3]));
+  if (KP > 4u) {
+    let r = quad(gv, GV, 4u);
+    m = max(m, max(max(r[0], r[1]), max(r[2], r[3])));
+  }
+  for (var rr = 8u; rr < KP; rr++) { m = max(m, scr[gv + rr * GV]); }
+  return m;
 }
 
 // DIRECT: output vec4 column col of query row `row` (= b * Hq + head, the rows of po): o / l,
@@ -435,20 +473,10 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (tid < KB * GV) {
       let kb = tid / GV;
       let kk = k0 + kb;
-      let base = kb * (L + 1u) * GV + tid % GV;
-      var s0 = vec4<f32>(0.0);
-      var s1 = vec4<f32>(0.0);
-      var s2 = vec4<f32>(0.0);
-      var s3 = vec4<f32>(0.0);
-      for (var l = 0u; l < L; l += 4u) {
-        s0 += scr[base + l * GV];
-        s1 += scr[base + (l + 1u) * GV];
-        s2 += scr[base + (l + 2u) * GV];
-        s3 += scr[base + (l + 3u) * GV];
-      }
+      let sum = strided_sum(kb * (L + 1u) * GV + tid % GV, GV, L);
       var vis = false;
       if (kk < cnt) { vis = kph[kk] != NOKEY; }
-      sp[tid] = select(vec4<f32>(NEG), (s0 + s1) + (s2 + s3), vis);
+      sp[tid] = select(vec4<f32>(NEG), sum, vis);
     }
     workgroupBarrier();
     // 3. Online softmax and P·V with the value words in flight since the last block.
@@ -465,12 +493,9 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (GV == 2u) { scr[r * GV + 1u] = ms1; }
   }
   workgroupBarrier();
-  var mA = vec4<f32>(NEG);
+  let mA = rows_max(0u);
   var mB = vec4<f32>(NEG);
-  for (var rr = 0u; rr < KP; rr++) {
-    mA = max(mA, scr[rr * GV]);
-    if (GV == 2u) { mB = max(mB, scr[rr * GV + 1u]); }
-  }
+  if (GV == 2u) { mB = rows_max(1u); }
   let f0 = exp(ms0 - mA);
   aa0 = scale_cols(aa0, f0);
   ab0 = scale_cols(ab0, f0);
