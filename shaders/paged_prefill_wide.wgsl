@@ -134,12 +134,51 @@ fn mask(sv: vec4<f32>, qp: i32, kv: vec4<bool>, kp: vec4<i32>, km: vec4<i32>) ->
   return select(vec4<f32>(NEG), sv, vis & vec4<bool>(qp >= 0));
 }
 
+// The maximum of wred[(t0 + i) * 16 + ty], i < 4 (row group ty's partial maxima).
+fn max4(ty: u32, t0: u32) -> vec4<f32> {
+  return max(max(wred[t0 * 16u + ty], wred[(t0 + 1u) * 16u + ty]),
+             max(wred[(t0 + 2u) * 16u + ty], wred[(t0 + 3u) * 16u + ty]));
+}
+
 fn hmax(v: vec4<f32>) -> f32 {
   return max(max(v.x, v.y), max(v.z, v.w));
 }
 
 fn pexp(sv: vec4<f32>, m: f32) -> vec4<f32> {
   return select(vec4<f32>(0.0), exp(sv - vec4<f32>(m)), sv > vec4<f32>(NEG));
+}
+
+// The inner loops below advance four steps an iteration, each step a function of matrices (the
+// columns are the named registers' rows): naga bounds every loop, so drivers do not unroll them,
+// and a one-step body paid the loop's own instructions for 16 or 32 FMAs.
+
+// Step dd of S = Q·Kᵀ: column i (row 4ty + i, keys 4tx..4tx+3) += q[row, dd] · k[keys, dd].
+fn qk_step(S: mat4x4<f32>, dd: u32, ty: u32, tx: u32) -> mat4x4<f32> {
+  let a = wst[dd * WRS + ty];
+  let kv = wst[SDK * WRS + dd * WRS + tx];
+  return mat4x4<f32>(fma(vec4<f32>(a.x), kv, S[0]), fma(vec4<f32>(a.y), kv, S[1]),
+                     fma(vec4<f32>(a.z), kv, S[2]), fma(vec4<f32>(a.w), kv, S[3]));
+}
+
+// One key of O += P·V: column i (row 4ty + i, 4 channels) += p[row, key] · v[key, channels].
+fn pv_step(O: mat4x4<f32>, pv: vec4<f32>, v: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(fma(vec4<f32>(pv.x), v, O[0]), fma(vec4<f32>(pv.y), v, O[1]),
+                     fma(vec4<f32>(pv.z), v, O[2]), fma(vec4<f32>(pv.w), v, O[3]));
+}
+
+// The thread's block of O: rows 4ty..4ty+3 (columns) × channels 4c0.. (a) and, DC4 > 1, 4c1.. (b).
+struct O2 {
+  a: mat4x4<f32>,
+  b: mat4x4<f32>,
+}
+
+// Key v0 + t of the tile (row t of the staged V slice) into o.
+fn pv_key(o: O2, v0: u32, t: u32, ty: u32, c0: u32, c1: u32) -> O2 {
+  let pv = wps[(v0 + t) * 16u + ty];
+  var r = o;
+  r.a = pv_step(o.a, pv, wst[t * (WD / 4u) + c0]);
+  if (DC4 > 1u) { r.b = pv_step(o.b, pv, wst[t * (WD / 4u) + c1]); }
+  return r;
 }
 
 @compute @workgroup_size(WG)
@@ -170,14 +209,7 @@ fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let tx = tid % 16u;
   var m = vec4<f32>(NEG); // running max of rows 4ty..4ty+3 (the same in every thread of the group)
   var l = vec4<f32>(0.0); // this thread's share of the running sums
-  var o00 = vec4<f32>(0.0); // o<row><channel group>
-  var o10 = vec4<f32>(0.0);
-  var o20 = vec4<f32>(0.0);
-  var o30 = vec4<f32>(0.0);
-  var o01 = vec4<f32>(0.0);
-  var o11 = vec4<f32>(0.0);
-  var o21 = vec4<f32>(0.0);
-  var o31 = vec4<f32>(0.0);
+  var o = O2(mat4x4<f32>(), mat4x4<f32>()); // column i: row 4ty + i, channel groups tx, tx + 16
   workgroupBarrier();
   let qp = vec4<i32>(wrpos[4u * ty], wrpos[4u * ty + 1u], wrpos[4u * ty + 2u], wrpos[4u * ty + 3u]);
 
@@ -210,10 +242,7 @@ fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
 
     // 1) S = Q·Kᵀ, SDK channels at a time (one word per thread and chunk in f16 with SDK = 32).
-    var s0 = vec4<f32>(0.0); // row 4ty + 0, keys 4tx..4tx+3
-    var s1 = vec4<f32>(0.0);
-    var s2 = vec4<f32>(0.0);
-    var s3 = vec4<f32>(0.0);
+    var sm = mat4x4<f32>(); // column i: row 4ty + i, keys 4tx..4tx+3
     for (var d0 = 0u; d0 < D; d0 += SDK) {
       let w0 = d0 / EPV;
       for (var e = tid; e < R * SW; e += WG) {
@@ -231,13 +260,11 @@ fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         stage_word(SDK * WRS, ww * EPV, t, x, 1.0);
       }
       workgroupBarrier();
-      for (var dd = 0u; dd < SDK; dd++) {
-        let a = wst[dd * WRS + ty];
-        let kv = wst[SDK * WRS + dd * WRS + tx];
-        s0 = fma(vec4<f32>(a.x), kv, s0);
-        s1 = fma(vec4<f32>(a.y), kv, s1);
-        s2 = fma(vec4<f32>(a.z), kv, s2);
-        s3 = fma(vec4<f32>(a.w), kv, s3);
+      for (var dd = 0u; dd < SDK; dd += 4u) {
+        sm = qk_step(sm, dd, ty, tx);
+        sm = qk_step(sm, dd + 1u, ty, tx);
+        sm = qk_step(sm, dd + 2u, ty, tx);
+        sm = qk_step(sm, dd + 3u, ty, tx);
       }
       workgroupBarrier();
     }
@@ -248,14 +275,13 @@ fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                         wsrc[t4 + 3u] != 0u);
     let kp = vec4<i32>(wpos[t4], wpos[t4 + 1u], wpos[t4 + 2u], wpos[t4 + 3u]);
     let km = vec4<i32>(wmark[t4], wmark[t4 + 1u], wmark[t4 + 2u], wmark[t4 + 3u]);
-    s0 = mask(s0, qp.x, kv, kp, km);
-    s1 = mask(s1, qp.y, kv, kp, km);
-    s2 = mask(s2, qp.z, kv, kp, km);
-    s3 = mask(s3, qp.w, kv, kp, km);
+    let s0 = mask(sm[0], qp.x, kv, kp, km);
+    let s1 = mask(sm[1], qp.y, kv, kp, km);
+    let s2 = mask(sm[2], qp.z, kv, kp, km);
+    let s3 = mask(sm[3], qp.w, kv, kp, km);
     wred[tx * 16u + ty] = vec4<f32>(hmax(s0), hmax(s1), hmax(s2), hmax(s3));
     workgroupBarrier();
-    var mt = vec4<f32>(NEG);
-    for (var t = 0u; t < 16u; t++) { mt = max(mt, wred[t * 16u + ty]); }
+    let mt = max(max4(ty, 0u), max(max4(ty, 4u), max(max4(ty, 8u), max4(ty, 12u))));
     let mn = max(m, mt);
     let alpha = select(vec4<f32>(1.0), exp(m - mn), m > vec4<f32>(NEG));
     m = mn;
@@ -269,14 +295,8 @@ fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     wps[(t4 + 1u) * 16u + ty] = vec4<f32>(p0.y, p1.y, p2.y, p3.y);
     wps[(t4 + 2u) * 16u + ty] = vec4<f32>(p0.z, p1.z, p2.z, p3.z);
     wps[(t4 + 3u) * 16u + ty] = vec4<f32>(p0.w, p1.w, p2.w, p3.w);
-    o00 *= alpha.x;
-    o10 *= alpha.y;
-    o20 *= alpha.z;
-    o30 *= alpha.w;
-    o01 *= alpha.x;
-    o11 *= alpha.y;
-    o21 *= alpha.z;
-    o31 *= alpha.w;
+    o.a = mat4x4<f32>(o.a[0] * alpha.x, o.a[1] * alpha.y, o.a[2] * alpha.z, o.a[3] * alpha.w);
+    o.b = mat4x4<f32>(o.b[0] * alpha.x, o.b[1] * alpha.y, o.b[2] * alpha.z, o.b[3] * alpha.w);
 
     // 3) O += P·V, VH keys of V staged at a time (slices past the tile's last key skipped).
     for (var v0 = 0u; v0 < WK && k0 + v0 < ke; v0 += VH) {
@@ -284,27 +304,18 @@ fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let t = e / L;
         let ww = e % L;
         let x = vword(v0 + t, ww);
-        let o = t * D4 + ww * (EPV / 4u);
-        wst[o] = lo4(x);
-        if (EPV == 8u) { wst[o + 1u] = hi4(x); }
+        let ix = t * D4 + ww * (EPV / 4u);
+        wst[ix] = lo4(x);
+        if (EPV == 8u) { wst[ix + 1u] = hi4(x); }
       }
       workgroupBarrier();
       let c0 = min(tx, D4 - 1u);
       let c1 = min(tx + 16u, D4 - 1u);
-      for (var t = 0u; t < VH; t++) {
-        let pv = wps[(v0 + t) * 16u + ty];
-        let va = wst[t * D4 + c0];
-        o00 = fma(vec4<f32>(pv.x), va, o00);
-        o10 = fma(vec4<f32>(pv.y), va, o10);
-        o20 = fma(vec4<f32>(pv.z), va, o20);
-        o30 = fma(vec4<f32>(pv.w), va, o30);
-        if (DC4 > 1u) {
-          let vb = wst[t * D4 + c1];
-          o01 = fma(vec4<f32>(pv.x), vb, o01);
-          o11 = fma(vec4<f32>(pv.y), vb, o11);
-          o21 = fma(vec4<f32>(pv.z), vb, o21);
-          o31 = fma(vec4<f32>(pv.w), vb, o31);
-        }
+      for (var t = 0u; t < VH; t += 4u) {
+        o = pv_key(o, v0, t, ty, c0, c1);
+        o = pv_key(o, v0, t + 1u, ty, c0, c1);
+        o = pv_key(o, v0, t + 2u, ty, c0, c1);
+        o = pv_key(o, v0, t + 3u, ty, c0, c1);
       }
       workgroupBarrier();
     }
@@ -313,17 +324,17 @@ fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   // The running sums of each row, reduced over its 16 threads; O / l (0 for a row with no key).
   wred[tx * 16u + ty] = l;
   workgroupBarrier();
-  var lt = vec4<f32>(0.0);
-  for (var t = 0u; t < 16u; t++) { lt += wred[t * 16u + ty]; }
+  var lt = wred[ty];
+  for (var t = 1u; t < 16u; t++) { lt += wred[t * 16u + ty]; }
   let inv = select(vec4<f32>(0.0), vec4<f32>(1.0) / lt, lt > vec4<f32>(0.0));
   for (var rr = 0u; rr < 4u; rr++) {
     if (qp[rr] < 0) { continue; }
     let dst = (wqoff[4u * ty + rr] / L) * D;
-    var va = o00;
-    var vb = o01;
-    if (rr == 1u) { va = o10; vb = o11; }
-    if (rr == 2u) { va = o20; vb = o21; }
-    if (rr == 3u) { va = o30; vb = o31; }
+    var va = o.a[0];
+    var vb = o.b[0];
+    if (rr == 1u) { va = o.a[1]; vb = o.b[1]; }
+    if (rr == 2u) { va = o.a[2]; vb = o.b[2]; }
+    if (rr == 3u) { va = o.a[3]; vb = o.b[3]; }
     va *= inv[rr];
     vb *= inv[rr];
     for (var c = 0u; c < 4u; c++) {
