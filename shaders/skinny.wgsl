@@ -261,10 +261,20 @@ fn sums(c0: Col, c1: Col, c2: Col, c3: Col, row0: u32, tid: u32) {
   workgroupBarrier();
 }
 
-// The sum over the KL lanes of slot `slot`, row r of the block, in lane order.
+// The sum over the KL lanes of slot `slot`, row r of the block, in lane order: written out in
+// fours (naga bounds every loop, so drivers do not unroll them; see gemv.wgsl's sum8).
 fn lane_sum(slot: u32, r: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  for (var j = 0u; j < KL; j++) { v += xf[r * WG + slot * KL + j]; }
+  let b = r * WG + slot * KL;
+  var v = xf[b];
+  v += xf[b + 1u];
+  v += xf[b + 2u];
+  v += xf[b + 3u];
+  for (var j = 4u; j < KL; j += 4u) {
+    v += xf[b + j];
+    v += xf[b + j + 1u];
+    v += xf[b + j + 2u];
+    v += xf[b + j + 3u];
+  }
   return v;
 }
 
