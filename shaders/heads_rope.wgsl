@@ -82,10 +82,23 @@ fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return wid.y * nwg.x + wid.x;
 }
 
-// Stages row `row` of x (q) or xk (k) in vals; returns this thread's part of sum(x^2).
+// Stages row `row` of x (q) or xk (k) in vals; returns this thread's part of sum(x^2). The
+// first two elements of a thread (D <= 2·WG: all of them) are requested before either is used:
+// naga bounds every loop, so drivers do not unroll them, and a loop's loads go out one
+// iteration at a time.
 fn stage_x(row: u32, li: u32) -> f32 {
+  let a = x[min(row * p.d + li, row * p.d + p.d - 1u)];
+  let b = x[min(row * p.d + li + WG, row * p.d + p.d - 1u)];
   var ss = 0.0;
-  for (var i = li; i < p.d; i += WG) {
+  if (li < p.d) {
+    vals[li] = a;
+    ss += f32(a) * f32(a);
+  }
+  if (li + WG < p.d) {
+    vals[li + WG] = b;
+    ss += f32(b) * f32(b);
+  }
+  for (var i = li + 2u * WG; i < p.d; i += WG) {
     let xi = x[row * p.d + i];
     vals[i] = xi;
     ss += f32(xi) * f32(xi);
@@ -94,13 +107,29 @@ fn stage_x(row: u32, li: u32) -> f32 {
 }
 
 fn stage_xk(row: u32, li: u32) -> f32 {
+  let a = xk[min(row * p.d + li, row * p.d + p.d - 1u)];
+  let b = xk[min(row * p.d + li + WG, row * p.d + p.d - 1u)];
   var ss = 0.0;
-  for (var i = li; i < p.d; i += WG) {
+  if (li < p.d) {
+    vals[li] = a;
+    ss += f32(a) * f32(a);
+  }
+  if (li + WG < p.d) {
+    vals[li + WG] = b;
+    ss += f32(b) * f32(b);
+  }
+  for (var i = li + 2u * WG; i < p.d; i += WG) {
     let xi = xk[row * p.d + i];
     vals[i] = xi;
     ss += f32(xi) * f32(xi);
   }
   return ss;
+}
+
+// vals[i] = T(g_i · (vals[i] · r)) for this thread's i, g_i = ga, gb for its first two (given).
+fn norm_vals(li: u32, ga: f32, gb: f32, r: f32) {
+  if (li < p.d) { vals[li] = T(ga * (f32(vals[li]) * r)); }
+  if (li + WG < p.d) { vals[li + WG] = T(gb * (f32(vals[li + WG]) * r)); }
 }
 
 // inverseSqrt(mean(x^2) + eps) from each thread's partial sum (tree over the workgroup).
@@ -122,8 +151,11 @@ fn load_plain(row: u32, li: u32) {
 
 // Step 1 with a norm: vals = T(w * x * inverseSqrt(mean(x^2) + eps)), f32 math.
 fn load_norm(row: u32, li: u32) {
+  let ga = f32(w[min(li, p.d - 1u)]);
+  let gb = f32(w[min(li + WG, p.d - 1u)]);
   let r = rms_scale(stage_x(row, li), li, p.eps);
-  for (var i = li; i < p.d; i += WG) { vals[i] = T(f32(w[i]) * (f32(vals[i]) * r)); }
+  norm_vals(li, ga, gb, r);
+  for (var i = li + 2u * WG; i < p.d; i += WG) { vals[i] = T(f32(w[i]) * (f32(vals[i]) * r)); }
   workgroupBarrier();
 }
 
@@ -134,8 +166,11 @@ fn load_plain_k(row: u32, li: u32) {
 }
 
 fn load_norm_k(row: u32, li: u32) {
+  let ga = f32(wk[min(li, p.d - 1u)]);
+  let gb = f32(wk[min(li + WG, p.d - 1u)]);
   let r = rms_scale(stage_xk(row, li), li, p.eps_k);
-  for (var i = li; i < p.d; i += WG) { vals[i] = T(f32(wk[i]) * (f32(vals[i]) * r)); }
+  norm_vals(li, ga, gb, r);
+  for (var i = li + 2u * WG; i < p.d; i += WG) { vals[i] = T(f32(wk[i]) * (f32(vals[i]) * r)); }
   workgroupBarrier();
 }
 

@@ -93,7 +93,23 @@ fn dms_book(pg: u32, li: u32) -> DmsBook {
 fn dms_stage(pg: u32, li: u32) -> vec2<f32> {
   let qrow = lead_q_row(pg);
   var ss = vec2<f32>(0.0);
-  for (var i = li; i < p.d; i += WG) {
+  // the first two elements of each row requested together (see stage_x)
+  let last = p.d - 1u;
+  let a0 = x[qrow * p.d + min(li, last)];
+  let a1 = x[qrow * p.d + min(li + WG, last)];
+  let b0 = xk[pg * p.d + min(li, last)];
+  let b1 = xk[pg * p.d + min(li + WG, last)];
+  if (li < p.d) {
+    ss.x += f32(a0) * f32(a0);
+    vals[li] = b0;
+    ss.y += f32(b0) * f32(b0);
+  }
+  if (li + WG < p.d) {
+    ss.x += f32(a1) * f32(a1);
+    vals[li + WG] = b1;
+    ss.y += f32(b1) * f32(b1);
+  }
+  for (var i = li + 2u * WG; i < p.d; i += WG) {
     let a = x[qrow * p.d + i];
     ss.x += f32(a) * f32(a);
     let b = xk[pg * p.d + i];
@@ -111,8 +127,13 @@ fn dms_plain(pg: u32, li: u32) {
 
 // _dms with norms: the k row normed in vals (load_norm_k's expression), the neuron normed.
 fn dms_norm(pg: u32, li: u32, ss: vec2<f32>) {
+  let ga = f32(wk[min(li, p.d - 1u)]);
+  let gb = f32(wk[min(li + WG, p.d - 1u)]);
   let r = rms_scales(ss, li);
-  for (var i = li; i < p.d; i += WG) { vals[i] = T(f32(wk[i]) * (f32(vals[i]) * r.y)); }
+  norm_vals(li, ga, gb, r.y);
+  for (var i = li + 2u * WG; i < p.d; i += WG) {
+    vals[i] = T(f32(wk[i]) * (f32(vals[i]) * r.y));
+  }
   let last = p.d - 1u;
   if (li == last % WG) {
     sh_logit = T(f32(w[last]) * (f32(x[lead_q_row(pg) * p.d + last]) * r.x));
@@ -157,7 +178,11 @@ fn store_kv(pg: u32, e: u32, li: u32) {
     kpool[e * p.d + j] = T(v.x);
     kpool[e * p.d + j + half] = T(v.y);
   }
-  for (var i = li; i < p.d; i += WG) { vpool[e * p.d + i] = v_in[pg * p.d + i]; }
+  let va = v_in[pg * p.d + min(li, p.d - 1u)];
+  let vb = v_in[pg * p.d + min(li + WG, p.d - 1u)];
+  if (li < p.d) { vpool[e * p.d + li] = va; }
+  if (li + WG < p.d) { vpool[e * p.d + li + WG] = vb; }
+  for (var i = li + 2u * WG; i < p.d; i += WG) { vpool[e * p.d + i] = v_in[pg * p.d + i]; }
 }
 
 // _dms: q row of page pg's first query head (T = 1: b * Hq + h * G).

@@ -37,15 +37,29 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   let g = (w / nch) % GQ;
   let pg = w / (nch * GQ);
   let col = ch * CW + tid % CW;
-  // Online merge of this thread's splits i = tid / CW, + WG / CW, ...
+  // Online merge of this thread's splits i = tid / CW, + WG / CW, ...: each split's (m, l) and
+  // output requested together (the output read whatever l; an empty split's is not used), and
+  // the next split's while this one merges (a loop's loads go out one iteration at a time).
   var m = NEG;
   var l = 0.0;
   var a = vec4<f32>(0.0);
-  for (var i = tid / CW; i < p.np; i += WG / CW) {
-    let r = (pg * p.np + i) * GQ + g;
-    let ml = get_pml(r);
+  let stride = WG / CW;
+  let base = pg * p.np * GQ + g;  // row of split 0
+  var i = tid / CW;
+  var nml = vec2<f32>(NEG, 0.0);
+  var nx = vec4<f32>(0.0);
+  if (i < p.np) {
+    nml = get_pml(base + i * GQ);
+    nx = get_po((base + i * GQ) * D4 + col);
+  }
+  for (; i < p.np; i += stride) {
+    let ml = nml;
+    let x = nx;
+    if (i + stride < p.np) {
+      nml = get_pml(base + (i + stride) * GQ);
+      nx = get_po((base + (i + stride) * GQ) * D4 + col);
+    }
     if (ml.y > 0.0) {
-      let x = get_po(r * D4 + col);
       if (l > 0.0) {
         let mn = max(m, ml.x);
         let wa = exp(m - mn);
