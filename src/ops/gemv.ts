@@ -34,7 +34,13 @@
  * sums the squares of its rows of x, then scales the words of x, once into workgroup memory where
  * they fit ({@linkcode gemvNormStagedWords}) or as it reads them, rounding each normed value to
  * the storage dtype as the `rmsNorm` op's output is), one dispatch fewer per
- * norm. {@linkcode normFusable} says when the weight can be read that way.
+ * norm. {@linkcode normFusable} says when the weight can be read that way. With
+ * `deferred` (M ≤ {@linkcode GEMV_NORM_DEFERRED_MAX_M}) there is no prologue: the squares of x are
+ * summed beside the product and the row scale multiplies the sums (`NORM = 2`). H200, f16, M = 1
+ * (`bench/dispatch_floor.ts`): q/k/v 6.69 µs deferred against 10.99 with the prologue and 5.53
+ * from a normed x; SwiGLU 8.21 / 12.74 / 6.61; so a decode step at B ≤ 4 defers every norm
+ * (src/model/transformer.ts) instead of having the producing projection write it
+ * (./linear_norm_out.ts: +3.6 µs a projection).
  *
  * @example y = x·wᵀ for one row
  * ```ts

@@ -19,6 +19,10 @@
  *   Measured on the H200 (2026-12-05): see `bench/dispatch_floor.ts`. The norm prologue the next
  *   projection would otherwise run in each of its ~1000 workgroups doubled that GEMV (+5 µs).
  *
+ * The decoder uses it for decode batches of 5–16 rows; up to 4 rows the next projection takes the
+ * norm deferred instead ({@linkcode RmsNormPrologue}`.deferred`, ./gemv.ts), which costs it less
+ * than this tail costs here.
+ *
  * `auto` picks `fused` when it applies on a GPU and the gain has the storage dtype, `unfused`
  * otherwise (CPU rasterisers included, where `linear` also avoids its GEMV kernels). Both give
  * `y` bit for bit as `linear` does; `normed` differs from `rmsNorm(y)` only in the order of

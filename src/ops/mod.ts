@@ -53,7 +53,7 @@ export {
   type LinearQkvVariant,
   type QkvProjections,
 } from "./linear_qkv.ts";
-export { type RmsNormPrologue, rmsNormRowsReference } from "./gemv.ts";
+export { GEMV_NORM_DEFERRED_MAX_M, type RmsNormPrologue, rmsNormRowsReference } from "./gemv.ts";
 export { rmsNorm, rmsNormReference } from "./rmsnorm.ts";
 export {
   rope,
