@@ -73,8 +73,9 @@ fn store(bt: u32, m: u32, n: u32, v: f32) {
 
 // ---------------------------------------------------------------------------------------------
 // tiled128. Thread (tx, ty) = (lid % 16, lid / 16) owns rows 4ty..4ty+3 and 64+4ty..64+4ty+3 of
-// the tile, and columns 4tx..4tx+3 (and 64+4tx..64+4tx+3 when WIDE): row i of its 8 is c0i (left
-// columns) and c1i (right columns). Per step of BK = 16 along K the workgroup stages
+// the tile, and columns 4tx..4tx+3 (and 64+4tx..64+4tx+3 when WIDE), in `Acc` (c0, c1: the
+// left columns of the two row groups; c2, c3: the right ones). Per step of BK = 16 along K the
+// workgroup stages
 //   As[kk][q][c] = a[row0 + 4q + c, k0 + kk]  (q < 32)
 //   Bs[kk][q][c] = b[k0 + kk, col0 + 4q + c]  (q < BN / 4)
 // as vec4 rows; the vec4 q of row kk sits at slot kk * rowlen + (q ^ (kk & 7)), a swizzle that
@@ -159,6 +160,39 @@ fn put4(bt: u32, m: u32, n0: u32, v: vec4<f32>) {
   }
 }
 
+// A thread's 128 outputs as four matrices, column j a row's vec4 of 4 columns: c0 rows 4ty+j,
+// columns 4tx..; c1 rows 64+4ty+j; c2 and c3 the same rows at columns 64+4tx.. (WIDE).
+struct Acc {
+  c0: mat4x4<f32>,
+  c1: mat4x4<f32>,
+  c2: mat4x4<f32>,
+  c3: mat4x4<f32>,
+}
+
+// a's column j (4 rows) times the row vector b, added to the matrix c column by column.
+fn fma4(a: vec4<f32>, b: vec4<f32>, c: mat4x4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(fma(vec4<f32>(a.x), b, c[0]), fma(vec4<f32>(a.y), b, c[1]),
+                     fma(vec4<f32>(a.z), b, c[2]), fma(vec4<f32>(a.w), b, c[3]));
+}
+
+// K step kk of the staged tiles (XOR-swizzled rows) into acc. The loop over kk runs two steps an
+// iteration: naga bounds every loop and the driver does not unroll it.
+fn k_step(acc: Acc, kk: u32, ty: u32, tx: u32, nq: u32) -> Acc {
+  let s = kk & 7u;
+  let a0 = As[kk * 32u + (ty ^ s)];        // rows 4ty..4ty+3
+  let a1 = As[kk * 32u + 16u + (ty ^ s)];  // rows 64+4ty..64+4ty+3
+  let b0 = Bs[kk * nq + (tx ^ s)];         // columns 4tx..4tx+3
+  var o = acc;
+  o.c0 = fma4(a0, b0, acc.c0);
+  o.c1 = fma4(a1, b0, acc.c1);
+  if (WIDE == 1u) {
+    let b1 = Bs[kk * nq + 16u + (tx ^ s)];  // columns 64+4tx..64+4tx+3
+    o.c2 = fma4(a0, b1, acc.c2);
+    o.c3 = fma4(a1, b1, acc.c3);
+  }
+  return o;
+}
+
 @compute @workgroup_size(256)
 fn tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
@@ -174,22 +208,7 @@ fn tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
   let abase = p.offA + bt * p.strideA;
   let tx = lid % 16u;
   let ty = lid / 16u;
-  var c00 = vec4<f32>();
-  var c01 = vec4<f32>();
-  var c02 = vec4<f32>();
-  var c03 = vec4<f32>();
-  var c04 = vec4<f32>();
-  var c05 = vec4<f32>();
-  var c06 = vec4<f32>();
-  var c07 = vec4<f32>();
-  var c10 = vec4<f32>();
-  var c11 = vec4<f32>();
-  var c12 = vec4<f32>();
-  var c13 = vec4<f32>();
-  var c14 = vec4<f32>();
-  var c15 = vec4<f32>();
-  var c16 = vec4<f32>();
-  var c17 = vec4<f32>();
+  var acc = Acc(mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>());
   // This thread's share of the first K step, in registers.
   var pa0 = fetch_a(abase, row0, 0u, lid, 0u);
   var pa1 = fetch_a(abase, row0, 0u, lid, 1u);
@@ -210,52 +229,31 @@ fn tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
       pb0 = fetch_b(bt, col0, k1, lid, 0u);
       if (WIDE == 1u) { pb1 = fetch_b(bt, col0, k1, lid, 1u); }
     }
-    for (var kk = 0u; kk < BK; kk++) {
-      let s = kk & 7u;
-      let a0 = As[kk * 32u + (ty ^ s)];        // rows 4ty..4ty+3
-      let a1 = As[kk * 32u + 16u + (ty ^ s)];  // rows 64+4ty..64+4ty+3
-      let b0 = Bs[kk * nq + (tx ^ s)];         // columns 4tx..4tx+3
-      c00 = fma(vec4<f32>(a0.x), b0, c00);
-      c01 = fma(vec4<f32>(a0.y), b0, c01);
-      c02 = fma(vec4<f32>(a0.z), b0, c02);
-      c03 = fma(vec4<f32>(a0.w), b0, c03);
-      c04 = fma(vec4<f32>(a1.x), b0, c04);
-      c05 = fma(vec4<f32>(a1.y), b0, c05);
-      c06 = fma(vec4<f32>(a1.z), b0, c06);
-      c07 = fma(vec4<f32>(a1.w), b0, c07);
-      if (WIDE == 1u) {
-        let b1 = Bs[kk * nq + 16u + (tx ^ s)];  // columns 64+4tx..64+4tx+3
-        c10 = fma(vec4<f32>(a0.x), b1, c10);
-        c11 = fma(vec4<f32>(a0.y), b1, c11);
-        c12 = fma(vec4<f32>(a0.z), b1, c12);
-        c13 = fma(vec4<f32>(a0.w), b1, c13);
-        c14 = fma(vec4<f32>(a1.x), b1, c14);
-        c15 = fma(vec4<f32>(a1.y), b1, c15);
-        c16 = fma(vec4<f32>(a1.z), b1, c16);
-        c17 = fma(vec4<f32>(a1.w), b1, c17);
-      }
+    for (var kk = 0u; kk < BK; kk += 2u) {
+      acc = k_step(acc, kk, ty, tx, nq);
+      acc = k_step(acc, kk + 1u, ty, tx, nq);
     }
   }
   let m0 = row0 + 4u * ty;
   let m1 = m0 + 64u;
   let n0 = col0 + 4u * tx;
-  put4(bt, m0, n0, c00);
-  put4(bt, m0 + 1u, n0, c01);
-  put4(bt, m0 + 2u, n0, c02);
-  put4(bt, m0 + 3u, n0, c03);
-  put4(bt, m1, n0, c04);
-  put4(bt, m1 + 1u, n0, c05);
-  put4(bt, m1 + 2u, n0, c06);
-  put4(bt, m1 + 3u, n0, c07);
+  put4(bt, m0, n0, acc.c0[0]);
+  put4(bt, m0 + 1u, n0, acc.c0[1]);
+  put4(bt, m0 + 2u, n0, acc.c0[2]);
+  put4(bt, m0 + 3u, n0, acc.c0[3]);
+  put4(bt, m1, n0, acc.c1[0]);
+  put4(bt, m1 + 1u, n0, acc.c1[1]);
+  put4(bt, m1 + 2u, n0, acc.c1[2]);
+  put4(bt, m1 + 3u, n0, acc.c1[3]);
   if (WIDE == 1u) {
     let n1 = n0 + 64u;
-    put4(bt, m0, n1, c10);
-    put4(bt, m0 + 1u, n1, c11);
-    put4(bt, m0 + 2u, n1, c12);
-    put4(bt, m0 + 3u, n1, c13);
-    put4(bt, m1, n1, c14);
-    put4(bt, m1 + 1u, n1, c15);
-    put4(bt, m1 + 2u, n1, c16);
-    put4(bt, m1 + 3u, n1, c17);
+    put4(bt, m0, n1, acc.c2[0]);
+    put4(bt, m0 + 1u, n1, acc.c2[1]);
+    put4(bt, m0 + 2u, n1, acc.c2[2]);
+    put4(bt, m0 + 3u, n1, acc.c2[3]);
+    put4(bt, m1, n1, acc.c3[0]);
+    put4(bt, m1 + 1u, n1, acc.c3[1]);
+    put4(bt, m1 + 2u, n1, acc.c3[2]);
+    put4(bt, m1 + 3u, n1, acc.c3[3]);
   }
 }
