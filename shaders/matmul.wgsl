@@ -113,6 +113,48 @@ const RS = 17u;  // vec4s per staged row: 16 + 1 pad, so the transposing stores 
 var<workgroup> At: array<vec4<f32>, 272>;  // [BK][RS]: At[kk * RS + q][c] = a[row0 + 4q + c, k0 + kk]
 var<workgroup> Bt: array<vec4<f32>, 272>;  // [BK][RS]: Bt[kk * RS + q][c] = b[k0 + kk, col0 + 4q + c]
 
+// tiled: element e (< 1024) of the a tile [64 x 16] (row e / BK, k e % BK), 0 outside a.
+fn a_elem(abase: u32, row0: u32, k0: u32, e: u32) -> f32 {
+  let m = row0 + e / BK;
+  let k = k0 + e % BK;
+  if (m < p.M && k < p.K) { return f32(a[abase + m * p.K + k]); }
+  return 0.0;
+}
+
+// tiled: stores element e of the a tile into At (k-major rows of vec4s).
+fn put_at(e: u32, v: f32) {
+  let mm = e / BK;
+  At[(e % BK) * RS + mm / 4u][mm % 4u] = v;
+}
+
+// tiled: the (k, n) of element e of the b tile [16 x 64], read along b's contiguous dimension.
+fn b_kn(e: u32) -> vec2<u32> {
+  if (TRANS_B == 1u) { return vec2<u32>(e % BK, e / BK); }
+  return vec2<u32>(e / TS, e % TS);
+}
+
+// tiled: element e of the b tile, 0 outside b.
+fn b_elem(bt: u32, col0: u32, k0: u32, e: u32) -> f32 {
+  let kn = b_kn(e);
+  let n = col0 + kn.y;
+  let k = k0 + kn.x;
+  if (n < p.N && k < p.K) { return f32(b[b_index(bt, k, n)]); }
+  return 0.0;
+}
+
+fn put_bt(e: u32, v: f32) {
+  let kn = b_kn(e);
+  Bt[kn.x * RS + kn.y / 4u][kn.y % 4u] = v;
+}
+
+// tiled: step kk of the staged tiles into c (column i: row 4ty + i, columns 4tx..4tx+3).
+fn tile_step(c: mat4x4<f32>, kk: u32, ty: u32, tx: u32) -> mat4x4<f32> {
+  let av = At[kk * RS + ty];
+  let bv = Bt[kk * RS + tx];
+  return mat4x4<f32>(fma(vec4<f32>(av.x), bv, c[0]), fma(vec4<f32>(av.y), bv, c[1]),
+                     fma(vec4<f32>(av.z), bv, c[2]), fma(vec4<f32>(av.w), bv, c[3]));
+}
+
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
@@ -126,48 +168,35 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   let abase = p.offA + bt * p.strideA;
   let tx = lid % 16u;
   let ty = lid / 16u;
-  var c0 = vec4<f32>();
-  var c1 = vec4<f32>();
-  var c2 = vec4<f32>();
-  var c3 = vec4<f32>();
+  var c = mat4x4<f32>(); // column i: row 4ty + i, columns 4tx..4tx+3
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    // a tile [64 x 16]: consecutive threads read consecutive k of one row (coalesced).
-    for (var r = 0u; r < 4u; r++) {
-      let e = lid + 256u * r;
-      let mm = e / BK;
-      let kk = e % BK;
-      let m = row0 + mm;
-      let k = k0 + kk;
-      var v = 0.0;
-      if (m < p.M && k < p.K) { v = f32(a[abase + m * p.K + k]); }
-      At[kk * RS + mm / 4u][mm % 4u] = v;
-    }
-    // b tile [16 x 64]: read along b's contiguous dimension (n, or k when TRANS_B).
-    for (var r = 0u; r < 4u; r++) {
-      let e = lid + 256u * r;
-      var kk: u32;
-      var nn: u32;
-      if (TRANS_B == 1u) {
-        nn = e / BK;
-        kk = e % BK;
-      } else {
-        kk = e / TS;
-        nn = e % TS;
-      }
-      let n = col0 + nn;
-      let k = k0 + kk;
-      var v = 0.0;
-      if (n < p.N && k < p.K) { v = f32(b[b_index(bt, k, n)]); }
-      Bt[kk * RS + nn / 4u][nn % 4u] = v;
-    }
+    // a tile [64 x 16] (consecutive threads read consecutive k of one row: coalesced) and b tile
+    // [16 x 64] (along b's contiguous dimension, n or k when TRANS_B): a thread's four elements
+    // of each requested before any is stored (naga bounds every loop and the driver does not
+    // unroll it, so loads in a loop go out one iteration at a time).
+    let a0 = a_elem(abase, row0, k0, lid);
+    let a1 = a_elem(abase, row0, k0, lid + 256u);
+    let a2 = a_elem(abase, row0, k0, lid + 512u);
+    let a3 = a_elem(abase, row0, k0, lid + 768u);
+    let b0 = b_elem(bt, col0, k0, lid);
+    let b1 = b_elem(bt, col0, k0, lid + 256u);
+    let b2 = b_elem(bt, col0, k0, lid + 512u);
+    let b3 = b_elem(bt, col0, k0, lid + 768u);
+    put_at(lid, a0);
+    put_at(lid + 256u, a1);
+    put_at(lid + 512u, a2);
+    put_at(lid + 768u, a3);
+    put_bt(lid, b0);
+    put_bt(lid + 256u, b1);
+    put_bt(lid + 512u, b2);
+    put_bt(lid + 768u, b3);
     workgroupBarrier();
-    for (var kk = 0u; kk < BK; kk++) {
-      let av = At[kk * RS + ty];
-      let bv = Bt[kk * RS + tx];
-      c0 = fma(vec4<f32>(av.x), bv, c0);
-      c1 = fma(vec4<f32>(av.y), bv, c1);
-      c2 = fma(vec4<f32>(av.z), bv, c2);
-      c3 = fma(vec4<f32>(av.w), bv, c3);
+    // four k steps an iteration, the same FMAs in the same order
+    for (var kk = 0u; kk < BK; kk += 4u) {
+      c = tile_step(c, kk, ty, tx);
+      c = tile_step(c, kk + 1u, ty, tx);
+      c = tile_step(c, kk + 2u, ty, tx);
+      c = tile_step(c, kk + 3u, ty, tx);
     }
     workgroupBarrier();
   }
@@ -176,10 +205,10 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   for (var j = 0u; j < 4u; j++) {
     let n = n0 + j;
     if (n < p.N) {
-      if (m0 < p.M) { store(bt, m0, n, c0[j]); }
-      if (m0 + 1u < p.M) { store(bt, m0 + 1u, n, c1[j]); }
-      if (m0 + 2u < p.M) { store(bt, m0 + 2u, n, c2[j]); }
-      if (m0 + 3u < p.M) { store(bt, m0 + 3u, n, c3[j]); }
+      if (m0 < p.M) { store(bt, m0, n, c[0][j]); }
+      if (m0 + 1u < p.M) { store(bt, m0 + 1u, n, c[1][j]); }
+      if (m0 + 2u < p.M) { store(bt, m0 + 2u, n, c[2][j]); }
+      if (m0 + 3u < p.M) { store(bt, m0 + 3u, n, c[3][j]); }
     }
   }
 }
