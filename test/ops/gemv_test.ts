@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { gemv, gemvReference, gemvTuning, rmsNormRowsReference } from "../../src/ops/gemv.ts";
 import { linear, linearReference } from "../../src/ops/matmul.ts";
+import { linearQkv } from "../../src/ops/linear_qkv.ts";
+import { linearSwiglu, linearSwigluReference } from "../../src/ops/linear_swiglu.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { roundToF16 } from "../../src/tensor/dtype.ts";
 import { assertClose, fcParams, FLOAT_DTYPES, gpu, GPU_TEST, randomArray } from "../_util.ts";
@@ -120,6 +122,51 @@ Deno.test({
       using h = Tensor.fromArray(gpu, new Float32Array(8), [2, 4], "f16");
       using x1 = Tensor.fromArray(gpu, new Float32Array(4), [1, 4]);
       assert.throws(() => gemv(x1, h), TypeError);
+    }
+  },
+});
+
+Deno.test({
+  name: "gemv16's main loop (four, two, then one word a lane and step) over long rows: gemv, " +
+    "q/k/v and SwiGLU equal x·wᵀ in f64 for 191..449 words a row (K up to 3592 in f16)",
+  ...GPU_TEST,
+  fn: async () => {
+    for (const dtype of FLOAT_DTYPES) {
+      const epv = dtype === "f16" ? 8 : 4;
+      // 64 lanes: 191 words leave lanes with 2 or 3 words, 256 exactly 4, 257 a tail of 1, 320 four
+      // then one, 384 four then two, 385 and 449 all three steps
+      for (const words of [191, 256, 257, 320, 384, 385, 449]) {
+        const K = words * epv, M = words % 3 + 1, N = 5;
+        const f = (n: number, s: number) => {
+          const d = randomArray(n, s);
+          return dtype === "f16" ? roundToF16(d) : d;
+        };
+        const x = f(M * K, words), w = f(N * K, words + 1), w2 = f(N * K, words + 2);
+        using tx = Tensor.fromArray(gpu, x, [M, K], dtype);
+        using tw = Tensor.fromArray(gpu, w, [N, K], dtype);
+        using tw2 = Tensor.fromArray(gpu, w2, [N, K], dtype);
+        const label = `${dtype} M ${M} K ${K}`;
+        const round = (v: Float64Array) =>
+          dtype === "f16" ? roundToF16(Float32Array.from(v)) : Float32Array.from(v);
+        const want = round(gemvReference(x, w, M, K, N));
+        const want2 = round(gemvReference(x, w2, M, K, N));
+        using y = gemv(tx, tw);
+        assertClose(await y.toArray(), want, tol(dtype, K), `gemv ${label}`);
+        const o = linearQkv(tx, tw, tw2, tw, { variant: "fused" });
+        using q = o.q, k = o.k, v = o.v;
+        assertClose(await q.toArray(), want, tol(dtype, K), `q ${label}`);
+        assertClose(await k.toArray(), want2, tol(dtype, K), `k ${label}`);
+        assertClose(await v.toArray(), want, tol(dtype, K), `v ${label}`);
+        using s = linearSwiglu(tx, tw, tw2, { variant: "fused" });
+        const ref = linearSwigluReference(x, [M, K], w, w2, N);
+        const t = tol(dtype, K);
+        assertClose(
+          await s.toArray(),
+          ref,
+          { atol: t.atol * 4, rtol: 2 * t.rtol },
+          `swiglu ${label}`,
+        );
+      }
     }
   },
 });
