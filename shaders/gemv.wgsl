@@ -33,7 +33,7 @@
 //
 // `gemv16`: one workgroup of 256 threads per 4 output columns n; 64 lanes per column read the
 // weight row w[n, :] as vec4<u32> words (8 f16 or 4 f32 per 16-byte load), lane l taking words
-// l, l + 64, ... (each warp reads 512 contiguous bytes per load), four words requested a step;
+// l, l + 64, ... (each warp reads 512 contiguous bytes per load), two words in flight per step;
 // x is read the same way (it stays in cache: every column reuses it). f32 accumulators for the
 // MR rows in registers, then a tree reduction over the 64 lanes in workgroup memory.
 // `gemv16_wide`: LW lanes per column instead of 64 (see the entry point).
@@ -363,67 +363,6 @@ fn reduce_lanes(tid: u32, lane: u32) {
   workgroupBarrier();
 }
 
-// Weight word i of matrix src (0: w, 1: w2, 2: w3).
-fn wword(src: u32, i: u32) -> vec4<u32> {
-  if (src == 1u) { return w2[i]; }
-  if (src == 2u) { return w3[i]; }
-  return w[i];
-}
-
-// A slot's main loop: the MR rows of x dotted with the weight row at word wrow of matrix src,
-// this lane's words lane, lane + 64, ... in that order. Four words are requested an iteration,
-// then two, then one (naga bounds every loop and the driver does not unroll it, so each iteration
-// is one trip to memory: down_proj's 6 words a lane take 2 trips instead of 3, o_proj's 4 one).
-fn dot_row(src: u32, wrow: u32, lane: u32) -> Acc16 {
-  var acc = acc0();
-  var i = lane;
-  for (; i + 3u * LANES < p.kw; i += 4u * LANES) {
-    let w0 = wword(src, wrow + i);
-    let w1 = wword(src, wrow + i + LANES);
-    let w2_ = wword(src, wrow + i + 2u * LANES);
-    let w3_ = wword(src, wrow + i + 3u * LANES);
-    acc = acc_word(acc, w0, i);
-    acc = acc_word(acc, w1, i + LANES);
-    acc = acc_word(acc, w2_, i + 2u * LANES);
-    acc = acc_word(acc, w3_, i + 3u * LANES);
-  }
-  if (i + LANES < p.kw) {
-    let w0 = wword(src, wrow + i);
-    let w1 = wword(src, wrow + i + LANES);
-    acc = acc_word(acc, w0, i);
-    acc = acc_word(acc, w1, i + LANES);
-    i += 2u * LANES;
-  }
-  if (i < p.kw) { acc = acc_word(acc, wword(src, wrow + i), i); }
-  return acc;
-}
-
-// dot_row over w alone (gemv16, gemv16_rn: an entry point binds only the buffers its code names,
-// and gemv16_rn's eight are WebGPU's default limit). The same loop as dot_row.
-fn dot_row_w(wrow: u32, lane: u32) -> Acc16 {
-  var acc = acc0();
-  var i = lane;
-  for (; i + 3u * LANES < p.kw; i += 4u * LANES) {
-    let w0 = w[wrow + i];
-    let w1 = w[wrow + i + LANES];
-    let w2_ = w[wrow + i + 2u * LANES];
-    let w3_ = w[wrow + i + 3u * LANES];
-    acc = acc_word(acc, w0, i);
-    acc = acc_word(acc, w1, i + LANES);
-    acc = acc_word(acc, w2_, i + 2u * LANES);
-    acc = acc_word(acc, w3_, i + 3u * LANES);
-  }
-  if (i + LANES < p.kw) {
-    let w0 = w[wrow + i];
-    let w1 = w[wrow + i + LANES];
-    acc = acc_word(acc, w0, i);
-    acc = acc_word(acc, w1, i + LANES);
-    i += 2u * LANES;
-  }
-  if (i < p.kw) { acc = acc_word(acc, w[wrow + i], i); }
-  return acc;
-}
-
 @compute @workgroup_size(256)
 fn gemv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
@@ -436,7 +375,17 @@ fn gemv16_body(wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
   let lane = tid % LANES;
   let col = wg * COLS + tid / LANES;
   var acc = acc0();
-  if (col < p.n) { acc = dot_row_w(col * p.kw, lane); }
+  if (col < p.n) {
+    let wrow = col * p.kw;
+    var i = lane;
+    for (; i + LANES < p.kw; i += 2u * LANES) {
+      let w0 = w[wrow + i];
+      let w1 = w[wrow + i + LANES];
+      acc = acc_word(acc, w0, i);
+      acc = acc_word(acc, w1, i + LANES);
+    }
+    if (i < p.kw) { acc = acc_word(acc, w[wrow + i], i); }
+  }
   acc_store(acc, tid);
   reduce_lanes(tid, lane);
   if (lane == 0u && col < p.n) {
@@ -516,7 +465,28 @@ fn gemv16_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let isUp = slot >= 2u;
   let col = wg * 2u + slot % 2u;
   var acc = acc0();
-  if (col < p.n) { acc = dot_row(select(0u, 1u, isUp), col * p.kw, lane); }
+  if (col < p.n) {
+    let wrow = col * p.kw;
+    var i = lane;
+    for (; i + LANES < p.kw; i += 2u * LANES) {
+      var w0: vec4<u32>;
+      var w1: vec4<u32>;
+      if (isUp) {
+        w0 = w2[wrow + i];
+        w1 = w2[wrow + i + LANES];
+      } else {
+        w0 = w[wrow + i];
+        w1 = w[wrow + i + LANES];
+      }
+      acc = acc_word(acc, w0, i);
+      acc = acc_word(acc, w1, i + LANES);
+    }
+    if (i < p.kw) {
+      var w0: vec4<u32>;
+      if (isUp) { w0 = w2[wrow + i]; } else { w0 = w[wrow + i]; }
+      acc = acc_word(acc, w0, i);
+    }
+  }
   acc_store(acc, tid);
   reduce_lanes(tid, lane);
   if (lane == 0u && !isUp && col < p.n) {
@@ -542,6 +512,12 @@ struct QkvSlot {
   valid: bool,
 }
 
+fn qkv_word(src: u32, i: u32) -> vec4<u32> {
+  if (src == 1u) { return w2[i]; }
+  if (src == 2u) { return w3[i]; }
+  return w[i];
+}
+
 // Prologue, main loop and reduction of gemv16_qkv / gemv16_qkv_bias: afterwards slot sums are
 // in red[r * 256 + tid] for lane 0 of each slot.
 fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
@@ -559,7 +535,17 @@ fn qkv_sums(wg: u32, tid: u32) -> QkvSlot {
   }
   let valid = src < 2u || c < p.n3;
   var acc = acc0();
-  if (valid) { acc = dot_row(src, c * p.kw, lane); }
+  if (valid) {
+    let wrow = c * p.kw;
+    var i = lane;
+    for (; i + LANES < p.kw; i += 2u * LANES) {
+      let w0 = qkv_word(src, wrow + i);
+      let w1 = qkv_word(src, wrow + i + LANES);
+      acc = acc_word(acc, w0, i);
+      acc = acc_word(acc, w1, i + LANES);
+    }
+    if (i < p.kw) { acc = acc_word(acc, qkv_word(src, wrow + i), i); }
+  }
   acc_store(acc, tid);
   reduce_lanes(tid, lane);
   return QkvSlot(src, c, valid && lane == 0u);

@@ -314,8 +314,7 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
       groups = Math.ceil(d.N / 4);
       break;
     case "gemv16_swiglu":
-      // w3 is bound (the shared main loop names it) but not read
-      buffers = [d.x, gain, d.w, d.w2 ?? d.w, d.w, d.bias ?? d.w, d.bias2 ?? d.w, d.y];
+      buffers = [d.x, gain, d.w, d.w2 ?? d.w, d.bias ?? d.w, d.bias2 ?? d.w, d.y];
       groups = Math.ceil(d.N / 2);
       break;
     default: {

@@ -127,14 +127,14 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gemv16's main loop (four, two, then one word a lane and step) over long rows: gemv, " +
+  name: "gemv16's main loop (two words a lane and step, then one) over long rows: gemv, " +
     "q/k/v and SwiGLU equal x·wᵀ in f64 for 191..449 words a row (K up to 3592 in f16)",
   ...GPU_TEST,
   fn: async () => {
     for (const dtype of FLOAT_DTYPES) {
       const epv = dtype === "f16" ? 8 : 4;
-      // 64 lanes: 191 words leave lanes with 2 or 3 words, 256 exactly 4, 257 a tail of 1, 320 four
-      // then one, 384 four then two, 385 and 449 all three steps
+      // 64 lanes a row: 191 words give lanes 2 or 3 words, 256 four each, 257 lane 0 a fifth (a
+      // one-word tail), 320 five each, 384 six, 385 and 449 lane 0 seven and eight
       for (const words of [191, 256, 257, 320, 384, 385, 449]) {
         const K = words * epv, M = words % 3 + 1, N = 5;
         const f = (n: number, s: number) => {
