@@ -21,6 +21,7 @@
  * @module
  */
 
+import { ropeInvFreq, type RopeScaling as HfRopeScaling } from "../ops/rope.ts";
 import { z } from "zod";
 import {
   DMS_DEFAULTS,
@@ -389,4 +390,32 @@ export function configToJson(cfg: ModelConfig): Record<string, unknown> {
     });
   }
   return out;
+}
+
+/**
+ * RoPE inverse frequencies `[headDim / 2]` of a config (HF `rope_scaling` semantics: none, `linear`,
+ * `llama3`).
+ *
+ * @example
+ * ```ts
+ * import { invFreqFor, parseConfig } from "./config.ts";
+ * const cfg = parseConfig({ model_type: "qwen3", hidden_size: 64, num_attention_heads: 2,
+ *   num_key_value_heads: 1, head_dim: 32, num_hidden_layers: 1, intermediate_size: 128,
+ *   vocab_size: 16, max_position_embeddings: 64, rope_theta: 10000 }, "example");
+ * console.log(invFreqFor(cfg).length); // 16
+ * ```
+ */
+export function invFreqFor(cfg: ModelConfig): Float32Array {
+  const s = cfg.ropeScaling;
+  let hf: HfRopeScaling | undefined;
+  if (s?.type === "llama3") {
+    hf = {
+      rope_type: "llama3",
+      factor: s.factor,
+      low_freq_factor: s.lowFreqFactor,
+      high_freq_factor: s.highFreqFactor,
+      original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+    };
+  } else if (s?.type === "linear") hf = { rope_type: "linear", factor: s.factor };
+  return ropeInvFreq(cfg.headDim, cfg.ropeTheta, hf);
 }

@@ -33,7 +33,6 @@ import type { DType } from "../tensor/dtype.ts";
 import type { FloatDType } from "../tensor/dtype.ts";
 import { linear } from "../ops/matmul.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
-import { ropeInvFreq, type RopeScaling as HfRopeScaling } from "../ops/rope.ts";
 import { headsNormRopeQK, type HeadsRopeQKResult } from "../dms/heads_rope_qk.ts";
 import { decodeAppendTargetFor, headsNormRopeQKAppend } from "../dms/heads_rope_append.ts";
 import { linearQkv } from "../ops/linear_qkv.ts";
@@ -41,13 +40,13 @@ import { linearSwiglu } from "../ops/linear_swiglu.ts";
 import { linearNormOut } from "../ops/linear_norm_out.ts";
 import { GEMV_NORM_DEFERRED_MAX_M, type RmsNormPrologue } from "../ops/gemv.ts";
 import { attention } from "../ops/attention.ts";
-import { swapAxes12 } from "../ops/layout.ts";
+import { toHeads } from "../ops/layout.ts";
 import { embedding } from "../ops/embedding.ts";
 import { cast } from "../ops/cast.ts";
 import { inferDecisions, trainDecisions } from "../dms/decisions.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { KvCache } from "../cache/kv_cache.ts";
-import type { ModelConfig } from "./config.ts";
+import { invFreqFor, type ModelConfig } from "./config.ts";
 import type { ChunkedMatrix, ModelWeights } from "./weights.ts";
 
 /** Forward mode, see the module doc. */
@@ -412,16 +411,6 @@ function gatherRows(x: Tensor<FloatDType>, idx: Tensor<"i32">): Tensor<FloatDTyp
   return embedding(idx, x);
 }
 
-/**
- * `x:[A, B, C, D] → [A, C, B, D]`: the move between the projection layout `[B, T, H, D]` and the
- * attention layout `[B, H, T, D]`. With one token (decode, T = 1) or one head the two layouts are
- * the same bytes, so it is a view: no dispatch (4 per layer saved in decode).
- */
-function toHeads<D extends DType>(x: Tensor<D>): Tensor<D> {
-  const [a, b, c, d] = x.shape;
-  return b === 1 || c === 1 ? x.reshape([a, c, b, d]) : swapAxes12(x);
-}
-
 /** `t` viewed with another shape; `t` itself is disposed (the view keeps the buffer). */
 function as<D extends DType>(t: Tensor<D>, shape: readonly number[]): Tensor<D> {
   const v = t.reshape(shape);
@@ -444,20 +433,4 @@ function emit(
     if (cap) cap(name as CaptureName, layer, t);
     else t.dispose();
   }
-}
-
-/** RoPE inverse frequencies of a config (HF `rope_scaling` semantics). */
-export function invFreqFor(cfg: ModelConfig): Float32Array {
-  const s = cfg.ropeScaling;
-  let hf: HfRopeScaling | undefined;
-  if (s?.type === "llama3") {
-    hf = {
-      rope_type: "llama3",
-      factor: s.factor,
-      low_freq_factor: s.lowFreqFactor,
-      high_freq_factor: s.highFreqFactor,
-      original_max_position_embeddings: s.originalMaxPositionEmbeddings,
-    };
-  } else if (s?.type === "linear") hf = { rope_type: "linear", factor: s.factor };
-  return ropeInvFreq(cfg.headDim, cfg.ropeTheta, hf);
 }

@@ -60,3 +60,24 @@ export function swapAxes12Reference(x: ArrayLike<number>, shape: readonly number
   }
   return out;
 }
+
+/**
+ * `x:[A, B, C, D] → [A, C, B, D]` as cheaply as it can be: the move between the projection layout
+ * `[B, T, H, D]` and the attention layout `[B, H, T, D]`. With one token (decode, T = 1) or one
+ * head the two layouts are the same bytes, so it is a view (no dispatch; 4 a layer saved in
+ * decode); otherwise {@linkcode swapAxes12}. The result shares `x`'s buffer when it is a view.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ * import { toHeads } from "./layout.ts";
+ * const gpu = await getGpu();
+ * using x = Tensor.fromArray(gpu, [1, 2, 3, 4], [1, 1, 2, 2]); // T = 1: a view
+ * const y = toHeads(x); // [1, 2, 1, 2]
+ * ```
+ */
+export function toHeads<D extends DType>(x: Tensor<D>): Tensor<D> {
+  const [a, b, c, d] = x.shape;
+  return b === 1 || c === 1 ? x.reshape([a, c, b, d]) : swapAxes12(x);
+}

@@ -34,7 +34,8 @@
 
 import { add } from "../ops/elementwise.ts";
 import { fmtShape, Tensor } from "../tensor/tensor.ts";
-import { invFreqFor, type Transformer } from "../model/transformer.ts";
+import type { Transformer } from "../model/transformer.ts";
+import { invFreqFor } from "../model/config.ts";
 import { weightSpecs } from "../model/weights.ts";
 import type { ChunkedMatrix } from "../model/weights.ts";
 import { Tape } from "./tape.ts";
