@@ -95,6 +95,13 @@ export interface GpuOptions {
   cpuGl?: boolean;
   /** Request `shader-f16` when the adapter offers it. Default true. */
   allowF16?: boolean;
+  /**
+   * Route the ops as on a GPU even on a CPU adapter (`Gpu.cpuRoutes` false): the fused GEMV
+   * kernels, deferred norms and large matmul tiles a GPU takes, which a CPU adapter otherwise
+   * leaves for the readable chains. Default false. The tests use it to run the GPU's decode path
+   * where CI runs.
+   */
+  gpuRoutes?: boolean;
   /** Adapter power preference. */
   powerPreference?: GPUPowerPreference;
   /** Bytes of freed buffers kept for reuse before the oldest are destroyed. Default 512 MiB. */

@@ -98,6 +98,12 @@ export class Gpu {
   readonly debug: boolean;
   /** Device limits (the adapter's own, as requested). */
   readonly limits: GPUSupportedLimits;
+  /**
+   * Whether the ops take their CPU-adapter routes (the readable chains instead of the fused GEMV
+   * kernels and large tiles): the adapter is a CPU driver and {@linkcode GpuOptions.gpuRoutes}
+   * is not set.
+   */
+  readonly cpuRoutes: boolean;
 
   #pipelines: PipelineCache;
   #groups: BindGroupCache;
@@ -117,9 +123,11 @@ export class Gpu {
     debug: boolean,
     poolLimit: number,
     memoryLimit: number,
+    cpuRoutes: boolean,
   ) {
     this.device = device;
     this.adapter = adapter;
+    this.cpuRoutes = cpuRoutes;
     this.description = adapter.description;
     this.hasF16 = hasF16;
     this.hasTimestamps = device.features.has("timestamp-query");
@@ -156,6 +164,7 @@ export class Gpu {
       debug,
       options.poolLimitBytes ?? 512 * 1024 * 1024,
       options.memoryLimitBytes ?? (adapter.cpu ? hostMemoryBytes() : Infinity),
+      adapter.cpu && !options.gpuRoutes,
     );
     await gpu.#pipelines.preload();
     return gpu;

@@ -142,7 +142,7 @@ export function linearNormOut(
         } (${dtype}), gain ${norm.weight.dtype}`,
     );
   }
-  const fused = variant === "fused" || (variant === "auto" && fits && !x.gpu.adapter.cpu);
+  const fused = variant === "fused" || (variant === "auto" && fits && !x.gpu.cpuRoutes);
   if (!fused) {
     const y = linear(x, w, { bias, residual });
     return { y, normed: rmsNorm(y, norm.weight, norm.eps) };

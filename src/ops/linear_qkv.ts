@@ -169,7 +169,7 @@ export function linearQkv(
         `, got ${shapes()} (${dtype}, ${bindings} storage buffers per stage)`,
     );
   }
-  const fused = variant === "fused" || (variant === "auto" && fits && !x.gpu.adapter.cpu);
+  const fused = variant === "fused" || (variant === "auto" && fits && !x.gpu.cpuRoutes);
   if (!fused) {
     using h = norm ? rmsNorm(x, norm.weight, norm.eps) : undefined;
     return {

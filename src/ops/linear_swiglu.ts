@@ -152,7 +152,7 @@ export function linearSwiglu(
         `multiple of ${dtype === "f16" ? 8 : 4}, got ${shapes()} (${dtype})`,
     );
   }
-  const fused = variant === "fused" || (variant === "auto" && fits && !x.gpu.adapter.cpu);
+  const fused = variant === "fused" || (variant === "auto" && fits && !x.gpu.cpuRoutes);
   if (norm && !(fused && !skinny && normFusable(norm, dtype))) {
     // The norm as its own dispatch, then the same variant on its output.
     using h = rmsNorm(x, norm.weight, norm.eps);

@@ -103,9 +103,6 @@ export const GEMV_MAX_M = 8;
  */
 export const GL_NAIVE_MAX_MACS = 2 ** 24;
 
-/** Adapters that run shaders on the CPU (see the module doc: `auto` avoids `gemv` there). */
-const CPU_RASTERISER = /llvmpipe|lavapipe|swiftshader|softpipe/i;
-
 /** Everything one launch needs (element units). */
 export interface Launch {
   op: string;
@@ -198,7 +195,7 @@ export function launch(l: Launch): void {
       );
     }
   }
-  const variant = pickVariant(l, CPU_RASTERISER.test(gpu.description));
+  const variant = pickVariant(l, gpu.cpuRoutes);
   const g16 = variant === "gemv16" || variant === "gemv16wide";
   if (l.norm && (!g16 || !normFusable(l.norm, dtype))) {
     // Not fusable here: the rmsNorm op, then the same launch on its output.
