@@ -1,7 +1,8 @@
 // Flash-decoding over the paged KV cache (SPEC §5.1 visibility): `decode_online`, then
-// `combine` (paged_decode_combine.wgsl, which includes this file). Launcher, CPU twin and version
-// notes: src/cache/paged_decode.ts. The readable kernels (`partial`, and the v2 `decode`) stay in
-// shaders/paged_attention.wgsl.
+// `combine` (paged_decode_combine.wgsl, which includes this file). This file includes
+// paged_decode_out.wgsl (a split's epilogue) and paged_decode_merge.wgsl (the FUSED merge).
+// Launcher, CPU twin and version notes: src/cache/paged_decode.ts. The readable kernels
+// (`partial`, and the v2 `decode`) stay in shaders/paged_attention.wgsl.
 //
 // A page pg = b*Hkv + h holds lens[pg] live entries; slot s lives at entry
 // table[pg, s / bs] * bs + s % bs of this layer's pool, with (position, mark) in kmeta.
@@ -289,114 +290,8 @@ fn update1(r: u32, y: W4) {
   }
 }
 
-// Heads g0 and g0 + 1: sum the KP key rows' partial outputs through scr -> po (and, with
-// g0 = 0, the sums l of every head -> pml, with the split maxima).
-fn outputs(g0: u32, tid: u32, c: u32, r: u32, a0: vec4<f32>, b0: vec4<f32>, a1: vec4<f32>,
-           b1: vec4<f32>, rbase: u32, mA: vec4<f32>, mB: vec4<f32>) {
-  workgroupBarrier();
-  let o = r * D4 + c * NV;
-  let hs = KP * D4;  // one head's partials
-  scr[o] = a0;
-  if (EPV == 8u) { scr[o + 1u] = b0; }
-  if (g0 + 1u < GQ) {
-    scr[hs + o] = a1;
-    if (EPV == 8u) { scr[hs + o + 1u] = b1; }
-  }
-  if (g0 == 0u && c == 0u) {
-    scr[2u * hs + r * GV] = ls0;
-    if (GV == 2u) { scr[2u * hs + r * GV + 1u] = ls1; }
-  }
-  workgroupBarrier();
-  // 2·D4 column sums and GQ head sums, WG threads at a time.
-  for (var t = tid; t < 2u * D4 + GQ; t += WG) {
-    if (t < 2u * D4) {
-      let gi = t / D4;
-      let col = t % D4;
-      let g = g0 + gi;
-      if (g < GQ) {
-        let sum = strided_sum(gi * hs + col, D4, KP);
-        if (DIRECT == 1u) {
-          store_row(rbase + g, col, sum, head_sum(hs, g));
-        } else {
-          put_po((rbase + g) * D4 + col, sum);
-        }
-      }
-    } else if (g0 == 0u && DIRECT == 0u) {
-      let g = t - 2u * D4;
-      let m = select(mA, mB, g >= 4u)[g % 4u];
-      put_pml(rbase + g, vec2<f32>(m, head_sum(hs, g)));
-    }
-  }
-}
-
-// Head g's sum l over the KP rows (in scr since the g0 = 0 call of `outputs`), added in row
-// order (for pml, and DIRECT's division); 0 when no key of the page is visible.
-fn head_sum(hs: u32, g: u32) -> f32 {
-  let b = 2u * hs + g / 4u;
-  let c = g % 4u;
-  var l = scr[b][c] + scr[b + GV][c];
-  l += scr[b + 2u * GV][c];
-  l += scr[b + 3u * GV][c];
-  if (KP > 4u) {
-    l += scr[b + 4u * GV][c];
-    l += scr[b + 5u * GV][c];
-    l += scr[b + 6u * GV][c];
-    l += scr[b + 7u * GV][c];
-  }
-  for (var rr = 8u; rr < KP; rr++) { l += scr[b + rr * GV][c]; }
-  return l;
-}
-
-// Sums and maxima over rows of scr written out where short: naga bounds every loop, so drivers
-// do not unroll them and a loop's loads go out one iteration at a time (in gemv.wgsl, writing
-// such sums out took 1.3-2 µs off a dispatch on the H200). n (L or KP: 4..128, a multiple of 4)
-// vec4s scr[base + i * st], i < n, summed as four accumulators (i % 4) in increasing i, then
-// (s0 + s1) + (s2 + s3); terms past 32 in a loop.
-fn strided_sum(base: u32, st: u32, n: u32) -> vec4<f32> {
-  var s = quad(base, st, 0u);
-  if (n > 4u) { s += quad(base, st, 4u); }
-  if (n > 8u) {
-    s += quad(base, st, 8u);
-    s += quad(base, st, 12u);
-  }
-  if (n > 16u) {
-    s += quad(base, st, 16u);
-    s += quad(base, st, 20u);
-    s += quad(base, st, 24u);
-    s += quad(base, st, 28u);
-  }
-  for (var i = 32u; i < n; i += 4u) { s += quad(base, st, i); }
-  return (s[0] + s[1]) + (s[2] + s[3]);
-}
-
-// scr[base + (i + j) * st], j = 0..3, as the columns of a matrix (added column by column).
-fn quad(base: u32, st: u32, i: u32) -> mat4x4<f32> {
-  let b = base + i * st;
-  return mat4x4<f32>(scr[b], scr[b + st], scr[b + 2u * st], scr[b + 3u * st]);
-}
-
-// Step 4: the maximum over the KP rows of scr[rr * GV + gv] (a row's running maxima).
-fn rows_max(gv: u32) -> vec4<f32> {
-  let q = quad(gv, GV, 0u);
-  var m = max(max(q[0], q[1]), max(q[2], q[3]));
-  if (KP > 4u) {
-    let r = quad(gv, GV, 4u);
-    m = max(m, max(max(r[0], r[1]), max(r[2], r[3])));
-  }
-  for (var rr = 8u; rr < KP; rr++) { m = max(m, scr[gv + rr * GV]); }
-  return m;
-}
-
-// DIRECT: output vec4 column col of query row `row` (= b * Hq + head, the rows of po): o / l,
-// or 0 where l = 0 (no visible key), as `combine` stores it.
-fn store_row(row: u32, col: u32, o: vec4<f32>, l: f32) {
-  let y = select(vec4<f32>(0.0), o / l, l > 0.0);
-  let dst = row * DD + 4u * col;
-  out[dst] = T(y.x);
-  out[dst + 1u] = T(y.y);
-  out[dst + 2u] = T(y.z);
-  out[dst + 3u] = T(y.w);
-}
+// #include "paged_decode_out"
+// #include "paged_decode_merge"
 
 @compute @workgroup_size(WG)
 fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -511,87 +406,4 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   if (GQ > 4u) { outputs(4u, tid, c, r, aa1[0], ab1[0], aa1[1], ab1[1], rbase, mA, mB); }
   if (GQ > 6u) { outputs(6u, tid, c, r, aa1[2], ab1[2], aa1[3], ab1[3], rbase, mA, mB); }
   if (FUSED == 1u) { merge_if_last(pg, tid); }
-}
-
-// FUSED: the page's splits meet in the workgroup that finishes last (an arrival count per page,
-// set back to 0 by that workgroup; nothing waits for another workgroup), as `combine` merges them:
-// 1. every (split, head) pair's (m, l) -> scr[i * GQ + g] (one load each, in parallel);
-// 2. thread g < GQ: M = max m over the splits with l > 0, L = sum of e^{m - M} l -> hml[g];
-// 3. weights w = e^{m - M} / L (0 where l = 0) -> scr[..].z;
-// 4. output vec4 (head g, column col): the sum of w · o over the splits, split among H = WG / (G
-//    · D4) threads (at least 1), four splits' loads in flight at a time, the H partial sums added
-//    in order -> out (0 for a head with no visible key). The launcher takes FUSED only where
-//    np · GQ + G · D4 · H vec4s fit in scr.
-var<workgroup> lastSplit: u32;
-var<workgroup> hml: array<vec2<f32>, 8>;  // per head: (M, L)
-
-fn merge_if_last(pg: u32, tid: u32) {
-  workgroupBarrier();  // the last reads of scr by `outputs`
-  storageBarrier();
-  if (tid == 0u) { lastSplit = u32(atomicAdd(&arrived[pg], 1u) + 1u == p.np); }
-  if (workgroupUniformLoad(&lastSplit) == 0u) { return; }
-  storageBarrier();
-  let np = p.np;
-  let rows = pg * np * GQ;  // the page's first row of pml (and of po, times D4)
-  for (var t = tid; t < np * GQ; t += WG) {
-    let ml = get_pml(rows + t);
-    scr[t] = vec4<f32>(ml.x, ml.y, 0.0, 0.0);
-  }
-  workgroupBarrier();
-  if (tid < GQ) {
-    var m = NEG;
-    for (var i = 0u; i < np; i++) {
-      let x = scr[i * GQ + tid];
-      if (x.y > 0.0) { m = max(m, x.x); }
-    }
-    var l = 0.0;
-    for (var i = 0u; i < np; i++) {
-      let x = scr[i * GQ + tid];
-      if (x.y > 0.0) { l += exp(x.x - m) * x.y; }
-    }
-    hml[tid] = vec2<f32>(m, l);
-  }
-  workgroupBarrier();
-  for (var t = tid; t < np * GQ; t += WG) {
-    let x = scr[t];
-    let h = hml[t % GQ];
-    scr[t].z = select(0.0, exp(x.x - h.x) / h.y, x.y > 0.0);
-  }
-  workgroupBarrier();
-  let tasks = GQ * D4;
-  let H = max(1u, WG / tasks);
-  let part = np * GQ;  // partial sums after the weights
-  for (var u = tid; u < tasks * H; u += WG) {
-    let task = u % tasks;
-    let h = u / tasks;
-    let g = task / D4;
-    let col = task % D4;
-    var acc = vec4<f32>(0.0);
-    var i = h;
-    for (; i + 3u * H < np; i += 4u * H) {
-      let o0 = get_po((rows + i * GQ + g) * D4 + col);
-      let o1 = get_po((rows + (i + H) * GQ + g) * D4 + col);
-      let o2 = get_po((rows + (i + 2u * H) * GQ + g) * D4 + col);
-      let o3 = get_po((rows + (i + 3u * H) * GQ + g) * D4 + col);
-      acc += term(o0, i, g) + term(o1, i + H, g);
-      acc += term(o2, i + 2u * H, g) + term(o3, i + 3u * H, g);
-    }
-    for (; i < np; i += H) { acc += term(get_po((rows + i * GQ + g) * D4 + col), i, g); }
-    scr[part + h * tasks + task] = acc;
-  }
-  workgroupBarrier();
-  for (var task = tid; task < tasks; task += WG) {
-    var y = vec4<f32>(0.0);
-    for (var h = 0u; h < H; h++) { y += scr[part + h * tasks + task]; }
-    let g = task / D4;
-    store_row(pg * GQ + g, task % D4, y, select(0.0, 1.0, hml[g].y > 0.0));
-  }
-  if (tid == 0u) { atomicStore(&arrived[pg], 0u); }
-}
-
-// Split i's weighted output o · w for head g (step 4 of merge_if_last); 0 for a split with no
-// visible key, whatever its po holds (an empty split writes none: a select, not a product).
-fn term(o: vec4<f32>, i: u32, g: u32) -> vec4<f32> {
-  let x = scr[i * GQ + g];
-  return select(vec4<f32>(0.0), o * x.z, x.y > 0.0);
 }

@@ -62,28 +62,38 @@ async function readUrl(url: URL): Promise<string> {
 }
 
 /**
- * Replaces each line `// #include "name"` of a shader with the source of `shaders/<name>.wgsl`
- * (one level: an included file includes nothing), so that a file of entry points can share the
- * declarations and helpers of another (`heads_rope_append.wgsl` takes `heads_rope.wgsl`'s). The
- * including file's bindings must not collide with the included file's.
+ * Replaces each line `// #include "name"` of a shader with the source of `shaders/<name>.wgsl`,
+ * itself expanded, so that a file of entry points can share the declarations and helpers of
+ * another (`heads_rope_append.wgsl` takes `heads_rope.wgsl`'s; `gemv_rn.wgsl` takes `gemv.wgsl`,
+ * which takes `gemv_acc.wgsl` and `gemv_norm.wgsl`). Each file goes in once: a later include of
+ * a name already expanded becomes an empty line. The including file's bindings must not collide
+ * with the included files'.
  *
  * @param source WGSL source.
  * @param lookup The source of a shader by name (loaded with the manifest), or undefined.
  * @returns The source with its includes expanded.
- * @throws {Error} For an unknown name or an include inside an included file (naming both).
+ * @throws {Error} For an unknown name, or a file that includes itself through others (naming the
+ * chain).
  */
 export function resolveIncludes(
   source: string,
   lookup: (name: string) => string | undefined,
 ): string {
-  return source.replace(/^\/\/ #include "([a-z0-9_]+)"$/gm, (_, name: string) => {
-    const text = lookup(name);
-    if (text === undefined) throw new Error(`#include "${name}": no such shader in the manifest`);
-    if (/^\/\/ #include /m.test(text)) {
-      throw new Error(`#include "${name}": an included shader may not include another`);
-    }
-    return text;
-  });
+  const done = new Set<string>();
+  const expand = (text: string, chain: readonly string[]): string =>
+    text.replace(/^\/\/ #include "([a-z0-9_]+)"$/gm, (_, name: string) => {
+      if (chain.includes(name)) {
+        throw new Error(`#include "${name}": a cycle (${[...chain, name].join(" -> ")})`);
+      }
+      if (done.has(name)) return "";
+      const inner = lookup(name);
+      if (inner === undefined) {
+        throw new Error(`#include "${name}": no such shader in the manifest`);
+      }
+      done.add(name);
+      return expand(inner, [...chain, name]);
+    });
+  return expand(source, []);
 }
 
 /**

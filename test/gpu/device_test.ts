@@ -20,16 +20,29 @@ Deno.test("preprocess() enables f16 only when an alias needs it", () => {
   assert.equal(preprocess("x", { T: "f16" }), "enable f16;\nalias T = f16;\nx");
 });
 
-Deno.test('resolveIncludes() expands `// #include "name"` lines one level deep and names bad ones', () => {
-  const files: Record<string, string> = { core: "fn f() {}", nested: '// #include "core"' };
+Deno.test('resolveIncludes() expands `// #include "name"` lines, nested, each file once, and names bad ones', () => {
+  const files: Record<string, string> = {
+    core: "fn f() {}",
+    mid: '// #include "core"\nfn m() {}',
+    loop: '// #include "back"',
+    back: '// #include "loop"',
+  };
   const lookup = (n: string) => files[n];
   assert.equal(
     resolveIncludes('// a #include "core" in prose stays\n// #include "core"\nfn g() {}', lookup),
     '// a #include "core" in prose stays\nfn f() {}\nfn g() {}',
   );
   assert.equal(resolveIncludes("fn g() {}", lookup), "fn g() {}");
+  // nested, and core once although both the file and mid include it
+  assert.equal(
+    resolveIncludes('// #include "mid"\n// #include "core"\nfn g() {}', lookup),
+    "fn f() {}\nfn m() {}\n\nfn g() {}",
+  );
   assert.throws(() => resolveIncludes('// #include "gone"', lookup), /#include "gone": no such/);
-  assert.throws(() => resolveIncludes('// #include "nested"', lookup), /may not include another/);
+  assert.throws(
+    () => resolveIncludes('// #include "loop"', lookup),
+    /#include "loop": a cycle \(loop -> back -> loop\)/,
+  );
 });
 
 Deno.test("parseBindings() reads binding kinds and rejects gaps", () => {
