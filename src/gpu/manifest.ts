@@ -31,6 +31,7 @@ export const SHADER_FILES: readonly string[] = [
   "matmul_big",
   "noise",
   "paged_attention",
+  "paged_attention_decode",
   "paged_copy",
   "paged_decode",
   "paged_decode_combine",
