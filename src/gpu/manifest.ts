@@ -49,6 +49,7 @@ export const SHADER_FILES: readonly string[] = [
   "rope",
   "rope_backward",
   "sample",
+  "sample_candidates",
   "sample_naive",
   "sample_split",
   "score_evict",
