@@ -98,11 +98,7 @@ export class Gpu {
   readonly debug: boolean;
   /** Device limits (the adapter's own, as requested). */
   readonly limits: GPUSupportedLimits;
-  /**
-   * Whether the ops take their CPU-adapter routes (the readable chains instead of the fused GEMV
-   * kernels and large tiles): the adapter is a CPU driver and {@linkcode GpuOptions.gpuRoutes}
-   * is not set.
-   */
+  /** The ops take their CPU-adapter routes: a CPU driver, {@linkcode GpuOptions.gpuRoutes} unset. */
   readonly cpuRoutes: boolean;
 
   #pipelines: PipelineCache;
