@@ -38,7 +38,7 @@ import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
-import { gemv, gemvTuning } from "../src/ops/gemv.ts";
+import { gemv } from "../src/ops/gemv.ts";
 import { linearNormOut } from "../src/ops/linear_norm_out.ts";
 import { linear } from "../src/ops/matmul.ts";
 import { linearQkv } from "../src/ops/linear_qkv.ts";
@@ -346,27 +346,20 @@ const opRows: OpRow[] = [];
       r.y.dispose();
       r.normed.dispose();
     }],
-    ...(["loads", "staged"] as const).flatMap((
-      g,
-    ): [string, number, (i: number) => void][] => [
-      [`deferred norm (gain ${g}) + q/k/v ${Q}+${N2}+${N2}×${K}`, mb(qkv), (i) => {
-        gemvTuning.deferredGain = g;
-        const [wq, wk, wv] = at(qkv, i);
-        const r = linearQkv(x, wq, wk, wv, { norm: deferred, variant: "fused" });
-        r.q.dispose();
-        r.k.dispose();
-        r.v.dispose();
-      }],
-      [`deferred norm (gain ${g}) + SwiGLU 2×${F}×${K}`, mb(mlp), (i) => {
-        gemvTuning.deferredGain = g;
-        const [gate, up] = at(mlp, i);
-        linearSwiglu(x, gate, up, { norm: deferred, variant: "fused" }).dispose();
-      }],
-      [`deferred norm (gain ${g}) + gemv16 ${4 * K}×${K}`, mb(w4), (i) => {
-        gemvTuning.deferredGain = g;
-        gemv(x, at(w4, i)[0], { norm: deferred }).dispose();
-      }],
-    ]),
+    [`deferred norm + q/k/v ${Q}+${N2}+${N2}×${K}`, mb(qkv), (i) => {
+      const [wq, wk, wv] = at(qkv, i);
+      const r = linearQkv(x, wq, wk, wv, { norm: deferred, variant: "fused" });
+      r.q.dispose();
+      r.k.dispose();
+      r.v.dispose();
+    }],
+    [`deferred norm + SwiGLU 2×${F}×${K}`, mb(mlp), (i) => {
+      const [gate, up] = at(mlp, i);
+      linearSwiglu(x, gate, up, { norm: deferred, variant: "fused" }).dispose();
+    }],
+    [`deferred norm + gemv16 ${4 * K}×${K}`, mb(w4), (i) => {
+      gemv(x, at(w4, i)[0], { norm: deferred }).dispose();
+    }],
     [`gemv16 ${4 * K}×${K}`, mb(w4), (i) => gemv(x, at(w4, i)[0]).dispose()],
     [`norm + gemv16 ${4 * K}×${K}`, mb(w4), (i) => gemv(x, at(w4, i)[0], { norm }).dispose()],
   ];

@@ -18,9 +18,7 @@
  *
  * Usage: `deno run -A bench/generate.ts [--contexts 2048,32768] [--tokens 256] [--cr 8]
  * [--readback-every 32] [--replay both|on|off] [--overlap 8] [--no-torch] [--quick]
- * [--legacy-gemv] [--combine fused|dispatch] [--deferred-gain loads|staged] [--json FILE]`.
- * `--deferred-gain`: `gemvTuning.deferredGain` (src/ops/gemv.ts), how the GEMVs that take a
- * deferred norm (decode at B ≤ 4) read its gain. `--combine`: how decode attention
+ * [--legacy-gemv] [--combine fused|dispatch] [--json FILE]`. `--combine`: how decode attention
  * merges its splits (`flashDecodeDefaults.combine` in src/cache/paged_decode.ts; default by the
  * split count). `--legacy-gemv`: the LM head on `gemv` (`matmulAuto.wideGemv`
  * off), the route before `gemv16wide`. `--overlap`: `GenerateOptions.readbackOverlap` (decode steps encoded while a
@@ -41,7 +39,6 @@ import { parseConfig } from "../src/model/config.ts";
 import { createModel, type Model } from "../src/model/model.ts";
 import { sample } from "../src/ops/sample.ts";
 import { matmulAuto } from "../src/ops/matmul.ts";
-import { gemvTuning } from "../src/ops/gemv.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import type { KernelTime } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
@@ -65,7 +62,6 @@ const { values } = parseArgs({
     "no-torch": { type: "boolean", default: false },
     replay: { type: "string", default: "both" },
     combine: { type: "string" },
-    "deferred-gain": { type: "string" },
     overlap: { type: "string", default: "8" },
     quick: { type: "boolean", default: false },
     "legacy-gemv": { type: "boolean", default: false },
@@ -90,13 +86,6 @@ const dtype = (values.dtype as "f32" | "f16" | undefined) ?? (gpu.hasF16 ? "f16"
 const counters = countGpu(gpu);
 if (!["on", "off", "both"].includes(values.replay!)) {
   throw new RangeError(`--replay must be on, off or both, got ${values.replay}`);
-}
-if (values["deferred-gain"] !== undefined) {
-  const g = values["deferred-gain"];
-  if (g !== "loads" && g !== "staged") {
-    throw new RangeError(`--deferred-gain must be loads or staged, got ${g}`);
-  }
-  gemvTuning.deferredGain = g;
 }
 if (values.combine !== undefined) {
   if (values.combine !== "fused" && values.combine !== "dispatch") {

@@ -90,7 +90,6 @@ var<workgroup> red: array<f32, RED>; // [rows()][256] partial sums (NORM = 2: th
 var<workgroup> rn: array<f32, 16>;    // NORM: inverseSqrt(mean(x[r]^2) + eps) per row
 // NORM: words of xs; the normed rows are staged there when XS >= MR * p.kw (else XS = 1, unused).
 override XS: u32 = 1u;
-override GS: u32 = 0u; // NORM = 2: 1 = the gain staged in xs (XS >= K / EPV words) by the prologue
 var<workgroup> xs: array<vec4<u32>, XS>; // NORM, staged: the normed rows [MR, K / EPV] as words
 
 // #include "gemv_norm"

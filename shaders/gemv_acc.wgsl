@@ -1,7 +1,7 @@
 // gemv.wgsl's accumulators and reductions: the MR rows' sums in named registers (Acc16), one
 // weight word into them (acc_word; NORM = 2: acc_word_deferred), and the sum over a slot's 64
 // lanes in workgroup memory (reduce_lanes). Included by gemv.wgsl; it uses gemv.wgsl's bindings,
-// constants and workgroup arrays, and gemv_norm.wgsl's xword and gain_word.
+// constants and workgroup arrays, and gemv_norm.wgsl's xword.
 
 // Accumulators of the MR (<= 16) rows in four named vec4 registers (rows 0..3, 4..7, ...): an
 // array<f32, 8> indexed in the row loops lived in local memory (naga bounds every loop, so the
@@ -48,7 +48,7 @@ fn dot_sq(wl: vec4<f32>, wh: vec4<f32>, r: u32, i: u32) -> vec2<f32> {
 // NORM = 2: acc + x[r, word i] · (wv ⊙ gain word i) and acc.s + the squares of x's word, rows
 // 0..MR-1 (MR <= 4).
 fn acc_word_deferred(acc: Acc16, wv: vec4<u32>, i: u32) -> Acc16 {
-  let g = gain_word(i);
+  let g = gain[i];
   let wl = lo4(wv) * lo4(g);
   let wh = hi4(wv) * hi4(g);
   var o = acc;

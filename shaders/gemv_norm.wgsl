@@ -44,10 +44,6 @@ fn sqw(a: vec4<u32>) -> f32 {
 
 // NORM: fills rn[r] for the MR rows of x (every thread calls it, in uniform control flow).
 fn norm_prologue(tid: u32) {
-  if (NORM == 2u && GS == 1u) {
-    for (var j = tid; j < p.kw; j += 256u) { xs[j] = gain[j]; }
-    workgroupBarrier();
-  }
   if (NORM != 1u) { return; }
   for (var r = 0u; r < MR; r++) {
     var ss = 0.0;
@@ -97,10 +93,4 @@ fn xnormed(r: u32, i: u32) -> vec4<u32> {
     return o;
   }
   return bitcast<vec4<u32>>(bitcast<vec4<f32>>(g) * (bitcast<vec4<f32>>(a) * s));
-}
-
-// NORM = 2: word i of the gain, from workgroup memory where the prologue staged it (GS = 1).
-fn gain_word(i: u32) -> vec4<u32> {
-  if (GS == 1u) { return xs[i]; }
-  return gain[i];
 }

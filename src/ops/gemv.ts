@@ -172,14 +172,7 @@ export function gemvNormStagedWords(
  * gemvTuning.wideLanes = 16;
  * ```
  */
-export const gemvTuning: {
-  wideLanes?: number;
-  /**
-   * A deferred norm's gain ({@linkcode RmsNormPrologue}`.deferred`): read from its buffer with
-   * every weight word (`loads`, the default), or staged in workgroup memory first (`staged`).
-   */
-  deferredGain?: "loads" | "staged";
-} = {};
+export const gemvTuning: { wideLanes?: number } = {};
 
 /** Lanes a row of `gemv16_wide` for M rows unless {@linkcode gemvTuning} sets them: 8, or 4 from M = 8. */
 export function wideLanesFor(M: number): number {
@@ -258,16 +251,7 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
   const EPV = d.dtype === "f16" ? 8 : 4;
   const deferred = d.norm?.deferred === true && d.M <= GEMV_NORM_DEFERRED_MAX_M;
   const wgBytes = gpu.limits.maxComputeWorkgroupStorageSize;
-  // deferred: the gain's K / EPV words staged when asked and they fit beside the partial sums
-  const GS = deferred && gemvTuning.deferredGain === "staged" &&
-      (d.K / EPV) * 16 + 2 * 256 * d.M * 4 + 64 <= wgBytes
-    ? 1
-    : 0;
-  const XS = d.norm && !deferred
-    ? gemvNormStagedWords(d.M, d.K, d.dtype, wgBytes)
-    : GS
-    ? d.K / EPV
-    : 1;
+  const XS = d.norm && !deferred ? gemvNormStagedWords(d.M, d.K, d.dtype, wgBytes) : 1;
   const LW = wideLanesFor(d.M);
   if (d.entry === "gemv16_wide" && ![4, 8, 16, 32, 64].includes(LW)) {
     throw new RangeError(
@@ -284,7 +268,6 @@ export function dispatchGemv16(gpu: Gpu, d: Gemv16Dispatch): void {
       NORM: deferred ? 2 : d.norm ? 1 : 0,
       RED: 256 * d.M * (deferred ? 2 : 1),
       XS,
-      GS,
       ...(d.entry === "gemv16_wide" ? { LW } : {}),
     },
   });
