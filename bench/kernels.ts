@@ -9,16 +9,17 @@
  * kernels. When PyTorch with CUDA is importable by `python3`, the same
  * shapes and dtypes run there too (CUDA events) and print side by side.
  *
- * Usage: `deno task bench [--quick] [--reps N] [--gemm] [--no-torch] [--json out.json]`
+ * Usage: `deno task bench [--quick] [--reps N] [--gemm] [--split-k-workgroups N] [--no-torch]
+ * [--json out.json]`
  * (PyTorch needs `--allow-run`, `--json` needs `--allow-write`:
  * `deno run -A bench/kernels.ts --json bench.json`).
  *
  * Sizes: on a CPU adapter ("llvmpipe") small shapes that finish in well
  * under a minute; otherwise prefill 512×4096×4096, decode 1×4096×4096 and a
  * 64M-element add. `--quick` shrinks both. The `GEMM` rows time `tiled` against
- * `tiled128` and `tiled128x64` at M×4096×4096, M = 512, 2048, 4096 (512 only with
- * `--quick`), and print TFLOP/s and the speed-up over `tiled` per shape; `--gemm` runs
- * only those rows.
+ * `tiled128`, `tiled128x64` and `tiled128split` (split K; `--split-k-workgroups` sets
+ * `splitKTuning.workgroups`) at M×4096×4096, M = 512, 2048, 4096 (512 only with `--quick`),
+ * and print TFLOP/s and the speed-up over `tiled` per shape; `--gemm` runs only those rows.
  *
  * @module
  */
@@ -28,7 +29,7 @@ import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import { bytesPer, roundToF16 } from "../src/tensor/dtype.ts";
-import { linear, type MatmulVariant } from "../src/ops/matmul.ts";
+import { linear, type MatmulVariant, splitKTuning } from "../src/ops/matmul.ts";
 import { add } from "../src/ops/elementwise.ts";
 import { gemv } from "../src/ops/gemv.ts";
 
@@ -84,6 +85,7 @@ const { values: args } = parseArgs({
     json: { type: "string" },
     reps: { type: "string" },
     gemm: { type: "boolean", default: false },
+    "split-k-workgroups": { type: "string" },
     "no-torch": { type: "boolean", default: false },
   },
 });
@@ -144,7 +146,8 @@ if ((!quick || cpu) && !args.gemm) {
 // Prefill-sized GEMMs x·wᵀ ([M, K, N]), the 64×64 tiles of `tiled` against the 128×128 and
 // 128×64 tiles of shaders/matmul_big.wgsl (the `largeTiles` switch of the auto route rests on
 // these). `--gemm` runs only these rows.
-const GEMM_VARIANTS: MatmulVariant[] = ["tiled", "tiled128", "tiled128x64"];
+const GEMM_VARIANTS: MatmulVariant[] = ["tiled", "tiled128", "tiled128x64", "tiled128split"];
+if (args["split-k-workgroups"]) splitKTuning.workgroups = Number(args["split-k-workgroups"]);
 const gemmShapes: [number, number, number][] = cpu
   ? [[128, 256, 256], [256, 256, 512]]
   : quick
@@ -196,7 +199,10 @@ const WARM_MS = cpu ? 0 : 800;
  * recorded because `Gpu.profile` sums every query slot of its set, and
  * unwritten slots hold garbage on some drivers (lavapipe).
  */
-async function time(fn: () => Tensor[]): Promise<{ ms: number; minMs: number; perSample: number }> {
+async function time(
+  fn: () => Tensor[],
+  dispatches = 1,
+): Promise<{ ms: number; minMs: number; perSample: number }> {
   let made: Tensor[] = [];
   const record = (n: number) => {
     for (let j = 0; j < n; j++) {
@@ -207,7 +213,7 @@ async function time(fn: () => Tensor[]): Promise<{ ms: number; minMs: number; pe
   const sample = async (n: number): Promise<number> => {
     let ms: number;
     if (gpu.hasTimestamps) {
-      ms = await gpu.profile(() => record(n), n) / n;
+      ms = await gpu.profile(() => record(n), n * dispatches) / n;
     } else {
       await gpu.sync();
       const t0 = performance.now();
@@ -290,7 +296,7 @@ async function runCase(c: Case): Promise<Row> {
     if (c.variant === "gemv16") return [gemv(tx, tw)];
     linear(tx, tw, { out, variant: c.variant });
     return [];
-  });
+  }, c.variant === "tiled128split" ? 2 : 1);
   if (c.variant === "gemv16") {
     using y = gemv(tx, tw);
     copyInto(y, out);

@@ -9,13 +9,16 @@
 // The declarations from `struct Params` to `fn store` are copies of matmul.wgsl's (WGSL has no
 // include; test/ops/matmul_big_test.ts checks that they stay identical).
 //
-// Entry point:
+// Entry points:
 //   tiled128  a 128 x BN output tile per workgroup of 256 threads (BN = 128; BN = 64 with the
 //             pipeline constant WIDE = 0), 8 x 8 (8 x 4) outputs per thread in 16 (8) named vec4
 //             registers, K in steps of 16 staged k-major in workgroup memory, so each inner step
 //             is 4 (3) 16-byte reads for 64 (32) FMAs (`tiled`: 2 reads for 16). The next K step
 //             is read from global memory into registers while the current one is multiplied.
 //             Workgroup memory: 16 KiB (the WebGPU default limit), whatever BN.
+//   tiled128_split, splitk_sum  split K: KSPLIT workgroups a tile, each over its share of K into
+//             f32 partials (binding 6), then one thread per 4 outputs adds them in split order
+//             and runs the epilogue (see the section below).
 
 struct Params {
   M: u32,
@@ -193,29 +196,20 @@ fn k_step(acc: Acc, kk: u32, ty: u32, tx: u32, nq: u32) -> Acc {
   return o;
 }
 
-@compute @workgroup_size(256)
-fn tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-  let bn = tile_n();
-  let nq = bn / 4u;  // vec4s per staged row of b
-  let tilesN = (p.N + bn - 1u) / bn;
-  let tilesM = (p.M + BM - 1u) / BM;
-  let wg = linear_wg(wid, nwg);
-  if (wg >= tilesN * tilesM * p.batch) { return; }
-  let col0 = (wg % tilesN) * bn;
-  let row0 = ((wg / tilesN) % tilesM) * BM;
-  let bt = wg / (tilesN * tilesM);
+// The product of one output tile over K range [kb, ke) (kb a multiple of BK), in registers.
+fn product(bt: u32, row0: u32, col0: u32, kb: u32, ke: u32, lid: u32) -> Acc {
+  let nq = tile_n() / 4u;  // vec4s per staged row of b
   let abase = p.offA + bt * p.strideA;
   let tx = lid % 16u;
   let ty = lid / 16u;
   var acc = Acc(mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>());
   // This thread's share of the first K step, in registers.
-  var pa0 = fetch_a(abase, row0, 0u, lid, 0u);
-  var pa1 = fetch_a(abase, row0, 0u, lid, 1u);
-  var pb0 = fetch_b(bt, col0, 0u, lid, 0u);
+  var pa0 = fetch_a(abase, row0, kb, lid, 0u);
+  var pa1 = fetch_a(abase, row0, kb, lid, 1u);
+  var pb0 = fetch_b(bt, col0, kb, lid, 0u);
   var pb1 = vec4<f32>();
-  if (WIDE == 1u) { pb1 = fetch_b(bt, col0, 0u, lid, 1u); }
-  for (var k0 = 0u; k0 < p.K; k0 += BK) {
+  if (WIDE == 1u) { pb1 = fetch_b(bt, col0, kb, lid, 1u); }
+  for (var k0 = kb; k0 < ke; k0 += BK) {
     workgroupBarrier();  // the previous step's reads of As / Bs are done
     stash_a(lid, 0u, pa0);
     stash_a(lid, 1u, pa1);
@@ -223,7 +217,7 @@ fn tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (WIDE == 1u) { stash_b(lid, 1u, pb1); }
     workgroupBarrier();
     let k1 = k0 + BK;
-    if (k1 < p.K) {  // the next step's loads, in flight during the FMAs below
+    if (k1 < ke) {  // the next step's loads, in flight during the FMAs below
       pa0 = fetch_a(abase, row0, k1, lid, 0u);
       pa1 = fetch_a(abase, row0, k1, lid, 1u);
       pb0 = fetch_b(bt, col0, k1, lid, 0u);
@@ -234,9 +228,27 @@ fn tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
       acc = k_step(acc, kk + 1u, ty, tx, nq);
     }
   }
-  let m0 = row0 + 4u * ty;
+  return acc;
+}
+
+// The tile of workgroup wg: (batch, first row, first column), or x = batch past the end.
+fn tile_of(wg: u32) -> vec3<u32> {
+  let bn = tile_n();
+  let tilesN = (p.N + bn - 1u) / bn;
+  let tilesM = (p.M + BM - 1u) / BM;
+  return vec3<u32>(wg / (tilesN * tilesM), ((wg / tilesN) % tilesM) * BM, (wg % tilesN) * bn);
+}
+
+@compute @workgroup_size(256)
+fn tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+  let t = tile_of(linear_wg(wid, nwg));
+  let bt = t.x;
+  if (bt >= p.batch) { return; }
+  let acc = product(bt, t.y, t.z, 0u, p.K, lid);
+  let m0 = t.y + 4u * (lid / 16u);
   let m1 = m0 + 64u;
-  let n0 = col0 + 4u * tx;
+  let n0 = t.z + 4u * (lid % 16u);
   put4(bt, m0, n0, acc.c0[0]);
   put4(bt, m0 + 1u, n0, acc.c0[1]);
   put4(bt, m0 + 2u, n0, acc.c0[2]);
@@ -256,4 +268,80 @@ fn tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     put4(bt, m1 + 2u, n1, acc.c3[2]);
     put4(bt, m1 + 3u, n1, acc.c3[3]);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Split K (tiled128_split, then splitk_sum): for products with too few tiles to fill the GPU
+// (512×4096 in 128×128 tiles: 128 workgroups on 132 SMs), KSPLIT workgroups share each tile,
+// split s taking K steps [s·KC, (s+1)·KC) (KC = BK·ceil(K / (BK·KSPLIT))), and write their f32
+// sums unrounded to part:[KSPLIT, batch, M, LDP] (LDP = N rounded up to 4). splitk_sum adds the
+// KSPLIT partials of each output in split order, then the shared epilogue (bias, residual, one
+// rounding to T).
+override KSPLIT: u32 = 1u;
+@group(0) @binding(6) var<storage, read_write> part: array<vec4<f32>>;
+
+fn ldp() -> u32 {
+  return (p.N + 3u) / 4u;  // vec4s per row of part
+}
+
+// Row m, columns n0..n0+3 (n0 % 4 = 0) of split s's partial sums.
+fn put_part(s: u32, bt: u32, m: u32, n0: u32, v: vec4<f32>) {
+  if (m < p.M && n0 < p.N) { part[((s * p.batch + bt) * p.M + m) * ldp() + n0 / 4u] = v; }
+}
+
+@compute @workgroup_size(256)
+fn tiled128_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+  let bn = tile_n();
+  let tiles = ((p.N + bn - 1u) / bn) * ((p.M + BM - 1u) / BM) * p.batch;
+  let wg = linear_wg(wid, nwg);
+  let s = wg / tiles;
+  if (s >= KSPLIT) { return; }
+  let t = tile_of(wg % tiles);
+  let bt = t.x;
+  let kc = BK * ((p.K + BK * KSPLIT - 1u) / (BK * KSPLIT));
+  let acc = product(bt, t.y, t.z, min(s * kc, p.K), min((s + 1u) * kc, p.K), lid);
+  let m0 = t.y + 4u * (lid / 16u);
+  let m1 = m0 + 64u;
+  let n0 = t.z + 4u * (lid % 16u);
+  put_part(s, bt, m0, n0, acc.c0[0]);
+  put_part(s, bt, m0 + 1u, n0, acc.c0[1]);
+  put_part(s, bt, m0 + 2u, n0, acc.c0[2]);
+  put_part(s, bt, m0 + 3u, n0, acc.c0[3]);
+  put_part(s, bt, m1, n0, acc.c1[0]);
+  put_part(s, bt, m1 + 1u, n0, acc.c1[1]);
+  put_part(s, bt, m1 + 2u, n0, acc.c1[2]);
+  put_part(s, bt, m1 + 3u, n0, acc.c1[3]);
+  if (WIDE == 1u) {
+    let n1 = n0 + 64u;
+    put_part(s, bt, m0, n1, acc.c2[0]);
+    put_part(s, bt, m0 + 1u, n1, acc.c2[1]);
+    put_part(s, bt, m0 + 2u, n1, acc.c2[2]);
+    put_part(s, bt, m0 + 3u, n1, acc.c2[3]);
+    put_part(s, bt, m1, n1, acc.c3[0]);
+    put_part(s, bt, m1 + 1u, n1, acc.c3[1]);
+    put_part(s, bt, m1 + 2u, n1, acc.c3[2]);
+    put_part(s, bt, m1 + 3u, n1, acc.c3[3]);
+  }
+}
+
+// One thread per 4 consecutive outputs of a row: the KSPLIT partials summed in split order (two
+// requested at a time), then the epilogue.
+@compute @workgroup_size(256)
+fn splitk_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+  let i = linear_wg(wid, nwg) * 256u + lid;  // vec4 index into one split's [batch, M, LDP]
+  let per = p.batch * p.M * ldp();
+  if (i >= per) { return; }
+  var acc = part[i] + part[per + i];  // KSPLIT >= 2
+  var s = 2u;
+  for (; s + 1u < KSPLIT; s += 2u) {
+    let x = part[s * per + i];
+    let y = part[(s + 1u) * per + i];
+    acc = (acc + x) + y;
+  }
+  if (s < KSPLIT) { acc += part[s * per + i]; }
+  let bt = i / (p.M * ldp());
+  let m = (i / ldp()) % p.M;
+  put4(bt, m, 4u * (i % ldp()), acc);
 }

@@ -71,7 +71,13 @@ import { assertFloat, output, sameDtype } from "./launch.ts";
 import { launch, type MatmulVariant } from "./matmul_launch.ts";
 import { checkNorm, type RmsNormPrologue } from "./gemv.ts";
 
-export { GEMV_MAX_M, LARGE_TILES_MIN, matmulAuto, type MatmulVariant } from "./matmul_launch.ts";
+export {
+  GEMV_MAX_M,
+  LARGE_TILES_MIN,
+  matmulAuto,
+  type MatmulVariant,
+  splitKTuning,
+} from "./matmul_launch.ts";
 
 /** Options of {@linkcode matmul}. */
 export interface MatmulOptions {

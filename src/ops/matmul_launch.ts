@@ -51,6 +51,7 @@ export type MatmulVariant =
   | "tiled"
   | "tiled128"
   | "tiled128x64"
+  | "tiled128split"
   | "gemv"
   | "gemv16"
   | "gemv16wide"
@@ -208,7 +209,7 @@ export function launch(l: Launch): void {
     deferred: l.norm.deferred,
   };
   if (g16) rowsPer = Math.min(rowsPer, GEMV16_MAX_M);
-  const big = variant === "tiled128" || variant === "tiled128x64";
+  const big = variant === "tiled128" || variant === "tiled128x64" || variant === "tiled128split";
   const entry = variant === "gemv" ? (l.transB ? "gemv_t" : "gemv") : big ? "tiled128" : variant;
   const kernelFor = (rows: number) =>
     gpu.kernel({
@@ -219,7 +220,7 @@ export function launch(l: Launch): void {
       constants: variant === "gemv"
         ? { ROWS: Math.min(GEMV_MAX_M, rows) }
         : big
-        ? { TRANS_B: l.transB ? 1 : 0, WIDE: variant === "tiled128" ? 1 : 0 }
+        ? { TRANS_B: l.transB ? 1 : 0, WIDE: variant === "tiled128x64" ? 0 : 1 }
         : { TRANS_B: l.transB ? 1 : 0 },
     });
   const bWin = window(l.b, 0, l.b.size);
@@ -263,7 +264,7 @@ export function launch(l: Launch): void {
       : variant === "tiled"
       ? Math.ceil(l.N / 64) * Math.ceil(rows / 64) * l.batch
       : big
-      ? Math.ceil(l.N / (variant === "tiled128" ? 128 : 64)) * Math.ceil(rows / 128) * l.batch
+      ? Math.ceil(l.N / (variant === "tiled128x64" ? 64 : 128)) * Math.ceil(rows / 128) * l.batch
       : Math.ceil(l.N / 8) * Math.ceil(rows / gemvRows) * l.batch;
     const params = {
       M: rows,
@@ -281,6 +282,17 @@ export function launch(l: Launch): void {
       offR: rWin?.off ?? 0,
       hasRes: rWin ? 1 : 0,
     };
+    const splits = variant === "tiled128split" ? splitK(groups, l, rows, limit) : 1;
+    if (splits > 1) {
+      dispatchSplitK(gpu, l, splits, groups, params, [
+        aWin.binding,
+        bWin.binding,
+        (biasWin ?? bWin).binding,
+        (rWin ?? bWin).binding,
+        cWin.binding,
+      ]);
+      continue;
+    }
     gpu.dispatch(
       kernelFor(rows),
       [
@@ -294,6 +306,54 @@ export function launch(l: Launch): void {
       params,
     );
   }
+}
+
+/**
+ * How `tiled128split` splits K (tests and benchmarks may set them): about `workgroups`
+ * workgroups in all (a few for each of an H200's 132 SMs), each split at least `minK` long, at
+ * most `max` splits.
+ */
+export const splitKTuning: { workgroups: number; minK: number; max: number } = {
+  workgroups: 512,
+  minK: 256,
+  max: 8,
+};
+
+/**
+ * Splits of K for `tiled128split` over `tiles` output tiles of `rows` rows
+ * ({@linkcode splitKTuning}), fewer where the f32 partials would not fit one binding; 1: none
+ * (the plain `tiled128`).
+ */
+function splitK(tiles: number, l: Launch, rows: number, limit: number): number {
+  const t = splitKTuning;
+  let s = Math.min(t.max, Math.floor(t.workgroups / tiles), Math.floor(l.K / t.minK));
+  while (s > 1 && s * l.batch * rows * Math.ceil(l.N / 4) * 16 > limit) s--;
+  return Math.max(1, s);
+}
+
+/**
+ * `tiled128_split` over `splits` shares of K into f32 partials, then `splitk_sum` (the partials
+ * in split order, the epilogue): `bound` holds a, b, bias, residual and out (bindings 1..5).
+ */
+function dispatchSplitK(
+  gpu: Gpu,
+  l: Launch,
+  splits: number,
+  tiles: number,
+  params: Record<string, number>,
+  bound: Binding[],
+): void {
+  const per = l.batch * params.M * Math.ceil(l.N / 4); // vec4s of one split's partials
+  const part = gpu.alloc(splits * per * 16, "matmul split-K partials");
+  const byBinding = [undefined, ...bound, part];
+  const run = (entry: string, constants: Record<string, number>, groups: number) => {
+    const k = gpu.kernel({ shader: "matmul_big", entry, defines: { T: l.dtype }, constants });
+    const used = k.bindings.filter((d) => d.kind !== "uniform").map((d) => byBinding[d.binding]!);
+    gpu.dispatch(k, used, Gpu.grid(groups), params);
+  };
+  run("tiled128_split", { TRANS_B: l.transB ? 1 : 0, WIDE: 1, KSPLIT: splits }, tiles * splits);
+  run("splitk_sum", { KSPLIT: splits }, Math.ceil(per / 256));
+  gpu.release(part);
 }
 
 /**

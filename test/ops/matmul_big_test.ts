@@ -17,6 +17,7 @@ import {
   matmulOutputShape,
   matmulReference,
   type MatmulVariant,
+  splitKTuning,
 } from "../../src/ops/matmul.ts";
 import {
   assertClose,
@@ -29,7 +30,22 @@ import {
 } from "../_util.ts";
 
 type Dt = "f32" | "f16";
-const BIG: MatmulVariant[] = ["tiled128", "tiled128x64"];
+const BIG: MatmulVariant[] = ["tiled128", "tiled128x64", "tiled128split"];
+
+/**
+ * Runs `fn` (which records kernels) with split K allowed from 16 K steps a split, so that
+ * `tiled128split` splits these small products (K ≥ 32: 2..8 splits, the last often short or
+ * empty); the default (256) would leave them whole.
+ */
+function splitting<R>(fn: () => R): R {
+  const minK = splitKTuning.minK;
+  splitKTuning.minK = 16;
+  try {
+    return fn();
+  } finally {
+    splitKTuning.minK = minK;
+  }
+}
 
 /** As in matmul_test.ts: f32 atol 1e-5·√K, rtol 1e-4; f16 atol 1e-4·√K, rtol 2e-3. */
 function tol(dtype: Dt, K: number): Tolerance {
@@ -56,7 +72,7 @@ async function run(
 ): Promise<Float32Array> {
   using ta = Tensor.fromArray(gpu, a, aShape, dtype);
   using tb = Tensor.fromArray(gpu, b, bShape, dtype);
-  using c = matmul(ta, tb, { transB, variant, maxBindingBytes });
+  using c = splitting(() => matmul(ta, tb, { transB, variant, maxBindingBytes }));
   assert.deepEqual(c.shape, matmulOutputShape(aShape, bShape, transB));
   return await c.toArray();
 }
@@ -111,6 +127,7 @@ Deno.test({
       [200, 9, 257],
       [7, 300, 1],
       [128, 32, 128],
+      [130, 48, 129], // three splits of K, 16 each (tiled128split)
     ];
     for (const dtype of FLOAT_DTYPES) {
       for (const transB of [false, true]) {
@@ -143,7 +160,7 @@ Deno.test({
   fn: async () => {
     for (const dtype of FLOAT_DTYPES) {
       for (const transB of [false, true]) {
-        const [B, M, K, N] = [3, 70, 21, 131];
+        const [B, M, K, N] = [3, 70, 41, 131]; // K = 41: two splits of K
         const bb = transB ? [N, K] : [K, N];
         await check(dtype, [B, M, K], [B, ...bb], transB, 11); // both batched
         await check(dtype, [M, K], [B, ...bb], transB, 12); // a broadcast (strideA = 0)
@@ -172,7 +189,9 @@ Deno.test({
         // offsets off the 256-byte grain); columns 5..5+N-1 of a [M, N + 9] output, the other
         // columns untouched.
         for (const maxBindingBytes of [undefined, 24576]) {
-          using y = linear(tx, tw, { bias: tbias, residual: tres, variant, maxBindingBytes });
+          using y = splitting(() =>
+            linear(tx, tw, { bias: tbias, residual: tres, variant, maxBindingBytes })
+          );
           assert.deepEqual(y.shape, [1, M, N]);
           assertClose(
             await y.toArray(),
@@ -182,7 +201,9 @@ Deno.test({
           );
           const ld = N + 9;
           using out = Tensor.fromArray(gpu, new Float32Array(M * ld).fill(7), [M, ld], dtype);
-          linear(tx, tw, { bias: tbias, out, outColumnOffset: 5, variant, maxBindingBytes });
+          splitting(() =>
+            linear(tx, tw, { bias: tbias, out, outColumnOffset: 5, variant, maxBindingBytes })
+          );
           const got = await out.toArray();
           const cols = new Float32Array(M * N);
           for (let m = 0; m < M; m++) {
