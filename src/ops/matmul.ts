@@ -16,6 +16,7 @@
  * | `tiled` | same tiles, accumulators in four `vec4` registers, tiles staged as `vec4` rows (16 FMAs per two 16-byte reads) | 30× over v1 | 13.5 / 13.7 TFLOP/s (cuBLAS: 44 f32, 316-368 f16 on tensor cores) |
  * | `tiled128` | 128×128 tile per workgroup of 256 threads, 8×8 outputs per thread in 16 `vec4` registers, A and B staged k-major (XOR-swizzled, no padding: 16 KiB), the next K step loaded into registers during the FMAs | 64 FMAs per four 16-byte reads (`tiled`: 16 per two) | lavapipe 256×256×512: 9.2 / 9.4 GFLOP/s (`tiled` 5.7 / 5.7); H200 x·wᵀ, K = N = 4096, M = 512 / 2048 / 4096: 24.7 / 29.3 / 29.5 TFLOP/s f32, 18.2 / 26.5 / 26.9 f16 (`tiled` 13.7 / 13.3 / 15.4 and 13.5 / 15.3 / 16.2; cuBLAS 45-49 f32, 342-686 f16 on tensor cores) |
  * | `tiled128x64` | same, 128×64 tiles (8×4 per thread; the pipeline constant `WIDE` = 0): twice the workgroups of `tiled128` for mid sizes (512×4096×4096: 256 against 128 on 132 SMs) | lavapipe 256×256×512: 7.0 / 7.0 GFLOP/s; H200 (same shapes): 22.2 / 24.2 / 24.6 f32, 19.6 / 22.6 / 22.9 f16 |
+ * | `tiled128split` | `tiled128`'s tiles with K split over 2–8 workgroups a tile (`splitKTuning`), f32 partials added in split order by a second dispatch (`splitk_sum`, which runs the epilogue) | fills the GPU where the tiles alone do not (512×4096×4096: 128 tiles on 132 SMs) | H200 M = 512 (4 splits): 28.9 f32, **25.9** f16 against 28.3 / 19.4 for `tiled128` (2 splits: 29.0 / 26.1; 8: 28.4 / 25.6) |
  * | `gemv`  | M ≤ 8 (`ROWS` rows per workgroup, a pipeline constant): 8 columns × 32 K-lanes per workgroup, coalesced rows of `w`, workgroup-memory tree reduction | memory-bound decode streams the weight once, 512 workgroups for N = 4096 | 1×4096×4096: 1.9 / 1.6 TB/s (the streaming add: 2.7-3.0 TB/s; cuBLAS 1.3 / 0.8-1.0) |
  * | `gemv16` | linear only (`shaders/gemv.wgsl`, ./gemv.ts): 4 columns × 64 lanes per workgroup, 16-byte loads, M ≤ 16 rows in named vec4 accumulators | 8 f16 per load | H200 M = 1: 1×3072×1024 f16 10 µs (`gemv` 16), 1×12288×4096 48 (77); 1×1024×32768 54 (47) |
  * | `gemv16wide` | linear only: the same kernel file, 4–64 lanes per weight row (`gemvTuning.wideLanes`), 256 / lanes rows per workgroup | far fewer, longer workgroups for a large N | H200 LM head 1×1024×151936 f16: 81 µs (`gemv` 179, `gemv16` 125); M = 16: 370 (`tiled` 1230) |
@@ -30,7 +31,8 @@
  *
  * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`
  * (or, on a GPU with M ≥ 128 and N ≥ 128, the kernel that {@linkcode matmulAuto}`.largeTiles`
- * names, `tiled128` by default, when the product has at least 128 such tiles)
+ * names, `tiled128` by default, when the product has at least 128 such tiles; `tiled128split`
+ * instead when it has fewer than half of `splitKTuning.workgroups` and K ≥ 2·`splitKTuning.minK`)
  * (and, on GPUs, for a linear whose K is whole 16-byte words: `skinny` for 8 ≤ M ≤ 256 (from
  * M = 16 when N < 2048; M ≤ 64 when N > 16384), `gemv16` for smaller M with N ≤ 16384,
  * `gemv16wide` for smaller M with N > 16384);

@@ -40,8 +40,10 @@ import {
  * CPU adapter); larger ones `naive` on an OpenGL CPU adapter up to {@linkcode GL_NAIVE_MAX_MACS}
  * multiply-adds, else `tiled` — or, on a GPU, when the product has at least
  * {@linkcode LARGE_TILES_MIN} tiles of 128×128 (M, N ≥ 128), the kernel {@linkcode matmulAuto}
- * names: `tiled128` by default. `tiled128` / `tiled128x64` (`shaders/matmul_big.wgsl`): 128×128 /
- * 128×64 tiles. `gemv16` (`shaders/gemv.wgsl`, linear only: K a multiple of 8 in f16, 4 in f32)
+ * names: `tiled128` by default (`tiled128split` where too few tiles fill the GPU: see
+ * {@linkcode matmulAuto}`.splitK`). `tiled128` / `tiled128x64` (`shaders/matmul_big.wgsl`):
+ * 128×128 / 128×64 tiles; `tiled128split`: 128×128 tiles with K split over several workgroups
+ * (f32 partials, then a second dispatch adds them in split order). `gemv16` (`shaders/gemv.wgsl`, linear only: K a multiple of 8 in f16, 4 in f32)
  * runs in blocks of ≤ 16 rows and is the only kernel that fuses an RMSNorm prologue (`norm`):
  * the others run the `rmsNorm` op first.
  */
@@ -62,7 +64,11 @@ export type MatmulVariant =
  * linear with M ≤ {@linkcode GEMV_MAX_M} and N > `GEMV16_AUTO_MAX_N` (the LM head) takes
  * `gemv16wide` (default; false: `gemv`, the route before it). `largeTiles`: the kernel
  * `auto` takes instead of `tiled` on a GPU (not a CPU adapter) for a product of at least
- * {@linkcode LARGE_TILES_MIN} tiles of 128×128. Default `tiled128`: on the H200 (bench/kernels.ts
+ * {@linkcode LARGE_TILES_MIN} tiles of 128×128. `splitK` (default on): with `tiled128`, a
+ * product of fewer than half {@linkcode splitKTuning}`.workgroups` such tiles and K of at least
+ * two splits takes `tiled128split` (H200, 512×4096×4096, 2026-12-04: 25.9 against 19.4 TFLOP/s
+ * f16 and 28.9 against 28.3 f32; 2 / 4 / 8 splits: 26.1 / 25.9 / 25.6 f16).
+ * Default `tiled128`: on the H200 (bench/kernels.ts
  * `--gemm`, x·wᵀ, K = N = 4096) it ran 24.7 / 29.3 / 29.5 TFLOP/s f32 at M = 512 / 2048 / 4096
  * against 13.7 / 13.3 / 15.4 for `tiled`, and 18.2 / 26.5 / 26.9 f16 against 13.5 / 15.3 / 16.2
  * (`tiled128x64`: 22.2 / 24.2 / 24.6 f32, 19.6 / 22.6 / 22.9 f16).
@@ -76,9 +82,11 @@ export type MatmulVariant =
 export const matmulAuto: {
   largeTiles: "tiled" | "tiled128" | "tiled128x64";
   wideGemv: boolean;
+  splitK: boolean;
 } = {
   largeTiles: "tiled128",
   wideGemv: true,
+  splitK: true,
 };
 
 /**
@@ -391,7 +399,12 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
     if (!cpu && g16 && !wideN && l.M < 16) return "gemv16";
     const tiles128 = Math.ceil(l.M / 128) * Math.ceil(l.N / 128) * l.batch;
     const large = !cpu && l.M >= 128 && l.N >= 128 && tiles128 >= LARGE_TILES_MIN;
-    return large ? matmulAuto.largeTiles : "tiled";
+    if (!large) return "tiled";
+    // Too few 128×128 tiles for the GPU (under half of splitKTuning.workgroups): split K.
+    const t = splitKTuning;
+    const split = matmulAuto.largeTiles === "tiled128" && matmulAuto.splitK &&
+      2 * tiles128 <= t.workgroups && l.K >= 2 * t.minK;
+    return split ? "tiled128split" : matmulAuto.largeTiles;
   }
   if (cpu) return "naive";
   // H200, f16, bench/skinny.ts (2026-12-04): gemv16 beat gemv at every M = 2..8 of the model's

@@ -8,12 +8,14 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { Gpu } from "../../src/gpu/device.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { roundToF16 } from "../../src/tensor/dtype.ts";
 import {
   linear,
   linearReference,
   matmul,
+  matmulAuto,
   matmulOutputShape,
   matmulReference,
   type MatmulVariant,
@@ -253,5 +255,49 @@ Deno.test({
       ),
       fcParams(8),
     );
+  },
+});
+
+Deno.test({
+  name: "auto takes tiled128split for a product of too few 128×128 tiles (GPU routes), and " +
+    "tiled128 with a short K, with splitK off, or with enough tiles",
+  ...GPU_TEST,
+  fn: async () => {
+    const g = await Gpu.create({ gpuRoutes: true });
+    const ran: string[] = [];
+    const dispatch = g.dispatch.bind(g);
+    g.dispatch = (k, ...rest) => {
+      ran.push(k.label.split(" ")[0]); // shader:entry (the label goes on with the constants)
+      dispatch(k, ...rest);
+    };
+    try {
+      // 128 tiles (a batch of 128 products of 128×128), K = 40: two splits of 16-step minimum.
+      const [B, M, N] = [128, 128, 128];
+      const kernels = async (K: number, splitK = true, batch = B): Promise<string[]> => {
+        const a = data(batch * M * K, K, "f32"), b = data(batch * K * N, K + 1, "f32");
+        using ta = Tensor.fromArray(g, a, [batch, M, K]);
+        using tb = Tensor.fromArray(g, b, [batch, K, N]);
+        ran.length = 0;
+        const was = matmulAuto.splitK;
+        matmulAuto.splitK = splitK;
+        let c: Tensor;
+        try {
+          c = splitting(() => matmul(ta, tb));
+        } finally {
+          matmulAuto.splitK = was;
+        }
+        using _c = c;
+        const ref = matmulReference(a, [batch, M, K], b, [batch, K, N]);
+        assertClose(await c.toArray(), ref, tol("f32", K), `auto, K ${K}, batch ${batch}`);
+        return [...ran];
+      };
+      assert.deepEqual(await kernels(40), ["matmul_big:tiled128_split", "matmul_big:splitk_sum"]);
+      assert.deepEqual(await kernels(31), ["matmul_big:tiled128"]); // under two splits of 16
+      assert.deepEqual(await kernels(40, false), ["matmul_big:tiled128"]);
+      // 512 tiles fill the GPU (over half of splitKTuning.workgroups = 512)
+      assert.deepEqual(await kernels(40, true, 4 * B), ["matmul_big:tiled128"]);
+    } finally {
+      g.device.destroy();
+    }
   },
 });
