@@ -18,7 +18,9 @@
  *
  * Usage: `deno run -A bench/generate.ts [--contexts 2048,32768] [--tokens 256] [--cr 8]
  * [--readback-every 32] [--replay both|on|off] [--overlap 8] [--no-torch] [--quick]
- * [--legacy-gemv] [--combine fused|dispatch] [--json FILE]`. `--combine`: how decode attention
+ * [--legacy-gemv] [--combine fused|dispatch] [--decode-max-keys N] [--decode-workgroups N]
+ * [--json FILE]`. `--decode-max-keys` / `--decode-workgroups`: `flashDecodeDefaults.maxKeys` /
+ * `.workgroups` (decode attention's split maximum and workgroup target). `--combine`: how decode attention
  * merges its splits (`flashDecodeDefaults.combine` in src/cache/paged_decode.ts; default by the
  * split count). `--legacy-gemv`: the LM head on `gemv` (`matmulAuto.wideGemv`
  * off), the route before `gemv16wide`. `--overlap`: `GenerateOptions.readbackOverlap` (decode steps encoded while a
@@ -62,6 +64,8 @@ const { values } = parseArgs({
     "no-torch": { type: "boolean", default: false },
     replay: { type: "string", default: "both" },
     combine: { type: "string" },
+    "decode-max-keys": { type: "string" },
+    "decode-workgroups": { type: "string" },
     overlap: { type: "string", default: "8" },
     quick: { type: "boolean", default: false },
     "legacy-gemv": { type: "boolean", default: false },
@@ -92,6 +96,10 @@ if (values.combine !== undefined) {
     throw new RangeError(`--combine must be fused or dispatch, got ${values.combine}`);
   }
   flashDecodeDefaults.combine = values.combine;
+}
+if (values["decode-max-keys"]) flashDecodeDefaults.maxKeys = Number(values["decode-max-keys"]);
+if (values["decode-workgroups"]) {
+  flashDecodeDefaults.workgroups = Number(values["decode-workgroups"]);
 }
 
 /** One result row. */

@@ -73,7 +73,7 @@ override L: u32 = 16u;      // words per row, D / EPV (divides WG)
 override KP: u32 = 16u;     // keys per pass, WG / L
 override J: u32 = 4u;       // passes per block (loads of K and of V in flight per lane): 1, 2, 4, 8
 override KB: u32 = 64u;     // keys per block, J * KP (KB * GV <= WG)
-override PSMAX: u32 = 512u; // keys per split, at most (<= 2 * WG)
+override PSMAX: u32 = 512u; // keys per split, at most: WG, 2·WG, 4·WG or 8·WG
 override KMIN: u32 = 128u;  // keys per split, at least, when the split size adapts
 override SPB: u32 = 64u;    // KB * GV
 override SCR: u32 = 1088u;  // max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG)
@@ -180,6 +180,32 @@ fn words4(which: u32, jb: u32, kk0: u32, cnt: u32, c: u32) -> W4 {
 fn entry(pg: u32, ks: u32, cnt: u32, i: u32) -> u32 {
   let s = ks + min(i, cnt - 1u);
   return u32(table[(p.lbase + pg) * p.mb + s / p.bs]) * p.bs + s % p.bs;
+}
+
+// Entries of keys i + j·WG, j = 0..3, of the split, all four table reads requested together (a
+// loop would issue them one iteration at a time). The first two are read whatever the split's
+// length (`entry` clamps into it), the other two only under it (0 past it).
+fn entries4(pg: u32, ks: u32, cnt: u32, i: u32) -> vec4<u32> {
+  var e = vec4<u32>(entry(pg, ks, cnt, i), entry(pg, ks, cnt, i + WG), 0u, 0u);
+  if (i + 2u * WG < cnt) { e.z = entry(pg, ks, cnt, i + 2u * WG); }
+  if (i + 3u * WG < cnt) { e.w = entry(pg, ks, cnt, i + 3u * WG); }
+  return e;
+}
+
+// Whether entry e of key i is visible, false past the split (its (pos, mark) not read).
+fn seen_in(e: u32, i: u32, cnt: u32) -> bool {
+  return i < cnt && seen(e);
+}
+
+// kph of keys i + j·WG under cnt: the entry, or NOKEY where it is invisible (the four (pos,
+// mark) reads requested together).
+fn keep4(e: vec4<u32>, i: u32, cnt: u32) {
+  let v = vec4<bool>(seen(e.x), seen(e.y), seen_in(e.z, i + 2u * WG, cnt),
+                     seen_in(e.w, i + 3u * WG, cnt));
+  if (i < cnt) { kph[i] = select(NOKEY, e.x, v.x); }
+  if (i + WG < cnt) { kph[i + WG] = select(NOKEY, e.y, v.y); }
+  if (i + 2u * WG < cnt) { kph[i + 2u * WG] = select(NOKEY, e.z, v.z); }
+  if (i + 3u * WG < cnt) { kph[i + 3u * WG] = select(NOKEY, e.w, v.w); }
 }
 
 // Whether entry e is visible to the query (SPEC §5.1).
@@ -319,8 +345,16 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
     return;
   }
+  // The split's entries (table reads) requested before the query words, then their visibility:
+  // two a thread (up to PSMAX = 2·WG, the default), else up to eight (entries4, keep4).
   let e0 = entry(pg, ks, cnt, tid);
   let e1 = entry(pg, ks, cnt, tid + WG);
+  var ea = vec4<u32>(0u);
+  var eb = vec4<u32>(0u);
+  if (PSMAX > 2u * WG) {
+    ea = entries4(pg, ks, cnt, tid);
+    if (PSMAX > 4u * WG && cnt > 4u * WG) { eb = entries4(pg, ks, cnt, tid + 4u * WG); }
+  }
   let c = tid % L;
   let r = tid / L;
   let qbase = pg * GQ * DD;  // (b * Hq + h * G) * D
@@ -340,12 +374,16 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   }
   ms0 = vec4<f32>(NEG);
   ms1 = vec4<f32>(NEG);
-  // Locate the split's keys (PSMAX <= 2 * WG: two per thread); invisible ones (SPEC §5.1)
-  // become NOKEY and are never read.
-  let v0 = seen(e0);
-  let v1 = seen(e1);
-  if (tid < cnt) { kph[tid] = select(NOKEY, e0, v0); }
-  if (tid + WG < cnt) { kph[tid + WG] = select(NOKEY, e1, v1); }
+  // Locate the split's keys; invisible ones (SPEC §5.1) become NOKEY and are never read.
+  if (PSMAX > 2u * WG) {
+    keep4(ea, tid, cnt);
+    if (PSMAX > 4u * WG && cnt > 4u * WG) { keep4(eb, tid + 4u * WG, cnt); }
+  } else {
+    let v0 = seen(e0);
+    let v1 = seen(e1);
+    if (tid < cnt) { kph[tid] = select(NOKEY, e0, v0); }
+    if (tid + WG < cnt) { kph[tid + WG] = select(NOKEY, e1, v1); }
+  }
   workgroupBarrier();
 
   var xa = words4(0u, 0u, r, cnt, c);

@@ -43,14 +43,12 @@ export {
   type PagedReferenceOptions,
   type PagedReferenceShape,
 } from "./paged_attention.ts";
+export { type FlashDecodeArgs, type FlashDecodeTuning, pagedDecodeFlash } from "./paged_decode.ts";
 export {
   type DecodePage,
-  type FlashDecodeArgs,
   flashDecodeReference,
   type FlashDecodeReferenceOptions,
-  type FlashDecodeTuning,
-  pagedDecodeFlash,
-} from "./paged_decode.ts";
+} from "./paged_decode_reference.ts";
 export type { Gpu } from "../gpu/device.ts";
 export type { KernelTime } from "../gpu/profiling.ts";
 export type { ReadRange } from "../gpu/readback.ts";

@@ -1,14 +1,14 @@
 /**
  * Flash-decoding through the paged KV storage ({@linkcode ./paged_storage.ts}): the fast decode
  * attention (one query per sequence) with the exact SPEC §5.1 rule, its launcher and its CPU
- * twin. {@linkcode ./paged_attention.ts} routes decode here when no policy extra (probabilities,
+ * twin (`flashDecodeReference`, in ./paged_decode_reference.ts). {@linkcode ./paged_attention.ts} routes decode here when no policy extra (probabilities,
  * chunk selection) is asked for; its `partial` kernel stays the readable variant.
  *
  * Query head h·G+g uses KV head h; a stored entry (position i, mark m) is visible to the query
  * at position t0 iff i ≤ t0, m ≠ 2 and (m = 0 or t0 − i ≤ W). Shapes: `q:[B, Hq, 1, D]`,
  * pages `[B·Hkv]` of `[len, D]` → `out:[B, Hq, 1, D]`.
  *
- * Algorithm (the CPU twin {@linkcode flashDecodeReference} spells it out): each page's `len`
+ * Algorithm (the CPU twin `flashDecodeReference` spells it out): each page's `len`
  * entries are cut into `np` splits of `ps` keys (`ps = max(KMIN, ceil(len / np))` of the page's
  * own length unless fixed, so a loose CPU length bound only adds empty splits); per split and
  * query head: scores s = scale·q·k over the visible keys, m = max s, p = exp(s − m),
@@ -73,8 +73,8 @@ const WG = 256;
  * 64 was no better (DMS 32K B = 4 72 µs).
  */
 const TARGET_WORKGROUPS = 512;
-/** See {@linkcode TARGET_WORKGROUPS}. */
-const KMIN = 128;
+/** See {@linkcode TARGET_WORKGROUPS} (exported for the CPU twin, ./paged_decode_reference.ts). */
+export const KMIN = 128;
 /** Keys per split at most (their entries live in workgroup memory, two per thread). */
 const PSMAX = 512;
 /** Output vec4 columns per `combine` workgroup, at most. */
@@ -94,6 +94,20 @@ export interface FlashDecodeTuning {
   loads?: number;
   /** Adaptive splits take at least this many keys (default 128; capped by the split maximum). */
   minKeys?: number;
+  /**
+   * Keys per split at most: `threads` times 1, 2, 4 or 8 (default 2·`threads`, at most 512;
+   * {@linkcode flashDecodeDefaults}`.maxKeys` sets another default); each thread locates up to
+   * eight of a split's keys before the split streams. H200 (f16, G 4, 128 threads, `bench/attention.ts
+   * --other-max-keys`, 2026-12-04): 512 keys took dense 128K B = 4 from 849 to 787 µs, DMS CR 8
+   * 128K B = 4 179 -> 160, 32K B = 4 64 -> 59, but dense 32K B = 1 82 -> 91 (half the splits);
+   * with G 2 (Qwen3-0.6B) and 1024 keys, 2K B = 4 and 32K rows lost 12-25%. Not the default.
+   */
+  maxKeys?: number;
+  /**
+   * Splits: about this many workgroups in all (default 512, {@linkcode flashDecodeSplits};
+   * {@linkcode flashDecodeDefaults}`.workgroups` sets another default).
+   */
+  workgroups?: number;
   /**
    * How the splits of a page merge: `fused`, by the split that finishes last inside
    * `decode_online`, or `dispatch` (default, {@linkcode flashDecodeDefaults}), the `combine`
@@ -135,6 +149,16 @@ export function flashDecodeShape(
       `flashDecodeShape: minKeys must be an integer >= 1, got ${tuning.minKeys}`,
     );
   }
+  const wgs = tuning.workgroups;
+  if (wgs !== undefined && !(Number.isInteger(wgs) && wgs >= 1)) {
+    throw new RangeError(`flashDecodeShape: workgroups must be an integer >= 1, got ${wgs}`);
+  }
+  const maxKeys = tuning.maxKeys;
+  if (maxKeys !== undefined && ![1, 2, 4, 8].some((e) => maxKeys === e * threads)) {
+    throw new RangeError(
+      `flashDecodeShape: maxKeys must be 1, 2, 4 or 8 times threads (${threads}), got ${maxKeys}`,
+    );
+  }
   if (![64, 128, 256, 512].includes(threads)) {
     throw new RangeError(`flashDecodeShape: threads must be 64, 128, 256 or 512, got ${threads}`);
   }
@@ -149,7 +173,11 @@ export function flashDecodeShape(
   for (const J of tuning.loads ? loads.filter((j) => j === tuning.loads) : loads) {
     const KB = J * KP;
     if (KB * GV > threads) continue;
-    for (let ps = Math.min(PSMAX, 2 * threads); ps >= KB; ps /= 2) {
+    // The split maximum: asked for, else the default's (a power of two) within threads·[1, 8].
+    const dflt = flashDecodeDefaults.maxKeys;
+    const cap = maxKeys ??
+      (dflt ? Math.min(8 * threads, Math.max(threads, dflt)) : Math.min(PSMAX, 2 * threads));
+    for (let ps = cap; ps >= KB; ps /= 2) {
       if (ps % KB !== 0) continue;
       const SCR = Math.max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, threads);
       const bytes = 4 + 4 * ps + 16 * KB * GV + 16 * SCR;
@@ -188,13 +216,14 @@ export function flashDecodeSplits(
   pages: number,
   c: FlashDecodeShape,
   partitionKeys?: number,
+  workgroups = TARGET_WORKGROUPS,
 ): { np: number; ps: number } {
   const len = Math.max(1, maxLen);
   if (partitionKeys) {
     const ps = Math.min(c.PSMAX, partitionKeys);
     return { np: Math.ceil(len / ps), ps };
   }
-  const want = Math.ceil(TARGET_WORKGROUPS / pages);
+  const want = Math.ceil(workgroups / pages);
   const np = Math.max(Math.ceil(len / c.PSMAX), Math.min(want, Math.ceil(len / c.KMIN)));
   return { np, ps: 0 };
 }
@@ -223,7 +252,16 @@ export function flashDecodePlan(
   const maxLen = s.planLength(layer);
   const shape = flashDecodeShape(s.dtype, G, s.headDim, maxShared, tuning);
   if (!shape) return undefined;
-  return { shape, ...flashDecodeSplits(maxLen, s.pages, shape, s.partitionKeys) };
+  return {
+    shape,
+    ...flashDecodeSplits(
+      maxLen,
+      s.pages,
+      shape,
+      s.partitionKeys,
+      tuning.workgroups ?? flashDecodeDefaults.workgroups,
+    ),
+  };
 }
 
 /** Arguments of {@linkcode pagedDecodeFlash}. */
@@ -329,7 +367,10 @@ export function pagedDecodeFlash(
 
 /**
  * Defaults of {@linkcode FlashDecodeTuning} for calls that give none (benchmarks set them:
- * `bench/generate.ts --combine`). `combine` unset: `dispatch`. The fused merge was measured on the
+ * `bench/generate.ts --combine`, `--decode-max-keys`, `--decode-workgroups`; end to end on the
+ * H200, 1024 keys and 1024 workgroups took Qwen3-0.6B's 32K dense decode from 390 to 333 tok/s,
+ * DMS 626 -> 636: not adopted). `maxKeys` unset: 2·threads, at most 512; `workgroups` unset: 512;
+ * `combine` unset: `dispatch`. The fused merge was measured on the
  * H200 (f16, G 2, `bench/attention.ts --other-combine dispatch`, 2026-12-04): against the combine
  * dispatch 17.8 / 19.6 µs dense 2K B = 1 (16 splits), DMS 2K B = 4 19.4 / 26.1, but 75.9 / 64.9
  * dense 32K B = 1 (64 splits) and DMS 32K B = 4 71.8 / 53.8 (the last split's merge is serial in
@@ -342,101 +383,8 @@ export function pagedDecodeFlash(
  * flashDecodeDefaults.combine = "fused";
  * ```
  */
-export const flashDecodeDefaults: Pick<FlashDecodeTuning, "combine"> = {};
+export const flashDecodeDefaults: Pick<FlashDecodeTuning, "combine" | "maxKeys" | "workgroups"> =
+  {};
 
 /** Pages the fused merge counts arrivals for, at most (one u32 each). */
 const ARRIVALS = 1 << 16;
-
-/** One page's live entries in slot order, for {@linkcode flashDecodeReference}. */
-export interface DecodePage {
-  /** `[len]` absolute position of each entry. */
-  positions: ArrayLike<number>;
-  /** `[len]` mark of each entry: 0 keep, 1 marked (visible for distances 0..W), 2 padding. */
-  marks: ArrayLike<number>;
-  /** `[len, D]` keys. */
-  k: ArrayLike<number>;
-  /** `[len, D]` values. */
-  v: ArrayLike<number>;
-}
-
-/** Sizes and rule of {@linkcode flashDecodeReference}. */
-export interface FlashDecodeReferenceOptions extends FlashDecodeArgs {
-  /** Query heads per page. */
-  G: number;
-  /** Head dim. */
-  D: number;
-  /** Splits per page. */
-  np: number;
-  /** Keys per split; 0: max(kmin, ceil(len / np)) of each page's length. */
-  ps: number;
-  /** Smallest adaptive split (default 128, the kernel's). */
-  kmin?: number;
-}
-
-/**
- * The CPU twin of {@linkcode pagedDecodeFlash}, in f64, written as the kernel computes: per
- * page, per split of the live entries, per query head: max-subtracted softmax statistics
- * (m, l) and the unnormalised output o over the split's visible entries; then the
- * log-sum-exp merge of the splits (a split with l = 0 weighs 0).
- *
- * @param q `[pages, G, D]` (unscaled).
- * @param pages One {@linkcode DecodePage} per page (b·Hkv + h).
- * @returns `[pages, G, D]`; rows with no visible entry are 0.
- *
- * @example One page, two entries, the older marked and out of the window (W = 0)
- * ```ts
- * import { flashDecodeReference } from "./paged_decode.ts";
- * const page = { positions: [0, 1], marks: [1, 0], k: [1, 0, 0, 1], v: [1, 2, 3, 4] };
- * const out = flashDecodeReference([1, 1], [page],
- *   { G: 1, D: 2, t0: 1, window: 0, scale: 1, np: 2, ps: 1 });
- * console.log(out); // [3, 4]: only entry 1 is visible
- * ```
- */
-export function flashDecodeReference(
-  q: ArrayLike<number>,
-  pages: readonly DecodePage[],
-  o: FlashDecodeReferenceOptions,
-): Float64Array {
-  const { G, D, t0, window: W, scale, np } = o;
-  const out = new Float64Array(pages.length * G * D);
-  pages.forEach((pg, p) => {
-    const len = pg.positions.length;
-    const ps = o.ps || Math.max(o.kmin ?? KMIN, Math.ceil(len / np));
-    const vis = (i: number) => {
-      const pos = pg.positions[i], mark = pg.marks[i];
-      return pos <= t0 && mark !== 2 && (mark === 0 || t0 - pos <= W);
-    };
-    for (let g = 0; g < G; g++) {
-      const qr = (p * G + g) * D;
-      const splits: { m: number; l: number; o: Float64Array }[] = [];
-      for (let ks = 0; ks < len; ks += ps) {
-        const keys: number[] = [];
-        for (let i = ks; i < Math.min(len, ks + ps); i++) if (vis(i)) keys.push(i);
-        const sc = keys.map((i) => {
-          let d = 0;
-          for (let x = 0; x < D; x++) d += q[qr + x] * pg.k[i * D + x];
-          return d * scale;
-        });
-        const m = Math.max(-Infinity, ...sc);
-        const acc = new Float64Array(D);
-        let l = 0;
-        keys.forEach((i, j) => {
-          const w = Math.exp(sc[j] - m);
-          l += w;
-          for (let x = 0; x < D; x++) acc[x] += w * pg.v[i * D + x];
-        });
-        splits.push({ m, l, o: acc });
-      }
-      const live = splits.filter((x) => x.l > 0);
-      if (!live.length) continue;
-      const M = Math.max(...live.map((x) => x.m));
-      let l = 0;
-      for (const x of live) l += x.l * Math.exp(x.m - M);
-      for (const x of live) {
-        const w = Math.exp(x.m - M) / l;
-        for (let c = 0; c < D; c++) out[qr + c] += w * x.o[c];
-      }
-    }
-  });
-  return out;
-}

@@ -10,13 +10,12 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { decodeKernelFor, pagedAttentionReference } from "../../src/cache/paged_attention.ts";
 import {
-  type DecodePage,
   flashDecodePlan,
-  flashDecodeReference,
   flashDecodeShape,
   type FlashDecodeTuning,
   pagedDecodeFlash,
 } from "../../src/cache/paged_decode.ts";
+import { type DecodePage, flashDecodeReference } from "../../src/cache/paged_decode_reference.ts";
 import { createDmsCache } from "../../src/dms/dms_cache.ts";
 import { createDenseCache } from "../../src/policies/dense.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
@@ -110,7 +109,12 @@ const caseArb = fc.record({
     loads: fc.constantFrom(undefined, 1, 2, 4, 8),
     minKeys: fc.constantFrom(undefined, 32, 100),
     combine: fc.constantFrom<"fused" | "dispatch" | undefined>(undefined, "fused"),
-  }),
+    keysPerThread: fc.constantFrom(undefined, 1, 4, 8),
+    workgroups: fc.constantFrom(undefined, 1, 8),
+  }).map(({ keysPerThread, ...t }) => ({
+    ...t,
+    maxKeys: keysPerThread && keysPerThread * t.threads,
+  })),
 });
 
 Deno.test({
@@ -140,6 +144,10 @@ Deno.test({
         const tuning = { threads, loads: 8 };
         await check({ ...base, dtype, T: 1300, dms: true, pEvict: 0.5, tuning });
       }
+      // Splits of up to 8 keys a thread (1024 at 128 threads): 1300 keys in two splits.
+      const long = { threads: 128, maxKeys: 1024, workgroups: 1 };
+      await check({ ...base, dtype, T: 1300, dms: true, pEvict: 0.5, tuning: long });
+      await check({ ...base, dtype, T: 1300, G: 8, tuning: { ...long, maxKeys: 512 } });
       // The fused merge: many splits, empty ones (padding), more outputs than threads.
       const fused = { combine: "fused" as const };
       await check({ ...base, dtype, T: 1300, tuning: fused });
@@ -265,7 +273,7 @@ Deno.test({
   },
 });
 
-Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, combine", () => {
+Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workgroups, combine", () => {
   assert.throws(
     () =>
       flashDecodeShape("f16", 4, 128, 1 << 15, {
@@ -284,4 +292,20 @@ Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, combine", () =
     );
   }
   assert.equal(flashDecodeShape("f16", 4, 128, 1 << 15, { minKeys: 64 })?.KMIN, 64);
+  for (const maxKeys of [96, 384, 2048]) {
+    assert.throws(
+      () => flashDecodeShape("f16", 4, 128, 1 << 15, { threads: 128, maxKeys }),
+      /maxKeys must be 1, 2, 4 or 8 times threads \(128\)/,
+    );
+  }
+  assert.equal(
+    flashDecodeShape("f16", 4, 128, 1 << 15, { threads: 128, maxKeys: 1024 })?.PSMAX,
+    1024,
+  );
+  for (const workgroups of [0, 1.5]) {
+    assert.throws(
+      () => flashDecodeShape("f16", 4, 128, 1 << 15, { workgroups }),
+      /workgroups must be an integer >= 1/,
+    );
+  }
 });
