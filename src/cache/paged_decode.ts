@@ -1,8 +1,9 @@
 /**
  * Flash-decoding through the paged KV storage ({@linkcode ./paged_storage.ts}): the fast decode
  * attention (one query per sequence) with the exact SPEC §5.1 rule, its launcher and its CPU
- * twin (`flashDecodeReference`, in ./paged_decode_reference.ts). {@linkcode ./paged_attention.ts} routes decode here when no policy extra (probabilities,
- * chunk selection) is asked for; its `partial` kernel stays the readable variant.
+ * twin (`flashDecodeReference`, in ./paged_decode_reference.ts). {@linkcode ./paged_attention.ts}
+ * routes decode here when no policy extra (probabilities, chunk selection) is asked for; its
+ * `partial` kernel stays the readable variant.
  *
  * Query head h·G+g uses KV head h; a stored entry (position i, mark m) is visible to the query
  * at position t0 iff i ≤ t0, m ≠ 2 and (m = 0 or t0 − i ≤ W). Shapes: `q:[B, Hq, 1, D]`,
@@ -97,8 +98,8 @@ export interface FlashDecodeTuning {
   /**
    * Keys per split at most: `threads` times 1, 2, 4 or 8 (default 2·`threads`, at most 512;
    * {@linkcode flashDecodeDefaults}`.maxKeys` sets another default); each thread locates up to
-   * eight of a split's keys before the split streams. H200 (f16, G 4, 128 threads, `bench/attention.ts
-   * --other-max-keys`, 2026-12-04): 512 keys took dense 128K B = 4 from 849 to 787 µs, DMS CR 8
+   * eight of a split's keys before the split streams. H200 (f16, G 4, 128 threads,
+   * `bench/attention.ts --other-max-keys`, 2026-12-04): 512 keys took dense 128K B = 4 from 849 to 787 µs, DMS CR 8
    * 128K B = 4 179 -> 160, 32K B = 4 64 -> 59, but dense 32K B = 1 82 -> 91 (half the splits);
    * with G 2 (Qwen3-0.6B) and 1024 keys, 2K B = 4 and 32K rows lost 12-25%. Not the default.
    */
@@ -149,9 +150,23 @@ export function flashDecodeShape(
       `flashDecodeShape: minKeys must be an integer >= 1, got ${tuning.minKeys}`,
     );
   }
-  const wgs = tuning.workgroups;
-  if (wgs !== undefined && !(Number.isInteger(wgs) && wgs >= 1)) {
-    throw new RangeError(`flashDecodeShape: workgroups must be an integer >= 1, got ${wgs}`);
+  for (
+    const [what, wgs] of [["", tuning.workgroups], [
+      "flashDecodeDefaults.",
+      flashDecodeDefaults.workgroups,
+    ]] as const
+  ) {
+    if (wgs !== undefined && !(Number.isInteger(wgs) && wgs >= 1)) {
+      throw new RangeError(
+        `flashDecodeShape: ${what}workgroups must be an integer >= 1, got ${wgs}`,
+      );
+    }
+  }
+  const dflt = flashDecodeDefaults.maxKeys;
+  if (dflt !== undefined && !(Number.isInteger(Math.log2(dflt)) && dflt >= 1)) {
+    throw new RangeError(
+      `flashDecodeShape: flashDecodeDefaults.maxKeys must be a power of two, got ${dflt}`,
+    );
   }
   const maxKeys = tuning.maxKeys;
   if (maxKeys !== undefined && ![1, 2, 4, 8].some((e) => maxKeys === e * threads)) {
@@ -174,7 +189,6 @@ export function flashDecodeShape(
     const KB = J * KP;
     if (KB * GV > threads) continue;
     // The split maximum: asked for, else the default's (a power of two) within threads·[1, 8].
-    const dflt = flashDecodeDefaults.maxKeys;
     const cap = maxKeys ??
       (dflt ? Math.min(8 * threads, Math.max(threads, dflt)) : Math.min(PSMAX, 2 * threads));
     for (let ps = cap; ps >= KB; ps /= 2) {

@@ -43,7 +43,8 @@ import {
  * names: `tiled128` by default (`tiled128split` where too few tiles fill the GPU: see
  * {@linkcode matmulAuto}`.splitK`). `tiled128` / `tiled128x64` (`shaders/matmul_big.wgsl`):
  * 128×128 / 128×64 tiles; `tiled128split`: 128×128 tiles with K split over several workgroups
- * (f32 partials, then a second dispatch adds them in split order). `gemv16` (`shaders/gemv.wgsl`, linear only: K a multiple of 8 in f16, 4 in f32)
+ * (f32 partials, then a second dispatch adds them in split order). `gemv16`
+ * (`shaders/gemv.wgsl`, linear only: K a multiple of 8 in f16, 4 in f32)
  * runs in blocks of ≤ 16 rows and is the only kernel that fuses an RMSNorm prologue (`norm`):
  * the others run the `rmsNorm` op first.
  */

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { decodeKernelFor, pagedAttentionReference } from "../../src/cache/paged_attention.ts";
 import {
+  flashDecodeDefaults,
   flashDecodePlan,
   flashDecodeShape,
   type FlashDecodeTuning,
@@ -305,7 +306,27 @@ Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workg
   for (const workgroups of [0, 1.5]) {
     assert.throws(
       () => flashDecodeShape("f16", 4, 128, 1 << 15, { workgroups }),
-      /workgroups must be an integer >= 1/,
+      /: workgroups must be an integer >= 1/,
     );
+  }
+  // The defaults a benchmark sets are checked too, and a power-of-two maxKeys is fitted to the
+  // threads (8 keys a thread at most).
+  try {
+    flashDecodeDefaults.workgroups = 0;
+    assert.throws(
+      () => flashDecodeShape("f16", 4, 128, 1 << 15, {}),
+      /flashDecodeDefaults\.workgroups must be an integer >= 1, got 0/,
+    );
+    flashDecodeDefaults.workgroups = undefined;
+    flashDecodeDefaults.maxKeys = 300;
+    assert.throws(
+      () => flashDecodeShape("f16", 4, 128, 1 << 15, {}),
+      /flashDecodeDefaults\.maxKeys must be a power of two, got 300/,
+    );
+    flashDecodeDefaults.maxKeys = 4096;
+    assert.equal(flashDecodeShape("f16", 4, 128, 1 << 15, { threads: 128 })?.PSMAX, 1024);
+  } finally {
+    flashDecodeDefaults.workgroups = undefined;
+    flashDecodeDefaults.maxKeys = undefined;
   }
 });
