@@ -32,7 +32,7 @@
  * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`
  * (or, on a GPU with M ≥ 128 and N ≥ 128, the kernel that {@linkcode matmulAuto}`.largeTiles`
  * names, `tiled128` by default, when the product has at least 128 such tiles; `tiled128split`
- * instead when it has fewer than half of `splitKTuning.workgroups` and K ≥ 2·`splitKTuning.minK`)
+ * instead when it has at most half of `splitKTuning.workgroups` and K ≥ 2·`splitKTuning.minK`)
  * (and, on GPUs, for a linear whose K is whole 16-byte words: `skinny` for 8 ≤ M ≤ 256 (from
  * M = 16 when N < 2048; M ≤ 64 when N > 16384), `gemv16` for smaller M with N ≤ 16384,
  * `gemv16wide` for smaller M with N > 16384);

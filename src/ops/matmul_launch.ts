@@ -66,7 +66,7 @@ export type MatmulVariant =
  * `gemv16wide` (default; false: `gemv`, the route before it). `largeTiles`: the kernel
  * `auto` takes instead of `tiled` on a GPU (not a CPU adapter) for a product of at least
  * {@linkcode LARGE_TILES_MIN} tiles of 128×128. `splitK` (default on): with `tiled128`, a
- * product of fewer than half {@linkcode splitKTuning}`.workgroups` such tiles and K of at least
+ * product of at most half {@linkcode splitKTuning}`.workgroups` such tiles and K of at least
  * two splits takes `tiled128split` (H200, 512×4096×4096, 2026-12-04: 25.9 against 19.4 TFLOP/s
  * f16 and 28.9 against 28.3 f32; 2 / 4 / 8 splits: 26.1 / 25.9 / 25.6 f16).
  * Default `tiled128`: on the H200 (bench/kernels.ts
@@ -401,7 +401,7 @@ function pickVariant(l: Launch, cpu: boolean): Exclude<MatmulVariant, "auto"> {
     const tiles128 = Math.ceil(l.M / 128) * Math.ceil(l.N / 128) * l.batch;
     const large = !cpu && l.M >= 128 && l.N >= 128 && tiles128 >= LARGE_TILES_MIN;
     if (!large) return "tiled";
-    // Too few 128×128 tiles for the GPU (under half of splitKTuning.workgroups): split K.
+    // Too few 128×128 tiles for the GPU (at most half of splitKTuning.workgroups): split K.
     const t = splitKTuning;
     const split = matmulAuto.largeTiles === "tiled128" && matmulAuto.splitK &&
       2 * tiles128 <= t.workgroups && l.K >= 2 * t.minK;
