@@ -163,6 +163,14 @@ fn put4(bt: u32, m: u32, n0: u32, v: vec4<f32>) {
   }
 }
 
+// Rows m0..m0+3, columns n0..n0+3 of out: column j of c is row m0 + j.
+fn put_rows(bt: u32, m0: u32, n0: u32, c: mat4x4<f32>) {
+  put4(bt, m0, n0, c[0]);
+  put4(bt, m0 + 1u, n0, c[1]);
+  put4(bt, m0 + 2u, n0, c[2]);
+  put4(bt, m0 + 3u, n0, c[3]);
+}
+
 // A thread's 128 outputs as four matrices, column j a row's vec4 of 4 columns: c0 rows 4ty+j,
 // columns 4tx..; c1 rows 64+4ty+j; c2 and c3 the same rows at columns 64+4tx.. (WIDE).
 struct Acc {
@@ -247,26 +255,12 @@ fn tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
   if (bt >= p.batch) { return; }
   let acc = product(bt, t.y, t.z, 0u, p.K, lid);
   let m0 = t.y + 4u * (lid / 16u);
-  let m1 = m0 + 64u;
   let n0 = t.z + 4u * (lid % 16u);
-  put4(bt, m0, n0, acc.c0[0]);
-  put4(bt, m0 + 1u, n0, acc.c0[1]);
-  put4(bt, m0 + 2u, n0, acc.c0[2]);
-  put4(bt, m0 + 3u, n0, acc.c0[3]);
-  put4(bt, m1, n0, acc.c1[0]);
-  put4(bt, m1 + 1u, n0, acc.c1[1]);
-  put4(bt, m1 + 2u, n0, acc.c1[2]);
-  put4(bt, m1 + 3u, n0, acc.c1[3]);
+  put_rows(bt, m0, n0, acc.c0);
+  put_rows(bt, m0 + 64u, n0, acc.c1);
   if (WIDE == 1u) {
-    let n1 = n0 + 64u;
-    put4(bt, m0, n1, acc.c2[0]);
-    put4(bt, m0 + 1u, n1, acc.c2[1]);
-    put4(bt, m0 + 2u, n1, acc.c2[2]);
-    put4(bt, m0 + 3u, n1, acc.c2[3]);
-    put4(bt, m1, n1, acc.c3[0]);
-    put4(bt, m1 + 1u, n1, acc.c3[1]);
-    put4(bt, m1 + 2u, n1, acc.c3[2]);
-    put4(bt, m1 + 3u, n1, acc.c3[3]);
+    put_rows(bt, m0, n0 + 64u, acc.c2);
+    put_rows(bt, m0 + 64u, n0 + 64u, acc.c3);
   }
 }
 
@@ -289,6 +283,14 @@ fn put_part(s: u32, bt: u32, m: u32, n0: u32, v: vec4<f32>) {
   if (m < p.M && n0 < p.N) { part[((s * p.batch + bt) * p.M + m) * ldp() + n0 / 4u] = v; }
 }
 
+// put_rows into split s's partial sums.
+fn part_rows(s: u32, bt: u32, m0: u32, n0: u32, c: mat4x4<f32>) {
+  put_part(s, bt, m0, n0, c[0]);
+  put_part(s, bt, m0 + 1u, n0, c[1]);
+  put_part(s, bt, m0 + 2u, n0, c[2]);
+  put_part(s, bt, m0 + 3u, n0, c[3]);
+}
+
 @compute @workgroup_size(256)
 fn tiled128_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
@@ -302,26 +304,12 @@ fn tiled128_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
   let kc = BK * ((p.K + BK * KSPLIT - 1u) / (BK * KSPLIT));
   let acc = product(bt, t.y, t.z, min(s * kc, p.K), min((s + 1u) * kc, p.K), lid);
   let m0 = t.y + 4u * (lid / 16u);
-  let m1 = m0 + 64u;
   let n0 = t.z + 4u * (lid % 16u);
-  put_part(s, bt, m0, n0, acc.c0[0]);
-  put_part(s, bt, m0 + 1u, n0, acc.c0[1]);
-  put_part(s, bt, m0 + 2u, n0, acc.c0[2]);
-  put_part(s, bt, m0 + 3u, n0, acc.c0[3]);
-  put_part(s, bt, m1, n0, acc.c1[0]);
-  put_part(s, bt, m1 + 1u, n0, acc.c1[1]);
-  put_part(s, bt, m1 + 2u, n0, acc.c1[2]);
-  put_part(s, bt, m1 + 3u, n0, acc.c1[3]);
+  part_rows(s, bt, m0, n0, acc.c0);
+  part_rows(s, bt, m0 + 64u, n0, acc.c1);
   if (WIDE == 1u) {
-    let n1 = n0 + 64u;
-    put_part(s, bt, m0, n1, acc.c2[0]);
-    put_part(s, bt, m0 + 1u, n1, acc.c2[1]);
-    put_part(s, bt, m0 + 2u, n1, acc.c2[2]);
-    put_part(s, bt, m0 + 3u, n1, acc.c2[3]);
-    put_part(s, bt, m1, n1, acc.c3[0]);
-    put_part(s, bt, m1 + 1u, n1, acc.c3[1]);
-    put_part(s, bt, m1 + 2u, n1, acc.c3[2]);
-    put_part(s, bt, m1 + 3u, n1, acc.c3[3]);
+    part_rows(s, bt, m0, n0 + 64u, acc.c2);
+    part_rows(s, bt, m0 + 64u, n0 + 64u, acc.c3);
   }
 }
 

@@ -29,13 +29,9 @@
  * batches of 8–256 rows (bench/skinny.ts). On lavapipe the kernels run at 1-3 GFLOP/s, `tiled`
  * ~1.5-3× `naive`.
  *
- * `variant: "auto"` (the default) picks `gemv` when M ≤ {@linkcode GEMV_MAX_M}, else `tiled`
- * (or, on a GPU with M ≥ 128 and N ≥ 128, the kernel that {@linkcode matmulAuto}`.largeTiles`
- * names, `tiled128` by default, when the product has at least 128 such tiles; `tiled128split`
- * instead when it has at most half of `splitKTuning.workgroups` and K ≥ 2·`splitKTuning.minK`)
- * (and, on GPUs, for a linear whose K is whole 16-byte words: `skinny` for 8 ≤ M ≤ 256 (from
- * M = 16 when N < 2048; M ≤ 64 when N > 16384), `gemv16` for smaller M with N ≤ 16384,
- * `gemv16wide` for smaller M with N > 16384);
+ * `variant: "auto"` (the default) picks by shape and device: the rules are in
+ * {@linkcode MatmulVariant}'s documentation (./matmul_launch.ts, with `matmulAuto` and
+ * `splitKTuning`). One of them:
  * on a CPU rasteriser (lavapipe, llvmpipe, SwiftShader) it picks `naive` for M ≤ 8 instead:
  * there `gemv_t` took ~5 ms per dispatch and kept ~0.9 MB of host memory per dispatch that was
  * never returned (a model's decode on lavapipe grew by ~13 MB per token until the OOM killer
