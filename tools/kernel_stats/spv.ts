@@ -1,0 +1,160 @@
+/**
+ * Registers and shared memory of our WGSL kernels as the NVIDIA driver compiles them, step 1 of 2
+ * (here, on any machine): each kernel variant -> SPIR-V with naga (npm `naga-wasm`, the
+ * translator wgpu uses; the version differs from Deno's, so counts can differ by a few registers),
+ * its `override` constants substituted as `const`s, plus `args.txt` for `vkstats` and the Vulkan
+ * headers it compiles against (`apt-get install -y libvulkan-dev` here first). Step 2 runs on the
+ * GPU machine: `bash tools/kernel_stats/run.sh .device/stats` (carry `.gpu` and `.device/stats`),
+ * which builds `vkstats.c` there and prints `Register Count` and `Shared Memory Size` per kernel
+ * (VK_KHR_pipeline_executable_properties). Occupancy follows: 65536 registers and 228 KB a
+ * streaming multiprocessor on the H200, registers allocated per warp.
+ *
+ * Usage: `deno run -A tools/kernel_stats/spv.ts [--out .device/stats] [--decode]
+ * [--kernel shader:entry[:T] --constants NAME=V,...]...`. `--decode` adds `decode_online` for
+ * f16 / f32, G 1, 2, 4, 8, 128 threads and loads J 1, 2, 4 (src/cache/paged_decode.ts
+ * `flashDecodeShape`, D 128); each `--kernel` takes the `--constants` that follow it.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { NagaError, parseWgsl, validate, writeSpirv } from "naga-wasm";
+import {
+  loadShaderSource,
+  parseBindings,
+  preprocess,
+  resolveIncludes,
+} from "../../src/gpu/shader.ts";
+import { SHADER_FILES } from "../../src/gpu/manifest.ts";
+import { flashDecodeShape } from "../../src/cache/paged_decode.ts";
+
+/** One kernel variant: a shader's entry point with its defines and override constants. */
+interface Variant {
+  name: string;
+  shader: string;
+  entry: string;
+  defines: Record<string, string>;
+  constants: Record<string, number>;
+}
+
+const { values: args, tokens } = parseArgs({
+  args: Deno.args,
+  options: {
+    out: { type: "string", default: ".device/stats" },
+    decode: { type: "boolean", default: false },
+    kernel: { type: "string", multiple: true },
+    constants: { type: "string", multiple: true },
+  },
+  tokens: true,
+});
+
+const variants: Variant[] = [];
+if (args.decode) {
+  for (const dtype of ["f16", "f32"] as const) {
+    for (const G of [1, 2, 4, 8]) {
+      for (const loads of [1, 2, 4]) {
+        const c = flashDecodeShape(dtype, G, 128, 1 << 16, { threads: 128, loads });
+        if (!c || c.J !== loads) continue;
+        variants.push({
+          name: `decode_online_${dtype}_g${G}_j${loads}`,
+          shader: "paged_decode",
+          entry: "decode_online",
+          defines: { T: dtype },
+          constants: { ...c, DIRECT: 0, FUSED: 0 },
+        });
+      }
+    }
+  }
+}
+// --kernel shader:entry[:T], each followed by its own --constants.
+for (const t of tokens ?? []) {
+  if (t.kind !== "option") continue;
+  if (t.name === "kernel") {
+    const [shader, entry, T] = (t.value ?? "").split(":");
+    if (!shader || !entry) {
+      console.error(`--kernel: want shader:entry[:T], got "${t.value}"`);
+      Deno.exit(2);
+    }
+    const defines: Record<string, string> = T ? { T } : {};
+    variants.push({
+      name: `${shader}_${entry}${T ? `_${T}` : ""}`,
+      shader,
+      entry,
+      defines,
+      constants: {},
+    });
+  } else if (t.name === "constants") {
+    const v = variants.at(-1);
+    if (!v) {
+      console.error("--constants: give a --kernel first");
+      Deno.exit(2);
+    }
+    for (const kv of (t.value ?? "").split(",").filter(Boolean)) {
+      const [k, x] = kv.split("=");
+      if (!k || x === undefined || !Number.isFinite(Number(x))) {
+        console.error(`--constants: want NAME=number, got "${kv}"`);
+        Deno.exit(2);
+      }
+      v.constants[k] = Number(x);
+      v.name += `_${k}${x}`;
+    }
+  }
+}
+if (!variants.length) {
+  console.error("nothing to compile: pass --decode or --kernel shader:entry[:T]");
+  Deno.exit(2);
+}
+
+const sources = new Map<string, string>();
+for (const f of SHADER_FILES) sources.set(f, await loadShaderSource(f));
+const out = args.out!;
+await Deno.mkdir(`${out}/spv`, { recursive: true });
+const lines: string[] = [];
+let failed = 0;
+for (const v of variants) {
+  const src = sources.get(v.shader);
+  if (src === undefined) {
+    console.error(`${v.name}: no shader "${v.shader}" in src/gpu/manifest.ts`);
+    failed++;
+    continue;
+  }
+  // Overrides become constants (naga's SPIR-V writer wants no pipeline constants left).
+  const code = preprocess(resolveIncludes(src, (n) => sources.get(n)), v.defines).replace(
+    /^override\s+(\w+)\s*:\s*(\w+)\s*(?:=\s*([^;]+))?;/gm,
+    (_m, n: string, t: string, d?: string) =>
+      n in v.constants ? `const ${n}: ${t} = ${t}(${v.constants[n]});` : `const ${n}: ${t} = ${d};`,
+  );
+  const kinds = parseBindings(code, v.entry).map((b) => (b.kind === "uniform" ? "u" : "s"));
+  try {
+    using module = parseWgsl(code);
+    using info = validate(module);
+    const words = writeSpirv(module, info);
+    await Deno.writeFile(
+      `${out}/spv/${v.name}.spv`,
+      new Uint8Array(words.buffer, words.byteOffset, words.byteLength),
+    );
+    lines.push(`${v.name}.spv ${v.entry} ${kinds.join("")}`);
+  } catch (e) {
+    console.error(`${v.name}: ${e instanceof NagaError ? e.formatted : e}`);
+    failed++;
+  }
+}
+await Deno.writeTextFile(`${out}/spv/args.txt`, lines.join("\n") + "\n");
+// The Vulkan headers vkstats.c needs (the GPU machine has none).
+for (const dir of ["vulkan", "vk_video"]) {
+  try {
+    await Deno.mkdir(`${out}/inc/${dir}`, { recursive: true });
+    for await (const f of Deno.readDir(`/usr/include/${dir}`)) {
+      if (/^(vulkan\.h|vulkan_core\.h|vk_platform\.h|vulkan_video_.*\.h)$/.test(f.name)) {
+        await Deno.copyFile(`/usr/include/${dir}/${f.name}`, `${out}/inc/${dir}/${f.name}`);
+      }
+    }
+  } catch {
+    console.error(`no /usr/include/${dir}: apt-get install -y libvulkan-dev, then run again`);
+    failed++;
+  }
+}
+console.log(
+  `${lines.length} kernels -> ${out}/spv (args.txt)${failed ? `, ${failed} failed` : ""}`,
+);
+if (failed) Deno.exit(1);
