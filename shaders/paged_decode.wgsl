@@ -83,8 +83,9 @@ override FUSED: u32 = 0u;   // 1: the last split of a page to finish merges the 
 const NEG: f32 = -3.40282346e38;
 const NOKEY: u32 = 0xffffffffu;
 
-// Workgroup memory: ~10 KB at 128 threads (f16, G <= 4). H200: 4 KB more cost 23% (dense 32K B = 4
-// 234 -> 287 µs), 14 KB more 2x; 2.7 KB less (J = 2) gained nothing (README, session 11).
+// H200 (README, sessions 11-12): ~10 KB of workgroup memory (4 KB more cost 23%); 168 registers at
+// G 4, J 4 (3 workgroups an SM), 128 at G 2 or J 2 (4; G 2 streams the same bytes 1.32x faster).
+// Layouts with fewer registers (two passes, q in workgroup memory, 8-byte words) lost more.
 var<workgroup> sh_len: i32;
 var<workgroup> kph: array<u32, PSMAX>;      // entry of each key of the split, NOKEY: invisible
 var<workgroup> sp: array<vec4<f32>, SPB>;   // [KB, GV] this block's scores
