@@ -33,9 +33,8 @@
  *   `decode_online` divides by l and stores the output itself (`DIRECT`) and no combine runs: the
  *   same values (one split's merge is that division), one dispatch fewer.
  * - `decode_scores` + `decode_values` (`shaders/paged_decode_staged.wgsl`, tuning `kernel:
- *   "staged"`): the same splits in two dispatches, scores through a buffer, then the same merge;
- *   each holds half of `decode_online`'s registers (faster alone, slower end to end: see
- *   {@linkcode FlashDecodeTuning}`.kernel`).
+ *   "staged"`): the same splits in two dispatches (scores through a buffer), then the same merge,
+ *   each with half the registers: faster alone, slower end to end ({@linkcode FlashDecodeTuning}).
  *
  * Versions (H200 numbers come from `bench/h200.sh` and `bench/attention.ts`; on lavapipe
  * `bench/attention.ts` prints ratios):
@@ -374,11 +373,12 @@ export function pagedDecodeFlash(
     np * G + G * c.D4 * H <= c.SCR;
   // bound always (the entry names it), used with FUSED (see deviceCounters)
   bufs[10] = deviceCounters(gpu.device, "flash decode arrivals", ARRIVALS * 4);
-  // Staged where asked for, except one split a page (DIRECT) unless the call's own tuning asks:
-  // decode_online stores that output in one dispatch. Staged: scores [pages · np, PSMAX, GV] then
-  // the splits' maxima [pages · np, GV], vec4 each, in sg.
+  // Staged where asked for, but one split a page (DIRECT, G <= 4: decode_online takes J <= 2 at
+  // G > 4) goes to decode_online unless the call's tuning asks: one dispatch. sg: scores
+  // [pages · np, PSMAX, GV], then the splits' maxima [pages · np, GV], vec4 each.
   const { PSC, J2: _, ...online } = c;
-  const staged = PSC !== undefined && (!direct || args.tuning?.kernel === "staged");
+  const staged = PSC !== undefined &&
+    (!direct || args.tuning?.kernel === "staged" || c.GV === 2);
   const constants = { ...(staged ? c : online), DIRECT: direct ? 1 : 0, FUSED: fused ? 1 : 0 };
   const sg = staged
     ? gpu.alloc(s.pages * np * (PSC + c.GV) * 16, "flash decode scores")

@@ -207,13 +207,16 @@ Deno.test({
       const n = (await count(T, tuning, false)) - (await count(T, tuning, true));
       assert.equal(n, want, `T ${T} ${JSON.stringify(tuning)}`);
     }
-    // A default of staged leaves one split a page to decode_online.
+    // A default of staged leaves one split a page to decode_online (G <= 4; check() compares
+    // each output with the oracle, G 8 included).
     flashDecodeDefaults.kernel = "staged";
     try {
       for (const [T, want] of [[100, 1], [1300, 3]]) {
         const n = (await count(T, {}, false)) - (await count(T, {}, true));
         assert.equal(n, want, `T ${T}, flashDecodeDefaults.kernel staged`);
       }
+      await check({ ...base, G: 8, dtype: "f32", T: 100 });
+      await check({ ...base, G: 6, D: 128, dtype: "f32", T: 90 });
     } finally {
       flashDecodeDefaults.kernel = undefined;
     }
