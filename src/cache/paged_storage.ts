@@ -375,11 +375,7 @@ export class PagedKvStorage {
     this.#disposed = true;
     const g = this.gpu;
     g.flush();
-    for (const p of this.#pools) {
-      g.release(p.k);
-      g.release(p.v);
-      g.release(p.meta);
-    }
+    for (const p of this.#pools) this.#releasePool(p);
     this.#pools = [];
     g.release(this.lens);
     g.release(this.counters);
@@ -430,10 +426,12 @@ export class PagedKvStorage {
     enc.copyBufferToBuffer(old.k, 0, nu.k, 0, old.k.size);
     enc.copyBufferToBuffer(old.v, 0, nu.v, 0, old.v.size);
     enc.copyBufferToBuffer(old.meta, 0, nu.meta, 0, old.meta.size);
-    this.gpu.release(old.k);
-    this.gpu.release(old.v);
-    this.gpu.release(old.meta);
+    this.#releasePool(old);
     this.#pools[layer] = nu;
+  }
+
+  #releasePool(p: Pool): void {
+    for (const b of [p.k, p.v, p.meta]) this.gpu.release(b);
   }
 
   /** Gives each page p of `layer` room for `need[p]` entries; grows the pool at most once. */
