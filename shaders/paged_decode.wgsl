@@ -139,6 +139,24 @@ fn hi4(x: vec4<u32>) -> vec4<f32> {
   return vec4<f32>(unpack2x16float(x.z), unpack2x16float(x.w));
 }
 
+// Lane c's scaled query words of the page's heads -> qa0, qb0 (heads 0..3), qa1, qb1 (4..7).
+fn load_q(qbase: u32, c: u32) {
+  qa0 = mat4x4<f32>(qv(qbase, 0u, c, 0u), qv(qbase, 1u, c, 0u), qv(qbase, 2u, c, 0u),
+                    qv(qbase, 3u, c, 0u));
+  if (EPV == 8u) {
+    qb0 = mat4x4<f32>(qv(qbase, 0u, c, 1u), qv(qbase, 1u, c, 1u), qv(qbase, 2u, c, 1u),
+                      qv(qbase, 3u, c, 1u));
+  }
+  if (GV == 2u) {
+    qa1 = mat4x4<f32>(qv(qbase, 4u, c, 0u), qv(qbase, 5u, c, 0u), qv(qbase, 6u, c, 0u),
+                      qv(qbase, 7u, c, 0u));
+    if (EPV == 8u) {
+      qb1 = mat4x4<f32>(qv(qbase, 4u, c, 1u), qv(qbase, 5u, c, 1u), qv(qbase, 6u, c, 1u),
+                        qv(qbase, 7u, c, 1u));
+    }
+  }
+}
+
 // Channels 4h..4h+3 of word c of head g's query, scaled (0 for g >= GQ).
 fn qv(base: u32, g: u32, c: u32, h: u32) -> vec4<f32> {
   if (g >= GQ) { return vec4<f32>(0.0); }
@@ -338,14 +356,7 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let cnt = min(ps, len - ks);
   let rbase = (pg * p.np + pi) * GQ;  // this split's rows of po and pml
   if (cnt == 0u) {
-    if (DIRECT == 1u) {
-      for (var i = tid; i < GQ * D4; i += WG) {
-        store_row(rbase + i / D4, i % D4, vec4<f32>(0.0), 0.0);
-      }
-    } else {
-      if (tid < GQ) { put_pml(rbase + tid, vec2<f32>(NEG, 0.0)); }
-      if (FUSED == 1u) { merge_if_last(pg, tid); }
-    }
+    empty_split(rbase, pg, tid);
     return;
   }
   // The split's entries (table reads) requested before the query words, then their visibility:
@@ -361,20 +372,7 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let c = tid % L;
   let r = tid / L;
   let qbase = pg * GQ * DD;  // (b * Hq + h * G) * D
-  qa0 = mat4x4<f32>(qv(qbase, 0u, c, 0u), qv(qbase, 1u, c, 0u), qv(qbase, 2u, c, 0u),
-                    qv(qbase, 3u, c, 0u));
-  if (EPV == 8u) {
-    qb0 = mat4x4<f32>(qv(qbase, 0u, c, 1u), qv(qbase, 1u, c, 1u), qv(qbase, 2u, c, 1u),
-                      qv(qbase, 3u, c, 1u));
-  }
-  if (GV == 2u) {
-    qa1 = mat4x4<f32>(qv(qbase, 4u, c, 0u), qv(qbase, 5u, c, 0u), qv(qbase, 6u, c, 0u),
-                      qv(qbase, 7u, c, 0u));
-    if (EPV == 8u) {
-      qb1 = mat4x4<f32>(qv(qbase, 4u, c, 1u), qv(qbase, 5u, c, 1u), qv(qbase, 6u, c, 1u),
-                        qv(qbase, 7u, c, 1u));
-    }
-  }
+  load_q(qbase, c);
   ms0 = vec4<f32>(NEG);
   ms1 = vec4<f32>(NEG);
   // Locate the split's keys; invisible ones (SPEC §5.1) become NOKEY and are never read.

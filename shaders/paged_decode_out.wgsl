@@ -1,6 +1,18 @@
-// paged_decode.wgsl's epilogue: a split's partial outputs and sums summed over its key rows (outputs), into po and pml
+// paged_decode.wgsl's epilogue: an empty split's (empty_split); a split's partial outputs and sums summed over its key rows (outputs), into po and pml
 // or, DIRECT, normalised into out; the short sums written out (strided_sum, rows_max, head_sum). Included by paged_decode.wgsl; it uses that file's bindings, constants,
 // workgroup arrays and helpers.
+
+// A split with no key: its rows of out are 0 (DIRECT), or it weighs 0 in the merge (pml).
+fn empty_split(rbase: u32, pg: u32, tid: u32) {
+  if (DIRECT == 1u) {
+    for (var i = tid; i < GQ * D4; i += WG) {
+      store_row(rbase + i / D4, i % D4, vec4<f32>(0.0), 0.0);
+    }
+  } else {
+    if (tid < GQ) { put_pml(rbase + tid, vec2<f32>(NEG, 0.0)); }
+    if (FUSED == 1u) { merge_if_last(pg, tid); }
+  }
+}
 
 // Heads g0 and g0 + 1: sum the KP key rows' partial outputs through scr -> po (and, with
 // g0 = 0, the sums l of every head -> pml, with the split maxima).

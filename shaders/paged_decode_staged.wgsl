@@ -80,20 +80,7 @@ fn decode_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let c = tid % L;
   let r = tid / L;
   let qbase = sl.pg * GQ * DD;
-  qa0 = mat4x4<f32>(qv(qbase, 0u, c, 0u), qv(qbase, 1u, c, 0u), qv(qbase, 2u, c, 0u),
-                    qv(qbase, 3u, c, 0u));
-  if (EPV == 8u) {
-    qb0 = mat4x4<f32>(qv(qbase, 0u, c, 1u), qv(qbase, 1u, c, 1u), qv(qbase, 2u, c, 1u),
-                      qv(qbase, 3u, c, 1u));
-  }
-  if (GV == 2u) {
-    qa1 = mat4x4<f32>(qv(qbase, 4u, c, 0u), qv(qbase, 5u, c, 0u), qv(qbase, 6u, c, 0u),
-                      qv(qbase, 7u, c, 0u));
-    if (EPV == 8u) {
-      qb1 = mat4x4<f32>(qv(qbase, 4u, c, 1u), qv(qbase, 5u, c, 1u), qv(qbase, 6u, c, 1u),
-                        qv(qbase, 7u, c, 1u));
-    }
-  }
+  load_q(qbase, c);
   let v0 = seen(e0);
   let v1 = seen(e1);
   if (tid < cnt) { kph[tid] = select(NOKEY, e0, v0); }
@@ -182,14 +169,7 @@ fn decode_values(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let cnt = sl.cnt;
   let rbase = (sl.pg * p.np + sl.pi) * GQ;
   if (cnt == 0u) {
-    if (DIRECT == 1u) {
-      for (var i = tid; i < GQ * D4; i += WG) {
-        store_row(rbase + i / D4, i % D4, vec4<f32>(0.0), 0.0);
-      }
-    } else {
-      if (tid < GQ) { put_pml(rbase + tid, vec2<f32>(NEG, 0.0)); }
-      if (FUSED == 1u) { merge_if_last(sl.pg, tid); }
-    }
+    empty_split(rbase, sl.pg, tid);
     return;
   }
   let e0 = entry(sl.pg, sl.ks, cnt, tid);
