@@ -41,6 +41,7 @@
 
 import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
+import { type KernelTime, MAX_PROFILED_DISPATCHES } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { decodeKernelFor, pagedAttention } from "../src/cache/paged_attention.ts";
 import { pagedDecodeFlash } from "../src/cache/paged_decode.ts";
@@ -243,15 +244,26 @@ function sliceTokens(x: Tensor, m: number): Tensor {
   return Tensor.fromArray(gpu, r, [B, H, m, Dd], x.dtype as Dt);
 }
 
-/** Median and fastest µs per call of `step` (which records its dispatches and returns a tensor). */
+/**
+ * Median and fastest µs per call of `step` (which records its dispatches and returns a tensor).
+ * With timestamps, every dispatch of every timed call is in the sum: a sample times at most
+ * 2048 dispatches (one query set), so it takes at most 2048 / (the step's dispatches) calls.
+ */
 async function time(step: () => Tensor, n = reps): Promise<{ us: number; minUs: number }> {
+  let perStep = 1;
   const sample = async (k: number): Promise<number> => {
     const outs: Tensor[] = [];
     let ms: number;
     if (gpu.hasTimestamps) {
-      ms = await gpu.profile(() => {
-        for (let i = 0; i < k; i++) outs.push(step());
-      }, Math.min(2048, 2 * k));
+      const perKernel = new Map<string, KernelTime>();
+      ms = await gpu.profile(
+        () => {
+          for (let i = 0; i < k; i++) outs.push(step());
+        },
+        MAX_PROFILED_DISPATCHES,
+        perKernel,
+      );
+      perStep = Math.max(perStep, [...perKernel.values()].reduce((a, x) => a + x.count, 0) / k);
     } else {
       await gpu.sync();
       const t = performance.now();
@@ -263,7 +275,8 @@ async function time(step: () => Tensor, n = reps): Promise<{ us: number; minUs: 
     return ms / k;
   };
   const first = await sample(1);
-  const k = Math.max(1, Math.min(1000, Math.round(SAMPLE_MS / first)));
+  const most = Math.floor(MAX_PROFILED_DISPATCHES / perStep);
+  const k = Math.max(1, Math.min(1000, most, Math.round(SAMPLE_MS / first)));
   for (let i = 0, warm = Math.ceil(WARM_MS / first); i < warm; i++) step().dispose();
   await sample(k);
   const xs: number[] = [];

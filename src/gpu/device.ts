@@ -404,8 +404,11 @@ export class Gpu {
    * returns the summed GPU time of those dispatches in milliseconds.
    * Requires `timestamp-query` ({@linkcode Gpu.hasTimestamps}).
    *
-   * @param maxDispatches Dispatches timed (1..2048); later ones run untimed.
+   * @param maxDispatches The most dispatches `fn` may record (1..2048: a query set holds 4096
+   *   timestamps). When `fn` records more, the extra ones run untimed and `profile` rejects
+   *   (their time would be missing from the sum): size it for `fn`, or time fewer calls.
    * @param perKernel When given, receives each kernel's summed time and dispatch count.
+   * @throws {RangeError} When `fn` recorded more than `maxDispatches` dispatches.
    */
   async profile(
     fn: () => void,
@@ -421,12 +424,20 @@ export class Gpu {
     } finally {
       this.#profile = undefined;
     }
-    return await prof.resolve(
+    const ms = await prof.resolve(
       this.device,
       () => this.encoder(),
       (b, n) => this.read(b, n),
       perKernel,
     );
+    if (prof.untimed > 0) {
+      throw new RangeError(
+        `profile(): fn recorded ${prof.timed + prof.untimed} dispatches, maxDispatches is ` +
+          `${maxDispatches}: ${prof.untimed} ran untimed and their time is not in the sum ` +
+          `(${ms.toFixed(3)} ms); raise maxDispatches (at most 2048) or time fewer calls`,
+      );
+    }
+    return ms;
   }
 
   /**

@@ -23,6 +23,7 @@ export class TimestampRecorder {
   #next = 0;
   #labels: string[] = [];
   #capacity: number;
+  #untimed = 0;
 
   /**
    * @param device Device with the `timestamp-query` feature.
@@ -45,7 +46,10 @@ export class TimestampRecorder {
    * @param label The kernel's name, for {@linkcode TimestampRecorder.resolve}'s per-kernel sums.
    */
   next(label = "?"): GPUComputePassTimestampWrites | undefined {
-    if (this.#next + 2 > this.#capacity) return undefined;
+    if (this.#next + 2 > this.#capacity) {
+      this.#untimed++;
+      return undefined;
+    }
     this.#labels.push(label);
     const w = {
       querySet: this.#set,
@@ -54,6 +58,16 @@ export class TimestampRecorder {
     };
     this.#next += 2;
     return w;
+  }
+
+  /** Dispatches that asked for timestamps after the set was full (they ran untimed). */
+  get untimed(): number {
+    return this.#untimed;
+  }
+
+  /** Dispatches timed so far. */
+  get timed(): number {
+    return this.#next / 2;
   }
 
   /**

@@ -143,6 +143,32 @@ Deno.test({
 });
 
 Deno.test({
+  name: "profile() rejects when fn records more dispatches than it can time",
+  ignore: !gpu.hasTimestamps,
+  ...GPU_TEST,
+  fn: async () => {
+    using a = Tensor.zeros(gpu, [1 << 10]);
+    const made: Tensor[] = [];
+    const record = (n: number) => () => {
+      for (let i = 0; i < n; i++) made.push(add(a, a));
+    };
+    // Exactly maxDispatches: every dispatch timed.
+    const ms = await gpu.profile(record(3), 3);
+    assert.ok(ms > 0, `ms=${ms}`);
+    // One more: the fourth ran untimed, so the sum would be short; it must not be returned.
+    await assert.rejects(
+      () => gpu.profile(record(4), 3),
+      RangeError,
+      "recorded 4 dispatches, maxDispatches is 3: 1 ran untimed",
+    );
+    made.forEach((t) => t.dispose());
+    // The device still works after the rejected profile, and profiling is off again.
+    using b = add(a, a);
+    assert.deepEqual(Array.from((await b.toArray()).slice(0, 2)), [0, 0]);
+  },
+});
+
+Deno.test({
   name: "Gpu.create() without an adapter explains how to get one instead of crashing",
   ...GPU_TEST,
   fn: async () => {
