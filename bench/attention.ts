@@ -28,8 +28,7 @@
  * head (2 for Qwen3-0.6B). `--other` also validates and times the flash
  * kernel under another tuning (src/cache/paged_decode.ts `FlashDecodeTuning`), chosen with
  * `--other-threads N`, `--other-loads J`, `--other-min-keys N`, `--other-max-keys N`,
- * `--other-workgroups N`, `--other-combine fused|dispatch`, `--other-kernel online|staged` and
- * `--other-value-loads 4|8` (a sweep): columns `other µs`
+ * `--other-workgroups N` and `--other-combine fused|dispatch` (a sweep): columns `other µs`
  * and `this/other`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
  * chosen from the length bound). Defaults on a CPU adapter (llvmpipe): contexts 256,1024, batches
  * 1,2, window 32, block 32 (well under 2 minutes); otherwise contexts 4096,32768,131072, batches
@@ -75,8 +74,6 @@ const { values: args } = parseArgs({
     "other-combine": { type: "string" },
     "other-max-keys": { type: "string" },
     "other-workgroups": { type: "string" },
-    "other-kernel": { type: "string" },
-    "other-value-loads": { type: "string" },
     quick: { type: "boolean", default: false },
     g: { type: "string" },
     json: { type: "string" },
@@ -322,8 +319,6 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
     combine: args["other-combine"] as "fused" | "dispatch" | undefined,
     maxKeys: args["other-max-keys"] ? Number(args["other-max-keys"]) : undefined,
     workgroups: args["other-workgroups"] ? Number(args["other-workgroups"]) : undefined,
-    kernel: args["other-kernel"] as "online" | "staged" | undefined,
-    valueLoads: args["other-value-loads"] ? Number(args["other-value-loads"]) : undefined,
   };
   const other = () => {
     const out = pagedDecodeFlash(s, 0, q, { ...a, tuning });

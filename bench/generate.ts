@@ -19,7 +19,6 @@
  * Usage: `deno run -A bench/generate.ts [--contexts 2048,32768] [--tokens 256] [--cr 8]
  * [--readback-every 32] [--replay both|on|off] [--overlap 8] [--no-torch] [--quick]
  * [--legacy-gemv] [--combine fused|dispatch] [--decode-max-keys N] [--decode-workgroups N]
- * [--decode-kernel online|staged]
  * [--json FILE]`. `--decode-max-keys` / `--decode-workgroups`: `flashDecodeDefaults.maxKeys` /
  * `.workgroups` (decode attention's split maximum and workgroup target). `--combine`: how decode attention
  * merges its splits (`flashDecodeDefaults.combine` in src/cache/paged_decode.ts; default by the
@@ -67,7 +66,6 @@ const { values } = parseArgs({
     combine: { type: "string" },
     "decode-max-keys": { type: "string" },
     "decode-workgroups": { type: "string" },
-    "decode-kernel": { type: "string" },
     overlap: { type: "string", default: "8" },
     quick: { type: "boolean", default: false },
     "legacy-gemv": { type: "boolean", default: false },
@@ -100,9 +98,6 @@ if (values.combine !== undefined) {
   flashDecodeDefaults.combine = values.combine;
 }
 if (values["decode-max-keys"]) flashDecodeDefaults.maxKeys = Number(values["decode-max-keys"]);
-if (values["decode-kernel"]) {
-  flashDecodeDefaults.kernel = values["decode-kernel"] as "online" | "staged";
-}
 if (values["decode-workgroups"]) {
   flashDecodeDefaults.workgroups = Number(values["decode-workgroups"]);
 }

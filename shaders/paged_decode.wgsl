@@ -84,8 +84,8 @@ const NEG: f32 = -3.40282346e38;
 const NOKEY: u32 = 0xffffffffu;
 
 // H200 (README, sessions 11-12): ~10 KB of workgroup memory (4 KB more cost 23%); 168 registers at
-// G 4, J 4 (3 workgroups an SM). Fewer in one kernel (two passes, q in workgroup memory, 8-byte
-// words) lost; in two dispatches (paged_decode_staged.wgsl) faster alone, slower end to end.
+// G 4, J 4 (3 workgroups an SM), 128 at G 2 or J 2 (4). Layouts with fewer registers (two passes,
+// q in workgroup memory, 8-byte words; scores and values in two dispatches) lost.
 var<workgroup> sh_len: i32;
 var<workgroup> kph: array<u32, PSMAX>;      // entry of each key of the split, NOKEY: invisible
 var<workgroup> sp: array<vec4<f32>, SPB>;   // [KB, GV] this block's scores

@@ -32,9 +32,6 @@
  *   (`np = 1`: pages of at most `KMIN` keys, or more with {@linkcode FlashDecodeTuning}`.minKeys`)
  *   `decode_online` divides by l and stores the output itself (`DIRECT`) and no combine runs: the
  *   same values (one split's merge is that division), one dispatch fewer.
- * - `decode_scores` + `decode_values` (`shaders/paged_decode_staged.wgsl`, tuning `kernel:
- *   "staged"`): the same splits in two dispatches (scores through a buffer), then the same merge,
- *   each with half the registers: faster alone, slower end to end ({@linkcode FlashDecodeTuning}).
  *
  * Versions (H200 numbers come from `bench/h200.sh` and `bench/attention.ts`; on lavapipe
  * `bench/attention.ts` prints ratios):
@@ -118,19 +115,6 @@ export interface FlashDecodeTuning {
    * kernel after it.
    */
   combine?: "fused" | "dispatch";
-  /**
-   * `online` (default, {@linkcode flashDecodeDefaults}): `decode_online`, one pass with every
-   * head's query and output sums live at once; `staged`: `decode_scores` then `decode_values`
-   * (shaders/paged_decode_staged.wgsl), the scores through a buffer, each dispatch holding half
-   * the state (splits of at most 2·`threads` keys). H200 (f16, `bench/attention.ts --other-kernel
-   * staged`, 2026-12-04): staged took G 4 dense 32K B = 1 from 81 to 58.5 µs, B = 4 237 -> 167,
-   * 128K B = 4 844 -> 578, DMS CR 8 32K B = 4 63 -> 51, G 2 dense 32K B = 4 178 -> 151; but end to
-   * end (`bench/generate.ts --decode-kernel`, Qwen3-0.6B, G 2) 2K dense 682 -> 625 tok/s, 32K dense
-   * 389 -> 333, DMS 628 -> 591. Not the default.
-   */
-  kernel?: "online" | "staged";
-  /** `staged`: value rows a thread per block of `decode_values`, 4 or 8 (default 8). */
-  valueLoads?: number;
 }
 
 /**
@@ -160,16 +144,6 @@ export function flashDecodeShape(
     throw new RangeError(
       `flashDecodeShape: combine must be "fused" or "dispatch", got ${tuning.combine}`,
     );
-  }
-  const staged = (tuning.kernel ?? flashDecodeDefaults.kernel) === "staged";
-  if (!["online", "staged"].includes(tuning.kernel ?? flashDecodeDefaults.kernel ?? "online")) {
-    throw new RangeError(
-      `flashDecodeShape: kernel must be "online" or "staged", got ${tuning.kernel}`,
-    );
-  }
-  const J2 = tuning.valueLoads ?? 8;
-  if (J2 !== 4 && J2 !== 8) {
-    throw new RangeError(`flashDecodeShape: valueLoads must be 4 or 8, got ${tuning.valueLoads}`);
   }
   if (tuning.minKeys !== undefined && !(Number.isInteger(tuning.minKeys) && tuning.minKeys >= 1)) {
     throw new RangeError(
@@ -210,19 +184,17 @@ export function flashDecodeShape(
   const GV = Math.ceil(G / 4), KP = threads / L, D4 = D / 4, NV = EPV / 4;
   // More loads in flight where registers allow (G > 4 holds twice the state).
   // J = 8 on request only: slower on the H200 (dense 32K f16 B = 4 282 vs 247 µs).
-  // Staged: no output sums beside the query in the scores pass, so 4 rows a lane also for G > 4.
-  const loads = tuning.loads === 8 && GV === 1 ? [8] : GV === 2 && !staged ? [2, 1] : [4, 2, 1];
+  const loads = tuning.loads === 8 && GV === 1 ? [8] : GV === 2 ? [2, 1] : [4, 2, 1];
   for (const J of tuning.loads ? loads.filter((j) => j === tuning.loads) : loads) {
     const KB = J * KP;
     if (KB * GV > threads) continue;
     // The split maximum: asked for, else the default's (a power of two) within threads·[1, 8].
-    let cap = maxKeys ??
+    const cap = maxKeys ??
       (dflt ? Math.min(8 * threads, Math.max(threads, dflt)) : Math.min(PSMAX, 2 * threads));
-    if (staged) cap = Math.min(cap, 2 * threads);
     for (let ps = cap; ps >= KB; ps /= 2) {
       if (ps % KB !== 0) continue;
       const SCR = Math.max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, threads);
-      const bytes = 4 + 4 * ps + 16 * (staged ? ps : KB) * GV + 16 * SCR;
+      const bytes = 4 + 4 * ps + 16 * KB * GV + 16 * SCR;
       const combine = WG * (4 + 4 + 16);
       if (Math.max(bytes, combine) > maxShared) continue;
       const shape: FlashDecodeShape = {
@@ -242,7 +214,6 @@ export function flashDecodeShape(
         SCR,
         SPB: KB * GV,
       };
-      if (staged) Object.assign(shape, { PSC: ps * GV, J2 });
       return shape;
     }
   }
@@ -373,33 +344,18 @@ export function pagedDecodeFlash(
     np * G + G * c.D4 * H <= c.SCR;
   // bound always (the entry names it), used with FUSED (see deviceCounters)
   bufs[10] = deviceCounters(gpu.device, "flash decode arrivals", ARRIVALS * 4);
-  // Staged where asked for, but one split a page (DIRECT, G <= 4: decode_online takes J <= 2 at
-  // G > 4) goes to decode_online unless the call's tuning asks: one dispatch. sg: scores
-  // [pages · np, PSMAX, GV], then the splits' maxima [pages · np, GV], vec4 each.
-  const { PSC, J2: _, ...online } = c;
-  const staged = PSC !== undefined &&
-    (!direct || args.tuning?.kernel === "staged" || c.GV === 2);
-  const constants = { ...(staged ? c : online), DIRECT: direct ? 1 : 0, FUSED: fused ? 1 : 0 };
-  const sg = staged
-    ? gpu.alloc(s.pages * np * (PSC + c.GV) * 16, "flash decode scores")
-    : undefined;
-  bufs[11] = sg;
-  const entries = sg ? ["decode_scores", "decode_values"] : ["decode_online"];
-  for (const entry of entries) {
-    dispatchBound(
-      gpu,
-      gpu.kernel({
-        shader: sg ? "paged_decode_staged" : "paged_decode",
-        entry,
-        defines: { T: s.dtype },
-        constants,
-      }),
-      bufs,
-      Gpu.grid(s.pages * np),
-      params,
-    );
-  }
-  if (sg) gpu.release(sg);
+  dispatchBound(
+    gpu,
+    gpu.kernel({
+      shader: "paged_decode",
+      entry: "decode_online",
+      defines: { T: s.dtype },
+      constants: { ...c, DIRECT: direct ? 1 : 0, FUSED: fused ? 1 : 0 },
+    }),
+    bufs,
+    Gpu.grid(s.pages * np),
+    params,
+  );
   if (direct || fused) {
     gpu.release(po);
     gpu.release(pml);
@@ -425,7 +381,7 @@ export function pagedDecodeFlash(
 
 /**
  * Defaults of {@linkcode FlashDecodeTuning} for calls that give none (benchmarks set them:
- * `bench/generate.ts --combine`, `--decode-max-keys`, `--decode-workgroups`, `--decode-kernel`; end to end on the
+ * `bench/generate.ts --combine`, `--decode-max-keys`, `--decode-workgroups`; end to end on the
  * H200, 1024 keys and 1024 workgroups took Qwen3-0.6B's 32K dense decode from 390 to 333 tok/s,
  * DMS 626 -> 636: not adopted). `maxKeys` unset: 2·threads, at most 512; `workgroups` unset: 512;
  * `combine` unset: `dispatch`. The fused merge was measured on the
@@ -441,10 +397,8 @@ export function pagedDecodeFlash(
  * flashDecodeDefaults.combine = "fused";
  * ```
  */
-export const flashDecodeDefaults: Pick<
-  FlashDecodeTuning,
-  "combine" | "maxKeys" | "workgroups" | "kernel"
-> = {};
+export const flashDecodeDefaults: Pick<FlashDecodeTuning, "combine" | "maxKeys" | "workgroups"> =
+  {};
 
 /** Pages the fused merge counts arrivals for, at most (one u32 each). */
 const ARRIVALS = 1 << 16;

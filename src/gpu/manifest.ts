@@ -37,7 +37,6 @@ export const SHADER_FILES: readonly string[] = [
   "paged_decode_combine",
   "paged_decode_merge",
   "paged_decode_out",
-  "paged_decode_staged",
   "paged_kv",
   "paged_prefill",
   "paged_prefill_wide",

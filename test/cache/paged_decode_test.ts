@@ -112,8 +112,6 @@ const caseArb = fc.record({
     combine: fc.constantFrom<"fused" | "dispatch" | undefined>(undefined, "fused"),
     keysPerThread: fc.constantFrom(undefined, 1, 4, 8),
     workgroups: fc.constantFrom(undefined, 1, 8),
-    kernel: fc.constantFrom<"online" | "staged" | undefined>(undefined, "staged"),
-    valueLoads: fc.constantFrom(undefined, 4),
   }).map(({ keysPerThread, ...t }) => ({
     ...t,
     maxKeys: keysPerThread && keysPerThread * t.threads,
@@ -156,16 +154,6 @@ Deno.test({
       await check({ ...base, dtype, T: 1300, tuning: fused });
       await check({ ...base, dtype, T: 600, pad: 300, B: 2, split: 64, tuning: fused });
       await check({ ...base, dtype, T: 300, D: 256, G: 8, dms: true, pEvict: 0.5, tuning: fused });
-      // Staged (scores, then values): G 1..8, 4 or 8 value rows a block, 8 rows a lane for the
-      // scores, one split (asked for), empty splits (padding), the fused merge.
-      for (const [G, valueLoads, loads] of [[1, 4, 8], [4, 8, 4], [8, 4, 4], [6, 8, 2]]) {
-        const staged = { kernel: "staged" as const, valueLoads, loads };
-        await check({ ...base, dtype, T: 1300, G, dms: true, pEvict: 0.5, tuning: staged });
-        await check({ ...base, dtype, T: 77, G, pad: 30, B: 2, tuning: staged });
-      }
-      await check({ ...base, dtype, T: 100, tuning: { kernel: "staged" } }); // one split: staged
-      await check({ ...base, dtype, T: 300, D: 256, G: 8, tuning: { kernel: "staged" } });
-      await check({ ...base, dtype, T: 1300, tuning: { kernel: "staged", ...fused } });
     }
   },
 });
@@ -173,52 +161,43 @@ Deno.test({
 Deno.test({
   name:
     "pagedDecodeFlash: one split a page takes one dispatch (decode_online stores the output), " +
-    "more splits two (then combine), staged three (scores, values, combine)",
+    "more splits two (then combine)",
   ...GPU_TEST,
   fn: async () => {
     const base = { G: 2, D: 64, B: 1, dms: true, pEvict: 0.5, blockSize: 16, pad: 0, seed: 3 };
     const dispatch = gpu.dispatch;
-    // check() also fills the cache: pagedDecodeFlash's dispatches are the difference from the
-    // same check without it.
-    const count = async (T: number, tuning: FlashDecodeTuning, skipFlash: boolean) => {
-      let n = 0;
-      gpu.dispatch = function (...args: Parameters<typeof dispatch>) {
-        n++;
-        return dispatch.apply(this, args);
-      };
-      try {
-        await check({ ...base, dtype: "f32", T, tuning }, { skipFlash });
-      } finally {
-        gpu.dispatch = dispatch;
-      }
-      return n;
-    };
     const runs: [number, FlashDecodeTuning, number][] = [
       [100, {}, 1],
       [1300, {}, 2],
       [1300, { combine: "fused" }, 1],
       [100, { combine: "dispatch" }, 1],
       [250, { minKeys: 512 }, 1],
-      [1300, { kernel: "staged" }, 3],
-      [1300, { kernel: "staged", combine: "fused" }, 2],
-      [100, { kernel: "staged" }, 2], // asked for: staged even for one split
     ];
     for (const [T, tuning, want] of runs) {
-      const n = (await count(T, tuning, false)) - (await count(T, tuning, true));
-      assert.equal(n, want, `T ${T} ${JSON.stringify(tuning)}`);
-    }
-    // A default of staged leaves one split a page to decode_online (G <= 4; check() compares
-    // each output with the oracle, G 8 included).
-    flashDecodeDefaults.kernel = "staged";
-    try {
-      for (const [T, want] of [[100, 1], [1300, 3]]) {
-        const n = (await count(T, {}, false)) - (await count(T, {}, true));
-        assert.equal(n, want, `T ${T}, flashDecodeDefaults.kernel staged`);
+      let n = 0;
+      gpu.dispatch = function (...args: Parameters<typeof dispatch>) {
+        n++;
+        return dispatch.apply(this, args);
+      };
+      try {
+        // check() also fills the cache: pagedDecodeFlash's dispatches are the difference
+        // from the same check without it (below).
+        await check({ ...base, dtype: "f32", T, tuning });
+      } finally {
+        gpu.dispatch = dispatch;
       }
-      await check({ ...base, G: 8, dtype: "f32", T: 100 });
-      await check({ ...base, G: 6, D: 128, dtype: "f32", T: 90 });
-    } finally {
-      flashDecodeDefaults.kernel = undefined;
+      const withFlash = n;
+      n = 0;
+      gpu.dispatch = function (...args: Parameters<typeof dispatch>) {
+        n++;
+        return dispatch.apply(this, args);
+      };
+      try {
+        await check({ ...base, dtype: "f32", T, tuning }, { skipFlash: true });
+      } finally {
+        gpu.dispatch = dispatch;
+      }
+      assert.equal(withFlash - n, want, `T ${T} ${JSON.stringify(tuning)}`);
     }
   },
 });
@@ -295,17 +274,7 @@ Deno.test({
   },
 });
 
-Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workgroups, combine, kernel", () => {
-  assert.throws(
-    () => flashDecodeShape("f16", 4, 128, 1 << 15, { kernel: "fast" as unknown as "online" }),
-    /kernel must be "online" or "staged", got fast/,
-  );
-  assert.throws(
-    () => flashDecodeShape("f16", 4, 128, 1 << 15, { kernel: "staged", valueLoads: 6 }),
-    /valueLoads must be 4 or 8, got 6/,
-  );
-  assert.equal(flashDecodeShape("f16", 4, 128, 1 << 15, { kernel: "staged" })?.PSC, 256);
-  assert.equal(flashDecodeShape("f16", 4, 128, 1 << 15, {})?.PSC, undefined);
+Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workgroups, combine", () => {
   assert.throws(
     () =>
       flashDecodeShape("f16", 4, 128, 1 << 15, {

@@ -10,9 +10,8 @@
  * streaming multiprocessor on the H200, registers allocated per warp.
  *
  * Usage: `deno run -A tools/kernel_stats/spv.ts [--out .device/stats] [--decode]
- * [--kernel shader:entry[:T] --constants NAME=V,...]...`. `--decode` adds the decode attention
- * kernels (`decode_online`; `decode_scores` and `decode_values`, the `staged` ones) for f16 / f32,
- * G 1, 2, 4, 8, 128 threads and the loads J each takes (src/cache/paged_decode.ts
+ * [--kernel shader:entry[:T] --constants NAME=V,...]...`. `--decode` adds `decode_online` for
+ * f16 / f32, G 1, 2, 4, 8, 128 threads and loads J 1, 2, 4 (src/cache/paged_decode.ts
  * `flashDecodeShape`, D 128); each `--kernel` takes the `--constants` that follow it.
  *
  * @module
@@ -53,23 +52,16 @@ const variants: Variant[] = [];
 if (args.decode) {
   for (const dtype of ["f16", "f32"] as const) {
     for (const G of [1, 2, 4, 8]) {
-      for (const loads of [1, 2, 4, 8]) {
-        for (const kernel of ["online", "staged"] as const) {
-          const c = flashDecodeShape(dtype, G, 128, 1 << 16, { threads: 128, loads, kernel });
-          if (!c || c.J !== loads) continue;
-          const entries = kernel === "online"
-            ? ["decode_online"]
-            : ["decode_scores", "decode_values"];
-          for (const entry of entries) {
-            variants.push({
-              name: `${entry}_${dtype}_g${G}_j${loads}`,
-              shader: kernel === "online" ? "paged_decode" : "paged_decode_staged",
-              entry,
-              defines: { T: dtype },
-              constants: { ...c, DIRECT: 0, FUSED: 0 },
-            });
-          }
-        }
+      for (const loads of [1, 2, 4]) {
+        const c = flashDecodeShape(dtype, G, 128, 1 << 16, { threads: 128, loads });
+        if (!c || c.J !== loads) continue;
+        variants.push({
+          name: `decode_online_${dtype}_g${G}_j${loads}`,
+          shader: "paged_decode",
+          entry: "decode_online",
+          defines: { T: dtype },
+          constants: { ...c, DIRECT: 0, FUSED: 0 },
+        });
       }
     }
   }
