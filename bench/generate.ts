@@ -19,8 +19,10 @@
  * Usage: `deno run -A bench/generate.ts [--contexts 2048,32768] [--tokens 256] [--cr 8]
  * [--readback-every 32] [--replay both|on|off] [--overlap 8] [--no-torch] [--quick]
  * [--legacy-gemv] [--combine fused|dispatch] [--decode-max-keys N] [--decode-workgroups N]
- * [--json FILE]`. `--decode-max-keys` / `--decode-workgroups`: `flashDecodeDefaults.maxKeys` /
- * `.workgroups` (decode attention's split maximum and workgroup target). `--combine`: how decode attention
+ * [--decode-threads N] [--decode-min-keys N] [--json FILE]`. `--decode-max-keys` /
+ * `--decode-workgroups` / `--decode-threads` / `--decode-min-keys`: `flashDecodeDefaults.maxKeys` /
+ * `.workgroups` / `.threads` / `.minKeys` (decode attention's split maximum, workgroup target,
+ * threads a workgroup and split minimum). `--combine`: how decode attention
  * merges its splits (`flashDecodeDefaults.combine` in src/cache/paged_decode.ts; default by the
  * split count). `--legacy-gemv`: the LM head on `gemv` (`matmulAuto.wideGemv`
  * off), the route before `gemv16wide`. `--overlap`: `GenerateOptions.readbackOverlap` (decode steps encoded while a
@@ -66,6 +68,8 @@ const { values } = parseArgs({
     combine: { type: "string" },
     "decode-max-keys": { type: "string" },
     "decode-workgroups": { type: "string" },
+    "decode-threads": { type: "string" },
+    "decode-min-keys": { type: "string" },
     overlap: { type: "string", default: "8" },
     quick: { type: "boolean", default: false },
     "legacy-gemv": { type: "boolean", default: false },
@@ -98,6 +102,8 @@ if (values.combine !== undefined) {
   flashDecodeDefaults.combine = values.combine;
 }
 if (values["decode-max-keys"]) flashDecodeDefaults.maxKeys = Number(values["decode-max-keys"]);
+if (values["decode-threads"]) flashDecodeDefaults.threads = Number(values["decode-threads"]);
+if (values["decode-min-keys"]) flashDecodeDefaults.minKeys = Number(values["decode-min-keys"]);
 if (values["decode-workgroups"]) {
   flashDecodeDefaults.workgroups = Number(values["decode-workgroups"]);
 }

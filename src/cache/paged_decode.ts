@@ -29,7 +29,7 @@
  *   instead, in the workgroup of the page's split that finishes last (an arrival count per page;
  *   the splits' outputs exchanged through atomics), one dispatch a layer fewer
  *   ({@linkcode flashDecodeDefaults} says why it is not the default). With one split a page
- *   (`np = 1`: pages of at most `KMIN` keys, or more with {@linkcode FlashDecodeTuning}`.minKeys`)
+ *   (`np = 1`: pages of at most `KMIN` keys ({@linkcode flashDecodeMinKeys}), or more with {@linkcode FlashDecodeTuning}`.minKeys`)
  *   `decode_online` divides by l and stores the output itself (`DIRECT`) and no combine runs: the
  *   same values (one split's merge is that division), one dispatch fewer.
  *
@@ -45,7 +45,7 @@
  * - `decode_online` (2026-12-04): the same per-thread layout in one pass (no max tree, no
  *   second pass over the values). At 256 threads it equalled `decode_fast` in f16 (within 2%)
  *   and was 1.1–1.5× faster in f32, so `decode_fast` was removed; with 128 threads
- *   per workgroup and splits of 128–256 keys (`THREADS`, `KMIN` below) dense
+ *   per workgroup and splits of 128–256 keys (`THREADS`, `flashDecodeMinKeys` below) dense
  *   32K f16 runs at 1.6 TB/s (B = 1) and 2.2 TB/s (B = 4).
  *
  * @module
@@ -68,14 +68,26 @@ const THREADS = 128;
 const WG = 256;
 /**
  * Splits: about this many workgroups in all (from the CPU's length bound), and adaptive splits
- * take at least KMIN keys of a page's true length. With 128 threads (splits of at most 256
- * keys), KMIN 128 against 256 took the small caches down: DMS CR 8 32K B = 1 33 -> 26 µs, 4K
- * B = 4 30 -> 24, dense 4K B = 1 23.5 -> 22.5; the large ones stayed (their splits are full);
- * 64 was no better (DMS 32K B = 4 72 µs).
+ * take at least {@linkcode flashDecodeMinKeys} keys of a page's true length.
  */
 const TARGET_WORKGROUPS = 512;
-/** See {@linkcode TARGET_WORKGROUPS} (exported for the CPU twin, ./paged_decode_reference.ts). */
-export const KMIN = 128;
+/**
+ * The default least keys of an adaptive split (`KMIN`) for G query heads per KV head: 64 at G ≤ 2,
+ * 128 above (exported for the CPU twin, ./paged_decode_reference.ts). With 128 threads (splits of
+ * at most 256 keys), KMIN 128 against 256 took the small caches down (G 4): DMS CR 8 32K B = 1 33
+ * -> 26 µs, 4K B = 4 30 -> 24, dense 4K B = 1 23.5 -> 22.5; the large ones stayed (their splits
+ * are full). KMIN 64 against 128 (session 13, H200, f16, `bench/attention.ts --other-min-keys
+ * 128`, the two timed interleaved; same-tuning rows agreed within 0-3%): at G 2 (Qwen3-0.6B) 4K
+ * B = 1 dense 19.3 / 20.1 µs, DMS 30.6 / 33.6, 4K B = 4 DMS 22.7 / 32.1, 32K DMS B = 1 37.1 / 35.9,
+ * the rest equal; end to end (`bench/generate.ts --decode-min-keys`, Qwen3-0.6B, B = 1, one
+ * lease) DMS at 32K 660 / 661 tok/s against 611–628 for 128, 2K within the run-to-run spread
+ * (694–713 against 631–688), dense 32K unchanged. At G 4 mixed: 4K B = 1 dense 26.3 / 22.0, DMS
+ * 29.4 / 33.8, 4K B = 4 DMS 26.4 / 23.7, 32K DMS B = 1 45.0 / 43.0; so 128 stays there. It only
+ * changes pages that get fewer than TARGET_WORKGROUPS workgroups from full splits (small batches).
+ */
+export function flashDecodeMinKeys(G: number): number {
+  return G <= 2 ? 64 : 128;
+}
 /** Keys per split at most (their entries live in workgroup memory, two per thread). */
 const PSMAX = 512;
 /** Output vec4 columns per `combine` workgroup, at most. */
@@ -93,7 +105,10 @@ export interface FlashDecodeTuning {
   threads?: number;
   /** Loads in flight per lane (J): 1, 2, 4 or 8; default the most up to 4 that fit. */
   loads?: number;
-  /** Adaptive splits take at least this many keys (default 128; capped by the split maximum). */
+  /**
+   * Adaptive splits take at least this many keys (default {@linkcode flashDecodeMinKeys}: 64 at
+   * G ≤ 2, else 128; capped by the split maximum).
+   */
   minKeys?: number;
   /**
    * Keys per split at most: `threads` times 1, 2, 4 or 8 (default 2·`threads`, at most 512;
@@ -210,7 +225,7 @@ export function flashDecodeShape(
         J,
         KB,
         PSMAX: ps,
-        KMIN: Math.min(tuning.minKeys ?? KMIN, ps),
+        KMIN: Math.min(tuning.minKeys ?? flashDecodeMinKeys(G), ps),
         SCR,
         SPB: KB * GV,
       };
@@ -264,7 +279,11 @@ export function flashDecodePlan(
 ): FlashDecodePlan | undefined {
   const maxShared = s.gpu.limits.maxComputeWorkgroupStorageSize;
   const maxLen = s.planLength(layer);
-  const shape = flashDecodeShape(s.dtype, G, s.headDim, maxShared, tuning);
+  const shape = flashDecodeShape(s.dtype, G, s.headDim, maxShared, {
+    ...tuning,
+    threads: tuning.threads ?? flashDecodeDefaults.threads,
+    minKeys: tuning.minKeys ?? flashDecodeDefaults.minKeys,
+  });
   if (!shape) return undefined;
   return {
     shape,
@@ -397,8 +416,10 @@ export function pagedDecodeFlash(
  * flashDecodeDefaults.combine = "fused";
  * ```
  */
-export const flashDecodeDefaults: Pick<FlashDecodeTuning, "combine" | "maxKeys" | "workgroups"> =
-  {};
+export const flashDecodeDefaults: Pick<
+  FlashDecodeTuning,
+  "combine" | "maxKeys" | "workgroups" | "threads" | "minKeys"
+> = {};
 
 /** Pages the fused merge counts arrivals for, at most (one u32 each). */
 const ARRIVALS = 1 << 16;

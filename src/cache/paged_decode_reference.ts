@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type FlashDecodeArgs, KMIN } from "./paged_decode.ts";
+import { type FlashDecodeArgs, flashDecodeMinKeys } from "./paged_decode.ts";
 
 /** One page's live entries in slot order, for {@linkcode flashDecodeReference}. */
 export interface DecodePage {
@@ -29,7 +29,7 @@ export interface FlashDecodeReferenceOptions extends FlashDecodeArgs {
   np: number;
   /** Keys per split; 0: max(kmin, ceil(len / np)) of each page's length. */
   ps: number;
-  /** Smallest adaptive split (default 128, the kernel's). */
+  /** Smallest adaptive split (default `flashDecodeMinKeys(G)`, the kernel's: 64 at G ≤ 2, else 128). */
   kmin?: number;
 }
 
@@ -61,7 +61,7 @@ export function flashDecodeReference(
   const out = new Float64Array(pages.length * G * D);
   pages.forEach((pg, p) => {
     const len = pg.positions.length;
-    const ps = o.ps || Math.max(o.kmin ?? KMIN, Math.ceil(len / np));
+    const ps = o.ps || Math.max(o.kmin ?? flashDecodeMinKeys(G), Math.ceil(len / np));
     const vis = (i: number) => {
       const pos = pg.positions[i], mark = pg.marks[i];
       return pos <= t0 && mark !== 2 && (mark === 0 || t0 - pos <= W);

@@ -166,38 +166,73 @@ Deno.test({
   fn: async () => {
     const base = { G: 2, D: 64, B: 1, dms: true, pEvict: 0.5, blockSize: 16, pad: 0, seed: 3 };
     const dispatch = gpu.dispatch;
-    const runs: [number, FlashDecodeTuning, number][] = [
-      [100, {}, 1],
-      [1300, {}, 2],
-      [1300, { combine: "fused" }, 1],
-      [100, { combine: "dispatch" }, 1],
-      [250, { minKeys: 512 }, 1],
+    // At G 2 KMIN = 64 keys a split at least (flashDecodeMinKeys), so pages of at most 64 keys
+    // (T 60) take one split, T 100 two, unless a tuning or default asks for more; at G 4 KMIN =
+    // 128: a dense page of 100 keys one split, of 200 two.
+    type Run = {
+      T: number;
+      want: number;
+      tuning?: FlashDecodeTuning;
+      defaults?: typeof flashDecodeDefaults;
+      G?: number;
+      dms?: boolean;
+    };
+    const runs: Run[] = [
+      { T: 60, want: 1 },
+      { T: 100, want: 2 },
+      { T: 100, want: 2, dms: false },
+      { T: 100, want: 1, dms: false, G: 4 },
+      { T: 200, want: 2, dms: false, G: 4 },
+      { T: 100, want: 1, tuning: { minKeys: 128 } },
+      { T: 100, want: 1, defaults: { minKeys: 128 } },
+      { T: 100, want: 2, tuning: { minKeys: 64 }, defaults: { minKeys: 128 } },
+      { T: 1300, want: 2 },
+      { T: 1300, want: 2, defaults: { threads: 256 } },
+      { T: 1300, want: 1, tuning: { combine: "fused" } },
+      { T: 60, want: 1, tuning: { combine: "dispatch" } },
+      { T: 250, want: 1, tuning: { minKeys: 512 } },
     ];
-    for (const [T, tuning, want] of runs) {
-      let n = 0;
-      gpu.dispatch = function (...args: Parameters<typeof dispatch>) {
-        n++;
-        return dispatch.apply(this, args);
-      };
-      try {
-        // check() also fills the cache: pagedDecodeFlash's dispatches are the difference
-        // from the same check without it (below).
-        await check({ ...base, dtype: "f32", T, tuning });
-      } finally {
-        gpu.dispatch = dispatch;
+    const reset = () => {
+      for (const k of Object.keys(flashDecodeDefaults)) {
+        delete flashDecodeDefaults[k as keyof typeof flashDecodeDefaults];
       }
-      const withFlash = n;
-      n = 0;
-      gpu.dispatch = function (...args: Parameters<typeof dispatch>) {
-        n++;
-        return dispatch.apply(this, args);
-      };
-      try {
-        await check({ ...base, dtype: "f32", T, tuning }, { skipFlash: true });
-      } finally {
-        gpu.dispatch = dispatch;
+    };
+    try {
+      for (const { T, want, tuning = {}, defaults = {}, G = base.G, dms = base.dms } of runs) {
+        reset();
+        Object.assign(flashDecodeDefaults, defaults);
+        let n = 0;
+        gpu.dispatch = function (...args: Parameters<typeof dispatch>) {
+          n++;
+          return dispatch.apply(this, args);
+        };
+        try {
+          // check() also fills the cache: pagedDecodeFlash's dispatches are the difference
+          // from the same check without it (below).
+          await check({ ...base, G, dms, dtype: "f32", T, tuning });
+        } finally {
+          gpu.dispatch = dispatch;
+        }
+        const withFlash = n;
+        n = 0;
+        gpu.dispatch = function (...args: Parameters<typeof dispatch>) {
+          n++;
+          return dispatch.apply(this, args);
+        };
+        try {
+          await check({ ...base, G, dms, dtype: "f32", T, tuning }, { skipFlash: true });
+        } finally {
+          gpu.dispatch = dispatch;
+        }
+        reset();
+        assert.equal(
+          withFlash - n,
+          want,
+          `G ${G} T ${T} dms ${dms} ${JSON.stringify([tuning, defaults])}`,
+        );
       }
-      assert.equal(withFlash - n, want, `T ${T} ${JSON.stringify(tuning)}`);
+    } finally {
+      reset();
     }
   },
 });
@@ -293,6 +328,11 @@ Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workg
     );
   }
   assert.equal(flashDecodeShape("f16", 4, 128, 1 << 15, { minKeys: 64 })?.KMIN, 64);
+  // The default split minimum by G (flashDecodeMinKeys): 64 at G <= 2, 128 above.
+  assert.equal(flashDecodeShape("f16", 2, 128, 1 << 15, {})?.KMIN, 64);
+  assert.equal(flashDecodeShape("f16", 1, 128, 1 << 15, {})?.KMIN, 64);
+  assert.equal(flashDecodeShape("f16", 3, 128, 1 << 15, {})?.KMIN, 128);
+  assert.equal(flashDecodeShape("f16", 4, 128, 1 << 15, {})?.KMIN, 128);
   for (const maxKeys of [96, 384, 2048]) {
     assert.throws(
       () => flashDecodeShape("f16", 4, 128, 1 << 15, { threads: 128, maxKeys }),
