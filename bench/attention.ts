@@ -242,13 +242,20 @@ function sliceTokens(x: Tensor, m: number): Tensor {
 }
 
 /**
- * Median and fastest µs per call of `step` (which records its dispatches and returns a tensor).
- * With timestamps, every dispatch of every timed call is in the sum: a sample times at most
- * 2048 dispatches (one query set), so it takes at most 2048 / (the step's dispatches) calls.
+ * Median and fastest µs per call of each of `steps` (each records its dispatches and returns a
+ * tensor), their samples interleaved (A B A B ...) after a common warm-up, so that a clock that
+ * drifts during the row (the H200 lowers it under light load) weighs on every step alike; timed
+ * one after the other, the same kernel measured up to 15-30% apart in one row (session 13). With
+ * timestamps, every dispatch of every timed call is in the sum: a sample times at most 2048
+ * dispatches (one query set), so it takes at most 2048 / (the step's dispatches) calls.
  */
-async function time(step: () => Tensor, n = reps): Promise<{ us: number; minUs: number }> {
-  let perStep = 1;
-  const sample = async (k: number): Promise<number> => {
+async function time(
+  steps: (() => Tensor)[],
+  n = reps,
+): Promise<{ us: number; minUs: number }[]> {
+  const perStep = steps.map(() => 1);
+  const sample = async (s: number, k: number): Promise<number> => {
+    const step = steps[s];
     const outs: Tensor[] = [];
     let ms: number;
     if (gpu.hasTimestamps) {
@@ -260,7 +267,8 @@ async function time(step: () => Tensor, n = reps): Promise<{ us: number; minUs: 
         MAX_PROFILED_DISPATCHES,
         perKernel,
       );
-      perStep = Math.max(perStep, [...perKernel.values()].reduce((a, x) => a + x.count, 0) / k);
+      const d = [...perKernel.values()].reduce((a, x) => a + x.count, 0) / k;
+      perStep[s] = Math.max(perStep[s], d);
     } else {
       await gpu.sync();
       const t = performance.now();
@@ -271,14 +279,19 @@ async function time(step: () => Tensor, n = reps): Promise<{ us: number; minUs: 
     outs.forEach((o) => o.dispose());
     return ms / k;
   };
-  const first = await sample(1);
-  const most = Math.floor(MAX_PROFILED_DISPATCHES / perStep);
-  const k = Math.max(1, Math.min(1000, most, Math.round(SAMPLE_MS / first)));
-  for (let i = 0, warm = Math.ceil(WARM_MS / first); i < warm; i++) step().dispose();
-  await sample(k);
-  const xs: number[] = [];
-  for (let i = 0; i < n; i++) xs.push(await sample(k));
-  return { us: median(xs) * 1000, minUs: Math.min(...xs) * 1000 };
+  const ks: number[] = [];
+  for (let s = 0; s < steps.length; s++) {
+    const first = await sample(s, 1);
+    const most = Math.floor(MAX_PROFILED_DISPATCHES / perStep[s]);
+    ks.push(Math.max(1, Math.min(1000, most, Math.round(SAMPLE_MS / first))));
+    for (let i = 0, warm = Math.ceil(WARM_MS / first); i < warm; i++) steps[s]().dispose();
+  }
+  for (let s = 0; s < steps.length; s++) await sample(s, ks[s]);
+  const xs: number[][] = steps.map(() => []);
+  for (let i = 0; i < n; i++) {
+    for (let s = 0; s < steps.length; s++) xs[s].push(await sample(s, ks[s]));
+  }
+  return xs.map((x) => ({ us: median(x) * 1000, minUs: Math.min(...x) * 1000 }));
 }
 
 async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<Row> {
@@ -344,15 +357,15 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
     }
     row.check = checks.every((c) => c === "ok") ? "ok" : checks.join(" / ");
   }
-  const { us, minUs } = await time(fast);
+  const [{ us, minUs }, otherTime] = await time(withOther ? [fast, other] : [fast]);
   row.us = us;
   row.minUs = minUs;
   row.gbps = bytes / (us * 1e-6) / 1e9;
-  if (withOther) row.otherUs = (await time(other)).us;
+  if (otherTime) row.otherUs = otherTime.us;
   // The old kernel on dense rows and the highest forced CR only (the section's time limit).
   if (!args["no-old"] && row.kernel !== "split" && (!cr || cr === Math.max(...crs))) {
     const old = () => pagedAttention(s, 0, q, { ...a, decodeKernel: "split" });
-    row.oldUs = (await time(old, Math.min(reps, 3))).us;
+    row.oldUs = (await time([old], Math.min(reps, 3)))[0].us;
   }
   return row;
 }
