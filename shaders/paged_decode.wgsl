@@ -83,9 +83,10 @@ override FUSED: u32 = 0u;   // 1: the last split of a page to finish merges the 
 const NEG: f32 = -3.40282346e38;
 const NOKEY: u32 = 0xffffffffu;
 
-// H200 (README, sessions 11-12): ~10 KB of workgroup memory (4 KB more cost 23%); 168 registers at
-// G 4, J 4 (3 workgroups an SM), 128 at G 2 or J 2 (4). Layouts with fewer registers (two passes,
-// q in workgroup memory, 8-byte words; scores and values in two dispatches) lost.
+// H200 (docs/performance.md, sessions 11-13): ~10 KB of workgroup memory (4 KB more cost 23%);
+// 168 registers at G 4, J 4 (3 workgroups an SM), 128 at G 2 or J 2 (4). Layouts with fewer
+// registers (two passes, q in workgroup memory, 8-byte words; scores and values in two
+// dispatches) lost.
 var<workgroup> sh_len: i32;
 var<workgroup> kph: array<u32, PSMAX>;      // entry of each key of the split, NOKEY: invisible
 var<workgroup> sp: array<vec4<f32>, SPB>;   // [KB, GV] this block's scores
