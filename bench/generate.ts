@@ -19,7 +19,10 @@
  * Usage: `deno run -A bench/generate.ts [--contexts 2048,32768] [--tokens 256] [--cr 8]
  * [--readback-every 32] [--replay both|on|off] [--overlap 8] [--no-torch] [--quick]
  * [--legacy-gemv] [--combine fused|dispatch] [--decode-max-keys N] [--decode-workgroups N]
- * [--decode-threads N] [--decode-min-keys N] [--json FILE]`. `--decode-max-keys` /
+ * [--decode-threads N] [--decode-min-keys N] [--variants "a;b" [--rounds 3]] [--json FILE]`.
+ * `--variants` (bench/_variants.ts, e.g. `"minKeys=64;minKeys=128"`): an A/B of decode-attention
+ * defaults in one process, the variants alternating round by round on one model per context and
+ * cache (tok/s by round and the median; no PyTorch twin, no profile). `--decode-max-keys` /
  * `--decode-workgroups` / `--decode-threads` / `--decode-min-keys`: `flashDecodeDefaults.maxKeys` /
  * `.workgroups` / `.threads` / `.minKeys` (decode attention's split maximum, workgroup target,
  * threads a workgroup and split minimum). `--combine`: how decode attention
@@ -46,12 +49,14 @@ import { matmulAuto } from "../src/ops/matmul.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import type { KernelTime } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
+import { applyVariant, parseVariants, type Variant } from "./_variants.ts";
 import {
   byEntryPoint,
   countGpu,
   fmt,
   isCpuAdapter,
   markdownTable,
+  median,
   runPython,
   torchCuda,
 } from "./_common.ts";
@@ -70,6 +75,8 @@ const { values } = parseArgs({
     "decode-workgroups": { type: "string" },
     "decode-threads": { type: "string" },
     "decode-min-keys": { type: "string" },
+    variants: { type: "string" },
+    rounds: { type: "string", default: "3" },
     overlap: { type: "string", default: "8" },
     quick: { type: "boolean", default: false },
     "legacy-gemv": { type: "boolean", default: false },
@@ -299,12 +306,64 @@ async function span(
   }
 }
 
+/**
+ * `--variants`: per context and cache, one model, then `--rounds` rounds in each of which every
+ * variant generates once (replayed steps, no profile), in order; prints each variant's tok/s per
+ * round and their median (`--json`: the same).
+ */
+async function variantRuns(variants: Variant[], rounds: number): Promise<void> {
+  if (!(Number.isInteger(rounds) && rounds >= 1)) {
+    throw new RangeError(`--rounds must be an integer >= 1, got ${values.rounds}`);
+  }
+  const base = { ...flashDecodeDefaults };
+  const body: string[][] = [];
+  const results: { ctx: number; cache: string; variant: string; tokPerS: number[] }[] = [];
+  for (const ctx of contexts) {
+    for (const policy of ["dense", "dms"] as const) {
+      const model = createModel(gpu, config(ctx, policy), { seed: 1, dtype });
+      try {
+        const tok = variants.map(() => [] as number[]);
+        for (let r = 0; r < rounds; r++) {
+          for (const [i, v] of variants.entries()) {
+            applyVariant(v, base);
+            tok[i].push((await decode(model, ctx, policy, values.replay !== "off", false)).tokPerS);
+          }
+        }
+        applyVariant({ label: "-", defaults: {} }, base);
+        for (const [i, v] of variants.entries()) {
+          const cache = policy === "dense" ? "dense" : `dms CR=${CR} (forced)`;
+          results.push({ ctx, cache, variant: v.label, tokPerS: tok[i] });
+          body.push([
+            `${ctx}`,
+            cache,
+            v.label,
+            tok[i].map((x) => fmt(x)).join(" / "),
+            fmt(median(tok[i])),
+          ]);
+        }
+      } finally {
+        model.dispose();
+      }
+    }
+  }
+  console.log(markdownTable(["ctx", "cache", "variant", "tok/s by round", "median"], body, 3));
+  if (values.json) {
+    const doc = { device: gpu.description, geometry, dtype, tokens: N, cr: CR, rounds, results };
+    await writeTextFileAtomic(values.json, JSON.stringify(doc, null, 2) + "\n");
+    console.log(`wrote ${values.json}`);
+  }
+}
+
 const g = geometry;
 console.log(
   `device: ${gpu.description}; model: ${g.layers} layers, hidden ${g.hidden}, ${g.heads}/` +
     `${g.kvHeads} heads × ${g.headDim}, MLP ${g.inter}, vocab ${g.vocab}, ${dtype}; B = 1, ` +
     `${N} tokens, readback every ${every}`,
 );
+if (values.variants !== undefined) {
+  await variantRuns(parseVariants(values.variants), Number(values.rounds));
+  Deno.exit(0);
+}
 const rows: Row[] = [];
 for (const ctx of contexts) {
   for (const policy of ["dense", "dms"] as const) {

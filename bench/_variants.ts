@@ -1,0 +1,83 @@
+/**
+ * Decode-attention variants for end-to-end A/B runs (`bench/generate.ts --variants`): each
+ * variant is a set of {@linkcode flashDecodeDefaults} (src/cache/paged_decode.ts) applied before
+ * a generation, so that one process can alternate variants round by round (A B A B …) on the same
+ * model. On the H200 the same configuration measured up to ±5% apart from process to process
+ * (session 13), so a comparison made in separate processes, one after the other, mixes the
+ * variants' difference with that drift.
+ *
+ * A variant is written `key=value,key=value` (keys: `minKeys`, `threads`, `maxKeys`,
+ * `workgroups`, `combine`), an empty one (`-`) is the defaults; variants are separated by `;`.
+ *
+ * @example
+ * ```ts
+ * import { applyVariant, parseVariants } from "./_variants.ts";
+ * const [a, b] = parseVariants("minKeys=64;minKeys=128");
+ * applyVariant(a); // flashDecodeDefaults.minKeys = 64
+ * applyVariant(b); // flashDecodeDefaults.minKeys = 128
+ * ```
+ *
+ * @module
+ */
+
+import { flashDecodeDefaults } from "../src/cache/paged_decode.ts";
+
+/** One variant: the defaults it sets, and its label. */
+export interface Variant {
+  /** As written on the command line (`-` for the defaults). */
+  label: string;
+  /** The {@linkcode flashDecodeDefaults} it sets; the keys it does not name are unset. */
+  defaults: typeof flashDecodeDefaults;
+}
+
+const NUMERIC = ["minKeys", "threads", "maxKeys", "workgroups"] as const;
+
+/**
+ * Parses `a;b;…` into variants.
+ *
+ * @throws {RangeError} On an unknown key, a value that is not a positive integer (numeric keys)
+ *   or not `fused` / `dispatch` (`combine`), or no variant.
+ */
+export function parseVariants(spec: string): Variant[] {
+  const out = spec.split(";").map((v) => v.trim()).filter((v) => v !== "").map((label) => {
+    const defaults: typeof flashDecodeDefaults = {};
+    if (label !== "-") {
+      for (const part of label.split(",")) {
+        const [key, value, extra] = part.split("=").map((x) => x.trim());
+        if (value === undefined || extra !== undefined) {
+          throw new RangeError(`--variants: "${part}" in "${label}" is not key=value`);
+        }
+        if (key === "combine") {
+          if (value !== "fused" && value !== "dispatch") {
+            throw new RangeError(`--variants: combine must be fused or dispatch, got ${value}`);
+          }
+          defaults.combine = value;
+        } else if ((NUMERIC as readonly string[]).includes(key)) {
+          const n = Number(value);
+          if (!(Number.isInteger(n) && n >= 1)) {
+            throw new RangeError(`--variants: ${key} must be an integer >= 1, got ${value}`);
+          }
+          defaults[key as typeof NUMERIC[number]] = n;
+        } else {
+          throw new RangeError(
+            `--variants: unknown key "${key}" in "${label}" (keys: ${NUMERIC.join(", ")}, combine)`,
+          );
+        }
+      }
+    }
+    return { label, defaults };
+  });
+  if (out.length === 0) throw new RangeError(`--variants: no variant in "${spec}"`);
+  return out;
+}
+
+/**
+ * Sets {@linkcode flashDecodeDefaults} to `base` (the defaults the command's other flags set)
+ * overridden by the variant's; the keys neither names are unset.
+ */
+export function applyVariant(v: Variant, base: typeof flashDecodeDefaults = {}): void {
+  for (const k of Object.keys(flashDecodeDefaults)) {
+    delete flashDecodeDefaults[k as keyof typeof flashDecodeDefaults];
+  }
+  Object.assign(flashDecodeDefaults, base, v.defaults);
+}
