@@ -28,7 +28,8 @@
  * head (2 for Qwen3-0.6B). `--other` also validates and times the flash
  * kernel under another tuning (src/cache/paged_decode.ts `FlashDecodeTuning`), chosen with
  * `--other-threads N`, `--other-loads J`, `--other-min-keys N`, `--other-max-keys N`,
- * `--other-workgroups N` and `--other-combine fused|dispatch` (a sweep): columns `other µs`
+ * `--other-workgroups N` and `--other-combine fused|dispatch` (a sweep), its samples interleaved
+ * with the routed kernel's (A B A B: a drifting clock weighs on both alike): columns `other µs`
  * and `this/other`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
  * chosen from the length bound). Defaults on a CPU adapter (llvmpipe): contexts 256,1024, batches
  * 1,2, window 32, block 32 (well under 2 minutes); otherwise contexts 4096,32768,131072, batches

@@ -196,8 +196,7 @@ const WARM_MS = cpu ? 0 : 800;
  * dispose): the median over samples of the mean GPU ms per dispatch. A sample
  * runs `fn` back to back for about {@linkcode SAMPLE_MS}, after
  * {@linkcode WARM_MS} of load. The profile is sized to exactly the dispatches
- * recorded because `Gpu.profile` sums every query slot of its set, and
- * unwritten slots hold garbage on some drivers (lavapipe).
+ * recorded (`Gpu.profile` rejects a profile with more dispatches than its room).
  */
 async function time(
   fn: () => Tensor[],

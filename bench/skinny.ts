@@ -21,6 +21,7 @@
 
 import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
+import { type KernelTime, MAX_PROFILED_DISPATCHES } from "../src/gpu/profiling.ts";
 import { linear, type MatmulVariant } from "../src/ops/matmul.ts";
 import { gemvTuning } from "../src/ops/gemv.ts";
 import { skinnyTuning } from "../src/ops/skinny.ts";
@@ -98,14 +99,22 @@ for (const s of shapes) {
         } else if (lw) gemvTuning.wideLanes = lw;
         let i = 0;
         const call = () => linear(x, ws[i++ % copies], { variant }).dispose();
-        for (let k = 0; k < calls; k++) call();
+        // A profile times at most 2048 dispatches: as many calls as fit (gemv16 takes ceil(M/16)).
+        const perCall = new Map<string, KernelTime>();
+        await gpu.profile(call, MAX_PROFILED_DISPATCHES, perCall);
+        const d = [...perCall.values()].reduce((a, k) => a + k.count, 0);
+        const n = Math.max(
+          1,
+          Math.min(calls, Math.floor(MAX_PROFILED_DISPATCHES / Math.max(1, d))),
+        );
+        for (let k = 0; k < n; k++) call();
         await gpu.sync();
         const samples: number[] = [];
         for (let r = 0; r < 5; r++) {
           const ms = await gpu.profile(() => {
-            for (let k = 0; k < calls; k++) call();
+            for (let k = 0; k < n; k++) call();
           });
-          samples.push((ms / calls) * 1000);
+          samples.push((ms / n) * 1000);
         }
         const name = threads
           ? `${variant} (${threads > 0 ? `${threads}x${lw}` : "auto"})`

@@ -74,7 +74,8 @@ override KP: u32 = 16u;     // keys per pass, WG / L
 override J: u32 = 4u;       // passes per block (loads of K and of V in flight per lane): 1, 2, 4, 8
 override KB: u32 = 64u;     // keys per block, J * KP (KB * GV <= WG)
 override PSMAX: u32 = 512u; // keys per split, at most: WG, 2·WG, 4·WG or 8·WG
-override KMIN: u32 = 64u;   // keys per split, at least, when the split size adapts
+override KMIN: u32 = 128u;  // keys per split, at least, when the split size adapts (launcher:
+                            // flashDecodeMinKeys, 64 at GQ <= 2)
 override SPB: u32 = 64u;    // KB * GV
 override SCR: u32 = 1088u;  // max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG)
 override CW: u32 = 8u;      // combine: vec4 columns per workgroup (divides D4)

@@ -84,6 +84,14 @@ const TARGET_WORKGROUPS = 512;
  * (694–713 against 631–688), dense 32K unchanged. At G 4 mixed: 4K B = 1 dense 26.3 / 22.0, DMS
  * 29.4 / 33.8, 4K B = 4 DMS 26.4 / 23.7, 32K DMS B = 1 45.0 / 43.0; so 128 stays there. It only
  * changes pages that get fewer than TARGET_WORKGROUPS workgroups from full splits (small batches).
+ *
+ * @param G Query heads per KV head.
+ * @returns The default least keys of an adaptive split.
+ * @example
+ * ```ts
+ * import { flashDecodeMinKeys } from "./paged_decode.ts";
+ * console.log(flashDecodeMinKeys(2), flashDecodeMinKeys(4)); // 64 128
+ * ```
  */
 export function flashDecodeMinKeys(G: number): number {
   return G <= 2 ? 64 : 128;
@@ -106,8 +114,8 @@ export interface FlashDecodeTuning {
   /** Loads in flight per lane (J): 1, 2, 4 or 8; default the most up to 4 that fit. */
   loads?: number;
   /**
-   * Adaptive splits take at least this many keys (default {@linkcode flashDecodeMinKeys}: 64 at
-   * G ≤ 2, else 128; capped by the split maximum).
+   * Adaptive splits take at least this many keys (default 64 at G ≤ 2 query heads per KV head,
+   * else 128, the rule of `flashDecodeMinKeys`; capped by the split maximum).
    */
   minKeys?: number;
   /**
@@ -279,11 +287,27 @@ export function flashDecodePlan(
 ): FlashDecodePlan | undefined {
   const maxShared = s.gpu.limits.maxComputeWorkgroupStorageSize;
   const maxLen = s.planLength(layer);
-  const shape = flashDecodeShape(s.dtype, G, s.headDim, maxShared, {
-    ...tuning,
-    threads: tuning.threads ?? flashDecodeDefaults.threads,
-    minKeys: tuning.minKeys ?? flashDecodeDefaults.minKeys,
-  });
+  const d = flashDecodeDefaults;
+  for (
+    const [key, ok] of [["threads", [64, 128, 256, 512].includes(d.threads!)], [
+      "minKeys",
+      Number.isInteger(d.minKeys) && d.minKeys! >= 1,
+    ]] as const
+  ) {
+    if (d[key] !== undefined && !ok) {
+      throw new RangeError(
+        `flashDecodePlan: flashDecodeDefaults.${key} must be ${
+          key === "threads" ? "64, 128, 256 or 512" : "an integer >= 1"
+        }, got ${d[key]}`,
+      );
+    }
+  }
+  const tuned = { ...tuning, minKeys: tuning.minKeys ?? d.minKeys };
+  // A default thread count is a preference: where the shape cannot take it, the untuned choice.
+  const shape =
+    (tuning.threads === undefined && d.threads !== undefined
+      ? flashDecodeShape(s.dtype, G, s.headDim, maxShared, { ...tuned, threads: d.threads })
+      : undefined) ?? flashDecodeShape(s.dtype, G, s.headDim, maxShared, tuned);
   if (!shape) return undefined;
   return {
     shape,
@@ -360,7 +384,7 @@ export function pagedDecodeFlash(
   const H = Math.max(1, Math.floor(c.WG / (G * c.D4)));
   const combine = args.tuning?.combine ?? flashDecodeDefaults.combine ?? "dispatch";
   const fused = !direct && combine === "fused" && s.pages <= ARRIVALS &&
-    np * G + G * c.D4 * H <= c.SCR;
+    np * G + Math.max(G * c.D4 * H, c.WG) <= c.SCR;
   // bound always (the entry names it), used with FUSED (see deviceCounters)
   bufs[10] = deviceCounters(gpu.device, "flash decode arrivals", ARRIVALS * 4);
   dispatchBound(
@@ -403,7 +427,10 @@ export function pagedDecodeFlash(
  * `bench/generate.ts --combine`, `--decode-max-keys`, `--decode-workgroups`; end to end on the
  * H200, 1024 keys and 1024 workgroups took Qwen3-0.6B's 32K dense decode from 390 to 333 tok/s,
  * DMS 626 -> 636: not adopted). `maxKeys` unset: 2·threads, at most 512; `workgroups` unset: 512;
- * `combine` unset: `dispatch`. The fused merge was measured on the
+ * `combine` unset: `dispatch`; `threads` unset: 128 (256 where the shape needs it), and a default
+ * the shape cannot take falls back to that choice; `minKeys` unset: 64 at G ≤ 2, else 128
+ * (`flashDecodeMinKeys`). `threads` and `minKeys` apply where {@linkcode flashDecodePlan} plans a
+ * layer (`--decode-threads`, `--decode-min-keys`). The fused merge was measured on the
  * H200 (f16, G 2, `bench/attention.ts --other-combine dispatch`, 2026-12-04): against the combine
  * dispatch 17.8 / 19.6 µs dense 2K B = 1 (16 splits), DMS 2K B = 4 19.4 / 26.1, but 75.9 / 64.9
  * dense 32K B = 1 (64 splits) and DMS 32K B = 4 71.8 / 53.8 (the last split's merge is serial in

@@ -29,7 +29,10 @@ export interface FlashDecodeReferenceOptions extends FlashDecodeArgs {
   np: number;
   /** Keys per split; 0: max(kmin, ceil(len / np)) of each page's length. */
   ps: number;
-  /** Smallest adaptive split (default `flashDecodeMinKeys(G)`, the kernel's: 64 at G ≤ 2, else 128). */
+  /**
+   * Smallest adaptive split (default the kernel's untuned one: 64 at G ≤ 2, else 128); pass the
+   * planned shape's `KMIN` where a tuning or a default changed it or the split maximum caps it.
+   */
   kmin?: number;
 }
 

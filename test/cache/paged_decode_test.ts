@@ -154,6 +154,10 @@ Deno.test({
       await check({ ...base, dtype, T: 1300, tuning: fused });
       await check({ ...base, dtype, T: 600, pad: 300, B: 2, split: 64, tuning: fused });
       await check({ ...base, dtype, T: 300, D: 256, G: 8, dms: true, pEvict: 0.5, tuning: fused });
+      // G 3, 5, 7: WG / G lanes a head in the merge's (m, l) tree, not a power of two.
+      for (const G of [3, 5, 7]) {
+        await check({ ...base, dtype, T: 1300, G, dms: true, pEvict: 0.5, tuning: fused });
+      }
     }
   },
 });
@@ -369,4 +373,35 @@ Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workg
     flashDecodeDefaults.workgroups = undefined;
     flashDecodeDefaults.maxKeys = undefined;
   }
+});
+
+Deno.test({
+  name: "flashDecodePlan applies flashDecodeDefaults.threads where the shape takes it, else the " +
+    "untuned choice; bad defaults are named",
+  ...GPU_TEST,
+  fn: () => {
+    const sizes = { layers: 1, batch: 1, kvHeads: 2, headDim: 128, blockSize: 16 };
+    using cache = createDenseCache(gpu, { ...sizes, dtype: "f32" });
+    const s = cache.storage;
+    const wg = () => flashDecodePlan(s, 0, 2)?.shape.WG;
+    try {
+      assert.equal(wg(), 128);
+      flashDecodeDefaults.threads = 256;
+      assert.equal(wg(), 256);
+      assert.equal(flashDecodePlan(s, 0, 2, { threads: 128 })?.shape.WG, 128); // the call wins
+      // f32, D 128: 32 lanes a row need 128 threads at least; a default of 64 falls back.
+      flashDecodeDefaults.threads = 64;
+      assert.equal(wg(), 128);
+      flashDecodeDefaults.threads = 100;
+      assert.throws(wg, /flashDecodeDefaults\.threads must be 64, 128, 256 or 512, got 100/);
+      flashDecodeDefaults.threads = undefined;
+      flashDecodeDefaults.minKeys = 0;
+      assert.throws(wg, /flashDecodeDefaults\.minKeys must be an integer >= 1, got 0/);
+      flashDecodeDefaults.minKeys = 32;
+      assert.equal(flashDecodePlan(s, 0, 2)?.shape.KMIN, 32);
+    } finally {
+      flashDecodeDefaults.threads = undefined;
+      flashDecodeDefaults.minKeys = undefined;
+    }
+  },
 });

@@ -52,7 +52,7 @@ const variants: Variant[] = [];
 if (args.decode) {
   for (const dtype of ["f16", "f32"] as const) {
     for (const G of [1, 2, 4, 8]) {
-      for (const loads of [1, 2, 4]) {
+      for (const loads of [1, 2, 4, 8]) {
         const c = flashDecodeShape(dtype, G, 128, 1 << 16, { threads: 128, loads });
         if (!c || c.J !== loads) continue;
         variants.push({
