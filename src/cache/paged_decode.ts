@@ -435,7 +435,10 @@ export function pagedDecodeFlash(
  * dispatch 17.8 / 19.6 µs dense 2K B = 1 (16 splits), DMS 2K B = 4 19.4 / 26.1, but 75.9 / 64.9
  * dense 32K B = 1 (64 splits) and DMS 32K B = 4 71.8 / 53.8 (the last split's merge is serial in
  * the splits); end to end at 2K, B = 1 (`bench/generate.ts --combine`), DMS made 416 and 533
- * tok/s fused against 561 with the dispatch on one lease (549 on another): not adopted.
+ * tok/s fused against 561 with the dispatch on one lease (549 on another): not adopted. Session
+ * 13 took the serial loops out of the merge (the heads' maximum and sum through a tree of the
+ * threads, 8 splits' loads in flight); that version is tested but not measured yet (measure with
+ * `bench/generate.ts --variants "-;combine=fused"`).
  *
  * @example Every merge inside decode_online
  * ```ts
