@@ -288,19 +288,15 @@ export function flashDecodePlan(
   const maxShared = s.gpu.limits.maxComputeWorkgroupStorageSize;
   const maxLen = s.planLength(layer);
   const d = flashDecodeDefaults;
-  for (
-    const [key, ok] of [["threads", [64, 128, 256, 512].includes(d.threads!)], [
-      "minKeys",
-      Number.isInteger(d.minKeys) && d.minKeys! >= 1,
-    ]] as const
-  ) {
-    if (d[key] !== undefined && !ok) {
-      throw new RangeError(
-        `flashDecodePlan: flashDecodeDefaults.${key} must be ${
-          key === "threads" ? "64, 128, 256 or 512" : "an integer >= 1"
-        }, got ${d[key]}`,
-      );
-    }
+  const bad = (key: string, want: string) =>
+    new RangeError(
+      `flashDecodePlan: flashDecodeDefaults.${key} must be ${want}, got ${d[key as "threads"]}`,
+    );
+  if (d.threads !== undefined && ![64, 128, 256, 512].includes(d.threads)) {
+    throw bad("threads", "64, 128, 256 or 512");
+  }
+  if (d.minKeys !== undefined && !(Number.isInteger(d.minKeys) && d.minKeys >= 1)) {
+    throw bad("minKeys", "an integer >= 1");
   }
   const tuned = { ...tuning, minKeys: tuning.minKeys ?? d.minKeys };
   // A default thread count is a preference: where the shape cannot take it, the untuned choice.
