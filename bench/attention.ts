@@ -258,27 +258,28 @@ async function time(
   const sample = async (s: number, k: number): Promise<number> => {
     const step = steps[s];
     const outs: Tensor[] = [];
-    let ms: number;
-    if (gpu.hasTimestamps) {
-      const perKernel = new Map<string, KernelTime>();
-      ms = await gpu.profile(
-        () => {
-          for (let i = 0; i < k; i++) outs.push(step());
-        },
-        MAX_PROFILED_DISPATCHES,
-        perKernel,
-      );
-      const d = [...perKernel.values()].reduce((a, x) => a + x.count, 0) / k;
-      perStep[s] = Math.max(perStep[s], d);
-    } else {
+    try {
+      if (gpu.hasTimestamps) {
+        const perKernel = new Map<string, KernelTime>();
+        const ms = await gpu.profile(
+          () => {
+            for (let i = 0; i < k; i++) outs.push(step());
+          },
+          MAX_PROFILED_DISPATCHES,
+          perKernel,
+        );
+        const d = [...perKernel.values()].reduce((a, x) => a + x.count, 0) / k;
+        perStep[s] = Math.max(perStep[s], d);
+        return ms / k;
+      }
       await gpu.sync();
       const t = performance.now();
       for (let i = 0; i < k; i++) outs.push(step());
       await gpu.sync();
-      ms = performance.now() - t;
+      return (performance.now() - t) / k;
+    } finally {
+      outs.forEach((o) => o.dispose());
     }
-    outs.forEach((o) => o.dispose());
-    return ms / k;
   };
   const ks: number[] = [];
   for (let s = 0; s < steps.length; s++) {
