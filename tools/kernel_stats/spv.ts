@@ -11,8 +11,9 @@
  *
  * Usage: `deno run -A tools/kernel_stats/spv.ts [--out .device/stats] [--decode]
  * [--kernel shader:entry[:T] --constants NAME=V,...]...`. `--decode` adds `decode_online` for
- * f16 / f32, G 1, 2, 4, 8, 128 threads and loads J 1, 2, 4 (src/cache/paged_decode.ts
- * `flashDecodeShape`, D 128); each `--kernel` takes the `--constants` that follow it.
+ * f16 / f32, G 1, 2, 4, 8, 128 threads and loads J 1, 2, 4, 8 (src/cache/paged_decode.ts
+ * `flashDecodeShape`, D 128), each also with `FUSED` 1 (the fused merge's tail); each `--kernel`
+ * takes the `--constants` that follow it.
  *
  * @module
  */
@@ -55,13 +56,17 @@ if (args.decode) {
       for (const loads of [1, 2, 4, 8]) {
         const c = flashDecodeShape(dtype, G, 128, 1 << 16, { threads: 128, loads });
         if (!c || c.J !== loads) continue;
-        variants.push({
-          name: `decode_online_${dtype}_g${G}_j${loads}`,
-          shader: "paged_decode",
-          entry: "decode_online",
-          defines: { T: dtype },
-          constants: { ...c, DIRECT: 0, FUSED: 0 },
-        });
+        // FUSED 1: the merge of the page's splits in the kernel's tail (combine "fused"); its
+        // registers count for the whole kernel's occupancy.
+        for (const fused of [0, 1]) {
+          variants.push({
+            name: `decode_online_${dtype}_g${G}_j${loads}${fused ? "_fused" : ""}`,
+            shader: "paged_decode",
+            entry: "decode_online",
+            defines: { T: dtype },
+            constants: { ...c, DIRECT: 0, FUSED: fused },
+          });
+        }
       }
     }
   }
