@@ -60,18 +60,10 @@ export class TimestampRecorder {
     return w;
   }
 
-  /** Dispatches that asked for timestamps after the set was full (they ran untimed). */
-  get untimed(): number {
-    return this.#untimed;
-  }
-
-  /** Dispatches timed so far. */
-  get timed(): number {
-    return this.#next / 2;
-  }
-
   /**
    * Resolves the written timestamps and returns the summed GPU time in ms; destroys the set.
+   * Rejects (RangeError) when dispatches ran untimed past the set's capacity: the sum would be
+   * short.
    *
    * @param device The device of the query set.
    * @param encoder Returns the shared encoder to record the resolve into.
@@ -109,6 +101,14 @@ export class TimestampRecorder {
         perKernel.set(label, k);
       }
     }
-    return Number(ns) / 1e6;
+    const ms = Number(ns) / 1e6;
+    if (this.#untimed > 0) {
+      throw new RangeError(
+        `profile(): fn recorded ${used / 2 + this.#untimed} dispatches, maxDispatches is ` +
+          `${this.#capacity / 2}: ${this.#untimed} ran untimed and their time is not in the sum ` +
+          `(${ms.toFixed(3)} ms); raise maxDispatches (at most 2048) or time fewer calls`,
+      );
+    }
+    return ms;
   }
 }
