@@ -12,7 +12,7 @@
 //   1. v = x (plain) or w * x * inverseSqrt(mean(x^2) + eps) (as rmsnorm.wgsl), rounded to T
 //      once, as the unfused chain stores the norm's output (and HF q_norm returns the dtype);
 //   2. neuron (SPEC §1a), first head of each group (h % G == 0) only: raw = v[D-1], v[D-1] = 0;
-//   3. RoPE rotate-half exactly as rope.wgsl: ang = f32(pos) * inv_freq[j],
+//   3. RoPE rotate-half exactly as rope.wgsl (sincos.wgsl): ang = f32(pos) * inv_freq[j],
 //      out[j] = v[j] cos - v[j+D/2] sin, out[j+D/2] = v[j+D/2] cos + v[j] sin;
 //   4. neuron heads: out[D-1] = 0 again (removes the v[D/2-1] sin term, SPEC §1a).
 //
@@ -33,7 +33,8 @@
 //
 // heads_rope_append.wgsl includes this file: the same q/k preparation for a decode step with the
 // cache's append fused in (its own bindings are 12 and up).
-//
+
+// #include "sincos"
 
 struct Params {
   rows: u32,         // B * T * H (heads_rope_qk: B * T * (Hq + Hkv))
@@ -48,7 +49,7 @@ struct Params {
   eps_k: f32,        // heads_rope_qk_norm*: RMSNorm eps of k
   scale: f32,        // _decide: alpha_scale
   offset: f32,       // _decide: initial_alpha_offset
-  zero: u32,         // always 0 (keeps the angle rounded to f32, see rope.wgsl)
+  zero: u32,         // always 0 (keeps the angle rounded to f32, see sincos.wgsl)
   // heads_rope_append.wgsl's entries (this file's entries take them as 0):
   lbase: u32,        // layer * pages, this layer's rows of lens and table
   bs: u32,           // block size
@@ -205,27 +206,6 @@ fn take_neuron_decide(row: u32, li: u32) {
   workgroupBarrier();
 }
 
-// pi/2 = PIO2_1 + PIO2_2 + PIO2_3 (rope.wgsl's Cody-Waite reduction and Cephes polynomials).
-const PIO2_1: f32 = 1.5703125;
-const PIO2_2: f32 = 4.825592041015625e-4;
-const PIO2_3: f32 = 1.2675907950567313e-6;
-const TWO_OVER_PI: f32 = 0.6366197723675814;
-
-// Returns (cos(a), sin(a)) for an f32 angle a; identical to rope.wgsl's sincos.
-fn sincos(a: f32) -> vec2<f32> {
-  let q = round(a * TWO_OVER_PI);
-  let r = ((a - q * PIO2_1) - q * PIO2_2) - q * PIO2_3;  // r in ~[-pi/4, pi/4]
-  let z = r * r;
-  let s = r + r * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4));
-  let c = 1.0 - 0.5 * z +
-    z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3 + z * 2.443315711809948e-5));
-  let k = i32(q) & 3;
-  if (k == 0) { return vec2<f32>(c, s); }
-  if (k == 1) { return vec2<f32>(-s, c); }
-  if (k == 2) { return vec2<f32>(-c, -s); }
-  return vec2<f32>(s, -c);
-}
-
 // Where row `row` of a [B, T, heads, D] input goes in [B, heads, T, D], and its position.
 struct RowAt {
   base: u32,
@@ -243,7 +223,7 @@ fn row_at(row: u32, heads: u32) -> RowAt {
 
 // Step 3 for pair j of vals: (v[j] cos - v[j + D/2] sin, v[j + D/2] cos + v[j] sin).
 fn rope_pair(position: i32, j: u32, half: u32) -> vec2<f32> {
-  // The select on the always-false p.zero stops contraction into an fma (see rope.wgsl).
+  // The select on the always-false p.zero stops contraction into an fma (see sincos.wgsl).
   let ang = select(f32(position) * inv_freq[j], 0.0, p.zero != 0u);
   let cs = sincos(ang);
   let x1 = f32(vals[j]);

@@ -14,7 +14,8 @@
  * Kernels (`shaders/rope.wgsl`):
  * - `rope`: naive, one thread per rotation pair `(j, j + D/2)`, 256 per
  *   workgroup. The angle is the f32 product `f32(pos) * inv_freq[j]`, exactly
- *   as PyTorch forms it; cos/sin use an own range reduction and polynomials,
+ *   as PyTorch forms it; cos/sin use an own range reduction and polynomials
+ *   (`shaders/sincos.wgsl`, shared with the backward and the fused q/k kernels),
  *   because WGSL bounds the builtins only on [-π, π] and real drivers use
  *   that freedom: on an H100 (Vulkan) builtin cos/sin were off by up to
  *   4.6e-3 for angles in [1e3, 4e4) and 1.7e-2 up to 1.3e5, while this kernel

@@ -16,10 +16,11 @@
  * trainable, so there is no gradient for it or for the positions. Layouts
  * `"BHTD"` and `"BTHD"` as in the forward.
  *
- * Kernels (`shaders/rope_backward.wgsl`):
+ * Kernels (`shaders/rope.wgsl`, beside the forward's):
  * - `rope_backward`: naive, one thread per rotation pair, 256 per workgroup,
- *   f32; the forward's f32 angle and own sincos (accurate at large angles, see
- *   `./rope.ts`). Memory-bound; no faster variant needed.
+ *   f32; the forward's pairs, f32 angle and sincos (`shaders/sincos.wgsl`,
+ *   accurate at large angles, see `./rope.ts`). Memory-bound; no faster
+ *   variant needed.
  *
  * @example The gradient of a rotation is the inverse rotation
  * ```ts
@@ -110,7 +111,12 @@ export function ropeBackward(
   const dx = output(gpu, dy.shape, "f32");
   const n = dy.size / 2;
   if (n === 0) return dx;
-  const k = gpu.kernel({ shader: "rope_backward", entry: "rope_backward", constants: { WG } });
+  const k = gpu.kernel({
+    shader: "rope",
+    entry: "rope_backward",
+    defines: { T: "f32" },
+    constants: { WG },
+  });
   gpu.dispatch(k, [dy.buffer, positions.buffer, invFreq.buffer, dx.buffer], grid1d(n, WG), {
     n,
     half: D / 2,
