@@ -7,7 +7,9 @@
  * variants' difference with that drift.
  *
  * A variant is written `key=value,key=value` (keys: `minKeys`, `threads`, `maxKeys`,
- * `workgroups`, `combine`), an empty one (`-`) is the defaults; variants are separated by `;`.
+ * `workgroups`, `combine` = `fused` | `dispatch`, `early` = `on` | `off`); `default` (or `-`) is
+ * the defaults; variants are separated by `;`. Begin the list with `default`, not `-`: node's
+ * `parseArgs` takes `--variants "-;…"` for a missing value (or write `--variants=-;…`).
  *
  * @example
  * ```ts
@@ -24,7 +26,7 @@ import { flashDecodeDefaults } from "../src/cache/paged_decode.ts";
 
 /** One variant: the defaults it sets, and its label. */
 export interface Variant {
-  /** As written on the command line (`-` for the defaults). */
+  /** As written on the command line (`default` or `-` for the defaults). */
   label: string;
   /** The {@linkcode flashDecodeDefaults} it sets; the keys it does not name are unset. */
   defaults: typeof flashDecodeDefaults;
@@ -33,15 +35,15 @@ export interface Variant {
 const NUMERIC = ["minKeys", "threads", "maxKeys", "workgroups"] as const;
 
 /**
- * Parses `a;b;…` into variants.
+ * Parses `a;b;…` into variants (`default` or `-`: the defaults).
  *
- * @throws {RangeError} On an unknown key, a value that is not a positive integer (numeric keys)
- *   or not `fused` / `dispatch` (`combine`), or no variant.
+ * @throws {RangeError} On an unknown key, a value that is not a positive integer (numeric keys),
+ *   not `fused` / `dispatch` (`combine`) or not `on` / `off` (`early`), or no variant.
  */
 export function parseVariants(spec: string): Variant[] {
   const out = spec.split(";").map((v) => v.trim()).filter((v) => v !== "").map((label) => {
     const defaults: typeof flashDecodeDefaults = {};
-    if (label !== "-") {
+    if (label !== "-" && label !== "default") {
       for (const part of label.split(",")) {
         const [key, value, extra] = part.split("=").map((x) => x.trim());
         if (value === undefined || extra !== undefined) {
@@ -52,6 +54,11 @@ export function parseVariants(spec: string): Variant[] {
             throw new RangeError(`--variants: combine must be fused or dispatch, got ${value}`);
           }
           defaults.combine = value;
+        } else if (key === "early") {
+          if (value !== "on" && value !== "off") {
+            throw new RangeError(`--variants: early must be on or off, got ${value}`);
+          }
+          defaults.earlyLoads = value === "on";
         } else if ((NUMERIC as readonly string[]).includes(key)) {
           const n = Number(value);
           if (!(Number.isInteger(n) && n >= 1)) {
@@ -60,7 +67,9 @@ export function parseVariants(spec: string): Variant[] {
           defaults[key as typeof NUMERIC[number]] = n;
         } else {
           throw new RangeError(
-            `--variants: unknown key "${key}" in "${label}" (keys: ${NUMERIC.join(", ")}, combine)`,
+            `--variants: unknown key "${key}" in "${label}" (keys: ${
+              NUMERIC.join(", ")
+            }, combine, early)`,
           );
         }
       }

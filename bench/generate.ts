@@ -20,7 +20,7 @@
  * [--readback-every 32] [--replay both|on|off] [--overlap 8] [--no-torch] [--quick]
  * [--legacy-gemv] [--combine fused|dispatch] [--decode-max-keys N] [--decode-workgroups N]
  * [--decode-threads N] [--decode-min-keys N] [--variants "a;b" [--rounds 3]] [--json FILE]`.
- * `--variants` (bench/_variants.ts, e.g. `"minKeys=64;minKeys=128"`): an A/B of decode-attention
+ * `--variants` (bench/_variants.ts, e.g. `"default;minKeys=128"`): an A/B of decode-attention
  * defaults in one process, the variants alternating round by round on one model per context and
  * cache (tok/s by round and the median; no PyTorch twin, no profile). `--decode-max-keys` /
  * `--decode-workgroups` / `--decode-threads` / `--decode-min-keys`: `flashDecodeDefaults.maxKeys` /

@@ -7,13 +7,23 @@ import assert from "node:assert/strict";
 import { applyVariant, parseVariants } from "../bench/_variants.ts";
 import { flashDecodeDefaults } from "../src/cache/paged_decode.ts";
 
-Deno.test("parseVariants reads key=value sets separated by ';', '-' for the defaults", () => {
-  const vs = parseVariants("minKeys=64; - ;threads=256,combine=fused;");
-  assert.deepEqual(vs.map((v) => v.label), ["minKeys=64", "-", "threads=256,combine=fused"]);
+Deno.test("parseVariants reads key=value sets separated by ';', 'default' or '-' for the defaults", () => {
+  const vs = parseVariants("minKeys=64; - ;threads=256,combine=fused;early=on;early=off;default");
+  assert.deepEqual(vs.map((v) => v.label), [
+    "minKeys=64",
+    "-",
+    "threads=256,combine=fused",
+    "early=on",
+    "early=off",
+    "default",
+  ]);
   assert.deepEqual(vs.map((v) => v.defaults), [
     { minKeys: 64 },
     {},
     { threads: 256, combine: "fused" },
+    { earlyLoads: true },
+    { earlyLoads: false },
+    {},
   ]);
 });
 
@@ -21,6 +31,7 @@ Deno.test("parseVariants names the bad part", () => {
   assert.throws(() => parseVariants("minKeys=0"), /minKeys must be an integer >= 1, got 0/);
   assert.throws(() => parseVariants("threads=1.5"), /threads must be an integer >= 1, got 1.5/);
   assert.throws(() => parseVariants("combine=both"), /combine must be fused or dispatch, got both/);
+  assert.throws(() => parseVariants("early=1"), /early must be on or off, got 1/);
   assert.throws(() => parseVariants("kernel=staged"), /unknown key "kernel" in "kernel=staged"/);
   assert.throws(() => parseVariants("minKeys"), /"minKeys" in "minKeys" is not key=value/);
   assert.throws(() => parseVariants(" ; "), /no variant/);
