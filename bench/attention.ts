@@ -28,7 +28,8 @@
  * head (2 for Qwen3-0.6B). `--other` also validates and times the flash
  * kernel under another tuning (src/cache/paged_decode.ts `FlashDecodeTuning`), chosen with
  * `--other-threads N`, `--other-loads J`, `--other-min-keys N`, `--other-max-keys N`,
- * `--other-workgroups N` and `--other-combine fused|dispatch` (a sweep), its samples interleaved
+ * `--other-workgroups N`, `--other-combine fused|dispatch` and `--other-early` (a sweep), its
+ * samples interleaved
  * with the routed kernel's (A B A B: a drifting clock weighs on both alike): columns `other µs`
  * and `this/other`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
  * chosen from the length bound). Defaults on a CPU adapter (llvmpipe): contexts 256,1024, batches
@@ -73,6 +74,7 @@ const { values: args } = parseArgs({
     "other-loads": { type: "string" },
     "other-min-keys": { type: "string" },
     "other-combine": { type: "string" },
+    "other-early": { type: "boolean", default: false },
     "other-max-keys": { type: "string" },
     "other-workgroups": { type: "string" },
     quick: { type: "boolean", default: false },
@@ -334,6 +336,7 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
     combine: args["other-combine"] as "fused" | "dispatch" | undefined,
     maxKeys: args["other-max-keys"] ? Number(args["other-max-keys"]) : undefined,
     workgroups: args["other-workgroups"] ? Number(args["other-workgroups"]) : undefined,
+    earlyLoads: args["other-early"] || undefined,
   };
   const other = () => {
     const out = pagedDecodeFlash(s, 0, q, { ...a, tuning });

@@ -1,5 +1,6 @@
 // Flash-decoding over the paged KV cache (SPEC §5.1 visibility): `decode_online`, then
 // `combine` (paged_decode_combine.wgsl, which includes this file). This file includes
+// paged_decode_keys.wgsl (a split's keys located and their words loaded, EARLY too),
 // paged_decode_out.wgsl (a split's epilogue) and paged_decode_merge.wgsl (the FUSED merge).
 // Launcher, CPU twin and version notes: src/cache/paged_decode.ts. The readable kernels
 // (`partial`, and the v2 `decode`) stay in shaders/paged_attention.wgsl.
@@ -34,6 +35,10 @@
 //   l = 0 weighs 0 (SPEC §9.7); a row with no visible key is 0.
 // DIRECT = 1 (one split a page): decode_online divides its sums by l and stores out itself (0
 //   where l = 0), and no combine runs: one dispatch a layer fewer for short pages.
+// EARLY = 1: each thread reads its first-block rows' entries from the table itself and requests
+//   their K and V words at once, beside the (pos, mark) reads, instead of after the barrier that
+//   publishes kph: the chain before the first dot loses one dependent global load. Rows found
+//   invisible or past the split are masked as `word` would have zeroed them: same results.
 
 struct Params {
   pages: u32,  // B * Hkv
@@ -81,6 +86,7 @@ override SCR: u32 = 1088u;  // max(KB * (L + 1) * GV, 2 * KP * D4 + KP * GV, WG)
 override CW: u32 = 8u;      // combine: vec4 columns per workgroup (divides D4)
 override DIRECT: u32 = 0u;  // 1: one split a page (np = 1): normalise and store out, no combine
 override FUSED: u32 = 0u;   // 1: the last split of a page to finish merges the page's splits
+override EARLY: u32 = 0u;   // 1: the first block's K/V words requested beside the (pos, mark) reads
 const NEG: f32 = -3.40282346e38;
 const NOKEY: u32 = 0xffffffffu;
 
@@ -164,78 +170,6 @@ fn qv(base: u32, g: u32, c: u32, h: u32) -> vec4<f32> {
   if (g >= GQ) { return vec4<f32>(0.0); }
   let o = base + g * DD + c * EPV + 4u * h;
   return vec4<f32>(f32(q[o]), f32(q[o + 1u]), f32(q[o + 2u]), f32(q[o + 3u])) * p.scale;
-}
-
-// Word c of key kk of the split from pool `which` (0: K, 1: V); zero past the split or for an
-// invisible key (not read).
-fn word(which: u32, kk: u32, cnt: u32, c: u32) -> vec4<u32> {
-  var x = vec4<u32>(0u);
-  if (kk < cnt) {
-    let e = kph[kk];
-    if (e != NOKEY) {
-      if (which == 0u) { x = kw[e * L + c]; } else { x = vw[e * L + c]; }
-    }
-  }
-  return x;
-}
-
-// Four word rows of one pool: rows kk0 + (jb + i)·KP of the split, i = 0..3 (zero for
-// jb + i >= J).
-struct W4 {
-  w0: vec4<u32>,
-  w1: vec4<u32>,
-  w2: vec4<u32>,
-  w3: vec4<u32>,
-}
-
-fn words4(which: u32, jb: u32, kk0: u32, cnt: u32, c: u32) -> W4 {
-  var x: W4;
-  x.w0 = word(which, kk0 + jb * KP, cnt, c);
-  if (jb + 1u < J) { x.w1 = word(which, kk0 + (jb + 1u) * KP, cnt, c); }
-  if (jb + 2u < J) {
-    x.w2 = word(which, kk0 + (jb + 2u) * KP, cnt, c);
-    x.w3 = word(which, kk0 + (jb + 3u) * KP, cnt, c);
-  }
-  return x;
-}
-
-// Entry of key i of the split that starts at slot ks (clamped into the split: cnt >= 1).
-fn entry(pg: u32, ks: u32, cnt: u32, i: u32) -> u32 {
-  let s = ks + min(i, cnt - 1u);
-  return u32(table[(p.lbase + pg) * p.mb + s / p.bs]) * p.bs + s % p.bs;
-}
-
-// Entries of keys i + j·WG, j = 0..3, of the split, all four table reads requested together (a
-// loop would issue them one iteration at a time). The first two are read whatever the split's
-// length (`entry` clamps into it), the other two only under it (0 past it).
-fn entries4(pg: u32, ks: u32, cnt: u32, i: u32) -> vec4<u32> {
-  var e = vec4<u32>(entry(pg, ks, cnt, i), entry(pg, ks, cnt, i + WG), 0u, 0u);
-  if (i + 2u * WG < cnt) { e.z = entry(pg, ks, cnt, i + 2u * WG); }
-  if (i + 3u * WG < cnt) { e.w = entry(pg, ks, cnt, i + 3u * WG); }
-  return e;
-}
-
-// Whether entry e of key i is visible, false past the split (its (pos, mark) not read).
-fn seen_in(e: u32, i: u32, cnt: u32) -> bool {
-  return i < cnt && seen(e);
-}
-
-// kph of keys i + j·WG under cnt: the entry, or NOKEY where it is invisible (the four (pos,
-// mark) reads requested together).
-fn keep4(e: vec4<u32>, i: u32, cnt: u32) {
-  let v = vec4<bool>(seen(e.x), seen(e.y), seen_in(e.z, i + 2u * WG, cnt),
-                     seen_in(e.w, i + 3u * WG, cnt));
-  if (i < cnt) { kph[i] = select(NOKEY, e.x, v.x); }
-  if (i + WG < cnt) { kph[i + WG] = select(NOKEY, e.y, v.y); }
-  if (i + 2u * WG < cnt) { kph[i + 2u * WG] = select(NOKEY, e.z, v.z); }
-  if (i + 3u * WG < cnt) { kph[i + 3u * WG] = select(NOKEY, e.w, v.w); }
-}
-
-// Whether entry e is visible to the query (SPEC §5.1).
-fn seen(e: u32) -> bool {
-  let kp = kmeta[2u * e];
-  let mk = kmeta[2u * e + 1u];
-  return p.t0 >= 0 && kp <= p.t0 && mk != 2 && (mk == 0 || p.t0 - kp <= p.window);
 }
 
 // Lane c's partial dots of key row (jj, r) of the block with every head -> scr.
@@ -341,6 +275,7 @@ fn update1(r: u32, y: W4) {
 
 // #include "paged_decode_out"
 // #include "paged_decode_merge"
+// #include "paged_decode_keys"
 
 @compute @workgroup_size(WG)
 fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -373,8 +308,16 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   }
   let c = tid % L;
   let r = tid / L;
+  var fe = vec4<u32>(0u);
+  if (EARLY == 1u) { fe = rows4(pg, ks, cnt, r); }
   let qbase = pg * GQ * DD;  // (b * Hq + h * G) * D
   load_q(qbase, c);
+  var xa: W4;
+  var ya: W4;
+  if (EARLY == 1u) {
+    xa = pool4(0u, fe, c);
+    ya = pool4(1u, fe, c);
+  }
   ms0 = vec4<f32>(NEG);
   ms1 = vec4<f32>(NEG);
   // Locate the split's keys; invisible ones (SPEC §5.1) become NOKEY and are never read.
@@ -389,8 +332,10 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   }
   workgroupBarrier();
 
-  var xa = words4(0u, 0u, r, cnt, c);
-  var ya = words4(1u, 0u, r, cnt, c);
+  if (EARLY == 0u) {
+    xa = words4(0u, 0u, r, cnt, c);
+    ya = words4(1u, 0u, r, cnt, c);
+  }
   var xb: W4;
   var yb: W4;
   if (J > 4u) {
@@ -416,6 +361,7 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
     workgroupBarrier();
     // 3. Online softmax and P·V with the value words in flight since the last block.
+    if (EARLY == 1u && k0 == 0u) { ya = visible4(ya, r, cnt); }
     update0(r, 0u, ya);
     if (J > 4u) { update0(r, 4u, yb); }
     if (GV == 2u) { update1(r, ya); }

@@ -33,20 +33,8 @@
  *   `decode_online` divides by l and stores the output itself (`DIRECT`) and no combine runs: the
  *   same values (one split's merge is that division), one dispatch fewer.
  *
- * Versions (H200 numbers come from `bench/h200.sh` and `bench/attention.ts`; on lavapipe
- * `bench/attention.ts` prints ratios):
- * - v2 (`decode` in ./paged_attention.ts) kept its per-thread state in arrays indexed inside
- *   loops, and naga (wgpu 25+) bounds every loop with a 64-bit counter, so drivers do not
- *   unroll them and such arrays go to local memory (gfx-rs/wgpu#7698): ~350 GB/s whatever the
- *   dtype or batch.
- * - `decode_fast` (2026-12-03): per-thread state in mat4x4 registers indexed by constants only
- *   (column g = head g: q·k of 4 heads is `lo * qa`, the P·V update adds `mat4x4(lo * p.x,
- *   ...)`), straight-line loads: 3.0–4.5× v2, 1.1–1.7 TB/s dense f16 at 32K–128K.
- * - `decode_online` (2026-12-04): the same per-thread layout in one pass (no max tree, no
- *   second pass over the values). At 256 threads it equalled `decode_fast` in f16 (within 2%)
- *   and was 1.1–1.5× faster in f32, so `decode_fast` was removed; with 128 threads
- *   per workgroup and splits of 128–256 keys (`THREADS`, `flashDecodeMinKeys` below) dense
- *   32K f16 runs at 1.6 TB/s (B = 1) and 2.2 TB/s (B = 4).
+ * Why the kernel looks as it does (the versions before it, every sweep and every variant tried):
+ * docs/performance.md, "Decode attention".
  *
  * @module
  */
@@ -58,10 +46,8 @@ import { dispatchBound } from "./dispatch_bound.ts";
 import type { PagedKvStorage } from "./paged_storage.ts";
 
 /**
- * Threads per flash-decoding workgroup unless tuned or the shape needs more. H200 sweeps (f16,
- * Hkv 8, G 4, D 128, `bench/attention.ts --other-threads/--other-min-keys`, 2026-12-04): 128
- * threads against 256 took dense 32K B = 1 from 100 to 85 µs, B = 4 from 335 to 247, DMS CR 8
- * 32K B = 4 from 82 to 63, 4K B = 4 from 69 to 58; 512 threads were slower everywhere.
+ * Threads per flash-decoding workgroup unless tuned or the shape needs more (H200: 128 beat 256
+ * and 512 at every measured shape; docs/performance.md).
  */
 const THREADS = 128;
 /** Threads per `combine` workgroup. */
@@ -73,17 +59,10 @@ const WG = 256;
 const TARGET_WORKGROUPS = 512;
 /**
  * The default least keys of an adaptive split (`KMIN`) for G query heads per KV head: 64 at G ≤ 2,
- * 128 above (exported for the CPU twin, ./paged_decode_reference.ts). With 128 threads (splits of
- * at most 256 keys), KMIN 128 against 256 took the small caches down (G 4): DMS CR 8 32K B = 1 33
- * -> 26 µs, 4K B = 4 30 -> 24, dense 4K B = 1 23.5 -> 22.5; the large ones stayed (their splits
- * are full). KMIN 64 against 128 (session 13, H200, f16, `bench/attention.ts --other-min-keys
- * 128`, the two timed interleaved; same-tuning rows agreed within 0-3%): at G 2 (Qwen3-0.6B) 4K
- * B = 1 dense 19.3 / 20.1 µs, DMS 30.6 / 33.6, 4K B = 4 DMS 22.7 / 32.1, 32K DMS B = 1 37.1 / 35.9,
- * the rest equal; end to end (`bench/generate.ts --decode-min-keys`, Qwen3-0.6B, B = 1, one
- * lease) DMS at 32K 660 / 661 tok/s against 611–628 for 128, 2K within the run-to-run spread
- * (694–713 against 631–688), dense 32K unchanged. At G 4 mixed: 4K B = 1 dense 26.3 / 22.0, DMS
- * 29.4 / 33.8, 4K B = 4 DMS 26.4 / 23.7, 32K DMS B = 1 45.0 / 43.0; so 128 stays there. It only
- * changes pages that get fewer than TARGET_WORKGROUPS workgroups from full splits (small batches).
+ * 128 above (exported for the CPU twin, ./paged_decode_reference.ts). It only changes pages that
+ * get fewer than TARGET_WORKGROUPS workgroups from full splits (small batches); the H200 sweeps
+ * behind both values (bench/attention.ts --other-min-keys, bench/generate.ts --decode-min-keys)
+ * are in docs/performance.md, session 13.
  *
  * @param G Query heads per KV head.
  * @returns The default least keys of an adaptive split.
@@ -138,6 +117,14 @@ export interface FlashDecodeTuning {
    * kernel after it.
    */
   combine?: "fused" | "dispatch";
+  /**
+   * Whether each thread requests its first block's K and V words straight from the block table,
+   * beside the split's visibility reads, instead of after the barrier that publishes them
+   * (`EARLY`): one dependent global load fewer before the first dot, the same results (rows
+   * found invisible are masked as the default path skips them). Default false
+   * ({@linkcode flashDecodeDefaults}); not measured on a GPU yet.
+   */
+  earlyLoads?: boolean;
 }
 
 /**
@@ -166,6 +153,11 @@ export function flashDecodeShape(
   if (tuning.combine !== undefined && tuning.combine !== "fused" && tuning.combine !== "dispatch") {
     throw new RangeError(
       `flashDecodeShape: combine must be "fused" or "dispatch", got ${tuning.combine}`,
+    );
+  }
+  if (tuning.earlyLoads !== undefined && typeof tuning.earlyLoads !== "boolean") {
+    throw new RangeError(
+      `flashDecodeShape: earlyLoads must be true or false, got ${tuning.earlyLoads}`,
     );
   }
   if (tuning.minKeys !== undefined && !(Number.isInteger(tuning.minKeys) && tuning.minKeys >= 1)) {
@@ -234,6 +226,7 @@ export function flashDecodeShape(
         KB,
         PSMAX: ps,
         KMIN: Math.min(tuning.minKeys ?? flashDecodeMinKeys(G), ps),
+        EARLY: tuning.earlyLoads ? 1 : 0,
         SCR,
         SPB: KB * GV,
       };
@@ -298,7 +291,11 @@ export function flashDecodePlan(
   if (d.minKeys !== undefined && !(Number.isInteger(d.minKeys) && d.minKeys >= 1)) {
     throw bad("minKeys", "an integer >= 1");
   }
-  const tuned = { ...tuning, minKeys: tuning.minKeys ?? d.minKeys };
+  const tuned = {
+    ...tuning,
+    minKeys: tuning.minKeys ?? d.minKeys,
+    earlyLoads: tuning.earlyLoads ?? d.earlyLoads,
+  };
   // A default thread count is a preference: where the shape cannot take it, the untuned choice.
   const shape =
     (tuning.threads === undefined && d.threads !== undefined
@@ -420,21 +417,13 @@ export function pagedDecodeFlash(
 
 /**
  * Defaults of {@linkcode FlashDecodeTuning} for calls that give none (benchmarks set them:
- * `bench/generate.ts --combine`, `--decode-max-keys`, `--decode-workgroups`; end to end on the
- * H200, 1024 keys and 1024 workgroups took Qwen3-0.6B's 32K dense decode from 390 to 333 tok/s,
- * DMS 626 -> 636: not adopted). `maxKeys` unset: 2·threads, at most 512; `workgroups` unset: 512;
- * `combine` unset: `dispatch`; `threads` unset: 128 (256 where the shape needs it), and a default
- * the shape cannot take falls back to that choice; `minKeys` unset: 64 at G ≤ 2, else 128
- * (`flashDecodeMinKeys`). `threads` and `minKeys` apply where {@linkcode flashDecodePlan} plans a
- * layer (`--decode-threads`, `--decode-min-keys`). The fused merge was measured on the
- * H200 (f16, G 2, `bench/attention.ts --other-combine dispatch`, 2026-12-04): against the combine
- * dispatch 17.8 / 19.6 µs dense 2K B = 1 (16 splits), DMS 2K B = 4 19.4 / 26.1, but 75.9 / 64.9
- * dense 32K B = 1 (64 splits) and DMS 32K B = 4 71.8 / 53.8 (the last split's merge is serial in
- * the splits); end to end at 2K, B = 1 (`bench/generate.ts --combine`), DMS made 416 and 533
- * tok/s fused against 561 with the dispatch on one lease (549 on another): not adopted. Session
- * 13 took the serial loops out of the merge (the heads' maximum and sum through a tree of the
- * threads, 8 splits' loads in flight); that version is tested but not measured yet (measure with
- * `bench/generate.ts --variants "-;combine=fused"`).
+ * `bench/generate.ts --variants`, `--combine`, `--decode-*`). `maxKeys` unset: 2·threads, at most
+ * 512; `workgroups` unset: 512; `combine` unset: `dispatch`; `earlyLoads` unset: false; `threads`
+ * unset: 128 (256 where the shape needs it), and a default the shape cannot take falls back to
+ * that choice; `minKeys` unset: 64 at G ≤ 2, else 128 (`flashDecodeMinKeys`). `threads`,
+ * `minKeys` and `earlyLoads` apply where {@linkcode flashDecodePlan} plans a layer. The fused merge
+ * lost to the combine dispatch on the H200 in session 10; session 13's restructured merge and
+ * `earlyLoads` are tested but not yet timed on a GPU (docs/performance.md, "Decode attention").
  *
  * @example Every merge inside decode_online
  * ```ts
@@ -444,7 +433,7 @@ export function pagedDecodeFlash(
  */
 export const flashDecodeDefaults: Pick<
   FlashDecodeTuning,
-  "combine" | "maxKeys" | "workgroups" | "threads" | "minKeys"
+  "combine" | "maxKeys" | "workgroups" | "threads" | "minKeys" | "earlyLoads"
 > = {};
 
 /** Pages the fused merge counts arrivals for, at most (one u32 each). */

@@ -35,6 +35,7 @@ export const SHADER_FILES: readonly string[] = [
   "paged_copy",
   "paged_decode",
   "paged_decode_combine",
+  "paged_decode_keys",
   "paged_decode_merge",
   "paged_decode_out",
   "paged_kv",

@@ -17,6 +17,7 @@ import {
   pagedDecodeFlash,
 } from "../../src/cache/paged_decode.ts";
 import { type DecodePage, flashDecodeReference } from "../../src/cache/paged_decode_reference.ts";
+import type { PagedKvStorage } from "../../src/cache/paged_storage.ts";
 import { createDmsCache } from "../../src/dms/dms_cache.ts";
 import { createDenseCache } from "../../src/policies/dense.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
@@ -43,7 +44,10 @@ interface Case {
 }
 
 /** Fills a cache with a problem in chunks, then decodes one query with the flash kernel. */
-async function check(c: Case, opts: { skipFlash?: boolean } = {}): Promise<void> {
+async function check(
+  c: Case,
+  opts: { skipFlash?: boolean; skipEarly?: boolean } = {},
+): Promise<void> {
   const Hkv = 2, W = Math.max(6, c.blockSize - 1);
   const f16 = c.dtype === "f16";
   const pr = makeProblem({ ...c, Hkv, pads: [c.pad, 0], f16 });
@@ -71,9 +75,19 @@ async function check(c: Case, opts: { skipFlash?: boolean } = {}): Promise<void>
     if (!flashDecodePlan(s, 0, c.G, tuning)) tuning = t;
   }
   if (opts.skipFlash) return;
+  await poisonInvisible(s, args.t0, args.window);
   using fast = pagedDecodeFlash(s, 0, q, { ...args, tuning });
   if (!fast) throw new Error(`no flash kernel for ${label}`);
   const got = await fast.toArray();
+  // The early first-block loads (EARLY) skip nothing the default path reads and mask what it
+  // zeroes: the same arithmetic in the same order, so the same bits.
+  if (!opts.skipEarly) {
+    using early = pagedDecodeFlash(s, 0, q, {
+      ...args,
+      tuning: { ...tuning, earlyLoads: !tuning.earlyLoads },
+    })!;
+    assert.deepEqual(await early.toArray(), got, `earlyLoads flipped changed the bits ${label}`);
+  }
   // The pages as stored: entries by slot, K/V by position from the problem.
   const round = (x: Float32Array) => (f16 ? roundToF16(x) : x);
   const [k, v, qq] = [round(pr.k), round(pr.v), round(qa)];
@@ -93,6 +107,25 @@ async function check(c: Case, opts: { skipFlash?: boolean } = {}): Promise<void>
   assertClose(got, twin, TOL[c.dtype], `flash vs CPU twin ${label}`);
 }
 
+/**
+ * Overwrites the K and V rows of every stored entry that the query at t0 must not see (SPEC §5.1:
+ * mark 2, a future position, or marked and past the window) with NaN, so a kernel that lets any
+ * of their words into a score or a sum fails the oracle comparison.
+ */
+async function poisonInvisible(s: PagedKvStorage, t0: number, window: number): Promise<void> {
+  const { k, v, meta, blocks } = s.pool(0);
+  const entries = blocks * s.blockSize;
+  const m = new Int32Array(await gpu.read(meta, entries * 8));
+  const f16 = s.dtype === "f16";
+  const row = f16 ? new Uint16Array(s.headDim).fill(0x7e00) : new Float32Array(s.headDim).fill(NaN);
+  for (let e = 0; e < entries; e++) {
+    const pos = m[2 * e], mark = m[2 * e + 1];
+    if (pos <= t0 && mark !== 2 && (mark === 0 || t0 - pos <= window)) continue;
+    gpu.write(k, row, e * row.byteLength);
+    gpu.write(v, row, e * row.byteLength);
+  }
+}
+
 const caseArb = fc.record({
   dtype: fc.constantFrom(...(gpu.hasF16 ? ["f32", "f16"] as const : ["f32"] as const)),
   G: fc.integer({ min: 1, max: 8 }),
@@ -110,6 +143,7 @@ const caseArb = fc.record({
     loads: fc.constantFrom(undefined, 1, 2, 4, 8),
     minKeys: fc.constantFrom(undefined, 32, 100),
     combine: fc.constantFrom<"fused" | "dispatch" | undefined>(undefined, "fused"),
+    earlyLoads: fc.constantFrom(undefined, true),
     keysPerThread: fc.constantFrom(undefined, 1, 4, 8),
     workgroups: fc.constantFrom(undefined, 1, 8),
   }).map(({ keysPerThread, ...t }) => ({
@@ -213,7 +247,7 @@ Deno.test({
         try {
           // check() also fills the cache: pagedDecodeFlash's dispatches are the difference
           // from the same check without it (below).
-          await check({ ...base, G, dms, dtype: "f32", T, tuning });
+          await check({ ...base, G, dms, dtype: "f32", T, tuning }, { skipEarly: true });
         } finally {
           gpu.dispatch = dispatch;
         }
@@ -313,7 +347,13 @@ Deno.test({
   },
 });
 
-Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workgroups, combine", () => {
+Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workgroups, combine, earlyLoads", () => {
+  assert.throws(
+    () => flashDecodeShape("f16", 4, 128, 1 << 15, { earlyLoads: 1 as unknown as boolean }),
+    /earlyLoads must be true or false, got 1/,
+  );
+  assert.equal(flashDecodeShape("f16", 4, 128, 1 << 15, { earlyLoads: true })!.EARLY, 1);
+  assert.equal(flashDecodeShape("f16", 4, 128, 1 << 15)!.EARLY, 0);
   assert.throws(
     () =>
       flashDecodeShape("f16", 4, 128, 1 << 15, {
@@ -399,9 +439,13 @@ Deno.test({
       assert.throws(wg, /flashDecodeDefaults\.minKeys must be an integer >= 1, got 0/);
       flashDecodeDefaults.minKeys = 32;
       assert.equal(flashDecodePlan(s, 0, 2)?.shape.KMIN, 32);
+      flashDecodeDefaults.earlyLoads = true;
+      assert.equal(flashDecodePlan(s, 0, 2)?.shape.EARLY, 1);
+      assert.equal(flashDecodePlan(s, 0, 2, { earlyLoads: false })?.shape.EARLY, 0); // the call wins
     } finally {
       flashDecodeDefaults.threads = undefined;
       flashDecodeDefaults.minKeys = undefined;
+      flashDecodeDefaults.earlyLoads = undefined;
     }
   },
 });

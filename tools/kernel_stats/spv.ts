@@ -12,7 +12,8 @@
  * Usage: `deno run -A tools/kernel_stats/spv.ts [--out .device/stats] [--decode]
  * [--kernel shader:entry[:T] --constants NAME=V,...]...`. `--decode` adds `decode_online` for
  * f16 / f32, G 1, 2, 4, 8, 128 threads and loads J 1, 2, 4, 8 (src/cache/paged_decode.ts
- * `flashDecodeShape`, D 128), each also with `FUSED` 1 (the fused merge's tail); each `--kernel`
+ * `flashDecodeShape`, D 128), each also with `FUSED` 1 (the fused merge's tail), `EARLY` 1 (the
+ * early first-block loads) and both; each `--kernel`
  * takes the `--constants` that follow it.
  *
  * @module
@@ -57,14 +58,16 @@ if (args.decode) {
         const c = flashDecodeShape(dtype, G, 128, 1 << 16, { threads: 128, loads });
         if (!c || c.J !== loads) continue;
         // FUSED 1: the merge of the page's splits in the kernel's tail (combine "fused"); its
-        // registers count for the whole kernel's occupancy.
-        for (const fused of [0, 1]) {
+        // registers count for the whole kernel's occupancy. EARLY 1: the first block's loads
+        // beside the visibility reads (tuning earlyLoads).
+        for (const [fused, early] of [[0, 0], [1, 0], [0, 1], [1, 1]]) {
+          const tag = `${fused ? "_fused" : ""}${early ? "_early" : ""}`;
           variants.push({
-            name: `decode_online_${dtype}_g${G}_j${loads}${fused ? "_fused" : ""}`,
+            name: `decode_online_${dtype}_g${G}_j${loads}${tag}`,
             shader: "paged_decode",
             entry: "decode_online",
             defines: { T: dtype },
-            constants: { ...c, DIRECT: 0, FUSED: fused },
+            constants: { ...c, DIRECT: 0, FUSED: fused, EARLY: early },
           });
         }
       }
