@@ -209,26 +209,9 @@ export async function* generate(
   prompts: readonly (readonly number[])[],
   opts: GenerateOptions,
 ): AsyncGenerator<GenerateChunk, GenerateResult> {
+  const overlap = checkInputs(model, prompts, opts);
   const cfg = model.config, gpu = model.gpu;
   const B = prompts.length;
-  if (B === 0) throw new RangeError("generate: no prompts");
-  if (!(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) {
-    throw new RangeError(`generate: maxTokens must be an integer >= 1, got ${opts.maxTokens}`);
-  }
-  const overlap = opts.readbackOverlap ?? (typeof opts.cache === "object" ? 0 : 8);
-  if (!(Number.isInteger(overlap) && overlap >= 0)) {
-    throw new RangeError(`generate: readbackOverlap must be an integer >= 0, got ${overlap}`);
-  }
-  prompts.forEach((p, b) => {
-    if (!p.length) throw new RangeError(`generate: prompt ${b} is empty`);
-    p.forEach((t, i) => {
-      if (!(Number.isInteger(t) && t >= 0 && t < cfg.vocabSize)) {
-        throw new RangeError(
-          `generate: prompt ${b} token ${i} = ${t} is outside the vocabulary [0, ${cfg.vocabSize})`,
-        );
-      }
-    });
-  });
   const eos = new Set(opts.eosTokenIds ?? cfg.eosTokenIds);
   const every = Math.max(1, opts.readbackEvery ?? 16);
   const ownCache = typeof opts.cache !== "object";
@@ -236,46 +219,14 @@ export async function* generate(
     ? opts.cache
     : createCacheFor(model, B, opts.cache ?? (cfg.isDms ? "dms" : "dense"));
   const start = cache.tokensSeen;
-
-  // --- prefill: left-pad to the longest prompt; padded keys are never stored
   const P = Math.max(...prompts.map((p) => p.length));
-  const ids = new Int32Array(B * P), mask = new Int32Array(B * P), pos = new Int32Array(B * P);
-  prompts.forEach((p, b) => {
-    const pad = P - p.length;
-    for (let i = 0; i < P; i++) {
-      ids[b * P + i] = i < pad ? 0 : p[i - pad];
-      mask[b * P + i] = i < pad ? 0 : 1;
-      pos[b * P + i] = start + i;
-    }
-  });
-  const chunk = Math.max(1, opts.prefillChunk ?? cfg.dms.chunkedPrefill ?? P);
   const next = Tensor.zeros(gpu, [B, 1], "i32"); // the next step's input ids
   const log = Tensor.zeros(gpu, [B, every], "i32"); // sampled tokens since the last readback
   const all: number[][] = prompts.map(() => []);
   const done = prompts.map(() => false);
   let final: KvCacheStats | undefined;
   try {
-    let last: Tensor<"f32"> | undefined;
-    for (let s = 0; s < P; s += chunk) {
-      const e = Math.min(P, s + chunk), n = e - s;
-      const slice = (a: Int32Array) => {
-        const out = new Int32Array(B * n);
-        for (let b = 0; b < B; b++) out.set(a.subarray(b * P + s, b * P + e), b * n);
-        return out;
-      };
-      await cache.reserve(n);
-      using idt = Tensor.fromArray(gpu, slice(ids), [B, n], "i32");
-      using pst = Tensor.fromArray(gpu, slice(pos), [B, n], "i32");
-      const km = slice(mask);
-      last?.dispose();
-      last = model.forward(idt, {
-        mode: "inference",
-        positions: pst,
-        cache,
-        keyMask: km.every((x) => x === 1) ? undefined : km,
-        logits: e === P ? "last" : "none",
-      });
-    }
+    const last = await prefill(model, prompts, cache, opts.prefillChunk);
     // --- decode, GPU-resident: sample -> next ids -> forward -> sample ...
     const posT = Tensor.empty(gpu, [B, 1], "i32");
     const replayer = opts.replay !== false && cache.replayDecodeStep
@@ -304,8 +255,8 @@ export async function* generate(
       }
     };
     try {
-      const first = last!.reshape([B, cfg.vocabSize]) as Tensor<"f32">;
-      last!.dispose();
+      const first = last.reshape([B, cfg.vocabSize]) as Tensor<"f32">;
+      last.dispose();
       sample(first, { ...opts.sampling, step: 0, out: next, log, logColumn: 0 });
       first.dispose();
       let step = 1, pending = 1;
@@ -363,6 +314,92 @@ export async function* generate(
     log.dispose();
     if (ownCache) cache.dispose();
   }
+}
+
+/**
+ * The input checks of `generate`; returns the readback overlap.
+ *
+ * @throws {RangeError} As `generate` documents.
+ */
+function checkInputs(
+  model: Transformer,
+  prompts: readonly (readonly number[])[],
+  opts: GenerateOptions,
+): number {
+  const V = model.config.vocabSize;
+  if (prompts.length === 0) throw new RangeError("generate: no prompts");
+  if (!(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 1)) {
+    throw new RangeError(`generate: maxTokens must be an integer >= 1, got ${opts.maxTokens}`);
+  }
+  const overlap = opts.readbackOverlap ?? (typeof opts.cache === "object" ? 0 : 8);
+  if (!(Number.isInteger(overlap) && overlap >= 0)) {
+    throw new RangeError(`generate: readbackOverlap must be an integer >= 0, got ${overlap}`);
+  }
+  prompts.forEach((p, b) => {
+    if (!p.length) throw new RangeError(`generate: prompt ${b} is empty`);
+    p.forEach((t, i) => {
+      if (!(Number.isInteger(t) && t >= 0 && t < V)) {
+        throw new RangeError(
+          `generate: prompt ${b} token ${i} = ${t} is outside the vocabulary [0, ${V})`,
+        );
+      }
+    });
+  });
+  return overlap;
+}
+
+/**
+ * The prompts through the model into `cache`, left-padded to the longest (padded keys are never
+ * stored), in chunks of `prefillChunk` tokens (default: the config's `chunkedPrefill`, else all).
+ *
+ * @returns The logits of each sequence's last prompt token, `[B, 1, vocab]` f32.
+ */
+async function prefill(
+  model: Transformer,
+  prompts: readonly (readonly number[])[],
+  cache: KvCache,
+  prefillChunk: number | undefined,
+): Promise<Tensor<"f32">> {
+  const gpu = model.gpu, B = prompts.length, start = cache.tokensSeen;
+  const P = Math.max(...prompts.map((p) => p.length));
+  const ids = new Int32Array(B * P), mask = new Int32Array(B * P), pos = new Int32Array(B * P);
+  prompts.forEach((p, b) => {
+    const pad = P - p.length;
+    for (let i = 0; i < P; i++) {
+      ids[b * P + i] = i < pad ? 0 : p[i - pad];
+      mask[b * P + i] = i < pad ? 0 : 1;
+      pos[b * P + i] = start + i;
+    }
+  });
+  const chunk = Math.max(1, prefillChunk ?? model.config.dms.chunkedPrefill ?? P);
+  let last: Tensor<"f32"> | undefined;
+  try {
+    for (let s = 0; s < P; s += chunk) {
+      const e = Math.min(P, s + chunk), n = e - s;
+      const slice = (a: Int32Array) => {
+        const out = new Int32Array(B * n);
+        for (let b = 0; b < B; b++) out.set(a.subarray(b * P + s, b * P + e), b * n);
+        return out;
+      };
+      await cache.reserve(n);
+      using idt = Tensor.fromArray(gpu, slice(ids), [B, n], "i32");
+      using pst = Tensor.fromArray(gpu, slice(pos), [B, n], "i32");
+      const km = slice(mask);
+      last?.dispose();
+      last = undefined;
+      last = model.forward(idt, {
+        mode: "inference",
+        positions: pst,
+        cache,
+        keyMask: km.every((x) => x === 1) ? undefined : km,
+        logits: e === P ? "last" : "none",
+      });
+    }
+  } catch (e) {
+    last?.dispose();
+    throw e;
+  }
+  return last!;
 }
 
 /**
