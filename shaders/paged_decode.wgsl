@@ -320,7 +320,8 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   }
   ms0 = vec4<f32>(NEG);
   ms1 = vec4<f32>(NEG);
-  // Locate the split's keys; invisible ones (SPEC §5.1) become NOKEY and are never read.
+  // Locate the split's keys; invisible ones (SPEC §5.1) become NOKEY and are never read (EARLY:
+  // the first block's are, and are masked before use).
   if (PSMAX > 2u * WG) {
     keep4(ea, tid, cnt);
     if (PSMAX > 4u * WG && cnt > 4u * WG) { keep4(eb, tid + 4u * WG, cnt); }
