@@ -291,6 +291,9 @@ export function flashDecodePlan(
   if (d.minKeys !== undefined && !(Number.isInteger(d.minKeys) && d.minKeys >= 1)) {
     throw bad("minKeys", "an integer >= 1");
   }
+  if (d.earlyLoads !== undefined && typeof d.earlyLoads !== "boolean") {
+    throw bad("earlyLoads", "true or false");
+  }
   const tuned = {
     ...tuning,
     minKeys: tuning.minKeys ?? d.minKeys,
