@@ -149,6 +149,7 @@ const caseArb = fc.record({
   blockSize: fc.constantFrom(5, 16, 64),
   split: fc.constantFrom(undefined, 32, 64, 200),
   pad: fc.constantFrom(0, 0, 3, 20),
+  hide: fc.constantFrom(undefined, undefined, 0, 31, 63, 200),
   seed: fc.integer({ min: 0, max: 1 << 30 }),
   tuning: fc.record({
     threads: fc.constantFrom(64, 128, 256, 512),
