@@ -303,7 +303,8 @@ export class PagedKvCache implements KvCache {
    * @example Eight chains from one prefilled prompt
    * ```ts ignore
    * using one = createCacheFor(model, 1, "dms");
-   * // ... prefill the prompt but its last token into `one` (generate with maxTokens 0, or forward)
+   * // ... prefill the prompt but its last token into `one` (model.forward with `cache: one`, as
+   * // bench/chains.ts does: generate() always samples at least one token)
    * using eight = createCacheFor(model, 8, "dms");
    * await eight.copySequenceFrom(one);
    * ```
