@@ -17,8 +17,9 @@
 # page over 64 x 64 = 4096 keys takes splits of 65+ keys: three blocks a split instead of two, and
 # the dispatch waits for its slowest page. 640 allows 80 splits a page; the GPU then still cuts
 # splits of at least 64 keys (KMIN), so pages up to 5120 keys take two blocks a split and the extra
-# splits stay empty, at the price of more than 528 live workgroups (4 an SM x 132) when a page
-# holds more than ~4.2K keys. Dense at 2K and 32K plans the same splits either way.
+# splits stay empty; but one wave holds 528 workgroups (4 an SM x 132), so pages over 4224 keys need
+# a second wave, likely dearer than the third block: expect a gain only for pages of 4097-4224 keys
+# (end to end at CR 8) and a loss at the attention bench's ~4.6K. Dense plans the same splits.
 # What adopting a variant takes: it wins end to end at 32K DMS without losing at 2K (the 32K target
 # needs ~8.4 µs a layer off DMS attention, docs/performance.md "At 32K"); then make it the default in
 # flashDecodeDefaults' documented values and the kernel, and log the numbers in docs/performance.md.
