@@ -73,6 +73,8 @@ var<workgroup> rl: array<f32, R>;        // running sum
 var<workgroup> ra: array<f32, R>;        // rescale of the accumulators for this tile
 var<workgroup> sh_len: i32;
 
+// #include "paged_prefill_seen"
+
 fn phys(pg: u32, s: u32) -> u32 {
   let blk = table[(p.lbase + pg) * p.mb + s / p.bs];
   return u32(blk) * p.bs + s % p.bs;
@@ -112,6 +114,9 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   for (var i = 0u; i < DC; i++) { acc[i] = vec4<f32>(0.0); }
   workgroupBarrier();
 
+  // The tile's first and last query positions: keys none of them sees are not read.
+  let qlo = p.t0 + i32(j0);
+  let qhi = p.t0 + i32(min(p.n, j0 + p.bq)) - 1;
   for (var k0 = 0u; k0 < ke; k0 += BK) {
     // Locate the tile's keys.
     if (tid < BK) {
@@ -133,6 +138,7 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         pos = p.t0 + i32(jj);
         mark = cm[pg * p.n + jj];
       }
+      if (src != 0u && !seen_by_tile(pos, mark, qlo, qhi)) { src = 0u; }
       ksrc[tid] = src;
       koff[tid] = off;
       kpos[tid] = pos;

@@ -77,6 +77,8 @@ var<workgroup> wrpos: array<i32, R>;          // query position of each row (-1:
 var<workgroup> wqoff: array<u32, R>;          // word offset of each row's query in q
 var<workgroup> wlen: i32;
 
+// #include "paged_prefill_seen"
+
 fn phys(pg: u32, s: u32) -> u32 {
   let blk = table[(p.lbase + pg) * p.mb + s / p.bs];
   return u32(blk) * p.bs + s % p.bs;
@@ -213,6 +215,9 @@ fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   workgroupBarrier();
   let qp = vec4<i32>(wrpos[4u * ty], wrpos[4u * ty + 1u], wrpos[4u * ty + 2u], wrpos[4u * ty + 3u]);
 
+  // The tile's first and last query positions: keys none of them sees are not read.
+  let qlo = p.t0 + i32(j0);
+  let qhi = p.t0 + i32(min(p.n, j0 + p.bq)) - 1;
   for (var k0 = 0u; k0 < ke; k0 += WK) {
     // Locate the tile's keys.
     if (tid < WK) {
@@ -234,6 +239,7 @@ fn wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         pos = p.t0 + i32(jj);
         mark = cm[pg * p.n + jj];
       }
+      if (src != 0u && !seen_by_tile(pos, mark, qlo, qhi)) { src = 0u; }
       wsrc[tid] = src;
       woff[tid] = off;
       wpos[tid] = pos;

@@ -40,6 +40,7 @@ export const SHADER_FILES: readonly string[] = [
   "paged_decode_out",
   "paged_kv",
   "paged_prefill",
+  "paged_prefill_seen",
   "paged_prefill_wide",
   "paged_simple",
   "quest",

@@ -8,6 +8,7 @@
 import { marksFromDecisions, NaiveTracker } from "../../src/dms/oracle.ts";
 import { pagedAttentionReference } from "../../src/cache/paged_attention.ts";
 import type { KvCache } from "../../src/cache/kv_cache.ts";
+import type { PagedKvStorage } from "../../src/cache/paged_storage.ts";
 import { readTensors, Tensor } from "../../src/tensor/tensor.ts";
 import { roundToF16 } from "../../src/tensor/dtype.ts";
 import { gpu, randomArray } from "../_util.ts";
@@ -200,4 +201,40 @@ export function trackerState(
     positions: tr.entries.map((e) => e.pos + pad),
     flags: tr.entries.map((e) => e.flag),
   };
+}
+
+/**
+ * Overwrites with NaN the K and V rows of every entry of layer 0 that no query at position t0 or
+ * later may see (SPEC §5.1: mark 2, a position after t0, or marked and more than `window` before
+ * t0), so a kernel that lets any of their words into a score or a sum fails its oracle.
+ */
+export async function poisonInvisible(
+  s: PagedKvStorage,
+  t0: number,
+  window: number,
+  pools: { k: boolean; v: boolean } = { k: true, v: true },
+): Promise<void> {
+  const { k, v, meta, blocks } = s.pool(0);
+  const entries = blocks * s.blockSize;
+  const m = new Int32Array(await gpu.read(meta, entries * 8));
+  const f16 = s.dtype === "f16";
+  const row = f16 ? new Uint16Array(s.headDim).fill(0x7e00) : new Float32Array(s.headDim).fill(NaN);
+  for (let e = 0; e < entries; e++) {
+    const pos = m[2 * e], mark = m[2 * e + 1];
+    if (pos <= t0 && mark !== 2 && (mark === 0 || t0 - pos <= window)) continue;
+    if (pools.k) gpu.write(k, row, e * row.byteLength);
+    if (pools.v) gpu.write(v, row, e * row.byteLength);
+  }
+}
+
+/** Makes slot `slot` of every page of layer 0 that holds it invisible (mark 2, position kept). */
+export async function hideSlot(s: PagedKvStorage, slot: number): Promise<void> {
+  const { meta } = s.pool(0);
+  const lens = await s.readLengths();
+  for (let p = 0; p < s.pages; p++) {
+    if (slot >= lens[p]) continue;
+    const e = s.physical(0, p, slot);
+    const pos = new Int32Array(await gpu.read(meta, 4, e * 8))[0];
+    gpu.write(meta, new Int32Array([pos, 2]), e * 8);
+  }
 }

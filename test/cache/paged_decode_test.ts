@@ -17,13 +17,12 @@ import {
   pagedDecodeFlash,
 } from "../../src/cache/paged_decode.ts";
 import { type DecodePage, flashDecodeReference } from "../../src/cache/paged_decode_reference.ts";
-import type { PagedKvStorage } from "../../src/cache/paged_storage.ts";
 import { createDmsCache } from "../../src/dms/dms_cache.ts";
 import { createDenseCache } from "../../src/policies/dense.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { roundToF16 } from "../../src/tensor/dtype.ts";
 import { assertClose, fcParams, gpu, GPU_TEST, randomArray, TOL } from "../_util.ts";
-import { chunking, feed, makeProblem, marksOf } from "./harness.ts";
+import { chunking, feed, hideSlot, makeProblem, marksOf, poisonInvisible } from "./harness.ts";
 
 interface Case {
   dtype: "f32" | "f16";
@@ -77,16 +76,7 @@ async function check(
     if (!flashDecodePlan(s, 0, c.G, tuning)) tuning = t;
   }
   if (opts.skipFlash) return;
-  if (c.hide !== undefined) {
-    const { meta } = s.pool(0);
-    const lens = await s.readLengths();
-    for (let p = 0; p < s.pages; p++) {
-      if (c.hide >= lens[p]) continue;
-      const e = s.physical(0, p, c.hide);
-      const pos = new Int32Array(await gpu.read(meta, 4, e * 8))[0];
-      gpu.write(meta, new Int32Array([pos, 2]), e * 8);
-    }
-  }
+  if (c.hide !== undefined) await hideSlot(s, c.hide);
   await poisonInvisible(s, args.t0, args.window);
   using fast = pagedDecodeFlash(s, 0, q, { ...args, tuning });
   if (!fast) throw new Error(`no flash kernel for ${label}`);
@@ -117,25 +107,6 @@ async function check(
   const { shape, np, ps } = flashDecodePlan(s, 0, c.G, tuning)!;
   const twin = flashDecodeReference(qq, pages, { ...args, G: c.G, D, np, ps, kmin: shape.KMIN });
   assertClose(got, twin, TOL[c.dtype], `flash vs CPU twin ${label}`);
-}
-
-/**
- * Overwrites the K and V rows of every stored entry that the query at t0 must not see (SPEC §5.1:
- * mark 2, a future position, or marked and past the window) with NaN, so a kernel that lets any
- * of their words into a score or a sum fails the oracle comparison.
- */
-async function poisonInvisible(s: PagedKvStorage, t0: number, window: number): Promise<void> {
-  const { k, v, meta, blocks } = s.pool(0);
-  const entries = blocks * s.blockSize;
-  const m = new Int32Array(await gpu.read(meta, entries * 8));
-  const f16 = s.dtype === "f16";
-  const row = f16 ? new Uint16Array(s.headDim).fill(0x7e00) : new Float32Array(s.headDim).fill(NaN);
-  for (let e = 0; e < entries; e++) {
-    const pos = m[2 * e], mark = m[2 * e + 1];
-    if (pos <= t0 && mark !== 2 && (mark === 0 || t0 - pos <= window)) continue;
-    gpu.write(k, row, e * row.byteLength);
-    gpu.write(v, row, e * row.byteLength);
-  }
 }
 
 const caseArb = fc.record({

@@ -1,8 +1,9 @@
 /**
  * The flash prefill kernel (src/cache/paged_prefill.ts): on the same pages and chunk it agrees
  * with the readable tiled `partial` path and with its f64 CPU twin computed from the pages' own
- * (position, mark) entries; and whole sequences fed through dense and DMS caches in prefill
- * chunks reproduce the dense SPEC §5.1 oracle (padding included).
+ * (position, mark) entries, with the stored rows no query may see (one hidden slot a page, DMS
+ * entries past the window) overwritten with NaN; and whole sequences fed through dense and DMS
+ * caches in prefill chunks reproduce the dense SPEC §5.1 oracle (padding included).
  */
 
 import assert from "node:assert/strict";
@@ -20,7 +21,15 @@ import { createDenseCache } from "../../src/policies/dense.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { roundToF16 } from "../../src/tensor/dtype.ts";
 import { assertClose, fcParams, FLOAT_DTYPES, gpu, GPU_TEST, randomArray, TOL } from "../_util.ts";
-import { chunking, expected, feed, makeProblem, sliceT } from "./harness.ts";
+import {
+  chunking,
+  expected,
+  feed,
+  hideSlot,
+  makeProblem,
+  poisonInvisible,
+  sliceT,
+} from "./harness.ts";
 
 /** Flash vs tiled on the same pages: only the summation order differs. */
 const AGREE = {
@@ -66,6 +75,10 @@ async function check(c: Case, pre: number, n: number, B: number, seed: number, p
   using cache = c.dms ? createDmsCache(gpu, { ...sizes, window: W }) : createDenseCache(gpu, sizes);
   if (pre > 0) await feed(cache, [pr], chunking(pre, [5, 11]));
   const s = cache.storage, window = cache.policy.window, Hq = Hkv * c.G, D = c.D;
+  // Stored rows no query of the chunk may see hold NaN: one slot of every page made invisible,
+  // and whatever DMS left marked past the window of the chunk's first query.
+  if (pre > 0) await hideSlot(s, seed % pre);
+  await poisonInvisible(s, pre, window);
   const qa = sliceT(pr.q, B * Hq, T, D, pre, n);
   const ka = sliceT(pr.k, B * Hkv, T, D, pre, n), va = sliceT(pr.v, B * Hkv, T, D, pre, n);
   const u = randomArray(B * Hkv * n, seed + 5, 0, 1);
