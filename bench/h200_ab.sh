@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The decode-attention variants that are built and tested but not yet timed on a GPU, against the
-# defaults, on the GPU machine in two device calls (~11 minutes). From the repository root:
+# defaults (and the session-15 prefill change), on the GPU machine in two device calls (~12 minutes). From the repository root:
 #
 #   deno run -A tools/kernel_stats/spv.ts --out .device/stats --decode   # here, first
 #   run(command: "bash bench/h200_ab.sh kernels", carry: [".gpu", ".device/stats"], timeout_s: 600)
 #   run(command: "bash bench/h200_ab.sh e2e", carry: [".gpu"], timeout_s: 600)   # within 30 s
 #
-# `kernels` is parts 1 and 2 below (~5 minutes), `e2e` part 3 (~6 minutes); no argument runs all
-# three (over one call's 600 s when every step runs to its limit).
+# `kernels` is parts 1 and 2 below and the prefill bench (~6 minutes), `e2e` part 3 (~6 minutes); no
+# argument runs all three (over one call's 600 s when every step runs to its limit).
 #
 # 1. registers a thread of every decode_online variant (FUSED, EARLY; tools/kernel_stats): a variant
 #    that raises G 2's 128 or G 4's 168 costs occupancy (docs/performance.md, session 12);
@@ -62,6 +62,9 @@ if [ "$part" != e2e ]; then
     step 45 $A --g "$g" --other-combine fused --other-early
   done
   step 45 $A --g 2 --other-workgroups 640
+  # The prefill kernels now skip keys no query of a tile may see (session 15): against the 18.1
+  # TFLOP/s f16 32K dense row of docs/performance.md, and DMS, no loss expected.
+  step 60 deno run -A bench/prefill.ts --contexts 4096,32768 --tiled-max 4096
 fi
 if [ "$part" != kernels ]; then
   V="default;combine=fused;early=on;combine=fused,early=on;workgroups=528;workgroups=640"
