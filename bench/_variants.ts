@@ -1,6 +1,6 @@
 /**
  * Decode-attention variants for end-to-end A/B runs (`bench/generate.ts --variants`): each
- * variant is a set of {@linkcode flashDecodeDefaults} (src/cache/paged_decode.ts) applied before
+ * variant is a set of {@linkcode flashDecodeDefaults} (src/cache/paged_decode_plan.ts) applied before
  * a generation, so that one process can alternate variants round by round (A B A B …) on the same
  * model. On the H200 the same configuration measured up to ±5% apart from process to process
  * (session 13), so a comparison made in separate processes, one after the other, mixes the
@@ -22,7 +22,7 @@
  * @module
  */
 
-import { flashDecodeDefaults } from "../src/cache/paged_decode.ts";
+import { flashDecodeDefaults } from "../src/cache/paged_decode_plan.ts";
 
 /** One variant: the defaults it sets, and its label. */
 export interface Variant {

@@ -26,7 +26,7 @@
  * [--dtypes f16,f32] [--window 512] [--block 256] [--partition-keys N] [--reps N] [--no-torch]
  * [--no-old] [--other] [--quick] [--g 4] [--json out.json]`. `--g` sets the query heads per KV
  * head (2 for Qwen3-0.6B). `--other` also validates and times the flash
- * kernel under another tuning (src/cache/paged_decode.ts `FlashDecodeTuning`), chosen with
+ * kernel under another tuning (src/cache/paged_decode_plan.ts `FlashDecodeTuning`), chosen with
  * `--other-threads N`, `--other-loads J`, `--other-min-keys N`, `--other-max-keys N`,
  * `--other-workgroups N`, `--other-combine fused|dispatch` and `--other-early` (a sweep), its
  * samples interleaved

@@ -26,7 +26,7 @@
  * `--decode-workgroups` / `--decode-threads` / `--decode-min-keys`: `flashDecodeDefaults.maxKeys` /
  * `.workgroups` / `.threads` / `.minKeys` (decode attention's split maximum, workgroup target,
  * threads a workgroup and split minimum). `--combine`: how decode attention
- * merges its splits (`flashDecodeDefaults.combine` in src/cache/paged_decode.ts; default by the
+ * merges its splits (`flashDecodeDefaults.combine` in src/cache/paged_decode_plan.ts; default by the
  * split count). `--legacy-gemv`: the LM head on `gemv` (`matmulAuto.wideGemv`
  * off), the route before `gemv16wide`. `--overlap`: `GenerateOptions.readbackOverlap` (decode steps encoded while a
  * chunk's readback waits; the bench passes its own caches, for which generate's default is 0).
@@ -39,7 +39,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { flashDecodeDefaults } from "../src/cache/paged_decode.ts";
+import { flashDecodeDefaults } from "../src/cache/paged_decode_plan.ts";
 import { createCacheFor, generate } from "../src/generate.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import { parseConfig } from "../src/model/config.ts";

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { applyVariant, parseVariants } from "../bench/_variants.ts";
-import { flashDecodeDefaults } from "../src/cache/paged_decode.ts";
+import { flashDecodeDefaults } from "../src/cache/paged_decode_plan.ts";
 
 Deno.test("parseVariants reads key=value sets separated by ';', 'default' or '-' for the defaults", () => {
   const vs = parseVariants("minKeys=64; - ;threads=256,combine=fused;early=on;early=off;default");

@@ -43,7 +43,8 @@ export {
   type PagedReferenceOptions,
   type PagedReferenceShape,
 } from "./paged_attention.ts";
-export { type FlashDecodeArgs, type FlashDecodeTuning, pagedDecodeFlash } from "./paged_decode.ts";
+export { type FlashDecodeArgs, pagedDecodeFlash } from "./paged_decode.ts";
+export type { FlashDecodeTuning } from "./paged_decode_plan.ts";
 export {
   type DecodePage,
   flashDecodeReference,

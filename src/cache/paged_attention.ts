@@ -70,7 +70,8 @@
 import { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { dispatchBound } from "./dispatch_bound.ts";
-import { flashDecodeShape, pagedDecodeFlash } from "./paged_decode.ts";
+import { pagedDecodeFlash } from "./paged_decode.ts";
+import { flashDecodeShape } from "./paged_decode_plan.ts";
 import { decodeSplit, type Extras, splitDecodeShape } from "./paged_split.ts";
 import { FLASH_MIN_QUERIES, pagedPrefillAttention } from "./paged_prefill.ts";
 import { pagedAttentionSimple, simpleAttentionFor } from "./paged_simple.ts";

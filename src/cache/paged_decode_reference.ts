@@ -5,7 +5,8 @@
  * @module
  */
 
-import { type FlashDecodeArgs, flashDecodeMinKeys } from "./paged_decode.ts";
+import type { FlashDecodeArgs } from "./paged_decode.ts";
+import { flashDecodeMinKeys } from "./paged_decode_plan.ts";
 
 /** One page's live entries in slot order, for {@linkcode flashDecodeReference}. */
 export interface DecodePage {

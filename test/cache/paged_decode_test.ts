@@ -9,13 +9,14 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { decodeKernelFor, pagedAttentionReference } from "../../src/cache/paged_attention.ts";
+import { pagedDecodeFlash } from "../../src/cache/paged_decode.ts";
 import {
   flashDecodeDefaults,
   flashDecodePlan,
   flashDecodeShape,
+  flashDecodeSplitDefaults,
   type FlashDecodeTuning,
-  pagedDecodeFlash,
-} from "../../src/cache/paged_decode.ts";
+} from "../../src/cache/paged_decode_plan.ts";
 import { type DecodePage, flashDecodeReference } from "../../src/cache/paged_decode_reference.ts";
 import { createDmsCache } from "../../src/dms/dms_cache.ts";
 import { createDenseCache } from "../../src/policies/dense.ts";
@@ -404,6 +405,56 @@ Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workg
     flashDecodeDefaults.workgroups = undefined;
     flashDecodeDefaults.maxKeys = undefined;
   }
+});
+
+Deno.test({
+  name: "flashDecodePlan takes the measured split plan by dtype and G where no split knob is set",
+  ...GPU_TEST,
+  fn: () => {
+    // The H200 sweeps' rule (flashDecodeSplitDefaults): f16 at 128 threads, G 4: splits of up to
+    // 1024 keys and 384 workgroups; G 2: 512 keys, 512 workgroups; elsewhere 2·threads keys (at
+    // most 512) and 512 workgroups.
+    assert.deepEqual(flashDecodeSplitDefaults("f16", 4, 128), { maxKeys: 1024, workgroups: 384 });
+    assert.deepEqual(flashDecodeSplitDefaults("f16", 2, 128), { maxKeys: 512, workgroups: 512 });
+    for (
+      const [dtype, G, threads] of [["f16", 1, 128], ["f16", 8, 128], ["f32", 4, 128]] as const
+    ) {
+      assert.deepEqual(flashDecodeSplitDefaults(dtype, G, threads), {
+        maxKeys: 256,
+        workgroups: 512,
+      });
+    }
+    assert.deepEqual(flashDecodeSplitDefaults("f16", 4, 256), { maxKeys: 512, workgroups: 512 });
+    assert.equal(flashDecodeShape("f32", 4, 128, 1 << 15)?.PSMAX, 256);
+    // One layer of 8 pages (B 1, Hkv 8) with room for 8192 entries each: splits per page np =
+    // max(ceil(8192 / maxKeys), min(ceil(workgroups / 8), ceil(8192 / KMIN))).
+    const sizes = { layers: 1, batch: 1, kvHeads: 8, headDim: 128, blockSize: 256 };
+    using cache = createDenseCache(gpu, { ...sizes, dtype: "f16" });
+    const s = cache.storage;
+    s.ensure(0, 8192);
+    assert.equal(s.planLength(0), 8192);
+    const plan = (G: number, tuning?: FlashDecodeTuning) => {
+      const p = flashDecodePlan(s, 0, G, tuning)!;
+      return [p.shape.PSMAX, p.np];
+    };
+    assert.deepEqual(plan(4), [1024, 48]); // 384 / 8 pages
+    assert.deepEqual(plan(2), [512, 64]);
+    assert.deepEqual(plan(1), [256, 64]);
+    // One split knob set: the other keeps its value from before the sweeps (256 keys, 512).
+    assert.deepEqual(plan(4, { workgroups: 512 }), [256, 64]);
+    assert.deepEqual(plan(4, { workgroups: 128 }), [256, 32]); // ceil(8192 / 256) splits at least
+    assert.deepEqual(plan(4, { maxKeys: 1024 }), [1024, 64]);
+    try {
+      flashDecodeDefaults.maxKeys = 512;
+      assert.deepEqual(plan(4), [512, 64]);
+      flashDecodeDefaults.maxKeys = undefined;
+      flashDecodeDefaults.workgroups = 256;
+      assert.deepEqual(plan(4), [256, 32]);
+    } finally {
+      flashDecodeDefaults.maxKeys = undefined;
+      flashDecodeDefaults.workgroups = undefined;
+    }
+  },
 });
 
 Deno.test({

@@ -11,7 +11,7 @@
  *
  * Usage: `deno run -A tools/kernel_stats/spv.ts [--out .device/stats] [--decode]
  * [--kernel shader:entry[:T] --constants NAME=V,...]...`. `--decode` adds `decode_online` for
- * f16 / f32, G 1, 2, 4, 8, 128 threads and loads J 1, 2, 4, 8 (src/cache/paged_decode.ts
+ * f16 / f32, G 1, 2, 4, 8, 128 threads and loads J 1, 2, 4, 8 (src/cache/paged_decode_plan.ts
  * `flashDecodeShape`, D 128), each also with `FUSED` 1 (the fused merge's tail), `EARLY` 1 (the
  * early first-block loads) and both; each `--kernel`
  * takes the `--constants` that follow it.
@@ -28,7 +28,7 @@ import {
   resolveIncludes,
 } from "../../src/gpu/shader.ts";
 import { SHADER_FILES } from "../../src/gpu/manifest.ts";
-import { flashDecodeShape } from "../../src/cache/paged_decode.ts";
+import { flashDecodeShape } from "../../src/cache/paged_decode_plan.ts";
 
 /** One kernel variant: a shader's entry point with its defines and override constants. */
 interface Variant {
