@@ -4,7 +4,9 @@
  * src/cache/paged_decode.ts; the `kernel` column names what ran) for a dense cache and for DMS
  * caches at forced compression ratios, Qwen3-8B attention heads (Hkv = 8, G = 4, D = 128), in
  * f16 and f32, against PyTorch's SDPA dense decode on a contiguous cache (bench/torch_attention.py,
- * run in the same process tree when `python3` has torch with CUDA).
+ * run in the same process tree after our rows when `python3` has torch with CUDA): eager, as one
+ * CUDA graph (the GPU's own time), and for each DMS row over a dense cache of that row's live keys
+ * a head (what PyTorch takes for the bytes DMS keeps).
  *
  * Each row first validates: the fast kernel's output against the readable `partial` kernel
  * ("tiled") on the same pages (STYLE 11), then times the fast kernel with timestamp queries
@@ -135,7 +137,12 @@ interface Row {
   oldUs?: number;
   /** The flash kernel's median µs under the `--other-*` tuning (see `--other`). */
   otherUs?: number;
+  /** PyTorch SDPA over the dense cache of this shape, eager (each call launched by the host). */
   torchUs?: number;
+  /** The same calls captured as one CUDA graph: the GPU's own time. */
+  torchGraphUs?: number;
+  /** DMS rows: SDPA (CUDA graph) over a dense cache holding this row's live keys a head. */
+  torchLiveUs?: number;
   skipped?: string;
 }
 
@@ -375,8 +382,22 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   return row;
 }
 
-/** PyTorch SDPA times (ms) by key, when python3 has torch with CUDA; else undefined. */
-async function torchTimes(shapes: { ctx: number; B: number; dtype: Dt }[]) {
+/** One PyTorch SDPA shape: a contiguous dense cache of S keys a head. */
+interface TorchJob {
+  key: string;
+  S: number;
+  B: number;
+  dtype: Dt;
+}
+
+/** PyTorch's times (ms) by key: eager and CUDA graph. */
+interface TorchTimes {
+  eager: Record<string, number | null>;
+  graph: Record<string, number | null>;
+}
+
+/** PyTorch SDPA times by key, when python3 has torch with CUDA; else undefined. */
+async function torchTimes(shapes: TorchJob[]): Promise<TorchTimes | undefined> {
   if (args["no-torch"] || shapes.length === 0) return undefined;
   if (Deno.permissions.querySync({ name: "run", command: "python3" }).state !== "granted") {
     console.log("PyTorch comparison skipped: needs --allow-run (deno run -A bench/attention.ts).");
@@ -384,11 +405,11 @@ async function torchTimes(shapes: { ctx: number; B: number; dtype: Dt }[]) {
   }
   const script = new URL("./torch_attention.py", import.meta.url).pathname;
   const jobs = shapes.map((x) => ({
-    key: key(x),
+    key: x.key,
     B: x.B,
     Hkv: HKV,
     G,
-    S: x.ctx,
+    S: x.S,
     D,
     dtype: x.dtype,
   }));
@@ -407,14 +428,20 @@ async function torchTimes(shapes: { ctx: number; B: number; dtype: Dt }[]) {
     if (!r.success) throw new Error(new TextDecoder().decode(r.stderr).trim().split("\n").at(-1));
     const doc = JSON.parse(text.split("\n").at(-1)!);
     console.log(
-      `PyTorch ${doc.torch} on ${doc.device}: F.scaled_dot_product_attention, CUDA events`,
+      `PyTorch ${doc.torch} on ${doc.device}: F.scaled_dot_product_attention, CUDA events, ` +
+        "eager and as one CUDA graph",
     );
     for (const [k, e] of Object.entries(doc.errors ?? {})) console.log(`  torch ${k}: ${e}`);
-    return doc.times as Record<string, number | null>;
+    return { eager: doc.times ?? {}, graph: doc.graph ?? {} };
   } catch (e) {
     console.log(`PyTorch comparison skipped: ${(e as Error).message}`);
     return undefined;
   }
+}
+
+/** Keys a head of the dense cache PyTorch times for a DMS row: its live keys (tokens / CR). */
+function liveKeys(r: Row): number {
+  return Math.max(1, Math.round(r.ctx / r.cr));
 }
 
 function key(x: { ctx: number; B: number; dtype: Dt }): string {
@@ -446,6 +473,8 @@ function table(rows: Row[]): string {
     "torch GB/s",
     "ours/torch",
     "torch/ours",
+    "torch graph µs",
+    "torch@live µs",
     "dense/this",
   ];
   const body = rows.map((r) => {
@@ -475,6 +504,8 @@ function table(rows: Row[]): string {
       fmt(r.torchUs ? denseBytes / (r.torchUs * 1e-6) / 1e9 : undefined),
       fmt(r.torchUs ? r.us / r.torchUs : undefined, 2),
       fmt(r.torchUs ? r.torchUs / r.us : undefined, 2),
+      fmt(r.torchGraphUs),
+      fmt(r.torchLiveUs),
       fmt(dense && r !== dense ? dense.us / r.us : undefined, 2),
     ];
   });
@@ -500,19 +531,34 @@ console.log(
 const shapes = dtypes.flatMap((dtype) =>
   contexts.flatMap((ctx) => batches.map((B) => ({ ctx, B, dtype })))
 );
-const torch = await torchTimes(shapes.filter((x) => fits(x.ctx, x.B, x.dtype)));
 const rows: Row[] = [];
 for (const { ctx, B, dtype } of shapes) {
   for (const cr of [undefined, ...crs]) {
     const r = await runRow(ctx, B, dtype, cr);
-    const t = torch?.[key(r)];
-    if (typeof t === "number") r.torchUs = t * 1000;
     rows.push(r);
     const what = r.skipped
       ? "skipped"
       : `${r.kernel} ${fmt(r.us)} µs (old ${fmt(r.oldUs)} µs), ${r.check}`;
     console.error(`  ${key(r)} ${r.cache}: ${what}`);
   }
+}
+// PyTorch after ours (its process then has the GPU to itself): the dense cache of every shape,
+// and for every DMS row a dense cache of that row's live keys a head (what SDPA takes for the
+// bytes DMS keeps; the row's pages vary in length around it).
+const liveKey = (r: Row) => `live ${r.dtype} S=${liveKeys(r)} B=${r.B}`;
+const jobs = new Map<string, TorchJob>();
+for (const x of shapes.filter((x) => fits(x.ctx, x.B, x.dtype))) {
+  jobs.set(key(x), { key: key(x), S: x.ctx, B: x.B, dtype: x.dtype });
+}
+for (const r of rows.filter((r) => r.forcedCr && !r.skipped)) {
+  jobs.set(liveKey(r), { key: liveKey(r), S: liveKeys(r), B: r.B, dtype: r.dtype });
+}
+const torch = await torchTimes([...jobs.values()]);
+const ms = (t: number | null | undefined) => (typeof t === "number" ? t * 1000 : undefined);
+for (const r of rows) {
+  r.torchUs = ms(torch?.eager[key(r)]);
+  r.torchGraphUs = ms(torch?.graph[key(r)]);
+  if (r.forcedCr && !r.skipped) r.torchLiveUs = ms(torch?.graph[liveKey(r)]);
 }
 console.log(table(rows));
 console.log(
@@ -521,7 +567,10 @@ console.log(
     "kernel (decode + merge_split) on the same pages; new/old: the routed kernel's time over it. " +
     "ours/torch: our time over PyTorch SDPA dense (target <= 1.2 for dense at 32K); torch/ours: " +
     "speed-up over it (target >= 5 for DMS at CR 8); dense/this: our dense time over this row's " +
-    "(target >= 6.5 at 32K). GB/s: live K+V bytes per step time (torch: of the dense cache).",
+    "(target >= 6.5 at 32K). GB/s: live K+V bytes per step time (torch: of the dense cache). " +
+    "torch µs: eager (the host launches each call); torch graph µs: the same calls as one CUDA " +
+    "graph; torch@live µs: SDPA (CUDA graph) over a dense cache of the DMS row's live keys a " +
+    "head (tokens / CR): PyTorch's own time for the bytes DMS keeps.",
 );
 const failed = rows.filter((r) => r.check.startsWith("FAIL"));
 for (const r of failed) console.error(`validation failed: ${key(r)} ${r.cache}: ${r.check}`);

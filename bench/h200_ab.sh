@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The decode-attention variants that are built and tested but not yet timed on a GPU, against the
-# defaults (and the session-15 prefill change), on the GPU machine in two device calls (~12
-# minutes). From the repository root:
+# The decode-attention variants kept as knobs (timed in session 16 on the H200 and not adopted:
+# docs/performance.md, "Decode attention"), against the defaults (and the session-15 prefill
+# change), on the GPU machine in two device calls (~12 minutes), to re-time them after a kernel
+# change. From the repository root:
 #
 #   deno run -A tools/kernel_stats/spv.ts --out .device/stats --decode   # here, first
 #   run(command: "bash bench/h200_ab.sh kernels", carry: [".gpu", ".device/stats"], timeout_s: 600)

@@ -7,8 +7,11 @@ the HF order), the same shapes and dtypes as the TypeScript benchmark's dense ro
     F.scaled_dot_product_attention(q, k, v, enable_gqa=True)   (scale D**-0.5)
 
 Timing: CUDA events around `iters` back-to-back calls after `warmup` calls, median over `reps`
-samples, reported in ms per call. Prints one JSON object on its last line:
-{"torch": version, "device": name, "times": {key: ms or null}, "errors": {key: message}}.
+samples, reported in ms per call ("times": eager, each call launched by the host). The same
+`iters` calls are then captured as one CUDA graph and replayed (`graph`: the GPU's own time, no
+launch gaps; null with a message in "errors" where capture fails). Prints one JSON object on its
+last line: {"torch": version, "device": name, "times": {key: ms or null}, "graph": {key: ms or
+null}, "errors": {key: message}}.
 
 Usage (bench/attention.ts runs it for you when python3 has torch with CUDA):
     python3 bench/torch_attention.py '{"jobs": [{"key": "k", "B": 1, "Hkv": 8, "G": 4,
@@ -36,41 +39,75 @@ def sdpa(q, k, v):
         )
 
 
+def median_ms(run, reps, iters):
+    """Median ms per call over `reps` samples of `run()` (which makes `iters` calls)."""
+    samples = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        run()
+        e.record()
+        torch.cuda.synchronize()
+        samples.append(s.elapsed_time(e) / iters)
+    return statistics.median(samples)
+
+
 def time_job(job, warmup, iters, reps):
-    """Median ms per call of SDPA for one shape."""
+    """Median ms per call of SDPA for one shape: (eager, CUDA graph or the capture's error)."""
     dt = DTYPES[job["dtype"]]
     B, Hkv, G, S, D = job["B"], job["Hkv"], job["G"], job["S"], job["D"]
     q = torch.randn(B, Hkv * G, 1, D, device="cuda", dtype=dt)
     k = torch.randn(B, Hkv, S, D, device="cuda", dtype=dt)
     v = torch.randn(B, Hkv, S, D, device="cuda", dtype=dt)
+
+    def eager():
+        for _ in range(iters):
+            sdpa(q, k, v)
+
     for _ in range(warmup):
         sdpa(q, k, v)
     torch.cuda.synchronize()
-    samples = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        for _ in range(iters):
-            sdpa(q, k, v)
-        e.record()
+    eager_ms = median_ms(eager, reps, iters)
+    try:
+        # Warm-up on a side stream before capture, as torch.cuda.graphs recommends.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                sdpa(q, k, v)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(iters):
+                sdpa(q, k, v)
+        for _ in range(3):
+            graph.replay()
         torch.cuda.synchronize()
-        samples.append(s.elapsed_time(e) / iters)
+        graph_ms = median_ms(graph.replay, reps, iters)
+        del graph
+    except Exception as e:  # capture unsupported for this shape or build: eager stands alone
+        graph_ms = f"graph capture: {type(e).__name__}: {e}".splitlines()[0]
     del q, k, v
     torch.cuda.empty_cache()
-    return statistics.median(samples)
+    return eager_ms, graph_ms
 
 
 def main():
     cfg = json.loads(sys.argv[1])
-    times, errors = {}, {}
+    times, graphs, errors = {}, {}, {}
     for job in cfg["jobs"]:
+        key = job["key"]
         try:
-            times[job["key"]] = time_job(
+            eager_ms, graph_ms = time_job(
                 job, cfg.get("warmup", 20), cfg.get("iters", 50), cfg.get("reps", 7)
             )
+            times[key] = eager_ms
+            graphs[key] = graph_ms if isinstance(graph_ms, float) else None
+            if not isinstance(graph_ms, float):
+                errors[key] = graph_ms
         except Exception as e:  # out of memory, unsupported dtype: report, keep going
-            times[job["key"]] = None
-            errors[job["key"]] = f"{type(e).__name__}: {e}".splitlines()[0]
+            times[key] = graphs[key] = None
+            errors[key] = f"{type(e).__name__}: {e}".splitlines()[0]
             torch.cuda.empty_cache()
     print(
         json.dumps(
@@ -78,6 +115,7 @@ def main():
                 "torch": torch.__version__,
                 "device": torch.cuda.get_device_name(),
                 "times": times,
+                "graph": graphs,
                 "errors": errors,
             }
         )

@@ -1,5 +1,6 @@
 /**
- * The options of the paged KV storage (`PagedKvStorage` in ./paged_storage.ts) and their checks.
+ * The options of the paged KV storage (`PagedKvStorage` in ./paged_storage.ts), their checks,
+ * and the shapes it hands out (a layer's pool, a page's entries).
  *
  * @module
  */
@@ -83,4 +84,24 @@ export function checkStorageOptions(gpu: Gpu, o: PagedStorageOptions): CheckedSt
     );
   }
   return { dtype, pre, partitionKeys: o.partitionKeys };
+}
+
+/** One page's entries in slot order, from {@linkcode PagedKvStorage.snapshot}. */
+export interface PageEntries {
+  /** Absolute position of each live slot. */
+  positions: number[];
+  /** Mark of each live slot (0 keep, 1 marked for eviction). */
+  marks: number[];
+}
+
+/** One layer's block pool: K, V and meta of every slot, as `PagedKvStorage.pool` returns it. */
+export interface LayerPool {
+  /** K `[blocks·blockSize, D]`. */
+  readonly k: GPUBuffer;
+  /** V `[blocks·blockSize, D]`. */
+  readonly v: GPUBuffer;
+  /** `[blocks·blockSize, 2]` i32 (position, mark). */
+  readonly meta: GPUBuffer;
+  /** Blocks the buffers hold. */
+  readonly blocks: number;
 }

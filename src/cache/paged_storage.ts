@@ -49,17 +49,14 @@ import type { Gpu } from "../gpu/device.ts";
 import type { ReadRange } from "../gpu/readback.ts";
 import { bytesPer } from "../tensor/dtype.ts";
 import { BlockTable } from "./block_table.ts";
-import { checkStorageOptions, type PagedStorageOptions } from "./paged_options.ts";
+import {
+  checkStorageOptions,
+  type LayerPool,
+  type PagedStorageOptions,
+  type PageEntries,
+} from "./paged_options.ts";
 
-export type { PagedStorageOptions } from "./paged_options.ts";
-
-/** One page's entries in slot order, from {@linkcode PagedKvStorage.snapshot}. */
-export interface PageEntries {
-  /** Absolute position of each live slot. */
-  positions: number[];
-  /** Mark of each live slot (0 keep, 1 marked for eviction). */
-  marks: number[];
-}
+export type { LayerPool, PagedStorageOptions, PageEntries } from "./paged_options.ts";
 
 interface Pool {
   k: GPUBuffer;
@@ -74,18 +71,6 @@ interface Pool {
 /** Keys per attention tile; partitions are multiples of it. */
 const KT = 32;
 const STATS_WORDS = 8;
-
-/** One layer's block pool: K, V and meta of every slot, as {@linkcode PagedKvStorage.pool} returns it. */
-export interface LayerPool {
-  /** K `[blocks·blockSize, D]`. */
-  readonly k: GPUBuffer;
-  /** V `[blocks·blockSize, D]`. */
-  readonly v: GPUBuffer;
-  /** `[blocks·blockSize, 2]` i32 (position, mark). */
-  readonly meta: GPUBuffer;
-  /** Blocks the buffers hold. */
-  readonly blocks: number;
-}
 
 /** Per-layer paged KV storage; see the module documentation. */
 export class PagedKvStorage {
