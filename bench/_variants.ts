@@ -7,7 +7,7 @@
  * variants' difference with that drift.
  *
  * A variant is written `key=value,key=value` (keys: `minKeys`, `threads`, `maxKeys`,
- * `workgroups`, `combine` = `fused` | `dispatch`, `early` = `on` | `off`); `default` (or `-`) is
+ * `workgroups`, `wave`, `combine` = `fused` | `dispatch`, `early` = `on` | `off`); `default` (or `-`) is
  * the defaults; variants are separated by `;`. Begin the list with `default`, not `-`: node's
  * `parseArgs` takes `--variants "-;…"` for a missing value (or write `--variants=-;…`).
  *
@@ -32,7 +32,7 @@ export interface Variant {
   defaults: typeof flashDecodeDefaults;
 }
 
-const NUMERIC = ["minKeys", "threads", "maxKeys", "workgroups"] as const;
+const NUMERIC = ["minKeys", "threads", "maxKeys", "workgroups", "wave"] as const;
 
 /**
  * Parses `a;b;…` into variants (`default` or `-`: the defaults).

@@ -30,7 +30,8 @@
  * head (2 for Qwen3-0.6B). `--other` also validates and times the flash
  * kernel under another tuning (src/cache/paged_decode_plan.ts `FlashDecodeTuning`), chosen with
  * `--other-threads N`, `--other-loads J`, `--other-min-keys N`, `--other-max-keys N`,
- * `--other-workgroups N`, `--other-combine fused|dispatch` and `--other-early` (a sweep), its
+ * `--other-workgroups N`, `--other-wave N` (workgroups a wave holds: splits fill the last wave),
+ * `--other-combine fused|dispatch` and `--other-early` (a sweep), its
  * samples interleaved
  * with the routed kernel's (A B A B: a drifting clock weighs on both alike): columns `other µs`
  * and `this/other`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
@@ -79,6 +80,7 @@ const { values: args } = parseArgs({
     "other-early": { type: "boolean", default: false },
     "other-max-keys": { type: "string" },
     "other-workgroups": { type: "string" },
+    "other-wave": { type: "string" },
     quick: { type: "boolean", default: false },
     g: { type: "string" },
     json: { type: "string" },
@@ -343,6 +345,7 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
     combine: args["other-combine"] as "fused" | "dispatch" | undefined,
     maxKeys: args["other-max-keys"] ? Number(args["other-max-keys"]) : undefined,
     workgroups: args["other-workgroups"] ? Number(args["other-workgroups"]) : undefined,
+    wave: args["other-wave"] ? Number(args["other-wave"]) : undefined,
     earlyLoads: args["other-early"] || undefined,
   };
   const other = () => {

@@ -112,6 +112,14 @@ export interface FlashDecodeTuning {
    */
   workgroups?: number;
   /**
+   * Workgroups one wave of the GPU holds (its SMs times the workgroups an SM keeps resident), to
+   * fill the last wave: where the planned splits need more than one wave, a page takes more
+   * (shorter) splits until the last wave is full, never splits under `minKeys`
+   * ({@linkcode flashDecodeSplits}). Unset (default): no filling. On the H200: 396 at G 4 (3
+   * workgroups of 168 registers an SM, 132 SMs), 528 at G 2 (4).
+   */
+  wave?: number;
+  /**
    * How the splits of a page merge: `fused`, by the split that finishes last inside
    * `decode_online`, or `dispatch` (default, {@linkcode flashDecodeDefaults}), the `combine`
    * kernel after it. The fused merge lost on the H200 (session 16: end to end at 32K dense 392 ->
@@ -168,15 +176,15 @@ export function flashDecodeShape(
     );
   }
   for (
-    const [what, wgs] of [["", tuning.workgroups], [
-      "flashDecodeDefaults.",
-      flashDecodeDefaults.workgroups,
-    ]] as const
+    const [what, wgs] of [
+      ["workgroups", tuning.workgroups],
+      ["flashDecodeDefaults.workgroups", flashDecodeDefaults.workgroups],
+      ["wave", tuning.wave],
+      ["flashDecodeDefaults.wave", flashDecodeDefaults.wave],
+    ] as const
   ) {
     if (wgs !== undefined && !(Number.isInteger(wgs) && wgs >= 1)) {
-      throw new RangeError(
-        `flashDecodeShape: ${what}workgroups must be an integer >= 1, got ${wgs}`,
-      );
+      throw new RangeError(`flashDecodeShape: ${what} must be an integer >= 1, got ${wgs}`);
     }
   }
   const dflt = flashDecodeDefaults.maxKeys;
@@ -245,14 +253,26 @@ export function flashDecodeShape(
 /**
  * Splits per page and keys per split (0: adaptive, chosen per page on the GPU) for pages whose
  * lengths are at most `maxLen`: about {@linkcode TARGET_WORKGROUPS} workgroups, no split over
- * the kernel's `PSMAX` keys, none under its `KMIN`; `partitionKeys` fixes the split size.
+ * the kernel's `PSMAX` keys, none under its `KMIN`; `partitionKeys` fixes the split size. With
+ * `wave` (workgroups one wave holds) and more than one wave planned, each page takes as many
+ * splits as fill the last wave (`floor(waves · wave / pages)`), still none under `KMIN`.
+ *
+ * @example 32 pages (B 4, Hkv 8) of 32K keys, splits of up to 1024: 32 a page, 1024 workgroups
+ * (2.6 waves of 396); filling the third wave takes 37 a page (1184 workgroups)
+ * ```ts
+ * import { flashDecodeSplits } from "./paged_decode_plan.ts";
+ * const c = { PSMAX: 1024, KMIN: 128 };
+ * console.log(flashDecodeSplits(32768, 32, c, undefined, 384)); // { np: 32, ps: 0 }
+ * console.log(flashDecodeSplits(32768, 32, c, undefined, 384, 396)); // { np: 37, ps: 0 }
+ * ```
  */
 export function flashDecodeSplits(
   maxLen: number,
   pages: number,
   c: FlashDecodeShape,
   partitionKeys?: number,
-  workgroups = TARGET_WORKGROUPS,
+  workgroups: number = TARGET_WORKGROUPS,
+  wave?: number,
 ): { np: number; ps: number } {
   const len = Math.max(1, maxLen);
   if (partitionKeys) {
@@ -260,7 +280,11 @@ export function flashDecodeSplits(
     return { np: Math.ceil(len / ps), ps };
   }
   const want = Math.ceil(workgroups / pages);
-  const np = Math.max(Math.ceil(len / c.PSMAX), Math.min(want, Math.ceil(len / c.KMIN)));
+  let np = Math.max(Math.ceil(len / c.PSMAX), Math.min(want, Math.ceil(len / c.KMIN)));
+  if (wave && pages * np > wave) {
+    const fill = Math.floor(Math.ceil(pages * np / wave) * wave / pages);
+    np = Math.max(np, Math.min(fill, Math.ceil(len / c.KMIN)));
+  }
   return { np, ps: 0 };
 }
 
@@ -322,6 +346,7 @@ export function flashDecodePlan(
         (splitsUntuned(tuning)
           ? flashDecodeSplitDefaults(s.dtype, G, shape.WG).workgroups
           : TARGET_WORKGROUPS),
+      tuning.wave ?? flashDecodeDefaults.wave,
     ),
   };
 }
@@ -332,7 +357,8 @@ export function flashDecodePlan(
  * {@linkcode flashDecodeSplitDefaults} (the H200's measured plan by dtype and G); one of them set:
  * the other is 2·threads keys (at most 512) or 512 workgroups; `combine` unset: `dispatch`; `earlyLoads` unset: false; `threads`
  * unset: 128 (256 where the shape needs it), and a default the shape cannot take falls back to
- * that choice; `minKeys` unset: 64 at G ≤ 2, else 128 (`flashDecodeMinKeys`). `threads`,
+ * that choice; `minKeys` unset: 64 at G ≤ 2, else 128 (`flashDecodeMinKeys`); `wave` unset: no
+ * filling of the last wave. `threads`,
  * `minKeys` and `earlyLoads` apply where {@linkcode flashDecodePlan} plans a layer. The fused merge
  * lost to the combine dispatch on the H200 in sessions 10 and 16 and `earlyLoads` changed nothing
  * measurable (docs/performance.md, "Decode attention").
@@ -345,5 +371,5 @@ export function flashDecodePlan(
  */
 export const flashDecodeDefaults: Pick<
   FlashDecodeTuning,
-  "combine" | "maxKeys" | "workgroups" | "threads" | "minKeys" | "earlyLoads"
+  "combine" | "maxKeys" | "workgroups" | "threads" | "minKeys" | "earlyLoads" | "wave"
 > = {};

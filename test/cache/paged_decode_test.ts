@@ -131,6 +131,7 @@ const caseArb = fc.record({
     earlyLoads: fc.constantFrom(undefined, true),
     keysPerThread: fc.constantFrom(undefined, 1, 4, 8),
     workgroups: fc.constantFrom(undefined, 1, 8),
+    wave: fc.constantFrom(undefined, undefined, 3, 5),
   }).map(({ keysPerThread, ...t }) => ({
     ...t,
     maxKeys: keysPerThread && keysPerThread * t.threads,
@@ -168,6 +169,19 @@ Deno.test({
       const long = { threads: 128, maxKeys: 1024, workgroups: 1 };
       await check({ ...base, dtype, T: 1300, dms: true, pEvict: 0.5, tuning: long });
       await check({ ...base, dtype, T: 1300, G: 8, tuning: { ...long, maxKeys: 512 } });
+      // A filled last wave: B 2, two splits of up to 1024 keys a page, waves of 3 or 5
+      // workgroups: the pages take more, shorter splits (ragged ends), as flashDecodeSplits plans.
+      for (const wave of [3, 5]) {
+        await check({
+          ...base,
+          dtype,
+          T: 1300,
+          B: 2,
+          dms: true,
+          pEvict: 0.5,
+          tuning: { ...long, wave },
+        });
+      }
       // The fused merge: many splits, empty ones (padding), more outputs than threads.
       const fused = { combine: "fused" as const };
       await check({ ...base, dtype, T: 1300, tuning: fused });
@@ -339,7 +353,7 @@ Deno.test({
   },
 });
 
-Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workgroups, combine, earlyLoads", () => {
+Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workgroups, wave, combine, earlyLoads", () => {
   assert.throws(
     () => flashDecodeShape("f16", 4, 128, 1 << 15, { earlyLoads: 1 as unknown as boolean }),
     /earlyLoads must be true or false, got 1/,
@@ -379,6 +393,12 @@ Deno.test("flashDecodeShape names a bad tuning: threads, minKeys, maxKeys, workg
     flashDecodeShape("f16", 4, 128, 1 << 15, { threads: 128, maxKeys: 1024 })?.PSMAX,
     1024,
   );
+  for (const wave of [0, 2.5]) {
+    assert.throws(
+      () => flashDecodeShape("f16", 4, 128, 1 << 15, { wave }),
+      new RegExp(`: wave must be an integer >= 1, got ${wave}`),
+    );
+  }
   for (const workgroups of [0, 1.5]) {
     assert.throws(
       () => flashDecodeShape("f16", 4, 128, 1 << 15, { workgroups }),
@@ -444,6 +464,19 @@ Deno.test({
     assert.deepEqual(plan(4, { workgroups: 512 }), [256, 64]);
     assert.deepEqual(plan(4, { workgroups: 128 }), [256, 32]); // ceil(8192 / 256) splits at least
     assert.deepEqual(plan(4, { maxKeys: 1024 }), [1024, 64]);
+    // Filling the last wave: 48 splits a page (384 workgroups) is one wave of 396 (nothing to
+    // fill), or 1.9 waves of 200 -> floor(400 / 8) = 50 a page; 8192 / KMIN 128 = 64 at most.
+    assert.deepEqual(plan(4, { wave: 396 }), [1024, 48]);
+    assert.deepEqual(plan(4, { wave: 200 }), [1024, 50]);
+    assert.deepEqual(plan(4, { wave: 17 }), [1024, 48]); // 23 waves of 17 -> floor(391 / 8) = 48
+    assert.deepEqual(plan(4, { wave: 100 }), [1024, 50]); // 4 waves -> 400 / 8
+    // One knob set (256 keys, 32 splits a page: 256 workgroups): no filling within one wave.
+    assert.deepEqual(plan(4, { workgroups: 1, wave: 256 }), [256, 32]);
+    assert.deepEqual(plan(4, { workgroups: 1, wave: 255 }), [256, 63]); // 2 waves: 510 / 8
+    assert.deepEqual(plan(4, { workgroups: 1, wave: 60 }), [256, 37]); // 5 waves: 300 / 8
+    // Never splits under KMIN: 8192 / 1024 = 8 a page however many the wave would take.
+    assert.deepEqual(plan(4, { maxKeys: 1024, workgroups: 1, wave: 63 }), [1024, 15]);
+    assert.deepEqual(plan(4, { maxKeys: 1024, workgroups: 1, minKeys: 1024, wave: 63 }), [1024, 8]);
     try {
       flashDecodeDefaults.maxKeys = 512;
       assert.deepEqual(plan(4), [512, 64]);
