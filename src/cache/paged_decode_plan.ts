@@ -46,32 +46,37 @@ const PSMAX = 512;
 /**
  * The default split plan for storage `dtype`, `G` query heads per KV head and `threads` per
  * workgroup, where neither `maxKeys` nor `workgroups` is set ({@linkcode FlashDecodeTuning},
- * {@linkcode flashDecodeDefaults}): the keys a split holds at most and the workgroups planned.
+ * {@linkcode flashDecodeDefaults}): the keys a split holds at most, the workgroups planned, and
+ * the workgroups a wave holds where the last wave is filled (`wave`, unless tuned).
  * Measured on the H200 (session 16, `bench/attention.ts --other-max-keys --other-workgroups`,
  * `bench/generate.ts --variants`; docs/performance.md "Decode attention"), f16 at 128 threads:
  * G 4 takes splits of up to 1024 keys and 384 workgroups, one wave at its 3 workgroups an SM
  * (dense 32K B = 1 81 -> 71 µs, 4K B = 4 55 -> 47); G 2 up to 512 keys and 512 workgroups (dense
- * 32K end to end 390 -> 407 tok/s, DMS 626 -> 655). Elsewhere 2·threads keys (at most 512) and
- * 512 workgroups, the values before those sweeps.
+ * 32K end to end 390 -> 407 tok/s, DMS 626 -> 655). Session 17 (H100, the same 132 SMs): at G 4
+ * a plan over one wave fills its last wave of 396 (dense 32K B = 4 251 -> 234 µs, 128K B = 1 251
+ * -> 235, DMS 128K B = 4 176 -> 161; one-wave rows unchanged); at G 2 filling waves of 528
+ * changed nothing beyond noise (-1.5% to +5%), so G 2 does not. Elsewhere 2·threads keys (at most
+ * 512) and 512 workgroups, the values before those sweeps.
  *
  * @param dtype Storage dtype.
  * @param G Query heads per KV head.
  * @param threads Threads per `decode_online` workgroup.
- * @returns Keys per split at most and the workgroups to plan for.
+ * @returns Keys per split at most, the workgroups to plan for, and the wave to fill (if any).
  * @example
  * ```ts
  * import { flashDecodeSplitDefaults } from "./paged_decode_plan.ts";
- * console.log(flashDecodeSplitDefaults("f16", 4, 128)); // { maxKeys: 1024, workgroups: 384 }
+ * // { maxKeys: 1024, workgroups: 384, wave: 396 }
+ * console.log(flashDecodeSplitDefaults("f16", 4, 128));
  * ```
  */
 export function flashDecodeSplitDefaults(
   dtype: "f32" | "f16",
   G: number,
   threads: number,
-): { maxKeys: number; workgroups: number } {
+): { maxKeys: number; workgroups: number; wave?: number } {
   if (dtype === "f16" && threads === THREADS) {
     if (G === 2) return { maxKeys: 512, workgroups: TARGET_WORKGROUPS };
-    if (G === 4) return { maxKeys: 1024, workgroups: 384 };
+    if (G === 4) return { maxKeys: 1024, workgroups: 384, wave: 396 };
   }
   return { maxKeys: Math.min(PSMAX, 2 * threads), workgroups: TARGET_WORKGROUPS };
 }
@@ -115,8 +120,9 @@ export interface FlashDecodeTuning {
    * Workgroups one wave of the GPU holds (its SMs times the workgroups an SM keeps resident), to
    * fill the last wave: where the planned splits need more than one wave, a page takes more
    * (shorter) splits until the last wave is full, never splits under `minKeys`
-   * ({@linkcode flashDecodeSplits}). Unset (default): no filling. On the H200: 396 at G 4 (3
-   * workgroups of 168 registers an SM, 132 SMs), 528 at G 2 (4).
+   * ({@linkcode flashDecodeSplits}). Default: {@linkcode flashDecodeSplitDefaults}' (396 for f16
+   * at G 4 and 128 threads: 3 workgroups of 168 registers an SM, 132 SMs) where no split knob is
+   * set, else none. At G 2 a wave is 528 (4 an SM); filling it did not pay (session 17).
    */
   wave?: number;
   /**
@@ -346,19 +352,20 @@ export function flashDecodePlan(
         (splitsUntuned(tuning)
           ? flashDecodeSplitDefaults(s.dtype, G, shape.WG).workgroups
           : TARGET_WORKGROUPS),
-      tuning.wave ?? flashDecodeDefaults.wave,
+      tuning.wave ?? flashDecodeDefaults.wave ??
+        (splitsUntuned(tuning) ? flashDecodeSplitDefaults(s.dtype, G, shape.WG).wave : undefined),
     ),
   };
 }
 
 /**
  * Defaults of {@linkcode FlashDecodeTuning} for calls that give none (benchmarks set them:
- * `bench/generate.ts --variants`, `--combine`, `--decode-*`). `maxKeys` and `workgroups` both unset:
- * {@linkcode flashDecodeSplitDefaults} (the H200's measured plan by dtype and G); one of them set:
- * the other is 2·threads keys (at most 512) or 512 workgroups; `combine` unset: `dispatch`; `earlyLoads` unset: false; `threads`
+ * `bench/generate.ts --variants`, `--combine`, `--decode-*`). `maxKeys` and `workgroups` both
+ * unset: {@linkcode flashDecodeSplitDefaults} (the measured plan by dtype and G, with its `wave`);
+ * one of them set: the other is 2·threads keys (at most 512) or 512 workgroups, and no wave is
+ * filled unless `wave` is set; `combine` unset: `dispatch`; `earlyLoads` unset: false; `threads`
  * unset: 128 (256 where the shape needs it), and a default the shape cannot take falls back to
- * that choice; `minKeys` unset: 64 at G ≤ 2, else 128 (`flashDecodeMinKeys`); `wave` unset: no
- * filling of the last wave. `threads`,
+ * that choice; `minKeys` unset: 64 at G ≤ 2, else 128 (`flashDecodeMinKeys`). `threads`,
  * `minKeys` and `earlyLoads` apply where {@linkcode flashDecodePlan} plans a layer. The fused merge
  * lost to the combine dispatch on the H200 in sessions 10 and 16 and `earlyLoads` changed nothing
  * measurable (docs/performance.md, "Decode attention").

@@ -15,6 +15,7 @@ import {
   flashDecodePlan,
   flashDecodeShape,
   flashDecodeSplitDefaults,
+  flashDecodeSplits,
   type FlashDecodeTuning,
 } from "../../src/cache/paged_decode_plan.ts";
 import { type DecodePage, flashDecodeReference } from "../../src/cache/paged_decode_reference.ts";
@@ -434,7 +435,17 @@ Deno.test({
     // The H200 sweeps' rule (flashDecodeSplitDefaults): f16 at 128 threads, G 4: splits of up to
     // 1024 keys and 384 workgroups; G 2: 512 keys, 512 workgroups; elsewhere 2·threads keys (at
     // most 512) and 512 workgroups.
-    assert.deepEqual(flashDecodeSplitDefaults("f16", 4, 128), { maxKeys: 1024, workgroups: 384 });
+    assert.deepEqual(flashDecodeSplitDefaults("f16", 4, 128), {
+      maxKeys: 1024,
+      workgroups: 384,
+      wave: 396,
+    });
+    // The default plan at G 4 fills its last wave (session 17): 32 pages (B 4) of 32K keys take
+    // 37 splits a page (1184 workgroups, 3 waves of 396) instead of 32 (1024, 2.6 waves).
+    const g4 = flashDecodeShape("f16", 4, 128, 1 << 15)!;
+    const { workgroups: w4, wave: v4 } = flashDecodeSplitDefaults("f16", 4, 128);
+    assert.deepEqual(flashDecodeSplits(32768, 32, g4, undefined, w4), { np: 32, ps: 0 });
+    assert.deepEqual(flashDecodeSplits(32768, 32, g4, undefined, w4, v4), { np: 37, ps: 0 });
     assert.deepEqual(flashDecodeSplitDefaults("f16", 2, 128), { maxKeys: 512, workgroups: 512 });
     for (
       const [dtype, G, threads] of [["f16", 1, 128], ["f16", 8, 128], ["f32", 4, 128]] as const
