@@ -139,6 +139,12 @@ interface Row {
   oldUs?: number;
   /** The flash kernel's median µs under the `--other-*` tuning (see `--other`). */
   otherUs?: number;
+  /**
+   * The routed kernel's median µs a step with its steps recorded back to back in one compute
+   * pass (timed by timestamps around the pass), as a decode step chains its dispatches; `us`
+   * times each dispatch in a pass of its own (see {@linkcode timeChained}).
+   */
+  chainedUs?: number;
   /** PyTorch SDPA over the dense cache of this shape, eager (each call launched by the host). */
   torchUs?: number;
   /** The same calls captured as one CUDA graph: the GPU's own time. */
@@ -307,6 +313,51 @@ async function time(
   return xs.map((x) => ({ us: median(x) * 1000, minUs: Math.min(...x) * 1000 }));
 }
 
+/**
+ * Median GPU µs a step of `step` with `k` steps recorded back to back in the command stream's
+ * compute pass, as the decode step chains its dispatches (WebGPU puts a barrier between
+ * dependent ones), timed by timestamp-only passes before and after them: the time PyTorch's
+ * CUDA graph column measures for its kernels. {@linkcode time} instead gives every dispatch a
+ * pass of its own (begin/end timestamps each), which adds each pass's start and drain to the
+ * sum. Undefined without timestamp queries.
+ */
+async function timeChained(step: () => Tensor, k: number, n = reps): Promise<number | undefined> {
+  if (!gpu.hasTimestamps) return undefined;
+  const device = gpu.device;
+  const qs = device.createQuerySet({ type: "timestamp", count: 2 * n });
+  const resolve = device.createBuffer({
+    size: 16 * n,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  try {
+    const run = (r?: number) => {
+      const outs: Tensor[] = [];
+      if (r !== undefined) {
+        gpu.encoder().beginComputePass({
+          timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * r },
+        }).end();
+      }
+      for (let i = 0; i < k; i++) outs.push(step());
+      if (r !== undefined) {
+        gpu.encoder().beginComputePass({
+          timestampWrites: { querySet: qs, endOfPassWriteIndex: 2 * r + 1 },
+        }).end();
+      }
+      gpu.flush();
+      outs.forEach((o) => o.dispose());
+    };
+    run();
+    await gpu.sync();
+    for (let r = 0; r < n; r++) run(r);
+    gpu.encoder().resolveQuerySet(qs, 0, 2 * n, resolve, 0);
+    const t = new BigUint64Array(await gpu.read(resolve, 16 * n));
+    return median(Array.from({ length: n }, (_, r) => Number(t[2 * r + 1] - t[2 * r]) / 1e3 / k));
+  } finally {
+    qs.destroy();
+    resolve.destroy();
+  }
+}
+
 async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<Row> {
   const row: Row = {
     dtype,
@@ -377,6 +428,10 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   row.minUs = minUs;
   row.gbps = bytes / (us * 1e-6) / 1e9;
   if (otherTime) row.otherUs = otherTime.us;
+  row.chainedUs = await timeChained(
+    fast,
+    Math.max(1, Math.min(400, Math.round(SAMPLE_MS * 1e3 / us))),
+  );
   // The old kernel on dense rows and the highest forced CR only (the section's time limit).
   if (!args["no-old"] && row.kernel !== "split" && (!cr || cr === Math.max(...crs))) {
     const old = () => pagedAttention(s, 0, q, { ...a, decodeKernel: "split" });
@@ -468,6 +523,7 @@ function table(rows: Row[]): string {
     "check",
     "µs",
     "GB/s",
+    "chained µs",
     "old µs",
     "new/old",
     "other µs",
@@ -478,6 +534,7 @@ function table(rows: Row[]): string {
     "torch/ours",
     "torch graph µs",
     "torch@live µs",
+    "chained/graph",
     "dense/this",
   ];
   const body = rows.map((r) => {
@@ -499,6 +556,7 @@ function table(rows: Row[]): string {
       r.check,
       fmt(r.us),
       fmt(r.gbps),
+      fmt(r.chainedUs),
       fmt(r.oldUs),
       fmt(r.oldUs ? r.us / r.oldUs : undefined, 2),
       fmt(r.otherUs),
@@ -509,6 +567,7 @@ function table(rows: Row[]): string {
       fmt(r.torchUs ? r.torchUs / r.us : undefined, 2),
       fmt(r.torchGraphUs),
       fmt(r.torchLiveUs),
+      fmt(r.chainedUs && r.torchGraphUs ? r.chainedUs / r.torchGraphUs : undefined, 2),
       fmt(dense && r !== dense ? dense.us / r.us : undefined, 2),
     ];
   });
@@ -573,7 +632,10 @@ console.log(
     "(target >= 6.5 at 32K). GB/s: live K+V bytes per step time (torch: of the dense cache). " +
     "torch µs: eager (the host launches each call); torch graph µs: the same calls as one CUDA " +
     "graph; torch@live µs: SDPA (CUDA graph) over a dense cache of the DMS row's live keys a " +
-    "head (tokens / CR): PyTorch's own time for the bytes DMS keeps.",
+    "head (tokens / CR): PyTorch's own time for the bytes DMS keeps. µs: each dispatch timed in " +
+    "a pass of its own (every dispatch of a step summed); chained µs: steps recorded back to " +
+    "back in one pass, as a decode step chains its dispatches (what the CUDA graph column " +
+    "measures for PyTorch); chained/graph: the two's ratio.",
 );
 const failed = rows.filter((r) => r.check.startsWith("FAIL"));
 for (const r of failed) console.error(`validation failed: ${key(r)} ${r.cache}: ${r.check}`);
