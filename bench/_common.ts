@@ -33,6 +33,49 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
 
+/**
+ * Median GPU µs a call over `n` samples: each sample records `record()` (`calls` calls) into the
+ * command stream's compute pass, as a decode step chains its dispatches (WebGPU puts a barrier
+ * between dependent ones), between two timestamp-only passes, then submits; the samples run back
+ * to back. Unlike `Gpu.profile` (a pass per dispatch, each with its own start and drain), this is
+ * the time a CUDA graph of the same kernels measures.
+ *
+ * @param gpu A device with the `timestamp-query` feature.
+ * @param record Records one sample's calls.
+ * @param calls Calls `record` makes (the divisor).
+ * @param n Samples.
+ */
+export async function timeInOnePass(
+  gpu: Gpu,
+  record: () => void,
+  calls: number,
+  n: number,
+): Promise<number> {
+  const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 * n });
+  const resolve = gpu.device.createBuffer({
+    size: 16 * n,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  try {
+    for (let r = 0; r < n; r++) {
+      const begin = { querySet: qs, beginningOfPassWriteIndex: 2 * r };
+      const end = { querySet: qs, endOfPassWriteIndex: 2 * r + 1 };
+      gpu.encoder().beginComputePass({ timestampWrites: begin }).end();
+      record();
+      gpu.encoder().beginComputePass({ timestampWrites: end }).end();
+      gpu.flush();
+    }
+    gpu.encoder().resolveQuerySet(qs, 0, 2 * n, resolve, 0);
+    const t = new BigUint64Array(await gpu.read(resolve, 16 * n));
+    return median(
+      Array.from({ length: n }, (_, r) => Number(t[2 * r + 1] - t[2 * r]) / 1e3 / calls),
+    );
+  } finally {
+    qs.destroy();
+    resolve.destroy();
+  }
+}
+
 /** A number for a table cell: "-" when absent or not finite, fewer digits when large. */
 export function fmt(v: number | undefined | null, digits = 1): string {
   if (v === undefined || v === null || !Number.isFinite(v)) return "-";

@@ -55,6 +55,7 @@ import { createDmsCache } from "../src/dms/dms_cache.ts";
 import { createDenseCache } from "../src/policies/dense.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import { bytesPer } from "../src/tensor/dtype.ts";
+import { fmt, median, random, timeInOnePass } from "./_common.ts";
 
 type Dt = "f32" | "f16";
 const [HKV, D] = [8, 128];
@@ -152,25 +153,6 @@ interface Row {
   /** DMS rows: SDPA (CUDA graph) over a dense cache holding this row's live keys a head. */
   torchLiveUs?: number;
   skipped?: string;
-}
-
-/** n values in [lo, hi) from a seeded mulberry32 stream. */
-function random(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), s | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = lo + (hi - lo) * (((t ^ (t >>> 14)) >>> 0) / 4294967296);
-  }
-  return out;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const h = s.length >> 1;
-  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
 
 /** Whether a cache of this shape fits the device's largest storage binding (one K pool). */
@@ -314,48 +296,19 @@ async function time(
 }
 
 /**
- * Median GPU µs a step of `step` with `k` steps recorded back to back in the command stream's
- * compute pass, as the decode step chains its dispatches (WebGPU puts a barrier between
- * dependent ones), timed by timestamp-only passes before and after them: the time PyTorch's
- * CUDA graph column measures for its kernels. {@linkcode time} instead gives every dispatch a
- * pass of its own (begin/end timestamps each), which adds each pass's start and drain to the
- * sum. Undefined without timestamp queries.
+ * Median GPU µs a step of `step` with `k` steps recorded back to back in one compute pass, as the
+ * decode step chains its dispatches ({@linkcode timeInOnePass}: the time PyTorch's CUDA graph
+ * column measures for its kernels); {@linkcode time} gives every dispatch a pass of its own, which
+ * adds each pass's start and drain to the sum. Undefined without timestamp queries.
  */
-async function timeChained(step: () => Tensor, k: number, n = reps): Promise<number | undefined> {
+async function timeChained(step: () => Tensor, k: number): Promise<number | undefined> {
   if (!gpu.hasTimestamps) return undefined;
-  const device = gpu.device;
-  const qs = device.createQuerySet({ type: "timestamp", count: 2 * n });
-  const resolve = device.createBuffer({
-    size: 16 * n,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  try {
-    const run = (r?: number) => {
-      const outs: Tensor[] = [];
-      if (r !== undefined) {
-        gpu.encoder().beginComputePass({
-          timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * r },
-        }).end();
-      }
-      for (let i = 0; i < k; i++) outs.push(step());
-      if (r !== undefined) {
-        gpu.encoder().beginComputePass({
-          timestampWrites: { querySet: qs, endOfPassWriteIndex: 2 * r + 1 },
-        }).end();
-      }
-      gpu.flush();
-      outs.forEach((o) => o.dispose());
-    };
-    run();
-    await gpu.sync();
-    for (let r = 0; r < n; r++) run(r);
-    gpu.encoder().resolveQuerySet(qs, 0, 2 * n, resolve, 0);
-    const t = new BigUint64Array(await gpu.read(resolve, 16 * n));
-    return median(Array.from({ length: n }, (_, r) => Number(t[2 * r + 1] - t[2 * r]) / 1e3 / k));
-  } finally {
-    qs.destroy();
-    resolve.destroy();
-  }
+  const record = () => {
+    for (let i = 0; i < k; i++) step().dispose();
+  };
+  record();
+  await gpu.sync();
+  return await timeInOnePass(gpu, record, k, reps);
 }
 
 async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<Row> {
@@ -504,11 +457,6 @@ function liveKeys(r: Row): number {
 
 function key(x: { ctx: number; B: number; dtype: Dt }): string {
   return `${x.dtype} S=${x.ctx} B=${x.B}`;
-}
-
-function fmt(v: number | undefined, digits = 1): string {
-  if (v === undefined || !Number.isFinite(v)) return "-";
-  return v >= 100 ? v.toFixed(0) : v.toFixed(digits);
 }
 
 function table(rows: Row[]): string {

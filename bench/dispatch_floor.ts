@@ -50,6 +50,7 @@ import {
   median,
   random,
   runPython,
+  timeInOnePass,
   torchCuda,
 } from "./_common.ts";
 
@@ -369,28 +370,18 @@ const opRows: OpRow[] = [];
 
 /** {@linkcode time} for library ops: `N` calls of `fn` per timestamped sample, back to back. */
 async function timeOps(fn: (i: number) => void): Promise<number> {
-  const qs = device.createQuerySet({ type: "timestamp", count: 2 * REPS });
-  const resolve = device.createBuffer({
-    size: 16 * REPS,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
   await warm(() => {
     for (let i = 0; i < N; i++) fn(i);
     gpu.flush();
   });
-  for (let r = 0; r < REPS; r++) {
-    const begin = { querySet: qs, beginningOfPassWriteIndex: 2 * r };
-    const end = { querySet: qs, endOfPassWriteIndex: 2 * r + 1 };
-    gpu.encoder().beginComputePass({ timestampWrites: begin }).end();
-    for (let i = 0; i < N; i++) fn(i);
-    gpu.encoder().beginComputePass({ timestampWrites: end }).end();
-    gpu.flush();
-  }
-  gpu.encoder().resolveQuerySet(qs, 0, 2 * REPS, resolve, 0);
-  const t = new BigUint64Array(await gpu.read(resolve, 16 * REPS));
-  qs.destroy();
-  resolve.destroy();
-  return median(Array.from({ length: REPS }, (_, r) => Number(t[2 * r + 1] - t[2 * r]) / 1e3 / N));
+  return timeInOnePass(
+    gpu,
+    () => {
+      for (let i = 0; i < N; i++) fn(i);
+    },
+    N,
+    REPS,
+  );
 }
 
 let torchNote = "";
