@@ -226,7 +226,19 @@ Deno.test({
           try {
             using idt = Tensor.fromArray(gpu, ids, [1, T], "i32");
             using pos = positions(1, T);
-            using all = model.forward(idt, { mode: "inference", positions: pos, cache: a })!;
+            const alphas: Tensor[] = [];
+            using all = model.forward(idt, {
+              mode: "inference",
+              positions: pos,
+              cache: a,
+              capture: (name, _l, t) => (name === "alpha" ? alphas.push(t) : t.dispose()),
+            })!;
+            const alpha = (await Promise.all(alphas.map((t) => t.toArray())))
+              .flatMap((x) => [...x]);
+            alphas.forEach((t) => t.dispose());
+            // prefill and decode compute α through different kernels (|Δα| ≤ ~3e-6 measured):
+            // an α within 1e-4 of 0 could evict in one and not the other, so skip it.
+            if (evict && alpha.some((v) => Math.abs(v) < 1e-4)) return;
             const expect = await all.toArray();
             const V = cfg.vocabSize;
             for (let t = 0; t < T; t++) {

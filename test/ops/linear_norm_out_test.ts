@@ -122,7 +122,11 @@ Deno.test({
         using tx = Tensor.fromArray(gpu, xs[i], [M, K], dtype);
         const u = linearNormOut(tx, tw, { norm: { weight: tg, eps: EPS }, variant: "unfused" });
         using uy = u.y, un = u.normed;
-        assertClose(await uy.toArray(), gotY, t, `${label}: unfused y`);
+        // y: the two variants' dot products over K may round apart (the property test's bound)
+        const ty = dtype === "f32"
+          ? { atol: 4e-6 * Math.sqrt(K), rtol: 1e-5 }
+          : { atol: 2e-3 * Math.sqrt(K), rtol: 4e-3 };
+        assertClose(await uy.toArray(), gotY, ty, `${label}: unfused y`);
         assertClose(await un.toArray(), await normed.toArray(), t, `${label}: unfused normed`);
       }
     }
