@@ -5,6 +5,8 @@
 
 import type fc from "fast-check";
 import { getGpu, type Gpu } from "../src/gpu/device.ts";
+import type { Tensor } from "../src/tensor/tensor.ts";
+import type { CaptureName } from "../src/model/transformer.ts";
 
 /** Tolerance `|actual - expected| <= atol + rtol*|expected|`. */
 export interface Tolerance {
@@ -111,4 +113,23 @@ export const GPU_TEST = { sanitizeResources: false, sanitizeOps: false } as cons
  */
 export function nearTieSlack(rows: number): number {
   return 2 + Math.ceil(rows / 500);
+}
+
+/**
+ * A `capture` callback for `model.forward` that keeps the tensors named `name` (one a layer) and
+ * disposes the rest; `values()` reads the kept ones, layer by layer, into one array and disposes them.
+ */
+export function captureNamed(name: CaptureName): {
+  capture: (n: CaptureName, layer: number, t: Tensor) => void;
+  values: () => Promise<number[]>;
+} {
+  const kept: Tensor[] = [];
+  return {
+    capture: (n, _layer, t) => void (n === name ? kept.push(t) : t.dispose()),
+    values: async () => {
+      const arrays = await Promise.all(kept.map((t) => t.toArray()));
+      kept.forEach((t) => t.dispose());
+      return arrays.flatMap((a) => [...a]);
+    },
+  };
 }

@@ -4,7 +4,7 @@ import { type ModelConfig, parseConfig } from "../../src/model/config.ts";
 import { createModel, exportWeights, loadModel, saveModel } from "../../src/model/model.ts";
 import { loadReferenceModel, teacherForward, trainForward } from "../../src/model/reference.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
-import { assertClose, fcParams, gpu, GPU_TEST, randomArray } from "../_util.ts";
+import { assertClose, captureNamed, fcParams, gpu, GPU_TEST, randomArray } from "../_util.ts";
 
 /** A tiny random config (fast-check). */
 const tinyConfig = fc.record({
@@ -226,16 +226,14 @@ Deno.test({
           try {
             using idt = Tensor.fromArray(gpu, ids, [1, T], "i32");
             using pos = positions(1, T);
-            const alphas: Tensor[] = [];
+            const alphas = captureNamed("alpha");
             using all = model.forward(idt, {
               mode: "inference",
               positions: pos,
               cache: a,
-              capture: (name, _l, t) => (name === "alpha" ? alphas.push(t) : t.dispose()),
+              capture: alphas.capture,
             })!;
-            const alpha = (await Promise.all(alphas.map((t) => t.toArray())))
-              .flatMap((x) => [...x]);
-            alphas.forEach((t) => t.dispose());
+            const alpha = await alphas.values();
             // prefill and decode compute α through different kernels (|Δα| ≤ ~3e-6 measured):
             // an α within 1e-4 of 0 could evict in one and not the other, so skip it.
             if (evict && alpha.some((v) => Math.abs(v) < 1e-4)) return;

@@ -20,7 +20,7 @@ import {
   trainableParameters,
 } from "../../src/train/train_step.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
-import { assertClose, fcParams, gpu, GPU_TEST, randomArray } from "../_util.ts";
+import { assertClose, captureNamed, fcParams, gpu, GPU_TEST, randomArray } from "../_util.ts";
 
 interface Spec {
   modelType: "qwen3" | "llama";
@@ -150,15 +150,14 @@ Deno.test({
             try {
               using idt = Tensor.fromArray(gpu, ids, [B, T], "i32");
               using pos = Tensor.fromArray(gpu, ids.map((_, i) => i % T), [B, T], "i32");
-              const zs: Tensor[] = [];
+              const zs = captureNamed("z");
               using trainLogits = model.forward(idt, {
                 mode: "train",
                 positions: pos,
                 noise: nts,
-                capture: (name, _l, t) => (name === "z" ? zs.push(t) : t.dispose()),
+                capture: zs.capture,
               })!;
-              const z = (await Promise.all(zs.map((t) => t.toArray()))).flatMap((a) => [...a]);
-              zs.forEach((t) => t.dispose());
+              const z = await zs.values();
               // frac_closed and loss_cr count hard decisions z > 0, taken on the GPU and in f64
               // apart (|Δz| ≤ 6.6e-6 measured): a z within 1e-4 of 0 could flip one, so skip it.
               if (z.some((v) => Math.abs(v) < 1e-4)) return;
