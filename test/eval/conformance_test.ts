@@ -26,6 +26,7 @@ import {
   runConformance,
 } from "../../src/eval/conformance.ts";
 import { main } from "../../src/cli/conform.ts";
+import { serveCheckout } from "../_serve.ts";
 
 /** The vendored golden cases (never ../shared: a fresh clone must run them). */
 const VENDORED = new URL("../../testdata/conformance/", import.meta.url).pathname;
@@ -381,52 +382,24 @@ Deno.test({
 });
 
 Deno.test("imported over HTTP (as from JSR), runConformance() fetches the vendored cases over HTTP", async () => {
-  const root = new URL("../../", import.meta.url);
-  const served: string[] = [];
-  const ac = new AbortController();
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen: () => {} },
-    async (req) => {
-      const path = decodeURIComponent(new URL(req.url).pathname);
-      if (path.includes("..") || !/^\/(mod\.ts|src\/|shaders\/|testdata\/)/.test(path)) {
-        return new Response("not found", { status: 404 });
-      }
-      try {
-        const body = await Deno.readFile(new URL(`.${path}`, root));
-        served.push(path);
-        const type = path.endsWith(".ts") ? "application/typescript" : "application/octet-stream";
-        return new Response(body, { headers: { "content-type": type } });
-      } catch {
-        return new Response("not found", { status: 404 });
-      }
-    },
-  );
+  const server = serveCheckout(/^\/(mod\.ts|src\/|shaders\/|testdata\/)/);
   try {
-    const { port } = server.addr as Deno.NetAddr;
-    // a child process, with --no-lock so that the loopback URLs never land in deno.lock
-    const script = `
-      const { runConformance } = await import("http://127.0.0.1:${port}/src/eval/conformance.ts");
+    const line = await server.evalChild(`
+      const { runConformance } = await import("${server.origin}/src/eval/conformance.ts");
       const r = await runConformance();
-      console.log(JSON.stringify({ dir: r.dir, passed: r.passed, failed: r.failed }));`;
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["eval", "--no-lock", script],
-      cwd: root,
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!;
-    assert.deepEqual(JSON.parse(text), {
-      dir: `http://127.0.0.1:${port}/testdata/conformance/`,
+      console.log(JSON.stringify({ dir: r.dir, passed: r.passed, failed: r.failed }));`);
+    assert.deepEqual(JSON.parse(line), {
+      dir: `${server.origin}/testdata/conformance/`,
       passed: 10,
       failed: 0,
     });
+    assert.ok(server.served.includes("/src/eval/conformance.ts"), "the module came over HTTP");
     assert.ok(
-      served.includes("/testdata/conformance/B2_infer_adapter_layer_tied/weights.safetensors"),
+      server.served.includes(
+        "/testdata/conformance/B2_infer_adapter_layer_tied/weights.safetensors",
+      ),
     );
   } finally {
-    ac.abort();
-    await server.finished;
+    await server.close();
   }
 });
