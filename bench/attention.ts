@@ -43,7 +43,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { type KernelTime, MAX_PROFILED_DISPATCHES } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
@@ -55,61 +54,111 @@ import { createDmsCache } from "../src/dms/dms_cache.ts";
 import { createDenseCache } from "../src/policies/dense.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import { bytesPer } from "../src/tensor/dtype.ts";
+import { scriptArgs } from "../src/cli/script_args.ts";
 import { fmt, median, random, timeInOnePass } from "./_common.ts";
 
 type Dt = "f32" | "f16";
 const [HKV, D] = [8, 128];
 
-const { values: args } = parseArgs({
-  args: Deno.args,
-  options: {
-    contexts: { type: "string" },
-    batches: { type: "string" },
-    crs: { type: "string" },
-    dtypes: { type: "string" },
-    window: { type: "string" },
-    block: { type: "string" },
-    "partition-keys": { type: "string" },
-    reps: { type: "string" },
-    "no-torch": { type: "boolean", default: false },
-    "no-old": { type: "boolean", default: false },
-    other: { type: "boolean", default: false },
-    "other-threads": { type: "string" },
-    "other-loads": { type: "string" },
-    "other-min-keys": { type: "string" },
-    "other-combine": { type: "string" },
-    "other-early": { type: "boolean", default: false },
-    "other-max-keys": { type: "string" },
-    "other-workgroups": { type: "string" },
-    "other-wave": { type: "string" },
-    quick: { type: "boolean", default: false },
-    g: { type: "string" },
-    json: { type: "string" },
-  },
+const USAGE = `usage: deno run -A bench/attention.ts [flags]
+
+  --contexts LIST        tokens a sequence, comma-separated (default 4096,32768,131072;
+                         --quick 4096,32768; CPU adapter 256,1024)
+  --batches LIST         sequences B, comma-separated (default 1,4,16; --quick 1,4; CPU adapter 1,2)
+  --crs LIST             forced compression ratios of the DMS rows, each >= 1 (default 2,4,8)
+  --dtypes LIST          f16, f32 (default f16,f32; f16 only where the adapter has shader-f16)
+  --window N             the DMS window W (default 512; CPU adapter 32)
+  --block N              entries a cache block (default 256; CPU adapter 32)
+  --partition-keys N     keys a decode split, fixed (default: chosen from the length bound)
+  --reps N               timed samples a row, the median reported (default 7; CPU adapter 3)
+  --g N                  query heads a KV head, 1..8 (default 4, Qwen3-8B; 2: Qwen3-0.6B)
+  --quick                the smaller default contexts and batches (always on a CPU adapter)
+  --no-old               skip the v2 split kernel (old µs, new/old)
+  --no-torch             skip the PyTorch SDPA twin
+  --other                also check and time the flash kernel under the --other-* tuning,
+                         interleaved with the routed kernel (other µs, this/other)
+  --other-threads N      its threads a workgroup: 64, 128, 256 or 512 (default: as routed)
+  --other-loads J        its loads in flight a lane: 1, 2, 4 or 8 (default: the most that fit)
+  --other-min-keys N     its least keys an adaptive split (default 64 at G <= 2, else 128)
+  --other-max-keys N     its most keys a split: 1, 2, 4 or 8 times its threads (default: as routed)
+  --other-workgroups N   its workgroups planned in all (default: as routed)
+  --other-wave N         its workgroups a wave holds, splits fill the last wave (default: as routed)
+  --other-combine fused|dispatch  how its splits merge (default: as routed, dispatch)
+  --other-early          its threads load their first block from the block table early (EARLY)
+  --json FILE            write the device, the sizes and the rows as JSON
+  -h, --help             this text`;
+
+const args = scriptArgs("attention", USAGE, {
+  contexts: { type: "string" },
+  batches: { type: "string" },
+  crs: { type: "string" },
+  dtypes: { type: "string" },
+  window: { type: "string" },
+  block: { type: "string" },
+  "partition-keys": { type: "string" },
+  reps: { type: "string" },
+  "no-torch": { type: "boolean" },
+  "no-old": { type: "boolean" },
+  other: { type: "boolean" },
+  "other-threads": { type: "string" },
+  "other-loads": { type: "string" },
+  "other-min-keys": { type: "string" },
+  "other-combine": { type: "string" },
+  "other-early": { type: "boolean" },
+  "other-max-keys": { type: "string" },
+  "other-workgroups": { type: "string" },
+  "other-wave": { type: "string" },
+  quick: { type: "boolean" },
+  g: { type: "string" },
+  json: { type: "string" },
 });
+/** Query heads per KV head: 4 (Qwen3-8B) unless `--g` (2: Qwen3-0.6B). */
+const G = args.int("g", 4, 1, 8);
+// Read (and checked) before the GPU opens; empty lists and undefined: the adapter's defaults.
+const contextsArg = args.ints("contexts", [], 1);
+const batchesArg = args.ints("batches", [], 1);
+const crs = args.nums("crs", [2, 4, 8], 1);
+const dtypesArg = args.oneOfList("dtypes", ["f16", "f32"] as const, ["f16", "f32"]);
+const windowArg = args.intOpt("window", 1);
+const blockArg = args.intOpt("block", 1);
+const partitionKeys = args.intOpt("partition-keys", 1);
+const repsArg = args.intOpt("reps", 1);
+const otherInt = (name: string, choices?: number[]): number | undefined => {
+  const x = args.intOpt(name, 1);
+  if (x !== undefined && choices && !choices.includes(x)) {
+    args.fail(`--${name} must be one of ${choices.join(", ")}, got "${args.str(name)}"`);
+  }
+  return x;
+};
+const tuning = {
+  threads: otherInt("other-threads", [64, 128, 256, 512]),
+  loads: otherInt("other-loads", [1, 2, 4, 8]),
+  minKeys: otherInt("other-min-keys"),
+  combine: args.str("other-combine") === undefined
+    ? undefined
+    : args.oneOf("other-combine", ["fused", "dispatch"] as const, "dispatch"),
+  maxKeys: otherInt("other-max-keys", [64, 128, 256, 512, 1024, 2048, 4096]),
+  workgroups: otherInt("other-workgroups"),
+  wave: otherInt("other-wave"),
+  earlyLoads: args.flag("other-early") || undefined,
+};
+const json = args.str("json");
 
 const gpu = await getGpu();
-/** Query heads per KV head: 4 (Qwen3-8B) unless `--g` (2: Qwen3-0.6B). */
-const G = Number(args.g ?? 4);
-if (!Number.isInteger(G) || G < 1 || G > 8) {
-  console.error(`attention: --g must be an integer 1..8, got ${args.g}`);
-  Deno.exit(2);
-}
 const cpu = /llvmpipe/i.test(gpu.description);
-const list = (s: string | undefined, dflt: number[]) => (s ? s.split(",").map(Number) : dflt);
-const quick = args.quick || cpu;
-const contexts = list(
-  args.contexts,
-  cpu ? [256, 1024] : quick ? [4096, 32768] : [4096, 32768, 131072],
-);
-const batches = list(args.batches, cpu ? [1, 2] : quick ? [1, 4] : [1, 4, 16]);
-const crs = list(args.crs, [2, 4, 8]);
-const dtypes = (args.dtypes?.split(",") ?? ["f16", "f32"])
-  .filter((d): d is Dt => d === "f32" || (d === "f16" && gpu.hasF16));
-const window = Number(args.window ?? (cpu ? 32 : 512));
-const blockSize = Number(args.block ?? (cpu ? 32 : 256));
-const partitionKeys = args["partition-keys"] ? Number(args["partition-keys"]) : undefined;
-const reps = Number(args.reps ?? (cpu ? 3 : 7));
+const quick = args.flag("quick") || cpu;
+const contexts = contextsArg.length
+  ? contextsArg
+  : cpu
+  ? [256, 1024]
+  : quick
+  ? [4096, 32768]
+  : [4096, 32768, 131072];
+const batches = batchesArg.length ? batchesArg : cpu ? [1, 2] : quick ? [1, 4] : [1, 4, 16];
+const dtypes = dtypesArg.filter((d): d is Dt => d === "f32" || (d === "f16" && gpu.hasF16));
+const window = windowArg ?? (cpu ? 32 : 512);
+const blockSize = blockArg ?? (cpu ? 32 : 256);
+const reps = repsArg ?? (cpu ? 3 : 7);
 /** GPU time per timing sample, and of back-to-back load before a shape's samples (clocks). */
 const SAMPLE_MS = cpu ? 1 : 20;
 const WARM_MS = cpu ? 0 : 200;
@@ -342,22 +391,12 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   const a = { t0: ctx, window: cache.policy.window, scale: 1 / Math.sqrt(D) };
   row.kernel = decodeKernelFor(s, G, D, {});
   const fast = () => pagedAttention(s, 0, q, a);
-  const tuning = {
-    threads: args["other-threads"] ? Number(args["other-threads"]) : undefined,
-    loads: args["other-loads"] ? Number(args["other-loads"]) : undefined,
-    minKeys: args["other-min-keys"] ? Number(args["other-min-keys"]) : undefined,
-    combine: args["other-combine"] as "fused" | "dispatch" | undefined,
-    maxKeys: args["other-max-keys"] ? Number(args["other-max-keys"]) : undefined,
-    workgroups: args["other-workgroups"] ? Number(args["other-workgroups"]) : undefined,
-    wave: args["other-wave"] ? Number(args["other-wave"]) : undefined,
-    earlyLoads: args["other-early"] || undefined,
-  };
   const other = () => {
     const out = pagedDecodeFlash(s, 0, q, { ...a, tuning });
     if (!out) throw new Error(`--other: no flash kernel for ${JSON.stringify(tuning)}`);
     return out;
   };
-  const withOther = args.other && row.kernel === "flash";
+  const withOther = args.flag("other") && row.kernel === "flash";
   {
     using t = pagedAttention(s, 0, q, { ...a, decodeKernel: "tiled" });
     const y = await t.toArray();
@@ -386,7 +425,7 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
     Math.max(1, Math.min(400, Math.round(SAMPLE_MS * 1e3 / us))),
   );
   // The old kernel on dense rows and the highest forced CR only (the section's time limit).
-  if (!args["no-old"] && row.kernel !== "split" && (!cr || cr === Math.max(...crs))) {
+  if (!args.flag("no-old") && row.kernel !== "split" && (!cr || cr === Math.max(...crs))) {
     const old = () => pagedAttention(s, 0, q, { ...a, decodeKernel: "split" });
     row.oldUs = (await time([old], Math.min(reps, 3)))[0].us;
   }
@@ -409,7 +448,7 @@ interface TorchTimes {
 
 /** PyTorch SDPA times by key, when python3 has torch with CUDA; else undefined. */
 async function torchTimes(shapes: TorchJob[]): Promise<TorchTimes | undefined> {
-  if (args["no-torch"] || shapes.length === 0) return undefined;
+  if (args.flag("no-torch") || shapes.length === 0) return undefined;
   if (Deno.permissions.querySync({ name: "run", command: "python3" }).state !== "granted") {
     console.log("PyTorch comparison skipped: needs --allow-run (deno run -A bench/attention.ts).");
     return undefined;
@@ -587,9 +626,9 @@ console.log(
 );
 const failed = rows.filter((r) => r.check.startsWith("FAIL"));
 for (const r of failed) console.error(`validation failed: ${key(r)} ${r.cache}: ${r.check}`);
-if (args.json) {
+if (json) {
   const doc = { device: gpu.description, cpu, Hkv: HKV, G, D, window, blockSize, reps, rows };
-  await writeTextFileAtomic(args.json, JSON.stringify(doc, null, 2) + "\n");
-  console.log(`wrote ${args.json}`);
+  await writeTextFileAtomic(json, JSON.stringify(doc, null, 2) + "\n");
+  console.log(`wrote ${json}`);
 }
 if (failed.length) Deno.exitCode = 1;

@@ -25,7 +25,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { createCacheFor, generate } from "../src/generate.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import { parseConfig } from "../src/model/config.ts";
@@ -36,42 +35,68 @@ import { Tensor } from "../src/tensor/tensor.ts";
 import { sample } from "../src/ops/sample.ts";
 import type { KernelTime } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
+import { scriptArgs } from "../src/cli/script_args.ts";
 import { byEntryPoint, fmt, isCpuAdapter, markdownTable } from "./_common.ts";
 
-const { values } = parseArgs({
-  options: {
-    contexts: { type: "string" },
-    batches: { type: "string" },
-    caches: { type: "string", default: "dense,dms" },
-    tokens: { type: "string" },
-    cr: { type: "string", default: "8" },
-    "budget-gb": { type: "string" },
-    "max-seconds": { type: "string", default: "150" },
-    dtype: { type: "string" },
-    profile: { type: "boolean", default: false },
-    "no-replay": { type: "boolean", default: false },
-    overlap: { type: "string", default: "8" },
-    quick: { type: "boolean", default: false },
-    json: { type: "string" },
-  },
+const USAGE = `usage: deno run -A bench/chains.ts [flags]
+
+  --contexts LIST     prompt tokens, comma-separated (default 8192,32768; --quick / CPU adapter 128)
+  --batches LIST      chains B, comma-separated (default 8,16,32,64; --quick / CPU adapter 2,4)
+  --tokens N          tokens each chain decodes (default 64; --quick / CPU adapter 48)
+  --cr X              forced compression ratio of the DMS cache, >= 1 (default 8)
+  --caches LIST       dense, dms (default dense,dms)
+  --budget-gb X       the KV memory budget of the largest-batch table, GB (default 16;
+                      --quick / CPU adapter 0.001)
+  --max-seconds X     rows not started within X seconds are listed as skipped (default 150)
+  --dtype f16|f32     model and cache dtype (default f16 where the adapter has shader-f16, else f32)
+  --profile           after each row, one decode step with timestamp queries, its time by kernel
+  --no-replay         encode every decode step by the ops (GenerateOptions.replay false)
+  --overlap N         decode steps encoded while a readback waits (readbackOverlap, default 8)
+  --quick             2 layers, hidden 128 and the small sizes above (always on a CPU adapter)
+  --json FILE         write the geometry, the rows and the budget table as JSON
+  -h, --help          this text`;
+
+const args = scriptArgs("chains", USAGE, {
+  contexts: { type: "string" },
+  batches: { type: "string" },
+  caches: { type: "string" },
+  tokens: { type: "string" },
+  cr: { type: "string" },
+  "budget-gb": { type: "string" },
+  "max-seconds": { type: "string" },
+  dtype: { type: "string" },
+  profile: { type: "boolean" },
+  "no-replay": { type: "boolean" },
+  overlap: { type: "string" },
+  quick: { type: "boolean" },
+  json: { type: "string" },
 });
+// Read (and checked) before the GPU opens; empty lists and undefined: the adapter's defaults.
+const contextsArg = args.ints("contexts", [], 1);
+const batchesArg = args.ints("batches", [], 1);
+const tokensArg = args.intOpt("tokens", 1);
+const caches = args.oneOfList("caches", ["dense", "dms"] as const, ["dense", "dms"]);
+const CR = args.num("cr", 8, 1);
+const budgetArg = args.numOpt("budget-gb");
+const maxSeconds = args.num("max-seconds", 150);
+const dtypeArg = args.str("dtype") === undefined
+  ? undefined
+  : args.oneOf("dtype", ["f16", "f32"] as const, "f32");
+const overlap = args.int("overlap", 8);
+const json = args.str("json");
+
 const gpu = await getGpu();
 const cpu = isCpuAdapter(gpu);
-const small = values.quick || cpu;
+const small = args.flag("quick") || cpu;
 const g = small
   ? { layers: 2, hidden: 128, heads: 4, kvHeads: 2, headDim: 32, inter: 256, vocab: 1000 }
   : { layers: 28, hidden: 1024, heads: 16, kvHeads: 8, headDim: 128, inter: 3072, vocab: 151936 };
-const nums = (s: string | undefined, d: string) => (s ?? d).split(",").map(Number);
-const contexts = nums(values.contexts, small ? "128" : "8192,32768");
-const batches = nums(values.batches, small ? "2,4" : "8,16,32,64");
-const N = Number(values.tokens ?? (small ? 48 : 64));
-const caches = values.caches.split(",").filter((c): c is "dense" | "dms" =>
-  c === "dense" || c === "dms"
-);
-const CR = Number(values.cr);
-const budget = Number(values["budget-gb"] ?? (small ? 0.001 : 16)) * 1e9;
-const deadline = performance.now() + Number(values["max-seconds"]) * 1000;
-const dtype = (values.dtype as "f32" | "f16" | undefined) ?? (gpu.hasF16 ? "f16" : "f32");
+const contexts = contextsArg.length ? contextsArg : small ? [128] : [8192, 32768];
+const batches = batchesArg.length ? batchesArg : small ? [2, 4] : [8, 16, 32, 64];
+const N = tokensArg ?? (small ? 48 : 64);
+const budget = (budgetArg ?? (small ? 0.001 : 16)) * 1e9;
+const deadline = performance.now() + maxSeconds * 1000;
+const dtype = dtypeArg ?? (gpu.hasF16 ? "f16" : "f32");
 const every = Math.min(small ? 16 : 32, N);
 
 /** One measured (or skipped) configuration. */
@@ -156,8 +181,8 @@ async function run(
     eosTokenIds: [],
     readbackEvery: every,
     sampling: { temperature: 1, seed: 7 },
-    replay: !values["no-replay"],
-    readbackOverlap: Number(values.overlap),
+    replay: !args.flag("no-replay"),
+    readbackOverlap: overlap,
   });
   let tFirst = 0, count = 0, stats;
   while (true) {
@@ -179,7 +204,9 @@ async function run(
     cr: stats.compressionRatioDenseOverKept,
     copyMs,
   };
-  if (values.profile && gpu.hasTimestamps) Object.assign(row, await profileStep(model, kv, B, ctx));
+  if (args.flag("profile") && gpu.hasTimestamps) {
+    Object.assign(row, await profileStep(model, kv, B, ctx));
+  }
   return row;
 }
 
@@ -306,7 +333,7 @@ console.log(markdownTable(
   }),
   2,
 ));
-if (values.json) {
+if (json) {
   const doc = {
     device: gpu.description,
     cpu,
@@ -319,6 +346,6 @@ if (values.json) {
     prefillMs,
     atBudget,
   };
-  await writeTextFileAtomic(values.json, JSON.stringify(doc, null, 2) + "\n");
-  console.log(`wrote ${values.json}`);
+  await writeTextFileAtomic(json, JSON.stringify(doc, null, 2) + "\n");
+  console.log(`wrote ${json}`);
 }

@@ -19,27 +19,35 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { createCacheFor } from "../src/generate.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import { parseConfig } from "../src/model/config.ts";
 import { createModel } from "../src/model/model.ts";
 import { sample } from "../src/ops/sample.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
+import { scriptArgs } from "../src/cli/script_args.ts";
 import { countGpu, fmt, median } from "./_common.ts";
 
-const { values } = parseArgs({
-  options: {
-    ctx: { type: "string", default: "2048" },
-    tokens: { type: "string", default: "64" },
-    cr: { type: "string", default: "8" },
-    "head-dim": { type: "string", default: "64" },
-    policies: { type: "string", default: "dense,dms" },
-  },
+const USAGE = `usage: deno run -A bench/decode_host.ts [flags]
+
+  --ctx N           prompt tokens prefilled before the timed steps (default 2048)
+  --tokens N        decode steps timed (default 64)
+  --cr X            forced compression ratio of the DMS cache, >= 1 (default 8)
+  --head-dim N      the model's head dim (default 64)
+  --policies LIST   caches to time: dense, dms (default dense,dms)
+  -h, --help        this text`;
+
+const args = scriptArgs("decode_host", USAGE, {
+  ctx: { type: "string" },
+  tokens: { type: "string" },
+  cr: { type: "string" },
+  "head-dim": { type: "string" },
+  policies: { type: "string" },
 });
+const ctx = args.int("ctx", 2048, 1), N = args.int("tokens", 64, 1), CR = args.num("cr", 8, 1);
+const headDim = args.int("head-dim", 64, 1);
+const policies = args.oneOfList("policies", ["dense", "dms"] as const, ["dense", "dms"]);
 const gpu = await getGpu();
-const ctx = Number(values.ctx), N = Number(values.tokens), CR = Number(values.cr);
-const headDim = Number(values["head-dim"]);
 const dtype = gpu.hasF16 ? "f16" : "f32";
 const counters = countGpu(gpu);
 const EVERY = 32;
@@ -160,7 +168,7 @@ function instrument() {
 }
 
 console.log(`device: ${gpu.description}; ctx ${ctx}, ${N} tokens, CR ${CR}, ${dtype}`);
-for (const p of values.policies.split(",") as ("dense" | "dms")[]) {
+for (const p of policies) {
   const r = await run(p);
   console.log(
     `${r.policy.padEnd(5)} host ms/step: median ${fmt(r.median, 3)}, mean ${fmt(r.mean, 3)}; ` +

@@ -34,7 +34,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
@@ -43,6 +42,7 @@ import { linearNormOut } from "../src/ops/linear_norm_out.ts";
 import { linear } from "../src/ops/matmul.ts";
 import { linearQkv } from "../src/ops/linear_qkv.ts";
 import { linearSwiglu } from "../src/ops/linear_swiglu.ts";
+import { scriptArgs } from "../src/cli/script_args.ts";
 import {
   fmt,
   isCpuAdapter,
@@ -54,16 +54,29 @@ import {
   torchCuda,
 } from "./_common.ts";
 
-const { values } = parseArgs({
-  options: {
-    dispatches: { type: "string", default: "256" },
-    sizes: { type: "string" },
-    reps: { type: "string", default: "5" },
-    quick: { type: "boolean", default: false },
-    "no-torch": { type: "boolean", default: false },
-    json: { type: "string" },
-  },
+const USAGE = `usage: deno run -A bench/dispatch_floor.ts [flags]
+
+  --dispatches N   dispatches in one pass a sample, 1..1023 (one submit a sample; default 256)
+  --sizes LIST     MB the stream cases read, comma-separated (default 1,4,16,64;
+                   --quick / CPU adapter 1)
+  --reps N         timed samples a case, the median reported (default 5)
+  --quick          the small sizes (always on a CPU adapter)
+  --no-torch       skip the PyTorch CUDA-graph twin
+  --json FILE      write both tables' rows as JSON
+  -h, --help       this text`;
+
+const args = scriptArgs("dispatch_floor", USAGE, {
+  dispatches: { type: "string" },
+  sizes: { type: "string" },
+  reps: { type: "string" },
+  quick: { type: "boolean" },
+  "no-torch": { type: "boolean" },
+  json: { type: "string" },
 });
+const N = args.int("dispatches", 256, 1, 1023), REPS = args.int("reps", 5, 1);
+/** Empty: the adapter's default. */
+const sizesArg = args.ints("sizes", [], 1);
+const json = args.str("json");
 const gpu = await getGpu();
 if (!gpu.hasTimestamps) {
   console.log(`dispatch_floor: ${gpu.description} has no timestamp-query; nothing measured`);
@@ -71,24 +84,11 @@ if (!gpu.hasTimestamps) {
 }
 const device = gpu.device;
 const cpu = isCpuAdapter(gpu);
-const N = Number(values.dispatches), REPS = Number(values.reps);
 /** Untimed work before each case's timed samples, in ms of wall time (the GPU busy meanwhile). */
 const WARM_MS = cpu ? 0 : 300;
 /** The stream cases and the GEMVs rotate over copies of their inputs summing to at least this. */
 const ROTATE_MB = cpu ? 1 : 128;
-const sizes = (values.sizes ?? (cpu || values.quick ? "1" : "1,4,16,64")).split(",").map(Number);
-if (N >= 1024) {
-  console.error(`dispatch_floor: --dispatches must be below 1024 (one submit a sample), got ${N}`);
-  Deno.exit(2);
-}
-for (
-  const [name, v] of [["--dispatches", N], ["--reps", REPS], ...sizes.map((s) => ["--sizes", s])]
-) {
-  if (!(Number.isInteger(v) && (v as number) >= 1)) {
-    console.error(`dispatch_floor: ${name} must be whole numbers >= 1, got ${v}`);
-    Deno.exit(2);
-  }
-}
+const sizes = sizesArg.length ? sizesArg : cpu || args.flag("quick") ? [1] : [1, 4, 16, 64];
 
 const WG = 1024, THREADS = 256;
 const module = device.createShaderModule({
@@ -385,7 +385,7 @@ async function timeOps(fn: (i: number) => void): Promise<number> {
 }
 
 let torchNote = "";
-if (!values["no-torch"] && !cpu && await torchCuda()) {
+if (!args.flag("no-torch") && !cpu && await torchCuda()) {
   try {
     const t = await runPython("torch_dispatch_floor.py", { dispatches: N, sizes, reps: REPS });
     const us = t.us as Record<string, number>;
@@ -423,9 +423,9 @@ console.log(markdownTable(
   ["op", "weights MB", "µs per call", "GB/s"],
   opRows.map((r) => [r.op, fmt(r.mb, 2), fmt(r.us, 2), fmt(r.mb * 1e3 / r.us)]),
 ));
-if (values.json) {
+if (json) {
   await writeTextFileAtomic(
-    values.json,
+    json,
     JSON.stringify({ device: gpu.description, dispatches: N, reps: REPS, rows, opRows }, null, 2),
   );
 }

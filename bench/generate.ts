@@ -38,7 +38,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { flashDecodeDefaults } from "../src/cache/paged_decode_plan.ts";
 import { createCacheFor, generate } from "../src/generate.ts";
 import { getGpu } from "../src/gpu/device.ts";
@@ -49,6 +48,7 @@ import { matmulAuto } from "../src/ops/matmul.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import type { KernelTime } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
+import { scriptArgs } from "../src/cli/script_args.ts";
 import { applyVariant, parseVariants, type Variant } from "./_variants.ts";
 import {
   byEntryPoint,
@@ -61,59 +61,108 @@ import {
   torchCuda,
 } from "./_common.ts";
 
-const { values } = parseArgs({
-  options: {
-    contexts: { type: "string" },
-    tokens: { type: "string" },
-    cr: { type: "string", default: "8" },
-    "readback-every": { type: "string", default: "32" },
-    dtype: { type: "string" },
-    "no-torch": { type: "boolean", default: false },
-    replay: { type: "string", default: "both" },
-    combine: { type: "string" },
-    "decode-max-keys": { type: "string" },
-    "decode-workgroups": { type: "string" },
-    "decode-threads": { type: "string" },
-    "decode-min-keys": { type: "string" },
-    variants: { type: "string" },
-    rounds: { type: "string", default: "3" },
-    overlap: { type: "string", default: "8" },
-    quick: { type: "boolean", default: false },
-    "legacy-gemv": { type: "boolean", default: false },
-    json: { type: "string" },
-  },
+const USAGE = `usage: deno run -A bench/generate.ts [flags]
+
+  --contexts LIST          prompt tokens, comma-separated (default 2048,32768;
+                           --quick / CPU adapter 256,1024)
+  --tokens N               tokens decoded (default 256; --quick / CPU adapter 96)
+  --cr X                   forced compression ratio of the DMS cache, >= 1 (default 8)
+  --readback-every N       tokens a readback chunk (GenerateOptions.readbackEvery, default 32)
+  --replay both|on|off     decode steps replayed from traces (on), encoded by the ops (off) or
+                           both timed, each after its own prefill (default both)
+  --overlap N              decode steps encoded while a readback waits (readbackOverlap, default 8)
+  --dtype f16|f32          model and cache dtype (default f16 where the adapter has shader-f16)
+  --no-torch               skip the PyTorch twin (transformers, eager and CUDA graph)
+  --quick                  2 layers, hidden 128 and the small sizes above (always on a CPU adapter)
+  --legacy-gemv            the LM head on gemv (matmulAuto.wideGemv off), the route before
+                           gemv16wide
+  --combine fused|dispatch how decode attention merges its splits (flashDecodeDefaults.combine;
+                           default by the split count)
+  --decode-max-keys N      flashDecodeDefaults.maxKeys, a power of two: keys a split at most
+                           (default: by shape)
+  --decode-workgroups N    flashDecodeDefaults.workgroups: workgroups planned (default: by shape)
+  --decode-threads N       flashDecodeDefaults.threads: 64, 128, 256 or 512 (default 128)
+  --decode-min-keys N      flashDecodeDefaults.minKeys: least keys a split (default 64 at G <= 2,
+                           else 128)
+  --variants "A;B;..."     an A/B of decode-attention defaults in one process (bench/_variants.ts,
+                           e.g. "default;minKeys=128"), alternating round by round
+  --rounds N               rounds of --variants (default 3)
+  --json FILE              write the geometry and the rows (or the variants' rounds) as JSON
+  -h, --help               this text`;
+
+const args = scriptArgs("generate", USAGE, {
+  contexts: { type: "string" },
+  tokens: { type: "string" },
+  cr: { type: "string" },
+  "readback-every": { type: "string" },
+  dtype: { type: "string" },
+  "no-torch": { type: "boolean" },
+  replay: { type: "string" },
+  combine: { type: "string" },
+  "decode-max-keys": { type: "string" },
+  "decode-workgroups": { type: "string" },
+  "decode-threads": { type: "string" },
+  "decode-min-keys": { type: "string" },
+  variants: { type: "string" },
+  rounds: { type: "string" },
+  overlap: { type: "string" },
+  quick: { type: "boolean" },
+  "legacy-gemv": { type: "boolean" },
+  json: { type: "string" },
 });
-if (values["legacy-gemv"]) {
+// Read (and checked) before the GPU opens; empty lists and undefined: the adapter's defaults.
+const contextsArg = args.ints("contexts", [], 1);
+const tokensArg = args.intOpt("tokens", 1);
+const CR = args.num("cr", 8, 1);
+const every = args.int("readback-every", 32, 1);
+const dtypeArg = args.str("dtype") === undefined
+  ? undefined
+  : args.oneOf("dtype", ["f16", "f32"] as const, "f32");
+const replayMode = args.oneOf("replay", ["both", "on", "off"] as const, "both");
+const overlap = args.int("overlap", 8);
+const rounds = args.int("rounds", 3, 1);
+let variants: Variant[] | undefined;
+try {
+  const spec = args.str("variants");
+  variants = spec === undefined ? undefined : parseVariants(spec);
+} catch (e) {
+  args.fail((e as Error).message);
+}
+const json = args.str("json");
+// Decode attention's defaults (src/cache/paged_decode_plan.ts), checked as its plan checks them.
+if (args.str("combine") !== undefined) {
+  flashDecodeDefaults.combine = args.oneOf("combine", ["fused", "dispatch"] as const, "dispatch");
+}
+const maxKeys = args.intOpt("decode-max-keys", 1);
+if (maxKeys !== undefined && !Number.isInteger(Math.log2(maxKeys))) {
+  args.fail(`--decode-max-keys must be a power of two, got "${args.str("decode-max-keys")}"`);
+}
+const threads = args.intOpt("decode-threads", 1);
+if (threads !== undefined && ![64, 128, 256, 512].includes(threads)) {
+  args.fail(
+    `--decode-threads must be one of 64, 128, 256, 512, got "${args.str("decode-threads")}"`,
+  );
+}
+if (maxKeys !== undefined) flashDecodeDefaults.maxKeys = maxKeys;
+if (threads !== undefined) flashDecodeDefaults.threads = threads;
+const minKeys = args.intOpt("decode-min-keys", 1);
+if (minKeys !== undefined) flashDecodeDefaults.minKeys = minKeys;
+const workgroups = args.intOpt("decode-workgroups", 1);
+if (workgroups !== undefined) flashDecodeDefaults.workgroups = workgroups;
+if (args.flag("legacy-gemv")) {
   // The GEMV choices before 2026-12-05, for an A/B in one lease: the LM head on `gemv`.
   matmulAuto.wideGemv = false;
 }
 const gpu = await getGpu();
 const cpu = isCpuAdapter(gpu);
-const small = values.quick || cpu;
+const small = args.flag("quick") || cpu;
 const geometry = small
   ? { layers: 2, hidden: 128, heads: 4, kvHeads: 2, headDim: 32, inter: 256, vocab: 1000 }
   : { layers: 28, hidden: 1024, heads: 16, kvHeads: 8, headDim: 128, inter: 3072, vocab: 151936 };
-const contexts = (values.contexts ?? (small ? "256,1024" : "2048,32768")).split(",").map(Number);
-const N = Number(values.tokens ?? (small ? 96 : 256));
-const CR = Number(values.cr);
-const every = Number(values["readback-every"]);
-const dtype = (values.dtype as "f32" | "f16" | undefined) ?? (gpu.hasF16 ? "f16" : "f32");
+const contexts = contextsArg.length ? contextsArg : small ? [256, 1024] : [2048, 32768];
+const N = tokensArg ?? (small ? 96 : 256);
+const dtype = dtypeArg ?? (gpu.hasF16 ? "f16" : "f32");
 const counters = countGpu(gpu);
-if (!["on", "off", "both"].includes(values.replay!)) {
-  throw new RangeError(`--replay must be on, off or both, got ${values.replay}`);
-}
-if (values.combine !== undefined) {
-  if (values.combine !== "fused" && values.combine !== "dispatch") {
-    throw new RangeError(`--combine must be fused or dispatch, got ${values.combine}`);
-  }
-  flashDecodeDefaults.combine = values.combine;
-}
-if (values["decode-max-keys"]) flashDecodeDefaults.maxKeys = Number(values["decode-max-keys"]);
-if (values["decode-threads"]) flashDecodeDefaults.threads = Number(values["decode-threads"]);
-if (values["decode-min-keys"]) flashDecodeDefaults.minKeys = Number(values["decode-min-keys"]);
-if (values["decode-workgroups"]) {
-  flashDecodeDefaults.workgroups = Number(values["decode-workgroups"]);
-}
 
 /** One result row. */
 interface Row {
@@ -173,9 +222,9 @@ async function run(ctx: number, policy: "dense" | "dms"): Promise<Row> {
 }
 
 async function runOn(model: Model, ctx: number, policy: "dense" | "dms"): Promise<Row> {
-  const replay = values.replay !== "off";
+  const replay = replayMode !== "off";
   const row = await decode(model, ctx, policy, replay, true);
-  if (values.replay === "both") {
+  if (replayMode === "both") {
     row.tokPerSEncoded = (await decode(model, ctx, policy, false, false)).tokPerS;
   }
   return row;
@@ -201,7 +250,7 @@ async function decode(
     readbackEvery: every,
     prefillChunk: 4096,
     replay,
-    readbackOverlap: Number(values.overlap),
+    readbackOverlap: overlap,
   });
   let stats;
   while (true) {
@@ -313,7 +362,7 @@ async function span(
  */
 async function variantRuns(variants: Variant[], rounds: number): Promise<void> {
   if (!(Number.isInteger(rounds) && rounds >= 1)) {
-    throw new RangeError(`--rounds must be an integer >= 1, got ${values.rounds}`);
+    throw new RangeError(`--rounds must be an integer >= 1, got ${rounds}`);
   }
   const base = { ...flashDecodeDefaults };
   const body: string[][] = [];
@@ -326,7 +375,7 @@ async function variantRuns(variants: Variant[], rounds: number): Promise<void> {
         for (let r = 0; r < rounds; r++) {
           for (const [i, v] of variants.entries()) {
             applyVariant(v, base);
-            tok[i].push((await decode(model, ctx, policy, values.replay !== "off", false)).tokPerS);
+            tok[i].push((await decode(model, ctx, policy, replayMode !== "off", false)).tokPerS);
           }
         }
         applyVariant({ label: "-", defaults: {} }, base);
@@ -347,10 +396,10 @@ async function variantRuns(variants: Variant[], rounds: number): Promise<void> {
     }
   }
   console.log(markdownTable(["ctx", "cache", "variant", "tok/s by round", "median"], body, 3));
-  if (values.json) {
+  if (json) {
     const doc = { device: gpu.description, geometry, dtype, tokens: N, cr: CR, rounds, results };
-    await writeTextFileAtomic(values.json, JSON.stringify(doc, null, 2) + "\n");
-    console.log(`wrote ${values.json}`);
+    await writeTextFileAtomic(json, JSON.stringify(doc, null, 2) + "\n");
+    console.log(`wrote ${json}`);
   }
 }
 
@@ -360,8 +409,8 @@ console.log(
     `${g.kvHeads} heads × ${g.headDim}, MLP ${g.inter}, vocab ${g.vocab}, ${dtype}; B = 1, ` +
     `${N} tokens, readback every ${every}`,
 );
-if (values.variants !== undefined) {
-  await variantRuns(parseVariants(values.variants), Number(values.rounds));
+if (variants !== undefined) {
+  await variantRuns(variants, rounds);
   Deno.exit(0);
 }
 const rows: Row[] = [];
@@ -373,7 +422,7 @@ for (const ctx of contexts) {
   }
 }
 let torch: Record<string, unknown> | undefined;
-if (!values["no-torch"] && await torchCuda()) {
+if (!args.flag("no-torch") && await torchCuda()) {
   try {
     torch = await runPython("./torch_generate.py", {
       ...geometry,
@@ -451,8 +500,8 @@ for (const r of rows.filter((x) => x.stepKernels?.length)) {
     1,
   ));
 }
-if (values.json) {
+if (json) {
   const doc = { device: gpu.description, cpu, geometry, dtype, tokens: N, cr: CR, rows, torch };
-  await writeTextFileAtomic(values.json, JSON.stringify(doc, null, 2) + "\n");
-  console.log(`wrote ${values.json}`);
+  await writeTextFileAtomic(json, JSON.stringify(doc, null, 2) + "\n");
+  console.log(`wrote ${json}`);
 }

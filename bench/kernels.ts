@@ -9,10 +9,9 @@
  * kernels. When PyTorch with CUDA is importable by `python3`, the same
  * shapes and dtypes run there too (CUDA events) and print side by side.
  *
- * Usage: `deno task bench [--quick] [--reps N] [--gemm] [--split-k-workgroups N] [--no-torch]
- * [--json out.json]`
- * (PyTorch needs `--allow-run`, `--json` needs `--allow-write`:
- * `deno run -A bench/kernels.ts --json bench.json`).
+ * Usage: `deno run -A bench/kernels.ts [--quick] [--reps N] [--gemm] [--split-k-workgroups N]
+ * [--no-torch] [--json out.json]` (`--help` lists the flags; `deno task bench --sections kernels`
+ * runs it as one section of the bench).
  *
  * Sizes: on a CPU adapter ("llvmpipe") small shapes that finish in well
  * under a minute; otherwise prefill 512×4096×4096, decode 1×4096×4096 and a
@@ -24,7 +23,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
@@ -32,6 +30,7 @@ import { bytesPer, roundToF16 } from "../src/tensor/dtype.ts";
 import { linear, type MatmulVariant, splitKTuning } from "../src/ops/matmul.ts";
 import { add } from "../src/ops/elementwise.ts";
 import { gemv } from "../src/ops/gemv.ts";
+import { scriptArgs } from "../src/cli/script_args.ts";
 
 /** Copies a tensor's bytes into another of the same size (for the shared spot check). */
 function copyInto(src: Tensor, dst: Tensor): void {
@@ -78,22 +77,35 @@ interface Row {
   torchGbps?: number;
 }
 
-const { values: args } = parseArgs({
-  args: Deno.args,
-  options: {
-    quick: { type: "boolean", default: false },
-    json: { type: "string" },
-    reps: { type: "string" },
-    gemm: { type: "boolean", default: false },
-    "split-k-workgroups": { type: "string" },
-    "no-torch": { type: "boolean", default: false },
-  },
+const USAGE = `usage: deno run -A bench/kernels.ts [flags]
+
+  --quick                  smaller shapes, 1 warm-up; on a GPU no model-shape rows, GEMM M = 512
+  --reps N                 timed samples a case, the median reported (default 20; CPU adapter 5;
+                           --quick 3 on any adapter)
+  --gemm                   only the GEMM rows (tiled against tiled128, tiled128x64, tiled128split)
+  --split-k-workgroups N   splitKTuning.workgroups of tiled128split (default 512)
+  --no-torch               skip the PyTorch twin
+  --json FILE              write the device, the sizes and the rows as JSON
+  -h, --help               this text`;
+
+const args = scriptArgs("kernels", USAGE, {
+  quick: { type: "boolean" },
+  json: { type: "string" },
+  reps: { type: "string" },
+  gemm: { type: "boolean" },
+  "split-k-workgroups": { type: "string" },
+  "no-torch": { type: "boolean" },
 });
+const quick = args.flag("quick");
+const gemmOnly = args.flag("gemm");
+const json = args.str("json");
+/** Undefined: the adapter's default. */
+const repsArg = args.intOpt("reps", 1);
+const splitKWorkgroups = args.intOpt("split-k-workgroups", 1);
 
 const gpu = await getGpu();
 const cpu = /llvmpipe/i.test(gpu.description);
-const quick = args.quick ?? false;
-const reps = Number(args.reps ?? (quick ? 3 : cpu ? 5 : 20));
+const reps = repsArg ?? (quick ? 3 : cpu ? 5 : 20);
 const warmup = quick ? 1 : 2;
 const dtypes: Dt[] = gpu.hasF16 ? ["f32", "f16"] : ["f32"];
 
@@ -109,7 +121,7 @@ const size = cpu
     : { pre: [512, 4096, 4096], dec: [1, 4096, 4096], add: 1 << 26 });
 
 const cases: Case[] = [];
-for (const dtype of args.gemm ? [] : dtypes) {
+for (const dtype of gemmOnly ? [] : dtypes) {
   const [pm, pk, pn] = size.pre, [dm, dk, dn] = size.dec;
   cases.push(
     { name: "prefill x·wᵀ", kind: "linear", dtype, M: pm, K: pk, N: pn, variant: "tiled" },
@@ -134,7 +146,7 @@ const modelShapes: [string, number, number, number][] = cpu
     ["8B gate M=4", 4, 4096, 12288],
     ["8B gate M=8", 8, 4096, 12288],
   ];
-if ((!quick || cpu) && !args.gemm) {
+if ((!quick || cpu) && !gemmOnly) {
   for (const dtype of dtypes) {
     for (const [name, M, K, N] of modelShapes) {
       cases.push({ name: `decode ${name}`, kind: "linear", dtype, M, K, N, variant: "gemv" });
@@ -147,7 +159,7 @@ if ((!quick || cpu) && !args.gemm) {
 // 128×64 tiles of shaders/matmul_big.wgsl (the `largeTiles` switch of the auto route rests on
 // these). `--gemm` runs only these rows.
 const GEMM_VARIANTS: MatmulVariant[] = ["tiled", "tiled128", "tiled128x64", "tiled128split"];
-if (args["split-k-workgroups"]) splitKTuning.workgroups = Number(args["split-k-workgroups"]);
+if (splitKWorkgroups !== undefined) splitKTuning.workgroups = splitKWorkgroups;
 const gemmShapes: [number, number, number][] = cpu
   ? [[128, 256, 256], [256, 256, 512]]
   : quick
@@ -426,7 +438,7 @@ console.log(
   }; median of ${reps} samples (each ~${SAMPLE_MS} ms of back-to-back dispatches) ` +
     `after ${warmup} warm-up`,
 );
-const torch = args["no-torch"] ? undefined : await torchTimes();
+const torch = args.flag("no-torch") ? undefined : await torchTimes();
 const rows: Row[] = [];
 for (const c of cases) {
   const r = await runCase(c);
@@ -471,13 +483,13 @@ for (const dtype of dtypes) {
 }
 const failed = rows.filter((r) => r.check !== "ok");
 for (const r of failed) console.error(`spot-check failed: ${r.name} ${r.dtype}: ${r.check}`);
-if (args.json) {
+if (json) {
   const doc = { device: gpu.description, cpu, quick, reps, warmup, rows };
   try {
-    await writeTextFileAtomic(args.json, JSON.stringify(doc, null, 2) + "\n");
-    console.log(`wrote ${args.json}`);
+    await writeTextFileAtomic(json, JSON.stringify(doc, null, 2) + "\n");
+    console.log(`wrote ${json}`);
   } catch (e) {
-    console.error(`cannot write ${args.json} (needs --allow-write): ${(e as Error).message}`);
+    console.error(`cannot write ${json} (needs --allow-write): ${(e as Error).message}`);
     Deno.exitCode = 1;
   }
 }

@@ -29,7 +29,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { scriptArgs } from "../src/cli/script_args.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { fmt, isCpuAdapter, markdownTable } from "./_common.ts";
@@ -53,9 +53,7 @@ const LETTERS: Record<string, Section> = {
   f: "chains",
 };
 
-const USAGE =
-  `usage: deno task bench [--sections LIST] [--quick] [--full] [--no-torch] [--json FILE]
-                        [-- ARGS FOR EVERY SECTION]
+const USAGE = `usage: deno run -A bench/main.ts [flags] [-- FLAGS FOR EVERY SECTION]
 
   --sections LIST  comma-separated: ${Object.keys(SECTIONS).join(", ")} (or letters a-f);
                    default all
@@ -63,49 +61,41 @@ const USAGE =
   --full           the sections' full sweeps on a GPU
   --no-torch       skip the PyTorch twins
   --json FILE      every section's JSON in one file (written atomically)
-  --help           this text`;
+  -h, --help       this text
 
-/** A usage error: the message and the usage on stderr, exit code 2, nothing run or written. */
-function usage(message: string): never {
-  console.error(`bench: ${message}\n\n${USAGE}`);
-  Deno.exit(2);
-}
+deno task bench [flags] runs the same; flags after -- go to every section (e.g. -- --reps 3).`;
 
-let parsed;
-try {
-  parsed = parseArgs({
-    args: Deno.args,
-    allowPositionals: true,
-    options: {
-      sections: { type: "string", default: "attention,prefill,kernels,skinny,e2e,chains,floor" },
-      quick: { type: "boolean", default: false },
-      full: { type: "boolean", default: false },
-      "no-torch": { type: "boolean", default: false },
-      json: { type: "string" },
-      help: { type: "boolean", default: false },
-    },
-  });
-} catch (e) {
-  usage((e as Error).message);
-}
-const { values: args, positionals } = parsed;
-if (args.help) {
-  console.log(USAGE);
-  Deno.exit(0);
+const args = scriptArgs("bench", USAGE, {
+  sections: { type: "string" },
+  quick: { type: "boolean" },
+  full: { type: "boolean" },
+  "no-torch": { type: "boolean" },
+  json: { type: "string" },
+}, Infinity);
+// The arguments after `--` go to every section; a positional before it is a usage error.
+const dashes = Deno.args.indexOf("--");
+const positionals = dashes < 0 ? [] : Deno.args.slice(dashes + 1);
+if (args.parsed.positionals.length > positionals.length) {
+  args.fail(`unexpected argument "${args.parsed.positionals[0]}" (section flags go after --)`);
 }
 const chosen: Section[] = [];
-for (const s of args.sections.split(",").map((x) => x.trim()).filter(Boolean)) {
-  const name = (s in SECTIONS ? s : LETTERS[s]) as Section | undefined;
-  if (!name) usage(`--sections: unknown section "${s}"`);
+const sections = args.str("sections") ?? Object.keys(SECTIONS).join(",");
+for (const s of sections.split(",").map((x) => x.trim()).filter(Boolean)) {
+  const name = Object.hasOwn(SECTIONS, s)
+    ? s as Section
+    : Object.hasOwn(LETTERS, s)
+    ? LETTERS[s]
+    : args.fail(`--sections: unknown section "${s}"`);
   if (!chosen.includes(name)) chosen.push(name);
 }
-if (chosen.length === 0) usage("--sections: no section given");
+if (chosen.length === 0) args.fail("--sections: no section given");
+const full = args.flag("full"), noTorch = args.flag("no-torch"), jsonFile = args.str("json");
 
 const gpu = await getGpu();
 const cpu = isCpuAdapter(gpu);
 const description = gpu.description;
 gpu.device.destroy(); // the sections open their own devices
-const quick = args.quick || cpu;
+const quick = args.flag("quick") || cpu;
 console.log(`# bench on ${description}${cpu ? " (CPU adapter: small sizes, ratios only)" : ""}\n`);
 
 const dir = await Deno.makeTempDir({ prefix: "dms-bench-" });
@@ -114,8 +104,8 @@ let failed = 0;
 for (const s of chosen) {
   const json = `${dir}/${s}.json`;
   const flags = [
-    ...(quick && !args.full ? ["--quick"] : []),
-    ...(args["no-torch"] && !["prefill", "chains", "skinny"].includes(s) ? ["--no-torch"] : []),
+    ...(quick && !full ? ["--quick"] : []),
+    ...(noTorch && !["prefill", "chains", "skinny"].includes(s) ? ["--no-torch"] : []),
     "--json",
     json,
     ...positionals,
@@ -145,10 +135,10 @@ for (const s of chosen) {
   console.log();
 }
 await Deno.remove(dir, { recursive: true });
-if (args.json) {
+if (jsonFile) {
   const doc = { device: description, cpu, quick, sections: docs };
-  await writeTextFileAtomic(args.json, JSON.stringify(doc, null, 2) + "\n");
-  console.log(`wrote ${args.json}`);
+  await writeTextFileAtomic(jsonFile, JSON.stringify(doc, null, 2) + "\n");
+  console.log(`wrote ${jsonFile}`);
 }
 if (failed) Deno.exitCode = 1;
 

@@ -9,14 +9,22 @@
  * @module
  */
 
+import { scriptArgs } from "../src/cli/script_args.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import { createDmsCache } from "../src/dms/dms_cache.ts";
 import { createDenseCache } from "../src/policies/dense.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 
+const args = scriptArgs(
+  "paged_cache",
+  `usage: deno run -A bench/paged_cache.ts [--quick]
+
+  --quick   contexts 512 and 2048, 3 reps (always on a CPU adapter); else 1K-32K, 15 reps`,
+  { quick: { type: "boolean" } },
+);
 const gpu = await getGpu();
 const cpu = gpu.description.includes("llvmpipe");
-const quick = Deno.args.includes("--quick") || cpu;
+const quick = args.flag("quick") || cpu;
 const dtype: "f32" | "f16" = gpu.hasF16 ? "f16" : "f32";
 const [B, Hkv, G, D] = [1, 8, 4, 128];
 const Hq = Hkv * G;

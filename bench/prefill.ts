@@ -16,7 +16,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { pagedAttention } from "../src/cache/paged_attention.ts";
@@ -26,33 +25,53 @@ import { scatterEntries } from "../src/cache/paged_kv.ts";
 import { createDmsCache } from "../src/dms/dms_cache.ts";
 import { createDenseCache } from "../src/policies/dense.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
+import { scriptArgs } from "../src/cli/script_args.ts";
 import { fmt, isCpuAdapter, markdownTable, random } from "./_common.ts";
 
 type Dt = "f32" | "f16";
-const { values: args } = parseArgs({
-  args: Deno.args,
-  options: {
-    contexts: { type: "string" },
-    chunk: { type: "string" },
-    crs: { type: "string", default: "8" },
-    dtypes: { type: "string" },
-    "tiled-max": { type: "string" },
-    window: { type: "string" },
-    quick: { type: "boolean", default: false },
-    json: { type: "string" },
-  },
+const USAGE = `usage: deno run -A bench/prefill.ts [flags]
+
+  --contexts LIST   prompt tokens, comma-separated (default 4096,32768; --quick / CPU adapter
+                    256,512)
+  --chunk N         queries a prefill chunk (default 4096; --quick / CPU adapter 128)
+  --crs LIST        forced compression ratios of the DMS rows, each >= 1 (default 8)
+  --dtypes LIST     f16, f32 (default f16,f32; f16 only where the adapter has shader-f16)
+  --tiled-max N     time the tiled path up to this many tokens (default 8192; --quick / CPU
+                    adapter: every context)
+  --window N        the DMS window W; blocks of min(256, W) entries (default 512; --quick / CPU
+                    adapter 32)
+  --quick           Hkv 2, D 64 and the small sizes above (always on a CPU adapter)
+  --json FILE       write the sizes and the rows as JSON
+  -h, --help        this text`;
+
+const args = scriptArgs("prefill", USAGE, {
+  contexts: { type: "string" },
+  chunk: { type: "string" },
+  crs: { type: "string" },
+  dtypes: { type: "string" },
+  "tiled-max": { type: "string" },
+  window: { type: "string" },
+  quick: { type: "boolean" },
+  json: { type: "string" },
 });
+// Read (and checked) before the GPU opens; empty lists and undefined: the adapter's defaults.
+const contextsArg = args.ints("contexts", [], 1);
+const chunkArg = args.intOpt("chunk", 1);
+const crs = args.nums("crs", [8], 1);
+const dtypesArg = args.oneOfList("dtypes", ["f16", "f32"] as const, ["f16", "f32"]);
+const tiledMaxArg = args.intOpt("tiled-max");
+const windowArg = args.intOpt("window", 1);
+const json = args.str("json");
+
 const gpu = await getGpu();
 const cpu = isCpuAdapter(gpu);
-const small = args.quick || cpu;
+const small = args.flag("quick") || cpu;
 const [HKV, G, D] = small ? [2, 4, 64] : [8, 4, 128];
-const contexts = (args.contexts ?? (small ? "256,512" : "4096,32768")).split(",").map(Number);
-const chunk = Number(args.chunk ?? (small ? 128 : 4096));
-const crs = args.crs.split(",").map(Number);
-const dtypes = (args.dtypes?.split(",") ?? ["f16", "f32"])
-  .filter((d): d is Dt => d === "f32" || (d === "f16" && gpu.hasF16));
-const tiledMax = Number(args["tiled-max"] ?? (small ? 1 << 30 : 8192));
-const window = Number(args.window ?? (small ? 32 : 512));
+const contexts = contextsArg.length ? contextsArg : small ? [256, 512] : [4096, 32768];
+const chunk = chunkArg ?? (small ? 128 : 4096);
+const dtypes = dtypesArg.filter((d): d is Dt => d === "f32" || (d === "f16" && gpu.hasF16));
+const tiledMax = tiledMaxArg ?? (small ? 1 << 30 : 8192);
+const window = windowArg ?? (small ? 32 : 512);
 const AGREE: Record<Dt, { atol: number; rtol: number }> = {
   f32: { atol: 2e-6, rtol: 1e-5 },
   f16: { atol: 1e-3, rtol: 4e-3 },
@@ -239,9 +258,9 @@ console.log(markdownTable(
   4,
 ));
 console.log("TFLOP/s: dense causal work 4·Hq·D·ctx²/2 over GPU time (DMS rows: effective).");
-if (args.json) {
+if (json) {
   const doc = { device: gpu.description, cpu, Hkv: HKV, G, D, chunk, window, rows };
-  await writeTextFileAtomic(args.json, JSON.stringify(doc, null, 2) + "\n");
-  console.log(`wrote ${args.json}`);
+  await writeTextFileAtomic(json, JSON.stringify(doc, null, 2) + "\n");
+  console.log(`wrote ${json}`);
 }
 if (rows.some((r) => r.check.startsWith("FAIL"))) Deno.exitCode = 1;

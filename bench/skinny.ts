@@ -19,7 +19,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { getGpu } from "../src/gpu/device.ts";
 import { type KernelTime, MAX_PROFILED_DISPATCHES } from "../src/gpu/profiling.ts";
 import { linear, type MatmulVariant } from "../src/ops/matmul.ts";
@@ -27,46 +26,86 @@ import { gemvTuning } from "../src/ops/gemv.ts";
 import { skinnyTuning } from "../src/ops/skinny.ts";
 import { randomTensor } from "../src/tensor/random.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
+import { scriptArgs } from "../src/cli/script_args.ts";
 import { fmt, isCpuAdapter, markdownTable, median } from "./_common.ts";
 
-const { values } = parseArgs({
-  options: {
-    rows: { type: "string" },
-    shapes: { type: "string" },
-    lanes: { type: "string" },
-    skinny: { type: "string" },
-    variants: { type: "string" },
-    calls: { type: "string" },
-    quick: { type: "boolean", default: false },
-    json: { type: "string" },
-  },
+const USAGE = `usage: deno run -A bench/skinny.ts [flags]
+
+  --rows LIST      row counts M, comma-separated (default 4,8,16,32,64; --quick / CPU adapter 4,16)
+  --shapes LIST    shapes whose name starts with these, comma-separated: q/k/v, gate, down, lm
+                   (default all four; --quick / CPU adapter: one small shape)
+  --lanes LIST     gemv16wide lanes a weight row, each 4, 8, 16, 32 or 64 (default 16)
+  --skinny LIST    skinny workgroup shapes THREADSxLANES or auto (skinnyShapeFor), comma-separated
+                   (default auto)
+  --variants LIST  variants to time: gemv, gemv16, tiled, gemv16wide, skinny (default all)
+  --calls N        calls a timed sample (default 64; CPU adapter 8)
+  --quick          one small shape and M 4,16 (always on a CPU adapter)
+  --json FILE      write the rows as JSON
+  -h, --help       this text`;
+
+const args = scriptArgs("skinny", USAGE, {
+  rows: { type: "string" },
+  shapes: { type: "string" },
+  lanes: { type: "string" },
+  skinny: { type: "string" },
+  variants: { type: "string" },
+  calls: { type: "string" },
+  quick: { type: "boolean" },
+  json: { type: "string" },
 });
-const gpu = await getGpu();
-const cpu = isCpuAdapter(gpu);
-/** CPU adapter or `--quick`: one small shape (`deno task bench` on lavapipe). */
-const small = cpu || values.quick;
-const dtype = gpu.hasF16 ? "f16" : "f32";
-const rows = (values.rows ?? (small ? "4,16" : "4,8,16,32,64")).split(",").map(Number);
-const wanted = values.shapes?.split(",");
-const shapes = (small ? [{ name: "small", K: 64, N: 96 }] : [
+const SHAPES = [
   { name: "q/k/v", K: 1024, N: 4096 },
   { name: "gate", K: 1024, N: 3072 },
   { name: "down", K: 3072, N: 1024 },
   { name: "LM head", K: 1024, N: 151936 },
-]).filter((s) => !wanted || wanted.some((w) => s.name.toLowerCase().startsWith(w.toLowerCase())));
+];
+const SMALL_SHAPE = { name: "small", K: 64, N: 96 };
+const matches = (name: string, w: string) => name.toLowerCase().startsWith(w.toLowerCase());
+// Read (and checked) before the GPU opens; empty lists and undefined: the adapter's defaults.
+const rowsArg = args.ints("rows", [], 1);
+const wanted = args.str("shapes")?.split(",");
+for (const w of wanted ?? []) {
+  if (![...SHAPES, SMALL_SHAPE].some((s) => matches(s.name, w))) {
+    args.fail(`--shapes: "${w}" starts no shape's name (q/k/v, gate, down, LM head, small)`);
+  }
+}
 /** `gemv16wide` lane counts timed for M ≤ 16 (`gemvTuning.wideLanes`). */
-const lanes = (values.lanes ?? "16").split(",").map(Number);
+const lanes = args.ints("lanes", [16], 1);
+for (const l of lanes) {
+  if (![4, 8, 16, 32, 64].includes(l)) {
+    args.fail(`--lanes must be 4, 8, 16, 32 or 64 each, got ${l} in "${args.str("lanes")}"`);
+  }
+}
 /** `skinny` workgroup shapes: threads x lanes a slot of 4 columns, or `auto` (`skinnyShapeFor`). */
-const skinnyShapes = (values.skinny ?? "auto").split(",").map((t) =>
-  t === "auto" ? [-1, -1] : t.split("x").map(Number)
-);
+const skinnyShapes = (args.str("skinny") ?? "auto").split(",").map((t) => {
+  if (t === "auto") return [-1, -1];
+  const tl = t.split("x");
+  if (!(tl.length === 2 && tl.every((x) => /^\d+$/.test(x) && Number(x) >= 1))) {
+    args.fail(`--skinny takes auto or THREADSxLANES (e.g. 64x8) each, got "${t}"`);
+  }
+  return tl.map(Number);
+});
+/** Variants to time (default: all). */
+const VARIANTS = ["gemv", "gemv16", "tiled", "gemv16wide", "skinny"] as const;
+const only: string[] | undefined = args.str("variants") === undefined
+  ? undefined
+  : args.oneOfList("variants", VARIANTS, []);
+const callsArg = args.intOpt("calls", 1);
+const json = args.str("json");
+
+const gpu = await getGpu();
+const cpu = isCpuAdapter(gpu);
+/** CPU adapter or `--quick`: one small shape (`deno task bench` on lavapipe). */
+const small = cpu || args.flag("quick");
+const dtype = gpu.hasF16 ? "f16" : "f32";
+const rows = rowsArg.length ? rowsArg : small ? [4, 16] : [4, 8, 16, 32, 64];
+const shapes = (small ? [SMALL_SHAPE] : SHAPES)
+  .filter((s) => !wanted || wanted.some((w) => matches(s.name, w)));
 /**
  * Calls a sample (default 8 on a CPU adapter, 64 on a GPU): the H200 keeps its SM clock at 345
  * MHz under light load, so short bursts of small products time the idle clock.
  */
-const calls = Number(values.calls ?? (cpu ? 8 : 64));
-/** Variants to time (default: all). */
-const only = values.variants?.split(",");
+const calls = callsArg ?? (cpu ? 8 : 64);
 
 interface Row {
   shape: string;
@@ -142,10 +181,10 @@ console.log(markdownTable(
   ]),
   2,
 ));
-if (values.json) {
+if (json) {
   await writeTextFileAtomic(
-    values.json,
+    json,
     JSON.stringify({ device: gpu.description, dtype, rows: out }, null, 2) + "\n",
   );
-  console.log(`wrote ${values.json}`);
+  console.log(`wrote ${json}`);
 }

@@ -20,7 +20,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   type CompressionPoint,
   createCacheFor,
@@ -41,39 +40,29 @@ import {
 } from "@hyperscale/dms/plot";
 import { generateTask, renderTokens, type Task, taskVocab } from "../src/eval/tasks.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
+import { scriptArgs } from "../src/cli/script_args.ts";
 
 const DEFAULT_STUDENT = new URL("../testdata/students-all-weights/w8-step1000", import.meta.url)
   .pathname;
 const DEFAULT_TEACHER = new URL("../testdata/teacher", import.meta.url).pathname;
-const USAGE =
-  "usage: deno task demo [--student DIR] [--teacher DIR] [--samples N] [--seed N] [--out DIR]";
+const USAGE = `usage: deno task demo [flags]
 
-let values;
-try {
-  ({ values } = parseArgs({
-    options: {
-      student: { type: "string", default: DEFAULT_STUDENT },
-      teacher: { type: "string", default: DEFAULT_TEACHER },
-      samples: { type: "string", default: "4" },
-      seed: { type: "string", default: "2026" },
-      out: { type: "string" },
-      help: { type: "boolean", default: false },
-    },
-  }));
-} catch (e) {
-  console.error(`demo: ${(e as Error).message}\n${USAGE}`);
-  Deno.exit(2);
-}
-if (values.help) {
-  console.log(USAGE);
-  Deno.exit(0);
-}
-const B = Number(values.samples), seed = Number(values.seed);
-if (!(Number.isInteger(B) && B >= 1 && B <= 64) || !Number.isInteger(seed)) {
-  console.error(`demo: --samples must be an integer in 1..64 and --seed an integer\n${USAGE}`);
-  Deno.exit(2);
-}
-const student = values.student, teacherDir = values.teacher;
+  --student DIR   the DMS student (default testdata/students-all-weights/w8-step1000)
+  --teacher DIR   the dense teacher it was retrofitted from (default testdata/teacher)
+  --samples N     problems to answer, 1..64 (default 4)
+  --seed N        seed of the problems (default 2026)
+  --out DIR       where the two pictures go (default: a new temporary folder)`;
+
+const args = scriptArgs("demo", USAGE, {
+  student: { type: "string" },
+  teacher: { type: "string" },
+  samples: { type: "string" },
+  seed: { type: "string" },
+  out: { type: "string" },
+});
+const B = args.int("samples", 4, 1, 64), seed = args.int("seed", 2026);
+const student = args.str("student") ?? DEFAULT_STUDENT;
+const teacherDir = args.str("teacher") ?? DEFAULT_TEACHER;
 try {
   await Deno.stat(`${teacherDir}/config.json`);
 } catch {
@@ -273,7 +262,7 @@ line(
 );
 
 // 4. the pictures
-const out = values.out ?? await Deno.makeTempDir({ prefix: "dms-demo-" });
+const out = args.str("out") ?? await Deno.makeTempDir({ prefix: "dms-demo-" });
 const mapPath = `${out}/eviction_map.svg`, crPath = `${out}/compression.svg`;
 await writeTextFileAtomic(
   mapPath,

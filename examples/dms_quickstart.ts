@@ -13,7 +13,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   createCacheFor,
   createModel,
@@ -22,15 +21,20 @@ import {
   getGpu,
   parseConfig,
 } from "@hyperscale/dms";
+import { scriptArgs } from "../src/cli/script_args.ts";
 
-const { values } = parseArgs({
-  options: {
-    tokens: { type: "string", default: "96" },
-    window: { type: "string", default: "16" },
-    seed: { type: "string", default: "7" },
-  },
-});
-const W = Number(values.window), N = Number(values.tokens);
+const args = scriptArgs(
+  "dms_quickstart",
+  `usage: deno run -A examples/dms_quickstart.ts [flags]
+
+  --tokens N   new tokens to generate (default 96, at most 4088)
+  --window N   the DMS window W: a token marked for eviction stays W more steps (default 16,
+               at least 2: it must exceed the cache's block size, min(8, W - 1))
+  --seed N     the random model's seed (default 7)`,
+  { tokens: { type: "string" }, window: { type: "string" }, seed: { type: "string" } },
+);
+const N = args.int("tokens", 96, 1, 4088), W = args.int("window", 16, 2, 4096);
+const seed = args.int("seed", 7);
 const gpu = await getGpu();
 const config = parseConfig({
   model_type: "qwen3",
@@ -47,7 +51,7 @@ const config = parseConfig({
   dms_alpha_scale: 100,
   dms_initial_alpha_offset: 0,
 }, "quickstart config");
-const model = createModel(gpu, config, { seed: Number(values.seed) });
+const model = createModel(gpu, config, { seed });
 const prompt = [1, 17, 42, 99, 7, 3, 64, 200];
 
 async function run(policy: "dense" | "dms"): Promise<GenerateResult> {

@@ -10,7 +10,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   createModel,
   generate,
@@ -21,33 +20,67 @@ import {
 } from "@hyperscale/dms";
 import { checkTokenizerMatchesConfig, type Tokenizer } from "../src/io/tokenizer.ts";
 import { downloadModel } from "../src/io/hub.ts";
+import { scriptArgs } from "../src/cli/script_args.ts";
 
-const { values } = parseArgs({
-  options: {
-    model: { type: "string" },
-    hub: { type: "string" },
-    prompt: { type: "string", default: "Explain the KV cache in one sentence." },
-    "max-tokens": { type: "string", default: "32" },
-    temperature: { type: "string", default: "0" },
-    "top-k": { type: "string", default: "0" },
-    "top-p": { type: "string", default: "1" },
-    seed: { type: "string", default: "0" },
-    cache: { type: "string" },
-    "no-think": { type: "boolean", default: false },
-  },
+const USAGE = `usage: deno run -A examples/generate.ts [flags]
+
+  --model DIR        a Hugging Face model folder (config.json, *.safetensors, tokenizer.json);
+                     default: a tiny random Qwen3, prompted with token ids
+  --hub OWNER/NAME   download the model from the Hub first (then as --model)
+  --prompt TEXT      the user message, through the chat template (default: a question)
+  --no-think         the chat template without a thinking block
+  --max-tokens N     tokens to generate (default 32)
+  --temperature X    0: greedy (default 0)
+  --top-k N          0: off (default 0)
+  --top-p X          in (0, 1] (default 1)
+  --seed N           the sampler's seed (default 0)
+  --cache dense|dms  the KV cache (default: DMS when the model has DMS fields, else dense)`;
+
+const args = scriptArgs("generate", USAGE, {
+  model: { type: "string" },
+  hub: { type: "string" },
+  prompt: { type: "string" },
+  "max-tokens": { type: "string" },
+  temperature: { type: "string" },
+  "top-k": { type: "string" },
+  "top-p": { type: "string" },
+  seed: { type: "string" },
+  cache: { type: "string" },
+  "no-think": { type: "boolean" },
 });
+const maxTokens = args.int("max-tokens", 32, 1);
+const sampling = {
+  temperature: args.num("temperature", 0),
+  topK: args.int("top-k", 0),
+  topP: args.num("top-p", 1),
+  seed: args.int("seed", 0),
+};
+if (!(sampling.topP > 0 && sampling.topP <= 1)) {
+  args.fail(`--top-p must be in (0, 1], got "${args.str("top-p")}"`);
+}
+const cache = args.str("cache") === undefined
+  ? undefined
+  : args.oneOf("cache", ["dense", "dms"] as const, "dense");
+const userPrompt = args.str("prompt") ?? "Explain the KV cache in one sentence.";
+
+/** Prints `generate: <message>` (the loaders name the file and the field) and exits 1. */
+function die(e: unknown): never {
+  console.error(`generate: ${(e as Error).message ?? e}`);
+  Deno.exit(1);
+}
 
 const gpu = await getGpu();
-let folder = values.model;
-if (values.hub) {
-  folder = await downloadModel(values.hub, {
+let folder = args.str("model");
+const hub = args.str("hub");
+if (hub) {
+  folder = await downloadModel(hub, {
     onProgress: (f) => console.error(`downloading ${f}`),
-  });
+  }).catch(die);
 }
 
 let model, tok: Tokenizer | undefined, prompt: number[];
 if (folder) {
-  model = await loadModel(gpu, folder);
+  model = await loadModel(gpu, folder).catch(die);
   try {
     tok = await loadTokenizer(folder);
     checkTokenizerMatchesConfig(tok, model.config, `${folder}/config.json`);
@@ -58,8 +91,8 @@ if (folder) {
   }
   prompt = tok
     ? tok.encode(
-      tok.applyChatTemplate([{ role: "user", content: values.prompt }], {
-        enableThinking: !values["no-think"],
+      tok.applyChatTemplate([{ role: "user", content: userPrompt }], {
+        enableThinking: !args.flag("no-think"),
       }),
     )
     : [1, 2, 3];
@@ -86,17 +119,11 @@ console.error(
   `${folder ?? "tiny random qwen3"}: ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ` +
     `${cfg.numHeads}/${cfg.numKvHeads} heads, dtype ${model.dtype}, device ${gpu.description}`,
 );
-const cache = values.cache === "dms" || values.cache === "dense" ? values.cache : undefined;
 const gen = generate(model, [prompt], {
-  maxTokens: Number(values["max-tokens"]),
+  maxTokens,
   cache,
   eosTokenIds: [...new Set([...cfg.eosTokenIds, ...(tok?.eosTokenIds ?? [])])],
-  sampling: {
-    temperature: Number(values.temperature),
-    topK: Number(values["top-k"]),
-    topP: Number(values["top-p"]),
-    seed: Number(values.seed),
-  },
+  sampling,
 });
 const enc = new TextEncoder();
 const t0 = performance.now();

@@ -37,7 +37,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   CACHE_POLICY_NAMES,
   type CachePolicyName,
@@ -55,6 +54,7 @@ import {
   type HyperscaleProgress,
   runHyperscale,
 } from "@hyperscale/dms/eval";
+import { scriptArgs } from "../src/cli/script_args.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 
 const HELP = `hyperscale: accuracy vs KV reads and peak KV memory, dense vs DMS vs baselines
@@ -75,9 +75,8 @@ const HELP = `hyperscale: accuracy vs KV reads and peak KV memory, dense vs DMS 
   --prefill-chunk N  prompt tokens per prefill chunk, every policy (default 1: each policy's
                      rule at every prompt token; the prompt length: one dense chunk)
   --replot DIR       only (re)draw DIR/pareto_*.svg from DIR/results.json
-  --help`;
+  --help             this text`;
 
-const USAGE_EXIT = 2;
 const DATA = new URL("../testdata/", import.meta.url).pathname;
 
 /**
@@ -89,52 +88,23 @@ const BASELINES: readonly CachePolicyName[] = CACHE_POLICY_NAMES.filter((n) =>
   n !== "dense" && n !== "dms"
 );
 
-function fail(msg: string): never {
-  console.error(`hyperscale: ${msg}\n\n${HELP}`);
-  Deno.exit(USAGE_EXIT);
-}
-
-function int(name: string, v: string | undefined, dflt: number): number {
-  if (v === undefined) return dflt;
-  const x = Number(v);
-  if (!(Number.isInteger(x) && x >= 1)) fail(`--${name} must be an integer >= 1, got ${v}`);
-  return x;
-}
-
-function ints(name: string, v: string | undefined, dflt: number[]): number[] {
-  if (v === undefined) return dflt;
-  return v.split(",").map((s) => int(name, s.trim(), 0));
-}
-
-let a;
-try {
-  ({ values: a } = parseArgs({
-    options: {
-      out: { type: "string" },
-      quick: { type: "boolean", default: false },
-      teacher: { type: "string" },
-      students: { type: "string", multiple: true },
-      task: { type: "string", default: "kv" },
-      length: { type: "string" },
-      chains: { type: "string" },
-      "max-tokens": { type: "string" },
-      samples: { type: "string" },
-      temperature: { type: "string" },
-      "batch-rows": { type: "string" },
-      seed: { type: "string" },
-      "prefill-chunk": { type: "string" },
-      replot: { type: "string" },
-      help: { type: "boolean", default: false },
-    },
-    strict: true,
-  }));
-} catch (e) {
-  fail((e as Error).message);
-}
-if (a.help) {
-  console.log(HELP);
-  Deno.exit(0);
-}
+const args = scriptArgs("hyperscale", HELP, {
+  out: { type: "string" },
+  quick: { type: "boolean" },
+  teacher: { type: "string" },
+  students: { type: "string", multiple: true },
+  task: { type: "string" },
+  length: { type: "string" },
+  chains: { type: "string" },
+  "max-tokens": { type: "string" },
+  samples: { type: "string" },
+  temperature: { type: "string" },
+  "batch-rows": { type: "string" },
+  seed: { type: "string" },
+  "prefill-chunk": { type: "string" },
+  replot: { type: "string" },
+});
+const fail: (message: string) => never = args.fail;
 
 /**
  * Draws `pareto_reads.svg` and `pareto_memory.svg` into `out` from the rows. The plot module
@@ -165,8 +135,9 @@ async function writePlots(out: string, rows: HyperscaleRow[], taskName: string):
   );
 }
 
-if (a.replot !== undefined) {
-  const dir = a.replot.replace(/\/+$/, "");
+const replot = args.str("replot"), outArg = args.str("out");
+if (replot !== undefined) {
+  const dir = replot.replace(/\/+$/, "");
   let doc: { task: string; rows: HyperscaleRow[] };
   try {
     doc = JSON.parse(await Deno.readTextFile(`${dir}/results.json`));
@@ -181,29 +152,24 @@ if (a.replot !== undefined) {
   console.log(`wrote ${dir}/pareto_reads.svg, ${dir}/pareto_memory.svg`);
   Deno.exit(0);
 }
-if (!a.out) fail("--out DIR is required");
+if (!outArg) fail("--out DIR is required");
 
-const quick = a.quick;
-const length = int("length", a.length, 240);
-const task: Task = a.task === "kv"
+const quick = args.flag("quick");
+const length = args.int("length", 240, 1);
+const task: Task = args.oneOf("task", ["kv", "sum"] as const, "kv") === "kv"
   ? { kind: "kv", length, pairs: 1, depth: [0, 0.5] }
-  : a.task === "sum"
-  ? { kind: "sum", length, pairs: 3, terms: 3 }
-  : fail(`--task must be kv or sum, got ${a.task}`);
+  : { kind: "sum", length, pairs: 3, terms: 3 };
 const grid = {
-  chains: ints("chains", a.chains, quick ? [1, 4] : [1, 2, 4, 8, 16]),
-  maxTokens: ints("max-tokens", a["max-tokens"], quick ? [2] : [2, 4, 8, 16]),
+  chains: args.ints("chains", quick ? [1, 4] : [1, 2, 4, 8, 16], 1),
+  maxTokens: args.ints("max-tokens", quick ? [2] : [2, 4, 8, 16], 1),
 };
-const samples = int("samples", a.samples, quick ? 16 : 128);
-const batchRows = int("batch-rows", a["batch-rows"], quick ? 64 : 256);
-const seed = int("seed", a.seed, 1);
-const prefillChunk = int("prefill-chunk", a["prefill-chunk"], 1);
-const temperature = a.temperature === undefined ? 1 : Number(a.temperature);
-if (!(Number.isFinite(temperature) && temperature >= 0)) {
-  fail(`--temperature must be a number >= 0, got ${a.temperature}`);
-}
-const teacherDir = a.teacher ?? `${DATA}teacher`;
-let studentDirs = a.students ?? [];
+const samples = args.int("samples", quick ? 16 : 128, 1);
+const batchRows = args.int("batch-rows", quick ? 64 : 256, 1);
+const seed = args.int("seed", 1);
+const prefillChunk = args.int("prefill-chunk", 1, 1);
+const temperature = args.num("temperature", 1);
+const teacherDir = args.str("teacher") ?? `${DATA}teacher`;
+let studentDirs = (args.parsed.values.students as string[] | undefined) ?? [];
 if (studentDirs.length === 0) {
   const names = quick ? ["w8-step192", "w8-step1000"] : [];
   if (!quick) {
@@ -286,7 +252,7 @@ try {
   });
   progress("");
 
-  const out = a.out.replace(/\/+$/, "");
+  const out = outArg.replace(/\/+$/, "");
   await Deno.mkdir(out, { recursive: true });
   const csv = hyperscaleCsv(result.rows);
   await writeTextFileAtomic(`${out}/results.csv`, csv);

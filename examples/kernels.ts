@@ -7,7 +7,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   add,
   attention,
@@ -36,10 +35,17 @@ import {
 } from "@hyperscale/dms/ops";
 import { roundToF16 } from "../src/tensor/dtype.ts";
 import { extraKernelChecks } from "./_kernel_checks.ts";
+import { scriptArgs } from "../src/cli/script_args.ts";
 
-const { values } = parseArgs({ options: { f16: { type: "boolean", default: false } } });
+const args = scriptArgs(
+  "kernels",
+  `usage: deno run -A examples/kernels.ts [--f16]
+
+  --f16   run the ops in f16 (where the adapter offers shader-f16; else f32)`,
+  { f16: { type: "boolean" } },
+);
 const gpu = await getGpu();
-const dtype = values.f16 && gpu.hasF16 ? "f16" : "f32";
+const dtype = args.flag("f16") && gpu.hasF16 ? "f16" : "f32";
 console.log(
   `device: ${gpu.description}  shader-f16: ${gpu.hasF16}  timestamps: ${gpu.hasTimestamps}  dtype: ${dtype}`,
 );

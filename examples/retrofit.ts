@@ -26,7 +26,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   evaluateTask,
   generateTask,
@@ -40,6 +39,7 @@ import {
   type Task,
   type TaskEvalResult,
 } from "@hyperscale/dms";
+import { scriptArgs } from "../src/cli/script_args.ts";
 
 const HELP =
   `retrofit: teach a small teacher to evict with DMS, then compare accuracy and compression
@@ -66,7 +66,7 @@ const HELP =
   --json FILE        write the results as JSON
   --save DIR         save each evaluated student (Hugging Face layout) as DIR/w<W>-step<N>
                      (not the window-1 ablation: a window must exceed the block size)
-  --help`;
+  --help             this text`;
 
 interface Point {
   step: number;
@@ -78,70 +78,40 @@ interface Point {
   accuracy: number;
 }
 
-const USAGE_EXIT = 2;
-
-function num(name: string, v: string | undefined, dflt: number, integer = true): number {
-  if (v === undefined) return dflt;
-  const x = Number(v);
-  if (!Number.isFinite(x) || (integer && !Number.isInteger(x)) || x < 0) {
-    console.error(`retrofit: --${name} must be a ${integer ? "non-negative integer" : "number"}`);
-    Deno.exit(USAGE_EXIT);
-  }
-  return x;
-}
-
-const { values: a } = parseArgs({
-  options: {
-    quick: { type: "boolean", default: false },
-    teacher: { type: "string" },
-    steps: { type: "string" },
-    window: { type: "string" },
-    "ablation-window": { type: "string" },
-    length: { type: "string" },
-    pairs: { type: "string" },
-    batch: { type: "string" },
-    lr: { type: "string" },
-    trainable: { type: "string" },
-    "final-cr": { type: "string" },
-    samples: { type: "string" },
-    seed: { type: "string" },
-    json: { type: "string" },
-    save: { type: "string" },
-    help: { type: "boolean", default: false },
-  },
-  strict: true,
+const args = scriptArgs("retrofit", HELP, {
+  quick: { type: "boolean" },
+  teacher: { type: "string" },
+  steps: { type: "string" },
+  window: { type: "string" },
+  "ablation-window": { type: "string" },
+  length: { type: "string" },
+  pairs: { type: "string" },
+  batch: { type: "string" },
+  lr: { type: "string" },
+  trainable: { type: "string" },
+  "final-cr": { type: "string" },
+  samples: { type: "string" },
+  seed: { type: "string" },
+  json: { type: "string" },
+  save: { type: "string" },
 });
-if (a.help) {
-  console.log(HELP);
-  Deno.exit(0);
-}
-const quick = a.quick;
-const teacherDir = a.teacher ?? new URL("../testdata/teacher/", import.meta.url).pathname;
-const steps = num("steps", a.steps, quick ? 120 : 600);
-const window = num("window", a.window, quick ? 8 : 32);
-const ablationWindow = a["ablation-window"] === "none"
+const quick = args.flag("quick");
+const teacherDir = args.str("teacher") ?? new URL("../testdata/teacher/", import.meta.url).pathname;
+const steps = args.int("steps", quick ? 120 : 600);
+const window = args.int("window", quick ? 8 : 32);
+const ablationWindow = args.str("ablation-window") === "none"
   ? null
-  : num("ablation-window", a["ablation-window"], 1);
-const length = num("length", a.length, quick ? 64 : 512);
-const pairs = num("pairs", a.pairs, 1);
-const batch = num("batch", a.batch, quick ? 4 : 16);
-const lr = num("lr", a.lr, 1e-4, false);
-const trainableArg = a.trainable ?? "adapters";
-if (trainableArg !== "adapters" && trainableArg !== "all") {
-  console.error(
-    `retrofit: --trainable must be adapters or all, got ${JSON.stringify(trainableArg)}`,
-  );
-  Deno.exit(USAGE_EXIT);
-}
-const trainable: "adapters" | "all" = trainableArg;
-const samples = num("samples", a.samples, quick ? 48 : 200);
-const seed = num("seed", a.seed, 1);
+  : args.int("ablation-window", 1);
+const length = args.int("length", quick ? 64 : 512);
+const pairs = args.int("pairs", 1);
+const batch = args.int("batch", quick ? 4 : 16);
+const lr = args.num("lr", 1e-4);
+const trainable = args.oneOf("trainable", ["adapters", "all"] as const, "adapters");
+const samples = args.int("samples", quick ? 48 : 200);
+const seed = args.int("seed", 1);
 const finalStep = Math.max(1, Math.round(steps * 0.7));
-const finalCr = num("final-cr", a["final-cr"], 8, false);
-if (finalCr < 1) {
-  console.error("retrofit: --final-cr must be >= 1");
-  Deno.exit(USAGE_EXIT);
-}
+const finalCr = args.num("final-cr", 8, 1);
+const jsonPath = args.str("json"), saveDir = args.str("save");
 const schedule = { initialCr: 1, finalCr, finalStep };
 
 try {
@@ -218,8 +188,8 @@ async function run(w: number, milestones: number[]) {
         });
         // A window-1 ablation is not a loadable checkpoint (SPEC §5.2: the window must exceed
         // the paged block size), so --save keeps only the students whose config loads back.
-        if (a.save && w > model.config.dms.blockSize) {
-          await saveModel(model, `${a.save}/w${w}-step${s.step + 1}`);
+        if (saveDir && w > model.config.dms.blockSize) {
+          await saveModel(model, `${saveDir}/w${w}-step${s.step + 1}`);
         }
       }
     },
@@ -268,7 +238,7 @@ console.log(
   } tokens/s (wall time, evaluations included)`,
 );
 
-if (a.json) {
+if (jsonPath) {
   const final = delayed.points.at(-1)!;
   const out = {
     steps,
@@ -288,8 +258,8 @@ if (a.json) {
       tokens_per_second: trainedTokens / delayed.seconds,
     },
   };
-  const tmp = `${a.json}.tmp-${Date.now()}`;
+  const tmp = `${jsonPath}.tmp-${Date.now()}`;
   await Deno.writeTextFile(tmp, JSON.stringify(out, null, 2) + "\n");
-  await Deno.rename(tmp, a.json); // atomic: never a half-written results file
-  console.log(`wrote ${a.json}`);
+  await Deno.rename(tmp, jsonPath); // atomic: never a half-written results file
+  console.log(`wrote ${jsonPath}`);
 }

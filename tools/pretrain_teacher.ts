@@ -53,7 +53,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { scriptArgs } from "../src/cli/script_args.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { parseConfig } from "../src/model/config.ts";
@@ -85,8 +85,8 @@ const HELP = `pretrain_teacher: train a small Qwen3 model on synthetic long-rang
   --lr X              peak learning rate (default 3e-3), linear warm-up, cosine to 10%
   --warmup N          warm-up steps (default 30)
   --weight-decay X    AdamW weight decay (default 0.01); --clip X global norm (default 1)
- --loss answers|all  cross-entropy on the answer tokens only (default) or on every token
- --curriculum F      the longest training prompt grows linearly from --min-length to S − 16
+  --loss answers|all  cross-entropy on the answer tokens only (default) or on every token
+  --curriculum F      the longest training prompt grows linearly from --min-length to S − 16
                       over this fraction of the run (default 0.3; 0 = off)
   --tasks LIST        comma list of kv,vartrack,sum (default all three)
   --eval-length N     prompt length of the evaluation (default S − 16)
@@ -204,42 +204,39 @@ function trainingRow(
 }
 
 async function main(): Promise<void> {
-  const { values: a } = parseArgs({
-    options: {
-      hidden: { type: "string", default: "64" },
-      layers: { type: "string", default: "2" },
-      heads: { type: "string", default: "4" },
-      "kv-heads": { type: "string", default: "2" },
-      intermediate: { type: "string" },
-      seq: { type: "string", default: "128" },
-      "min-length": { type: "string", default: "48" },
-      batch: { type: "string", default: "16" },
-      steps: { type: "string", default: "300" },
-      "max-seconds": { type: "string" },
-      "log-every": { type: "string", default: "10" },
-      lr: { type: "string", default: "3e-3" },
-      warmup: { type: "string", default: "30" },
-      "weight-decay": { type: "string", default: "0.01" },
-      clip: { type: "string", default: "1" },
-      tasks: { type: "string", default: "kv,vartrack,sum" },
-      "eval-length": { type: "string" },
-      "eval-samples": { type: "string", default: "32" },
-      "eval-every": { type: "string", default: "100" },
-      "embed-std": { type: "string", default: "0.1" },
-      seed: { type: "string", default: "1" },
-      out: { type: "string" },
-      json: { type: "string" },
-      "show-rows": { type: "string" },
-      curriculum: { type: "string", default: "0.3" },
-      "out-scale": { type: "string" },
-      loss: { type: "string", default: "answers" },
-      help: { type: "boolean", default: false },
-    },
+  const args = scriptArgs("pretrain_teacher", HELP, {
+    hidden: { type: "string", default: "64" },
+    layers: { type: "string", default: "2" },
+    heads: { type: "string", default: "4" },
+    "kv-heads": { type: "string", default: "2" },
+    intermediate: { type: "string" },
+    seq: { type: "string", default: "128" },
+    "min-length": { type: "string", default: "48" },
+    batch: { type: "string", default: "16" },
+    steps: { type: "string", default: "300" },
+    "max-seconds": { type: "string" },
+    "log-every": { type: "string", default: "10" },
+    lr: { type: "string", default: "3e-3" },
+    warmup: { type: "string", default: "30" },
+    "weight-decay": { type: "string", default: "0.01" },
+    clip: { type: "string", default: "1" },
+    tasks: { type: "string", default: "kv,vartrack,sum" },
+    "eval-length": { type: "string" },
+    "eval-samples": { type: "string", default: "32" },
+    "eval-every": { type: "string", default: "100" },
+    "embed-std": { type: "string", default: "0.1" },
+    seed: { type: "string", default: "1" },
+    out: { type: "string" },
+    json: { type: "string" },
+    "show-rows": { type: "string" },
+    curriculum: { type: "string", default: "0.3" },
+    "out-scale": { type: "string" },
+    loss: { type: "string", default: "answers" },
   });
-  if (a.help) return console.log(HELP);
-  const num = (k: keyof typeof a): number => {
+  const a = args.parsed.values as Record<string, string | undefined>;
+  const num = (k: string): number => {
     const x = Number(a[k]);
-    if (!Number.isFinite(x)) throw new RangeError(`--${k}: expected a number, got ${a[k]}`);
+    if (!Number.isFinite(x)) args.fail(`--${k} must be a number, got "${a[k]}"`);
     return x;
   };
   const H = num("hidden"), L = num("layers"), Hq = num("heads"), Hkv = num("kv-heads");
@@ -247,7 +244,7 @@ async function main(): Promise<void> {
   const warmup = num("warmup"), seed = num("seed"), minLen = num("min-length");
   const maxSeconds = a["max-seconds"] ? num("max-seconds") : Infinity;
   if (a.loss !== "answers" && a.loss !== "all") {
-    throw new RangeError(`--loss: expected answers or all, got ${a.loss}`);
+    args.fail(`--loss must be one of answers, all, got "${a.loss}"`);
   }
   const answersOnly = a.loss === "answers";
   const curriculum = Math.max(1e-9, num("curriculum"));

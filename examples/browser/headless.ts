@@ -10,7 +10,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { scriptArgs } from "../../src/cli/script_args.ts";
 import { bundle, serveRepo } from "./serve.ts";
 
 /** Chromium flags that enable WebGPU without a GPU (the variants that were tried: README.md). */
@@ -169,11 +169,18 @@ async function drive(wsUrl: string, url: string, timeoutMs: number): Promise<Pag
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { flags: { type: "string" } } });
+  const args = scriptArgs(
+    "headless",
+    `usage: deno run -A examples/browser/headless.ts [--flags "..."]
+
+  --flags "..."   Chromium's WebGPU flags, space-separated (default: ${WEBGPU_FLAGS.join(" ")})`,
+    { flags: { type: "string" } },
+  );
+  const flagsArg = args.str("flags");
   await bundle();
   const { url, server } = serveRepo(0);
   try {
-    const flags = values.flags ? values.flags.split(/\s+/).filter(Boolean) : WEBGPU_FLAGS;
+    const flags = flagsArg ? flagsArg.split(/\s+/).filter(Boolean) : WEBGPU_FLAGS;
     const r = await runPage(url, { flags });
     console.log(`status: ${r.status}\n${r.text}`);
     for (const m of r.console) console.log(m);

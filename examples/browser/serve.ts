@@ -11,7 +11,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { scriptArgs } from "../../src/cli/script_args.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const TYPES: Record<string, string> = {
@@ -67,8 +67,15 @@ export function serveRepo(port = 8000): { url: string; server: Deno.HttpServer }
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { port: { type: "string", default: "8000" } } });
+  const args = scriptArgs(
+    "browser",
+    `usage: deno task browser [--port N]
+
+  --port N   the port to serve the page on (default 8000; 0: any free port)`,
+    { port: { type: "string" } },
+  );
+  const port = args.int("port", 8000, 0, 65535);
   await bundle();
-  const { url } = serveRepo(Number(values.port));
+  const { url } = serveRepo(port);
   console.log(`DMS quickstart page: ${url} (needs a browser with WebGPU; Ctrl-C stops)`);
 }

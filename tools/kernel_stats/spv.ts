@@ -27,6 +27,7 @@ import {
   preprocess,
   resolveIncludes,
 } from "../../src/gpu/shader.ts";
+import { type ScriptArgs, scriptArgs } from "../../src/cli/script_args.ts";
 import { SHADER_FILES } from "../../src/gpu/manifest.ts";
 import { flashDecodeShape } from "../../src/cache/paged_decode_plan.ts";
 
@@ -39,16 +40,24 @@ interface Variant {
   constants: Record<string, number>;
 }
 
-const { values: args, tokens } = parseArgs({
-  args: Deno.args,
-  options: {
-    out: { type: "string", default: ".device/stats" },
-    decode: { type: "boolean", default: false },
-    kernel: { type: "string", multiple: true },
-    constants: { type: "string", multiple: true },
-  },
-  tokens: true,
-});
+const USAGE = `usage: deno run -A tools/kernel_stats/spv.ts [flags]
+
+  --out DIR                        where the SPIR-V, args.txt and the headers go
+                                   (default .device/stats)
+  --decode                         add every decode_online variant (dtype, G, loads; FUSED,
+                                   EARLY)
+  --kernel shader:entry[:T]        add one kernel (repeatable), with T the element type
+  --constants NAME=V,...           the override constants of the --kernel before it`;
+const OPTIONS = {
+  out: { type: "string", default: ".device/stats" },
+  decode: { type: "boolean", default: false },
+  kernel: { type: "string", multiple: true },
+  constants: { type: "string", multiple: true },
+} as const;
+const cli: ScriptArgs = scriptArgs("spv", USAGE, OPTIONS); // --help and bad flags (exit 2)
+const args = { out: cli.str("out")!, decode: cli.flag("decode") };
+// the tokens, for which --constants follow which --kernel (the flags are valid: checked above)
+const { tokens } = parseArgs({ args: Deno.args, options: OPTIONS, tokens: true });
 
 const variants: Variant[] = [];
 if (args.decode) {
@@ -80,8 +89,7 @@ for (const t of tokens ?? []) {
   if (t.name === "kernel") {
     const [shader, entry, T] = (t.value ?? "").split(":");
     if (!shader || !entry) {
-      console.error(`--kernel: want shader:entry[:T], got "${t.value}"`);
-      Deno.exit(2);
+      cli.fail(`--kernel: want shader:entry[:T], got "${t.value}"`);
     }
     const defines: Record<string, string> = T ? { T } : {};
     variants.push({
@@ -94,14 +102,12 @@ for (const t of tokens ?? []) {
   } else if (t.name === "constants") {
     const v = variants.at(-1);
     if (!v) {
-      console.error("--constants: give a --kernel first");
-      Deno.exit(2);
+      cli.fail("--constants: give a --kernel first");
     }
     for (const kv of (t.value ?? "").split(",").filter(Boolean)) {
       const [k, x] = kv.split("=");
       if (!k || x === undefined || !Number.isFinite(Number(x))) {
-        console.error(`--constants: want NAME=number, got "${kv}"`);
-        Deno.exit(2);
+        cli.fail(`--constants: want NAME=number, got "${kv}"`);
       }
       v.constants[k] = Number(x);
       v.name += `_${k}${x}`;
@@ -109,13 +115,12 @@ for (const t of tokens ?? []) {
   }
 }
 if (!variants.length) {
-  console.error("nothing to compile: pass --decode or --kernel shader:entry[:T]");
-  Deno.exit(2);
+  cli.fail("nothing to compile: pass --decode or --kernel shader:entry[:T]");
 }
 
 const sources = new Map<string, string>();
 for (const f of SHADER_FILES) sources.set(f, await loadShaderSource(f));
-const out = args.out!;
+const out = args.out;
 await Deno.mkdir(`${out}/spv`, { recursive: true });
 const lines: string[] = [];
 let failed = 0;
