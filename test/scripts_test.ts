@@ -39,7 +39,10 @@ async function run(path: string, args: string[]): Promise<Run> {
     stderr: "piped",
   }).output();
   const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  // Deno's own "Download https://registry.npmjs.org/…" lines (an npm package fetched on first use,
+  // e.g. naga-wasm for tools/kernel_stats/spv.ts on a fresh DENO_DIR) are not the script's.
+  const stderr = dec.decode(out.stderr).split("\n").filter((l) => !l.startsWith("Download "));
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: stderr.join("\n") };
 }
 
 /** Runs `jobs` two at a time (the CI machine has 2 cores). */
