@@ -134,9 +134,7 @@ const tuning = {
   threads: otherInt("other-threads", [64, 128, 256, 512]),
   loads: otherInt("other-loads", [1, 2, 4, 8]),
   minKeys: otherInt("other-min-keys"),
-  combine: args.str("other-combine") === undefined
-    ? undefined
-    : args.oneOf("other-combine", ["fused", "dispatch"] as const, "dispatch"),
+  combine: args.oneOf("other-combine", ["fused", "dispatch"] as const),
   maxKeys: otherInt("other-max-keys", [64, 128, 256, 512, 1024, 2048, 4096]),
   workgroups: otherInt("other-workgroups"),
   wave: otherInt("other-wave"),

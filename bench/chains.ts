@@ -79,9 +79,7 @@ const caches = args.oneOfList("caches", ["dense", "dms"] as const, ["dense", "dm
 const CR = args.num("cr", 8, 1);
 const budgetArg = args.numOpt("budget-gb");
 const maxSeconds = args.num("max-seconds", 150);
-const dtypeArg = args.str("dtype") === undefined
-  ? undefined
-  : args.oneOf("dtype", ["f16", "f32"] as const, "f32");
+const dtypeArg = args.oneOf("dtype", ["f16", "f32"] as const);
 const overlap = args.int("overlap", 8);
 const json = args.str("json");
 

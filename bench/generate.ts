@@ -115,9 +115,7 @@ const contextsArg = args.ints("contexts", [], 1);
 const tokensArg = args.intOpt("tokens", 1);
 const CR = args.num("cr", 8, 1);
 const every = args.int("readback-every", 32, 1);
-const dtypeArg = args.str("dtype") === undefined
-  ? undefined
-  : args.oneOf("dtype", ["f16", "f32"] as const, "f32");
+const dtypeArg = args.oneOf("dtype", ["f16", "f32"] as const);
 const replayMode = args.oneOf("replay", ["both", "on", "off"] as const, "both");
 const overlap = args.int("overlap", 8);
 const rounds = args.int("rounds", 3, 1);
@@ -130,9 +128,8 @@ try {
 }
 const json = args.str("json");
 // Decode attention's defaults (src/cache/paged_decode_plan.ts), checked as its plan checks them.
-if (args.str("combine") !== undefined) {
-  flashDecodeDefaults.combine = args.oneOf("combine", ["fused", "dispatch"] as const, "dispatch");
-}
+const combine = args.oneOf("combine", ["fused", "dispatch"] as const);
+if (combine !== undefined) flashDecodeDefaults.combine = combine;
 const maxKeys = args.intOpt("decode-max-keys", 1);
 if (maxKeys !== undefined && !Number.isInteger(Math.log2(maxKeys))) {
   args.fail(`--decode-max-keys must be a power of two, got "${args.str("decode-max-keys")}"`);
@@ -361,9 +358,6 @@ async function span(
  * round and their median (`--json`: the same).
  */
 async function variantRuns(variants: Variant[], rounds: number): Promise<void> {
-  if (!(Number.isInteger(rounds) && rounds >= 1)) {
-    throw new RangeError(`--rounds must be an integer >= 1, got ${rounds}`);
-  }
   const base = { ...flashDecodeDefaults };
   const body: string[][] = [];
   const results: { ctx: number; cache: string; variant: string; tokPerS: number[] }[] = [];

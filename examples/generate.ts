@@ -58,9 +58,7 @@ const sampling = {
 if (!(sampling.topP > 0 && sampling.topP <= 1)) {
   args.fail(`--top-p must be in (0, 1], got "${args.str("top-p")}"`);
 }
-const cache = args.str("cache") === undefined
-  ? undefined
-  : args.oneOf("cache", ["dense", "dms"] as const, "dense");
+const cache = args.oneOf("cache", ["dense", "dms"] as const);
 const userPrompt = args.str("prompt") ?? "Explain the KV cache in one sentence.";
 
 /** Prints `generate: <message>` (the loaders name the file and the field) and exits 1. */

@@ -32,6 +32,8 @@ export interface ScriptArgs {
   num(name: string, dflt: number, min?: number, max?: number): number;
   /** One of `choices`; `dflt` when absent. */
   oneOf<T extends string>(name: string, choices: readonly T[], dflt: T): T;
+  /** One of `choices`; undefined when absent (a default decided later). */
+  oneOf<T extends string>(name: string, choices: readonly T[]): T | undefined;
   /** A comma-separated list of integers in `[min, max]`; `dflt` when absent. */
   ints(name: string, dflt: number[], min?: number, max?: number): number[];
   /** A comma-separated list of finite numbers in `[min, max]`; `dflt` when absent. */
@@ -94,7 +96,9 @@ export function scriptArgs(
     flag: (name) => parsed.values[name] === true,
     int: (name, dflt, min = 0, max = 2 ** 31 - 1) => guard(() => int(parsed, name, dflt, min, max)),
     num: (name, dflt, min = 0, max = Infinity) => guard(() => num(parsed, name, dflt, min, max)),
-    oneOf: (name, choices, dflt) => guard(() => oneOf(parsed, name, choices, dflt)!),
+    oneOf:
+      (<T extends string>(name: string, choices: readonly T[], dflt?: T) =>
+        guard(() => oneOf(parsed, name, choices, dflt))) as ScriptArgs["oneOf"],
     ints: (name, dflt, min = 0, max = 2 ** 31 - 1) =>
       list(name, dflt, (s) => int(one(name, s), name, 0, min, max)),
     nums: (name, dflt, min = 0, max = Infinity) =>
