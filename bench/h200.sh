@@ -2,11 +2,12 @@
 # The full bench with its PyTorch twins on the GPU machine (one H200), for the lead to run with
 # the device tool from the repository root:
 #
-#   run(command: "bash bench/h200.sh", timeout_s: 600)
+#   run(command: "bash bench/h200.sh attention prefill kernels", timeout_s: 600)
+#   run(command: "bash bench/h200.sh skinny e2e chains floor", timeout_s: 600)
 #
 # It sources .gpu/setup.sh (Vulkan loader, NVIDIA ICD, deno on PATH), then runs each section of
-# bench/main.ts under its own time limit (about 10 minutes in all: over one device call's 600 s, so
-# name the sections to run, `bash bench/h200.sh attention prefill`, to split it), appending the markdown to
+# bench/main.ts under its own time limit (about 12 minutes in all: over one device call's 600 s, so
+# name the sections to run, as above, to split it), appending the markdown to
 # $OUT/bench.md and writing $OUT/<section>.json (8 files back; the device tool returns at most 8).
 # A section that hits its limit is reported in bench.md and the others still run. The twins
 # (bench/torch_attention.py, bench/torch_generate.py, the torch part of bench/kernels.ts) run
@@ -54,8 +55,10 @@ section() { # name seconds args...
   echo | tee -a "$md"
 }
 
-# (a) decode attention: dense vs DMS at forced CR 2/4/8, 4K-128K, B 1/4/32, f16 and f32.
-section attention 110 --contexts 4096,32768,131072 --batches 1,4,32 --crs 2,4,8 --reps 5
+# (a) decode attention: dense vs DMS at forced CR 2/4/8, 4K-128K, B 1/4/32, f16 and f32, with the
+# chained column and the PyTorch twin (eager, CUDA graph, over DMS's keys). Without the v2 kernel
+# (--no-old): timing it beside every row overran 110 s on 2026-12-05 (an H100) before the twin ran.
+section attention 240 --contexts 4096,32768,131072 --batches 1,4,32 --crs 2,4,8 --reps 5 --no-old
 # (b) prefill attention TFLOP/s: flash vs the tiled path (tiled only at 4K: it is ~13 s at 32K).
 section prefill 60 --contexts 4096,32768 --tiled-max 4096
 # (c) matmul / GEMV at the model's shapes, incl. weights past the 60 MB L2 (--reps 10 overran 70 s
