@@ -67,7 +67,7 @@ section prefill 60 --contexts 4096,32768 --tiled-max 4096
 section kernels 130 --reps 3
 # (c) linear at decode-batch row counts (parallel chains): gemv16 / tiled / gemv16wide / skinny at
 # M 4-64 of Qwen3-0.6B's shapes, weights past the L2; 256 calls a sample keep the clock up.
-section skinny 60 --calls 256
+section skinny 90 --calls 256
 # (d, e) end to end at 2K, B = 1, dense and DMS at forced CR 8; dispatches/syncs per token; the
 # PyTorch twin. (32K: 70 / 90 tok/s on 2026-12-03, but its four 28-layer prefills fill the limit
 # before the twin runs: `--contexts 32768 --no-torch` on its own.)
