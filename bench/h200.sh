@@ -6,9 +6,10 @@
 #   run(command: "bash bench/h200.sh skinny e2e chains floor", timeout_s: 600)
 #
 # It sources .gpu/setup.sh (Vulkan loader, NVIDIA ICD, deno on PATH), then runs each section of
-# bench/main.ts under its own time limit (about 12 minutes in all: over one device call's 600 s, so
-# name the sections to run, as above, to split it), appending the markdown to
-# $OUT/bench.md and writing $OUT/<section>.json (8 files back; the device tool returns at most 8).
+# bench/main.ts under its own time limit (13 minutes of limits in all, about 7 minutes of run on an
+# H100 on 2026-12-05: more than one device call's 600 s allow, so name the sections to run, as
+# above), appending the markdown to $OUT/bench.md and writing $OUT/<section>.json (8 files back;
+# the device tool returns at most 8).
 # A section that hits its limit is reported in bench.md and the others still run. The twins
 # (bench/torch_attention.py, bench/torch_generate.py, the torch part of bench/kernels.ts) run
 # when `python3 -c "import torch"` works there; torch_generate.py also needs transformers.
