@@ -26,8 +26,12 @@
  *
  * Usage: `deno run -A bench/attention.ts [--contexts 4096,32768] [--batches 1,4] [--crs 2,4,8]
  * [--dtypes f16,f32] [--window 512] [--block 256] [--partition-keys N] [--reps N] [--no-torch]
- * [--no-old] [--other] [--quick] [--g 4] [--json out.json]`. `--g` sets the query heads per KV
- * head (2 for Qwen3-0.6B). `--other` also validates and times the flash
+ * [--no-old] [--other] [--quick] [--g 4] [--cold MB] [--json out.json]`. `--g` sets the query
+ * heads per KV head (2 for Qwen3-0.6B). `--cold MB` also times each row chained over identical
+ * copies of its cache (and PyTorch over copies of its own) that span at least MB megabytes, a
+ * step a copy in turn: every row repeats one step over one cache, so a cache smaller than the L2
+ * is otherwise timed from the L2, while a decode step streams every other layer between two
+ * visits and reads it from memory. `--other` also validates and times the flash
  * kernel under another tuning (src/cache/paged_decode_plan.ts `FlashDecodeTuning`), chosen with
  * `--other-threads N`, `--other-loads J`, `--other-min-keys N`, `--other-max-keys N`,
  * `--other-workgroups N`, `--other-wave N` (workgroups a wave holds: splits fill the last wave),
@@ -75,6 +79,10 @@ const USAGE = `usage: deno run -A bench/attention.ts [flags]
   --quick                the smaller default contexts and batches (always on a CPU adapter)
   --no-old               skip the v2 split kernel (old µs, new/old)
   --no-torch             skip the PyTorch SDPA twin
+  --cold MB              also time every row chained over copies of its cache spanning at least
+                         MB megabytes, a step a copy in turn (cold µs), and PyTorch likewise (cold
+                         graph µs): a cache smaller than the L2 is then read from memory, as in a
+                         decode step, instead of from the L2 (e.g. 256: 4x the H200's 60 MB)
   --other                also check and time the flash kernel under the --other-* tuning,
                          interleaved with the routed kernel (other µs, this/other)
   --other-threads N      its threads a workgroup: 64, 128, 256 or 512 (default: as routed)
@@ -99,6 +107,7 @@ const args = scriptArgs("attention", USAGE, {
   reps: { type: "string" },
   "no-torch": { type: "boolean" },
   "no-old": { type: "boolean" },
+  cold: { type: "string" },
   other: { type: "boolean" },
   "other-threads": { type: "string" },
   "other-loads": { type: "string" },
@@ -123,6 +132,13 @@ const windowArg = args.intOpt("window", 1);
 const blockArg = args.intOpt("block", 1);
 const partitionKeys = args.intOpt("partition-keys", 1);
 const repsArg = args.intOpt("reps", 1);
+/** `--cold MB`: bytes the rotated copies of a row's cache span at least (undefined: no cold rows). */
+const coldBytes = (() => {
+  const mb = args.intOpt("cold", 1, 1 << 20);
+  return mb === undefined ? undefined : mb * 1e6;
+})();
+/** Copies of a cache at most in a cold row (GPU memory: each copy allocates its whole context). */
+const MAX_COPIES = 32;
 const otherInt = (name: string, choices?: number[]): number | undefined => {
   const x = args.intOpt(name, 1);
   if (x !== undefined && choices && !choices.includes(x)) {
@@ -193,13 +209,31 @@ interface Row {
    * times each dispatch in a pass of its own (see {@linkcode timeChained}).
    */
   chainedUs?: number;
+  /**
+   * `--cold`: the same chained timing over `copies` identical caches, a step each in turn, so
+   * that a cache smaller than the L2 is read from memory (`chainedUs` repeats one cache, which
+   * then stays in the L2).
+   */
+  coldUs?: number;
+  /** `--cold`: the caches the cold timing rotates over (1: the cache alone spans `--cold`). */
+  copies?: number;
   /** PyTorch SDPA over the dense cache of this shape, eager (each call launched by the host). */
   torchUs?: number;
   /** The same calls captured as one CUDA graph: the GPU's own time. */
   torchGraphUs?: number;
   /** DMS rows: SDPA (CUDA graph) over a dense cache holding this row's live keys a head. */
   torchLiveUs?: number;
+  /** `--cold`: PyTorch's CUDA graph over as many copies of its cache, a call each in turn. */
+  torchColdUs?: number;
+  /** `--cold`, DMS rows: the same over copies of the dense cache of the row's live keys. */
+  torchLiveColdUs?: number;
   skipped?: string;
+}
+
+/** `--cold`: copies of a cache of `bytes` that span at least `coldBytes` (1 without `--cold`). */
+function copiesFor(bytes: number): number {
+  if (coldBytes === undefined) return 1;
+  return Math.max(1, Math.min(MAX_COPIES, Math.ceil(coldBytes / bytes)));
 }
 
 /** Whether a cache of this shape fits the device's largest storage binding (one K pool). */
@@ -395,33 +429,52 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
     return out;
   };
   const withOther = args.flag("other") && row.kernel === "flash";
-  {
+  const y = await (async () => {
     using t = pagedAttention(s, 0, q, { ...a, decodeKernel: "tiled" });
-    const y = await t.toArray();
-    const checks: string[] = [];
-    for (const run of withOther ? [fast, other] : [fast]) {
-      using f = run();
-      const x = await f.toArray();
-      const tol = AGREE[dtype];
-      let worst = 0, bad = 0;
-      for (let i = 0; i < x.length; i++) {
-        const e = Math.abs(x[i] - y[i]);
-        if (!(e <= tol.atol + tol.rtol * Math.abs(y[i]))) bad++;
-        if (!(e <= worst)) worst = e;
-      }
-      checks.push(bad ? `FAIL (${bad} off, max ${worst.toExponential(2)})` : "ok");
+    return await t.toArray();
+  })();
+  /** "ok", or how far a step's output lies from the readable kernel's `y` on the same pages. */
+  const agree = async (run: () => Tensor): Promise<string> => {
+    using f = run();
+    const x = await f.toArray();
+    const tol = AGREE[dtype];
+    let worst = 0, bad = 0;
+    for (let i = 0; i < x.length; i++) {
+      const e = Math.abs(x[i] - y[i]);
+      if (!(e <= tol.atol + tol.rtol * Math.abs(y[i]))) bad++;
+      if (!(e <= worst)) worst = e;
     }
-    row.check = checks.every((c) => c === "ok") ? "ok" : checks.join(" / ");
-  }
+    return bad ? `FAIL (${bad} off, max ${worst.toExponential(2)})` : "ok";
+  };
+  const checks: string[] = [];
+  for (const run of withOther ? [fast, other] : [fast]) checks.push(await agree(run));
   const [{ us, minUs }, otherTime] = await time(withOther ? [fast, other] : [fast]);
   row.us = us;
   row.minUs = minUs;
   row.gbps = bytes / (us * 1e-6) / 1e9;
   if (otherTime) row.otherUs = otherTime.us;
-  row.chainedUs = await timeChained(
-    fast,
-    Math.max(1, Math.min(400, Math.round(SAMPLE_MS * 1e3 / us))),
-  );
+  const calls = Math.max(1, Math.min(400, Math.round(SAMPLE_MS * 1e3 / us)));
+  row.chainedUs = await timeChained(fast, calls);
+  if (coldBytes !== undefined) {
+    // The same fill again (seeded: the same decisions and K/V, so the same live entries), each
+    // copy checked against the first one's readable output like the row itself.
+    row.copies = copiesFor(bytes);
+    const more: PagedKvCache[] = [];
+    try {
+      for (let c = 1; c < row.copies; c++) more.push(await filled(ctx, B, dtype, cr));
+      const stores = [s, ...more.map((m) => m.storage)];
+      for (const [c, st] of stores.entries()) {
+        const got = await agree(() => pagedAttention(st, 0, q, a));
+        if (got !== "ok") checks.push(`copy ${c}: ${got}`);
+      }
+      let i = 0;
+      const cold = () => pagedAttention(stores[i++ % stores.length], 0, q, a);
+      row.coldUs = await timeChained(cold, Math.ceil(calls / stores.length) * stores.length);
+    } finally {
+      more.forEach((m) => m.dispose());
+    }
+  }
+  row.check = checks.every((c) => c === "ok") ? "ok" : checks.join(" / ");
   // The old kernel on dense rows and the highest forced CR only (the section's time limit).
   if (!args.flag("no-old") && row.kernel !== "split" && (!cr || cr === Math.max(...crs))) {
     const old = () => pagedAttention(s, 0, q, { ...a, decodeKernel: "split" });
@@ -436,6 +489,8 @@ interface TorchJob {
   S: number;
   B: number;
   dtype: Dt;
+  /** Copies of the cache the calls take in turn (`--cold`; 1 or absent: one cache). */
+  copies?: number;
 }
 
 /** PyTorch's times (ms) by key: eager and CUDA graph. */
@@ -460,6 +515,7 @@ async function torchTimes(shapes: TorchJob[]): Promise<TorchTimes | undefined> {
     S: x.S,
     D,
     dtype: x.dtype,
+    copies: x.copies ?? 1,
   }));
   const cfg = { jobs, warmup: cpu ? 2 : 20, iters: cpu ? 3 : 50, reps };
   try {
@@ -521,6 +577,9 @@ function table(rows: Row[]): string {
     "torch@live µs",
     "chained/graph",
     "dense/this",
+    ...(coldBytes === undefined
+      ? []
+      : ["copies", "cold µs", "torch cold graph µs", "torch@live cold µs", "cold/graph"]),
   ];
   const body = rows.map((r) => {
     if (r.skipped) {
@@ -554,6 +613,13 @@ function table(rows: Row[]): string {
       fmt(r.torchLiveUs),
       fmt(r.chainedUs && r.torchGraphUs ? r.chainedUs / r.torchGraphUs : undefined, 2),
       fmt(dense && r !== dense ? dense.us / r.us : undefined, 2),
+      ...(coldBytes === undefined ? [] : [
+        fmt(r.copies, 0),
+        fmt(r.coldUs),
+        fmt(r.torchColdUs),
+        fmt(r.torchLiveColdUs),
+        fmt(r.coldUs && r.torchColdUs ? r.coldUs / r.torchColdUs : undefined, 2),
+      ]),
     ];
   });
   const w = head.map((h, i) =>
@@ -594,18 +660,31 @@ for (const { ctx, B, dtype } of shapes) {
 // bytes DMS keeps; the row's pages vary in length around it).
 const liveKey = (r: Row) => `live ${r.dtype} S=${liveKeys(r)} B=${r.B}`;
 const jobs = new Map<string, TorchJob>();
+/** K and V bytes of a dense cache of S keys a head (what SDPA reads a call). */
+const denseBytes = (S: number, B: number, dtype: Dt) => 2 * B * HKV * S * D * bytesPer(dtype);
+const addJob = (k: string, S: number, B: number, dtype: Dt) => {
+  jobs.set(k, { key: k, S, B, dtype });
+  if (coldBytes !== undefined) {
+    const copies = copiesFor(denseBytes(S, B, dtype));
+    jobs.set(`cold ${k}`, { key: `cold ${k}`, S, B, dtype, copies });
+  }
+};
 for (const x of shapes.filter((x) => fits(x.ctx, x.B, x.dtype))) {
-  jobs.set(key(x), { key: key(x), S: x.ctx, B: x.B, dtype: x.dtype });
+  addJob(key(x), x.ctx, x.B, x.dtype);
 }
 for (const r of rows.filter((r) => r.forcedCr && !r.skipped)) {
-  jobs.set(liveKey(r), { key: liveKey(r), S: liveKeys(r), B: r.B, dtype: r.dtype });
+  addJob(liveKey(r), liveKeys(r), r.B, r.dtype);
 }
 const torch = await torchTimes([...jobs.values()]);
 const ms = (t: number | null | undefined) => (typeof t === "number" ? t * 1000 : undefined);
 for (const r of rows) {
   r.torchUs = ms(torch?.eager[key(r)]);
   r.torchGraphUs = ms(torch?.graph[key(r)]);
-  if (r.forcedCr && !r.skipped) r.torchLiveUs = ms(torch?.graph[liveKey(r)]);
+  r.torchColdUs = ms(torch?.graph[`cold ${key(r)}`]);
+  if (r.forcedCr && !r.skipped) {
+    r.torchLiveUs = ms(torch?.graph[liveKey(r)]);
+    r.torchLiveColdUs = ms(torch?.graph[`cold ${liveKey(r)}`]);
+  }
 }
 console.log(table(rows));
 console.log(
@@ -620,7 +699,11 @@ console.log(
     "head (tokens / CR): PyTorch's own time for the bytes DMS keeps. µs: each dispatch timed in " +
     "a pass of its own (every dispatch of a step summed); chained µs: steps recorded back to " +
     "back in one pass, as a decode step chains its dispatches (what the CUDA graph column " +
-    "measures for PyTorch); chained/graph: the two's ratio.",
+    "measures for PyTorch); chained/graph: the two's ratio." +
+    (coldBytes === undefined ? "" : " cold µs (--cold): chained over `copies` identical caches " +
+      "spanning at least the --cold size, a step each in turn, so that a cache smaller than the " +
+      "L2 is read from memory; torch cold graph µs and torch@live cold µs: PyTorch's graph over " +
+      "as many copies of its cache; cold/graph: the two's ratio."),
 );
 const failed = rows.filter((r) => r.check.startsWith("FAIL"));
 for (const r of failed) console.error(`validation failed: ${key(r)} ${r.cache}: ${r.check}`);

@@ -9,7 +9,9 @@ the HF order), the same shapes and dtypes as the TypeScript benchmark's dense ro
 Timing: CUDA events around `iters` back-to-back calls after `warmup` calls, median over `reps`
 samples, reported in ms per call ("times": eager, each call launched by the host). The same
 `iters` calls are then captured as one CUDA graph and replayed (`graph`: the GPU's own time, no
-launch gaps; null with a message in "errors" where capture fails). Prints one JSON object on its
+launch gaps; null with a message in "errors" where capture fails). A job's "copies" (default 1)
+makes that many identical caches the calls take in turn, so that a cache smaller than the L2 is
+read from memory (bench/attention.ts --cold). Prints one JSON object on its
 last line: {"torch": version, "device": name, "times": {key: ms or null}, "graph": {key: ms or
 null}, "errors": {key: message}}.
 
@@ -56,16 +58,24 @@ def time_job(job, warmup, iters, reps):
     """Median ms per call of SDPA for one shape: (eager, CUDA graph or the capture's error)."""
     dt = DTYPES[job["dtype"]]
     B, Hkv, G, S, D = job["B"], job["Hkv"], job["G"], job["S"], job["D"]
+    n = max(1, int(job.get("copies", 1)))
     q = torch.randn(B, Hkv * G, 1, D, device="cuda", dtype=dt)
     k = torch.randn(B, Hkv, S, D, device="cuda", dtype=dt)
     v = torch.randn(B, Hkv, S, D, device="cuda", dtype=dt)
+    ks = [k] + [k.clone() for _ in range(n - 1)]
+    vs = [v] + [v.clone() for _ in range(n - 1)]
+    if n > 1:
+        iters = -(-iters // n) * n  # whole rounds over the copies
+
+    def calls():
+        for i in range(iters):
+            sdpa(q, ks[i % n], vs[i % n])
 
     def eager():
-        for _ in range(iters):
-            sdpa(q, k, v)
+        calls()
 
-    for _ in range(warmup):
-        sdpa(q, k, v)
+    for i in range(warmup):
+        sdpa(q, ks[i % n], vs[i % n])
     torch.cuda.synchronize()
     eager_ms = median_ms(eager, reps, iters)
     try:
@@ -73,13 +83,12 @@ def time_job(job, warmup, iters, reps):
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(3):
-                sdpa(q, k, v)
+            for i in range(3):
+                sdpa(q, ks[i % n], vs[i % n])
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            for _ in range(iters):
-                sdpa(q, k, v)
+            calls()
         for _ in range(3):
             graph.replay()
         torch.cuda.synchronize()
@@ -87,7 +96,7 @@ def time_job(job, warmup, iters, reps):
         del graph
     except Exception as e:  # capture unsupported for this shape or build: eager stands alone
         graph_ms = f"graph capture: {type(e).__name__}: {e}".splitlines()[0]
-    del q, k, v
+    del q, k, v, ks, vs
     torch.cuda.empty_cache()
     return eager_ms, graph_ms
 
