@@ -215,6 +215,8 @@ interface Row {
    * then stays in the L2).
    */
   coldUs?: number;
+  /** `--cold` with `--other`: the `--other` tuning timed the same way, after `coldUs`. */
+  otherColdUs?: number;
   /** `--cold`: the caches the cold timing rotates over (1: the cache alone spans `--cold`). */
   copies?: number;
   /** PyTorch SDPA over the dense cache of this shape, eager (each call launched by the host). */
@@ -466,10 +468,24 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
       for (const [c, st] of stores.entries()) {
         const got = await agree(() => pagedAttention(st, 0, q, a));
         if (got !== "ok") checks.push(`copy ${c}: ${got}`);
+        if (withOther) {
+          const o = await agree(() => pagedDecodeFlash(st, 0, q, { ...a, tuning })!);
+          if (o !== "ok") checks.push(`copy ${c}, --other: ${o}`);
+        }
       }
       let i = 0;
       const cold = () => pagedAttention(stores[i++ % stores.length], 0, q, a);
-      row.coldUs = await timeChained(cold, Math.ceil(calls / stores.length) * stores.length);
+      const k = Math.ceil(calls / stores.length) * stores.length;
+      row.coldUs = await timeChained(cold, k);
+      if (withOther) {
+        // --other from memory too, timed after the routed kernel (not interleaved).
+        const coldOther = () => {
+          const out = pagedDecodeFlash(stores[i++ % stores.length], 0, q, { ...a, tuning });
+          if (!out) throw new Error(`--other: no flash kernel for ${JSON.stringify(tuning)}`);
+          return out;
+        };
+        row.otherColdUs = await timeChained(coldOther, k);
+      }
     } finally {
       more.forEach((m) => m.dispose());
     }
@@ -577,9 +593,14 @@ function table(rows: Row[]): string {
     "torch@live µs",
     "chained/graph",
     "dense/this",
-    ...(coldBytes === undefined
-      ? []
-      : ["copies", "cold µs", "torch cold graph µs", "torch@live cold µs", "cold/graph"]),
+    ...(coldBytes === undefined ? [] : [
+      "copies",
+      "cold µs",
+      "other cold µs",
+      "torch cold graph µs",
+      "torch@live cold µs",
+      "cold/graph",
+    ]),
   ];
   const body = rows.map((r) => {
     if (r.skipped) {
@@ -616,6 +637,7 @@ function table(rows: Row[]): string {
       ...(coldBytes === undefined ? [] : [
         fmt(r.copies, 0),
         fmt(r.coldUs),
+        fmt(r.otherColdUs),
         fmt(r.torchColdUs),
         fmt(r.torchLiveColdUs),
         fmt(r.coldUs && r.torchColdUs ? r.coldUs / r.torchColdUs : undefined, 2),
@@ -702,7 +724,8 @@ console.log(
     "measures for PyTorch); chained/graph: the two's ratio." +
     (coldBytes === undefined ? "" : " cold µs (--cold): chained over `copies` identical caches " +
       "spanning at least the --cold size, a step each in turn, so that a cache smaller than the " +
-      "L2 is read from memory; torch cold graph µs and torch@live cold µs: PyTorch's graph over " +
+      "L2 is read from memory; other cold µs: the --other tuning likewise, timed after it; " +
+      "torch cold graph µs and torch@live cold µs: PyTorch's graph over " +
       "as many copies of its cache; cold/graph: the two's ratio."),
 );
 const failed = rows.filter((r) => r.check.startsWith("FAIL"));
