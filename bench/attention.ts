@@ -60,8 +60,17 @@ import { Tensor } from "../src/tensor/tensor.ts";
 import { bytesPer } from "../src/tensor/dtype.ts";
 import { scriptArgs } from "../src/cli/script_args.ts";
 import { fmt, median, random, timeInOnePass } from "./_common.ts";
+import {
+  type Dt,
+  key,
+  legend,
+  liveKeys,
+  type Row,
+  table,
+  type TorchJob,
+  torchTimes,
+} from "./_attention_report.ts";
 
-type Dt = "f32" | "f16";
 const [HKV, D] = [8, 128];
 
 const USAGE = `usage: deno run -A bench/attention.ts [flags]
@@ -181,56 +190,6 @@ const AGREE: Record<Dt, { atol: number; rtol: number }> = {
   f32: { atol: 2e-6, rtol: 1e-5 },
   f16: { atol: 1e-3, rtol: 4e-3 },
 };
-
-/** One result row. */
-interface Row {
-  dtype: Dt;
-  ctx: number;
-  B: number;
-  /** "dense" or "dms CR=x" (forced). */
-  cache: string;
-  /** The decode kernel pagedAttention routed to (decodeKernelFor). */
-  kernel: string;
-  forcedCr?: number;
-  /** Tokens / live entries. */
-  cr: number;
-  liveMB: number;
-  check: string;
-  us: number;
-  minUs: number;
-  gbps: number;
-  /** The v2 split kernel's median µs (decodeKernel "split"). */
-  oldUs?: number;
-  /** The flash kernel's median µs under the `--other-*` tuning (see `--other`). */
-  otherUs?: number;
-  /**
-   * The routed kernel's median µs a step with its steps recorded back to back in one compute
-   * pass (timed by timestamps around the pass), as a decode step chains its dispatches; `us`
-   * times each dispatch in a pass of its own (see {@linkcode timeChained}).
-   */
-  chainedUs?: number;
-  /**
-   * `--cold`: the same chained timing over `copies` identical caches, a step each in turn, so
-   * that a cache smaller than the L2 is read from memory (`chainedUs` repeats one cache, which
-   * then stays in the L2).
-   */
-  coldUs?: number;
-  /** `--cold` with `--other`: the `--other` tuning timed the same way, after `coldUs`. */
-  otherColdUs?: number;
-  /** `--cold`: the caches the cold timing rotates over (1: the cache alone spans `--cold`). */
-  copies?: number;
-  /** PyTorch SDPA over the dense cache of this shape, eager (each call launched by the host). */
-  torchUs?: number;
-  /** The same calls captured as one CUDA graph: the GPU's own time. */
-  torchGraphUs?: number;
-  /** DMS rows: SDPA (CUDA graph) over a dense cache holding this row's live keys a head. */
-  torchLiveUs?: number;
-  /** `--cold`: PyTorch's CUDA graph over as many copies of its cache, a call each in turn. */
-  torchColdUs?: number;
-  /** `--cold`, DMS rows: the same over copies of the dense cache of the row's live keys. */
-  torchLiveColdUs?: number;
-  skipped?: string;
-}
 
 /** `--cold`: copies of a cache of `bytes` that span at least `coldBytes` (1 without `--cold`). */
 function copiesFor(bytes: number): number {
@@ -499,163 +458,6 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   return row;
 }
 
-/** One PyTorch SDPA shape: a contiguous dense cache of S keys a head. */
-interface TorchJob {
-  key: string;
-  S: number;
-  B: number;
-  dtype: Dt;
-  /** Copies of the cache the calls take in turn (`--cold`; 1 or absent: one cache). */
-  copies?: number;
-}
-
-/** PyTorch's times (ms) by key: eager and CUDA graph. */
-interface TorchTimes {
-  eager: Record<string, number | null>;
-  graph: Record<string, number | null>;
-}
-
-/** PyTorch SDPA times by key, when python3 has torch with CUDA; else undefined. */
-async function torchTimes(shapes: TorchJob[]): Promise<TorchTimes | undefined> {
-  if (args.flag("no-torch") || shapes.length === 0) return undefined;
-  if (Deno.permissions.querySync({ name: "run", command: "python3" }).state !== "granted") {
-    console.log("PyTorch comparison skipped: needs --allow-run (deno run -A bench/attention.ts).");
-    return undefined;
-  }
-  const script = new URL("./torch_attention.py", import.meta.url).pathname;
-  const jobs = shapes.map((x) => ({
-    key: x.key,
-    B: x.B,
-    Hkv: HKV,
-    G,
-    S: x.S,
-    D,
-    dtype: x.dtype,
-    copies: x.copies ?? 1,
-  }));
-  const cfg = { jobs, warmup: cpu ? 2 : 20, iters: cpu ? 3 : 50, reps };
-  try {
-    const probe = await new Deno.Command("python3", {
-      args: ["-c", "import torch; print(torch.cuda.is_available())"],
-      stderr: "null",
-    }).output();
-    if (new TextDecoder().decode(probe.stdout).trim() !== "True") {
-      console.log("PyTorch comparison skipped: python3 has no torch with CUDA.");
-      return undefined;
-    }
-    const r = await new Deno.Command("python3", { args: [script, JSON.stringify(cfg)] }).output();
-    const text = new TextDecoder().decode(r.stdout).trim();
-    if (!r.success) throw new Error(new TextDecoder().decode(r.stderr).trim().split("\n").at(-1));
-    const doc = JSON.parse(text.split("\n").at(-1)!);
-    console.log(
-      `PyTorch ${doc.torch} on ${doc.device}: F.scaled_dot_product_attention, CUDA events, ` +
-        "eager and as one CUDA graph",
-    );
-    for (const [k, e] of Object.entries(doc.errors ?? {})) console.log(`  torch ${k}: ${e}`);
-    return { eager: doc.times ?? {}, graph: doc.graph ?? {} };
-  } catch (e) {
-    console.log(`PyTorch comparison skipped: ${(e as Error).message}`);
-    return undefined;
-  }
-}
-
-/** Keys a head of the dense cache PyTorch times for a DMS row: its live keys (tokens / CR). */
-function liveKeys(r: Row): number {
-  return Math.max(1, Math.round(r.ctx / r.cr));
-}
-
-function key(x: { ctx: number; B: number; dtype: Dt }): string {
-  return `${x.dtype} S=${x.ctx} B=${x.B}`;
-}
-
-function table(rows: Row[]): string {
-  const head = [
-    "dtype",
-    "ctx",
-    "B",
-    "cache",
-    "kernel",
-    "CR",
-    "live MB",
-    "check",
-    "µs",
-    "GB/s",
-    "chained µs",
-    "old µs",
-    "new/old",
-    "other µs",
-    "this/other",
-    "torch µs",
-    "torch GB/s",
-    "ours/torch",
-    "torch/ours",
-    "torch graph µs",
-    "torch@live µs",
-    "chained/graph",
-    "dense/this",
-    ...(coldBytes === undefined ? [] : [
-      "copies",
-      "cold µs",
-      "other cold µs",
-      "torch cold graph µs",
-      "torch@live cold µs",
-      "cold/graph",
-    ]),
-  ];
-  const body = rows.map((r) => {
-    if (r.skipped) {
-      return [r.dtype, `${r.ctx}`, `${r.B}`, r.cache, "-", "skipped: " + r.skipped];
-    }
-    const dense = rows.find((x) =>
-      !x.forcedCr && x.dtype === r.dtype && x.ctx === r.ctx && x.B === r.B
-    );
-    const denseBytes = (dense?.liveMB ?? NaN) * 1e6;
-    return [
-      r.dtype,
-      `${r.ctx}`,
-      `${r.B}`,
-      r.cache,
-      r.kernel,
-      fmt(r.cr, 2),
-      fmt(r.liveMB),
-      r.check,
-      fmt(r.us),
-      fmt(r.gbps),
-      fmt(r.chainedUs),
-      fmt(r.oldUs),
-      fmt(r.oldUs ? r.us / r.oldUs : undefined, 2),
-      fmt(r.otherUs),
-      fmt(r.otherUs ? r.us / r.otherUs : undefined, 2),
-      fmt(r.torchUs),
-      fmt(r.torchUs ? denseBytes / (r.torchUs * 1e-6) / 1e9 : undefined),
-      fmt(r.torchUs ? r.us / r.torchUs : undefined, 2),
-      fmt(r.torchUs ? r.torchUs / r.us : undefined, 2),
-      fmt(r.torchGraphUs),
-      fmt(r.torchLiveUs),
-      fmt(r.chainedUs && r.torchGraphUs ? r.chainedUs / r.torchGraphUs : undefined, 2),
-      fmt(dense && r !== dense ? dense.us / r.us : undefined, 2),
-      ...(coldBytes === undefined ? [] : [
-        fmt(r.copies, 0),
-        fmt(r.coldUs),
-        fmt(r.otherColdUs),
-        fmt(r.torchColdUs),
-        fmt(r.torchLiveColdUs),
-        fmt(r.coldUs && r.torchColdUs ? r.coldUs / r.torchColdUs : undefined, 2),
-      ]),
-    ];
-  });
-  const w = head.map((h, i) =>
-    Math.max(h.length, ...body.map((b) => (b.length > 6 ? b[i].length : 0)))
-  );
-  const line = (c: string[]) =>
-    "| " + c.map((x, i) => (i < 5 ? x.padEnd(w[i]) : x.padStart(w[i]))).join(" | ") + " |";
-  return [
-    line(head),
-    "|" + w.map((n, i) => "-".repeat(n + 1) + (i < 5 ? "-" : ":") + "|").join(""),
-    ...body.map(line),
-  ].join("\n");
-}
-
 console.log(
   `device: ${gpu.description}${cpu ? " (CPU adapter: small sizes)" : ""}; one decode step of one ` +
     `layer, Hkv ${HKV}, G ${G}, D ${D}; DMS window ${window}, block ${blockSize}; ` +
@@ -697,7 +499,9 @@ for (const x of shapes.filter((x) => fits(x.ctx, x.B, x.dtype))) {
 for (const r of rows.filter((r) => r.forcedCr && !r.skipped)) {
   addJob(liveKey(r), liveKeys(r), r.B, r.dtype);
 }
-const torch = await torchTimes([...jobs.values()]);
+const torch = args.flag("no-torch")
+  ? undefined
+  : await torchTimes([...jobs.values()], { Hkv: HKV, G, D, cpu, reps });
 const ms = (t: number | null | undefined) => (typeof t === "number" ? t * 1000 : undefined);
 for (const r of rows) {
   r.torchUs = ms(torch?.eager[key(r)]);
@@ -708,27 +512,9 @@ for (const r of rows) {
     r.torchLiveColdUs = ms(torch?.graph[`cold ${liveKey(r)}`]);
   }
 }
-console.log(table(rows));
-console.log(
-  "kernel: flash = decode_online + combine (src/cache/paged_decode.ts); " +
-    "other µs: the same under the --other-* tuning (--other); old µs: the v2 split " +
-    "kernel (decode + merge_split) on the same pages; new/old: the routed kernel's time over it. " +
-    "ours/torch: our time over PyTorch SDPA dense (target <= 1.2 for dense at 32K); torch/ours: " +
-    "speed-up over it (target >= 5 for DMS at CR 8); dense/this: our dense time over this row's " +
-    "(target >= 6.5 at 32K). GB/s: live K+V bytes per step time (torch: of the dense cache). " +
-    "torch µs: eager (the host launches each call); torch graph µs: the same calls as one CUDA " +
-    "graph; torch@live µs: SDPA (CUDA graph) over a dense cache of the DMS row's live keys a " +
-    "head (tokens / CR): PyTorch's own time for the bytes DMS keeps. µs: each dispatch timed in " +
-    "a pass of its own (every dispatch of a step summed); chained µs: steps recorded back to " +
-    "back in one pass, as a decode step chains its dispatches (what the CUDA graph column " +
-    "measures for PyTorch); chained/graph: the two's ratio." +
-    (coldBytes === undefined ? "" : " cold µs (--cold): chained over `copies` identical caches " +
-      "spanning at least the --cold size, a step each in turn, so that a cache smaller than the " +
-      "L2 is read from memory; other cold µs: the --other tuning likewise, timed after it; " +
-      "torch cold graph µs and torch@live cold µs: PyTorch's graph over " +
-      "as many copies of its cache; cold/graph: the two's ratio."),
-);
-const failed = rows.filter((r) => r.check.startsWith("FAIL"));
+console.log(table(rows, coldBytes !== undefined));
+console.log(legend(coldBytes !== undefined));
+const failed = rows.filter((r) => r.check.includes("FAIL"));
 for (const r of failed) console.error(`validation failed: ${key(r)} ${r.cache}: ${r.check}`);
 if (json) {
   const doc = { device: gpu.description, cpu, Hkv: HKV, G, D, window, blockSize, reps, rows };
