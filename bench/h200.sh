@@ -59,6 +59,9 @@ section() { # name seconds args...
 # (a) decode attention: dense vs DMS at forced CR 2/4/8, 4K-128K, B 1/4/32, f16 and f32, with the
 # chained column and the PyTorch twin (eager, CUDA graph, over DMS's keys). Without the v2 kernel
 # (--no-old): timing it beside every row overran 110 s on 2026-12-05 (an H100) before the twin ran.
+# Caches under the L2 are timed from the L2 here (every row repeats one cache); to time them from
+# memory as a decode step reads them, run bench/attention.ts with `--cold 256` on its own (copies
+# of each cache spanning 256 MB; docs/performance.md, session 21).
 section attention 240 --contexts 4096,32768,131072 --batches 1,4,32 --crs 2,4,8 --reps 5 --no-old
 # (b) prefill attention TFLOP/s: flash vs the tiled path (tiled only at 4K: it is ~13 s at 32K).
 section prefill 60 --contexts 4096,32768 --tiled-max 4096
