@@ -91,7 +91,8 @@ const USAGE = `usage: deno run -A bench/attention.ts [flags]
   --cold MB              also time every row chained over copies of its cache spanning at least
                          MB megabytes, a step a copy in turn (cold µs), and PyTorch likewise (cold
                          graph µs): a cache smaller than the L2 is then read from memory, as in a
-                         decode step, instead of from the L2 (e.g. 256: 4x the H200's 60 MB)
+                         decode step, instead of from the L2 (e.g. 256: 4x the H200's 60 MB); the
+                         copies allocate at most 6 GB a row (fewer copies where pools are large)
   --other                also check and time the flash kernel under the --other-* tuning,
                          interleaved with the routed kernel (other µs, this/other)
   --other-threads N      its threads a workgroup: 64, 128, 256 or 512 (default: as routed)
@@ -146,8 +147,14 @@ const coldBytes = (() => {
   const mb = args.intOpt("cold", 1, 1 << 20);
   return mb === undefined ? undefined : mb * 1e6;
 })();
-/** Copies of a cache at most in a cold row (GPU memory: each copy allocates its whole context). */
+/** Copies of a cache at most in a cold row. */
 const MAX_COPIES = 32;
+/**
+ * GPU memory the copies of one cold row may allocate in all: each copy allocates its pools for the
+ * whole context (a DMS cache too, though it keeps 1/CR of it), so a row whose pools are large
+ * takes fewer copies (the `copies` column says how many).
+ */
+const COLD_ALLOC_BYTES = 6e9;
 const otherInt = (name: string, choices?: number[]): number | undefined => {
   const x = args.intOpt(name, 1);
   if (x !== undefined && choices && !choices.includes(x)) {
@@ -419,7 +426,10 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   if (coldBytes !== undefined) {
     // The same fill again (seeded: the same decisions and K/V, so the same live entries), each
     // copy checked against the first one's readable output like the row itself.
-    row.copies = copiesFor(bytes);
+    row.copies = Math.min(
+      copiesFor(bytes),
+      Math.max(1, Math.floor(COLD_ALLOC_BYTES / s.allocatedBytes)),
+    );
     const more: PagedKvCache[] = [];
     try {
       for (let c = 1; c < row.copies; c++) more.push(await filled(ctx, B, dtype, cr));
