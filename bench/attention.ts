@@ -91,7 +91,7 @@ const USAGE = `usage: deno run -A bench/attention.ts [flags]
   --cold MB              also time every row chained over copies of its cache spanning at least
                          MB megabytes, a step a copy in turn (cold µs), and PyTorch likewise (cold
                          graph µs): a cache smaller than the L2 is then read from memory, as in a
-                         decode step, instead of from the L2 (e.g. 256: 4x the H200's 60 MB); the
+                         decode step, instead of from the L2 (e.g. 256: 5x an H100's 50 MB); the
                          copies allocate at most 6 GB a row (fewer copies where pools are large)
   --other                also check and time the flash kernel under the --other-* tuning,
                          interleaved with the routed kernel (other µs, this/other)
