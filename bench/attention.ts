@@ -391,11 +391,13 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   const a = { t0: ctx, window: cache.policy.window, scale: 1 / Math.sqrt(D) };
   row.kernel = decodeKernelFor(s, G, D, {});
   const fast = () => pagedAttention(s, 0, q, a);
-  const other = () => {
-    const out = pagedDecodeFlash(s, 0, q, { ...a, tuning });
+  /** The flash kernel under the `--other` tuning on storage `st`. */
+  const otherOn = (st: typeof s) => {
+    const out = pagedDecodeFlash(st, 0, q, { ...a, tuning });
     if (!out) throw new Error(`--other: no flash kernel for ${JSON.stringify(tuning)}`);
     return out;
   };
+  const other = () => otherOn(s);
   const withOther = args.flag("other") && row.kernel === "flash";
   const y = await (async () => {
     using t = pagedAttention(s, 0, q, { ...a, decodeKernel: "tiled" });
@@ -438,7 +440,7 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
         const got = await agree(() => pagedAttention(st, 0, q, a));
         if (got !== "ok") checks.push(`copy ${c}: ${got}`);
         if (withOther) {
-          const o = await agree(() => pagedDecodeFlash(st, 0, q, { ...a, tuning })!);
+          const o = await agree(() => otherOn(st));
           if (o !== "ok") checks.push(`copy ${c}, --other: ${o}`);
         }
       }
@@ -448,12 +450,7 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
       row.coldUs = await timeChained(cold, k);
       if (withOther) {
         // --other from memory too, timed after the routed kernel (not interleaved).
-        const coldOther = () => {
-          const out = pagedDecodeFlash(stores[i++ % stores.length], 0, q, { ...a, tuning });
-          if (!out) throw new Error(`--other: no flash kernel for ${JSON.stringify(tuning)}`);
-          return out;
-        };
-        row.otherColdUs = await timeChained(coldOther, k);
+        row.otherColdUs = await timeChained(() => otherOn(stores[i++ % stores.length]), k);
       }
     } finally {
       more.forEach((m) => m.dispose());
