@@ -7,7 +7,8 @@
  * variants' difference with that drift.
  *
  * A variant is written `key=value,key=value` (keys: `minKeys`, `threads`, `maxKeys`,
- * `workgroups`, `wave`, `combine` = `fused` | `dispatch`, `early` = `on` | `off`); `default` (or `-`) is
+ * `workgroups`, `wave`, `loads` (1, 2, 4 or 8: K/V words in flight a lane, dropped where the
+ * shape cannot take it), `combine` = `fused` | `dispatch`, `early` = `on` | `off`); `default` (or `-`) is
  * the defaults; variants are separated by `;`. Begin the list with `default`, not `-`: node's
  * `parseArgs` takes `--variants "-;…"` for a missing value (or write `--variants=-;…`).
  *
@@ -32,7 +33,7 @@ export interface Variant {
   defaults: typeof flashDecodeDefaults;
 }
 
-const NUMERIC = ["minKeys", "threads", "maxKeys", "workgroups", "wave"] as const;
+const NUMERIC = ["minKeys", "threads", "maxKeys", "workgroups", "wave", "loads"] as const;
 
 /**
  * Parses `a;b;…` into variants (`default` or `-`: the defaults).

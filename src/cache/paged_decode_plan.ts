@@ -330,16 +330,23 @@ export function flashDecodePlan(
   if (d.earlyLoads !== undefined && typeof d.earlyLoads !== "boolean") {
     throw bad("earlyLoads", "true or false");
   }
+  if (d.loads !== undefined && ![1, 2, 4, 8].includes(d.loads)) throw bad("loads", "1, 2, 4 or 8");
   const tuned = {
     ...tuning,
     minKeys: tuning.minKeys ?? d.minKeys,
     earlyLoads: tuning.earlyLoads ?? d.earlyLoads,
   };
-  // A default thread count is a preference: where the shape cannot take it, the untuned choice.
+  // A default thread count or loads count is a preference: where the shape cannot take it, the
+  // choice without it (the loads default dropped first, then the threads default).
+  const withThreads = tuning.threads === undefined && d.threads !== undefined
+    ? { ...tuned, threads: d.threads }
+    : undefined;
+  const shapeOf = (t: FlashDecodeTuning | undefined) =>
+    t && flashDecodeShape(s.dtype, G, s.headDim, maxShared, t);
   const shape =
-    (tuning.threads === undefined && d.threads !== undefined
-      ? flashDecodeShape(s.dtype, G, s.headDim, maxShared, { ...tuned, threads: d.threads })
-      : undefined) ?? flashDecodeShape(s.dtype, G, s.headDim, maxShared, tuned);
+    (tuning.loads === undefined && d.loads !== undefined
+      ? shapeOf({ ...(withThreads ?? tuned), loads: d.loads })
+      : undefined) ?? shapeOf(withThreads) ?? shapeOf(tuned);
   if (!shape) return undefined;
   return {
     shape,
@@ -365,8 +372,10 @@ export function flashDecodePlan(
  * one of them set: the other is 2·threads keys (at most 512) or 512 workgroups, and no wave is
  * filled unless `wave` is set; `combine` unset: `dispatch`; `earlyLoads` unset: false; `threads`
  * unset: 128 (256 where the shape needs it), and a default the shape cannot take falls back to
- * that choice; `minKeys` unset: 64 at G ≤ 2, else 128 (`flashDecodeMinKeys`). `threads`,
- * `minKeys` and `earlyLoads` apply where {@linkcode flashDecodePlan} plans a layer. The fused merge
+ * that choice; `loads` unset: the most up to 4 that fit, and a default the shape cannot take
+ * (8 at G > 4) is dropped likewise; `minKeys` unset: 64 at G ≤ 2, else 128
+ * (`flashDecodeMinKeys`). `threads`, `loads`, `minKeys` and `earlyLoads` apply where
+ * {@linkcode flashDecodePlan} plans a layer. The fused merge
  * lost to the combine dispatch on the H200 in sessions 10 and 16 and `earlyLoads` changed nothing
  * measurable (docs/performance.md, "Decode attention").
  *
@@ -378,5 +387,5 @@ export function flashDecodePlan(
  */
 export const flashDecodeDefaults: Pick<
   FlashDecodeTuning,
-  "combine" | "maxKeys" | "workgroups" | "threads" | "minKeys" | "earlyLoads" | "wave"
+  "combine" | "maxKeys" | "workgroups" | "threads" | "minKeys" | "earlyLoads" | "wave" | "loads"
 > = {};

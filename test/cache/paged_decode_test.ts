@@ -502,8 +502,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "flashDecodePlan applies flashDecodeDefaults.threads where the shape takes it, else the " +
-    "untuned choice; bad defaults are named",
+  name: "flashDecodePlan applies flashDecodeDefaults.threads and .loads where the shape takes " +
+    "them, else the untuned choice; bad defaults are named",
   ...GPU_TEST,
   fn: () => {
     const sizes = { layers: 1, batch: 1, kvHeads: 2, headDim: 128, blockSize: 16 };
@@ -530,10 +530,24 @@ Deno.test({
       flashDecodeDefaults.earlyLoads = true;
       assert.equal(flashDecodePlan(s, 0, 2)?.shape.EARLY, 1);
       assert.equal(flashDecodePlan(s, 0, 2, { earlyLoads: false })?.shape.EARLY, 0); // the call wins
+      flashDecodeDefaults.earlyLoads = undefined;
+      // loads: J 8 where the shape takes it (G <= 4), else dropped; the call's own loads win.
+      const J = (G: number, t?: FlashDecodeTuning) => flashDecodePlan(s, 0, G, t)?.shape.J;
+      assert.equal(J(2), 4);
+      flashDecodeDefaults.loads = 8;
+      assert.equal(J(2), 8);
+      assert.equal(J(2, { loads: 2 }), 2);
+      assert.equal(J(8), 2); // G 8 holds two head quads: J 8 does not fit, the untuned J
+      flashDecodeDefaults.threads = 256;
+      flashDecodeDefaults.loads = 2;
+      assert.deepEqual([wg(), J(2)], [256, 2]); // both preferences
+      flashDecodeDefaults.loads = 3;
+      assert.throws(wg, /flashDecodeDefaults\.loads must be 1, 2, 4 or 8, got 3/);
     } finally {
       flashDecodeDefaults.threads = undefined;
       flashDecodeDefaults.minKeys = undefined;
       flashDecodeDefaults.earlyLoads = undefined;
+      flashDecodeDefaults.loads = undefined;
     }
   },
 });
