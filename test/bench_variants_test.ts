@@ -9,7 +9,7 @@ import { flashDecodeDefaults } from "../src/cache/paged_decode_plan.ts";
 
 Deno.test("parseVariants reads key=value sets separated by ';', 'default' or '-' for the defaults", () => {
   const vs = parseVariants(
-    "minKeys=64; - ;threads=256,combine=fused;early=on;early=off;default;wave=396",
+    "minKeys=64; - ;threads=256,combine=fused;early=on;early=off;default;wave=396;loads=8,early=on",
   );
   assert.deepEqual(vs.map((v) => v.label), [
     "minKeys=64",
@@ -19,6 +19,7 @@ Deno.test("parseVariants reads key=value sets separated by ';', 'default' or '-'
     "early=off",
     "default",
     "wave=396",
+    "loads=8,early=on",
   ]);
   assert.deepEqual(vs.map((v) => v.defaults), [
     { minKeys: 64 },
@@ -28,12 +29,14 @@ Deno.test("parseVariants reads key=value sets separated by ';', 'default' or '-'
     { earlyLoads: false },
     {},
     { wave: 396 },
+    { loads: 8, earlyLoads: true },
   ]);
 });
 
 Deno.test("parseVariants names the bad part", () => {
   assert.throws(() => parseVariants("minKeys=0"), /minKeys must be an integer >= 1, got 0/);
   assert.throws(() => parseVariants("wave=0"), /wave must be an integer >= 1, got 0/);
+  assert.throws(() => parseVariants("loads=-2"), /loads must be an integer >= 1, got -2/);
   assert.throws(() => parseVariants("threads=1.5"), /threads must be an integer >= 1, got 1.5/);
   assert.throws(() => parseVariants("combine=both"), /combine must be fused or dispatch, got both/);
   assert.throws(() => parseVariants("early=1"), /early must be on or off, got 1/);
