@@ -1,42 +1,43 @@
 #!/usr/bin/env bash
-# The decode-attention variants kept as knobs (timed in session 16 on the H200 and not adopted:
-# docs/performance.md, "Decode attention"), against the defaults (and the session-15 prefill
-# change), on the GPU machine in two device calls (~12 minutes), to re-time them after a kernel
-# change. From the repository root:
+# The questions about decode attention that are open (docs/performance.md, sessions 21 and 22), on
+# the GPU machine in up to three device calls. From the repository root:
 #
 #   deno run -A tools/kernel_stats/spv.ts --out .device/stats --decode   # here, first
-#   run(command: "bash bench/h200_ab.sh kernels", carry: [".gpu", ".device/stats"], timeout_s: 600)
-#   run(command: "bash bench/h200_ab.sh e2e", carry: [".gpu"], timeout_s: 600)   # within 30 s
+#   run(command: "bash bench/h200_ab.sh cold", carry: [".gpu", ".device/stats"], timeout_s: 600)
+#   run(command: "bash bench/h200_ab.sh e2e", carry: [".gpu"], timeout_s: 600)     # within 30 s
+#   run(command: "bash bench/h200_ab.sh table", carry: [".gpu"], timeout_s: 600)   # an H200 only
 #
-# `kernels` is parts 1 and 2 below and the prefill bench (~6 minutes), `e2e` part 3 (~6 minutes); no
-# argument runs all three (over one call's 600 s when every step runs to its limit).
+# No argument runs cold and e2e (over one call's 600 s when every step runs to its limit).
 #
-# 1. registers a thread of every decode_online variant (FUSED, EARLY; tools/kernel_stats): a variant
-#    that raises G 2's 128 or G 4's 168 costs occupancy (docs/performance.md, session 12);
-# 2. bench/attention.ts, one layer, f16, G 2 (Qwen3-0.6B) and G 4, the routed kernel and each variant
-#    timed interleaved (A B A B): `--other-combine fused` (no combine dispatch), `--other-early`
-#    (the first block's loads beside the visibility reads), both, and at G 2 `--other-workgroups 640`;
-# 3. bench/generate.ts end to end at 2K and 32K (B = 1, dense and DMS at forced CR 8), the variants
-#    alternating round by round in one process (`--variants`).
-# workgroups=640: at G 2 a block is 32 keys and a DMS page at 32K holds ~4.1K (CR 8) to ~4.6K (the
-# attention bench's CR 7.1) live keys. With the default 512 workgroups (64 splits a page at B = 1) a
-# page over 64 x 64 = 4096 keys takes splits of 65+ keys: three blocks a split instead of two, and
-# the dispatch waits for its slowest page. 640 allows 80 splits a page; the GPU then still cuts
-# splits of at least 64 keys (KMIN), so pages up to 5120 keys take two blocks a split and the extra
-# splits stay empty; but one wave holds 528 workgroups (4 an SM x 132), so pages over 4224 keys need
-# a second wave, likely dearer than the third block: expect a gain only for pages of 4097-4224 keys
-# (end to end at CR 8) and a loss at the attention bench's ~4.6K. workgroups=528 (66 splits a page,
-# one wave at most) takes the 4097-4224 band without a second wave. Dense plans the same splits.
-# Each generation prefills afresh: at 32K ~9 s dense and ~4 s DMS, so 6 variants x 2 rounds ~170 s.
-# What adopting a variant takes: it wins end to end at 32K DMS without losing at 2K (the 32K target
-# needs ~8.4 µs a layer off DMS attention, docs/performance.md "At 32K"); then make it the default in
-# flashDecodeDefaults' documented values and the kernel, and log the numbers in docs/performance.md.
+# cold (~6 minutes): registers a thread of every decode_online variant (tools/kernel_stats, when
+#   .device/stats came along: J 8 must not cost G 2 its 4 workgroups an SM), then two knobs that
+#   were only ever timed warm, timed from memory as a decode step reads its cache
+#   (`bench/attention.ts --cold 256`: copies of the cache spanning 256 MB, each step on the next;
+#   the warm columns come in the same rows), each interleaved with the defaults, G 2 and G 4, 4K
+#   and 32K, B = 1 and 4:
+#   - `--other-early`: the first block's K/V loads beside the (position, mark) reads, one link of
+#     the dependent chain fewer;
+#   - `--other-loads 8`: at G 2 a block is then 64 keys, so the DMS split of 65-80 keys at 32K
+#     takes two blocks, not three (each block one memory latency of the chain).
+#   Session 21 (H100) measured cold DMS 32K B = 1 at 26.1 µs (G 4) and 27.9 (G 2) against 17.5 and
+#   14.4 warm; PyTorch over the same keys 14.1-14.5 cold.
+# e2e (~5 minutes): bench/generate.ts at 2K and 32K (B = 1, dense and DMS at forced CR 8), the
+#   variants alternating round by round in one process (`--variants`, bench/_variants.ts): the
+#   same two knobs and both together. End to end every layer's cache is read from memory (28
+#   layers of ~19 MB at 32K DMS), so this is the measurement that decides; the 32K target needs
+#   DMS attention near 7.5 µs a layer (docs/performance.md, "At 32K").
+# table (~5 minutes, an H200 only): the chained decode-attention table with its PyTorch twin,
+#   G 4 (`bench/h200.sh attention`) and G 2, never measured on an H200 (sessions 18-21 were lent
+#   H100s).
+# What adopting a knob takes: it wins end to end at 32K DMS without losing at 2K or dense; then
+# make it the default (flashDecodeDefaults' documented values, src/cache/paged_decode_plan.ts) and
+# log the numbers in docs/performance.md.
 set -u
 part=${1:-all}
 case "$part" in
-all | kernels | e2e) ;;
+all | cold | e2e | table) ;;
 *)
-  echo "bench/h200_ab.sh: the part must be kernels, e2e or nothing (all), got '$part'" >&2
+  echo "bench/h200_ab.sh: the part must be cold, e2e, table or nothing (cold and e2e), got '$part'" >&2
   exit 2
   ;;
 esac
@@ -45,6 +46,7 @@ OUT=${OUT:-/tmp/ab-out}
 mkdir -p "$OUT"
 log="$OUT/ab.md"
 : >"$log"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee -a "$log"
 t0=$SECONDS
 step() { # limit command...
   local limit=$1
@@ -53,25 +55,30 @@ step() { # limit command...
   timeout "$limit" "$@" 2>&1 | tee -a "$log"
   echo "exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$log"
 }
-if [ "$part" != e2e ]; then
+if [ "$part" = all ] || [ "$part" = cold ]; then
   if [ -d .device/stats ]; then
     step 60 bash tools/kernel_stats/run.sh .device/stats
   fi
-  A="deno run -A bench/attention.ts --dtypes f16 --crs 8 --no-old --no-torch --other --contexts 4096,32768 --batches 1,4"
+  A="deno run -A bench/attention.ts --dtypes f16 --crs 8 --reps 5 --no-old --no-torch --cold 256 --other --contexts 4096,32768 --batches 1,4"
   for g in 2 4; do
-    step 45 $A --g "$g" --other-combine fused
-    step 45 $A --g "$g" --other-early
-    step 45 $A --g "$g" --other-combine fused --other-early
+    step 110 $A --g "$g" --other-early
+    step 110 $A --g "$g" --other-loads 8
   done
-  step 45 $A --g 2 --other-workgroups 640
-  # The prefill kernels now skip keys no query of a tile may see (session 15): against the 18.1
-  # TFLOP/s f16 32K dense row of docs/performance.md, and DMS, no loss expected.
-  step 60 deno run -A bench/prefill.ts --contexts 4096,32768 --tiled-max 4096
 fi
-if [ "$part" != kernels ]; then
-  V="default;combine=fused;early=on;combine=fused,early=on;workgroups=528;workgroups=640"
+if [ "$part" = all ] || [ "$part" = e2e ]; then
+  V="default;early=on;loads=8;loads=8,early=on"
   G="deno run -A bench/generate.ts --no-torch --replay on --tokens 256 --variants $V --rounds 2"
   step 60 $G --contexts 2048
-  step 400 $G --contexts 32768
+  step 300 $G --contexts 32768
+fi
+if [ "$part" = table ]; then
+  case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)" in
+  *H200*) ;;
+  *) echo "bench/h200_ab.sh table: not an H200; the H100's table is in docs/performance.md" | tee -a "$log" ;;
+  esac
+  OUT="$OUT/table" bash bench/h200.sh attention >/dev/null 2>&1
+  cat "$OUT/table/bench.md" >>"$log"
+  step 200 deno run -A bench/attention.ts --dtypes f16 --crs 8 --reps 5 --no-old --g 2 \
+    --contexts 4096,32768,131072 --batches 1,4 --json "$OUT/g2.json"
 fi
 echo "total $((SECONDS - t0)) s" | tee -a "$log"
