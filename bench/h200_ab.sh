@@ -23,7 +23,10 @@
 #   14.4 warm; PyTorch over the same keys 14.1-14.5 cold.
 # e2e (~5 minutes): bench/generate.ts at 2K and 32K (B = 1, dense and DMS at forced CR 8), the
 #   variants alternating round by round in one process (`--variants`, bench/_variants.ts): the
-#   same two knobs and both together. End to end every layer's cache is read from memory (28
+#   same two knobs, both together, and both with splits of at most 64 keys at 32K DMS (640
+#   workgroups planned: 80 splits a page, of at least 64 keys, so a page of up to 5120 live keys
+#   is one block a split: with EARLY its only K/V loads go out beside the (position, mark) reads;
+#   the price, a second wave past 528 busy workgroups if J 8 keeps G 2 at 4 an SM). End to end every layer's cache is read from memory (28
 #   layers of ~19 MB at 32K DMS), so this is the measurement that decides; the 32K target needs
 #   DMS attention near 7.5 µs a layer (docs/performance.md, "At 32K").
 # table (~5 minutes, an H200 only): the chained decode-attention table with its PyTorch twin,
@@ -66,7 +69,7 @@ if [ "$part" = all ] || [ "$part" = cold ]; then
   done
 fi
 if [ "$part" = all ] || [ "$part" = e2e ]; then
-  V="default;early=on;loads=8;loads=8,early=on"
+  V="default;early=on;loads=8;loads=8,early=on;loads=8,early=on,maxKeys=512,workgroups=640"
   G="deno run -A bench/generate.ts --no-torch --replay on --tokens 256 --variants $V --rounds 2"
   step 60 $G --contexts 2048
   step 300 $G --contexts 32768
