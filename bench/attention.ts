@@ -53,13 +53,11 @@ import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { decodeKernelFor, pagedAttention } from "../src/cache/paged_attention.ts";
 import { pagedDecodeFlash } from "../src/cache/paged_decode.ts";
 import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
-import { scatterEntries } from "../src/cache/paged_kv.ts";
-import { createDmsCache } from "../src/dms/dms_cache.ts";
-import { createDenseCache } from "../src/policies/dense.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import { bytesPer } from "../src/tensor/dtype.ts";
 import { scriptArgs } from "../src/cli/script_args.ts";
 import { fmt, median, random, timeInOnePass } from "./_common.ts";
+import { filledCache } from "./_attention_cache.ts";
 import {
   type Dt,
   key,
@@ -210,85 +208,19 @@ function fits(ctx: number, B: number, dtype: Dt): boolean {
   return slots * D * bytesPer(dtype) <= gpu.limits.maxStorageBufferBindingSize;
 }
 
-/**
- * A one-layer cache holding `ctx` tokens per sequence: dense, or DMS with a fraction 1 − 1/cr
- * of the decisions set. Filled chunk by chunk through the policy and the storage.
- */
-async function filled(ctx: number, B: number, dtype: Dt, cr?: number): Promise<PagedKvCache> {
-  const sizes = {
-    layers: 1,
-    batch: B,
+/** A one-layer cache of this run's geometry ({@linkcode filledCache}). */
+const filled = (ctx: number, B: number, dtype: Dt, cr?: number): Promise<PagedKvCache> =>
+  filledCache(gpu, {
+    ctx,
+    B,
+    dtype,
+    cr,
     kvHeads: HKV,
     headDim: D,
+    window,
     blockSize,
-    dtype,
-    preallocateTokens: ctx + 64,
     partitionKeys,
-  };
-  const cache = cr ? createDmsCache(gpu, { ...sizes, window }) : createDenseCache(gpu, sizes);
-  const s = cache.storage, pages = s.pages;
-  const n = Math.min(ctx, Math.max(256, Math.floor((1 << 23) / (B * HKV * D))));
-  const [k, v] = chunkKv(B, n, dtype);
-  using firstReal = Tensor.zeros(gpu, [B], "i32");
-  const pMark = cr ? 1 - 1 / cr : 0;
-  for (let t0 = 0, c = 0; t0 < ctx; t0 += n, c++) {
-    const m = Math.min(n, ctx - t0);
-    const kc = m === n ? k : sliceTokens(k, m), vc = m === n ? v : sliceTokens(v, m);
-    const u = random(B * HKV * m, 1000 + c, 0, 1);
-    using d = Tensor.fromArray(
-      gpu,
-      Int32Array.from(u, (x) => (x < pMark ? 1 : 0)),
-      [B, HKV, m],
-      "i32",
-    );
-    const marks = gpu.alloc(pages * m * 4, "bench marks");
-    const dest = gpu.alloc(pages * m * 4, "bench dest");
-    const step = {
-      layer: 0,
-      n: m,
-      t0,
-      decisions: d.buffer,
-      firstReal: firstReal.buffer,
-      marks,
-      dest,
-    };
-    cache.policy.prefillMarks(step);
-    s.ensure(0, () => m);
-    cache.policy.prefillCompact(step);
-    scatterEntries(s, 0, dest, marks, kc, vc, t0);
-    gpu.release(marks);
-    gpu.release(dest);
-    if (kc !== k) [kc, vc].forEach((x) => x.dispose());
-    if (c % 8 === 7) await gpu.sync();
-  }
-  await gpu.sync();
-  return cache;
-}
-
-let kvMemo: { key: string; k: Tensor; v: Tensor } | undefined;
-
-/** Random K and V `[B, Hkv, n, D]` of one fill chunk, kept for the next fill of the same shape. */
-function chunkKv(B: number, n: number, dtype: Dt): [Tensor, Tensor] {
-  const key = `${B} ${n} ${dtype}`;
-  if (kvMemo?.key !== key) {
-    kvMemo?.k.dispose();
-    kvMemo?.v.dispose();
-    const shape = [B, HKV, n, D];
-    kvMemo = {
-      key,
-      k: Tensor.fromArray(gpu, random(B * HKV * n * D, 1), shape, dtype),
-      v: Tensor.fromArray(gpu, random(B * HKV * n * D, 2), shape, dtype),
-    };
-  }
-  return [kvMemo.k, kvMemo.v];
-}
-
-/** The first m tokens of a `[B, Hkv, n, D]` tensor (the last, shorter chunk). */
-function sliceTokens(x: Tensor, m: number): Tensor {
-  const [B, H, , Dd] = x.shape;
-  const r = random(B * H * m * Dd, 3);
-  return Tensor.fromArray(gpu, r, [B, H, m, Dd], x.dtype as Dt);
-}
+  });
 
 /**
  * Median and fastest µs per call of each of `steps` (each records its dispatches and returns a
