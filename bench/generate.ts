@@ -50,6 +50,7 @@ import type { KernelTime } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { scriptArgs } from "../src/cli/script_args.ts";
 import { applyVariant, parseVariants, type Variant } from "./_variants.ts";
+import { decodeSpan } from "./_decode_span.ts";
 import {
   byEntryPoint,
   countGpu,
@@ -295,61 +296,9 @@ async function decode(
       perKernel,
     );
     row.stepKernels = byEntryPoint(perKernel);
-    Object.assign(row, await span(model, cache, ctx));
+    Object.assign(row, await decodeSpan(model, cache, ctx + N + 8));
   }
   return row;
-}
-
-/**
- * Host or GPU bound? Encodes `K` decode steps the normal way (dispatches sharing compute passes,
- * no profiling) between two timestamp-only passes, timing the host's encoding (forward, sample,
- * the submits) on the CPU clock and the GPU's span between the two timestamps. The span holds
- * the barriers and gaps between dispatches that per-dispatch timestamps miss; when it is no longer
- * than the host's time the GPU waited for the host. The token and position stay fixed (the
- * numbers are timing only).
- */
-async function span(
-  model: Model,
-  cache: ReturnType<typeof createCacheFor>,
-  ctx: number,
-  K = 32,
-): Promise<{ spanGpuMsPerStep: number; spanHostMsPerStep: number }> {
-  const cfg = model.config;
-  using ids = Tensor.fromArray(gpu, [1], [1, 1], "i32");
-  using pos = Tensor.fromArray(gpu, [ctx + N + 8], [1, 1], "i32");
-  await cache.reserve(K + 4);
-  await gpu.sync();
-  const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 });
-  const resolved = gpu.device.createBuffer({
-    size: 16,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  try {
-    gpu.encoder().beginComputePass({
-      timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0 },
-    }).end();
-    const h0 = performance.now();
-    for (let k = 0; k < K; k++) {
-      const l = model.forward(ids, { mode: "inference", positions: pos, cache, logits: "last" })!;
-      const logits = l.reshape([1, cfg.vocabSize]);
-      l.dispose();
-      sample(logits, { out: ids });
-      logits.dispose();
-    }
-    gpu.encoder().beginComputePass({ timestampWrites: { querySet: qs, endOfPassWriteIndex: 1 } })
-      .end();
-    gpu.flush();
-    const hostMs = performance.now() - h0;
-    gpu.encoder().resolveQuerySet(qs, 0, 2, resolved, 0);
-    const t = new BigUint64Array(await gpu.read(resolved, 16));
-    return {
-      spanGpuMsPerStep: Number(t[1] - t[0]) / 1e6 / K,
-      spanHostMsPerStep: hostMs / K,
-    };
-  } finally {
-    qs.destroy();
-    resolved.destroy();
-  }
 }
 
 /**
