@@ -66,6 +66,8 @@ export type { StepTrace, TracedDispatch, TraceDelta } from "./step_trace.ts";
 
 const MAX_PENDING_DISPATCHES = 1024;
 const MAX_WORKGROUPS_PER_DIM = 65535;
+/** How long a failed readback waits for the device's `lost` promise before blaming validation. */
+const LOST_GRACE_MS = 200;
 
 let shared: Promise<Gpu> | undefined;
 
@@ -446,6 +448,3 @@ export class Gpu {
 function validCount(n: number): boolean {
   return n >= 0 && n <= MAX_WORKGROUPS_PER_DIM && Number.isInteger(n);
 }
-
-/** How long a failed readback waits for the device's `lost` promise before blaming validation. */
-const LOST_GRACE_MS = 200;
