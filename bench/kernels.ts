@@ -31,6 +31,7 @@ import { linear, type MatmulVariant, splitKTuning } from "../src/ops/matmul.ts";
 import { add } from "../src/ops/elementwise.ts";
 import { gemv } from "../src/ops/gemv.ts";
 import { scriptArgs } from "../src/cli/script_args.ts";
+import { median, runPython, torchCuda } from "./_common.ts";
 
 /** Copies a tensor's bytes into another of the same size (for the shared spot check). */
 function copyInto(src: Tensor, dst: Tensor): void {
@@ -186,12 +187,6 @@ function random(n: number, seed: number): Float32Array {
   return out;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const h = s.length >> 1;
-  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
-}
-
 /** GPU time each sample should span (the ~10 ms readback after it leaves the GPU idle). */
 const SAMPLE_MS = cpu ? 1 : 20;
 /**
@@ -342,32 +337,15 @@ async function runCase(c: Case): Promise<Row> {
   };
 }
 
-/** PyTorch on CUDA, when `python3` has it; undefined (with the reason printed) otherwise. */
+/**
+ * PyTorch on CUDA (bench/torch_kernels.py) for the same shapes, when `python3` has it; undefined
+ * (with the reason printed) otherwise.
+ */
 async function torchTimes(): Promise<Record<string, number> | undefined> {
-  const perm = Deno.permissions.querySync({ name: "run", command: "python3" });
-  if (perm.state !== "granted") {
-    console.log("PyTorch comparison skipped: needs --allow-run (deno run -A bench/kernels.ts).");
-    return undefined;
-  }
-  const py = async (argv: string[]): Promise<string | undefined> => {
-    try {
-      const r = await new Deno.Command("python3", { args: argv, stderr: "piped" }).output();
-      if (!r.success) {
-        const why = new TextDecoder().decode(r.stderr).trim().split("\n").at(-1);
-        console.log(`PyTorch comparison skipped: python3 failed: ${why}`);
-        return undefined;
-      }
-      return new TextDecoder().decode(r.stdout).trim();
-    } catch (e) {
-      console.log(`PyTorch comparison skipped: ${(e as Error).message}`);
-      return undefined;
-    }
-  };
-  const avail = await py(["-c", "import torch; print(torch.cuda.is_available())"]);
-  if (avail?.split("\n").at(-1) !== "True") {
-    if (avail !== undefined) {
-      console.log("PyTorch comparison skipped: torch.cuda is not available.");
-    }
+  if (!(await torchCuda())) {
+    console.log(
+      "PyTorch comparison skipped: no python3 with CUDA torch (or no --allow-run: deno run -A).",
+    );
     return undefined;
   }
   const jobs = [
@@ -378,37 +356,17 @@ async function torchTimes(): Promise<Record<string, number> | undefined> {
       }]),
     ).values(),
   ];
-  const out = await py(["-c", TORCH_SCRIPT, JSON.stringify({ jobs, reps, warmup })]);
-  return out ? JSON.parse(out.split("\n").at(-1)!) : undefined;
+  try {
+    return await runPython("torch_kernels.py", { jobs, reps, warmup }) as Record<string, number>;
+  } catch (e) {
+    console.log(`PyTorch comparison skipped: ${(e as Error).message}`);
+    return undefined;
+  }
 }
 
 function key(c: Case): string {
   return `${c.kind} ${c.dtype} ${c.M}x${c.K}x${c.N}`;
 }
-
-const TORCH_SCRIPT = `
-import json, sys, statistics, torch
-cfg = json.loads(sys.argv[1])
-dt = {"f32": torch.float32, "f16": torch.float16}
-res = {}
-for j in cfg["jobs"]:
-    d = dt[j["dtype"]]
-    if j["kind"] == "add":
-        a = torch.rand(j["N"], device="cuda", dtype=d) * 2 - 1
-        b = torch.rand(j["N"], device="cuda", dtype=d) * 2 - 1
-        fn = lambda: torch.add(a, b)
-    else:
-        x = torch.rand(j["M"], j["K"], device="cuda", dtype=d) * 2 - 1
-        w = torch.rand(j["N"], j["K"], device="cuda", dtype=d) * 2 - 1
-        fn = lambda: torch.nn.functional.linear(x, w)
-    ts = []
-    for i in range(cfg["warmup"] + cfg["reps"]):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record(); fn(); e.record(); torch.cuda.synchronize()
-        if i >= cfg["warmup"]: ts.append(s.elapsed_time(e))
-    res[j["key"]] = statistics.median(ts)
-print(json.dumps(res))
-`;
 
 function fmt(v: number | undefined, digits = 1): string {
   if (v === undefined || !Number.isFinite(v)) return "-";
