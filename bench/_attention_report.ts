@@ -1,10 +1,11 @@
 /**
- * The report of bench/attention.ts: its row type, the markdown table and its legend, and the
- * PyTorch twin (bench/torch_attention.py) it runs after its own rows.
+ * The report of bench/attention.ts: its row type, the markdown table and its legend, the flash
+ * plan in words, and the PyTorch twin (bench/torch_attention.py) it runs after its own rows.
  *
  * @module
  */
 
+import type { FlashDecodePlan } from "../src/cache/paged_decode_plan.ts";
 import { fmt } from "./_common.ts";
 
 /** Storage dtypes the bench times. */
@@ -57,7 +58,38 @@ export interface Row {
   torchColdUs?: number;
   /** `--cold`, DMS rows: the same over copies of the dense cache of the row's live keys. */
   torchLiveColdUs?: number;
+  /** The flash kernel's plan over this row's pages ({@linkcode planText}); `otherPlan`: `--other`'s. */
+  plan?: string;
+  otherPlan?: string;
   skipped?: string;
+}
+
+/**
+ * A flash plan over pages of these lengths in words: the workgroups (pages × splits a page), the
+ * most keys a split takes (the kernel sizes adaptive splits from each page's own length, as
+ * `decode_online` does: at least KMIN, at most PSMAX), and the blocks of KB keys that split walks
+ * in turn. Each block is one dependent load of K and of V (docs/performance.md, session 22).
+ *
+ * @example 8 pages of 4600 keys, 64 splits a page, adaptive, KMIN 64, blocks of 32
+ * ```ts
+ * import type { FlashDecodePlan } from "../src/cache/paged_decode_plan.ts";
+ * import { planText } from "./_attention_report.ts";
+ * const plan = { np: 64, ps: 0, shape: { KB: 32, KMIN: 64, PSMAX: 512 } } as FlashDecodePlan;
+ * console.log(planText(plan, new Array(8).fill(4600))); // "8×64 wg, 72 keys = 3 blocks of 32"
+ * ```
+ */
+export function planText(plan: FlashDecodePlan, lens: ArrayLike<number>): string {
+  const { KB, KMIN, PSMAX } = plan.shape;
+  let most = 0;
+  for (let i = 0; i < lens.length; i++) {
+    const len = lens[i];
+    const ps = plan.ps || Math.min(PSMAX, Math.max(KMIN, Math.ceil(len / plan.np)));
+    most = Math.max(most, Math.min(ps, len));
+  }
+  const blocks = Math.ceil(most / KB);
+  return `${lens.length}×${plan.np} wg, ${most} keys = ${blocks} block${
+    blocks === 1 ? "" : "s"
+  } of ${KB}`;
 }
 
 /** One PyTorch SDPA shape: a contiguous dense cache of S keys a head. */

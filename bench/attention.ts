@@ -52,6 +52,7 @@ import { type KernelTime, MAX_PROFILED_DISPATCHES } from "../src/gpu/profiling.t
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { decodeKernelFor, pagedAttention } from "../src/cache/paged_attention.ts";
 import { pagedDecodeFlash } from "../src/cache/paged_decode.ts";
+import { flashDecodePlan } from "../src/cache/paged_decode_plan.ts";
 import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import { bytesPer } from "../src/tensor/dtype.ts";
@@ -63,6 +64,7 @@ import {
   key,
   legend,
   liveKeys,
+  planText,
   type Row,
   table,
   type TorchJob,
@@ -331,6 +333,11 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   };
   const other = () => otherOn(s);
   const withOther = args.flag("other") && row.kernel === "flash";
+  const pagesOf = lens.subarray(0, s.pages); // layer 0, the only one
+  const plan = row.kernel === "flash" ? flashDecodePlan(s, 0, G) : undefined;
+  const otherPlan = withOther ? flashDecodePlan(s, 0, G, tuning) : undefined;
+  if (plan) row.plan = planText(plan, pagesOf);
+  if (otherPlan) row.otherPlan = planText(otherPlan, pagesOf);
   const y = await (async () => {
     using t = pagedAttention(s, 0, q, { ...a, decodeKernel: "tiled" });
     return await t.toArray();
@@ -414,7 +421,8 @@ for (const { ctx, B, dtype } of shapes) {
     rows.push(r);
     const what = r.skipped
       ? "skipped"
-      : `${r.kernel} ${fmt(r.us)} µs (old ${fmt(r.oldUs)} µs), ${r.check}`;
+      : `${r.kernel} ${fmt(r.us)} µs (old ${fmt(r.oldUs)} µs), ${r.check}` +
+        (r.plan ? `; ${r.plan}` : "") + (r.otherPlan ? `; --other ${r.otherPlan}` : "");
     console.error(`  ${key(r)} ${r.cache}: ${what}`);
   }
 }
