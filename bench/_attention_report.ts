@@ -44,8 +44,10 @@ export interface Row {
    * then stays in the L2).
    */
   coldUs?: number;
-  /** `--cold` with `--other`: the `--other` tuning timed the same way, after `coldUs`. */
+  /** `--cold` with `--other`: the `--other` tuning timed the same way, interleaved with it. */
   otherColdUs?: number;
+  /** `--other`: its tuning chained like `chainedUs`, the samples interleaved with it. */
+  otherChainedUs?: number;
   /** `--cold`: the caches the cold timing rotates over (1: the cache alone spans `--cold`). */
   copies?: number;
   /** PyTorch SDPA over the dense cache of this shape, eager (each call launched by the host). */
@@ -198,6 +200,8 @@ export function table(rows: Row[], cold: boolean): string {
     "new/old",
     "other µs",
     "this/other",
+    "other chained µs",
+    "chained this/other",
     "torch µs",
     "torch GB/s",
     "ours/torch",
@@ -239,6 +243,8 @@ export function table(rows: Row[], cold: boolean): string {
       fmt(r.oldUs ? r.us / r.oldUs : undefined, 2),
       fmt(r.otherUs),
       fmt(r.otherUs ? r.us / r.otherUs : undefined, 2),
+      fmt(r.otherChainedUs),
+      fmt(r.chainedUs && r.otherChainedUs ? r.chainedUs / r.otherChainedUs : undefined, 2),
       fmt(r.torchUs),
       fmt(r.torchUs ? denseBytes / (r.torchUs * 1e-6) / 1e9 : undefined),
       fmt(r.torchUs ? r.us / r.torchUs : undefined, 2),
@@ -273,7 +279,8 @@ export function table(rows: Row[], cold: boolean): string {
 export function legend(cold: boolean): string {
   return (
     "kernel: flash = decode_online + combine (src/cache/paged_decode.ts); " +
-    "other µs: the same under the --other-* tuning (--other); old µs: the v2 split " +
+    "other µs: the same under the --other-* tuning (--other), other chained µs: chained, " +
+    "interleaved with the chained µs; old µs: the v2 split " +
     "kernel (decode + merge_split) on the same pages; new/old: the routed kernel's time over it. " +
     "ours/torch: our time over PyTorch SDPA dense (target <= 1.2 for dense at 32K); torch/ours: " +
     "speed-up over it (target >= 5 for DMS at CR 8); dense/this: our dense time over this row's " +
@@ -286,7 +293,7 @@ export function legend(cold: boolean): string {
     "measures for PyTorch); chained/graph: the two's ratio." +
     (!cold ? "" : " cold µs (--cold): chained over `copies` identical caches " +
       "spanning at least the --cold size, a step each in turn, so that a cache smaller than the " +
-      "L2 is read from memory; other cold µs: the --other tuning likewise, timed after it; " +
+      "L2 is read from memory; other cold µs: the --other tuning likewise, interleaved with it; " +
       "torch cold graph µs and torch@live cold µs: PyTorch's graph over " +
       "as many copies of its cache; cold/graph: the two's ratio.")
   );

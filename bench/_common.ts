@@ -51,24 +51,50 @@ export async function timeInOnePass(
   calls: number,
   n: number,
 ): Promise<number> {
-  const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 * n });
+  return (await timeInOnePassEach(gpu, [record], calls, n))[0];
+}
+
+/**
+ * {@linkcode timeInOnePass} for several recordings at once, their samples interleaved (A B A B
+ * …), so that a clock that drifts weighs on each alike; the median µs a call of each.
+ *
+ * @param gpu A device with the `timestamp-query` feature.
+ * @param records Each records one sample's calls.
+ * @param calls Calls each record makes (the divisor).
+ * @param n Samples of each.
+ */
+export async function timeInOnePassEach(
+  gpu: Gpu,
+  records: (() => void)[],
+  calls: number,
+  n: number,
+): Promise<number[]> {
+  const m = records.length * n;
+  const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 * m });
   const resolve = gpu.device.createBuffer({
-    size: 16 * n,
+    size: 16 * m,
     usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
   });
   try {
-    for (let r = 0; r < n; r++) {
+    for (let r = 0; r < m; r++) {
       const begin = { querySet: qs, beginningOfPassWriteIndex: 2 * r };
       const end = { querySet: qs, endOfPassWriteIndex: 2 * r + 1 };
       gpu.encoder().beginComputePass({ timestampWrites: begin }).end();
-      record();
+      records[r % records.length]();
       gpu.encoder().beginComputePass({ timestampWrites: end }).end();
       gpu.flush();
     }
-    gpu.encoder().resolveQuerySet(qs, 0, 2 * n, resolve, 0);
-    const t = new BigUint64Array(await gpu.read(resolve, 16 * n));
-    return median(
-      Array.from({ length: n }, (_, r) => Number(t[2 * r + 1] - t[2 * r]) / 1e3 / calls),
+    gpu.encoder().resolveQuerySet(qs, 0, 2 * m, resolve, 0);
+    const t = new BigUint64Array(await gpu.read(resolve, 16 * m));
+    return records.map((_, j) =>
+      median(
+        Array.from(
+          { length: n },
+          (_, i) =>
+            Number(t[2 * (i * records.length + j) + 1] - t[2 * (i * records.length + j)]) /
+            1e3 / calls,
+        ),
+      )
     );
   } finally {
     qs.destroy();

@@ -38,7 +38,8 @@
  * `--other-combine fused|dispatch` and `--other-early` (a sweep), its
  * samples interleaved
  * with the routed kernel's (A B A B: a drifting clock weighs on both alike): columns `other µs`
- * and `this/other`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
+ * and `this/other` (a pass a dispatch), `other chained µs` and `chained this/other`, and with
+ * `--cold` `other cold µs`. `--partition-keys` fixes the keys per decode split (a tuning sweep; default:
  * chosen from the length bound). Defaults on a CPU adapter (llvmpipe): contexts 256,1024, batches
  * 1,2, window 32, block 32 (well under 2 minutes); otherwise contexts 4096,32768,131072, batches
  * 1,4,16 (`--quick`: 4096,32768 and 1,4), window 512, block 256. Shapes whose K pool exceeds the
@@ -48,7 +49,6 @@
  */
 
 import { getGpu } from "../src/gpu/device.ts";
-import { type KernelTime, MAX_PROFILED_DISPATCHES } from "../src/gpu/profiling.ts";
 import { writeTextFileAtomic } from "../src/io/atomic.ts";
 import { decodeKernelFor, pagedAttention } from "../src/cache/paged_attention.ts";
 import { pagedDecodeFlash } from "../src/cache/paged_decode.ts";
@@ -57,7 +57,8 @@ import type { PagedKvCache } from "../src/cache/paged_kv_cache.ts";
 import { Tensor } from "../src/tensor/tensor.ts";
 import { bytesPer } from "../src/tensor/dtype.ts";
 import { scriptArgs } from "../src/cli/script_args.ts";
-import { fmt, median, random, timeInOnePass } from "./_common.ts";
+import { fmt, random } from "./_common.ts";
+import { timeChained, timePerPass } from "./_step_timing.ts";
 import { filledCache } from "./_attention_cache.ts";
 import {
   type Dt,
@@ -94,7 +95,8 @@ const USAGE = `usage: deno run -A bench/attention.ts [flags]
                          decode step, instead of from the L2 (e.g. 256: 5x an H100's 50 MB); the
                          copies allocate at most 6 GB a row (fewer copies where pools are large)
   --other                also check and time the flash kernel under the --other-* tuning,
-                         interleaved with the routed kernel (other µs, this/other)
+                         interleaved with the routed kernel (other µs, this/other; chained:
+                         other chained µs, chained this/other; --cold: other cold µs)
   --other-threads N      its threads a workgroup: 64, 128, 256 or 512 (default: as routed)
   --other-loads J        its loads in flight a lane: 1, 2, 4 or 8 (default: the most that fit)
   --other-min-keys N     its least keys an adaptive split (default 64 at G <= 2, else 128)
@@ -224,75 +226,8 @@ const filled = (ctx: number, B: number, dtype: Dt, cr?: number): Promise<PagedKv
     partitionKeys,
   });
 
-/**
- * Median and fastest µs per call of each of `steps` (each records its dispatches and returns a
- * tensor), their samples interleaved (A B A B ...) after a common warm-up, so that a clock that
- * drifts during the row (the H200 lowers it under light load) weighs on every step alike; timed
- * one after the other, the same kernel measured up to 15-30% apart in one row (session 13). With
- * timestamps, every dispatch of every timed call is in the sum: a sample times at most 2048
- * dispatches (one query set), so it takes at most 2048 / (the step's dispatches) calls.
- */
-async function time(
-  steps: (() => Tensor)[],
-  n = reps,
-): Promise<{ us: number; minUs: number }[]> {
-  const perStep = steps.map(() => 1);
-  const sample = async (s: number, k: number): Promise<number> => {
-    const step = steps[s];
-    const outs: Tensor[] = [];
-    try {
-      if (gpu.hasTimestamps) {
-        const perKernel = new Map<string, KernelTime>();
-        const ms = await gpu.profile(
-          () => {
-            for (let i = 0; i < k; i++) outs.push(step());
-          },
-          MAX_PROFILED_DISPATCHES,
-          perKernel,
-        );
-        const d = [...perKernel.values()].reduce((a, x) => a + x.count, 0) / k;
-        perStep[s] = Math.max(perStep[s], d);
-        return ms / k;
-      }
-      await gpu.sync();
-      const t = performance.now();
-      for (let i = 0; i < k; i++) outs.push(step());
-      await gpu.sync();
-      return (performance.now() - t) / k;
-    } finally {
-      outs.forEach((o) => o.dispose());
-    }
-  };
-  const ks: number[] = [];
-  for (let s = 0; s < steps.length; s++) {
-    const first = await sample(s, 1);
-    const most = Math.floor(MAX_PROFILED_DISPATCHES / perStep[s]);
-    ks.push(Math.max(1, Math.min(1000, most, Math.round(SAMPLE_MS / first))));
-    for (let i = 0, warm = Math.ceil(WARM_MS / first); i < warm; i++) steps[s]().dispose();
-  }
-  for (let s = 0; s < steps.length; s++) await sample(s, ks[s]);
-  const xs: number[][] = steps.map(() => []);
-  for (let i = 0; i < n; i++) {
-    for (let s = 0; s < steps.length; s++) xs[s].push(await sample(s, ks[s]));
-  }
-  return xs.map((x) => ({ us: median(x) * 1000, minUs: Math.min(...x) * 1000 }));
-}
-
-/**
- * Median GPU µs a step of `step` with `k` steps recorded back to back in one compute pass, as the
- * decode step chains its dispatches ({@linkcode timeInOnePass}: the time PyTorch's CUDA graph
- * column measures for its kernels); {@linkcode time} gives every dispatch a pass of its own, which
- * adds each pass's start and drain to the sum. Undefined without timestamp queries.
- */
-async function timeChained(step: () => Tensor, k: number): Promise<number | undefined> {
-  if (!gpu.hasTimestamps) return undefined;
-  const record = () => {
-    for (let i = 0; i < k; i++) step().dispose();
-  };
-  record();
-  await gpu.sync();
-  return await timeInOnePass(gpu, record, k, reps);
-}
+/** This run's sampling ({@linkcode timePerPass}). */
+const sampling = { n: reps, sampleMs: SAMPLE_MS, warmMs: WARM_MS };
 
 async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<Row> {
   const row: Row = {
@@ -355,15 +290,16 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
     }
     return bad ? `FAIL (${bad} off, max ${worst.toExponential(2)})` : "ok";
   };
+  const steps = withOther ? [fast, other] : [fast];
   const checks: string[] = [];
-  for (const run of withOther ? [fast, other] : [fast]) checks.push(await agree(run));
-  const [{ us, minUs }, otherTime] = await time(withOther ? [fast, other] : [fast]);
+  for (const run of steps) checks.push(await agree(run));
+  const [{ us, minUs }, otherTime] = await timePerPass(gpu, steps, sampling);
   row.us = us;
   row.minUs = minUs;
   row.gbps = bytes / (us * 1e-6) / 1e9;
   if (otherTime) row.otherUs = otherTime.us;
   const calls = Math.max(1, Math.min(400, Math.round(SAMPLE_MS * 1e3 / us)));
-  row.chainedUs = await timeChained(fast, calls);
+  [row.chainedUs, row.otherChainedUs] = await timeChained(gpu, steps, calls, reps);
   if (coldBytes !== undefined) {
     // The same fill again (seeded: the same decisions and K/V, so the same live entries), each
     // copy checked against the first one's readable output like the row itself.
@@ -383,14 +319,16 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
           if (o !== "ok") checks.push(`copy ${c}, --other: ${o}`);
         }
       }
-      let i = 0;
+      let i = 0, j = 0;
       const cold = () => pagedAttention(stores[i++ % stores.length], 0, q, a);
+      const otherCold = () => otherOn(stores[j++ % stores.length]); // --other from memory too
       const k = Math.ceil(calls / stores.length) * stores.length;
-      row.coldUs = await timeChained(cold, k);
-      if (withOther) {
-        // --other from memory too, timed after the routed kernel (not interleaved).
-        row.otherColdUs = await timeChained(() => otherOn(stores[i++ % stores.length]), k);
-      }
+      [row.coldUs, row.otherColdUs] = await timeChained(
+        gpu,
+        withOther ? [cold, otherCold] : [cold],
+        k,
+        reps,
+      );
     } finally {
       more.forEach((m) => m.dispose());
     }
@@ -399,7 +337,7 @@ async function runRow(ctx: number, B: number, dtype: Dt, cr?: number): Promise<R
   // The old kernel on dense rows and the highest forced CR only (the section's time limit).
   if (!args.flag("no-old") && row.kernel !== "split" && (!cr || cr === Math.max(...crs))) {
     const old = () => pagedAttention(s, 0, q, { ...a, decodeKernel: "split" });
-    row.oldUs = (await time([old], Math.min(reps, 3)))[0].us;
+    row.oldUs = (await timePerPass(gpu, [old], { ...sampling, n: Math.min(reps, 3) }))[0].us;
   }
   return row;
 }
