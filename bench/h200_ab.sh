@@ -19,6 +19,10 @@
 #     the dependent chain fewer;
 #   - `--other-loads 8`: at G 2 a block is then 64 keys, so the DMS split of 65-80 keys at 32K
 #     takes two blocks, not three (each block one memory latency of the chain).
+#   Then both at G 2 with splits of at most 64 keys (DMS 32K B = 1 only): one block a split.
+#   Each row's progress line names its plan (the blocks a split walks), and the chained and cold
+#   columns time --other interleaved with the defaults. docs/performance.md (session 22) counts
+#   the dependent links each variant should leave: 6 at G 2 by default, 3 with all three knobs.
 #   Session 21 (H100) measured cold DMS 32K B = 1 at 26.1 µs (G 4) and 27.9 (G 2) against 17.5 and
 #   14.4 warm; PyTorch over the same keys 14.1-14.5 cold.
 # e2e (~5 minutes): bench/generate.ts at 2K and 32K (B = 1, dense and DMS at forced CR 8), the
@@ -67,6 +71,10 @@ if [ "$part" = all ] || [ "$part" = cold ]; then
     step 110 $A --g "$g" --other-early
     step 110 $A --g "$g" --other-loads 8
   done
+  # The three-link chain at G 2 (one block a split, its loads beside the (position, mark) reads),
+  # on the row that decides: DMS 32K B = 1 (the dense row comes along).
+  step 60 ${A%% --contexts*} --contexts 32768 --batches 1 --g 2 --other-early --other-loads 8 \
+    --other-max-keys 512 --other-workgroups 640
 fi
 if [ "$part" = all ] || [ "$part" = e2e ]; then
   V="default;early=on;loads=8;loads=8,early=on;loads=8,early=on,maxKeys=512,workgroups=640"
