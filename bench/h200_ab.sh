@@ -9,7 +9,7 @@
 #
 # No argument runs cold and e2e (over one call's 600 s when every step runs to its limit).
 #
-# cold (~6 minutes): registers a thread of every decode_online variant (tools/kernel_stats, when
+# cold (~8 minutes, 560 s of limits): registers a thread of every decode_online variant (tools/kernel_stats, when
 #   .device/stats came along: J 8 must not cost G 2 its 4 workgroups an SM), then two knobs that
 #   were only ever timed warm, timed from memory as a decode step reads its cache
 #   (`bench/attention.ts --cold 256`: copies of the cache spanning 256 MB, each step on the next;
@@ -30,9 +30,10 @@
 #   same two knobs, both together, and both with splits of at most 64 keys at 32K DMS (640
 #   workgroups planned: 80 splits a page, of at least 64 keys, so a page of up to 5120 live keys
 #   is one block a split: with EARLY its only K/V loads go out beside the (position, mark) reads;
-#   the price, a second wave past 528 busy workgroups if J 8 keeps G 2 at 4 an SM). End to end every layer's cache is read from memory (28
-#   layers of ~19 MB at 32K DMS), so this is the measurement that decides; the 32K target needs
-#   DMS attention near 7.5 µs a layer (docs/performance.md, "At 32K").
+#   the price, a second wave past 528 busy workgroups if J 8 keeps G 2 at 4 an SM). End to end
+#   every layer's cache is read from memory (28 layers of ~17 MB at 32K DMS), so this is the
+#   measurement that decides; the 32K target needs DMS attention near 7.5 µs a layer
+#   (docs/performance.md, "At 32K").
 # table (~5 minutes, an H200 only): the chained decode-attention table with its PyTorch twin,
 #   G 4 (`bench/h200.sh attention`) and G 2, never measured on an H200 (sessions 18-21 were lent
 #   H100s).
