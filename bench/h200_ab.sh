@@ -9,8 +9,9 @@
 #
 # No argument runs cold and e2e (over one call's 600 s when every step runs to its limit).
 #
-# cold (~8 minutes, 560 s of limits): registers a thread of every decode_online variant (tools/kernel_stats, when
-#   .device/stats came along: J 8 must not cost G 2 its 4 workgroups an SM), then two knobs that
+# cold (~8 minutes, 560 s of limits): registers a thread of every decode_online variant
+#   (tools/kernel_stats, when .device/stats came along: J 8 must not cost G 2 its 4 workgroups an
+#   SM), then two knobs that
 #   were only ever timed warm, timed from memory as a decode step reads its cache
 #   (`bench/attention.ts --cold 256`: copies of the cache spanning 256 MB, each step on the next;
 #   the warm columns come in the same rows), each interleaved with the defaults, G 2 and G 4, 4K
