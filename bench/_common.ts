@@ -86,16 +86,9 @@ export async function timeInOnePassEach(
     }
     gpu.encoder().resolveQuerySet(qs, 0, 2 * m, resolve, 0);
     const t = new BigUint64Array(await gpu.read(resolve, 16 * m));
-    return records.map((_, j) =>
-      median(
-        Array.from(
-          { length: n },
-          (_, i) =>
-            Number(t[2 * (i * records.length + j) + 1] - t[2 * (i * records.length + j)]) /
-            1e3 / calls,
-        ),
-      )
-    );
+    const us = Array.from({ length: m }, (_, r) => Number(t[2 * r + 1] - t[2 * r]) / 1e3 / calls);
+    // sample r belongs to record r % records.length
+    return records.map((_, j) => median(us.filter((_, r) => r % records.length === j)));
   } finally {
     qs.destroy();
     resolve.destroy();
