@@ -2,17 +2,22 @@
 # The questions about decode attention that are open (docs/performance.md, sessions 21 and 22), on
 # the GPU machine in up to three device calls. From the repository root:
 #
-#   deno run -A tools/kernel_stats/spv.ts --out .device/stats --decode   # here, first
-#   run(command: "bash bench/h200_ab.sh cold", carry: [".gpu", ".device/stats"], timeout_s: 600)
+#   deno run -A tools/kernel_stats/spv.ts --out .device/stats --decode   # here, first, then
+#   tar cJf .device/stats.tar.xz -C .device stats    # 0.15 MB: the folder's 7.5 MB overflow a call
+#   run(command: "bash bench/h200_ab.sh cold", carry: [".gpu", ".device/stats.tar.xz"], timeout_s: 600)
 #   run(command: "bash bench/h200_ab.sh e2e", carry: [".gpu"], timeout_s: 600)     # within 30 s
 #   run(command: "bash bench/h200_ab.sh table", carry: [".gpu"], timeout_s: 600)   # an H200 only
 #
 # No argument runs cold and e2e (over one call's 600 s when every step runs to its limit).
 #
-# cold (~8 minutes, 560 s of limits): registers a thread of every decode_online variant
-#   (tools/kernel_stats, when .device/stats came along: J 8 must not cost G 2 its 4 workgroups an
-#   SM), then two knobs that
-#   were only ever timed warm, timed from memory as a decode step reads its cache
+# Session 23 (an H100) ran cold and e2e: EARLY changed nothing, J 8 lost (182-255 registers a
+# thread), all three knobs lost; none adopted (docs/performance.md, "Decode attention", session
+# 23). The parts stay runnable to repeat them on another card; table still waits for an H200.
+#
+# cold (~2 minutes on the H100, 560 s of limits): registers a thread of every decode_online
+#   variant (tools/kernel_stats, when .device/stats came along; session 23: J 8 takes G 2 from 4
+#   workgroups an SM to 2), then two knobs that were only ever timed warm, timed from memory as a
+#   decode step reads its cache
 #   (`bench/attention.ts --cold 256`: copies of the cache spanning 256 MB, each step on the next;
 #   the warm columns come in the same rows), each interleaved with the defaults, G 2 and G 4, 4K
 #   and 32K, B = 1 and 4:
@@ -65,6 +70,9 @@ step() { # limit command...
   echo "exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$log"
 }
 if [ "$part" = all ] || [ "$part" = cold ]; then
+  if [ ! -d .device/stats ] && [ -f .device/stats.tar.xz ]; then
+    tar xJf .device/stats.tar.xz -C .device
+  fi
   if [ -d .device/stats ]; then
     step 60 bash tools/kernel_stats/run.sh .device/stats
   fi

@@ -96,7 +96,11 @@ export type FlashDecodeShape = Record<string, number>;
 export interface FlashDecodeTuning {
   /** Threads per workgroup: 64, 128, 256 or 512 (default 128, 256 where the shape needs it). */
   threads?: number;
-  /** Loads in flight per lane (J): 1, 2, 4 or 8; default the most up to 4 that fit. */
+  /**
+   * Loads in flight per lane (J): 1, 2, 4 or 8; default the most up to 4 that fit. J 8 lost on
+   * the H200 (dense 32K B = 4 282 against 249 µs) and on an H100 (session 23: 182-255 registers a
+   * thread, two workgroups an SM; end to end at 32K dense 357 -> 332 tok/s, DMS 611 -> 572).
+   */
   loads?: number;
   /**
    * Adaptive splits take at least this many keys (default 64 at G ≤ 2 query heads per KV head,
@@ -138,7 +142,8 @@ export interface FlashDecodeTuning {
    * (`EARLY`): one dependent global load fewer before the first dot, the same results (rows
    * found invisible are masked as the default path skips them). Default false
    * ({@linkcode flashDecodeDefaults}): no measurable change on the H200 (session 16, attention
-   * bench at G 2 and 4, within 1% but one noisy row).
+   * bench at G 2 and 4, within 1% but one noisy row), nor on an H100 with the cache read from
+   * memory (session 23, `--cold`: within 3%) or end to end (32K DMS 611 -> 612 tok/s).
    */
   earlyLoads?: boolean;
 }
