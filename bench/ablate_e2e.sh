@@ -15,7 +15,9 @@
 #   ABL_ATT=2 ABL_NC=1 ABL_QK=1
 # The switches are a temporary patch of shaders/paged_decode.wgsl, src/cache/paged_decode.ts and
 # src/dms/heads_rope_qk.ts, applied only to a clean checkout of those files and reverted on exit
-# (git checkout), so that nothing of it can reach a commit or the library.
+# (git checkout), so that nothing of it can reach a commit or the library. A run killed outright
+# (SIGKILL) cannot revert: `git checkout -- shaders/paged_decode.wgsl src/cache/paged_decode.ts
+# src/dms/heads_rope_qk.ts` then does.
 # Environment: CTX (default 2048,32768), LIMIT (seconds a row, default 110), ARGS (more arguments of
 # bench/generate.ts, e.g. `--quick` for a CPU adapter), OUT (default /tmp/ablate-out; the table goes
 # to $OUT/ablate.md).
