@@ -14,20 +14,28 @@
 #   ABL_ATT=1 ABL_NC=1       `decode_online` returns at once, no combine
 #   ABL_ATT=2 ABL_NC=1 ABL_QK=1
 # The switches are a temporary patch of shaders/paged_decode.wgsl, src/cache/paged_decode.ts and
-# src/dms/heads_rope_qk.ts, applied only to a clean checkout of those files and reverted on exit
-# (git checkout), so that nothing of it can reach a commit or the library. A run killed outright
-# (SIGKILL) cannot revert: `git checkout -- shaders/paged_decode.wgsl src/cache/paged_decode.ts
-# src/dms/heads_rope_qk.ts` then does.
+# src/dms/heads_rope_qk.ts: the three files are copied aside first and put back on exit (any exit
+# but SIGKILL; after one, the copies are in the folder the script names), so that nothing of the
+# patch can reach a commit or the library. It needs no git.
 # Environment: CTX (default 2048,32768), LIMIT (seconds a row, default 110), ARGS (more arguments of
 # bench/generate.ts, e.g. `--quick` for a CPU adapter), OUT (default /tmp/ablate-out; the table goes
 # to $OUT/ablate.md).
 set -u
 FILES="shaders/paged_decode.wgsl src/cache/paged_decode.ts src/dms/heads_rope_qk.ts"
-if ! git diff --quiet -- $FILES; then
-  echo "bench/ablate_e2e.sh: $FILES have uncommitted changes; commit or stash them first" >&2
-  exit 2
-fi
-trap 'git checkout -- $FILES' EXIT
+saved=$(mktemp -d)
+for f in $FILES; do
+  mkdir -p "$saved/$(dirname "$f")" && cp -p "$f" "$saved/$f" || {
+    echo "bench/ablate_e2e.sh: cannot save $f (run it from the repository root)" >&2
+    exit 2
+  }
+done
+echo "bench/ablate_e2e.sh: $FILES saved in $saved, put back on exit"
+restore() {
+  local ok=1 f
+  for f in $FILES; do cp -p "$saved/$f" "$f" || ok=0; done
+  if [ "$ok" = 1 ]; then rm -rf "$saved"; else echo "bench/ablate_e2e.sh: restore from $saved" >&2; fi
+}
+trap restore EXIT
 # the GPU machine: its Vulkan loader, driver and deno (.gpu, bash ../shared/tools/gpu-pack.sh)
 if [ -d /usr/local/nvidia ] && [ -f .gpu/setup.sh ]; then source .gpu/setup.sh; fi
 OUT=${OUT:-/tmp/ablate-out}
@@ -64,6 +72,7 @@ patch("src/dms/heads_rope_qk.ts", [
 ])
 print("bench/ablate_e2e.sh: switches patched in (reverted on exit)")
 EOF
+failed=0
 for row in "base" "ABL_NC=1" "ABL_QK=1" "ABL_ATT=2 ABL_NC=1" "ABL_ATT=1 ABL_NC=1" \
   "ABL_ATT=2 ABL_NC=1 ABL_QK=1"; do
   echo "## $row" | tee -a "$log"
@@ -74,5 +83,11 @@ for row in "base" "ABL_NC=1" "ABL_QK=1" "ABL_ATT=2 ABL_NC=1" "ABL_ATT=1 ABL_NC=1
   env $vars timeout "${LIMIT:-110}" deno run -A bench/generate.ts --no-torch --replay on \
     --tokens 256 --variants default --rounds 2 --contexts "${CTX:-2048,32768}" ${ARGS:-} 2>&1 |
     grep -E "^\| [0-9]|rror" | tee -a "$log"
-  echo "exit ${PIPESTATUS[0]} after $((SECONDS - t)) s" | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  echo "exit $rc after $((SECONDS - t)) s" | tee -a "$log"
+  [ "$rc" = 0 ] || failed=$((failed + 1))
 done
+[ "$failed" = 0 ] || {
+  echo "bench/ablate_e2e.sh: $failed of the rows failed (see $log)" >&2
+  exit 1
+}

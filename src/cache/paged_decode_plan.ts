@@ -143,7 +143,7 @@ export interface FlashDecodeTuning {
    * found invisible are masked as the default path skips them). Default false
    * ({@linkcode flashDecodeDefaults}): no measurable change on the H200 (session 16, attention
    * bench at G 2 and 4, within 1% but one noisy row), nor on an H100 with the cache read from
-   * memory (session 23, `--cold`: within 3%) or end to end (32K DMS 611 -> 612 tok/s).
+   * memory (session 23, `--cold`: within 3.5%) or end to end (32K DMS 611 -> 612 tok/s).
    */
   earlyLoads?: boolean;
 }
