@@ -4,6 +4,7 @@
  */
 
 import type fc from "fast-check";
+import assert from "node:assert/strict";
 import { getGpu, type Gpu } from "../src/gpu/device.ts";
 import type { Tensor } from "../src/tensor/tensor.ts";
 import type { CaptureName } from "../src/model/transformer.ts";
@@ -79,6 +80,34 @@ export function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Ar
     out[i] = lo + (hi - lo) * u;
   }
   return out;
+}
+
+/** Deterministic bits in {0, 1} with P(1) = `p`, from a seed (thresholds {@link randomArray}). */
+export function randomBits(n: number, seed: number, p = 0.5): Int32Array {
+  return Int32Array.from(randomArray(n, seed, 0, 1), (u) => (u < p ? 1 : 0));
+}
+
+/** A keyMask [B, S] with `pads[b]` leading zeros (left padding), B = `pads.length`. */
+export function leftPadMask(S: number, pads: number[]): Int32Array {
+  return Int32Array.from(
+    { length: pads.length * S },
+    (_, i) => (i % S < pads[Math.floor(i / S)] ? 0 : 1),
+  );
+}
+
+/** Asserts two f32 arrays equal bit for bit, naming the first element that differs. */
+export function bitsEqual(a: Float32Array, b: Float32Array, what: string): void {
+  assert.equal(a.length, b.length, what);
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < ua.length; i++) {
+    if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i} differs (${a[i]} vs ${b[i]})`);
+  }
+}
+
+/** One `using` handle that disposes all of `ms` at scope exit. */
+export function disposing(...ms: { dispose(): void }[]): Disposable {
+  return { [Symbol.dispose]: () => ms.forEach((m) => m.dispose()) };
 }
 
 /** The shared GPU for tests. */

@@ -9,7 +9,6 @@ import {
   type AttentionReferenceOptions,
   type AttentionShape,
   EMPTY_ROW_LSE,
-  mergeAttentionReference,
 } from "../../src/ops/attention.ts";
 import {
   assertClose,
@@ -17,7 +16,9 @@ import {
   FLOAT_DTYPES,
   gpu,
   GPU_TEST,
+  leftPadMask,
   randomArray,
+  randomBits,
   TOL,
   type Tolerance,
 } from "../_util.ts";
@@ -82,19 +83,6 @@ async function checkCase(c: Case, dtype: Dtype, label: string): Promise<void> {
   assertClose(arrays[2], arrays[0], pairTol, `flash vs naive out, ${desc}`);
 }
 
-/** Bits in {0, 1} with P(1) = `p`, from a seed. */
-function bits(n: number, seed: number, p = 0.5): Int32Array {
-  return Int32Array.from(randomArray(n, seed, 0, 1), (u) => (u < p ? 1 : 0));
-}
-
-/** keyMask [B, S] with `pads[b]` leading zeros (left padding). */
-function leftPadMask(S: number, pads: number[]): Int32Array {
-  return Int32Array.from(
-    { length: pads.length * S },
-    (_, i) => (i % S < pads[Math.floor(i / S)] ? 0 : 1),
-  );
-}
-
 const caseArb = fc.record({
   B: fc.integer({ min: 1, max: 2 }),
   Hkv: fc.integer({ min: 1, max: 3 }),
@@ -130,7 +118,7 @@ function makeCase(a: CaseArgs): Case {
   const { B, Hkv, G, T, extra, D, window, far, pads, padded, qoff, scale, seed } = a;
   const S = T + extra, Hq = Hkv * G;
   // farBias: logsigmoid-like values in [-6, 0], about 1 in 10 the masked sentinel.
-  const sentinel = bits(B * Hkv * S, seed + 7, 0.1);
+  const sentinel = randomBits(B * Hkv * S, seed + 7, 0.1);
   const farBias = Float32Array.from(
     randomArray(B * Hkv * S, seed + 3, -6, 0),
     (x, i) => (sentinel[i] ? EMPTY_ROW_LSE : x),
@@ -146,7 +134,7 @@ function makeCase(a: CaseArgs): Case {
       window,
       keyMask: padded ? leftPadMask(S, pads.slice(0, B)) : undefined,
       farBias: far === "bias" || far === "both" ? farBias : undefined,
-      farMask: far === "mask" || far === "both" ? bits(B * Hkv * S, seed + 4) : undefined,
+      farMask: far === "mask" || far === "both" ? randomBits(B * Hkv * S, seed + 4) : undefined,
     },
   };
 }
@@ -180,7 +168,7 @@ Deno.test({
         v: randomArray(B * Hkv * S * D, 13),
         opts: {
           window: 5,
-          farMask: bits(B * Hkv * S, 14),
+          farMask: randomBits(B * Hkv * S, 14),
           farBias: randomArray(B * Hkv * S, 15, -4, 0),
         },
       };
@@ -314,251 +302,6 @@ Deno.test({
     assert.deepEqual(o1.shape, [1, 2, 0, 4]);
   },
 });
-
-/** Expands KV-head tensors [B, Hkv, ...inner] to [B, Hkv * G, ...inner] like HF repeat_kv. */
-function repeatKv(x: ArrayLike<number>, B: number, Hkv: number, G: number, inner: number) {
-  const out = new Float32Array(B * Hkv * G * inner);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < Hkv * G; h++) {
-      const src = (b * Hkv + Math.floor(h / G)) * inner;
-      out.set(Array.from({ length: inner }, (_, j) => x[src + j]), (b * Hkv * G + h) * inner);
-    }
-  }
-  return out;
-}
-
-/** Permutes the head axis of [B, H, inner]: out[:, j] = x[:, perm[j]]. */
-function permuteHeads(x: ArrayLike<number>, B: number, perm: number[], inner: number) {
-  const H = perm.length, out = new Float32Array(B * H * inner);
-  for (let b = 0; b < B; b++) {
-    for (let j = 0; j < H; j++) {
-      for (let e = 0; e < inner; e++) {
-        out[(b * H + j) * inner + e] = x[(b * H + perm[j]) * inner + e];
-      }
-    }
-  }
-  return out;
-}
-
-Deno.test({
-  name: "attention() maps query head h to KV head floor(h / G) (HF repeat_kv order)",
-  ...GPU_TEST,
-  fn: async () => {
-    await fc.assert(
-      fc.asyncProperty(
-        fc.integer({ min: 2, max: 4 }),
-        fc.integer({ min: 2, max: 3 }),
-        fc.constantFrom<AttentionKernel>("naive", "flash"),
-        fc.integer(),
-        async (Hkv, G, kernel, seed) => {
-          const B = 2, T = 9, S = 13, D = 8, Hq = Hkv * G, W = 2;
-          const q = randomArray(B * Hq * T * D, seed);
-          const k = randomArray(B * Hkv * S * D, seed + 1);
-          const v = randomArray(B * Hkv * S * D, seed + 2);
-          const fm = bits(B * Hkv * S, seed + 3);
-          const fb = randomArray(B * Hkv * S, seed + 4, -3, 0);
-          const run = async (
-            q: Float32Array,
-            k: Float32Array,
-            v: Float32Array,
-            fm: Int32Array,
-            fb: Float32Array,
-            H: number,
-          ) => {
-            using tq = Tensor.fromArray(gpu, q, [B, Hq, T, D]);
-            using tk = Tensor.fromArray(gpu, k, [B, H, S, D]);
-            using tv = Tensor.fromArray(gpu, v, [B, H, S, D]);
-            using tm = Tensor.fromArray(gpu, fm, [B, H, S], "i32");
-            using tb = Tensor.fromArray(gpu, fb, [B, H, S]);
-            using out = attention(tq, tk, tv, { window: W, farMask: tm, farBias: tb, kernel });
-            return await out.toArray();
-          };
-          const gqa = await run(q, k, v, fm, fb, Hkv);
-          // (a) Same as multi-head attention over KV heads expanded by repeat_kv.
-          const rk = (x: Float32Array, inner: number) => repeatKv(x, B, Hkv, G, inner);
-          const mha = await run(
-            q,
-            rk(k, S * D),
-            rk(v, S * D),
-            Int32Array.from(rk(Float32Array.from(fm), S)),
-            rk(fb, S),
-            Hq,
-          );
-          assertClose(gqa, mha, TOL.f32, `${kernel} GQA vs repeat_kv Hkv=${Hkv} G=${G}`);
-          // (b) Permuting KV heads (with their query groups) permutes the outputs the same way.
-          const perm = Array.from({ length: Hkv }, (_, i) => (i + 1) % Hkv);
-          const qperm = perm.flatMap((p) => Array.from({ length: G }, (_, g) => p * G + g));
-          const pk = (x: ArrayLike<number>, inner: number) => permuteHeads(x, B, perm, inner);
-          const permuted = await run(
-            permuteHeads(q, B, qperm, T * D),
-            pk(k, S * D),
-            pk(v, S * D),
-            Int32Array.from(pk(fm, S)),
-            pk(fb, S),
-            Hkv,
-          );
-          assertClose(permuted, permuteHeads(gqa, B, qperm, T * D), TOL.f32, `${kernel} permuted`);
-          // The permutation is not a no-op (otherwise (b) would prove nothing).
-          assert.ok(permuteHeads(gqa, B, qperm, T * D).some((x, i) => x !== gqa[i]));
-        },
-      ),
-      fcParams(6),
-    );
-  },
-});
-
-Deno.test({
-  name: "attention() lse merges partial softmaxes over split keys into the full result",
-  ...GPU_TEST,
-  fn: async () => {
-    await fc.assert(
-      fc.asyncProperty(
-        fc.integer({ min: 1, max: 16 }),
-        fc.integer({ min: 1, max: 16 }),
-        fc.integer({ min: 0, max: 4 }),
-        fc.constantFrom<AttentionKernel>("naive", "flash"),
-        fc.integer(),
-        async (S1, S2, W, kernel, seed) => {
-          // Keys [0, S1) and [S1, S): the second part's key j sits at S1 + j, so its queries are
-          // shifted by -S1. Queries before S1 see nothing in part 2 (lse empty, weight 0).
-          const B = 1, Hkv = 2, G = 2, D = 8, S = S1 + S2, T = Math.min(S, 12), Hq = Hkv * G;
-          const qoff = S - T;
-          const q = randomArray(B * Hq * T * D, seed);
-          const k = randomArray(B * Hkv * S * D, seed + 1);
-          const v = randomArray(B * Hkv * S * D, seed + 2);
-          const fm = bits(B * Hkv * S, seed + 3);
-          const keyMask = leftPadMask(S, [Math.min(3, S)]);
-          const part = async (lo: number, hi: number) => {
-            const n = hi - lo;
-            const sl = (x: ArrayLike<number>, inner: number, rows: number) => {
-              const out = new Float32Array(rows * n * inner);
-              for (let r = 0; r < rows; r++) {
-                for (let j = 0; j < n * inner; j++) {
-                  out[r * n * inner + j] = x[(r * S + lo) * inner + j];
-                }
-              }
-              return out;
-            };
-            using tq = Tensor.fromArray(gpu, q, [B, Hq, T, D]);
-            using tk = Tensor.fromArray(gpu, sl(k, D, B * Hkv), [B, Hkv, n, D]);
-            using tv = Tensor.fromArray(gpu, sl(v, D, B * Hkv), [B, Hkv, n, D]);
-            using tm = Tensor.fromArray(gpu, sl(fm, 1, B * Hkv), [B, Hkv, n], "i32");
-            using km = Tensor.fromArray(gpu, sl(keyMask, 1, B), [B, n], "i32");
-            const r = attention(tq, tk, tv, {
-              queryOffset: qoff - lo,
-              window: W,
-              farMask: tm,
-              keyMask: km,
-              returnLse: true,
-              kernel,
-            });
-            const [out, lse] = await readTensors([r.out, r.lse]);
-            r.out.dispose(), r.lse.dispose();
-            return { out, lse };
-          };
-          const merged = mergeAttentionReference([await part(0, S1), await part(S1, S)], D);
-          const full = attentionReference(q, k, v, { B, Hq, Hkv, T, S, D }, {
-            window: W,
-            farMask: fm,
-            keyMask,
-          });
-          assertClose(merged.out, full.out, TOL.f32, `merged out S1=${S1} S2=${S2}`);
-          assertClose(merged.lse, full.lse, LSE_TOL, `merged lse S1=${S1} S2=${S2}`);
-        },
-      ),
-      fcParams(8),
-    );
-  },
-});
-
-// ---------------------------------------------------------------------------------------------
-// Golden vectors from NVIDIA's reference (testdata/conformance, cases C1/C2): prefill and decode
-// attention outputs are one dense attention over all T tokens with the SPEC §5.1 rule.
-
-const CONFORMANCE = new URL("../../testdata/conformance/", import.meta.url);
-
-/** Minimal safetensors reader (f32 / i32 only) for the conformance test. */
-async function readSafetensors(url: URL): Promise<Map<string, Float32Array | Int32Array>> {
-  const bytes = await Deno.readFile(url);
-  const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
-  const out = new Map<string, Float32Array | Int32Array>();
-  for (const [name, info] of Object.entries(header)) {
-    if (name === "__metadata__") continue;
-    const { dtype, data_offsets: [a, b] } = info as { dtype: string; data_offsets: number[] };
-    const raw = bytes.slice(8 + n + a, 8 + n + b).buffer;
-    if (dtype === "F32") out.set(name, new Float32Array(raw));
-    else if (dtype === "I32") out.set(name, new Int32Array(raw));
-  }
-  return out;
-}
-
-for (const name of ["C1_attn_single_chunk", "C2_attn_chunked_padded_b2"]) {
-  const dir = new URL(`${name}/`, CONFORMANCE); // vendored: a missing case fails, never skips
-  Deno.test({
-    name: `attention() reproduces conformance case ${name} (SPEC §5.1 prefill and decode outputs)`,
-    ...GPU_TEST,
-    fn: async () => {
-      const meta = JSON.parse(await Deno.readTextFile(new URL("case.json", dir)));
-      const t = await readSafetensors(new URL("case.safetensors", dir));
-      const B: number = meta.batch, Hkv: number = meta.heads_kv, G: number = meta.gqa_factor;
-      const D: number = meta.head_dim,
-        P: number = meta.prefill_len,
-        N: number = meta.num_decode_steps;
-      const T = P + N, Hq = Hkv * G, W = meta.cache_window - 1; // SPEC §5.1: Wc = W + 1
-      // q is stored [B*Hkv, T, G, D] (row b*Hkv+h, query head h*G+g) -> [B, Hq, T, D].
-      const qc = t.get("q")!, q = new Float32Array(B * Hq * T * D);
-      for (let bh = 0; bh < B * Hkv; bh++) {
-        for (let s = 0; s < T; s++) {
-          for (let g = 0; g < G; g++) {
-            const src = ((bh * T + s) * G + g) * D;
-            q.set(qc.subarray(src, src + D), ((bh * G + g) * T + s) * D);
-          }
-        }
-      }
-      // mark(i) = d(i+1) (SPEC §2); the last key has no mark yet.
-      const d = t.get("decisions")!;
-      const farMask = Int32Array.from(d, (_, i) => (i % T < T - 1 ? d[i + 1] : 0));
-      using tq = Tensor.fromArray(gpu, q, [B, Hq, T, D]);
-      using tk = Tensor.fromArray(gpu, t.get("k")!, [B, Hkv, T, D]);
-      using tv = Tensor.fromArray(gpu, t.get("v")!, [B, Hkv, T, D]);
-      using fm = Tensor.fromArray(gpu, farMask, [B, Hkv, T], "i32");
-      using km = Tensor.fromArray(gpu, t.get("attn_mask")!, [B, T], "i32");
-      const ref = attentionReference(q, t.get("k")!, t.get("v")!, { B, Hq, Hkv, T, S: T, D }, {
-        window: W,
-        farMask,
-        keyMask: t.get("attn_mask")!,
-      });
-      // Expected [B, Hkv, rows, G, D] -> ours [B, Hq, T, D] rows [lo, lo + rows).
-      const expect = (x: Float32Array, lo: number, rows: number, got: ArrayLike<number>) => {
-        const a: number[] = [], e: number[] = [];
-        for (let bh = 0; bh < B * Hkv; bh++) {
-          for (let s = 0; s < rows; s++) {
-            for (let g = 0; g < G; g++) {
-              for (let j = 0; j < D; j++) {
-                e.push(x[((bh * rows + s) * G + g) * D + j]);
-                a.push(got[((bh * G + g) * T + lo + s) * D + j]);
-              }
-            }
-          }
-        }
-        return [a, e];
-      };
-      const tol = { atol: meta.recommended_tolerance.prefill_out.atol, rtol: 0 };
-      const outs: [string, ArrayLike<number>][] = [["reference", ref.out]];
-      for (const kernel of KERNELS) {
-        using out = attention(tq, tk, tv, { window: W, farMask: fm, keyMask: km, kernel });
-        outs.push([kernel, await out.toArray()]);
-      }
-      for (const [who, got] of outs) {
-        const [ap, ep] = expect(t.get("prefill_out") as Float32Array, 0, P, got);
-        assertClose(ap, ep, tol, `${name} prefill_out (${who})`);
-        const [ad, ed] = expect(t.get("decode_out") as Float32Array, P, N, got);
-        assertClose(ad, ed, tol, `${name} decode_out (${who})`);
-      }
-    },
-  });
-}
 
 // ---------------------------------------------------------------------------------------------
 // Bad input

@@ -11,7 +11,7 @@ import {
   type TrainerState,
 } from "../../src/train/checkpoint.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
-import { gpu, GPU_TEST, randomArray } from "../_util.ts";
+import { bitsEqual, disposing, gpu, GPU_TEST, randomArray } from "../_util.ts";
 
 const config = parseConfig({
   model_type: "qwen3",
@@ -39,19 +39,6 @@ function state(step: number, extra: Partial<TrainerState> = {}): TrainerState {
     options: { lr: 3e-5 },
     ...extra,
   };
-}
-
-function disposing(...ms: { dispose(): void }[]): Disposable {
-  return { [Symbol.dispose]: () => ms.forEach((m) => m.dispose()) };
-}
-
-function bitsEqual(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, what);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < ua.length; i++) {
-    if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i} differs (${a[i]} vs ${b[i]})`);
-  }
 }
 
 Deno.test({

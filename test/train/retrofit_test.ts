@@ -11,7 +11,7 @@ import { generate, type GenerateResult } from "../../src/generate.ts";
 import { generatorSource, textFileSource } from "../../src/train/data.ts";
 import { readOptimizerState } from "../../src/train/checkpoint.ts";
 import { retrofit, type RetrofitOptions } from "../../src/train/retrofit.ts";
-import { gpu, GPU_TEST } from "../_util.ts";
+import { bitsEqual, disposing, gpu, GPU_TEST } from "../_util.ts";
 
 const plain = parseConfig({
   model_type: "qwen3",
@@ -32,19 +32,6 @@ const data = () =>
   );
 
 const fresh = (): Model => createModel(gpu, plain, { seed: 11, dtype: "f32" });
-
-function disposing(...ms: { dispose(): void }[]): Disposable {
-  return { [Symbol.dispose]: () => ms.forEach((m) => m.dispose()) };
-}
-
-function bitsEqual(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, what);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < ua.length; i++) {
-    if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i} differs (${a[i]} vs ${b[i]})`);
-  }
-}
 
 const base: RetrofitOptions = {
   steps: 24,

@@ -3,68 +3,24 @@
  * gradient of every weight against the float64 reference step (`referenceTrainStep`) on tiny
  * random models (both decision variants, head/layer granularity, tied/untied, Qwen3/Llama);
  * the training forward's logits against `model.forward(ids, { mode: "train", noise })`; the
- * trainable sets; the "lm" objective against finite differences of the f64 teacher forward +
- * cross-entropy; checkpointed layers; no leaked GPU buffers; f32 only.
+ * trainable sets; checkpointed layers; no leaked GPU buffers; f32 only. The "lm" objective:
+ * train_step_lm_test.ts; the tiny models: _tiny_train.ts.
  */
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type ModelConfig, parseConfig } from "../../src/model/config.ts";
+import type { ModelConfig } from "../../src/model/config.ts";
 import { createModel, exportWeights, type Model } from "../../src/model/model.ts";
-import { loadReferenceModel, teacherForward } from "../../src/model/reference.ts";
-import { referenceParams, referenceTrainStep } from "../../src/train/reference_step.ts";
-import { crossEntropyReference } from "../../src/train/losses.ts";
+import { loadReferenceModel } from "../../src/model/reference.ts";
+import { referenceTrainStep } from "../../src/train/reference_step.ts";
 import {
   forwardBackward,
   type StepInputs,
   trainableParameters,
 } from "../../src/train/train_step.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
-import { assertClose, captureNamed, fcParams, gpu, GPU_TEST, randomArray } from "../_util.ts";
-
-interface Spec {
-  modelType: "qwen3" | "llama";
-  layers: number;
-  kv: number;
-  group: number;
-  headDim: number;
-  separateAlpha: boolean;
-  perLayer: boolean;
-  tied: boolean;
-  bias: boolean;
-  window: number;
-  dms?: boolean;
-}
-
-const V = 37;
-
-function configOf(s: Spec): ModelConfig {
-  const dms = s.dms === false ? {} : {
-    dms_window_size: s.window,
-    dms_paged_attention_block_size: 1,
-    dms_separate_alpha: s.separateAlpha,
-    dms_alpha_per: s.perLayer ? "layer" : "head",
-    dms_alpha_scale: 3,
-    dms_initial_alpha_offset: 0,
-    dms_tau: 0.5,
-  };
-  return parseConfig({
-    model_type: s.modelType,
-    hidden_size: 24,
-    num_hidden_layers: s.layers,
-    num_attention_heads: s.kv * s.group,
-    num_key_value_heads: s.kv,
-    head_dim: s.headDim,
-    intermediate_size: 40,
-    vocab_size: V,
-    max_position_embeddings: 256,
-    rope_theta: 10000,
-    rms_norm_eps: 1e-6,
-    tie_word_embeddings: s.tied,
-    attention_bias: s.bias,
-    ...dms,
-  }, "tiny");
-}
+import { assertClose, captureNamed, fcParams, gpu, GPU_TEST } from "../_util.ts";
+import { configOf, inputs, noiseTensors, readGrads, type Spec, tolFor, V } from "./_tiny_train.ts";
 
 const specArb: fc.Arbitrary<Spec> = fc.record({
   modelType: fc.constantFrom("qwen3" as const, "llama" as const),
@@ -78,41 +34,6 @@ const specArb: fc.Arbitrary<Spec> = fc.record({
   bias: fc.boolean(),
   window: fc.integer({ min: 2, max: 6 }),
 });
-
-/** Random token rows and logistic-like noise `[L, B, Hkv, T]` (CPU), uploaded per layer. */
-function inputs(cfg: ModelConfig, B: number, T: number, seed: number) {
-  const ids = Int32Array.from(randomArray(B * T, seed, 0, V), Math.floor);
-  const L = cfg.numLayers, per = B * cfg.numKvHeads * T;
-  const noise = randomArray(L * per, seed + 7, -4, 4);
-  const rows = Array.from({ length: B }, (_, b) => ids.subarray(b * T, (b + 1) * T));
-  return { ids, rows, noise, per };
-}
-
-function noiseTensors(cfg: ModelConfig, noise: Float32Array, B: number, T: number) {
-  const per = B * cfg.numKvHeads * T;
-  return Array.from(
-    { length: cfg.numLayers },
-    (_, l) =>
-      Tensor.fromArray(gpu, noise.subarray(l * per, (l + 1) * per), [
-        B,
-        cfg.numKvHeads,
-        T,
-      ]) as Tensor<"f32">,
-  );
-}
-
-/** Per-tensor tolerance: f32 GPU vs f64, relative to the tensor's scale. */
-function tolFor(expected: ArrayLike<number>): { atol: number; rtol: number } {
-  let m = 0;
-  for (let i = 0; i < expected.length; i++) m = Math.max(m, Math.abs(expected[i]));
-  return { atol: 2e-4 * Math.max(m, 1e-2), rtol: 2e-3 };
-}
-
-async function readGrads(g: Map<string, Tensor<"f32">>): Promise<Map<string, Float32Array>> {
-  const out = new Map<string, Float32Array>();
-  for (const [k, t] of g) out.set(k, await t.toArray());
-  return out;
-}
 
 Deno.test({
   name: "forwardBackward() losses, logits and every weight's gradient match the f64 reference step",
@@ -250,97 +171,6 @@ Deno.test({
         for (const [k, t] of before) assert.deepEqual(after.get(k)!.data, t.data, k);
       } finally {
         for (const t of nts) t.dispose();
-        model.dispose();
-      }
-    }
-  },
-});
-
-/** f64 "lm" loss of a reference model: teacher-mode logits, next-token CE. */
-function lmLossReference(
-  ref: ReturnType<typeof loadReferenceModel>,
-  rows: readonly Int32Array[],
-): number {
-  const B = rows.length, T = rows[0].length;
-  const logits = teacherForward(ref, rows).logits;
-  const targets = new Int32Array(B * T), w = new Float64Array(B * T);
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T - 1; t++) {
-      targets[b * T + t] = rows[b][t + 1];
-      w[b * T + t] = 1;
-    }
-  }
-  return crossEntropyReference(logits, targets, w, B * T, V).loss;
-}
-
-Deno.test({
-  name:
-    'forwardBackward() "lm" objective matches f64 finite differences of teacher forward + cross-entropy',
-  ...GPU_TEST,
-  fn: async () => {
-    const cases: Spec[] = [
-      {
-        modelType: "llama",
-        layers: 2,
-        kv: 1,
-        group: 2,
-        headDim: 8,
-        separateAlpha: false,
-        perLayer: false,
-        tied: true,
-        bias: true,
-        window: 2,
-        dms: false,
-      },
-      {
-        modelType: "qwen3",
-        layers: 1,
-        kv: 2,
-        group: 1,
-        headDim: 4,
-        separateAlpha: false,
-        perLayer: false,
-        tied: false,
-        bias: false,
-        window: 2,
-      },
-    ];
-    for (const spec of cases) {
-      const cfg = configOf(spec), B = 2, T = 6;
-      const model = createModel(gpu, cfg, { seed: 11 });
-      try {
-        const { ids, rows } = inputs(cfg, B, T, 9);
-        const ref = loadReferenceModel(cfg, await exportWeights(model));
-        const out = forwardBackward(model, {
-          ids,
-          batch: B,
-          seqLen: T,
-          objective: "lm",
-          trainable: "all",
-        });
-        const loss = (await out.lossLm!.toArray())[0];
-        const grads = await readGrads(out.grads);
-        out.dispose();
-        assertClose([loss], [lmLossReference(ref, rows)], { atol: 1e-5, rtol: 1e-5 }, "lm loss");
-        const params = referenceParams(ref);
-        assert.deepEqual([...grads.keys()].sort(), [...params.keys()].sort());
-        const eps = 1e-6;
-        let k = 0;
-        for (const [name, p] of params) {
-          const g = grads.get(name)!;
-          for (let j = 0; j < 3; j++) {
-            const i = Math.floor(randomArray(1, 100 + k++, 0, p.length)[0]);
-            const keep = p[i];
-            p[i] = keep + eps;
-            const up = lmLossReference(ref, rows);
-            p[i] = keep - eps;
-            const down = lmLossReference(ref, rows);
-            p[i] = keep;
-            const fd = (up - down) / (2 * eps);
-            assertClose([g[i]], [fd], { atol: 2e-5, rtol: 2e-3 }, `d lm / d ${name}[${i}]`);
-          }
-        }
-      } finally {
         model.dispose();
       }
     }
@@ -528,59 +358,6 @@ Deno.test({
         for (const t of nts) t.dispose();
         model.dispose();
       }
-    }
-  },
-});
-
-Deno.test({
-  name: 'forwardBackward() "lm" targetWeights weigh each target (answer-only loss) and are checked',
-  ...GPU_TEST,
-  fn: async () => {
-    const cfg = configOf({
-      modelType: "qwen3",
-      layers: 1,
-      kv: 1,
-      group: 2,
-      headDim: 8,
-      separateAlpha: false,
-      perLayer: false,
-      tied: true,
-      bias: false,
-      window: 2,
-      dms: false,
-    });
-    const B = 2, T = 5;
-    const model = createModel(gpu, cfg, { seed: 5 });
-    try {
-      const { ids, rows } = inputs(cfg, B, T, 3);
-      const ref = loadReferenceModel(cfg, await exportWeights(model));
-      const logits = teacherForward(ref, rows).logits;
-      const w = [0, 1, 0, 1, 1, 1, 0, 0, 1, 1]; // the last of each row has no target anyway
-      const targets = new Int32Array(B * T), wr = new Float64Array(B * T);
-      for (let b = 0; b < B; b++) {
-        for (let t = 0; t < T - 1; t++) {
-          targets[b * T + t] = rows[b][t + 1];
-          wr[b * T + t] = w[b * T + t];
-        }
-      }
-      const want = crossEntropyReference(logits, targets, wr, B * T, V).loss;
-      const base = {
-        ids,
-        batch: B,
-        seqLen: T,
-        objective: "lm" as const,
-        trainable: "all" as const,
-      };
-      const out = forwardBackward(model, { ...base, targetWeights: w });
-      const loss = (await out.lossLm!.toArray())[0];
-      out.dispose();
-      assertClose([loss], [want], { atol: 1e-5, rtol: 1e-5 }, "weighted lm loss");
-      assert.throws(
-        () => forwardBackward(model, { ...base, targetWeights: [1, 1] }),
-        /targetWeights has 2 values, expected \[B, S\] = \[2, 5\]/,
-      );
-    } finally {
-      model.dispose();
     }
   },
 });
