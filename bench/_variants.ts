@@ -8,7 +8,8 @@
  *
  * A variant is written `key=value,key=value` (keys: `minKeys`, `threads`, `maxKeys`,
  * `workgroups`, `wave`, `loads` (1, 2, 4 or 8: K/V words in flight a lane, dropped where the
- * shape cannot take it), `combine` = `fused` | `dispatch`, `early` = `on` | `off`); `default` (or `-`) is
+ * shape cannot take it), `headSplit` (1, 2, 4 or 8 workgroups sharing a page's query heads,
+ * dropped where it does not divide G), `combine` = `fused` | `dispatch`, `early` = `on` | `off`); `default` (or `-`) is
  * the defaults; variants are separated by `;`. Begin the list with `default`, not `-`: node's
  * `parseArgs` takes `--variants "-;…"` for a missing value (or write `--variants=-;…`).
  *
@@ -33,7 +34,15 @@ export interface Variant {
   defaults: typeof flashDecodeDefaults;
 }
 
-const NUMERIC = ["minKeys", "threads", "maxKeys", "workgroups", "wave", "loads"] as const;
+const NUMERIC = [
+  "minKeys",
+  "threads",
+  "maxKeys",
+  "workgroups",
+  "wave",
+  "loads",
+  "headSplit",
+] as const;
 
 /**
  * Parses `a;b;…` into variants (`default` or `-`: the defaults).

@@ -35,7 +35,8 @@
  * kernel under another tuning (src/cache/paged_decode_plan.ts `FlashDecodeTuning`), chosen with
  * `--other-threads N`, `--other-loads J`, `--other-min-keys N`, `--other-max-keys N`,
  * `--other-workgroups N`, `--other-wave N` (workgroups a wave holds: splits fill the last wave),
- * `--other-combine fused|dispatch` and `--other-early` (a sweep), its
+ * `--other-combine fused|dispatch`, `--other-early` and `--other-heads SH` (SH workgroups share a
+ * page's query heads; it must divide `--g`) (a sweep), its
  * samples interleaved
  * with the routed kernel's (A B A B: a drifting clock weighs on both alike): columns `other µs`
  * and `this/other` (a pass a dispatch), `other chained µs` and `chained this/other`, and with
@@ -105,6 +106,8 @@ const USAGE = `usage: deno run -A bench/attention.ts [flags]
   --other-wave N         its workgroups a wave holds, splits fill the last wave (default: as routed)
   --other-combine fused|dispatch  how its splits merge (default: as routed, dispatch)
   --other-early          its threads load their first block from the block table early (EARLY)
+  --other-heads SH       its workgroups a page's heads are shared among: 1, 2, 4 or 8, dividing
+                         --g (default 1)
   --json FILE            write the device, the sizes and the rows as JSON
   -h, --help             this text`;
 
@@ -129,6 +132,7 @@ const args = scriptArgs("attention", USAGE, {
   "other-max-keys": { type: "string" },
   "other-workgroups": { type: "string" },
   "other-wave": { type: "string" },
+  "other-heads": { type: "string" },
   quick: { type: "boolean" },
   g: { type: "string" },
   json: { type: "string" },
@@ -173,7 +177,11 @@ const tuning = {
   workgroups: otherInt("other-workgroups"),
   wave: otherInt("other-wave"),
   earlyLoads: args.flag("other-early") || undefined,
+  headSplit: otherInt("other-heads", [1, 2, 4, 8]),
 };
+if (tuning.headSplit && G % tuning.headSplit !== 0) {
+  args.fail(`--other-heads must divide --g (${G}), got ${tuning.headSplit}`);
+}
 const json = args.str("json");
 
 const gpu = await getGpu();

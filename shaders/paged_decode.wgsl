@@ -87,6 +87,8 @@ override CW: u32 = 8u;      // combine: vec4 columns per workgroup (divides D4)
 override DIRECT: u32 = 0u;  // 1: one split a page (np = 1): normalise and store out, no combine
 override FUSED: u32 = 0u;   // 1: the last split of a page to finish merges the page's splits
 override EARLY: u32 = 0u;   // 1: the first block's K/V words requested beside the (pos, mark) reads
+override SH: u32 = 1u;      // workgroups a KV page's query heads are shared among (GQ heads each):
+                            // p.pages counts (page, head group) pairs; K/V page = pg / SH
 const NEG: f32 = -3.40282346e38;
 const NOKEY: u32 = 0xffffffffu;
 
@@ -282,9 +284,12 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                  @builtin(local_invocation_index) tid: u32) {
   let w = wid.y * nwg.x + wid.x;
   if (w >= p.pages * p.np) { return; }
-  let pi = w % p.np;
-  let pg = w / p.np;
-  if (tid == 0u) { sh_len = lens[p.lbase + pg]; }
+  // SH > 1: the head groups of one split are neighbours (w = (kp·np + pi)·SH + group), so they
+  // read the same K/V words at about the same time (the second from the L2).
+  let pi = (w / SH) % p.np;
+  let kp = w / (SH * p.np);       // the KV page: its length, block table and entries
+  let pg = kp * SH + w % SH;      // (KV page, head group): its query rows and outputs
+  if (tid == 0u) { sh_len = lens[p.lbase + kp]; }
   let len = u32(workgroupUniformLoad(&sh_len));
   var ps = p.ps;
   if (ps == 0u) { ps = max(KMIN, (len + p.np - 1u) / p.np); }
@@ -298,18 +303,18 @@ fn decode_online(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   }
   // The split's entries (table reads) requested before the query words, then their visibility:
   // two a thread (up to PSMAX = 2·WG, the default), else up to eight (entries4, keep4).
-  let e0 = entry(pg, ks, cnt, tid);
-  let e1 = entry(pg, ks, cnt, tid + WG);
+  let e0 = entry(kp, ks, cnt, tid);
+  let e1 = entry(kp, ks, cnt, tid + WG);
   var ea = vec4<u32>(0u);
   var eb = vec4<u32>(0u);
   if (PSMAX > 2u * WG) {
-    ea = entries4(pg, ks, cnt, tid);
-    if (PSMAX > 4u * WG && cnt > 4u * WG) { eb = entries4(pg, ks, cnt, tid + 4u * WG); }
+    ea = entries4(kp, ks, cnt, tid);
+    if (PSMAX > 4u * WG && cnt > 4u * WG) { eb = entries4(kp, ks, cnt, tid + 4u * WG); }
   }
   let c = tid % L;
   let r = tid / L;
   var fe = vec4<u32>(0u);
-  if (EARLY == 1u) { fe = rows4(pg, ks, cnt, r); }
+  if (EARLY == 1u) { fe = rows4(kp, ks, cnt, r); }
   let qbase = pg * GQ * DD;  // (b * Hq + h * G) * D
   load_q(qbase, c);
   var xa: W4;

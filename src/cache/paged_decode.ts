@@ -22,7 +22,10 @@
  *   as 16-byte words (8 f16 or 4 f32), L = D/EPV consecutive lanes per row (coalesced). One
  *   pass per split: each block of keys has its K and V words requested a block ahead, partial
  *   dots meet in workgroup memory (2 barriers per block), and every thread keeps its own online
- *   softmax (running max, rescaled sums) over its rows; the rows merge once at the end.
+ *   softmax (running max, rescaled sums) over its rows; the rows merge once at the end. With
+ *   {@linkcode FlashDecodeTuning}`.headSplit` = SH > 1, SH neighbouring workgroups take one
+ *   (page, split), G / SH heads each: fewer registers a thread, the split's K/V words read SH
+ *   times (the repeats mostly from the L2).
  * - `combine` (`shaders/paged_decode_combine.wgsl`, which includes paged_decode.wgsl): one
  *   workgroup per (page, head, 8 output vec4 columns), online merge of the splits per thread,
  *   then a tree. With the tuning `combine: "fused"` the same merge runs inside `decode_online`
@@ -91,13 +94,16 @@ export function pagedDecodeFlash(
   const plan = flashDecodePlan(s, layer, G, args.tuning);
   if (!plan) return undefined;
   const { shape: c, np, ps } = plan;
-  const rows = s.pages * np * G;
+  // SH workgroups share a page's G heads, GQ = G / SH each: the kernels see pages · SH pages of
+  // GQ heads (the same rows of q and out), reading K/V page pg / SH.
+  const SH = c.SH ?? 1, GQ = c.GQ, vpages = s.pages * SH;
+  const rows = vpages * np * GQ;
   const po = gpu.alloc(rows * D * 4, "flash decode o");
   const pml = gpu.alloc(rows * 8, "flash decode m,l");
   const out = Tensor.empty(gpu, [B, Hq, 1, D], s.dtype);
   const pool = s.pool(layer);
   const params = {
-    pages: s.pages,
+    pages: vpages,
     hkv: s.kvHeads,
     np,
     ps,
@@ -114,10 +120,10 @@ export function pagedDecodeFlash(
   // the split that finishes last merges them (FUSED) where its workgroup memory holds the weights
   // and partial sums, else the combine kernel does.
   const direct = np === 1;
-  const H = Math.max(1, Math.floor(c.WG / (G * c.D4)));
+  const H = Math.max(1, Math.floor(c.WG / (GQ * c.D4)));
   const combine = args.tuning?.combine ?? flashDecodeDefaults.combine ?? "dispatch";
-  const fused = !direct && combine === "fused" && s.pages <= ARRIVALS &&
-    np * G + Math.max(G * c.D4 * H, c.WG) <= c.SCR;
+  const fused = !direct && combine === "fused" && vpages <= ARRIVALS &&
+    np * GQ + Math.max(GQ * c.D4 * H, c.WG) <= c.SCR;
   // bound always (the entry names it), used with FUSED (see deviceCounters)
   bufs[10] = deviceCounters(gpu.device, "flash decode arrivals", ARRIVALS * 4);
   dispatchBound(
@@ -129,7 +135,7 @@ export function pagedDecodeFlash(
       constants: { ...c, DIRECT: direct ? 1 : 0, FUSED: fused ? 1 : 0 },
     }),
     bufs,
-    Gpu.grid(s.pages * np),
+    Gpu.grid(vpages * np),
     params,
   );
   if (direct || fused) {
@@ -144,10 +150,10 @@ export function pagedDecodeFlash(
       shader: "paged_decode_combine",
       entry: "combine",
       defines: { T: s.dtype },
-      constants: { WG, GQ: G, DD: D, D4: c.D4, CW: CW_ },
+      constants: { WG, GQ, DD: D, D4: c.D4, CW: CW_ },
     }),
     bufs,
-    Gpu.grid(s.pages * G * (c.D4 / CW_)),
+    Gpu.grid(vpages * GQ * (c.D4 / CW_)),
     params,
   );
   gpu.release(po);

@@ -146,6 +146,15 @@ export interface FlashDecodeTuning {
    * memory (session 23, `--cold`: within 3.5%) or end to end (32K DMS 611 -> 612 tok/s).
    */
   earlyLoads?: boolean;
+  /**
+   * Workgroups that share a KV page's G query heads (SH: 1, 2, 4 or 8, dividing G): each takes
+   * G / SH heads of every split, so a thread holds the query and sums of fewer heads (fewer
+   * registers, more workgroups an SM) while the page's K/V words are read SH times, by
+   * neighbouring workgroups (the repeats mostly from the L2). Default 1. A default
+   * ({@linkcode flashDecodeDefaults}) that does not divide G is dropped; a tuning that does not
+   * is a RangeError.
+   */
+  headSplit?: number;
 }
 
 /**
@@ -301,9 +310,12 @@ export function flashDecodeSplits(
 
 /** What {@linkcode pagedDecodeFlash} launches for a layer: kernel constants and splits. */
 export interface FlashDecodePlan {
-  /** Override constants ({@linkcode flashDecodeShape}). */
+  /**
+   * Override constants: {@linkcode flashDecodeShape}'s for G / SH query heads a workgroup (its
+   * `GQ`), and `SH`, the workgroups that share a page's heads (`FlashDecodeTuning.headSplit`).
+   */
   shape: FlashDecodeShape;
-  /** Splits per page. */
+  /** Splits per page (per page and head group where SH > 1). */
   np: number;
   /** Keys per split; 0: adaptive per page. */
   ps: number;
@@ -336,6 +348,19 @@ export function flashDecodePlan(
     throw bad("earlyLoads", "true or false");
   }
   if (d.loads !== undefined && ![1, 2, 4, 8].includes(d.loads)) throw bad("loads", "1, 2, 4 or 8");
+  if (d.headSplit !== undefined && ![1, 2, 4, 8].includes(d.headSplit)) {
+    throw bad("headSplit", "1, 2, 4 or 8");
+  }
+  const hs = tuning.headSplit;
+  if (hs !== undefined && !([1, 2, 4, 8].includes(hs) && G % hs === 0)) {
+    throw new RangeError(
+      `flashDecodePlan: headSplit must be 1, 2, 4 or 8 and divide G = ${G}, got ${hs}`,
+    );
+  }
+  // Head groups: each workgroup takes G / SH of the page's heads; the splits are planned for
+  // pages · SH (page, group) pairs.
+  const SH = hs ?? (d.headSplit !== undefined && G % d.headSplit === 0 ? d.headSplit : 1);
+  const Gk = G / SH;
   const tuned = {
     ...tuning,
     minKeys: tuning.minKeys ?? d.minKeys,
@@ -347,25 +372,25 @@ export function flashDecodePlan(
     ? { ...tuned, threads: d.threads }
     : undefined;
   const shapeOf = (t: FlashDecodeTuning | undefined) =>
-    t && flashDecodeShape(s.dtype, G, s.headDim, maxShared, t);
+    t && flashDecodeShape(s.dtype, Gk, s.headDim, maxShared, t);
   const shape =
     (tuning.loads === undefined && d.loads !== undefined
       ? shapeOf({ ...(withThreads ?? tuned), loads: d.loads })
       : undefined) ?? shapeOf(withThreads) ?? shapeOf(tuned);
   if (!shape) return undefined;
   return {
-    shape,
+    shape: { ...shape, SH },
     ...flashDecodeSplits(
       maxLen,
-      s.pages,
+      s.pages * SH,
       shape,
       s.partitionKeys,
       tuning.workgroups ?? flashDecodeDefaults.workgroups ??
         (splitsUntuned(tuning)
-          ? flashDecodeSplitDefaults(s.dtype, G, shape.WG).workgroups
+          ? flashDecodeSplitDefaults(s.dtype, Gk, shape.WG).workgroups
           : TARGET_WORKGROUPS),
       tuning.wave ?? flashDecodeDefaults.wave ??
-        (splitsUntuned(tuning) ? flashDecodeSplitDefaults(s.dtype, G, shape.WG).wave : undefined),
+        (splitsUntuned(tuning) ? flashDecodeSplitDefaults(s.dtype, Gk, shape.WG).wave : undefined),
     ),
   };
 }
@@ -392,5 +417,13 @@ export function flashDecodePlan(
  */
 export const flashDecodeDefaults: Pick<
   FlashDecodeTuning,
-  "combine" | "maxKeys" | "workgroups" | "threads" | "minKeys" | "earlyLoads" | "wave" | "loads"
+  | "combine"
+  | "maxKeys"
+  | "workgroups"
+  | "threads"
+  | "minKeys"
+  | "earlyLoads"
+  | "wave"
+  | "loads"
+  | "headSplit"
 > = {};

@@ -152,7 +152,38 @@ Deno.test({
     // Never splits under KMIN: 8192 / 1024 = 8 a page however many the wave would take.
     assert.deepEqual(plan(4, { maxKeys: 1024, workgroups: 1, wave: 63 }), [1024, 15]);
     assert.deepEqual(plan(4, { maxKeys: 1024, workgroups: 1, minKeys: 1024, wave: 63 }), [1024, 8]);
+    // A head split: G 4 as two workgroups of 2 heads plans G 2's splits for 16 (page, group)
+    // pairs: up to 512 keys, 512 / 16 = 32 a pair; a split that does not divide G is named.
+    const split = flashDecodePlan(s, 0, 4, { headSplit: 2 })!;
+    assert.deepEqual([split.shape.GQ, split.shape.SH, split.shape.PSMAX, split.np], [
+      2,
+      2,
+      512,
+      32,
+    ]);
+    // Four groups of one head: G 1's plan (256 keys, 512 workgroups) for 32 pairs: 8192 / 256.
+    assert.deepEqual([...plan(4, { headSplit: 4 }), flashDecodePlan(s, 0, 4)!.shape.SH], [
+      256,
+      32,
+      1,
+    ]);
+    for (const [G, headSplit] of [[4, 3], [2, 4], [8, 16], [4, 0]]) {
+      assert.throws(
+        () => flashDecodePlan(s, 0, G, { headSplit }),
+        new RegExp(`headSplit must be 1, 2, 4 or 8 and divide G = ${G}, got ${headSplit}`),
+      );
+    }
     try {
+      // As a default: taken where it divides G, dropped where it does not; a bad one is named.
+      flashDecodeDefaults.headSplit = 2;
+      assert.equal(flashDecodePlan(s, 0, 4)!.shape.SH, 2);
+      assert.equal(flashDecodePlan(s, 0, 1)!.shape.SH, 1);
+      flashDecodeDefaults.headSplit = 3;
+      assert.throws(
+        () => flashDecodePlan(s, 0, 4),
+        /flashDecodeDefaults\.headSplit must be 1, 2, 4 or 8, got 3/,
+      );
+      flashDecodeDefaults.headSplit = undefined;
       flashDecodeDefaults.maxKeys = 512;
       assert.deepEqual(plan(4), [512, 64]);
       flashDecodeDefaults.maxKeys = undefined;
@@ -161,6 +192,7 @@ Deno.test({
     } finally {
       flashDecodeDefaults.maxKeys = undefined;
       flashDecodeDefaults.workgroups = undefined;
+      flashDecodeDefaults.headSplit = undefined;
     }
   },
 });

@@ -72,7 +72,9 @@ async function check(
   assert.equal(decodeKernelFor(s, c.G, c.D, {}), "flash", label);
   // Tunings that do not fit this shape or device: fewer knobs.
   let tuning = c.tuning ?? {};
-  for (const t of [{ threads: tuning.threads }, {}]) {
+  // A head split that does not divide G is a RangeError (checked in paged_decode_plan_test.ts).
+  if (tuning.headSplit && c.G % tuning.headSplit !== 0) tuning = { ...tuning, headSplit: 1 };
+  for (const t of [{ threads: tuning.threads, headSplit: tuning.headSplit }, {}]) {
     if (!flashDecodePlan(s, 0, c.G, tuning)) tuning = t;
   }
   if (opts.skipFlash) return;
@@ -103,9 +105,19 @@ async function check(
   // Oracle: one split over every entry = plain softmax over the visible ones.
   const oracle = flashDecodeReference(qq, pages, { ...args, G: c.G, D, np: 1, ps: 1 << 30 });
   assertClose(got, oracle, TOL[c.dtype], `flash vs f64 oracle ${label}`);
-  // The twin with the kernel's own splits.
+  // The twin with the kernel's own splits: with a head split, SH pages of G / SH heads a page
+  // (the same rows of q and out), each over the page's entries.
   const { shape, np, ps } = flashDecodePlan(s, 0, c.G, tuning)!;
-  const twin = flashDecodeReference(qq, pages, { ...args, G: c.G, D, np, ps, kmin: shape.KMIN });
+  const SH = shape.SH ?? 1;
+  assert.equal(shape.GQ * SH, c.G, label);
+  const twin = flashDecodeReference(qq, pages.flatMap((p) => Array<DecodePage>(SH).fill(p)), {
+    ...args,
+    G: shape.GQ,
+    D,
+    np,
+    ps,
+    kmin: shape.KMIN,
+  });
   assertClose(got, twin, TOL[c.dtype], `flash vs CPU twin ${label}`);
 }
 
@@ -131,6 +143,7 @@ const caseArb = fc.record({
     keysPerThread: fc.constantFrom(undefined, 1, 4, 8),
     workgroups: fc.constantFrom(undefined, 1, 8),
     wave: fc.constantFrom(undefined, undefined, 3, 5),
+    headSplit: fc.constantFrom(undefined, undefined, 2, 4),
   }).map(({ keysPerThread, ...t }) => ({
     ...t,
     maxKeys: keysPerThread && keysPerThread * t.threads,
@@ -193,6 +206,21 @@ Deno.test({
       for (const hide of [31, 63, 99]) {
         await check({ ...base, dtype, T: 100, D: 64, split: 32, hide, tuning: early });
       }
+      // Head splits: G 4 as two workgroups of 2 heads and four of 1, G 8 as two of 4 (many
+      // splits, DMS marks, the fused merge, padding).
+      for (const headSplit of [2, 4]) {
+        await check({ ...base, dtype, T: 1300, dms: true, pEvict: 0.5, tuning: { headSplit } });
+        await check({ ...base, dtype, T: 600, pad: 300, B: 2, tuning: { ...fused, headSplit } });
+      }
+      await check({
+        ...base,
+        dtype,
+        T: 300,
+        G: 8,
+        dms: true,
+        pEvict: 0.5,
+        tuning: { headSplit: 2 },
+      });
       // G 3, 5, 7: WG / G lanes a head in the merge's (m, l) tree, not a power of two.
       for (const G of [3, 5, 7]) {
         await check({ ...base, dtype, T: 1300, G, dms: true, pEvict: 0.5, tuning: fused });
