@@ -67,7 +67,8 @@ export interface Row {
 }
 
 /**
- * A flash plan over pages of these lengths in words: the workgroups (pages × splits a page), the
+ * A flash plan over pages of these lengths in words: the workgroups (pages × splits a page;
+ * `pages·SH` with a head split), the
  * most keys a split takes (the kernel sizes adaptive splits from each page's own length, as
  * `decode_online` does: at least KMIN, at most PSMAX), and the blocks of KB keys that split walks
  * in turn. Each block is one dependent load of K and of V (docs/performance.md, session 22).
@@ -89,7 +90,10 @@ export function planText(plan: FlashDecodePlan, lens: ArrayLike<number>): string
     most = Math.max(most, Math.min(ps, len));
   }
   const blocks = Math.ceil(most / KB);
-  return `${lens.length}×${plan.np} wg, ${most} keys = ${blocks} block${
+  // A head split (SH > 1): SH workgroups a (page, split), G / SH heads each.
+  const SH = plan.shape.SH ?? 1;
+  const pages = SH > 1 ? `${lens.length}·${SH}` : `${lens.length}`;
+  return `${pages}×${plan.np} wg, ${most} keys = ${blocks} block${
     blocks === 1 ? "" : "s"
   } of ${KB}`;
 }
