@@ -7,6 +7,7 @@
 #   run(command: "bash bench/h200_ab.sh cold", carry: [".gpu", ".device/stats.tar.xz"], timeout_s: 600)
 #   run(command: "bash bench/h200_ab.sh e2e", carry: [".gpu"], timeout_s: 600)     # within 30 s
 #   run(command: "bash bench/h200_ab.sh table", carry: [".gpu"], timeout_s: 600)   # an H200 only
+#   run(command: "bash bench/h200_ab.sh heads", carry: [".gpu"], timeout_s: 600)   # any card
 #
 # No argument runs cold and e2e (over one call's 600 s when every step runs to its limit).
 #
@@ -40,6 +41,12 @@
 #   every layer's cache is read from memory (28 layers of ~17 MB at 32K DMS), so this is the
 #   measurement that decides; the 32K target needs DMS attention near 7.5 µs a layer
 #   (docs/performance.md, "At 32K").
+# heads (~4 minutes, 380 s of limits; session 24's head split, built and tested, never timed):
+#   G 4 run as two neighbouring G 2 workgroups a page (`--other-heads 2`: 128 registers a thread, 4
+#   workgroups an SM, each K/V word read twice, the repeat meant to come from the L2), interleaved
+#   with the default, with the PyTorch twin (chained / graph: the dense <= 1.2x target), 32K and
+#   128K, B = 1 and 4; then from memory (`--cold 256`, 32K) and with half the splits
+#   (`--other-max-keys 1024`). Adopt it at G 4 where it wins dense and DMS, chained and cold.
 # table (~5 minutes, an H200 only): the chained decode-attention table with its PyTorch twin,
 #   G 4 (`bench/h200.sh attention`) and G 2, never measured on an H200 (sessions 18-21 were lent
 #   H100s).
@@ -49,9 +56,9 @@
 set -u
 part=${1:-all}
 case "$part" in
-all | cold | e2e | table) ;;
+all | cold | e2e | table | heads) ;;
 *)
-  echo "bench/h200_ab.sh: the part must be cold, e2e, table or nothing (cold and e2e), got '$part'" >&2
+  echo "bench/h200_ab.sh: the part must be cold, e2e, table, heads or nothing (cold and e2e), got '$part'" >&2
   exit 2
   ;;
 esac
@@ -91,6 +98,12 @@ if [ "$part" = all ] || [ "$part" = e2e ]; then
   G="deno run -A bench/generate.ts --no-torch --replay on --tokens 256 --variants $V --rounds 2"
   step 60 $G --contexts 2048
   step 300 $G --contexts 32768
+fi
+if [ "$part" = heads ]; then
+  H="deno run -A bench/attention.ts --dtypes f16 --crs 8 --reps 5 --no-old --g 4 --other --other-heads 2"
+  step 200 $H --contexts 32768,131072 --batches 1,4 --json "$OUT/heads.json"
+  step 100 $H --no-torch --cold 256 --contexts 32768 --batches 1,4
+  step 80 $H --no-torch --other-max-keys 1024 --contexts 32768,131072 --batches 1,4
 fi
 if [ "$part" = table ]; then
   case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)" in
