@@ -5,11 +5,13 @@
 // Launcher, CPU twin and version notes: src/cache/paged_decode.ts. The readable kernels
 // (`partial`, and the v2 `decode`) stay in shaders/paged_attention.wgsl.
 //
-// A page pg = b*Hkv + h holds lens[pg] live entries; slot s lives at entry
-// table[pg, s / bs] * bs + s % bs of this layer's pool, with (position, mark) in kmeta.
+// A KV page kp = b*Hkv + h holds lens[kp] live entries; slot s lives at entry
+// table[kp, s / bs] * bs + s % bs of this layer's pool, with (position, mark) in kmeta.
+// Below, a page pg is a (KV page, head group) pair: pg = kp * SH + group, its GQ = G / SH query
+// heads (SH = 1: pg = kp, GQ = G); p.pages counts them, p.lbase counts KV pages.
 //
 //   q:[B, Hq, 1, D]  pools kw, vw:[entries, D/EPV] 16-byte words  -> out:[B, Hq, 1, D]
-//   po:[pages, np, G, D/4] unnormalised split outputs   pml:[pages, np, G] (max m, sum l)
+//   po:[pages, np, GQ, D/4] unnormalised split outputs   pml:[pages, np, GQ] (max m, sum l)
 //
 // decode_online: one workgroup of WG threads per (page, split); all G query heads of the page
 //   share every K/V word, read once as vec4<u32> (8 f16 or 4 f32), f32 math. Lane c = tid % L
@@ -41,13 +43,13 @@
 //   invisible or past the split are masked as `word` would have zeroed them: same results.
 
 struct Params {
-  pages: u32,  // B * Hkv
+  pages: u32,  // B * Hkv * SH: (KV page, head group) pairs
   hkv: u32,    // KV heads
   np: u32,     // splits per page
   ps: u32,     // keys per split; 0: max(KMIN, ceil(len / np)) of each page's own length
   bs: u32,     // block size
   mb: u32,     // block-table width (blocks per page)
-  lbase: u32,  // layer * pages: this layer's rows of lens and table
+  lbase: u32,  // layer * B * Hkv: this layer's rows of lens and table (KV pages)
   t0: i32,     // query position
   window: i32, // W: a marked key is visible for distances 0..W
   scale: f32,  // softmax scale
@@ -62,8 +64,8 @@ struct Params {
 @group(0) @binding(6) var<storage, read> q: array<T>;                 // [B, Hq, 1, D]
 // po and pml are exchanged between workgroups (the fused combine reads them in the same dispatch):
 // as 32-bit words through atomics, past the SM's non-coherent L1 (see gemv.wgsl's gemv16_rn).
-@group(0) @binding(7) var<storage, read_write> po: array<atomic<u32>>;  // [pages, np, G, D4] vec4s
-@group(0) @binding(8) var<storage, read_write> pml: array<atomic<u32>>; // [pages, np, G] (m, l)
+@group(0) @binding(7) var<storage, read_write> po: array<atomic<u32>>;  // [pages, np, GQ, D4] vec4s
+@group(0) @binding(8) var<storage, read_write> pml: array<atomic<u32>>; // [pages, np, GQ] (m, l)
 @group(0) @binding(9) var<storage, read_write> out: array<T>;         // [B, Hq, 1, D]
 @group(0) @binding(10) var<storage, read_write> arrived: array<atomic<u32>>; // FUSED: [pages], 0 at rest
 

@@ -36,19 +36,19 @@ fn words4(which: u32, jb: u32, kk0: u32, cnt: u32, c: u32) -> W4 {
   return x;
 }
 
-// Entry of key i of the split that starts at slot ks (clamped into the split: cnt >= 1).
-fn entry(pg: u32, ks: u32, cnt: u32, i: u32) -> u32 {
+// Entry of key i of KV page kp's split that starts at slot ks (clamped into the split: cnt >= 1).
+fn entry(kp: u32, ks: u32, cnt: u32, i: u32) -> u32 {
   let s = ks + min(i, cnt - 1u);
-  return u32(table[(p.lbase + pg) * p.mb + s / p.bs]) * p.bs + s % p.bs;
+  return u32(table[(p.lbase + kp) * p.mb + s / p.bs]) * p.bs + s % p.bs;
 }
 
 // Entries of keys i + j·WG, j = 0..3, of the split, all four table reads requested together (a
 // loop would issue them one iteration at a time). The first two are read whatever the split's
 // length (`entry` clamps into it), the other two only under it (0 past it).
-fn entries4(pg: u32, ks: u32, cnt: u32, i: u32) -> vec4<u32> {
-  var e = vec4<u32>(entry(pg, ks, cnt, i), entry(pg, ks, cnt, i + WG), 0u, 0u);
-  if (i + 2u * WG < cnt) { e.z = entry(pg, ks, cnt, i + 2u * WG); }
-  if (i + 3u * WG < cnt) { e.w = entry(pg, ks, cnt, i + 3u * WG); }
+fn entries4(kp: u32, ks: u32, cnt: u32, i: u32) -> vec4<u32> {
+  var e = vec4<u32>(entry(kp, ks, cnt, i), entry(kp, ks, cnt, i + WG), 0u, 0u);
+  if (i + 2u * WG < cnt) { e.z = entry(kp, ks, cnt, i + 2u * WG); }
+  if (i + 3u * WG < cnt) { e.w = entry(kp, ks, cnt, i + 3u * WG); }
   return e;
 }
 
@@ -79,12 +79,12 @@ fn seen(e: u32) -> bool {
 // table (clamped into the split, so every one is a stored entry), and their words of pool
 // `which`, requested before the split's visibility is known. Rows past the split or invisible
 // are masked afterwards: their scores by step 2, their value words by `visible4`.
-fn rows4(pg: u32, ks: u32, cnt: u32, r: u32) -> vec4<u32> {
-  var e = vec4<u32>(entry(pg, ks, cnt, r), 0u, 0u, 0u);
-  if (J > 1u) { e.y = entry(pg, ks, cnt, r + KP); }
+fn rows4(kp: u32, ks: u32, cnt: u32, r: u32) -> vec4<u32> {
+  var e = vec4<u32>(entry(kp, ks, cnt, r), 0u, 0u, 0u);
+  if (J > 1u) { e.y = entry(kp, ks, cnt, r + KP); }
   if (J > 2u) {
-    e.z = entry(pg, ks, cnt, r + 2u * KP);
-    e.w = entry(pg, ks, cnt, r + 3u * KP);
+    e.z = entry(kp, ks, cnt, r + 2u * KP);
+    e.w = entry(kp, ks, cnt, r + 3u * KP);
   }
   return e;
 }

@@ -11,7 +11,7 @@
 // 4. output vec4 (head g, column col): the sum of w · o over the splits, split among H = WG / (G
 //    · D4) threads (at least 1), eight splits' loads in flight at a time, the H partial sums added
 //    in order -> out (0 for a head with no visible key). The launcher takes FUSED only where
-//    np · GQ + max(G · D4 · H, WG) vec4s fit in scr (step 4's partial sums, step 2's lanes).
+//    np · GQ + max(GQ · D4 · H, WG) vec4s fit in scr (step 4's partial sums, step 2's lanes).
 var<workgroup> lastSplit: u32;
 var<workgroup> hml: array<vec2<f32>, 8>;  // per head: (M, L)
 

@@ -221,6 +221,12 @@ Deno.test({
         pEvict: 0.5,
         tuning: { headSplit: 2 },
       });
+      // One split a page (DIRECT: 40 keys, under KMIN), GQ 3 (G 6 as 2 × 3), one head a group at
+      // G 8 (SH 8).
+      for (const headSplit of [2, 4]) await check({ ...base, dtype, T: 40, tuning: { headSplit } });
+      const g6 = { G: 6, dms: true, pEvict: 0.5, tuning: { headSplit: 2 } };
+      await check({ ...base, dtype, T: 700, ...g6 });
+      await check({ ...base, dtype, T: 300, G: 8, tuning: { headSplit: 8 } });
       // G 3, 5, 7: WG / G lanes a head in the merge's (m, l) tree, not a power of two.
       for (const G of [3, 5, 7]) {
         await check({ ...base, dtype, T: 1300, G, dms: true, pEvict: 0.5, tuning: fused });
