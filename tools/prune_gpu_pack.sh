@@ -4,7 +4,9 @@
 # plots' renderers, with every package only they pull in) from .gpu/deno.json's imports, from
 # .gpu/deno.lock (specifiers, workspace list, npm entries) and from the packed npm cache, and
 # copies each kept package's registry.json from the local deno cache where the pack lacks it
-# (offline deno needs it to resolve). Then run `bash tools/check_gpu_pack.sh` (session 24 lost a
+# (offline deno needs it to resolve), and slims what stays: source maps, type declarations (deno run
+# does not type-check npm code) and TypeScript sources no export reaches (zod's 3.8 MB src/). On
+# 2026-12-06: 75 MB → 42 MB, beside the 18.6 MB tree. Then run `bash tools/check_gpu_pack.sh` (session 24 lost a
 # machine to a lock that still listed vega).
 #
 #   bash tools/prune_gpu_pack.sh [PACKAGE ...]   (default: vega vega-lite)
@@ -13,7 +15,7 @@
 # 2: no pack here, or not run from the repository root.
 set -u
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 if [ ! -f .gpu/deno.json ] || [ ! -f .gpu/deno.lock ] || [ ! -d .gpu/deno-dir/npm ]; then
@@ -83,6 +85,34 @@ for p in sorted(kept_names):
     if os.path.isdir(os.path.join(reg, p)) and not os.path.exists(dst) and src and os.path.exists(src):
         shutil.copy(src, dst)
         copied.append(p)
+# slim what stays: source maps and type declarations (deno run does not type-check npm code), and
+# a package's TypeScript sources (src/) where no export but a custom "@..." condition points there
+slimmed = 0
+def targets(x, cond=""):
+    if isinstance(x, str):
+        if not cond.startswith("@") and cond != "types":
+            yield x
+    elif isinstance(x, dict):
+        for k, v in x.items():
+            yield from targets(v, k if not k.startswith(".") else cond)
+for p in sorted(kept_names):
+    for ver in os.listdir(os.path.join(reg, p)) if os.path.isdir(os.path.join(reg, p)) else []:
+        root = os.path.join(reg, p, ver)
+        if not os.path.isdir(root):
+            continue
+        for d, _, files in os.walk(root):
+            for f in files:
+                if f.endswith((".map", ".d.ts", ".d.cts", ".d.mts")):
+                    slimmed += os.path.getsize(os.path.join(d, f))
+                    os.remove(os.path.join(d, f))
+        pkg = json.load(open(os.path.join(root, "package.json")))
+        used = [t for k in ("main", "module", "browser", "exports") for t in targets(pkg.get(k))]
+        src = os.path.join(root, "src")
+        if os.path.isdir(src) and not any(t.lstrip("./").startswith("src") for t in used):
+            for d, _, files in os.walk(src):
+                slimmed += sum(os.path.getsize(os.path.join(d, f)) for f in files)
+            shutil.rmtree(src)
+print(f"slimmed {slimmed / 1e6:.1f} MB (source maps, declarations, unused sources)")
 print(f"kept {len(keep)} npm entries; removed {len(removed)} packages; registry.json copied for: "
       f"{', '.join(copied) or 'none'}")
 missing = [p for p in sorted(kept_names) if not os.path.exists(os.path.join(reg, p, "registry.json"))]
