@@ -6,8 +6,8 @@
 # copies each kept package's registry.json from the local deno cache where the pack lacks it
 # (offline deno needs it to resolve), and slims what stays: source maps, type declarations (deno run
 # does not type-check npm code) and TypeScript sources no export reaches (zod's 3.8 MB src/). On
-# 2026-12-06: 75 MB → 42 MB, beside the 18.6 MB tree. Then run `bash tools/check_gpu_pack.sh` (session 24 lost a
-# machine to a lock that still listed vega).
+# 2026-12-06: 75 MB → 42 MB, beside the 18.6 MB tree. Then run `bash tools/check_gpu_pack.sh`
+# (session 24 lost a machine to a lock that still listed vega).
 #
 #   bash tools/prune_gpu_pack.sh [PACKAGE ...]   (default: vega vega-lite)
 #
@@ -15,7 +15,7 @@
 # 2: no pack here, or not run from the repository root.
 set -u
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 if [ ! -f .gpu/deno.json ] || [ ! -f .gpu/deno.lock ] || [ ! -d .gpu/deno-dir/npm ]; then
