@@ -5,7 +5,8 @@
 #   run(command: "bash bench/h200.sh attention prefill kernels", timeout_s: 600)
 #   run(command: "bash bench/h200.sh skinny e2e chains floor", timeout_s: 600)
 #
-# Check the pack here first: `bash tools/check_gpu_pack.sh` (the GPU machine has no network).
+# Prepare the pack here first: `bash tools/prune_gpu_pack.sh` (a fresh one is 75 MB, over the 64 MiB a
+# call carries), then `bash tools/check_gpu_pack.sh` (the GPU machine has no network).
 # It sources .gpu/setup.sh (Vulkan loader, NVIDIA ICD, deno on PATH), then runs each section of
 # bench/main.ts under its own time limit (13 minutes of limits in all, about 7 minutes of run on an
 # H100 on 2026-12-05: more than one device call's 600 s allow, so name the sections to run, as
