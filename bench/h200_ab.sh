@@ -14,7 +14,9 @@
 #
 # Session 23 (an H100) ran cold and e2e: EARLY changed nothing, J 8 lost (182-255 registers a
 # thread), all three knobs lost; none adopted (docs/performance.md, "Decode attention", session
-# 23). The parts stay runnable to repeat them on another card; table still waits for an H200.
+# 23). Session 25 (an H200) ran heads and table: the head split lost (1.3-1.8x slower everywhere,
+# not adopted), and the chained table is in docs/performance.md, session 25. The parts stay
+# runnable to repeat them on another card.
 #
 # cold (~2 minutes on the H100, 560 s of limits): registers a thread of every decode_online
 #   variant (tools/kernel_stats, when .device/stats came along; session 23: J 8 takes G 2 from 4
@@ -42,7 +44,7 @@
 #   every layer's cache is read from memory (28 layers of ~17 MB at 32K DMS), so this is the
 #   measurement that decides; the 32K target needs DMS attention near 7.5 µs a layer
 #   (docs/performance.md, "At 32K").
-# heads (~4 minutes, 380 s of limits; session 24's head split, built and tested, never timed):
+# heads (~1 minute on the H200, 440 s of limits; session 24's head split; session 25: it lost):
 #   G 4 run as two neighbouring G 2 workgroups a page (`--other-heads 2`: 128 registers a thread, 4
 #   workgroups an SM, each K/V word read twice, the repeat meant to come from the L2), interleaved
 #   with the default, with the PyTorch twin (chained / graph: the dense <= 1.2x target), 32K and
@@ -51,9 +53,8 @@
 #   where it wins dense and DMS, chained and cold.
 # heads-e2e (~5 minutes): bench/generate.ts (G 2) at 2K and 32K, default and `headSplit=2`
 #   alternating round by round.
-# table (~5 minutes, an H200 only): the chained decode-attention table with its PyTorch twin,
-#   G 4 (`bench/h200.sh attention`) and G 2, never measured on an H200 (sessions 18-21 were lent
-#   H100s).
+# table (~2 minutes, an H200 only): the chained decode-attention table with its PyTorch twin,
+#   G 4 (`bench/h200.sh attention`) and G 2 (session 25 ran it).
 # What adopting a knob takes: it wins end to end at 32K DMS without losing at 2K or dense; then
 # make it the default (flashDecodeDefaults' documented values, src/cache/paged_decode_plan.ts) and
 # log the numbers in docs/performance.md.
