@@ -8,7 +8,6 @@
 #   run(command: "bash bench/h200_ab.sh e2e", carry: [".gpu"], timeout_s: 600)     # within 30 s
 #   run(command: "bash bench/h200_ab.sh table", carry: [".gpu"], timeout_s: 600)   # an H200 only
 #   run(command: "bash bench/h200_ab.sh heads", carry: [".gpu"], timeout_s: 600)   # any card
-#   run(command: "bash bench/h200_ab.sh heads-e2e", carry: [".gpu"], timeout_s: 600)
 #
 # No argument runs cold and e2e (over one call's 600 s when every step runs to its limit).
 #
@@ -51,8 +50,6 @@
 #   128K, B = 1 and 4; then from memory (`--cold 256`, 32K) and with half the splits
 #   (`--other-max-keys 1024`), then G 2 as two G 1 workgroups (32K, from cache). Adopt it at G 4
 #   where it wins dense and DMS, chained and cold.
-# heads-e2e (~5 minutes): bench/generate.ts (G 2) at 2K and 32K, default and `headSplit=2`
-#   alternating round by round.
 # table (~2 minutes, an H200 only): the chained decode-attention table with its PyTorch twin,
 #   G 4 (`bench/h200.sh attention`) and G 2 (session 25 ran it).
 # What adopting a knob takes: it wins end to end at 32K DMS without losing at 2K or dense; then
@@ -61,9 +58,9 @@
 set -u
 part=${1:-all}
 case "$part" in
-all | cold | e2e | table | heads | heads-e2e) ;;
+all | cold | e2e | table | heads) ;;
 *)
-  echo "bench/h200_ab.sh: the part must be cold, e2e, table, heads, heads-e2e or nothing (cold and e2e), got '$part'" >&2
+  echo "bench/h200_ab.sh: the part must be cold, e2e, table, heads or nothing (cold and e2e), got '$part'" >&2
   exit 2
   ;;
 esac
@@ -111,11 +108,6 @@ if [ "$part" = heads ]; then
   step 80 $H --no-torch --other-max-keys 1024 --contexts 32768,131072 --batches 1,4
   # G 2 as two G 1 workgroups a page (the end-to-end model's G): 4 workgroups an SM already
   step 60 ${H/--g 4/--g 2} --no-torch --contexts 32768 --batches 1,4
-fi
-if [ "$part" = heads-e2e ]; then
-  G="deno run -A bench/generate.ts --no-torch --replay on --tokens 256 --variants default;headSplit=2 --rounds 2"
-  step 80 $G --contexts 2048
-  step 300 $G --contexts 32768
 fi
 if [ "$part" = table ]; then
   case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)" in
