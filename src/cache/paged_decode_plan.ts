@@ -150,7 +150,7 @@ export interface FlashDecodeTuning {
    * Workgroups that share a KV page's G query heads (SH: 1, 2, 4 or 8, dividing G): each takes
    * G / SH heads of every split, so a thread holds the query and sums of fewer heads (fewer
    * registers, more workgroups an SM) while the page's K/V words are read SH times, by
-   * neighbouring workgroups (the repeats mostly from the L2). Default 1: SH 2 was 1.3-1.8x slower
+   * neighbouring workgroups (the repeats meant to come from the L2). Default 1: SH 2 was 1.3-1.8x slower
    * on the H200 at G 4 and G 2, dense and DMS, 32K-128K, from cache and from memory (session 25,
    * `bash bench/h200_ab.sh heads`; docs/performance.md): a repeat from the L2 is not free. A
    * default ({@linkcode flashDecodeDefaults}) that does not divide G is dropped; a tuning that
